@@ -1,0 +1,137 @@
+"""End to end: the `vastops` command against `vastops sim`, two real processes over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import SIM_KEY, free_port
+
+VASTOPS = str(Path(sys.executable).parent / "vastops")
+
+
+def run(cwd, *args, timeout=60):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTOPS_"))}
+    return subprocess.run([VASTOPS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def sim_process(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [VASTOPS, "sim", "--port", str(port), "--api-key", SIM_KEY, "--schedule-s", "1", "--load-s", "1",
+         "--health-delay-s", "1", "--stop-s", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            requests.get(url + "/_sim/state", timeout=1)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "simulator did not come up"
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def write_env(path, url, **extra):
+    values = {"VAST_API_URL": url, "VAST_API_KEY": SIM_KEY, "VAST_INSTANCE_ID": "12345", "VASTOPS_DB": str(path / "ledger.db"), **extra}
+    (path / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+
+def test_on_status_off_costs_against_the_simulator(tmp_path, sim_process):
+    write_env(tmp_path, sim_process)
+    on = run(tmp_path, "on")
+    assert on.returncode == 0, on.stderr
+    assert "scheduling" in on.stdout or "loading" in on.stdout  # progress is shown
+    assert "Instance running and healthy" in on.stdout
+
+    status = run(tmp_path, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    body = json.loads(status.stdout)
+    assert body["status"] == "running" and body["gpu_name"] == "RTX 3090"
+    assert body["auto_shutdown_in_minutes"] > 29
+
+    time.sleep(1.0)  # a session of measurable length
+    off = run(tmp_path, "off", "--json")
+    assert off.returncode == 0, off.stderr
+    result = json.loads(off.stdout)
+    assert result["status"] == "stopped" and result["session_runtime_minutes"] > 0
+
+    costs = run(tmp_path, "costs", "--csv", "out.csv")
+    assert costs.returncode == 0, costs.stderr
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert len(rows) == 1
+    assert "cost_usd" in rows[0] and "runtime_minutes" in rows[0] and rows[0]["end_reason"] == "manual"
+    # the session's cost is runtime x the simulator's rates
+    sim = requests.get(sim_process + "/_sim/state").json()["instances"][0]
+    rate = float(rows[0]["compute_rate_usd_per_hour"]) + float(rows[0]["storage_rate_usd_per_hour"])
+    assert rate == pytest.approx(sim["dph_base"] + sim["storage_total_cost"])
+    assert float(rows[0]["cost_usd"]) == pytest.approx(float(rows[0]["runtime_minutes"]) / 60 * rate, abs=1e-5)
+    # and matches what vast.ai billed for compute, within the 2 s between two looks
+    assert float(rows[0]["compute_cost_usd"]) == pytest.approx(sim["compute_cost"], abs=2.5 / 3600 * sim["dph_base"])
+
+    audit = run(tmp_path, "audit", "--json", "--limit", "10")
+    assert [r["event"] for r in json.loads(audit.stdout)] == [
+        "power_off_complete", "power_off_requested", "power_on_complete", "power_on_requested",
+    ]
+    assert all(r["actor"] == "cli" for r in json.loads(audit.stdout))
+
+
+def one_clear_line(result, *words):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def test_wrong_api_key(tmp_path, sim_process):
+    write_env(tmp_path, sim_process, VAST_API_KEY="not-the-key-77")
+    line = one_clear_line(run(tmp_path, "on"), "VAST_API_KEY")
+    assert "not-the-key-77" not in line
+
+
+def test_unknown_instance_id(tmp_path, sim_process):
+    write_env(tmp_path, sim_process, VAST_INSTANCE_ID="999")
+    one_clear_line(run(tmp_path, "off"), "999", "VAST_INSTANCE_ID")
+    status = run(tmp_path, "status")
+    assert status.returncode == 1 and "not found" in status.stdout
+
+
+def test_unreachable_vast(tmp_path):
+    write_env(tmp_path, f"http://127.0.0.1:{free_port()}")
+    one_clear_line(run(tmp_path, "status", timeout=120), "unreachable")
+
+
+def test_bad_config_value(tmp_path):
+    write_env(tmp_path, "http://127.0.0.1:9", VAST_AUTO_SHUTDOWN_MINUTES="half-an-hour")
+    line = one_clear_line(run(tmp_path, "status"), "VAST_AUTO_SHUTDOWN_MINUTES", "number")
+    assert run(tmp_path, "status").returncode == 2
+
+
+def test_missing_key_is_unconfigured(tmp_path):
+    (tmp_path / ".env").write_text("VAST_INSTANCE_ID=1\n")
+    one_clear_line(run(tmp_path, "on"), "VAST_API_KEY", ".env")
+    status = run(tmp_path, "status")
+    assert status.returncode == 3 and "unconfigured" in status.stdout
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([VASTOPS, "--help"], capture_output=True, text=True).stdout
+    for command in ("status", "on", "off", "costs", "audit", "sim"):
+        assert command in out

@@ -1,0 +1,110 @@
+"""The ledger: migrations, append-only audit, and two processes writing at once."""
+
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from vastops.clock import FakeClock, utcnow
+from vastops.ledger import MIGRATIONS, Ledger
+
+
+def test_migrates_to_the_latest_version_once(tmp_path):
+    path = tmp_path / "l.db"
+    Ledger(path)
+    Ledger(path)  # a second open is a no-op
+    with Ledger(path).read() as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.journal_mode == "wal"
+        assert {"sessions", "audit", "instances", "heartbeats"} <= set(db.table_names())
+
+
+def test_audit_is_append_only(tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    with ledger.write() as tx:
+        tx.audit(utcnow(), 1, "power_on_requested", "cli", {"x": 1})
+    for sql in ("UPDATE audit SET actor = 'x'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            with ledger.write() as tx:
+                tx.db.execute(sql)
+    with ledger.read() as db:
+        assert db["audit"].count == 1
+
+
+def test_a_failed_transaction_leaves_nothing(tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    with pytest.raises(RuntimeError):
+        with ledger.write() as tx:
+            tx.audit(utcnow(), 1, "power_off_requested", "cli")
+            raise RuntimeError("crash in the middle of a stop")
+    with ledger.read() as db:
+        assert db["audit"].count == 0
+
+
+def test_one_open_session_per_instance_is_enforced_by_the_schema(tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    clock = FakeClock()
+    with ledger.write() as tx:
+        tx.start_session(1, clock(), "RTX 3090", 0.4, 0.02, "cli")
+    with pytest.raises(sqlite3.IntegrityError):
+        with ledger.write() as tx:
+            tx.start_session(1, clock(), "RTX 3090", 0.4, 0.02, "cli")
+    with ledger.write() as tx:  # another instance is fine
+        tx.start_session(2, clock(), "RTX 4090", 0.7, 0.02, "cli")
+
+
+def test_mirrors_write_the_seed_files(tmp_path):
+    import json
+
+    ledger = Ledger(tmp_path / "l.db", audit_mirror=tmp_path / "vast_audit.log", state_mirror=tmp_path / "vast_state.json")
+    with ledger.write() as tx:
+        tx.audit(utcnow(), 1, "power_on_requested", "cli", {"a": 1})
+        tx.update_instance(1, status="running")
+    lines = (tmp_path / "vast_audit.log").read_text().splitlines()
+    assert json.loads(lines[0])["event"] == "power_on_requested"
+    assert json.loads(lines[0])["meta"] == {"a": 1}
+    state = json.loads((tmp_path / "vast_state.json").read_text())
+    assert state["instances"][0]["status"] == "running"
+
+
+def _hammer(path, worker, rounds, barrier, errors):
+    ledger = Ledger(path)
+    barrier.wait()
+    opened = 0
+    try:
+        for i in range(rounds):
+            # read-then-write: a lost update would show in the final counter
+            with ledger.write() as tx:
+                row = tx.instance(1)
+                tx.update_instance(1, activity_count=row["activity_count"] + 1)
+            with ledger.write() as tx:
+                tx.audit(utcnow(), 1, "power_on_requested", f"w{worker}", {"i": i})
+            # both processes race to open the one session
+            with ledger.write() as tx:
+                if tx.open_session(1) is None:
+                    tx.start_session(1, utcnow(), "RTX 3090", 0.4, 0.02, f"w{worker}")
+                    opened += 1
+    except Exception as exc:  # pragma: no cover - reported to the parent
+        errors.put(repr(exc))
+    errors.put(("opened", opened))
+
+
+def test_two_processes_write_at_once_without_locks_or_lost_rows(tmp_path):
+    path = tmp_path / "shared.db"
+    Ledger(path)
+    ctx = mp.get_context("spawn")
+    barrier, errors = ctx.Barrier(2), ctx.Queue()
+    rounds = 300
+    procs = [ctx.Process(target=_hammer, args=(path, w, rounds, barrier, errors)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    results = [errors.get(timeout=5) for _ in range(2)]
+    failures = [r for r in results if not (isinstance(r, tuple) and r[0] == "opened")]
+    assert failures == [], failures  # no "database is locked"
+    assert sum(r[1] for r in results) == 1  # the session was opened exactly once
+    with Ledger(path).read() as db:
+        assert db["audit"].count == 2 * rounds
+        assert next(db.query("SELECT activity_count FROM instances"))["activity_count"] == 2 * rounds
+        assert db["sessions"].count == 1

@@ -1,0 +1,177 @@
+"""The ``vastops`` command: status, on, off, costs, audit, and the simulator.
+
+Human-readable by default, ``--json`` for scripts. Failures print one line that
+says what to do and exit non-zero, never a traceback:
+
+    1  vast.ai refused or failed the call        3  VAST_API_KEY / VAST_INSTANCE_ID missing
+    2  bad configuration or arguments            4  the instance did not become healthy in time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, load_settings
+from .power import STATUS_WORDS, Control, HealthTimeout, NotConfigured
+from .vast import VastError
+
+EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT = 1, 2, 3, 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vastops", description="Run a rented vast.ai GPU without burning money.")
+    parser.add_argument("--version", action="version", version=f"vastops {__version__}")
+    parser.add_argument("--env-file", default=".env", help="configuration file to read (default: .env)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    # The same options after the command too (`vastops status --json`); SUPPRESS keeps
+    # a subcommand's default from overwriting a value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env-file", default=argparse.SUPPRESS, help="configuration file to read (default: .env)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("status", parents=[common], help="show the instance's status, costs and auto-shutdown countdown")
+    on = sub.add_parser("on", parents=[common], help="start the instance and wait until its /health answers")
+    on.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the start")
+    sub.add_parser("off", parents=[common], help="stop the instance (the disk is kept)")
+    costs = sub.add_parser("costs", parents=[common], help="cost statistics; --csv writes the sessions to a file")
+    costs.add_argument("--csv", metavar="FILE", help="write every session to FILE as CSV ('-' for stdout)")
+    audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
+    audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default 50)")
+
+    from . import sim
+
+    sim.add_arguments(sub.add_parser("sim", help="run a local vast.ai simulator (for the demo and tests)"))
+    # The long-running processes; each module owns its options.
+    from . import launch, sidecar
+
+    sidecar.add_arguments(sub.add_parser("watchdog", parents=[common], help="run the watchdog: REST API and auto-shutdown"))
+    launch.add_dashboard_arguments(sub.add_parser("dashboard", parents=[common], help="run the operators' dashboard (Streamlit)"))
+    launch.add_demo_arguments(sub.add_parser("demo", help="run simulator, watchdog and dashboard together on a fresh demo ledger"))
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError("expected a number from 1 to 10000")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "sim":
+        from . import sim
+
+        return sim.run(args)
+    if args.command in ("watchdog", "dashboard", "demo"):
+        from . import launch, sidecar
+
+        runner = {"watchdog": sidecar.run, "dashboard": launch.run_dashboard, "demo": launch.run_demo}[args.command]
+        try:
+            return runner(args)
+        except ConfigError as exc:
+            return _fail(str(exc), EXIT_CONFIG)
+    try:
+        settings = load_settings(args.env_file)
+        control = Control(settings)
+        return COMMANDS[args.command](control, args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except NotConfigured as exc:
+        return _fail(str(exc), EXIT_UNCONFIGURED)
+    except HealthTimeout as exc:
+        return _fail(str(exc), EXIT_TIMEOUT)
+    except VastError as exc:
+        return _fail(str(exc), EXIT_VAST)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"vastops: {message}", file=sys.stderr)
+    return code
+
+
+def _emit(args, data: Any, text: str) -> int:
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+def cmd_status(control: Control, args) -> int:
+    s = control.status()
+    lines = [f"instance {s['instance_id']}  {STATUS_WORDS.get(s['status'], s['status'])}"]
+    if s.get("gpu_name"):
+        lines.append(f"  gpu        {s['gpu_name']}  ${s['dph_total']:.4f}/h")
+    if s.get("endpoint_base_url"):
+        lines.append(f"  endpoint   {s['endpoint_base_url']}")
+    if s.get("session_runtime_minutes") is not None:
+        lines.append(f"  session    {s['session_runtime_minutes']:.1f} min, ${s['session_cost_usd']:.3f} so far")
+    if s.get("power_on_pending"):
+        lines.append("  start      in progress (completes when /health answers)")
+    if s.get("last_activity"):
+        lines.append(f"  activity   last at {s['last_activity']}")
+    if s.get("auto_shutdown_in_minutes") is not None:
+        lines.append(f"  auto-stop  in {s['auto_shutdown_in_minutes']:.1f} min ({s['auto_shutdown_at']})")
+    lines.append(f"  totals     {s['total_runtime_hours']:.2f} h, ${s['total_cost_usd']:.2f}")
+    if s.get("message"):
+        lines.append(f"  note       {s['message']}")
+    _emit(args, s, "\n".join(lines))
+    # A script asking "is it there?" gets a non-zero answer when it is not.
+    return {"not_found": EXIT_VAST, "unconfigured": EXIT_UNCONFIGURED}.get(s["status"], 0)
+
+
+def cmd_on(control: Control, args) -> int:
+    def progress(status: str, words: str) -> None:
+        if not args.json:
+            print(f"  {status:<10} {words}", flush=True)
+
+    if not args.json:
+        print(f"starting instance {control.instance_id} ...", flush=True)
+    result = control.power_on("cli", wait_for_health=not args.no_wait, progress=progress)
+    return _emit(args, result, result["message"] + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else ""))
+
+
+def cmd_off(control: Control, args) -> int:
+    result = control.power_off("cli")
+    return _emit(args, result, result["message"])
+
+
+def cmd_costs(control: Control, args) -> int:
+    stats = control.costs()
+    if args.csv:
+        from .costs import write_sessions_csv
+
+        rows = control.sessions()
+        if args.csv == "-":
+            write_sessions_csv(rows, sys.stdout)
+            return 0
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            write_sessions_csv(rows, fh)
+    text = (
+        f"sessions   {stats['sessions_count']} (avg {stats['avg_session_minutes']:.1f} min)\n"
+        f"runtime    {stats['total_runtime_hours']:.3f} h\n"
+        f"cost       ${stats['total_cost_usd']:.4f}  (compute ${stats['compute_cost_usd']:.4f}, storage ${stats['storage_cost_usd']:.4f})"
+    )
+    if args.csv:
+        text += f"\nwrote {args.csv}"
+    return _emit(args, stats, text)
+
+
+def cmd_audit(control: Control, args) -> int:
+    rows = control.audit(args.limit)
+    text = "\n".join(f"{r['ts']}  {r['actor']:<9} {r['event']:<24} {json.dumps(r['meta'], sort_keys=True)}" for r in rows)
+    return _emit(args, rows, text or "(no audit entries yet)")
+
+
+COMMANDS = {"status": cmd_status, "on": cmd_on, "off": cmd_off, "costs": cmd_costs, "audit": cmd_audit}
+
+if __name__ == "__main__":
+    sys.exit(main())

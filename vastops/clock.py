@@ -1,0 +1,52 @@
+"""Time as an injectable function.
+
+Every rule that depends on "now" takes a ``Clock`` (a zero-argument callable that
+returns an aware UTC datetime), so tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def isoz(dt: datetime | None) -> str | None:
+    """ISO-8601 UTC with a ``Z`` and millisecond precision, fixed width.
+
+    Fixed width keeps the ledger's text timestamps sortable as strings.
+    """
+    if dt is None:
+        return None
+    dt = dt.astimezone(timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_isoz(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+class FakeClock:
+    """A clock for tests and benchmarks: starts at a fixed instant, moves on demand."""
+
+    def __init__(self, start: datetime | None = None):
+        self.now = start or datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float = 0.0, *, minutes: float = 0.0) -> datetime:
+        from datetime import timedelta
+
+        self.now += timedelta(seconds=seconds, minutes=minutes)
+        return self.now

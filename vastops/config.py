@@ -1,0 +1,101 @@
+"""Configuration: every variable of SPEC.md, from the environment or ``.env``.
+
+The real environment wins over ``.env``. A bad value raises ``ConfigError`` whose
+message names the variable and what it expected; the shells print it and exit,
+never a traceback. Secrets are ``SecretStr`` so they never show up in a repr or log.
+
+``VAST_STATE_PATH`` and ``VAST_AUDIT_PATH`` (the seed's JSON state file and audit
+log) are honoured as *mirrors* of the ledger: the ledger stays the one source of
+truth, and vastops keeps those files up to date for tools that read them
+(see ``vastops.mirror``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_API_URL = "https://console.vast.ai"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        # "VAST_API_KEY=" in .env means "not set", not "the empty key".
+        env_ignore_empty=True,
+    )
+
+    vast_api_key: SecretStr | None = Field(None, description="vast.ai API key")
+    vast_instance_id: int | None = Field(None, gt=0, description="numeric vast.ai instance id")
+    control_api_key: SecretStr | None = Field(None, description="admin key for the REST API")
+    vast_health_port: int = Field(8001, ge=1, le=65535, description="health port on the instance")
+    vast_health_path: str = Field("/health", description="health path on the instance")
+    vast_wait_timeout_s: float = Field(600.0, gt=0, description="how long power-on waits for health")
+    vast_auto_shutdown: bool = Field(True, description="auto-shutdown on/off")
+    vast_auto_shutdown_minutes: float = Field(30.0, gt=0, description="idle minutes before the stop")
+    vast_state_path: Path | None = Field(None, description="JSON mirror of the current state")
+    vast_audit_path: Path | None = Field(None, description="JSON-lines mirror of the audit trail")
+    vast_api_url: str = Field(DEFAULT_API_URL, description="vast.ai base URL")
+    vastops_db: Path = Field(Path("./vastops.db"), description="the SQLite ledger")
+    vastops_dashboard_password: SecretStr | None = Field(None, description="dashboard login password")
+
+    @field_validator("vast_health_path")
+    @classmethod
+    def _path_starts_with_slash(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("a URL path starting with '/', e.g. /health")
+        return v
+
+    @field_validator("vast_api_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or len(v) < 10:
+            raise ValueError("an http:// or https:// base URL, e.g. https://console.vast.ai")
+        return v.rstrip("/")
+
+    @property
+    def vast_configured(self) -> bool:
+        return self.vast_api_key is not None and bool(self.vast_api_key.get_secret_value())
+
+
+# What a human should be told for each kind of pydantic error.
+_EXPECTED = {
+    "int_parsing": "a whole number",
+    "float_parsing": "a number (fractions like 0.5 are fine)",
+    "bool_parsing": "true or false",
+    "greater_than": "a number greater than {gt}",
+    "greater_than_equal": "a number of at least {ge}",
+    "less_than_equal": "a number of at most {le}",
+}
+
+
+def load_settings(env_file: str | os.PathLike | None = ".env", **overrides) -> Settings:
+    """Read and validate the configuration, or raise ``ConfigError``.
+
+    ``overrides`` are field values that beat the environment (used by tests).
+    """
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+            template = _EXPECTED.get(err["type"])
+            if template:
+                expected = template.format(**(err.get("ctx") or {}))
+            else:
+                expected = str(err.get("msg", "a valid value")).removeprefix("Value error, ")
+            # The offending input is shown only for non-secret variables.
+            shown = "" if "KEY" in name or "PASSWORD" in name else f" (got {err.get('input')!r})"
+            problems.append(f"{name}: expected {expected}{shown}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

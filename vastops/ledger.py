@@ -1,0 +1,294 @@
+"""The ledger: one SQLite file shared by the dashboard, the watchdog and the CLI.
+
+Each process opens short-lived connections (a connection must not cross threads,
+and Streamlit runs every script run in a new thread). Every connection gets WAL
+(readers never block the writer), a busy timeout, and ``synchronous=NORMAL``.
+Every read-then-write runs inside ``BEGIN IMMEDIATE``: a deferred ``BEGIN`` that
+upgrades to a write fails at once with "database is locked", whatever the busy
+timeout (reference/ecosystem.md §3).
+
+Tables (every row keyed by ``instance_id``, so a fleet is configuration, not a
+migration):
+
+    sessions    one row per running period: start, end, rates seen at the start,
+                compute / storage cost, how it ended and who ended it. A partial
+                unique index allows one open session per instance, so two
+                processes can never open it twice.
+    audit       the append-only audit trail (triggers refuse UPDATE and DELETE).
+    instances   the last observation of each instance, its last activity, and a
+                power-on in flight ("pending") that the watchdog completes.
+    heartbeats  each long-running component's latest sign of life.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from .clock import isoz
+
+
+def _import_sqlite_utils():
+    """Import sqlite-utils without the pandas/numpy it loads eagerly when installed.
+
+    It loads them only to map their scalar types to column types, which the ledger
+    never stores, and on this class of machine that costs about 3 s at every CLI
+    start. Where they are already imported (the dashboard), nothing changes.
+    """
+    blocked = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # makes `import name` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for name in blocked:
+            del sys.modules[name]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Versioned migrations: index i upgrades user_version i -> i+1. Append only.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        gpu_name TEXT,
+        dph_base REAL NOT NULL DEFAULT 0,       -- $/h compute, as vast quoted it at the start
+        storage_dph REAL NOT NULL DEFAULT 0,    -- $/h disk, as vast quoted it at the start
+        started_by TEXT NOT NULL,               -- actor, or 'external' (vast's console)
+        ended_by TEXT,
+        end_reason TEXT,                        -- manual | auto_shutdown | external
+        runtime_s REAL,
+        compute_cost_usd REAL,
+        storage_cost_usd REAL,
+        cost_usd REAL
+    );
+    CREATE UNIQUE INDEX sessions_one_open ON sessions(instance_id) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_by_start ON sessions(instance_id, started_at);
+
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL,
+        instance_id INTEGER,
+        event TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        meta TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_by_ts ON audit(ts);
+    CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+
+    CREATE TABLE instances (
+        instance_id INTEGER PRIMARY KEY,
+        status TEXT,
+        gpu_name TEXT,
+        dph_base REAL,
+        storage_dph REAL,
+        endpoint_base_url TEXT,
+        message TEXT,
+        observed_at TEXT,
+        acted_at TEXT,                -- when vastops last started/stopped it; older observations are stale
+        last_activity TEXT,
+        activity_count INTEGER NOT NULL DEFAULT 0,
+        pending TEXT,                 -- 'power_on' while a start awaits running + /health
+        pending_since TEXT,
+        pending_actor TEXT,
+        pending_audit_id INTEGER,     -- the power_on_requested row it answers
+        pending_health_path TEXT,
+        pending_health_port INTEGER
+    );
+
+    CREATE TABLE heartbeats (
+        component TEXT PRIMARY KEY,
+        ts TEXT NOT NULL,
+        pid INTEGER,
+        info TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
+]
+
+
+def connect(path: str | os.PathLike) -> sqlite_utils.Database:
+    # isolation_level=None: the driver opens no implicit transactions; we say BEGIN ourselves.
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+class Ledger:
+    """Opens the ledger file, migrates it, and hands out connections."""
+
+    def __init__(self, path: str | os.PathLike, *, audit_mirror: Path | None = None, state_mirror: Path | None = None):
+        self.path = Path(path)
+        self.audit_mirror = audit_mirror
+        self.state_mirror = state_mirror
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.read() as db:
+            if db.journal_mode != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+            self._migrate(db)
+
+    @staticmethod
+    def _migrate(db: sqlite_utils.Database) -> None:
+        db.execute("BEGIN IMMEDIATE")  # two processes starting at once migrate once
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number in range(version, len(MIGRATIONS)):
+                for statement in _statements(MIGRATIONS[number]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        db = connect(self.path)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def write(self) -> Iterator["Tx"]:
+        """A write transaction that holds the write lock from its first statement."""
+        db = connect(self.path)
+        tx = Tx(db)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        self._mirror(tx)
+
+    def _mirror(self, tx: "Tx") -> None:
+        """Keep the seed's files (VAST_AUDIT_PATH, VAST_STATE_PATH) in step, after commit."""
+        if self.audit_mirror and tx.appended:
+            with open(self.audit_mirror, "a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps(row) + "\n" for row in tx.appended))
+        if self.state_mirror and tx.changed_state:
+            with self.read() as db:
+                snapshot = {
+                    "instances": list(db.query("SELECT * FROM instances")),
+                    "open_sessions": list(db.query("SELECT * FROM sessions WHERE ended_at IS NULL")),
+                }
+            tmp = self.state_mirror.with_suffix(self.state_mirror.suffix + ".tmp")
+            tmp.write_text(json.dumps(snapshot, indent=2), encoding="utf-8")
+            os.replace(tmp, self.state_mirror)  # readers never see half a file
+
+
+class Tx:
+    """The statements a use case needs, inside one write transaction."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+        self.appended: list[dict[str, Any]] = []
+        self.changed_state = False
+
+    # -- audit -------------------------------------------------------------------
+
+    def audit(self, ts: datetime, instance_id: int | None, event: str, actor: str, meta: dict[str, Any] | None = None) -> int:
+        meta = meta or {}
+        row = {"ts": isoz(ts), "instance_id": instance_id, "event": event, "actor": actor, "meta": json.dumps(meta, sort_keys=True)}
+        cursor = self.db.execute(
+            "INSERT INTO audit (ts, instance_id, event, actor, meta) VALUES (:ts, :instance_id, :event, :actor, :meta)", row
+        )
+        self.appended.append({**row, "meta": meta})
+        return cursor.lastrowid
+
+    # -- instances ---------------------------------------------------------------
+
+    def instance(self, instance_id: int) -> dict[str, Any]:
+        self.db.execute("INSERT OR IGNORE INTO instances (instance_id) VALUES (?)", [instance_id])
+        return next(self.db.query("SELECT * FROM instances WHERE instance_id = ?", [instance_id]))
+
+    def update_instance(self, instance_id: int, **values: Any) -> int:
+        self.instance(instance_id)
+        assignments = ", ".join(f"{k} = :{k}" for k in values)
+        cursor = self.db.execute(f"UPDATE instances SET {assignments} WHERE instance_id = :iid", {**values, "iid": instance_id})
+        self.changed_state = True
+        return cursor.rowcount
+
+    def clear_pending(self, instance_id: int, audit_id: int) -> bool:
+        """Clear the pending power-on that answers ``audit_id``; true for exactly one caller."""
+        cursor = self.db.execute(
+            "UPDATE instances SET pending = NULL, pending_since = NULL, pending_actor = NULL, pending_audit_id = NULL,"
+            " pending_health_path = NULL, pending_health_port = NULL"
+            " WHERE instance_id = ? AND pending_audit_id = ?",
+            [instance_id, audit_id],
+        )
+        self.changed_state = True
+        return cursor.rowcount == 1
+
+    # -- heartbeats --------------------------------------------------------------
+
+    def beat(self, component: str, ts: datetime, info: dict[str, Any] | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO heartbeats (component, ts, pid, info) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(component) DO UPDATE SET ts = excluded.ts, pid = excluded.pid, info = excluded.info",
+            [component, isoz(ts), os.getpid(), json.dumps(info or {}, sort_keys=True)],
+        )
+
+    # -- sessions ----------------------------------------------------------------
+
+    def open_session(self, instance_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [instance_id]))
+        return rows[0] if rows else None
+
+    def start_session(self, instance_id: int, started_at: datetime, gpu_name: str | None, dph_base: float, storage_dph: float, started_by: str) -> int:
+        cursor = self.db.execute(
+            "INSERT INTO sessions (instance_id, started_at, gpu_name, dph_base, storage_dph, started_by)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [instance_id, isoz(started_at), gpu_name, dph_base, storage_dph, started_by],
+        )
+        self.changed_state = True
+        return cursor.lastrowid
+
+    def end_session(self, session_id: int, ended_at: datetime, ended_by: str, end_reason: str, costs: dict[str, float]) -> bool:
+        cursor = self.db.execute(
+            "UPDATE sessions SET ended_at = :ended_at, ended_by = :ended_by, end_reason = :end_reason,"
+            " runtime_s = :runtime_s, compute_cost_usd = :compute, storage_cost_usd = :storage, cost_usd = :total"
+            " WHERE id = :id AND ended_at IS NULL",
+            {"ended_at": isoz(ended_at), "ended_by": ended_by, "end_reason": end_reason, "id": session_id, **costs},
+        )
+        self.changed_state = True
+        return cursor.rowcount == 1
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (triggers contain ';' inside BEGIN ... END)."""
+    out, buf = [], ""
+    for line in script.splitlines():
+        line = line.split("--", 1)[0].rstrip() if "--" in line else line.rstrip()
+        if not line.strip():
+            continue
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,293 @@
+"""The vast.ai client: the one place that knows vast's paths and field names.
+
+Facts behind each choice are in ../shared/reference/vast-api.md:
+
+* The key travels only in ``Authorization: Bearer`` (older clients leaked it into
+  URLs through ``?api_key=``). Error messages and logs never contain it.
+* Every call has a timeout; ``requests`` has none by default.
+* Success means a 2xx *and* no ``"success": false`` in the body.
+* Errors are classified from the body, because vast answers a bad key with 401,
+  403 or 404 depending on the endpoint; an unknown id is a 200 with
+  ``{"instances": null}`` on GET and a 404 ``no_such_instance`` on PUT.
+* 429s carry no ``Retry-After``, so backoff is exponential with jitter and honours
+  the header only when it is present.
+* Retries only for calls that are safe to repeat: GETs, and the state PUT, which is
+  idempotent (asking for ``running`` twice leaves one running instance).
+
+Status mapping: vast describes an instance with ``intended_status`` (what the
+user asked for) and ``actual_status`` (what the container is doing). vastops
+reports one word of SPEC.md's vocabulary:
+
+    =================  ==========================  ============  =======================
+    intended_status    actual_status               status        why
+    =================  ==========================  ============  =======================
+    (no instance)      -                           not_found     ``{"instances": null}``
+    stopped            any                         stopped       a stop was accepted;
+                                                                 GPU billing has ended
+    running / frozen   running / frozen            running       compute is billed
+    running            loading, created,           loading       image pull / container
+                       rebooting, restarting                     start
+    running            null                        creating      being provisioned
+    running            exited, stopped             scheduling    waiting for its GPU
+                                                                 (the console's label)
+    running            exited + error in           exited        the container died
+                       status_msg
+    any                unknown, offline            exited        the host is gone
+    =================  ==========================  ============  =======================
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+import requests
+
+from .config import DEFAULT_API_URL
+
+# Error kinds. Callers branch on these, never on HTTP codes.
+AUTH = "auth"
+NOT_FOUND = "not_found"
+RATE_LIMITED = "rate_limited"
+UNAVAILABLE = "unavailable"
+API = "api"
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+ERROR_WORDS = ("error", "failed", "insufficient", "oci runtime", "cannot", "no space")
+
+
+class VastError(Exception):
+    """A vast.ai call failed; ``kind`` says how, the message says what to do."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What vastops needs to know of a vast.ai instance, in vastops' own words."""
+
+    id: int
+    status: str
+    gpu_name: str | None = None
+    num_gpus: int = 1
+    dph_base: float = 0.0  # $/h compute, billed while running
+    storage_dph: float = 0.0  # $/h disk, billed while the instance exists
+    public_ip: str | None = None
+    host_ports: dict[int, int] = field(default_factory=dict)  # container port -> host port
+    message: str | None = None  # vast's status_msg, or why the status is what it is
+
+    @property
+    def dph_total(self) -> float:
+        return self.dph_base + self.storage_dph
+
+    def endpoint_base_url(self, container_port: int) -> str | None:
+        host_port = self.host_ports.get(container_port)
+        if not self.public_ip or host_port is None:
+            return None
+        return f"http://{self.public_ip}:{host_port}"
+
+
+def map_status(intended: str | None, actual: str | None, status_msg: str | None) -> str:
+    """vast's two status fields -> one word of SPEC.md (table in the module docstring)."""
+    msg = (status_msg or "").lower()
+    if actual in ("unknown", "offline"):
+        return "exited"
+    if intended == "stopped":
+        return "stopped"
+    if actual in ("running", "frozen"):
+        return "running"
+    if actual in ("loading", "created", "rebooting", "restarting"):
+        return "loading"
+    if actual is None:
+        return "creating"
+    if actual in ("exited", "stopped"):
+        return "exited" if any(w in msg for w in ERROR_WORDS) else "scheduling"
+    return "loading"
+
+
+def parse_instance(raw: dict[str, Any]) -> Instance:
+    host_ports: dict[int, int] = {}
+    for key, bindings in (raw.get("ports") or {}).items():
+        try:
+            container_port = int(str(key).split("/")[0])
+            host_ports[container_port] = int(bindings[0]["HostPort"])  # HostPort is a string
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+    status = map_status(raw.get("intended_status"), raw.get("actual_status"), raw.get("status_msg"))
+    storage = raw.get("storage_total_cost")
+    if storage is None and raw.get("dph_total") is not None and raw.get("dph_base") is not None:
+        storage = float(raw["dph_total"]) - float(raw["dph_base"])
+    return Instance(
+        id=int(raw["id"]),
+        status=status,
+        gpu_name=raw.get("gpu_name"),
+        num_gpus=int(raw.get("num_gpus") or 1),
+        dph_base=float(raw.get("dph_base") or 0.0),
+        storage_dph=float(storage or 0.0),
+        public_ip=(raw.get("public_ipaddr") or "").strip() or None,  # may carry trailing spaces
+        host_ports=host_ports,
+        message=raw.get("status_msg") or None,
+    )
+
+
+class VastClient:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_API_URL,
+        *,
+        timeout: tuple[float, float] = (3.05, 20.0),
+        retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ):
+        if not api_key:
+            raise ValueError("an API key is required")
+        self._key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._sleep = sleep
+        self._http = session or requests.Session()
+        self._http.headers.update({"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
+        # Counts of failures by kind, for the watchdog's /metrics.
+        self.error_counts: dict[str, int] = {}
+
+    def __repr__(self) -> str:  # never show the key
+        return f"VastClient(base_url={self.base_url!r})"
+
+    # -- the calls ---------------------------------------------------------------
+
+    def show_instance(self, instance_id: int) -> Instance:
+        body = self._call("GET", f"/api/v0/instances/{instance_id}/", params={"owner": "me"})
+        raw = body.get("instances") if isinstance(body, dict) else None
+        if not raw:
+            raise self._not_found(instance_id)
+        return parse_instance(raw)
+
+    def list_instances(self) -> list[Instance]:
+        out: list[Instance] = []
+        token = None
+        while True:
+            params = {"limit": 25}
+            if token:
+                params["after_token"] = token
+            body = self._call("GET", "/api/v1/instances/", params=params)
+            out.extend(parse_instance(raw) for raw in body.get("instances") or [])
+            token = body.get("next_token")
+            if not token:
+                return out
+
+    def start(self, instance_id: int) -> None:
+        self._call("PUT", f"/api/v0/instances/{instance_id}/", json_body={"state": "running"}, instance_id=instance_id)
+
+    def stop(self, instance_id: int) -> None:
+        self._call("PUT", f"/api/v0/instances/{instance_id}/", json_body={"state": "stopped"}, instance_id=instance_id)
+
+    def charges(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Per-contract charges in [start, end], as vast bills them (for reconciliation)."""
+        filters = {"day": {"gte": int(start.timestamp()), "lte": int(end.timestamp())}}
+        body = self._call("GET", "/api/v0/charges/", params={"select_filters": json.dumps(filters)})
+        results = []
+        for row in body.get("results") or []:
+            source = str(row.get("source") or "")
+            instance_id = int(source.split("-", 1)[1]) if source.startswith("instance-") else None
+            results.append(
+                {
+                    "instance_id": instance_id,
+                    "start": row.get("start"),
+                    "end": row.get("end"),
+                    "amount": float(row.get("amount") or 0.0),
+                    "items": [
+                        {"type": i.get("type"), "amount": float(i.get("amount") or 0.0), "description": i.get("description")}
+                        for i in row.get("items") or []
+                    ],
+                }
+            )
+        return results
+
+    # -- transport ---------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, params=None, json_body=None, instance_id: int | None = None) -> Any:
+        url = self.base_url + path
+        attempts = self.retries + 1
+        last: VastError | None = None
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            try:
+                resp = self._http.request(method, url, params=params, json=json_body, timeout=self.timeout)
+            except requests.Timeout:
+                last = VastError(UNAVAILABLE, f"vast.ai did not answer in time ({self.base_url}).")
+            except requests.ConnectionError:
+                last = VastError(UNAVAILABLE, f"vast.ai is unreachable at {self.base_url} (connection failed).")
+            else:
+                body = _body(resp)
+                if resp.ok and not (isinstance(body, dict) and body.get("success") is False):
+                    return body
+                last = self._classify(resp.status_code, body, instance_id)
+                if resp.status_code not in RETRYABLE_STATUS and last.kind != RATE_LIMITED:
+                    break
+                retry_after = _retry_after(resp)
+            if last.kind not in (RATE_LIMITED, UNAVAILABLE) or attempt == attempts - 1:
+                break
+            self._sleep(self._backoff(attempt, retry_after))
+        assert last is not None
+        self.error_counts[last.kind] = self.error_counts.get(last.kind, 0) + 1
+        if last.kind == RATE_LIMITED:
+            last = VastError(RATE_LIMITED, f"vast.ai rate limit: still refused after {attempts} tries; wait a minute and retry.", 429)
+        raise last
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None and 0 <= retry_after <= 60:
+            return retry_after
+        delay = min(self.backoff_max, self.backoff_base * (2**attempt))
+        return delay * random.uniform(0.8, 1.2)  # jitter: several processes share one key
+
+    def _not_found(self, instance_id: int) -> VastError:
+        return VastError(NOT_FOUND, f"vast.ai has no instance {instance_id}; check VAST_INSTANCE_ID.", 404)
+
+    def _classify(self, status: int, body: Any, instance_id: int | None) -> VastError:
+        code = msg = None
+        if isinstance(body, dict):
+            code = body.get("error")
+            msg = body.get("msg") or body.get("message") or body.get("detail")
+        text = body if isinstance(body, str) else ""
+        msg = self._scrub(str(msg or text or "").strip()[:300])
+        if code == "auth_error":
+            return VastError(AUTH, f"vast.ai rejected the API key ({msg or 'auth_error'}); check VAST_API_KEY.", status)
+        if code in ("no_such_instance", "not_found") and instance_id is not None:
+            return self._not_found(instance_id)
+        if status == 429 or code == "rate_limit_exceeded" or "too frequent" in text:
+            return VastError(RATE_LIMITED, "vast.ai rate limit (429).", status)
+        if status >= 500:
+            return VastError(UNAVAILABLE, f"vast.ai answered {status} (server error){': ' + msg if msg else ''}.", status)
+        detail = f"{code}: {msg}" if code else msg or "no details"
+        return VastError(API, f"vast.ai refused the call ({status}, {detail}).", status)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+
+def _body(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    try:
+        return float(resp.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
