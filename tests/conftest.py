@@ -94,3 +94,90 @@ def free_port() -> int:
 def events(control: Control) -> list[tuple[str, str]]:
     """(event, actor) pairs, oldest first."""
     return [(r["event"], r["actor"]) for r in reversed(control.audit(1000))]
+
+
+# -- real processes ----------------------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import requests  # noqa: E402
+
+VASTOPS = str(Path(sys.executable).parent / "vastops")
+
+
+def clean_process_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTOPS_")) and k != "CONTROL_API_KEY"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Poll until the URL answers; fail fast with the process's output if it dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"process exited with {proc.returncode}:\n{out}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not come up in {timeout} s")
+            time.sleep(0.05)
+
+
+class Processes:
+    """Starts real `vastops` processes and stops them all at the end of a test."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args, env=None, ready_url=None) -> subprocess.Popen:
+        log = open(self.tmp_path / f"proc-{len(self.procs)}-{args[0]}.log", "w+")
+        proc = subprocess.Popen([VASTOPS, *args], env=env or clean_process_env(), cwd=self.tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc.log = log
+        self.procs.append(proc)
+        if ready_url:
+            try:
+                wait_for_http(ready_url, proc)
+            except AssertionError:
+                log.seek(0)
+                raise AssertionError(log.read())
+        return proc
+
+    def output(self, proc) -> str:
+        proc.log.flush()
+        return Path(proc.log.name).read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            proc.log.close()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def sim_proc(processes):
+    """`vastops sim` as its own process with short timings; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes.start("sim", "--port", str(port), "--api-key", SIM_KEY, "--schedule-s", "0.5", "--load-s", "0.5",
+                    "--health-delay-s", "0.5", "--stop-s", "0.2", ready_url=url + "/_sim/state")
+    return url

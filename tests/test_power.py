@@ -237,3 +237,9 @@ def test_a_stop_during_the_start_aborts_it(control, clock, sim):
     control.status()
     assert [e for e, _ in events(control)][-1] == ev.POWER_ON_ABORTED
     assert sessions(control) == []
+
+
+def test_a_health_port_the_instance_does_not_expose_fails_at_once(control, clock):
+    with pytest.raises(HealthTimeout, match="container port 9999 is not exposed"):
+        control.power_on("cli", health_port=9999)
+    assert control.audit(1)[0]["meta"]["reason"].startswith("container port 9999")

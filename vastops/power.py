@@ -85,6 +85,9 @@ class Control:
             self._client = VastClient(self.settings.vast_api_key.get_secret_value(), self.settings.vast_api_url)
         return self._client
 
+    def vast_error_counts(self) -> dict[str, int]:
+        return dict(self._client.error_counts) if self._client is not None else {}
+
     def unconfigured_reason(self) -> str | None:
         if not self.settings.vast_configured:
             return "VAST_API_KEY is not configured: set it in .env or the environment."
@@ -175,10 +178,14 @@ class Control:
             if tx.clear_pending(iid, request_id):
                 tx.audit(now, iid, ev.POWER_ON_ABORTED, "system", {"request_id": request_id, "status": status})
             return None
-        if now >= since + timedelta(seconds=self.settings.vast_wait_timeout_s):
+        # Running, but the health port is not published: waiting cannot help.
+        unexposed = status == "running" and instance is not None and instance.host_ports and endpoint is None
+        if unexposed or now >= since + timedelta(seconds=self.settings.vast_wait_timeout_s):
             if tx.clear_pending(iid, request_id):
                 waited = round((now - since).total_seconds(), 1)
                 meta = {"request_id": request_id, "status": status, "waited_seconds": waited, "health_url": health_url}
+                if unexposed:
+                    meta["reason"] = f"container port {port} is not exposed (exposed: {sorted(instance.host_ports)})"
                 tx.audit(now, iid, ev.POWER_ON_HEALTH_TIMEOUT, "system", meta)
             return None
         return (endpoint, health_url) if status == "running" and endpoint else None
@@ -322,6 +329,8 @@ class Control:
                 "health_url": meta.get("health_url"),
                 "message": "Instance running and healthy",
             }
+        if event == ev.POWER_ON_HEALTH_TIMEOUT and meta.get("reason"):
+            raise HealthTimeout(f"health check impossible: {meta['reason']}; check VAST_HEALTH_PORT / health_port")
         if event == ev.POWER_ON_HEALTH_TIMEOUT:
             raise HealthTimeout(
                 f"health check timed out after {self.settings.vast_wait_timeout_s:g} s (status {meta.get('status')}): "
