@@ -128,6 +128,30 @@ def test_oversized_body_is_413(api):
     assert response.status_code == 413
 
 
+def test_oversized_chunked_body_is_413(api):
+    def chunks():  # no Content-Length: counted as it streams in
+        for _ in range(20):
+            yield b" " * 8192
+
+    response = api.post("/infra/vast/power/on", headers={**AUTH, "Content-Type": "application/json"}, content=chunks())
+    assert response.status_code == 413
+    assert api.get("/infra/vast/audit", headers=AUTH).json() == []
+
+
+def test_activity_without_an_instance_id_does_not_break_anything(tmp_path, sim, clock):
+    import asyncio
+
+    from vastops.watch import Watch
+
+    control = make_control(make_settings(tmp_path, sim.url, vast_instance_id=None), clock)
+    watch = Watch(control)
+    watch.note_activity()
+    asyncio.run(watch.flush())  # must return (it used to raise StopIteration into the event loop)
+    with api_for(make_settings(tmp_path, sim.url, vast_instance_id=None), clock) as api:
+        assert api.post("/infra/vast/activity", headers=AUTH).status_code == 200
+        assert api.get("/infra/vast/status", headers=AUTH).json()["status"] == "unconfigured"
+
+
 def test_healthz_and_metrics_need_no_key(api):
     assert api.get("/healthz").json()["status"] == "ok"
     api.get("/infra/vast/status", headers=AUTH)  # one look at vast.ai

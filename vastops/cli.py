@@ -147,14 +147,11 @@ def cmd_off(control: Control, args) -> int:
 def cmd_costs(control: Control, args) -> int:
     stats = control.costs()
     if args.csv:
-        from .costs import write_sessions_csv
-
-        rows = control.sessions()
         if args.csv == "-":
-            write_sessions_csv(rows, sys.stdout)
+            control.write_sessions_csv(sys.stdout)
             return 0
         with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            write_sessions_csv(rows, fh)
+            control.write_sessions_csv(fh)
     text = (
         f"sessions   {stats['sessions_count']} (avg {stats['avg_session_minutes']:.1f} min)\n"
         f"runtime    {stats['total_runtime_hours']:.3f} h\n"

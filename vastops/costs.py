@@ -17,8 +17,9 @@ session counts with its runtime so far.
 
 from __future__ import annotations
 
+import csv
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from .clock import isoz
 from .ledger import sqlite_utils
@@ -61,8 +62,8 @@ def statistics(db: sqlite_utils.Database, instance_id: int | None, now: datetime
     }
 
 
-def sessions(db: sqlite_utils.Database, instance_id: int | None, now: datetime, limit: int | None = None) -> list[dict[str, Any]]:
-    """Sessions newest first, each with runtime and costs (an open one up to now)."""
+def sessions(db: sqlite_utils.Database, instance_id: int | None, now: datetime, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Sessions newest first, each with runtime and costs (an open one up to now), streamed from the cursor."""
     where, params = _scope(instance_id)
     sql = f"""
         SELECT id AS session_id, instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph,
@@ -76,7 +77,7 @@ def sessions(db: sqlite_utils.Database, instance_id: int | None, now: datetime, 
     """
     if limit:
         sql += f" LIMIT {int(limit)}"
-    return list(db.query(sql, {**params, "now": isoz(now)}))
+    return db.query(sql, {**params, "now": isoz(now)})
 
 
 def _scope(instance_id: int | None) -> tuple[str, dict[str, Any]]:
@@ -104,24 +105,28 @@ SESSION_CSV_COLUMNS = [
 ]
 
 
-def sessions_csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for row in rows:
-        rec = {}
-        for key, column in SESSION_CSV_COLUMNS:
-            value = row.get(key)
-            if key == "runtime_s":
-                value = round(value / 60.0, 3)
-            elif key.endswith("cost_usd"):
-                value = round(value, 6)
-            rec[column] = value
-        out.append(rec)
-    return out
+def session_csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    rec = {}
+    for key, column in SESSION_CSV_COLUMNS:
+        value = row.get(key)
+        if key == "runtime_s":
+            value = round(value / 60.0, 4)
+        elif key.endswith("cost_usd"):
+            value = round(value, 6)
+        rec[column] = value
+    return rec
 
 
-def write_sessions_csv(rows: list[dict[str, Any]], fh) -> None:
-    import csv
+def sessions_csv_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [session_csv_row(row) for row in rows]
 
+
+def write_sessions_csv(rows: Iterable[dict[str, Any]], fh) -> int:
+    """Write sessions as CSV, row by row (a generator in, constant memory); returns the row count."""
     writer = csv.DictWriter(fh, fieldnames=[c for _, c in SESSION_CSV_COLUMNS], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(sessions_csv_rows(rows))
+    count = 0
+    for row in rows:
+        writer.writerow(session_csv_row(row))
+        count += 1
+    return count

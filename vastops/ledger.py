@@ -222,6 +222,8 @@ class Tx:
     # -- instances ---------------------------------------------------------------
 
     def instance(self, instance_id: int) -> dict[str, Any]:
+        if instance_id is None:
+            raise ValueError("no instance id (VAST_INSTANCE_ID is not configured)")
         self.db.execute("INSERT OR IGNORE INTO instances (instance_id) VALUES (?)", [instance_id])
         return next(self.db.query("SELECT * FROM instances WHERE instance_id = ?", [instance_id]))
 

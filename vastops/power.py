@@ -454,6 +454,8 @@ class Control:
         """Note activity (an LLM request); pushes the idle deadline back. Never moves it earlier."""
         at = at or self.clock()
         iid = self.instance_id
+        if iid is None:
+            return at  # no instance configured: nothing to keep running, nothing to record against
         with self.ledger.write() as tx:
             tx.instance(iid)
             tx.db.execute(
@@ -487,7 +489,12 @@ class Control:
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         with self.ledger.read() as db:
-            return costmath.sessions(db, self.instance_id, self.clock(), limit)
+            return list(costmath.sessions(db, self.instance_id, self.clock(), limit))
+
+    def write_sessions_csv(self, fh) -> int:
+        """Stream every session to ``fh`` as CSV (constant memory, however long the ledger)."""
+        with self.ledger.read() as db:
+            return costmath.write_sessions_csv(costmath.sessions(db, self.instance_id, self.clock()), fh)
 
     def audit(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.ledger.read() as db:
