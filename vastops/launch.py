@@ -1,19 +1,349 @@
-"""Placeholder: `vastops dashboard` and `vastops demo` (issue 4) land here."""
+"""``vastops dashboard`` and ``vastops demo``: starting the long-running processes.
+
+``vastops dashboard`` runs ``streamlit run dashboard.py`` with the safe settings
+of ``.streamlit/config.toml`` passed as flags too (bind 127.0.0.1, headless, no
+usage statistics, no file watcher, no error details in the browser), so they hold
+whatever directory it is started from.
+
+``vastops demo`` starts three processes on a fresh demo ledger: the vast.ai
+simulator (short timings: a start takes about 10 s), the watchdog and the
+dashboard. Their output is prefixed with their name. Ctrl-C (or SIGTERM) stops all
+three; if one of them dies, the demo says so and stops the others. The demo does
+not read your ``.env``: its processes run in the demo folder with only the demo's
+settings, so a real VAST_API_KEY is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+import vastops
+
+SAFE_STREAMLIT_FLAGS = [
+    "--server.headless", "true",
+    "--server.fileWatcherType", "none",
+    "--server.runOnSave", "false",
+    "--server.enableCORS", "true",
+    "--server.enableXsrfProtection", "true",
+    "--browser.gatherUsageStats", "false",
+    "--client.showErrorDetails", "none",
+    "--client.toolbarMode", "viewer",
+    "--runner.magicEnabled", "false",
+]  # fmt: skip
+
+DEMO_INSTANCE_ID = 12345
+
+
+def dashboard_script() -> Path:
+    """dashboard.py of the (editable) installation: beside the vastops package."""
+    return Path(vastops.__file__).resolve().parent.parent / "dashboard.py"
+
+
+def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(dashboard_script()),
+        "--server.address", host, "--server.port", str(port), *SAFE_STREAMLIT_FLAGS,
+    ]  # fmt: skip
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        # As the servers bind: a port with only TIME_WAIT leftovers of a stopped server is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None, host: str = "127.0.0.1", avoid: tuple[int, ...] = ()) -> int:
+    """The preferred port if it is free, else any free one."""
+    if preferred and preferred not in avoid and port_is_free(preferred, host):
+        return preferred
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+# -- vastops dashboard ----------------------------------------------------------------
 
 
 def add_dashboard_arguments(parser) -> None:
-    parser.add_argument("--port", type=int, default=8501)
-
-
-def add_demo_arguments(parser) -> None:
-    pass
+    parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; put a TLS reverse proxy in front to share it)",
+    )  # fmt: skip
 
 
 def run_dashboard(args) -> int:
-    print("vastops: the dashboard is not built yet")
-    return 1
+    from .config import load_settings
+
+    script = dashboard_script()
+    if not script.exists():
+        print(f"vastops: {script} is missing; the dashboard needs the project installed editable (uv sync)", file=sys.stderr)
+        return 2
+    env_file = getattr(args, "env_file", ".env")
+    settings = load_settings(env_file)  # a ConfigError is reported by the CLI
+    if settings.vastops_dashboard_password is None:
+        print("vastops: VASTOPS_DASHBOARD_PASSWORD is not set: the dashboard will only say how to set it.", file=sys.stderr)
+    if not port_is_free(args.port, args.host):
+        print(f"vastops: port {args.port} is in use; choose another with --port", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if env_file and env_file != ".env" and Path(env_file).exists():
+        # The pages read .env from the working directory; hand another file's values on
+        # as environment variables (the real environment still wins).
+        from dotenv import dotenv_values
+
+        env = {**{k: v for k, v in dotenv_values(env_file).items() if v is not None}, **env}
+    print(f"vastops dashboard on http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}", flush=True)
+    proc = subprocess.Popen(dashboard_command(args.port, args.host), env=env)
+    return _wait_forwarding_signals(proc)
+
+
+def _wait_forwarding_signals(proc: subprocess.Popen) -> int:
+    def forward(signum, _frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # pragma: no cover - the handler above normally takes it
+                proc.send_signal(signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- vastops demo ---------------------------------------------------------------------
+
+
+def add_demo_arguments(parser) -> None:
+    parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501; another free one if taken)")
+    parser.add_argument("--sim-port", type=int, default=8900, help="simulator port (default 8900; another free one if taken)")
+    parser.add_argument("--watchdog-port", type=int, default=8787, help="watchdog port (default 8787; another free one if taken)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="idle minutes before auto-shutdown (default 5)")
+    parser.add_argument("--dir", default="demo", help="folder for the demo ledger, recreated fresh (default ./demo)")
+    parser.add_argument("--password", help="dashboard password (default: demo- and random characters, printed)")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    optional: bool = False  # the demo goes on without it if it does not start
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class Demo:
+    """Three child processes, their prefixed output, readiness, and stopping them together."""
+
+    def __init__(self, args):
+        self.args = args
+        self.folder = Path(args.dir).resolve()
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+        self.print_lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        with self.print_lock:
+            print(text, flush=True)
+
+    def prepare(self) -> dict[str, str]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("vastops-demo.db*"):
+            old.unlink()
+        for name in ("vast_state.json", "vast_audit.log"):
+            (self.folder / name).unlink(missing_ok=True)
+        taken: tuple[int, ...] = ()
+        self.sim_port = free_port(self.args.sim_port)
+        taken += (self.sim_port,)
+        self.watchdog_port = free_port(self.args.watchdog_port, avoid=taken)
+        taken += (self.watchdog_port,)
+        self.dashboard_port = free_port(self.args.port, avoid=taken)
+        self.sim_key = "demo-sim-" + secrets.token_hex(8)
+        self.password = self.args.password or "demo-" + secrets.token_urlsafe(9)
+        self.control_key = secrets.token_hex(32)
+        # Nothing of the operator's own configuration leaks into the demo.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTOPS_")) and k != "CONTROL_API_KEY"}
+        env.update(
+            VASTOPS_DB=str(self.folder / "vastops-demo.db"),
+            VAST_API_URL=f"http://127.0.0.1:{self.sim_port}",
+            VAST_API_KEY=self.sim_key,
+            VAST_INSTANCE_ID=str(DEMO_INSTANCE_ID),
+            CONTROL_API_KEY=self.control_key,
+            VASTOPS_DASHBOARD_PASSWORD=self.password,
+            VAST_AUTO_SHUTDOWN_MINUTES=f"{self.args.minutes:g}",
+            VAST_WAIT_TIMEOUT_S="120",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self, child: Child, env: dict[str, str]) -> None:
+        # A session of its own: Ctrl-C reaches only the demo, which then stops the children in order.
+        child.proc = subprocess.Popen(
+            child.argv, cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
+        )  # fmt: skip
+        self.say(f"vastops demo: started {child.name} (pid {child.proc.pid})")
+        t = threading.Thread(target=self._pump, args=(child,), daemon=True)
+        t.start()
+        child.threads.append(t)
+        self.children.append(child)
+
+    def _pump(self, child: Child) -> None:
+        width = max(len("dashboard"), len(child.name))
+        for line in child.proc.stdout:
+            self.say(f"{child.name:>{width}} | {line.rstrip()}")
+
+    def wait_ready(self, child: Child, url: str, timeout: float, headers: dict | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if child.proc.poll() is not None:
+                return False
+            try:
+                if requests.get(url, timeout=1, headers=headers).status_code < 500:
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def stop_all(self) -> None:
+        self.stopping.set()
+        for child in reversed(self.children):
+            if child.proc and child.proc.poll() is None:
+                _signal_group(child.proc, signal.SIGTERM)
+        deadline = time.monotonic() + 8
+        for child in reversed(self.children):
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"vastops demo: {child.name} did not stop in time; killing it")
+                _signal_group(child.proc, signal.SIGKILL)
+                child.proc.wait()
+        for child in self.children:
+            for t in child.threads:
+                t.join(timeout=2)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vastops.cli", *args]
 
 
 def run_demo(args) -> int:
-    print("vastops: the demo is not built yet")
+    if not dashboard_script().exists():
+        print(f"vastops: {dashboard_script()} is missing; the demo needs the project installed editable (uv sync)", file=sys.stderr)
+        return 2
+    demo = Demo(args)
+    env = demo.prepare()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        demo.stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run_demo(demo, env, received)
+    finally:
+        demo.stop_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        demo.say("vastops demo: stopped")
+
+
+def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
+    sim = Child("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--instance-id", str(DEMO_INSTANCE_ID),
+                            "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3"))  # fmt: skip
+    demo.start(sim, env)
+    if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):
+        return _died(demo, sim, received)
+
+    watchdog = Child("watchdog", _cli("watchdog", "--host", "127.0.0.1", "--port", str(demo.watchdog_port)), optional=True)
+    demo.start(watchdog, env)
+    watchdog_ok = demo.wait_ready(watchdog, f"http://127.0.0.1:{demo.watchdog_port}/healthz", 30)
+    if not watchdog_ok:
+        if received:
+            return 130
+        code = watchdog.proc.poll()
+        demo.say(
+            "vastops demo: WARNING: the watchdog is not running"
+            + (f" (it exited with {code})" if code is not None else " (it did not answer /healthz)")
+            + ". Going on without it: a start completes only when you press Refresh,"
+            " and nothing enforces auto-shutdown (the dashboard shows a banner)."
+        )
+        if code is None:
+            _signal_group(watchdog.proc, signal.SIGTERM)
+        demo.children.remove(watchdog)
+        try:
+            watchdog.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            _signal_group(watchdog.proc, signal.SIGKILL)
+
+    dashboard = Child("dashboard", dashboard_command(demo.dashboard_port))
+    demo.start(dashboard, env)
+    if not demo.wait_ready(dashboard, f"http://127.0.0.1:{demo.dashboard_port}/_stcore/health", 60):
+        return _died(demo, dashboard, received)
+
+    url = f"http://localhost:{demo.dashboard_port}"
+    lines = [
+        f"dashboard   {url}",
+        f"password    {demo.password}",
+        f"simulator   http://127.0.0.1:{demo.sim_port}  (vast.ai; state at /_sim/state)",
+        f"watchdog    http://127.0.0.1:{demo.watchdog_port}/infra/vast/status" if watchdog_ok else "watchdog    not running (see the warning above)",
+        f"ledger      {env['VASTOPS_DB']}",
+        f"auto-stop   after {demo.args.minutes:g} idle minutes",
+        "Press Ctrl-C to stop everything.",
+    ]
+    width = max(map(len, lines))
+    box = "\n+" + "-" * (width + 2) + "+\n" + "\n".join(f"| {line:<{width}} |" for line in lines) + "\n+" + "-" * (width + 2) + "+"
+    if watchdog_ok:
+        box += f"\nwatchdog API key (header X-API-Key): {demo.control_key}"
+    demo.say(box + "\n")
+
+    while not demo.stopping.wait(0.3):
+        for child in demo.children:
+            if child.proc.poll() is not None:
+                return _died(demo, child, received)
+    return 0 if received else 1
+
+
+def _died(demo: Demo, child: Child, received: list[int]) -> int:
+    if received or demo.stopping.is_set():
+        return 0 if received else 1
+    code = child.proc.poll()
+    demo.say(f"vastops demo: {child.name} " + (f"exited with {code}" if code is not None else "did not become ready") + "; stopping the others")
     return 1

@@ -1,0 +1,113 @@
+"""How long each dashboard page takes to render: an empty ledger vs 100,000 sessions and 1,000,000 audit rows.
+
+    .venv/bin/python benchmarks/bench_dashboard.py [--big /tmp/big.db] [--repeat 3]
+
+Each page runs in Streamlit's AppTest (the script run on the server side, no
+browser): "cold" clears the dashboard's read cache first (what a visitor sees at
+most every few seconds), "warm" runs again within the cache's TTL. The large
+ledger is built once (about 15 s) unless --big names one already built by
+benchmarks/bigledger.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+PAGES = ["pages/status.py", "pages/costs.py", "pages/audit.py"]
+ALL_TIME = "costs, All time"
+
+
+def measure(db: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    from streamlit import cache_data
+    from streamlit.testing.v1 import AppTest
+
+    os.environ.update(
+        VASTOPS_DB=str(db), VASTOPS_DASHBOARD_PASSWORD="bench", VAST_API_KEY="bench-key", VAST_INSTANCE_ID="12345",
+        VAST_API_URL="http://127.0.0.1:9",  # never called: the pages read the ledger only
+    )  # fmt: skip
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    at.text_input(key="login_password").input("bench")
+    at.button[0].click().run()
+    for page in PAGES:  # imports and first-run costs out of the way
+        at.switch_page(page).run()
+    out = {}
+    for page in PAGES:
+        cold, warm = [], []
+        for _ in range(repeat):
+            cache_data.clear()
+            t0 = time.perf_counter()
+            at.switch_page(page).run()
+            cold.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            at.run()
+            warm.append(time.perf_counter() - t0)
+            assert not at.exception, at.exception
+        out[page] = (statistics.median(cold), statistics.median(warm))
+    # the heaviest view: every session of the ledger
+    at.switch_page("pages/costs.py").run()
+    at.selectbox(key="costs_preset").select("All time").run()
+    cold, warm = [], []
+    for _ in range(repeat):
+        cache_data.clear()
+        t0 = time.perf_counter()
+        at.run()
+        cold.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        at.run()
+        warm.append(time.perf_counter() - t0)
+    out[ALL_TIME] = (statistics.median(cold), statistics.median(warm))
+    at.selectbox(key="costs_preset").select("Last 30 days").run()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--big", help="a ledger built by benchmarks/bigledger.py (default: build one in a temp folder)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure, the median is shown (default 3)")
+    parser.add_argument("--quick", action="store_true", help="one run per figure")
+    parser.add_argument("--full", action="store_true", help="five runs per figure")
+    args = parser.parse_args()
+    args.repeat = 1 if args.quick else 5 if args.full else args.repeat
+    from bigledger import build
+
+    from vastops.ledger import Ledger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.db"
+        Ledger(empty)
+        big = Path(args.big) if args.big else Path(tmp) / "big.db"
+        if not args.big:
+            t0 = time.perf_counter()
+            build(big)
+            print(f"built {big.name}: 100,000 sessions, 1,000,000 audit rows in {time.perf_counter() - t0:.1f} s")
+        results = {"empty ledger": measure(empty, args.repeat), "100k sessions / 1M audit": measure(big, args.repeat)}
+    # One BENCH line per figure for benchmarks/run_all.py (common.py's format);
+    # the empty ledger of the same run is the baseline.
+    from common import Figure
+
+    base = "empty ledger"
+    for name, rows in results.items():
+        for page, (cold, warm) in rows.items():
+            for kind, value, ref in (("cold", cold, results[base][page][0]), ("warm", warm, results[base][page][1])):
+                compare = f"{value / ref:.1f}x empty" if name != base and ref else ""
+                print(Figure("dashboard", f"{page} ({name}, {kind})", "median s", f"{value:.3f}", compare,
+                             f"AppTest script run, median of {args.repeat}").line())
+    names = list(results)
+    print(f"\n{'page':<20}" + "".join(f"{name:>30}" for name in names))
+    print(f"{'':<20}" + "".join(f"{'cold':>18}{'warm':>12}" for _ in names))
+    for page in PAGES + [ALL_TIME]:
+        print(f"{page:<20}" + "".join(f"{results[n][page][0]:>17.3f}s{results[n][page][1]:>11.3f}s" for n in names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,541 @@
+"""The dashboard's pages through Streamlit's AppTest, against the simulator over real HTTP.
+
+The pages use the real clock (they run in Streamlit), so what a test puts in the
+ledger is placed relative to now; the simulator runs on the test's fake clock, so
+a start moves on only when the test moves that clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY
+from vastops import costs as costmath
+from vastops import events as ev
+from vastops.clock import FakeClock, utcnow
+from vastops.config import load_settings
+from vastops.ledger import Ledger
+from vastops.power import Control
+from vastops.sim import SimConfig, SimInstance
+from vastops.vast import VastError
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def sim_config():
+    # No rate limit: the simulator's token bucket runs on the fake clock, which the
+    # dashboard's own calls do not move.
+    return SimConfig(
+        api_key=SIM_KEY,
+        instances=[SimInstance(id=INSTANCE_ID, gpu_name="RTX 3090", dph_base=0.40, disk_space=150.0, storage_cost=0.10)],
+        schedule_s=2.0, load_s=2.0, stop_s=1.0, health_delay_s=2.0, rate_limit_scale=0.0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, sim):
+    """The dashboard's configuration, as a real deployment would give it: environment variables."""
+    values = {
+        "VASTOPS_DB": str(tmp_path / "ledger.db"),
+        "VAST_API_URL": sim.url,
+        "VAST_API_KEY": SIM_KEY,
+        "VAST_INSTANCE_ID": str(INSTANCE_ID),
+        "CONTROL_API_KEY": CONTROL_KEY,
+        "VASTOPS_DASHBOARD_PASSWORD": PASSWORD,
+        "VAST_AUTO_SHUTDOWN_MINUTES": "30",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def settings(env):
+    return load_settings(None)
+
+
+@pytest.fixture
+def watcher(settings):
+    """What the watchdog does: observe vast.ai (real clock, like the dashboard) and beat."""
+    control = Control(settings)
+    control.beat("watchdog")
+    return control
+
+
+def new_app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30)
+
+
+def logged_in(page: str | None = None) -> AppTest:
+    at = new_app().run()
+    at.text_input(key="login_password").input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("error", "warning", "info", "success", "markdown", "caption") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def table(at, column: str):
+    """The first dataframe on the page that has this column (dataframes carry no key in AppTest)."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with a {column!r} column")
+
+
+def values(array) -> list:
+    """A plotly trace's x or y: a list, or plotly's typed array {"dtype", "bdata"} (base64)."""
+    if isinstance(array, dict) and "bdata" in array:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def audit_rows(settings) -> list[tuple[str, str]]:
+    return [(r["event"], r["actor"]) for r in reversed(Control(settings).audit(100))]
+
+
+# -- the login gate --------------------------------------------------------------------
+
+
+def test_without_a_configured_password_nothing_is_shown(env, monkeypatch):
+    monkeypatch.delenv("VASTOPS_DASHBOARD_PASSWORD")
+    at = new_app().run()
+    assert "VASTOPS_DASHBOARD_PASSWORD" in at.error[0].value
+    assert not at.text_input and not at.metric and not at.button
+    with pytest.raises(ValueError):  # until the gate lets one in, the other pages do not exist
+        at.switch_page("pages/costs.py")
+
+
+def test_the_login_gate_blocks_a_wrong_password_and_lets_the_right_one_in(env):
+    at = new_app().run()
+    assert not at.metric  # nothing but the form
+    at.text_input(key="login_password").input("wrong").run()
+    at.button[0].click().run()
+    assert at.error[0].value == "Wrong password."
+    assert not at.metric
+    with pytest.raises(ValueError):  # every page is behind the gate
+        at.switch_page("pages/audit.py")
+    at.text_input(key="login_password").input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Status" in metrics(at)
+    assert [b.label for b in at.sidebar.button] == ["Log out"]
+    # the password is not kept in the session
+    assert "login_password" not in at.session_state
+    assert PASSWORD not in texts(at)
+
+
+def test_logging_out_shows_the_gate_again(env):
+    at = logged_in()
+    at.sidebar.button[0].click().run()
+    assert not at.metric and at.text_input(key="login_password")
+
+
+OIDC = {
+    "redirect_uri": "http://localhost:8501/oauth2callback",
+    "cookie_secret": "not-a-real-secret",
+    "client_id": "vastops",
+    "client_secret": "not-a-real-secret-either",
+    "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration",
+}
+
+
+def oidc_app(user: dict, allowed: list[str] | None) -> AppTest:
+    at = new_app()
+    at.secrets["auth"] = OIDC
+    if allowed is not None:
+        at.secrets["vastops"] = {"allowed_emails": allowed}
+    at.user = user
+    return at.run()
+
+
+def test_with_single_sign_on_only_the_listed_operators_get_in(env, monkeypatch):
+    monkeypatch.delenv("VASTOPS_DASHBOARD_PASSWORD")  # not needed with SSO
+    at = oidc_app({"is_logged_in": False}, ["alice@example.com"])
+    assert [b.label for b in at.button] == ["Log in"] and not at.text_input and not at.metric
+
+    at = oidc_app({"is_logged_in": True, "email": "Alice@Example.com"}, ["alice@example.com"])
+    assert not at.exception and "Status" in metrics(at)
+    assert "Logged in as Alice@Example.com" in at.sidebar.caption[0].value
+
+    at = oidc_app({"is_logged_in": True, "email": "mallory@example.com"}, ["alice@example.com"])
+    assert "not an operator" in at.error[0].value and not at.metric
+
+    at = oidc_app({"is_logged_in": True, "email": "alice@example.com"}, None)
+    assert "nobody is allowed in" in at.error[0].value and not at.metric
+
+
+# -- status and power ------------------------------------------------------------------
+
+
+def test_start_records_the_dashboard_and_the_transition_is_visible(env, settings, sim, clock, watcher):
+    at = logged_in()
+    assert metrics(at)["Status"] == "unknown"
+    assert not at.button(key="start").disabled
+    at.button(key="start").click().run()
+    assert not at.exception, at.exception
+    assert audit_rows(settings)[0] == (ev.POWER_ON_REQUESTED, "dashboard")
+    # the click returned at once: the start is pending, and the page says where it stands
+    assert metrics(at)["Status"] == "scheduling"
+    assert "Start requested" in at.info[0].value or "Start requested" in texts(at)
+    assert at.get("progress") and "Waiting for the GPU" in at.get("progress")[0].proto.text
+    assert at.button(key="start").disabled and not at.button(key="stop").disabled
+
+    clock.advance(2.5)  # the GPU is free: loading
+    watcher.status()
+    at.run()
+    assert metrics(at)["Status"] == "loading"
+    clock.advance(2.5)  # running, /health not yet
+    watcher.status()
+    at.run()
+    assert metrics(at)["Status"] == "running"
+    assert "Waiting for /health" in at.get("progress")[0].proto.text
+    clock.advance(2.5)  # healthy: the watchdog completes the start
+    watcher.status()
+    at.run()
+    assert not at.get("progress")
+    m = metrics(at)
+    assert m["GPU"] == "RTX 3090"
+    assert m["Price"] == f"${0.40 + 150 * 0.10 / 720:.3f}/h"
+    assert m["This session"].endswith((" s", " min"))
+    assert m["Session cost so far"].startswith("$")
+    assert m["Auto-shutdown in"].startswith(("29:", "30:"))  # M:SS, 30 idle minutes
+    assert ":green[answers]" in texts(at)  # the endpoint's /health
+    assert [e for e, _ in audit_rows(settings)] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE]
+
+
+def test_stop_asks_for_confirmation_and_records_the_dashboard(env, settings, sim, clock, watcher):
+    sim.console(INSTANCE_ID, "running")  # running already (started in vast's console)
+    clock.advance(10)
+    watcher.status()
+    at = logged_in()
+    assert metrics(at)["Status"] == "running"
+    assert at.button(key="start").disabled
+
+    at.button(key="stop").click().run()
+    assert "Stop instance 12345?" in at.warning[0].value
+    assert [e for e, _ in audit_rows(settings)] == [ev.EXTERNAL_START]  # nothing happened yet
+    at.button(key="stop_cancel").click().run()
+    assert "stop_confirm" not in [b.key for b in at.button]
+    assert metrics(at)["Status"] == "running"
+
+    at.button(key="stop").click().run()
+    at.button(key="stop_confirm").click().run()
+    assert not at.exception
+    assert audit_rows(settings)[-2:] == [(ev.POWER_OFF_REQUESTED, "dashboard"), (ev.POWER_OFF_COMPLETE, "dashboard")]
+    assert metrics(at)["Status"] == "stopped"
+    assert at.success[0].value.startswith("Instance stopped. Session:")
+    assert not at.button(key="start").disabled and at.button(key="stop").disabled
+    with Ledger(settings.vastops_db).read() as db:
+        [session] = list(db.query("SELECT * FROM sessions"))
+    assert session["ended_by"] == "dashboard" and session["end_reason"] == "manual"
+
+
+def test_refresh_asks_vast_and_shows_what_it_said(env, settings, sim, watcher):
+    at = logged_in()
+    assert metrics(at)["Status"] == "unknown"
+    at.button(key="refresh").click().run()
+    assert metrics(at)["Status"] == "stopped"
+    assert "Asked vast.ai: stopped" in at.info[0].value
+    assert at.button(key="stop").disabled and not at.button(key="start").disabled
+
+
+def test_unknown_instance_says_to_check_the_instance_id(env, monkeypatch, watcher):
+    monkeypatch.setenv("VAST_INSTANCE_ID", "999")
+    at = logged_in()
+    at.button(key="refresh").click().run()
+    assert metrics(at)["Status"] == "not found"
+    assert any("does not know instance 999" in e.value and "VAST_INSTANCE_ID" in e.value for e in at.error)
+    assert at.button(key="start").disabled and at.button(key="stop").disabled
+
+
+def test_unconfigured_says_what_to_set_and_disables_the_buttons(env, monkeypatch):
+    monkeypatch.delenv("VAST_API_KEY")
+    at = logged_in()
+    assert metrics(at)["Status"] == "unconfigured"
+    assert any("VAST_API_KEY" in e.value and "restart" in e.value for e in at.error)
+    assert all(at.button(key=k).disabled for k in ("start", "stop", "refresh"))
+    assert SIM_KEY not in texts(at)
+
+
+@pytest.mark.parametrize(
+    "kind, advice",
+    [
+        ("rate_limited", "rate-limiting"),
+        ("auth", "Check `VAST_API_KEY`"),
+        ("unavailable", "did not answer"),
+        ("not_found", "Check `VAST_INSTANCE_ID`"),
+    ],
+)
+def test_vast_errors_say_what_to_do(env, monkeypatch, watcher, kind, advice):
+    def refuse(self, *args, **kwargs):
+        raise VastError(kind, f"vast.ai said no ({kind}).")
+
+    monkeypatch.setattr(Control, "power_on", refuse)
+    at = logged_in()
+    at.button(key="start").click().run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith("**Start failed.**") and advice in error
+
+
+def test_a_stale_or_missing_watchdog_heartbeat_shows_a_banner(env, settings):
+    at = logged_in()
+    assert "Nobody is enforcing auto-shutdown" in at.error[0].value
+    assert "never run" in at.error[0].value
+
+    old = FakeClock(utcnow() - timedelta(minutes=5))
+    Control(settings, clock=old).beat("watchdog")
+    at.run()
+    assert "Nobody is enforcing auto-shutdown" in at.error[0].value
+    assert "5 min ago" in at.error[0].value
+
+    Control(settings).beat("watchdog")  # alive again
+    at.run()
+    assert not any("Nobody is enforcing" in e.value for e in at.error)
+
+
+# -- costs -----------------------------------------------------------------------------
+
+
+def add_session(ledger, start: datetime, minutes: float, dph=0.40, sto=0.02, reason="manual", by="dashboard"):
+    with ledger.write() as tx:
+        sid = tx.start_session(INSTANCE_ID, start, "RTX 3090", dph, sto, by)
+        runtime = minutes * 60
+        tx.end_session(sid, start + timedelta(seconds=runtime), "system" if reason != "manual" else by, reason,
+                       costmath.session_costs(runtime, dph, sto))  # fmt: skip
+
+
+@pytest.fixture
+def history(settings, watcher):
+    """Three sessions this week (1 h, 30 min, 2 h) and one 60 days ago."""
+    ledger = Ledger(settings.vastops_db)
+    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    add_session(ledger, today - timedelta(days=2) + timedelta(hours=9), 60)
+    add_session(ledger, today - timedelta(days=1) + timedelta(hours=9), 30, reason="auto_shutdown", by="api")
+    add_session(ledger, today - timedelta(days=1) + timedelta(hours=13), 120, dph=0.60, sto=0.03, reason="external", by="external")
+    add_session(ledger, today - timedelta(days=60) + timedelta(hours=9), 600)
+    return ledger
+
+
+def test_costs_shows_totals_charts_and_sessions_for_the_period(env, history):
+    at = logged_in("pages/costs.py")
+    m = metrics(at)
+    expected = 0.42 + 0.21 + 1.26
+    assert m["Cost in period"] == f"${expected:.2f}"
+    assert m["Sessions"] == "3"
+    assert m["Runtime"] == "3.50 h"
+    assert m["Average session"] == "1 h 10 min"
+    assert m["Compute (GPU)"] == f"${0.40 + 0.20 + 1.20:.2f}"
+    assert m["Storage (disk)"] == f"${0.02 + 0.01 + 0.06:.2f}"
+    assert m["Projected for the month"].startswith("$")
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 3
+    per_day = {trace["name"]: trace for trace in charts[0]["data"]}
+    assert sum(values(per_day["compute (GPU)"]["y"])) == pytest.approx(1.80)
+    assert sum(values(per_day["storage (while running)"]["y"])) == pytest.approx(0.09)
+    assert values(charts[1]["data"][0]["y"])[-1] == pytest.approx(expected)  # cumulative ends at the total
+    lengths = dict(zip(values(charts[2]["data"][0]["x"]), values(charts[2]["data"][0]["y"])))
+    assert lengths["30-60 min"] == 1 and lengths["1-2 h"] == 1 and lengths["2-4 h"] == 1
+    sessions = table(at, "How it ended")
+    assert len(sessions) == 3
+    assert sessions["How it ended"].tolist() == ["external", "auto-shutdown", "manual"]
+    assert sessions["Cost ($)"].sum() == pytest.approx(expected)
+    assert {b.label for b in at.get("download_button")} >= {"Sessions (CSV)", "Month summary (CSV)"}
+
+
+def test_costs_period_changes_the_figures(env, history):
+    at = logged_in("pages/costs.py")
+    at.selectbox(key="costs_preset").select("All time").run()
+    assert metrics(at)["Sessions"] == "4"
+    at.selectbox(key="costs_preset").select("Custom").run()
+    yesterday = utcnow().date() - timedelta(days=1)
+    at.date_input(key="costs_range").set_value((yesterday, yesterday)).run()
+    assert not at.exception
+    m = metrics(at)
+    assert m["Sessions"] == "2" and m["Cost in period"] == f"${0.21 + 1.26:.2f}"
+    assert len(table(at, "How it ended")) == 2
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def audit_log(settings, watcher):
+    """120 rows over the last 5 days: 4 event types x 4 actors; every 7th mentions 'gpu-xyz'."""
+    ledger = Ledger(settings.vastops_db)
+    start = utcnow() - timedelta(days=5)
+    events = [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.POWER_OFF_REQUESTED, ev.AUTO_SHUTDOWN]
+    actors = ["dashboard", "api", "cli", "system"]
+    with ledger.write() as tx:
+        for i in range(120):
+            meta = {"n": i, **({"host": "gpu-xyz"} if i % 7 == 0 else {})}
+            tx.audit(start + timedelta(hours=i), INSTANCE_ID, events[i % 4], actors[(i // 4) % 4], meta)
+    return ledger
+
+
+def test_audit_shows_the_newest_first_and_pages_through_the_log(env, audit_log):
+    at = logged_in("pages/audit.py")
+    rows = table(at, "Details")
+    assert len(rows) == 50
+    assert json.loads(rows["Details"][0])["n"] == 119
+    assert at.button(key="audit_newer").disabled and not at.button(key="audit_older").disabled
+    assert "**120** matching" in texts(at)
+    at.button(key="audit_older").click().run()
+    page2 = table(at, "Details")
+    assert [json.loads(d)["n"] for d in page2["Details"]] == list(range(69, 19, -1))
+    at.button(key="audit_older").click().run()
+    assert len(table(at, "Details")) == 20
+    assert at.button(key="audit_older").disabled
+    at.button(key="audit_newer").click().run()
+    assert [json.loads(d)["n"] for d in table(at, "Details")["Details"]] == list(range(69, 19, -1))
+    at.button(key="audit_newest").click().run()
+    assert json.loads(table(at, "Details")["Details"][0])["n"] == 119
+
+
+def test_audit_filters_change_the_rows(env, audit_log):
+    at = logged_in("pages/audit.py")
+    at.multiselect(key="audit_events").select(ev.AUTO_SHUTDOWN).run()
+    rows = table(at, "Details")
+    assert set(rows["Event"]) == {ev.AUTO_SHUTDOWN} and len(rows) == 30
+    at.multiselect(key="audit_actors").select("cli").run()
+    rows = table(at, "Details")
+    assert set(rows["Actor"]) == {"cli"} and set(rows["Event"]) == {ev.AUTO_SHUTDOWN}
+    at.multiselect(key="audit_events").unselect(ev.AUTO_SHUTDOWN).run()
+    at.multiselect(key="audit_actors").unselect("cli").run()
+    at.text_input(key="audit_text").input("GPU-XYZ").run()  # search in meta, not case-sensitive
+    rows = table(at, "Details")
+    assert sorted(json.loads(d)["n"] for d in rows["Details"]) == list(range(0, 120, 7))
+    at.text_input(key="audit_text").input("").run()
+    first = (utcnow() - timedelta(days=5)).date()
+    at.date_input(key="audit_days").set_value((first, first)).run()
+    rows = table(at, "Details")
+    assert 0 < len(rows) < 50
+    assert {t.date() for t in rows["Time (UTC)"]} == {first}
+    at.text_input(key="audit_text").input("no such text anywhere").run()
+    assert not at.dataframe and "No audit rows match" in at.info[0].value
+    assert at.get("download_button")[0].proto.disabled
+
+
+def test_actions_on_the_status_page_show_in_the_audit_at_once(env, settings, watcher, sim):
+    at = logged_in("pages/audit.py")
+    assert not at.dataframe  # empty log (cached for a few seconds)
+    at.switch_page("pages/status.py").run()
+    at.button(key="start").click().run()
+    at.switch_page("pages/audit.py").run()
+    rows = table(at, "Details")
+    assert (rows["Event"][0], rows["Actor"][0]) == (ev.POWER_ON_REQUESTED, "dashboard")
+
+
+def test_no_page_shows_a_secret(env, history, audit_log):
+    at = logged_in()
+    for page in ("pages/status.py", "pages/costs.py", "pages/audit.py"):
+        at.switch_page(page).run()
+        shown = texts(at) + " ".join(m.value + m.label for m in at.metric)
+        for secret in (SIM_KEY, CONTROL_KEY, PASSWORD):
+            assert secret not in shown
+
+
+# -- `vastops demo` -----------------------------------------------------------------------
+
+
+def start_demo(tmp_path):
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import clean_process_env, free_port
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vastops.cli", "demo", "--dir", str(tmp_path / "demo"), "--port", str(free_port()),
+         "--sim-port", str(free_port()), "--watchdog-port", str(free_port()), "--minutes", "2"],
+        cwd=tmp_path, env=clean_process_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert ready.wait(90), "".join(lines)
+    text = "".join(lines)
+    assert proc.poll() is None, text
+    found = {k: re.search(rf"^\| {k}\s+(\S+)", text, re.M).group(1) for k in ("dashboard", "password", "simulator", "ledger")}
+    pids = {m.group(1): int(m.group(2)) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", text)}
+    return proc, lines, found, pids
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z" if Path(f"/proc/{pid}/stat").exists() else True
+
+
+def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(tmp_path):
+    import signal
+
+    import requests
+
+    proc, lines, found, pids = start_demo(tmp_path)
+    try:
+        assert found["password"].startswith("demo-")
+        assert requests.get(found["dashboard"] + "/_stcore/health", timeout=5).text == "ok"
+        assert requests.get(found["simulator"] + "/_sim/state", timeout=5).ok
+        assert set(pids) >= {"sim", "dashboard"}
+        # the demo ledger is fresh and the dashboard's configuration points at the simulator
+        settings = load_settings(None, vastops_db=found["ledger"], vast_api_url=found["simulator"], vast_api_key="x", vast_instance_id=12345)
+        assert Control(settings).audit(10) == []
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "vastops demo: stopped" in "".join(lines)
+    assert all(gone(pid) for pid in pids.values())
+
+
+def test_demo_stops_everything_when_one_process_dies(tmp_path):
+    import signal
+
+    proc, lines, found, pids = start_demo(tmp_path)
+    try:
+        os.kill(pids["sim"], signal.SIGKILL)
+        assert proc.wait(30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines)
+    assert "sim exited with -9; stopping the others" in text
+    assert all(gone(pid) for pid in pids.values())
