@@ -189,12 +189,6 @@ def test_dashboard_reads_watchdog_activity_and_cli_audit_writes_at_once(tmp_path
 # -- the state mirror (VAST_STATE_PATH) with several writers ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ledger._mirror writes every state snapshot through one fixed temporary name (<state>.tmp): two "
-    "writers at once replace each other's file and the loser's os.replace raises FileNotFoundError, after "
-    "its transaction committed, so the caller's operation fails although it happened",
-)
 def test_two_writers_with_a_state_mirror_never_fail(tmp_path, clock):
     settings = make_settings(tmp_path, None, vast_state_path=tmp_path / "state.json", vast_audit_path=tmp_path / "audit.jsonl")
     errors: list[str] = []
@@ -222,12 +216,6 @@ def test_two_writers_with_a_state_mirror_never_fail(tmp_path, clock):
     assert snapshot["instances"][0]["activity_count"] == sum(counts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Watch.flush decrements its unflushed count only after Control.record_activity returns; when the "
-    "state mirror write fails after the commit (the race above, or an unwritable VAST_STATE_PATH), the "
-    "same activity is written again at the next flush: counted twice",
-)
 def test_a_failing_state_mirror_does_not_make_the_watchdog_count_activity_twice(tmp_path, clock):
     (tmp_path / "state-dir").mkdir()  # os.replace onto a directory fails, after the ledger committed
     settings = make_settings(tmp_path, None, vast_state_path=tmp_path / "state-dir")

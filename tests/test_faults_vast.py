@@ -369,11 +369,6 @@ class _MaintenancePage(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VastClient.show_instance reads any 200 whose body is not a JSON object as 'no such instance' "
-    "(NOT_FOUND), so Control.observe closes the open session as external_stop while the instance still runs",
-)
 def test_a_200_html_page_from_vasts_front_is_an_error_not_a_stopped_instance(running, clock):
     control, watch = running
     server = ThreadingHTTPServer(("127.0.0.1", 0), _MaintenancePage)

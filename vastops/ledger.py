@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+import logging
 import sqlite3
 import sys
+import threading
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +55,8 @@ def _import_sqlite_utils():
 
 
 sqlite_utils = _import_sqlite_utils()
+
+log = logging.getLogger("vastops.ledger")
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -176,28 +180,35 @@ class Ledger:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
+                # Under the write lock, so the mirrors follow the ledger's commit order.
+                self._mirror(tx)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
         finally:
             db.close()
-        self._mirror(tx)
 
     def _mirror(self, tx: "Tx") -> None:
-        """Keep the seed's files (VAST_AUDIT_PATH, VAST_STATE_PATH) in step, after commit."""
-        if self.audit_mirror and tx.appended:
-            with open(self.audit_mirror, "a", encoding="utf-8") as fh:
-                fh.write("".join(json.dumps(row) + "\n" for row in tx.appended))
-        if self.state_mirror and tx.changed_state:
-            with self.read() as db:
+        """Keep the seed's files (VAST_AUDIT_PATH, VAST_STATE_PATH) in step.
+
+        The ledger is the truth: a mirror that cannot be written is logged, and the
+        operation that changed the ledger still succeeds.
+        """
+        try:
+            if self.audit_mirror and tx.appended:
+                with open(self.audit_mirror, "a", encoding="utf-8") as fh:
+                    fh.write("".join(json.dumps(row) + "\n" for row in tx.appended))
+            if self.state_mirror and tx.changed_state:
                 snapshot = {
-                    "instances": list(db.query("SELECT * FROM instances")),
-                    "open_sessions": list(db.query("SELECT * FROM sessions WHERE ended_at IS NULL")),
+                    "instances": list(tx.db.query("SELECT * FROM instances")),
+                    "open_sessions": list(tx.db.query("SELECT * FROM sessions WHERE ended_at IS NULL")),
                 }
-            tmp = self.state_mirror.with_suffix(self.state_mirror.suffix + ".tmp")
-            tmp.write_text(json.dumps(snapshot, indent=2), encoding="utf-8")
-            os.replace(tmp, self.state_mirror)  # readers never see half a file
+                tmp = self.state_mirror.with_name(f".{self.state_mirror.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                tmp.write_text(json.dumps(snapshot, indent=2), encoding="utf-8")
+                os.replace(tmp, self.state_mirror)  # readers never see half a file
+        except OSError as exc:
+            log.warning("could not write a ledger mirror: %s", exc)
 
 
 class Tx:

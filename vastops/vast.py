@@ -171,10 +171,13 @@ class VastClient:
 
     def show_instance(self, instance_id: int) -> Instance:
         body = self._call("GET", f"/api/v0/instances/{instance_id}/", params={"owner": "me"})
-        raw = body.get("instances") if isinstance(body, dict) else None
-        if not raw:
+        # Only vast's own answer {"instances": null} means "no such instance"; any other
+        # body (a proxy's HTML page, a changed format) is an error, never a stopped instance.
+        if not isinstance(body, dict) or "instances" not in body:
+            raise VastError(UNAVAILABLE, "vast.ai gave an unexpected answer (not its JSON); try again shortly.")
+        if not body["instances"]:
             raise self._not_found(instance_id)
-        return parse_instance(raw)
+        return parse_instance(body["instances"])
 
     def list_instances(self) -> list[Instance]:
         out: list[Instance] = []
