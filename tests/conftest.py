@@ -181,3 +181,14 @@ def sim_proc(processes):
     processes.start("sim", "--port", str(port), "--api-key", SIM_KEY, "--schedule-s", "0.5", "--load-s", "0.5",
                     "--health-delay-s", "0.5", "--stop-s", "0.2", ready_url=url + "/_sim/state")
     return url
+
+
+def wait_until(predicate, timeout, step=0.05, what="condition"):
+    """Poll a real process's observable state until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what} not reached in {timeout} s")

@@ -22,6 +22,7 @@ import time
 import pytest
 import requests
 
+from conftest import wait_until
 from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, wait_for_http
 from vastops import events as ev
 from vastops.clock import parse_isoz
@@ -117,16 +118,6 @@ class Watchdog:
 
     def sessions(self):
         return self.rows("SELECT * FROM sessions ORDER BY id")
-
-
-def wait_until(predicate, timeout, step=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what} not reached in {timeout} s")
 
 
 def in_background(fn):

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 import vastops.watch as watch_module
+from conftest import wait_until as _wait_until
 from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, make_control, make_settings
 from vastops import events as ev
 from vastops.power import Control
@@ -389,16 +390,6 @@ def test_a_200_html_page_from_vasts_front_is_an_error_not_a_stopped_instance(run
 
 def _sim_state(url):
     return requests.get(url + "/_sim/state", timeout=5).json()
-
-
-def _wait_until(predicate, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached")
 
 
 def test_the_real_watchdog_survives_a_revoked_key_and_stops_the_idle_instance_once_vast_accepts_again(tmp_path, processes):

@@ -9,6 +9,7 @@ import time
 import pytest
 import requests
 
+from conftest import wait_until
 from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port
 from vastops.clock import parse_isoz
 
@@ -30,16 +31,6 @@ def start_watchdog(processes, env, port):
 def stop_requests(sim_url):
     calls = requests.get(sim_url + "/_sim/state").json()["calls"]
     return [c for c in calls if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped"]
-
-
-def wait_until(predicate, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached")
 
 
 def test_refuses_to_start_without_control_key(tmp_path, processes, sim_proc):
