@@ -28,6 +28,7 @@ import logging
 import sqlite3
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -146,7 +147,7 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.read() as db:
             if db.journal_mode != "wal":
-                db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+                _enable_wal(db)
             self._migrate(db)
 
     @staticmethod
@@ -289,6 +290,22 @@ class Tx:
         )
         self.changed_state = True
         return cursor.rowcount == 1
+
+
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """Switch a new file to WAL (persistent: once per file).
+
+    Changing the journal mode ignores the busy timeout, so two processes opening a
+    brand-new ledger at once would see "database is locked": retry briefly instead.
+    """
+    for attempt in range(100):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
 
 
 def _statements(script: str) -> list[str]:
