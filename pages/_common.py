@@ -16,7 +16,7 @@ import streamlit as st
 
 from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
-from vastops.ledger import Ledger
+from vastops.ledger import Ledger, LedgerError
 from vastops.power import Control
 
 AUTH_KEY = "vastops_authenticated"
@@ -42,11 +42,15 @@ def _ledger(path: str, audit_mirror: str | None, state_mirror: str | None) -> Le
 
 
 def ledger(s: Settings) -> Ledger:
-    return _ledger(
-        str(s.vastops_db.resolve()),
-        str(s.vast_audit_path) if s.vast_audit_path else None,
-        str(s.vast_state_path) if s.vast_state_path else None,
-    )
+    try:
+        return _ledger(
+            str(s.vastops_db.resolve()),
+            str(s.vast_audit_path) if s.vast_audit_path else None,
+            str(s.vast_state_path) if s.vast_state_path else None,
+        )
+    except LedgerError as exc:
+        st.error(f"**The ledger cannot be opened.** VASTOPS_DB: {exc}. Fix the path or its permissions and restart the dashboard.")
+        st.stop()
 
 
 def control(s: Settings) -> Control:

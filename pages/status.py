@@ -190,7 +190,11 @@ def live_status() -> None:
             f"{cfg.vast_auto_shutdown_minutes:g} idle minutes allowed.",
         )
     else:
-        deadline.metric("Auto-shutdown", "off" if not cfg.vast_auto_shutdown else "—", help="Counts down while a session runs.")
+        deadline.metric(
+            "Auto-shutdown",
+            "off" if not cfg.vast_auto_shutdown else ("after start" if pending else "—"),
+            help="Counts down while a session runs, from when its start answers /health.",
+        )
 
     endpoint = s.get("endpoint_base_url")
     if endpoint:

@@ -264,12 +264,6 @@ def test_a_console_stop_while_the_real_watchdog_waits_for_health(tmp_path, proce
 # -- an answer from before the console stop, applied after it --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Control.reconcile drops an observation as stale only when it was asked before vastops' own "
-    "last start/stop (acted_at); a 'running' answer asked before a console stop but applied after the "
-    "stop was reconciled re-opens a phantom session (external_start) for a stopped instance",
-)
 def test_a_late_running_answer_does_not_reopen_a_session_closed_by_a_newer_look(control, clock, sim):
     control.power_on("cli")
     slow_answer = control.client.show_instance(INSTANCE_ID)  # one observer asks vast: running ...
@@ -288,13 +282,6 @@ def test_a_late_running_answer_does_not_reopen_a_session_closed_by_a_newer_look(
 # -- the idle timer while a start is still waiting for /health ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Control.enforce_idle_deadline counts idleness from the session start (when vast reports running) even "
-    "while a power-on is pending (/health not answering yet): a model that loads longer than "
-    "VAST_AUTO_SHUTDOWN_MINUTES is stopped mid-start and the start ends as power_on_aborted; DESIGN.md: the "
-    "culling rule 'never acts on servers in transition'",
-)
 def test_auto_shutdown_does_not_stop_an_instance_whose_start_is_still_pending(tmp_path, sim, clock):
     sim.configure(health_delay_s=7 * 60)  # the LLM server needs 7 minutes to load its model
     settings = make_settings(tmp_path, sim.url, vast_auto_shutdown_minutes=5, vast_wait_timeout_s=600)

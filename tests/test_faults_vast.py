@@ -215,7 +215,9 @@ def test_a_failing_stop_is_audited_with_its_kind_retried_with_backoff_and_lands_
     assert calls[-1]["ts"] - second_round[-1]["ts"] >= 4.0
     assert_within_rate_limit(calls, RATE_INTERVALS["put"])
     assert no_self_inflicted_429(sim.state()["calls"]) == []
-    # exactly one stop recorded, for the one session
+    # one decision and exactly one stop recorded, for the one session
+    [decision] = audit_events(control, ev.AUTO_SHUTDOWN)
+    assert decision["meta"]["session_id"] == session_id
     [complete] = audit_events(control, ev.AUTO_SHUTDOWN_COMPLETE)
     assert complete["meta"]["session_id"] == session_id
     [session] = sessions(control)

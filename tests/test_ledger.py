@@ -19,6 +19,25 @@ def test_migrates_to_the_latest_version_once(tmp_path):
         assert {"sessions", "audit", "instances", "heartbeats"} <= set(db.table_names())
 
 
+def test_a_ledger_from_an_older_version_is_upgraded_in_place_keeping_its_rows(tmp_path):
+    from vastops.ledger import _statements, connect
+
+    path = tmp_path / "old.db"
+    db = connect(path)
+    for statement in _statements(MIGRATIONS[0]):  # a ledger written by the first release
+        db.execute(statement)
+    db.execute("PRAGMA user_version=1")
+    db.execute("INSERT INTO instances (instance_id, status, last_activity) VALUES (7, 'running', '2026-01-01T00:00:00.000Z')")
+    db.execute("INSERT INTO audit (ts, event, actor) VALUES ('2026-01-01T00:00:00.000Z', 'power_on_requested', 'cli')")
+    db.close()
+    with Ledger(path).read() as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) > 1
+        row = next(db.query("SELECT * FROM instances"))
+        assert row["status"] == "running" and row["last_activity"] == "2026-01-01T00:00:00.000Z"
+        assert row["idle_from"] is None and row["observation_asked_at"] is None
+        assert db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 1
+
+
 def test_audit_is_append_only(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
     with ledger.write() as tx:

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import INSTANCE_ID, events, make_control, make_settings
 from vastops import events as ev
+from vastops.clock import parse_isoz
 from vastops.power import Control, HealthTimeout, NotConfigured
 from vastops.vast import AUTH, VastError
 
@@ -52,8 +53,9 @@ def test_status_reports_the_spec_fields_and_the_countdown(control, clock):
     assert status["status"] == "running"
     assert status["gpu_name"] == "RTX 3090"
     assert status["dph_total"] == pytest.approx(0.40 + 150 * 0.10 / 720)
-    # the session began when vast reported running (4 s before /health answered)
-    assert status["auto_shutdown_in_minutes"] == pytest.approx(20.0 - 4 / 60, abs=0.01)
+    # the session (and its cost) began when vast reported running, 4 s before /health answered;
+    # the idle clock only when /health answered, 10 minutes ago
+    assert status["auto_shutdown_in_minutes"] == pytest.approx(20.0, abs=0.001)
     assert status["total_runtime_hours"] == pytest.approx((10 * 60 + 4) / 3600, abs=1e-4)
     # activity pushes the deadline back to a full 30 minutes from now
     control.record_activity()
@@ -109,8 +111,24 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
     assert timeout["event"] == ev.POWER_ON_HEALTH_TIMEOUT
     assert timeout["meta"]["status"] == "running"
     assert control.status(observe=False)["power_on_pending"] is False
-    # the instance runs and is billed, so its session is open: auto-shutdown will still stop it
+    # the instance runs and is billed, so its session is open: auto-shutdown will still stop it,
+    # counting idle minutes from when the start gave up waiting (not from the session start)
     assert sessions(control)[0]["ended_at"] is None
+    assert control.deadline() == parse_isoz(timeout["ts"]) + timedelta(minutes=control.settings.vast_auto_shutdown_minutes)
+    clock.advance(minutes=control.settings.vast_auto_shutdown_minutes)
+    assert control.enforce_idle_deadline()["status"] == "stopped"
+
+
+def test_no_deadline_while_a_start_is_pending(tmp_path, sim, clock):
+    sim.configure(health_delay_s=10_000)
+    control = make_control(make_settings(tmp_path, sim.url, vast_auto_shutdown_minutes=1, vast_wait_timeout_s=600), clock)
+    control.power_on("cli", wait_for_health=False)
+    clock.advance(30)
+    status = control.status()
+    assert status["status"] == "running" and status["power_on_pending"] is True and sessions(control)
+    clock.advance(minutes=5)
+    assert control.status()["auto_shutdown_in_minutes"] is None and control.deadline() is None
+    assert control.enforce_idle_deadline() is None
 
 
 def test_stuck_in_scheduling_says_choose_another_gpu(tmp_path, sim, clock):

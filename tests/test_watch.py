@@ -9,7 +9,7 @@ import pytest
 
 from conftest import INSTANCE_ID, make_control, make_settings
 from vastops import events as ev
-from vastops.clock import isoz
+from vastops.clock import isoz, parse_isoz
 from vastops.watch import Watch
 
 
@@ -40,7 +40,10 @@ def stop_calls(sim):
 
 def test_the_deadline_counts_activity_still_in_memory(quick, clock):
     control, watch = quick
-    assert watch.deadline() == session_start(control) + timedelta(seconds=6)
+    # the idle clock starts when the start settled (/health answered), after the session opened
+    settled = parse_isoz(next(r for r in control.audit(10) if r["event"] == ev.POWER_ON_COMPLETE)["ts"])
+    assert settled > session_start(control)
+    assert watch.deadline() == settled + timedelta(seconds=6) == control.deadline()
     clock.advance(3)
     at = watch.note_activity()
     assert watch.deadline() == at + timedelta(seconds=6)  # not flushed yet, already counted

@@ -115,7 +115,7 @@ def cmd_status(control: Control, args) -> int:
     if s.get("session_runtime_minutes") is not None:
         lines.append(f"  session    {s['session_runtime_minutes']:.1f} min, ${s['session_cost_usd']:.3f} so far")
     if s.get("power_on_pending"):
-        lines.append("  start      in progress (completes when /health answers)")
+        lines.append("  start      in progress (completes when /health answers; the idle clock starts then)")
     if s.get("last_activity"):
         lines.append(f"  activity   last at {s['last_activity']}")
     if s.get("auto_shutdown_in_minutes") is not None:

@@ -19,6 +19,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_API_URL = "https://console.vast.ai"
+MAX_WAIT_S = 24 * 3600.0  # a start that has not answered /health in a day never will
+MAX_IDLE_MINUTES = 7 * 24 * 60.0  # a week
 
 
 class ConfigError(Exception):
@@ -36,13 +38,17 @@ class Settings(BaseSettings):
     )
 
     vast_api_key: SecretStr | None = Field(None, description="vast.ai API key")
-    vast_instance_id: int | None = Field(None, gt=0, description="numeric vast.ai instance id")
+    # SQLite stores 64-bit integers; vast's ids are far below that.
+    vast_instance_id: int | None = Field(None, gt=0, le=2**63 - 1, description="numeric vast.ai instance id")
     control_api_key: SecretStr | None = Field(None, description="admin key for the REST API")
     vast_health_port: int = Field(8001, ge=1, le=65535, description="health port on the instance")
     vast_health_path: str = Field("/health", description="health path on the instance")
-    vast_wait_timeout_s: float = Field(600.0, gt=0, description="how long power-on waits for health")
+    # Upper bounds keep every date computed from them representable (1e300 minutes is not).
+    vast_wait_timeout_s: float = Field(600.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False, description="how long power-on waits for health")
     vast_auto_shutdown: bool = Field(True, description="auto-shutdown on/off")
-    vast_auto_shutdown_minutes: float = Field(30.0, gt=0, description="idle minutes before the stop")
+    vast_auto_shutdown_minutes: float = Field(
+        30.0, gt=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="idle minutes before the stop"
+    )
     vast_state_path: Path | None = Field(None, description="JSON mirror of the current state")
     vast_audit_path: Path | None = Field(None, description="JSON-lines mirror of the audit trail")
     vast_api_url: str = Field(DEFAULT_API_URL, description="vast.ai base URL")
@@ -54,6 +60,38 @@ class Settings(BaseSettings):
     def _path_starts_with_slash(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError("a URL path starting with '/', e.g. /health")
+        return v
+
+    @field_validator("vast_api_key", "control_api_key")
+    @classmethod
+    def _header_safe_key(cls, v: SecretStr | None) -> SecretStr | None:
+        # Keys travel in HTTP headers, which carry ASCII only; say so now rather than
+        # fail inside requests on the first call. The message never shows the key.
+        if v is not None and not all(33 <= ord(c) <= 126 for c in v.get_secret_value()):
+            raise ValueError("printable ASCII without spaces (keys travel in HTTP headers)")
+        return v
+
+    @field_validator("vastops_db")
+    @classmethod
+    def _not_a_directory(cls, v: Path) -> Path:
+        if v.is_dir():
+            raise ValueError("a file path for the SQLite ledger, not a directory")
+        return v
+
+    @field_validator("vast_state_path", "vast_audit_path")
+    @classmethod
+    def _writable_file_path(cls, v: Path | None) -> Path | None:
+        # Checked here, without writing, so a bad path is a clear error at startup
+        # instead of a warning in the log after every change.
+        if v is None:
+            return v
+        if v.is_dir():
+            raise ValueError("a file path, not a directory")
+        parent = v.parent if str(v.parent) else Path(".")
+        if not parent.is_dir():
+            raise ValueError(f"a file in an existing directory ({parent} does not exist)")
+        if not os.access(parent, os.W_OK) or (v.exists() and not os.access(v, os.W_OK)):
+            raise ValueError(f"a file vastops may write ({v} is not writable)")
         return v
 
     @field_validator("vast_api_url")
@@ -73,6 +111,7 @@ _EXPECTED = {
     "int_parsing": "a whole number",
     "float_parsing": "a number (fractions like 0.5 are fine)",
     "bool_parsing": "true or false",
+    "finite_number": "a finite number",
     "greater_than": "a number greater than {gt}",
     "greater_than_equal": "a number of at least {ge}",
     "less_than_equal": "a number of at most {le}",
@@ -86,6 +125,10 @@ def load_settings(env_file: str | os.PathLike | None = ".env", **overrides) -> S
     """
     try:
         return Settings(_env_file=env_file, **overrides)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{env_file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): save it as UTF-8"
+        ) from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

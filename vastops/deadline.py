@@ -10,15 +10,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 
-def idle_deadline(session_start: datetime | None, last_activity: datetime | None, idle_minutes: float) -> datetime | None:
+def idle_deadline(
+    session_start: datetime | None,
+    last_activity: datetime | None,
+    idle_minutes: float,
+    idle_from: datetime | None = None,
+) -> datetime | None:
     """The moment the instance is idle long enough to stop, or None if nothing runs.
 
-    The clock starts at the later of the session start and the last activity, so
-    activity from before the current session never shortens it.
+    The clock starts at the latest of the session start, the last activity and
+    ``idle_from`` (when the last start settled: a model that takes ten minutes to
+    load is not idle while it loads). Times from before the current session never
+    shorten it. While a start is still pending there is no deadline at all: the
+    caller passes no session start then (never act on a server in transition).
     """
     if session_start is None:
         return None
-    since = max(session_start, last_activity) if last_activity else session_start
+    since = max(t for t in (session_start, last_activity, idle_from) if t is not None)
     return since + timedelta(minutes=idle_minutes)
 
 

@@ -124,6 +124,12 @@ MIGRATIONS: list[str] = [
         info TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    """
+    -- when the last start settled (healthy, or gave up waiting): the idle clock starts no earlier
+    ALTER TABLE instances ADD COLUMN idle_from TEXT;
+    -- when the last observation applied was asked: an answer asked before it is stale
+    ALTER TABLE instances ADD COLUMN observation_asked_at TEXT;
+    """,
 ]
 
 
@@ -136,6 +142,10 @@ def connect(path: str | os.PathLike) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn, execute_plugins=False)
 
 
+class LedgerError(Exception):
+    """The ledger file cannot be opened or migrated."""
+
+
 class Ledger:
     """Opens the ledger file, migrates it, and hands out connections."""
 
@@ -143,12 +153,16 @@ class Ledger:
         self.path = Path(path)
         self.audit_mirror = audit_mirror
         self.state_mirror = state_mirror
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.read() as db:
-            if db.journal_mode != "wal":
-                _enable_wal(db)
-            self._migrate(db)
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.read() as db:
+                if db.journal_mode != "wal":
+                    _enable_wal(db)
+                self._migrate(db)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            # Not writable, a directory, not an SQLite file: name the file and the reason.
+            raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from None
 
     @staticmethod
     def _migrate(db: sqlite_utils.Database) -> None:

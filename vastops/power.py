@@ -29,9 +29,9 @@ import requests
 from . import costs as costmath
 from . import events as ev
 from .clock import Clock, isoz, parse_isoz, utcnow
-from .config import Settings
+from .config import ConfigError, Settings
 from .deadline import idle_deadline, minutes_left
-from .ledger import Ledger, Tx
+from .ledger import Ledger, LedgerError, Tx
 from .vast import NOT_FOUND, RATE_LIMITED, UNAVAILABLE, Instance, VastClient, VastError
 
 ENDED = ("stopped", "exited", "not_found")
@@ -54,7 +54,10 @@ def probe_health(url: str, timeout: float = 3.0) -> bool:
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    return Ledger(settings.vastops_db, audit_mirror=settings.vast_audit_path, state_mirror=settings.vast_state_path)
+    try:
+        return Ledger(settings.vastops_db, audit_mirror=settings.vast_audit_path, state_mirror=settings.vast_state_path)
+    except LedgerError as exc:
+        raise ConfigError(f"VASTOPS_DB: {exc}") from None
 
 
 class Control:
@@ -117,9 +120,9 @@ class Control:
     def reconcile(self, instance: Instance | None, asked_at: datetime, actor: str = "system") -> None:
         """Open/close sessions for what vast reports, and advance a pending power-on.
 
-        ``asked_at`` is when the observation was requested. An observation older than
-        vastops' own last start/stop is stale (it may show "running" just after a
-        stop) and changes nothing.
+        ``asked_at`` is when the observation was requested. An observation asked
+        before vastops' own last start/stop, or before the last observation applied,
+        is stale (it may show "running" just after a stop) and changes nothing.
         """
         iid = self.instance_id
         status = instance.status if instance else "not_found"
@@ -127,10 +130,11 @@ class Control:
         probe = None  # (endpoint, health_url) when a pending power-on may be complete
         with self.ledger.write() as tx:
             row = tx.instance(iid)
-            if row["acted_at"] and asked_at < parse_isoz(row["acted_at"]):
+            newer = [parse_isoz(row[k]) for k in ("acted_at", "observation_asked_at") if row[k]]
+            if newer and asked_at < max(newer):
                 return
             endpoint = instance.endpoint_base_url(self.settings.vast_health_port) if instance else None
-            observed = {"status": status, "endpoint_base_url": endpoint, "observed_at": isoz(now)}
+            observed = {"status": status, "endpoint_base_url": endpoint, "observed_at": isoz(now), "observation_asked_at": isoz(asked_at)}
             if instance:
                 observed.update(
                     gpu_name=instance.gpu_name, dph_base=instance.dph_base, storage_dph=instance.storage_dph, message=instance.message
@@ -152,9 +156,11 @@ class Control:
             endpoint, health_url = probe
             with self.ledger.write() as tx:
                 if tx.clear_pending(iid, row["pending_audit_id"]):
-                    waited = (self.clock() - parse_isoz(row["pending_since"])).total_seconds()
+                    done = self.clock()
+                    waited = (done - parse_isoz(row["pending_since"])).total_seconds()
+                    tx.update_instance(iid, idle_from=isoz(done))  # the idle clock starts now
                     tx.audit(
-                        self.clock(),
+                        done,
                         iid,
                         ev.POWER_ON_COMPLETE,
                         actor,
@@ -182,6 +188,7 @@ class Control:
         unexposed = status == "running" and instance is not None and instance.host_ports and endpoint is None
         if unexposed or now >= since + timedelta(seconds=self.settings.vast_wait_timeout_s):
             if tx.clear_pending(iid, request_id):
+                tx.update_instance(iid, idle_from=isoz(now))  # nobody waits any more: idle from here
                 waited = round((now - since).total_seconds(), 1)
                 meta = {"request_id": request_id, "status": status, "waited_seconds": waited, "health_url": health_url}
                 if unexposed:
@@ -208,7 +215,7 @@ class Control:
             session = next(db.query("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [self.instance_id]), None)
             totals = costmath.statistics(db, self.instance_id, now)
         status = row.get("status") or "unknown"
-        deadline = self.deadline_for(session, row.get("last_activity"))
+        deadline = self.deadline_for(session, row)
         answer = _status_answer(
             self.instance_id,
             status,
@@ -233,17 +240,23 @@ class Control:
 
     # -- the idle deadline -------------------------------------------------------
 
-    def deadline_for(self, session: dict | None, last_activity: str | None) -> datetime | None:
-        if not self.settings.vast_auto_shutdown or session is None:
+    def deadline_for(self, session: dict | None, row: dict) -> datetime | None:
+        """The idle deadline for an open session and its instance row; None while a start is pending."""
+        if not self.settings.vast_auto_shutdown or session is None or row.get("pending") == "power_on":
             return None
-        return idle_deadline(parse_isoz(session["started_at"]), parse_isoz(last_activity), self.settings.vast_auto_shutdown_minutes)
+        return idle_deadline(
+            parse_isoz(session["started_at"]),
+            parse_isoz(row.get("last_activity")),
+            self.settings.vast_auto_shutdown_minutes,
+            parse_isoz(row.get("idle_from")),
+        )
 
     def deadline(self) -> datetime | None:
         """When auto-shutdown fires for the current session, or None."""
         with self.ledger.read() as db:
             session = next(db.query("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [self.instance_id]), None)
-            row = next(db.query("SELECT last_activity FROM instances WHERE instance_id = ?", [self.instance_id]), None) or {}
-        return self.deadline_for(session, row.get("last_activity"))
+            row = next(db.query("SELECT * FROM instances WHERE instance_id = ?", [self.instance_id]), None) or {}
+        return self.deadline_for(session, row)
 
     # -- power on ----------------------------------------------------------------
 
@@ -396,22 +409,31 @@ class Control:
             session = tx.open_session(iid)
             row = tx.instance(iid)
             now = self.clock()
-            deadline = self.deadline_for(session, row["last_activity"])
+            deadline = self.deadline_for(session, row)
             if deadline is None or now < deadline:
                 return None
-            since = max(parse_isoz(session["started_at"]), parse_isoz(row["last_activity"]) or parse_isoz(session["started_at"]))
-            tx.audit(
-                now,
-                iid,
-                ev.AUTO_SHUTDOWN,
-                "system",
-                {
-                    "instance_id": iid,
-                    "inactive_minutes": round((now - since).total_seconds() / 60, 2),
-                    "deadline": isoz(deadline),
-                    "overrun_seconds": round((now - deadline).total_seconds(), 3),
-                },
-            )
+            # One decision, one row: a retry after a failed stop (power_off_failed) does
+            # not decide again unless activity moved the deadline in between.
+            decided = tx.db.execute(
+                "SELECT 1 FROM audit WHERE ts >= ? AND event = ? AND json_extract(meta, '$.session_id') = ?"
+                " AND json_extract(meta, '$.deadline') = ? LIMIT 1",
+                [session["started_at"], ev.AUTO_SHUTDOWN, session["id"], isoz(deadline)],
+            ).fetchone()
+            if not decided:
+                since = deadline - timedelta(minutes=self.settings.vast_auto_shutdown_minutes)
+                tx.audit(
+                    now,
+                    iid,
+                    ev.AUTO_SHUTDOWN,
+                    "system",
+                    {
+                        "instance_id": iid,
+                        "session_id": session["id"],
+                        "inactive_minutes": round((now - since).total_seconds() / 60, 2),
+                        "deadline": isoz(deadline),
+                        "overrun_seconds": round((now - deadline).total_seconds(), 3),
+                    },
+                )
         return self._stop("system", "auto_shutdown", ev.AUTO_SHUTDOWN_COMPLETE)
 
     def _stop(self, actor: str, reason: str, complete_event: str) -> dict[str, Any]:

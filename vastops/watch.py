@@ -62,6 +62,8 @@ class Watch:
         # what the ledger said at the last look (cached, refreshed after every change)
         self._session_start: datetime | None = None
         self._ledger_activity: datetime | None = None
+        self._idle_from: datetime | None = None  # when the last start settled
+        self._starting = False  # a start is pending: no deadline until it settles
         self._last_observed: float = 0.0  # monotonic
         self._wake = asyncio.Event()
         self._stop_retry_s = 0.0
@@ -127,14 +129,21 @@ class Watch:
         with self.control.ledger.read() as db:
             iid = self.control.instance_id
             session = next(db.query("SELECT started_at FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [iid]), None)
-            row = next(db.query("SELECT last_activity FROM instances WHERE instance_id = ?", [iid]), None)
+            row = next(db.query("SELECT last_activity, idle_from, pending FROM instances WHERE instance_id = ?", [iid]), None) or {}
         self._session_start = parse_isoz(session["started_at"]) if session else None
-        self._ledger_activity = parse_isoz(row["last_activity"]) if row else None
+        self._ledger_activity = parse_isoz(row.get("last_activity"))
+        self._idle_from = parse_isoz(row.get("idle_from"))
+        self._starting = row.get("pending") == "power_on"
+
+    def _aim(self) -> tuple:
+        """What the deadline depends on, apart from activity (which only moves it later)."""
+        return (self._session_start, self._idle_from, self._starting)
 
     def deadline(self) -> datetime | None:
-        if not self.settings.vast_auto_shutdown:
+        # The same rule as Control.deadline_for, plus the activity still in memory.
+        if not self.settings.vast_auto_shutdown or self._starting:
             return None
-        return idle_deadline(self._session_start, self.last_activity, self.settings.vast_auto_shutdown_minutes)
+        return idle_deadline(self._session_start, self.last_activity, self.settings.vast_auto_shutdown_minutes, self._idle_from)
 
     def seconds_until_deadline(self) -> float | None:
         deadline = self.deadline()
@@ -237,10 +246,11 @@ class Watch:
             await asyncio.sleep(FLUSH_EVERY_S)
             try:
                 await self.flush()
-                # A session opened or closed by another process re-aims the timer within a second.
-                before = self._session_start
+                # A session opened or closed, or a start settled, in another process
+                # re-aims the timer within a second.
+                before = self._aim()
                 await asyncio.to_thread(self.refresh)
-                if self._session_start != before:
+                if self._aim() != before:
                     self.wake()
                 if time.monotonic() - last_beat >= BEAT_EVERY_S:
                     await asyncio.to_thread(self._beat)
