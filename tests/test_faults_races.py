@@ -23,9 +23,8 @@ import requests
 from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, make_control, make_settings
 from vastops import events as ev
 from vastops.config import load_settings
-from vastops.power import Control
+from vastops.power import Control, StartCancelled
 from vastops.sim import SimConfig, SimInstance
-from vastops.vast import VastError
 from vastops.watch import Watch
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
@@ -213,7 +212,7 @@ def test_a_console_stop_while_the_start_waits_for_health_aborts_it_and_closes_th
     control.sleep = sleep
     (result,), errors = in_threads(lambda: control.power_on("dashboard"))
     assert result is None and len(errors) == 1
-    assert isinstance(errors[0], VastError) and "cancelled" in str(errors[0])
+    assert isinstance(errors[0], StartCancelled) and "cancelled" in str(errors[0])
     assert stopped_in_console
 
     [session] = all_sessions(control)
@@ -250,7 +249,7 @@ def test_a_console_stop_while_the_real_watchdog_waits_for_health(tmp_path, proce
     waiter.join(30)
     assert not waiter.is_alive()
     response = answer["r"]
-    assert response.status_code == 502 and "cancelled" in response.json()["detail"]
+    assert response.status_code == 409 and "cancelled" in response.json()["detail"]
 
     [session] = all_sessions(control)
     assert session["ended_at"] is not None and session["end_reason"] == "external" and session["started_by"] == "api"

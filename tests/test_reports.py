@@ -92,6 +92,23 @@ def test_an_open_session_counts_up_to_now(db):
     assert today["compute_usd"] == pytest.approx(0.60) and today["storage_usd"] == pytest.approx(0.03)
 
 
+def test_a_long_session_from_days_before_the_range_is_still_counted_for_one_instance_or_all(tmp_path):
+    """Reports search sessions from the last start before the range on: that start must be per instance."""
+    ledger = Ledger(tmp_path / "long.db")
+    with ledger.write() as tx:
+        tx.start_session(1, at("2026-01-01T00:00:00"), "A100", 1.0, 0.0, "cli")  # forgotten with auto-shutdown off
+        for day in range(2, 9):  # instance 2 starts and stops every day after it
+            sid = tx.start_session(2, at(f"2026-01-0{day}T08:00:00"), "RTX 3090", 0.5, 0.0, "cli")
+            tx.end_session(sid, at(f"2026-01-0{day}T09:00:00"), "cli", "manual", costmath.session_costs(3600, 0.5, 0.0))
+    now = at("2026-01-09T12:00:00")
+    with ledger.read() as db:
+        [mine] = reports.sessions_in_range(db, 1, date(2026, 1, 9), date(2026, 1, 9), now)
+        assert mine["started_at"] == "2026-01-01T00:00:00.000Z"
+        everyone = reports.range_totals(db, None, date(2026, 1, 8), date(2026, 1, 9), now)
+        assert everyone["sessions_count"] == 2  # instance 1's open session and instance 2's on the 8th
+        assert everyone["compute_usd"] == pytest.approx((24 + 12) * 1.0 + 0.5)
+
+
 def test_month_summary_adds_up_to_the_session_totals(db):
     months = reports.month_summary(db, IID, NOW)
     assert [m["month"] for m in months] == ["2026-01", "2026-02"]

@@ -16,10 +16,10 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, load_settings
-from .power import STATUS_WORDS, Control, HealthTimeout, NotConfigured
+from .power import STATUS_WORDS, Control, HealthTimeout, NotConfigured, StartCancelled
 from .vast import VastError
 
-EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT = 1, 2, 3, 4
+EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_UNCONFIGURED)
     except HealthTimeout as exc:
         return _fail(str(exc), EXIT_TIMEOUT)
+    except StartCancelled as exc:
+        return _fail(str(exc), EXIT_CANCELLED)
     except VastError as exc:
         return _fail(str(exc), EXIT_VAST)
     except KeyboardInterrupt:

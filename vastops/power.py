@@ -46,6 +46,10 @@ class HealthTimeout(Exception):
     """The instance did not become healthy within VAST_WAIT_TIMEOUT_S (the API's 504)."""
 
 
+class StartCancelled(Exception):
+    """The instance was stopped (elsewhere) while its start waited for /health (the API's 409)."""
+
+
 def probe_health(url: str, timeout: float = 3.0) -> bool:
     try:
         return requests.get(url, timeout=(2.0, timeout)).status_code == 200
@@ -350,7 +354,9 @@ class Control:
                 "ssh to the instance and read the LLM server's logs"
                 + ("; it is stuck in scheduling, so no GPU is free on that host: choose another GPU" if meta.get("status") == "scheduling" else "")
             )
-        raise VastError("aborted", f"the start was cancelled: the instance is {meta.get('status')} (stopped elsewhere?)")
+        raise StartCancelled(
+            f"the start was cancelled: the instance is {meta.get('status')} (stopped from the dashboard, the CLI or vast's console)"
+        )
 
     def _observe_quietly(self, actor: str) -> str | None:
         """Observe, treating rate limits and outages as 'no news' (the caller polls again)."""

@@ -72,7 +72,7 @@ spans AS (
            COALESCE(compute_cost_usd, {_RUNTIME} * dph_base / 3600.0) AS compute,
            COALESCE(storage_cost_usd, {_RUNTIME} * storage_dph / 3600.0) AS storage
     FROM sessions
-    WHERE started_at < :hi AND COALESCE(ended_at, :now) > :lo {{scope}}
+    WHERE {{overlap}}
 ),
 clipped AS (
     SELECT s0, runtime, compute, storage, MAX(s0, :lo) AS a, MIN(s1, :hi) AS b,
@@ -106,9 +106,28 @@ def _scope(instance_id: int | None, column: str = "instance_id") -> tuple[str, d
     return f"AND {column} = :iid", {"iid": instance_id}
 
 
-def _pieces_sql(instance_id: int | None) -> tuple[str, dict[str, Any]]:
+def _overlapping(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (and its parameters) for the sessions overlapping the range.
+
+    One instance's sessions never overlap (one open session at a time), so of those
+    that started before the range only the last one can reach into it. Its start
+    bounds the index search from below: a report on "today" reads today's sessions,
+    not every session since the first.
+    """
+    lo, hi = range_bounds(start, end)
     scope, params = _scope(instance_id)
-    return _PIECES.replace("{scope}", scope), params
+    params = {**params, "lo": lo, "hi": hi, "now": isoz(now)}
+    if instance_id is not None:
+        sql = "SELECT MAX(started_at) AS f FROM sessions WHERE instance_id = :iid AND started_at < :lo"
+    else:
+        sql = "SELECT MIN(s) AS f FROM (SELECT MAX(started_at) AS s FROM sessions WHERE started_at < :lo GROUP BY instance_id)"
+    params["floor"] = next(db.query(sql, params))["f"] or lo
+    return f"started_at >= :floor AND started_at < :hi AND COALESCE(ended_at, :now) > :lo {scope}", params
+
+
+def _pieces_sql(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> tuple[str, dict[str, Any]]:
+    overlap, params = _overlapping(db, instance_id, start, end, now)
+    return _PIECES.replace("{overlap}", overlap), params
 
 
 def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[dict[str, Any]]:
@@ -121,8 +140,7 @@ def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date
     """
     if end < start:
         start, end = end, start
-    lo, hi = range_bounds(start, end)
-    pieces, params = _pieces_sql(instance_id)
+    pieces, params = _pieces_sql(db, instance_id, start, end, now)
     rows = db.query(
         pieces
         + """
@@ -134,7 +152,7 @@ def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date
                SUM(a = s0) AS sessions_started
         FROM shares GROUP BY day
         """,
-        {**params, "lo": lo, "hi": hi, "now": isoz(now)},
+        params,
     )
     by_day = {r["day"]: r for r in rows}
     rates, first_seen = _storage_rates(db, instance_id, start, end)
@@ -203,15 +221,8 @@ def range_totals(
         start, end = end, start
     if days is None:
         days = cost_per_day(db, instance_id, start, end, now)
-    lo, hi = range_bounds(start, end)
-    scope, params = _scope(instance_id)
-    row = next(
-        db.query(
-            f"SELECT COUNT(*) AS n, AVG({_RUNTIME}) AS avg_s FROM sessions"
-            f" WHERE started_at < :hi AND COALESCE(ended_at, :now) > :lo {scope}",
-            {**params, "lo": lo, "hi": hi, "now": isoz(now)},
-        )
-    )
+    overlap, params = _overlapping(db, instance_id, start, end, now)
+    row = next(db.query(f"SELECT COUNT(*) AS n, AVG({_RUNTIME}) AS avg_s FROM sessions WHERE {overlap}", params))
     return {
         "cost_usd": sum(d["cost_usd"] for d in days),
         "compute_usd": sum(d["compute_usd"] for d in days),
@@ -327,17 +338,16 @@ LENGTH_BUCKETS = [
 
 def session_length_histogram(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[dict[str, Any]]:
     """How many sessions overlapping the range lasted how long: ``bucket``, ``sessions``, ``cost_usd``."""
-    lo, hi = range_bounds(start, end)
-    scope, params = _scope(instance_id)
+    overlap, params = _overlapping(db, instance_id, start, end, now)
     cases = " ".join(f"WHEN m < {limit} THEN {i}" for i, (_, limit) in enumerate(LENGTH_BUCKETS) if limit is not None)
     rows = db.query(
         f"""
         SELECT CASE {cases} ELSE {len(LENGTH_BUCKETS) - 1} END AS bucket, COUNT(*) AS n, SUM(cost) AS cost
         FROM (SELECT {_RUNTIME} / 60.0 AS m, {_RUNTIME} * (dph_base + storage_dph) / 3600.0 AS cost FROM sessions
-              WHERE started_at < :hi AND COALESCE(ended_at, :now) > :lo {scope})
+              WHERE {overlap})
         GROUP BY bucket
         """,
-        {**params, "lo": lo, "hi": hi, "now": isoz(now)},
+        params,
     )
     found = {r["bucket"]: r for r in rows}
     return [
@@ -354,8 +364,7 @@ def sessions_in_range(
     Rows have the keys of ``vastops.costs.sessions`` (so ``sessions_csv_rows`` and
     ``SESSION_CSV_COLUMNS`` apply), with an open session's runtime and cost up to now.
     """
-    lo, hi = range_bounds(start, end)
-    scope, params = _scope(instance_id)
+    overlap, params = _overlapping(db, instance_id, start, end, now)
     sql = f"""
         SELECT id AS session_id, instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph,
                {_RUNTIME} AS runtime_s,
@@ -364,12 +373,12 @@ def sessions_in_range(
                COALESCE(cost_usd, {_RUNTIME} * (dph_base + storage_dph) / 3600.0) AS cost_usd,
                COALESCE(end_reason, 'open') AS end_reason, started_by, ended_by
         FROM sessions
-        WHERE started_at < :hi AND COALESCE(ended_at, :now) > :lo {scope}
+        WHERE {overlap}
         ORDER BY started_at DESC, id DESC
     """
     if limit:
         sql += f" LIMIT {int(limit)}"
-    return list(db.query(sql, {**params, "lo": lo, "hi": hi, "now": isoz(now)}))
+    return list(db.query(sql, params))
 
 
 def sessions_csv(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> str:

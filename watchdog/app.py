@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vastops import __version__
 from vastops.clock import isoz
-from vastops.power import Control, HealthTimeout, NotConfigured
+from vastops.power import Control, HealthTimeout, NotConfigured, StartCancelled
 from vastops.vast import VastError
 from vastops.watch import Watch
 
@@ -158,6 +158,8 @@ def create_app(control: Control, *, run_watch: bool = True) -> FastAPI:
             raise HTTPException(500, str(exc)) from None
         except HealthTimeout as exc:
             raise HTTPException(504, str(exc)) from None
+        except StartCancelled as exc:  # not vast's failure: someone stopped it meanwhile
+            raise HTTPException(409, str(exc)) from None
         except VastError as exc:  # its message already says what to check
             raise HTTPException(502, f"vast.ai API error: {exc}") from None
 
@@ -175,7 +177,13 @@ def create_app(control: Control, *, run_watch: bool = True) -> FastAPI:
         "/infra/vast/power/on",
         response_model=PowerOnOut,
         dependencies=authed,
-        responses={**AUTH_ERRORS, **BODY_ERRORS, **VAST_ERRORS, 504: {"model": Error, "description": "health check timed out"}},
+        responses={
+            **AUTH_ERRORS,
+            **BODY_ERRORS,
+            **VAST_ERRORS,
+            409: {"model": Error, "description": "the instance was stopped while the start waited for health"},
+            504: {"model": Error, "description": "health check timed out"},
+        },
     )
     async def power_on(body: PowerOnIn | None = None) -> dict[str, Any]:
         """Start the instance; with `wait_for_health` answer once its /health answers 200."""
