@@ -11,12 +11,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import hmac
+import math
 
 import streamlit as st
 
 from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
 from vastops.ledger import Ledger, LedgerError
+from vastops.login import THROTTLE
 from vastops.power import Control
 
 AUTH_KEY = "vastops_authenticated"
@@ -139,10 +141,16 @@ def password_gate() -> None:
         entered = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
+        wait = THROTTLE.wait_s()
+        if wait > 0:  # not even compared: a guess made now tells nothing
+            st.error(f"Too many wrong passwords: try again in {math.ceil(wait)} s.")
+            st.stop()
         if hmac.compare_digest(entered.encode("utf-8"), password.encode("utf-8")):
+            THROTTLE.succeeded()
             st.session_state[AUTH_KEY] = True
             st.session_state.pop("login_password", None)  # do not keep it around
             st.rerun()
+        THROTTLE.failed()
         st.error("Wrong password.")
     st.stop()
 

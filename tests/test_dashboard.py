@@ -21,6 +21,7 @@ from vastops import events as ev
 from vastops.clock import FakeClock, utcnow
 from vastops.config import load_settings
 from vastops.ledger import Ledger
+from vastops.login import THROTTLE, LoginThrottle
 from vastops.power import Control
 from vastops.sim import SimConfig, SimInstance
 from vastops.vast import VastError
@@ -55,6 +56,14 @@ def env(monkeypatch, tmp_path, sim):
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+@pytest.fixture(autouse=True)
+def fresh_login_throttle():
+    """AppTest runs the dashboard in this process: one test's wrong passwords must not slow the next."""
+    THROTTLE.succeeded()
+    yield
+    THROTTLE.succeeded()
 
 
 @pytest.fixture
@@ -146,6 +155,54 @@ def test_the_login_gate_blocks_a_wrong_password_and_lets_the_right_one_in(env):
     # the password is not kept in the session
     assert "login_password" not in at.session_state
     assert PASSWORD not in texts(at)
+
+
+def test_the_login_throttle_lets_five_guesses_through_then_doubles_the_wait_up_to_a_minute():
+    now = [0.0]
+    throttle = LoginThrottle(clock=lambda: now[0])
+    for _ in range(5):
+        throttle.failed()
+        assert throttle.wait_s() == 0
+    waits = []
+    for _ in range(9):
+        throttle.failed()
+        waits.append(throttle.wait_s())
+        now[0] += waits[-1]
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    throttle.failed()
+    now[0] += 30
+    assert throttle.wait_s() == 30
+    throttle.succeeded()
+    assert throttle.wait_s() == 0
+
+
+@pytest.fixture
+def throttle(monkeypatch):
+    """The dashboard process's login throttle, on a moved clock, reset afterwards."""
+    now = [1000.0]
+    monkeypatch.setattr(THROTTLE, "clock", lambda: now[0])
+    THROTTLE.succeeded()
+    yield now
+    THROTTLE.succeeded()
+
+
+def test_after_many_wrong_passwords_even_the_right_one_waits_its_turn(env, throttle):
+    at = new_app().run()
+
+    def log_in(password):
+        at.text_input(key="login_password").input(password)
+        at.button[0].click().run()
+
+    for i in range(6):  # from any browser session: the throttle is the process's
+        log_in(f"guess-{i}")
+        assert at.error[0].value == "Wrong password."
+    log_in(PASSWORD)
+    assert at.error[0].value == "Too many wrong passwords: try again in 1 s."
+    assert not at.metric
+    throttle[0] += 1
+    log_in(PASSWORD)
+    assert not at.exception and "Status" in metrics(at), texts(at)
+    assert THROTTLE.wait_s() == 0  # the right password reset it
 
 
 def test_logging_out_shows_the_gate_again(env):
