@@ -217,8 +217,10 @@ def test_two_writers_with_a_state_mirror_never_fail(tmp_path, clock):
 
 
 def test_a_failing_state_mirror_does_not_make_the_watchdog_count_activity_twice(tmp_path, clock):
-    (tmp_path / "state-dir").mkdir()  # os.replace onto a directory fails, after the ledger committed
-    settings = make_settings(tmp_path, None, vast_state_path=tmp_path / "state-dir")
+    settings = make_settings(tmp_path, None, vast_state_path=tmp_path / "state.json")
+    # Broken after startup (the configuration refuses a directory): os.replace onto a
+    # directory fails, after the ledger committed.
+    (tmp_path / "state.json").mkdir()
     control = make_control(settings, clock)
     watch = Watch(control)
     for _ in range(3):
