@@ -141,7 +141,7 @@ def password_gate() -> None:
         entered = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
-        wait = THROTTLE.wait_s()
+        wait = THROTTLE.attempt()
         if wait > 0:  # not even compared: a guess made now tells nothing
             st.error(f"Too many wrong passwords: try again in {math.ceil(wait)} s.")
             st.stop()
@@ -150,7 +150,6 @@ def password_gate() -> None:
             st.session_state[AUTH_KEY] = True
             st.session_state.pop("login_password", None)  # do not keep it around
             st.rerun()
-        THROTTLE.failed()
         st.error("Wrong password.")
     st.stop()
 

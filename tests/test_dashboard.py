@@ -161,19 +161,41 @@ def test_the_login_throttle_lets_five_guesses_through_then_doubles_the_wait_up_t
     now = [0.0]
     throttle = LoginThrottle(clock=lambda: now[0])
     for _ in range(5):
-        throttle.failed()
-        assert throttle.wait_s() == 0
+        assert throttle.attempt() == 0 and throttle.wait_s() == 0
     waits = []
     for _ in range(9):
-        throttle.failed()
+        assert throttle.attempt() == 0
         waits.append(throttle.wait_s())
         now[0] += waits[-1]
     assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
-    throttle.failed()
+    assert throttle.attempt() == 0
     now[0] += 30
+    assert throttle.attempt() == 30  # refused: nothing compared, nothing booked
     assert throttle.wait_s() == 30
     throttle.succeeded()
-    assert throttle.wait_s() == 0
+    assert throttle.attempt() == 0
+
+
+def test_parallel_attempts_cannot_share_one_open_moment():
+    """Many browser sessions guessing at once: once engaged, one turn per wait, not one each."""
+    import threading
+
+    throttle = LoginThrottle(clock=lambda: 0.0)  # time stands still: only the first turn may go ahead
+    for _ in range(5):
+        throttle.attempt()
+    barrier = threading.Barrier(20)
+    granted = []
+
+    def guess():
+        barrier.wait()
+        granted.append(throttle.attempt() == 0)
+
+    threads = [threading.Thread(target=guess) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert granted.count(True) == 1
 
 
 @pytest.fixture

@@ -203,7 +203,7 @@ def test_a_declared_oversized_body_is_413_over_real_http(served, untouched):
 
 
 def test_a_chunked_oversized_body_is_413_too(served, untouched):
-    """A body sent with Transfer-Encoding: chunked has no Content-Length: it is counted as it streams."""
+    """A body sent with Transfer-Encoding: chunked has no Content-Length: it is read up front, at most the limit."""
     response = requests.post(served + "/infra/vast/power/on", headers=JSON, data=chunks(2 * 1024 * 1024), timeout=30)
     assert response.status_code == 413, response.text[:200]
     # not even read before the key is checked

@@ -16,12 +16,14 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import requests
 
 from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, make_control, make_settings
 from vastops import events as ev
+from vastops.clock import parse_isoz
 from vastops.config import load_settings
 from vastops.power import Control, StartCancelled
 from vastops.sim import SimConfig, SimInstance
@@ -278,6 +280,19 @@ def test_a_late_running_answer_does_not_reopen_a_session_closed_by_a_newer_look(
     assert control.status(observe=False)["status"] == "stopped"
 
 
+def test_after_the_clock_steps_back_observations_still_count(control, clock, sim):
+    """NTP or an operator moves the clock back an hour: the stored 'newer' times are in the future."""
+    control.power_on("cli")
+    clock.advance(60)
+    assert control.observe().status == "running"
+    clock.advance(-3600)
+    sim.console(INSTANCE_ID, "stopped")
+    assert control.observe().status == "stopped"
+    [session] = all_sessions(control)
+    assert session["ended_at"] is not None and session["end_reason"] == "external"
+    assert control.status(observe=False)["status"] == "stopped"
+
+
 # -- the idle timer while a start is still waiting for /health ---------------------------------
 
 
@@ -298,3 +313,12 @@ def test_auto_shutdown_does_not_stop_an_instance_whose_start_is_still_pending(tm
     assert ev.AUTO_SHUTDOWN not in names and ev.POWER_ON_ABORTED not in names
     assert names[-1] == ev.POWER_ON_COMPLETE
     assert sim.state()["instances"][0]["intended_status"] == "running"
+    # from the moment /health answered, the idle minutes count as usual
+    [complete] = ledger_rows(control, "SELECT ts FROM audit WHERE event = ?", [ev.POWER_ON_COMPLETE])
+    settled = parse_isoz(complete["ts"])
+    assert watch.deadline() == settled + timedelta(minutes=5)
+    clock.now = settled + timedelta(minutes=5, seconds=-1)
+    assert run(watch.fire_if_due()) is None
+    clock.advance(1)
+    assert run(watch.fire_if_due())["status"] == "stopped"
+    assert sim.state()["instances"][0]["intended_status"] == "stopped"

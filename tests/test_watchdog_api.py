@@ -129,13 +129,26 @@ def test_oversized_body_is_413(api):
 
 
 def test_oversized_chunked_body_is_413(api):
-    def chunks():  # no Content-Length: counted as it streams in
+    def chunks():  # no Content-Length: read up front, at most the limit
         for _ in range(20):
             yield b" " * 8192
 
     response = api.post("/infra/vast/power/on", headers={**AUTH, "Content-Type": "application/json"}, content=chunks())
     assert response.status_code == 413
     assert api.get("/infra/vast/audit", headers=AUTH).json() == []
+
+
+def test_a_small_chunked_body_reaches_the_route_whole(api):
+    def chunks():  # the guard reads it first, then hands the same bytes on
+        yield b'{"wait_for_health": false, '
+        yield b'"health_path": "/v1/models", '
+        yield b'"health_port": 8000}'
+
+    response = api.post("/infra/vast/power/on", headers={**AUTH, "Content-Type": "application/json"}, content=chunks())
+    assert response.status_code == 200, response.text
+    [requested] = [a for a in api.get("/infra/vast/audit", headers=AUTH).json() if a["event"] == "power_on_requested"]
+    assert requested["meta"]["health_path"] == "/v1/models" and requested["meta"]["health_port"] == 8000
+    assert requested["meta"]["wait_for_health"] is False
 
 
 def test_activity_without_an_instance_id_does_not_break_anything(tmp_path, sim, clock):

@@ -129,6 +129,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE instances ADD COLUMN idle_from TEXT;
     -- when the last observation applied was asked: an answer asked before it is stale
     ALTER TABLE instances ADD COLUMN observation_asked_at TEXT;
+    -- reports over every instance bound started_at without an instance id
+    CREATE INDEX sessions_by_start_any_instance ON sessions(started_at);
     """,
 ]
 

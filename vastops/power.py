@@ -130,11 +130,14 @@ class Control:
         """
         iid = self.instance_id
         status = instance.status if instance else "not_found"
-        now = self.clock()
         probe = None  # (endpoint, health_url) when a pending power-on may be complete
         with self.ledger.write() as tx:
+            now = self.clock()  # under the write lock: every stored time was written before it
             row = tx.instance(iid)
-            newer = [parse_isoz(row[k]) for k in ("acted_at", "observation_asked_at") if row[k]]
+            # So a stored time later than now means the clock stepped back: ignore it, or
+            # every observation would be dropped (and a pending start never time out)
+            # until the clock caught up.
+            newer = [t for t in (parse_isoz(row["acted_at"]), parse_isoz(row["observation_asked_at"])) if t and t <= now]
             if newer and asked_at < max(newer):
                 return
             endpoint = instance.endpoint_base_url(self.settings.vast_health_port) if instance else None
