@@ -292,6 +292,7 @@ def test_start_records_the_dashboard_and_the_transition_is_visible(env, settings
     at.run()
     assert metrics(at)["Status"] == "running"
     assert "Waiting for /health" in at.get("progress")[0].proto.text
+    assert metrics(at)["Auto-shutdown"] == "after start"  # no idle clock while the model loads
     clock.advance(2.5)  # healthy: the watchdog completes the start
     watcher.status()
     at.run()
