@@ -176,11 +176,30 @@ def processes(tmp_path):
 @pytest.fixture
 def sim_proc(processes):
     """`vastops sim` as its own process with short timings; yields its URL."""
+    return start_sim(processes, schedule_s=0.5, load_s=0.5, health_delay_s=0.5)
+
+
+def start_sim(processes, *, schedule_s=0.3, load_s=0.3, health_delay_s=0.3, stop_s=0.2, rate_limit_scale=None) -> str:
+    """Start `vastops sim` as its own process on a free port; returns its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    processes.start("sim", "--port", str(port), "--api-key", SIM_KEY, "--schedule-s", "0.5", "--load-s", "0.5",
-                    "--health-delay-s", "0.5", "--stop-s", "0.2", ready_url=url + "/_sim/state")
+    timings = ["--schedule-s", str(schedule_s), "--load-s", str(load_s), "--health-delay-s", str(health_delay_s), "--stop-s", str(stop_s)]
+    if rate_limit_scale is not None:
+        timings += ["--rate-limit-scale", str(rate_limit_scale)]
+    processes.start("sim", "--port", str(port), "--api-key", SIM_KEY, *timings, ready_url=url + "/_sim/state")
     return url
+
+
+def start_watchdog(processes, tmp_path, sim_url, **env):
+    """Start the real `vastops watchdog` on a free port against ``sim_url`` and the ledger in ``tmp_path``.
+
+    Returns (process, base URL of the API, its environment); ``env`` adds or overrides variables.
+    """
+    port = free_port()
+    env = clean_process_env(**{"VAST_API_URL": sim_url, "VAST_API_KEY": SIM_KEY, "VAST_INSTANCE_ID": INSTANCE_ID,
+                               "CONTROL_API_KEY": CONTROL_KEY, "VASTOPS_DB": tmp_path / "ledger.db", **env})
+    proc = processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz")
+    return proc, f"http://127.0.0.1:{port}/infra/vast", env
 
 
 def wait_until(predicate, timeout, step=0.05, what="condition"):

@@ -26,7 +26,7 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, make_control, make_settings
+from conftest import CONTROL_KEY, VASTOPS, make_control, make_settings, start_sim, start_watchdog
 from vastops import events as ev
 from vastops.ledger import Ledger
 from vastops.watch import Watch
@@ -94,16 +94,10 @@ def script(tmp_path, name, text):
 
 
 def test_dashboard_reads_watchdog_activity_and_cli_audit_writes_at_once(tmp_path, processes):
-    sim_port, port = free_port(), free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
     # no rate limits here: the point is the ledger, not vast.ai's pacing
-    processes.start("sim", "--port", str(sim_port), "--api-key", SIM_KEY, "--schedule-s", "0.2", "--load-s", "0.2",
-                    "--health-delay-s", "0.2", "--stop-s", "0.1", "--rate-limit-scale", "0", ready_url=sim_url + "/_sim/state")
-    env = clean_process_env(VAST_API_URL=sim_url, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, CONTROL_API_KEY=CONTROL_KEY,
-                            VASTOPS_DB=tmp_path / "ledger.db", VAST_AUTO_SHUTDOWN_MINUTES="30",
-                            VAST_AUDIT_PATH=tmp_path / "audit.jsonl")
-    watchdog = processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz")
-    base = f"http://127.0.0.1:{port}/infra/vast"
+    sim_url = start_sim(processes, schedule_s=0.2, load_s=0.2, health_delay_s=0.2, stop_s=0.1, rate_limit_scale=0)
+    watchdog, base, env = start_watchdog(processes, tmp_path, sim_url, VAST_AUTO_SHUTDOWN_MINUTES="30",
+                                         VAST_AUDIT_PATH=tmp_path / "audit.jsonl")
     assert requests.post(base + "/power/on", headers=AUTH_HEADER, json={}, timeout=60).status_code == 200
 
     def spawn(*args):

@@ -21,7 +21,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, make_control, make_settings
+from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, make_control, make_settings, start_sim, start_watchdog
 from vastops import events as ev
 from vastops.clock import parse_isoz
 from vastops.config import load_settings
@@ -230,14 +230,8 @@ def test_a_console_stop_while_the_start_waits_for_health_aborts_it_and_closes_th
 
 
 def test_a_console_stop_while_the_real_watchdog_waits_for_health(tmp_path, processes):
-    sim_port, port = free_port(), free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    processes.start("sim", "--port", str(sim_port), "--api-key", SIM_KEY, "--schedule-s", "0.3", "--load-s", "0.3",
-                    "--health-delay-s", "30", "--stop-s", "0.2", ready_url=sim_url + "/_sim/state")
-    env = clean_process_env(VAST_API_URL=sim_url, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, CONTROL_API_KEY=CONTROL_KEY,
-                            VASTOPS_DB=tmp_path / "ledger.db", VAST_AUTO_SHUTDOWN_MINUTES="30")
-    processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz")
-    base = f"http://127.0.0.1:{port}/infra/vast"
+    sim_url = start_sim(processes, health_delay_s=30)
+    _, base, _ = start_watchdog(processes, tmp_path, sim_url, VAST_AUTO_SHUTDOWN_MINUTES="30")
     control = Control(load_settings(None, vastops_db=tmp_path / "ledger.db", vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID))
 
     answer = {}

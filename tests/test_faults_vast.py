@@ -22,7 +22,7 @@ import requests
 
 import vastops.watch as watch_module
 from conftest import wait_until as _wait_until
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, make_control, make_settings
+from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, make_control, make_settings, start_sim, start_watchdog
 from vastops import events as ev
 from vastops.power import Control
 from vastops.sim import BURST, RATE_INTERVALS
@@ -395,14 +395,8 @@ def _sim_state(url):
 
 
 def test_the_real_watchdog_survives_a_revoked_key_and_stops_the_idle_instance_once_vast_accepts_again(tmp_path, processes):
-    sim_port, port = free_port(), free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    processes.start("sim", "--port", str(sim_port), "--api-key", SIM_KEY, "--schedule-s", "0.3", "--load-s", "0.3",
-                    "--health-delay-s", "0.3", "--stop-s", "0.2", ready_url=sim_url + "/_sim/state")
-    env = clean_process_env(VAST_API_URL=sim_url, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, CONTROL_API_KEY=CONTROL_KEY,
-                            VASTOPS_DB=tmp_path / "ledger.db", VAST_AUTO_SHUTDOWN_MINUTES="0.05")
-    watchdog = processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz")
-    base = f"http://127.0.0.1:{port}/infra/vast"
+    sim_url = start_sim(processes)
+    watchdog, base, env = start_watchdog(processes, tmp_path, sim_url, VAST_AUTO_SHUTDOWN_MINUTES="0.05")
     assert requests.post(base + "/power/on", headers=AUTH_HEADER, json={}, timeout=60).status_code == 200
 
     requests.post(sim_url + "/_sim/revoke_key", json={"new_key": "rotated-elsewhere-2"}, timeout=5)
@@ -413,7 +407,7 @@ def test_the_real_watchdog_survives_a_revoked_key_and_stops_the_idle_instance_on
     _wait_until(failures, timeout=20)  # the idle deadline (3 s) passes: the stop is refused
     assert {f["meta"]["kind"] for f in failures()} == {"auth"}
     # up, answering, and saying what is wrong
-    health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+    health = requests.get(base.removesuffix("/infra/vast") + "/healthz", timeout=5).json()
     assert health["status"] == "ok"
     status = requests.get(base + "/status", headers=AUTH_HEADER, timeout=10)
     assert status.status_code == 502 and "VAST_API_KEY" in status.json()["detail"]
