@@ -119,6 +119,21 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
     assert control.enforce_idle_deadline()["status"] == "stopped"
 
 
+def test_the_idle_rule_counts_from_the_latest_of_start_activity_and_settling_and_never_while_starting():
+    from datetime import datetime, timezone
+
+    from vastops.deadline import idle_deadline
+
+    t0 = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+    at = lambda minutes: t0 + timedelta(minutes=minutes)  # noqa: E731
+    assert idle_deadline(None, at(5), 30) is None  # nothing runs
+    assert idle_deadline(at(0), None, 30) == at(30)
+    assert idle_deadline(at(0), at(-60), 30) == at(30)  # activity from before the session never shortens it
+    assert idle_deadline(at(0), at(4), 30, idle_from=at(10)) == at(40)  # the model loaded for 10 minutes
+    assert idle_deadline(at(0), at(12), 30, idle_from=at(10)) == at(42)
+    assert idle_deadline(at(0), at(12), 30, idle_from=at(10), starting=True) is None
+
+
 def test_no_deadline_while_a_start_is_pending(tmp_path, sim, clock):
     sim.configure(health_delay_s=10_000)
     control = make_control(make_settings(tmp_path, sim.url, vast_auto_shutdown_minutes=1, vast_wait_timeout_s=600), clock)

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
             return v
         if v.is_dir():
             raise ValueError("a file path, not a directory")
-        parent = v.parent if str(v.parent) else Path(".")
+        parent = v.parent  # Path("state.json").parent is Path(".")
         if not parent.is_dir():
             raise ValueError(f"a file in an existing directory ({parent} does not exist)")
         if not os.access(parent, os.W_OK) or (v.exists() and not os.access(v, os.W_OK)):

@@ -14,17 +14,19 @@ def idle_deadline(
     session_start: datetime | None,
     last_activity: datetime | None,
     idle_minutes: float,
+    *,
     idle_from: datetime | None = None,
+    starting: bool = False,
 ) -> datetime | None:
-    """The moment the instance is idle long enough to stop, or None if nothing runs.
+    """The moment the instance is idle long enough to stop, or None.
 
-    The clock starts at the latest of the session start, the last activity and
-    ``idle_from`` (when the last start settled: a model that takes ten minutes to
-    load is not idle while it loads). Times from before the current session never
-    shorten it. While a start is still pending there is no deadline at all: the
-    caller passes no session start then (never act on a server in transition).
+    None when nothing runs, and None while a start is still pending (``starting``):
+    a model that takes ten minutes to load is not idle while it loads (never act on
+    a server in transition). Otherwise the clock starts at the latest of the session
+    start, the last activity and ``idle_from`` (when the last start settled), so
+    times from before the current session never shorten it.
     """
-    if session_start is None:
+    if session_start is None or starting:
         return None
     since = max(t for t in (session_start, last_activity, idle_from) if t is not None)
     return since + timedelta(minutes=idle_minutes)

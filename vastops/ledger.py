@@ -262,13 +262,17 @@ class Tx:
         self.changed_state = True
         return cursor.rowcount
 
-    def clear_pending(self, instance_id: int, audit_id: int) -> bool:
-        """Clear the pending power-on that answers ``audit_id``; true for exactly one caller."""
+    def clear_pending(self, instance_id: int, audit_id: int, settled_at: datetime) -> bool:
+        """Clear the pending power-on that answers ``audit_id``; true for exactly one caller.
+
+        However it settled (healthy, timed out, aborted), the idle clock starts no
+        earlier than ``settled_at`` (``idle_from``).
+        """
         cursor = self.db.execute(
             "UPDATE instances SET pending = NULL, pending_since = NULL, pending_actor = NULL, pending_audit_id = NULL,"
-            " pending_health_path = NULL, pending_health_port = NULL"
+            " pending_health_path = NULL, pending_health_port = NULL, idle_from = ?"
             " WHERE instance_id = ? AND pending_audit_id = ?",
-            [instance_id, audit_id],
+            [isoz(settled_at), instance_id, audit_id],
         )
         self.changed_state = True
         return cursor.rowcount == 1

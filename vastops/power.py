@@ -162,10 +162,9 @@ class Control:
         if probe and self.health(probe[1]):
             endpoint, health_url = probe
             with self.ledger.write() as tx:
-                if tx.clear_pending(iid, row["pending_audit_id"]):
-                    done = self.clock()
+                done = self.clock()
+                if tx.clear_pending(iid, row["pending_audit_id"], done):
                     waited = (done - parse_isoz(row["pending_since"])).total_seconds()
-                    tx.update_instance(iid, idle_from=isoz(done))  # the idle clock starts now
                     tx.audit(
                         done,
                         iid,
@@ -188,14 +187,13 @@ class Control:
         endpoint = instance.endpoint_base_url(port) if instance else None
         health_url = endpoint + (row["pending_health_path"] or self.settings.vast_health_path) if endpoint else None
         if status in ("stopped", "not_found"):
-            if tx.clear_pending(iid, request_id):
+            if tx.clear_pending(iid, request_id, now):
                 tx.audit(now, iid, ev.POWER_ON_ABORTED, "system", {"request_id": request_id, "status": status})
             return None
         # Running, but the health port is not published: waiting cannot help.
         unexposed = status == "running" and instance is not None and instance.host_ports and endpoint is None
         if unexposed or now >= since + timedelta(seconds=self.settings.vast_wait_timeout_s):
-            if tx.clear_pending(iid, request_id):
-                tx.update_instance(iid, idle_from=isoz(now))  # nobody waits any more: idle from here
+            if tx.clear_pending(iid, request_id, now):
                 waited = round((now - since).total_seconds(), 1)
                 meta = {"request_id": request_id, "status": status, "waited_seconds": waited, "health_url": health_url}
                 if unexposed:
@@ -249,13 +247,14 @@ class Control:
 
     def deadline_for(self, session: dict | None, row: dict) -> datetime | None:
         """The idle deadline for an open session and its instance row; None while a start is pending."""
-        if not self.settings.vast_auto_shutdown or session is None or row.get("pending") == "power_on":
+        if not self.settings.vast_auto_shutdown or session is None:
             return None
         return idle_deadline(
             parse_isoz(session["started_at"]),
             parse_isoz(row.get("last_activity")),
             self.settings.vast_auto_shutdown_minutes,
-            parse_isoz(row.get("idle_from")),
+            idle_from=parse_isoz(row.get("idle_from")),
+            starting=row.get("pending") == "power_on",
         )
 
     def deadline(self) -> datetime | None:
@@ -458,7 +457,7 @@ class Control:
             session = tx.open_session(iid)
             row = tx.instance(iid)
             figures = self._end_session(tx, session, now, actor, reason) if session else None
-            if row["pending"] == "power_on" and tx.clear_pending(iid, row["pending_audit_id"]):
+            if row["pending"] == "power_on" and tx.clear_pending(iid, row["pending_audit_id"], now):
                 tx.audit(now, iid, ev.POWER_ON_ABORTED, "system", {"request_id": row["pending_audit_id"], "status": "stopped"})
             tx.update_instance(iid, status="stopped", endpoint_base_url=None, observed_at=isoz(now), acted_at=isoz(now))
             tx.audit(now, iid, complete_event, actor, {"instance_id": iid, **(figures or {"already_stopped": True})})

@@ -141,9 +141,10 @@ class Watch:
 
     def deadline(self) -> datetime | None:
         # The same rule as Control.deadline_for, plus the activity still in memory.
-        if not self.settings.vast_auto_shutdown or self._starting:
+        if not self.settings.vast_auto_shutdown:
             return None
-        return idle_deadline(self._session_start, self.last_activity, self.settings.vast_auto_shutdown_minutes, self._idle_from)
+        minutes = self.settings.vast_auto_shutdown_minutes
+        return idle_deadline(self._session_start, self.last_activity, minutes, idle_from=self._idle_from, starting=self._starting)
 
     def seconds_until_deadline(self) -> float | None:
         deadline = self.deadline()
