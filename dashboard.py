@@ -53,7 +53,6 @@ def _warm_up() -> None:
 _warm_up()
 
 
-
 def login_page() -> None:
     gate()  # shows the form (or what to configure) and stops, unless the operator is in
     st.rerun()  # in (e.g. single sign-on on its first visit): show the real pages

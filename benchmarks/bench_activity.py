@@ -36,9 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import requests  # noqa: E402
+import requests
 
-from common import (  # noqa: E402
+from common import (
     AUTH,
     CONTROL_KEY,
     LOOPBACK,
@@ -89,17 +89,17 @@ def serve(port: int) -> None:
     import uvicorn
     from fastapi import Depends, Header, HTTPException
 
+    from vastops.api import create_app
     from vastops.clock import isoz
     from vastops.config import load_settings
-    from vastops.power import Control
-    from vastops.sidecar import create_app
+    from vastops.control import Control
 
     settings = load_settings(None)  # the environment only, never a developer's .env
     control = Control(settings)
     app = create_app(control)
     expected_key = settings.control_api_key.get_secret_value().encode()
 
-    # The same dependency style as watchdog/app.py's require_key.
+    # The same dependency style as vastops/api.py's require_key.
     def require_key(x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> None:
         if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected_key):
             raise HTTPException(401, "missing or wrong X-API-Key header")
@@ -163,8 +163,15 @@ async def _load(port: int, path: str, key: str, conns: int, seconds: float, warm
     await asyncio.gather(*(_connection(port, request, warm_until, end, max_n, out) for _ in range(conns)))
     measured = len(out["lat_us"])
     elapsed = max(1e-9, out["last_done"] - warm_until)
-    return {"path": path, "requests": measured, "elapsed_s": elapsed, "rps": measured / elapsed, "sent_total": out["sent"],
-            "errors": out["errors"], "lat_us": out["lat_us"]}
+    return {
+        "path": path,
+        "requests": measured,
+        "elapsed_s": elapsed,
+        "rps": measured / elapsed,
+        "sent_total": out["sent"],
+        "errors": out["errors"],
+        "lat_us": out["lat_us"],
+    }
 
 
 def load_main(args) -> None:
@@ -180,8 +187,25 @@ def load_main(args) -> None:
 
 def run_loader(port: int, path: str, seconds: float, warmup: float, conns: int = CONNECTIONS, server_pid: int | None = None) -> dict:
     """Run one load in its own process; sample the server's RSS meanwhile."""
-    cmd = [sys.executable, __file__, "--load", "--port", str(port), "--path", path, "--key", CONTROL_KEY,
-           "--conns", str(conns), "--seconds", str(seconds), "--warmup", str(warmup), "--max-requests", str(MAX_REQUESTS_PER_CONN)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--load",
+        "--port",
+        str(port),
+        "--path",
+        path,
+        "--key",
+        CONTROL_KEY,
+        "--conns",
+        str(conns),
+        "--seconds",
+        str(seconds),
+        "--warmup",
+        str(warmup),
+        "--max-requests",
+        str(MAX_REQUESTS_PER_CONN),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_rss = 0
     stop = threading.Event()
@@ -228,7 +252,9 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
             port = free_port()
             base = f"http://{LOOPBACK}:{port}"
             env = watchdog_env(work, sim_url, VAST_AUTO_SHUTDOWN_MINUTES="30")
-            server = procs.start([sys.executable, __file__, "--serve", "--port", str(port)], env=env, name="server", ready_url=base + "/healthz")
+            server = procs.start(
+                [sys.executable, __file__, "--serve", "--port", str(port)], env=env, name="server", ready_url=base + "/healthz"
+            )
             progress(f"activity: server pid {server.pid} on {base}; starting the simulated instance")
             on = requests.post(base + "/infra/vast/power/on", headers=AUTH, json={"wait_for_health": True}, timeout=60)
             if on.status_code != 200:
@@ -237,12 +263,14 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
             idle = proc_status(server.pid)
             results: dict[str, list[dict]] = {name: [] for name, _ in VARIANTS}
             for r in range(rounds):
-                order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
+                order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
                 for name, path in order:
                     res = run_loader(port, path, seconds, warmup, server_pid=server.pid)
                     results[name].append(res)
-                    progress(f"activity: round {r + 1}/{rounds} {name:<8} {res['rps']:8.0f} rps  p50 {percentile(res['lat_us'], 50) / 1000:.2f} ms"
-                             f"  p99 {percentile(res['lat_us'], 99) / 1000:.2f} ms  errors {res['errors']}")
+                    progress(
+                        f"activity: round {r + 1}/{rounds} {name:<8} {res['rps']:8.0f} rps  p50 {percentile(res['lat_us'], 50) / 1000:.2f} ms"
+                        f"  p99 {percentile(res['lat_us'], 99) / 1000:.2f} ms  errors {res['errors']}"
+                    )
             after = proc_status(server.pid)
             under_load = max(res["server_peak_rss_kb"] for rs in results.values() for res in rs)
             # Correctness alongside speed: every /activity request was counted.
@@ -294,13 +322,36 @@ def summarize(results, idle, after, under_load, counted, sent_activity, sent_nai
         figs.append(Figure("activity", labels[name], "req/s", num(a["rps"]), compare_rps[name], spread[name] + err))
         base = agg["noop"] if name != "naive" else agg["activity"]
         base_name = "noop" if name != "naive" else "activity"
-        figs.append(Figure("activity", labels[name], "p50 latency", f"{a['p50_ms']:.2f} ms",
-                           "" if name == "noop" else ratio(a["p50_ms"], base["p50_ms"], base_name), f"{a['requests']:,} requests timed"))
-        figs.append(Figure("activity", labels[name], "p99 latency", f"{a['p99_ms']:.2f} ms",
-                           "" if name == "noop" else ratio(a["p99_ms"], base["p99_ms"], base_name)))
+        figs.append(
+            Figure(
+                "activity",
+                labels[name],
+                "p50 latency",
+                f"{a['p50_ms']:.2f} ms",
+                "" if name == "noop" else ratio(a["p50_ms"], base["p50_ms"], base_name),
+                f"{a['requests']:,} requests timed",
+            )
+        )
+        figs.append(
+            Figure(
+                "activity",
+                labels[name],
+                "p99 latency",
+                f"{a['p99_ms']:.2f} ms",
+                "" if name == "noop" else ratio(a["p99_ms"], base["p99_ms"], base_name),
+            )
+        )
     ok = counted is not None and int(counted) == sent_activity and in_ledger == sent_activity + sent_naive
-    figs.append(Figure("activity", "no activity lost", "check", "ok" if ok else "MISMATCH", "",
-                       f"/activity sent {sent_activity:,}, /metrics counted {int(counted or 0):,}; ledger activity_count {in_ledger:,} = activity + naive {sent_activity + sent_naive:,}"))
+    figs.append(
+        Figure(
+            "activity",
+            "no activity lost",
+            "check",
+            "ok" if ok else "MISMATCH",
+            "",
+            f"/activity sent {sent_activity:,}, /metrics counted {int(counted or 0):,}; ledger activity_count {in_ledger:,} = activity + naive {sent_activity + sent_naive:,}",
+        )
+    )
     memory = {
         "source": "bench_activity server (real app + 2 bench routes)",
         "idle": idle,

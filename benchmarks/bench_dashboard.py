@@ -99,8 +99,16 @@ def main() -> int:
         for page, (cold, warm) in rows.items():
             for kind, value, ref in (("cold", cold, results[base][page][0]), ("warm", warm, results[base][page][1])):
                 compare = f"{value / ref:.1f}x empty" if name != base and ref else ""
-                print(Figure("dashboard", f"{page} ({name}, {kind})", "median s", f"{value:.3f}", compare,
-                             f"AppTest script run, median of {args.repeat}").line())
+                print(
+                    Figure(
+                        "dashboard",
+                        f"{page} ({name}, {kind})",
+                        "median s",
+                        f"{value:.3f}",
+                        compare,
+                        f"AppTest script run, median of {args.repeat}",
+                    ).line()
+                )
     names = list(results)
     print(f"\n{'page':<20}" + "".join(f"{name:>30}" for name in names))
     print(f"{'':<20}" + "".join(f"{'cold':>18}{'warm':>12}" for _ in names))

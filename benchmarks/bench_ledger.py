@@ -35,12 +35,12 @@ import sqlite3
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Figure, Workdir, ms, print_table, progress  # noqa: E402
+from common import Figure, Workdir, ms, print_table, progress
 
 IID = 12345
 YEARS = 2
@@ -173,11 +173,10 @@ def timed(fn, *, min_runs: int = 3, budget_s: float = 0.5, max_runs: int = 25, s
 
 def csv_memory(path: Path, now_iso: str) -> dict:
     """Run the CSV export once in THIS process (a fresh one) and report its peak RSS growth."""
+    from common import proc_status
     from vastops import costs
     from vastops.clock import parse_isoz
     from vastops.ledger import Ledger
-
-    from common import proc_status
 
     now = parse_isoz(now_iso)
     ledger = Ledger(path)
@@ -191,8 +190,13 @@ def csv_memory(path: Path, now_iso: str) -> dict:
         size = buf.tell()
     seconds = time.perf_counter() - t0
     peak = proc_status(os.getpid())
-    return {"base_rss_kb": base.get("VmRSS"), "peak_kb": peak.get("VmHWM"), "grew_kb": peak.get("VmHWM", 0) - base.get("VmRSS", 0),
-            "csv_bytes": size, "seconds": seconds}
+    return {
+        "base_rss_kb": base.get("VmRSS"),
+        "peak_kb": peak.get("VmHWM"),
+        "grew_kb": peak.get("VmHWM", 0) - base.get("VmRSS", 0),
+        "csv_bytes": size,
+        "seconds": seconds,
+    }
 
 
 def csv_memory_subprocess(path: Path, now: datetime) -> dict:
@@ -201,8 +205,9 @@ def csv_memory_subprocess(path: Path, now: datetime) -> dict:
 
     from vastops.clock import isoz
 
-    out = subprocess.run([sys.executable, __file__, "--csv-memory", str(path), "--now", isoz(now)],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, __file__, "--csv-memory", str(path), "--now", isoz(now)], capture_output=True, text=True, timeout=900
+    )
     if out.returncode != 0:
         raise RuntimeError(f"csv memory run failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -221,6 +226,7 @@ def operations(ledger, control, now: datetime):
         def run():
             with ledger.read() as db:
                 return f(db)
+
         return run
 
     def csv_export(db):
@@ -257,12 +263,12 @@ def label(n: int) -> str:
 
 def run(quick: bool = False, full: bool = False, sizes: list[int] | None = None) -> dict:
     from vastops.config import load_settings
+    from vastops.control import Control
     from vastops.ledger import Ledger
-    from vastops.power import Control
 
     sizes = sizes or default_sizes(quick, full)
     min_runs = 5 if full else 3
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     builds: dict[int, dict] = {}
     times: dict[str, dict[int, tuple[float, int]]] = {}
     memory: dict[int, dict] = {}
@@ -291,21 +297,43 @@ def summarize(sizes, builds, times, memory) -> dict:
     base_n = sizes[0]
     for n in sizes:
         b = builds[n]
-        figs.append(Figure("ledger", "build (one transaction, INSERT..SELECT)", f"{label(n)} rows", f"{b['build_s']:.2f} s",
-                           "" if n == base_n else f"{b['build_s'] / builds[base_n]['build_s']:.0f}x {label(base_n)}",
-                           f"{b['bytes'] / 1e6:.1f} MB on disk"))
+        figs.append(
+            Figure(
+                "ledger",
+                "build (one transaction, INSERT..SELECT)",
+                f"{label(n)} rows",
+                f"{b['build_s']:.2f} s",
+                "" if n == base_n else f"{b['build_s'] / builds[base_n]['build_s']:.0f}x {label(base_n)}",
+                f"{b['bytes'] / 1e6:.1f} MB on disk",
+            )
+        )
     for name, by_n in times.items():
         for n in sizes:
             t, runs = by_n[n]
             base = by_n[base_n][0]
-            figs.append(Figure("ledger", name, f"{label(n)} rows", ms(t), "" if n == base_n else f"{t / base:,.1f}x {label(base_n)}",
-                               f"median of {runs}"))
+            figs.append(
+                Figure(
+                    "ledger",
+                    name,
+                    f"{label(n)} rows",
+                    ms(t),
+                    "" if n == base_n else f"{t / base:,.1f}x {label(base_n)}",
+                    f"median of {runs}",
+                )
+            )
     for n in sizes:
         m = memory[n]
         base = memory[base_n]["grew_kb"] or 1
-        figs.append(Figure("ledger", "CSV export: peak memory (fresh process)", f"{label(n)} rows", f"{m['grew_kb'] / 1024:,.1f} MB",
-                           "" if n == base_n else f"{m['grew_kb'] / base:,.0f}x {label(base_n)}",
-                           f"VmHWM - RSS before; CSV is {m['csv_bytes'] / 1e6:,.1f} MB"))
+        figs.append(
+            Figure(
+                "ledger",
+                "CSV export: peak memory (fresh process)",
+                f"{label(n)} rows",
+                f"{m['grew_kb'] / 1024:,.1f} MB",
+                "" if n == base_n else f"{m['grew_kb'] / base:,.0f}x {label(base_n)}",
+                f"VmHWM - RSS before; CSV is {m['csv_bytes'] / 1e6:,.1f} MB",
+            )
+        )
     raw = {"memory": memory, "builds": builds, "times": {name: {str(n): v for n, v in by_n.items()} for name, by_n in times.items()}}
     return {"figures": figs, "raw": raw}
 

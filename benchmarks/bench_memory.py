@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Figure, mb, print_table  # noqa: E402
+from common import Figure, mb, print_table
 
 
 def figures(memory: dict | None, watchdog: dict | None = None) -> list[Figure]:
@@ -27,21 +27,56 @@ def figures(memory: dict | None, watchdog: dict | None = None) -> list[Figure]:
     if memory:
         idle, after = memory.get("idle", {}), memory.get("after", {})
         case = "activity-bench server (app + 2 routes)"
-        out.append(Figure("memory", case, "idle RSS / peak (VmHWM)", f"{mb(idle.get('VmRSS'))} / {mb(idle.get('VmHWM'))}", "(baseline)",
-                          "after start, power-on, 1.5 s settle"))
+        out.append(
+            Figure(
+                "memory",
+                case,
+                "idle RSS / peak (VmHWM)",
+                f"{mb(idle.get('VmRSS'))} / {mb(idle.get('VmHWM'))}",
+                "(baseline)",
+                "after start, power-on, 1.5 s settle",
+            )
+        )
         under = memory.get("under_load_max_rss_kb")
-        out.append(Figure("memory", case, "max RSS under load", mb(under),
-                          _ratio(under, idle.get("VmHWM")), "sampled every 0.1 s during the load"))
-        out.append(Figure("memory", case, "peak RSS (VmHWM) after load", mb(after.get("VmHWM")),
-                          _ratio(after.get("VmHWM"), idle.get("VmHWM")), f"after {memory.get('requests', 0):,} timed requests (+warm-up)"))
-        out.append(Figure("memory", case, "RSS after load", mb(after.get("VmRSS")), _ratio(after.get("VmRSS"), idle.get("VmRSS"), "idle RSS")))
+        out.append(
+            Figure("memory", case, "max RSS under load", mb(under), _ratio(under, idle.get("VmHWM")), "sampled every 0.1 s during the load")
+        )
+        out.append(
+            Figure(
+                "memory",
+                case,
+                "peak RSS (VmHWM) after load",
+                mb(after.get("VmHWM")),
+                _ratio(after.get("VmHWM"), idle.get("VmHWM")),
+                f"after {memory.get('requests', 0):,} timed requests (+warm-up)",
+            )
+        )
+        out.append(
+            Figure("memory", case, "RSS after load", mb(after.get("VmRSS")), _ratio(after.get("VmRSS"), idle.get("VmRSS"), "idle RSS"))
+        )
     if watchdog:
         idle, after = watchdog.get("idle", {}), watchdog.get("after", {})
         case = "`vastops watchdog` (auto-shutdown bench)"
-        out.append(Figure("memory", case, "idle RSS / peak (VmHWM)", f"{mb(idle.get('VmRSS'))} / {mb(idle.get('VmHWM'))}", "(baseline)",
-                          "after start, before the first trial"))
-        out.append(Figure("memory", case, "peak RSS (VmHWM) after trials", mb(after.get("VmHWM")),
-                          _ratio(after.get("VmHWM"), idle.get("VmHWM")), f"after {watchdog.get('trials', 0)} power-on/auto-stop cycles"))
+        out.append(
+            Figure(
+                "memory",
+                case,
+                "idle RSS / peak (VmHWM)",
+                f"{mb(idle.get('VmRSS'))} / {mb(idle.get('VmHWM'))}",
+                "(baseline)",
+                "after start, before the first trial",
+            )
+        )
+        out.append(
+            Figure(
+                "memory",
+                case,
+                "peak RSS (VmHWM) after trials",
+                mb(after.get("VmHWM")),
+                _ratio(after.get("VmHWM"), idle.get("VmHWM")),
+                f"after {watchdog.get('trials', 0)} power-on/auto-stop cycles",
+            )
+        )
     if not out:
         out.append(Figure("memory", "watchdog", "peak RSS", "skipped", "", "no readings (the activity benchmark did not run)"))
     return out

@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import requests  # noqa: E402
+import requests
 
-from common import (  # noqa: E402
+from common import (
     AUTH,
     LOOPBACK,
     VASTOPS,
@@ -82,8 +82,12 @@ def run(quick: bool = False, full: bool = False, trials: int | None = None, minu
             port = free_port()
             base = f"http://{LOOPBACK}:{port}/infra/vast"
             env = watchdog_env(work, sim_url, VAST_AUTO_SHUTDOWN_MINUTES=str(minutes))
-            wd = procs.start([VASTOPS, "watchdog", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning"], env=env,
-                             name="watchdog", ready_url=f"http://{LOOPBACK}:{port}/healthz")
+            wd = procs.start(
+                [VASTOPS, "watchdog", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning"],
+                env=env,
+                name="watchdog",
+                ready_url=f"http://{LOOPBACK}:{port}/healthz",
+            )
             time.sleep(1.0)
             idle_mem = proc_status(wd.pid)
             progress(f"shutdown: watchdog pid {wd.pid}, timeout {timeout_s:g} s, {trials} trials")
@@ -140,20 +144,46 @@ def summarize(overruns, decided, activity_times, events, trials, timeout_s, elap
     loop = simulate_loop(activity_times, overruns, timeout_s)
     complete = events.count("auto_shutdown_complete")
     figs = [
-        Figure("shutdown", f"watchdog timer, {trials} trials (measured)", "overrun min / median / max",
-               f"{min(overruns) * 1000:.1f} / {median(overruns) * 1000:.1f} / {max(overruns) * 1000:.1f} ms", "",
-               f"deadline -> stop PUT at the sim; timeout {timeout_s:g} s"),
+        Figure(
+            "shutdown",
+            f"watchdog timer, {trials} trials (measured)",
+            "overrun min / median / max",
+            f"{min(overruns) * 1000:.1f} / {median(overruns) * 1000:.1f} / {max(overruns) * 1000:.1f} ms",
+            "",
+            f"deadline -> stop PUT at the sim; timeout {timeout_s:g} s",
+        ),
     ]
     if decided:
-        figs.append(Figure("shutdown", "  of which: decision lateness", "min / median / max",
-                           f"{min(decided) * 1000:.0f} / {median(decided) * 1000:.0f} / {max(decided) * 1000:.0f} ms", "",
-                           "deadline -> stop decided (audit auto_shutdown.overrun_seconds, ms precision)"))
-    figs.append(Figure("shutdown", "60 s check loop (SIMULATED, same trials)", "overrun min / median / max",
-                       f"{min(loop):.1f} / {median(loop):.1f} / {max(loop):.1f} s",
-                       f"{median(loop) / max(median(overruns), 1e-6):,.0f}x timer (median)",
-                       "U(0,60) s wait for the next check + the trial's measured stop cost; expected mean 30 s"))
-    figs.append(Figure("shutdown", "auto_shutdown_complete in audit", "check", "ok" if complete >= trials else f"MISMATCH ({complete})",
-                       "", f"{complete} for {trials} trials; whole run {elapsed:.0f} s"))
+        figs.append(
+            Figure(
+                "shutdown",
+                "  of which: decision lateness",
+                "min / median / max",
+                f"{min(decided) * 1000:.0f} / {median(decided) * 1000:.0f} / {max(decided) * 1000:.0f} ms",
+                "",
+                "deadline -> stop decided (audit auto_shutdown.overrun_seconds, ms precision)",
+            )
+        )
+    figs.append(
+        Figure(
+            "shutdown",
+            "60 s check loop (SIMULATED, same trials)",
+            "overrun min / median / max",
+            f"{min(loop):.1f} / {median(loop):.1f} / {max(loop):.1f} s",
+            f"{median(loop) / max(median(overruns), 1e-6):,.0f}x timer (median)",
+            "U(0,60) s wait for the next check + the trial's measured stop cost; expected mean 30 s",
+        )
+    )
+    figs.append(
+        Figure(
+            "shutdown",
+            "auto_shutdown_complete in audit",
+            "check",
+            "ok" if complete >= trials else f"MISMATCH ({complete})",
+            "",
+            f"{complete} for {trials} trials; whole run {elapsed:.0f} s",
+        )
+    )
     return {
         "figures": figs,
         "watchdog_memory": {"idle": idle_mem, "after": after_mem, "trials": trials},

@@ -1,6 +1,6 @@
 """Build a large ledger fast (sessions by executemany, audit rows by one INSERT ... SELECT, one transaction).
 
-    python benchmarks/bigledger.py /tmp/big.db [--sessions 100000] [--audit 1000000]
+python benchmarks/bigledger.py /tmp/big.db [--sessions 100000] [--audit 1000000]
 """
 
 from __future__ import annotations
@@ -8,21 +8,23 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from vastops.clock import isoz
-from vastops.events import ALL_EVENTS
+from vastops.costs import session_costs
 from vastops.ledger import Ledger, connect
+from vastops.vocabulary import Event
 
-EVENTS = [(e, 1) for e in ALL_EVENTS]
+EVENTS = [(e, 1) for e in tuple(Event)]
 ACTORS = ["dashboard", "api", "cli", "system"]
 
 
-def build(path, sessions: int = 100_000, audit_rows: int = 1_000_000, instance_id: int = 12345,
-          now: datetime | None = None, seed: int = 7) -> dict:
+def build(
+    path, sessions: int = 100_000, audit_rows: int = 1_000_000, instance_id: int = 12345, now: datetime | None = None, seed: int = 7
+) -> dict:
     """Sessions back to back going back from ``now`` (~50 a day, ~5 years), and audit rows spread over the same time."""
     rnd = random.Random(seed)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     Ledger(path)  # schema
     lengths = [rnd.choice((2, 5, 10, 20, 30, 45)) * 60 + rnd.random() * 60 for _ in range(sessions)]
     gaps = [rnd.random() * 1500 for _ in range(sessions)]
@@ -36,9 +38,24 @@ def build(path, sessions: int = 100_000, audit_rows: int = 1_000_000, instance_i
         dph, sto = rnd.choice(((0.40, 0.0208), (0.45, 0.0208), (0.75, 0.0300)))
         rt = lengths[i]
         reason = rnd.choice(reasons)
-        rows.append((instance_id, isoz(t), isoz(end), "RTX 3090", dph, sto, rnd.choice(ACTORS[:3]),
-                     "system" if reason != "manual" else rnd.choice(ACTORS[:3]), reason, rt,
-                     rt * dph / 3600, rt * sto / 3600, rt * (dph + sto) / 3600))
+        c = session_costs(rt, dph, sto)
+        rows.append(
+            (
+                instance_id,
+                isoz(t),
+                isoz(end),
+                "RTX 3090",
+                dph,
+                sto,
+                rnd.choice(ACTORS[:3]),
+                "system" if reason != "manual" else rnd.choice(ACTORS[:3]),
+                reason,
+                rt,
+                c["compute"],
+                c["storage"],
+                c["total"],
+            )
+        )
         t = end
     span = (now - first).total_seconds()
     events = ", ".join(f"'{e}'" for e, _ in EVENTS)
@@ -48,7 +65,9 @@ def build(path, sessions: int = 100_000, audit_rows: int = 1_000_000, instance_i
     db.execute("BEGIN IMMEDIATE")
     db.conn.executemany(
         "INSERT INTO sessions (instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph, started_by, ended_by,"
-        " end_reason, runtime_s, compute_cost_usd, storage_cost_usd, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        " end_reason, runtime_s, compute_cost_usd, storage_cost_usd, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
     # A million audit rows straight from SQL (a Python loop would take ~30 s): spread evenly
     # over the sessions' years, event and actor mixed by a multiplicative hash of the row number.
     db.execute(

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -74,6 +74,7 @@ def format_table(figures: list[Figure]) -> str:
     header = ("bench", "case", "metric", "value", "vs baseline (same run)", "note")
     rows = [(f.bench, f.case, f.metric, f.value, f.compare, f.note) for f in figures]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
     # numbers right-aligned, words left-aligned
     def fmt(row, sep="  "):
         cells = []
@@ -164,7 +165,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "os": f"{platform.system()} {platform.release()}",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "loadavg_at_start": load,
     }
 
@@ -210,7 +211,9 @@ class Processes:
         self.workdir = Path(workdir)
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, argv: list[str], *, env: dict | None = None, name: str = "proc", ready_url: str | None = None, timeout: float = 60.0) -> subprocess.Popen:
+    def start(
+        self, argv: list[str], *, env: dict | None = None, name: str = "proc", ready_url: str | None = None, timeout: float = 60.0
+    ) -> subprocess.Popen:
         log = open(self.workdir / f"{len(self.procs)}-{name}.log", "w+")
         proc = subprocess.Popen(argv, env=env or clean_env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, text=True)
         proc.log = log  # type: ignore[attr-defined]
@@ -261,7 +264,7 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
             return
         except requests.RequestException:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+                raise RuntimeError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.05)
 
 
@@ -270,9 +273,28 @@ def start_sim(procs: Processes, *, schedule_s: float = 0.2, load_s: float = 0.2,
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     procs.start(
-        [VASTOPS, "sim", "--host", LOOPBACK, "--port", str(port), "--api-key", SIM_KEY, "--instance-id", str(INSTANCE_ID),
-         "--schedule-s", str(schedule_s), "--load-s", str(load_s), "--health-delay-s", str(health_delay_s),
-         "--stop-s", str(stop_s), "--rate-limit-scale", "0"],
+        [
+            VASTOPS,
+            "sim",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--api-key",
+            SIM_KEY,
+            "--instance-id",
+            str(INSTANCE_ID),
+            "--schedule-s",
+            str(schedule_s),
+            "--load-s",
+            str(load_s),
+            "--health-delay-s",
+            str(health_delay_s),
+            "--stop-s",
+            str(stop_s),
+            "--rate-limit-scale",
+            "0",
+        ],
         name="sim",
         ready_url=url + "/_sim/state",
     )
@@ -281,7 +303,10 @@ def start_sim(procs: Processes, *, schedule_s: float = 0.2, load_s: float = 0.2,
 
 def watchdog_env(workdir: Path, sim_url: str, **extra) -> dict:
     values = dict(
-        VAST_API_URL=sim_url, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, CONTROL_API_KEY=CONTROL_KEY,
+        VAST_API_URL=sim_url,
+        VAST_API_KEY=SIM_KEY,
+        VAST_INSTANCE_ID=INSTANCE_ID,
+        CONTROL_API_KEY=CONTROL_KEY,
         VASTOPS_DB=Path(workdir) / "ledger.db",
     )
     values.update(extra)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_DIR, Figure, format_table, machine, parse_figure_lines, progress  # noqa: E402
+from common import BENCH_DIR, Figure, format_table, machine, parse_figure_lines, progress
 
 SECTIONS = ("activity", "shutdown", "ledger", "dashboard")
 
@@ -37,7 +37,9 @@ def run_dashboard(quick: bool, full: bool) -> tuple[list[Figure], str]:
     script = BENCH_DIR / "bench_dashboard.py"
     if not script.exists():
         return [Figure("dashboard", "page run times", "-", "skipped", "", "benchmarks/bench_dashboard.py is not in this tree")], ""
-    helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=BENCH_DIR.parent).stdout
+    helptext = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=BENCH_DIR.parent
+    ).stdout
     flags: list[str] = []
     if quick:
         flags = ["--quick"] if "--quick" in helptext else ["--repeat", "1"] if "--repeat" in helptext else []
@@ -48,14 +50,20 @@ def run_dashboard(quick: bool, full: bool) -> tuple[list[Figure], str]:
     took = time.monotonic() - t0
     if out.returncode != 0:
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        return [Figure("dashboard", "bench_dashboard.py", "-", "FAILED", "", f"exit {out.returncode}: {tail[0][:150]}")], out.stdout + out.stderr
+        return [
+            Figure("dashboard", "bench_dashboard.py", "-", "FAILED", "", f"exit {out.returncode}: {tail[0][:150]}")
+        ], out.stdout + out.stderr
     figures = parse_figure_lines(out.stdout) or parse_dashboard_table(out.stdout)
     if figures:
         for f in figures:
             f.bench = f.bench or "dashboard"
-        figures[0].note = (figures[0].note + "; " if figures[0].note else "") + f"bench_dashboard.py {' '.join(flags)}".rstrip() + f" ran {took:.0f} s"
+        figures[0].note = (
+            (figures[0].note + "; " if figures[0].note else "") + f"bench_dashboard.py {' '.join(flags)}".rstrip() + f" ran {took:.0f} s"
+        )
         return figures, ""
-    return [Figure("dashboard", "bench_dashboard.py", "-", "see below", "", "no figures recognised; its output follows the table")], out.stdout
+    return [
+        Figure("dashboard", "bench_dashboard.py", "-", "see below", "", "no figures recognised; its output follows the table")
+    ], out.stdout
 
 
 def parse_dashboard_table(text: str) -> list[Figure]:
@@ -85,10 +93,27 @@ def parse_dashboard_table(text: str) -> list[Figure]:
             compare = ""
             if k and values[0] and values[1]:
                 compare = f"cold {cold / values[0]:.1f}x, warm {warm / values[1]:.1f}x {datasets[0]}"
-            figures.append(Figure("dashboard", page, f"cold / warm, {name}", f"{cold:.3f} / {warm:.3f} s", compare,
-                                  "AppTest script run; cold = read cache cleared" if not figures else ""))
+            figures.append(
+                Figure(
+                    "dashboard",
+                    page,
+                    f"cold / warm, {name}",
+                    f"{cold:.3f} / {warm:.3f} s",
+                    compare,
+                    "AppTest script run; cold = read cache cleared" if not figures else "",
+                )
+            )
     if figures and built:
-        figures.append(Figure("dashboard", "its big ledger (benchmarks/bigledger.py)", "build", built.split(" in ")[-1] if " in " in built else "", "", built))
+        figures.append(
+            Figure(
+                "dashboard",
+                "its big ledger (benchmarks/bigledger.py)",
+                "build",
+                built.split(" in ")[-1] if " in " in built else "",
+                "",
+                built,
+            )
+        )
     return figures
 
 
@@ -147,7 +172,11 @@ def main(argv=None) -> int:
         if result:
             figures["ledger"], raw["ledger"] = result["figures"], result["raw"]
     if "dashboard" in only:
-        progress("dashboard: running benchmarks/bench_dashboard.py" if (BENCH_DIR / "bench_dashboard.py").exists() else "dashboard: no bench_dashboard.py, skipped")
+        progress(
+            "dashboard: running benchmarks/bench_dashboard.py"
+            if (BENCH_DIR / "bench_dashboard.py").exists()
+            else "dashboard: no bench_dashboard.py, skipped"
+        )
         result = section("dashboard", lambda: run_dashboard(args.quick, args.full))
         if result:
             figures["dashboard"], extra_output = result
@@ -158,16 +187,23 @@ def main(argv=None) -> int:
     elapsed = time.monotonic() - started
     table = [f for name in ("activity", "shutdown", "ledger", "dashboard", "memory") for f in figures.get(name, [])]
     print(f"vastops benchmarks ({mode_name} run, {elapsed / 60:.1f} min)")
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, {info['os']}; "
-          f"Python {info['python']}, SQLite {info['sqlite']}; {info['date']}; load average at start {info['loadavg_at_start']}")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, {info['os']}; "
+        f"Python {info['python']}, SQLite {info['sqlite']}; {info['date']}; load average at start {info['loadavg_at_start']}"
+    )
     print()
     print(format_table(table))
     if extra_output:
         print("\n--- benchmarks/bench_dashboard.py output ---")
         print(extra_output.rstrip())
     if args.json:
-        Path(args.json).write_text(json.dumps({"mode": mode_name, "machine": info, "elapsed_s": elapsed,
-                                               "figures": [f.__dict__ for f in table], "raw": raw}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {"mode": mode_name, "machine": info, "elapsed_s": elapsed, "figures": [f.__dict__ for f in table], "raw": raw},
+                indent=1,
+                default=str,
+            )
+        )
     return 0
 
 

@@ -8,18 +8,17 @@ read) and the *results* of reads, with a short TTL.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import hmac
 import math
+from datetime import UTC, datetime
 
 import streamlit as st
 
 from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
+from vastops.control import Control
 from vastops.ledger import Ledger, LedgerError
 from vastops.login import THROTTLE
-from vastops.power import Control
 
 AUTH_KEY = "vastops_authenticated"
 WATCHDOG_STALE_S = 30.0
@@ -40,7 +39,9 @@ def _ledger(path: str, audit_mirror: str | None, state_mirror: str | None) -> Le
     # can serve every thread; each read/write opens and closes its own connection.
     from pathlib import Path
 
-    return Ledger(path, audit_mirror=Path(audit_mirror) if audit_mirror else None, state_mirror=Path(state_mirror) if state_mirror else None)
+    return Ledger(
+        path, audit_mirror=Path(audit_mirror) if audit_mirror else None, state_mirror=Path(state_mirror) if state_mirror else None
+    )
 
 
 def ledger(s: Settings) -> Ledger:
@@ -109,9 +110,11 @@ def oidc_gate() -> None:
         st.button("Log in", type="primary", on_click=st.login)
         st.stop()
     allowed = _allowed_emails()
-    email = (st.user.get("email") or "").lower()
+    email = str(st.user.get("email") or "").lower()
     if not allowed:
-        st.error("Single sign-on is configured but nobody is allowed in: list the operators' e-mail addresses in `[vastops] allowed_emails` in `.streamlit/secrets.toml`.")
+        st.error(
+            "Single sign-on is configured but nobody is allowed in: list the operators' e-mail addresses in `[vastops] allowed_emails` in `.streamlit/secrets.toml`."
+        )
         st.button("Log out", on_click=st.logout)
         st.stop()
     if email not in allowed:
@@ -230,7 +233,7 @@ def seconds_since(ts: str | None, now: datetime | None = None) -> float | None:
     dt = parse_isoz(ts)
     if dt is None:
         return None
-    return ((now or datetime.now(timezone.utc)) - dt).total_seconds()
+    return ((now or datetime.now(UTC)) - dt).total_seconds()
 
 
 def money_axis(fig, largest: float, axis: str = "yaxis") -> None:

@@ -13,8 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import ledger, require_login, settings
-from vastops import events as ev
 from vastops import reports
+from vastops.vocabulary import AUDIT_ACTORS, Event
 
 CACHE_TTL_S = 10
 PAGE_SIZES = [50, 100, 200]
@@ -73,11 +73,18 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 st.title("Audit")
 f1, f2, f3, f4 = st.columns([3, 2, 2, 3])
-events = f1.multiselect("Event type", list(ev.ALL_EVENTS), key="audit_events", placeholder="all events", on_change=reset_paging)
-actors = f2.multiselect("Actor", list(ev.ACTORS), key="audit_actors", placeholder="all actors", on_change=reset_paging)
-days = f3.date_input("Dates (UTC)", value=(), key="audit_days", on_change=reset_paging, help="Pick a first and a last day; leave empty for all.")
-text = f4.text_input("Search in details", key="audit_text", placeholder="e.g. 12345, rate_limited, health", on_change=reset_paging,
-                     help="Finds rows whose details (the meta JSON) contain this text; not case-sensitive.")
+events = f1.multiselect("Event type", list(Event), key="audit_events", placeholder="all events", on_change=reset_paging)
+actors = f2.multiselect("Actor", list(AUDIT_ACTORS), key="audit_actors", placeholder="all actors", on_change=reset_paging)
+days = f3.date_input(
+    "Dates (UTC)", value=[], key="audit_days", on_change=reset_paging, help="Pick a first and a last day; leave empty for all."
+)
+text = f4.text_input(
+    "Search in details",
+    key="audit_text",
+    placeholder="e.g. 12345, rate_limited, health",
+    on_change=reset_paging,
+    help="Finds rows whose details (the meta JSON) contain this text; not case-sensitive.",
+)
 
 start = end = None
 if isinstance(days, (tuple, list)) and days:
@@ -112,17 +119,43 @@ else:
     st.info("No audit rows match these filters." if total == 0 else "No rows on this page.")
 
 p1, p2, p3, info, p4 = st.columns([1, 1, 1, 3, 1])
-p1.button("Newest", key="audit_newest", icon=":material/first_page:", disabled=not page.has_newer, on_click=go, args=(None,), width="stretch")
-p2.button("Newer", key="audit_newer", icon=":material/chevron_left:", disabled=not page.has_newer,
-          on_click=go, args=(("newer", page.first_id),), width="stretch")
-p3.button("Older", key="audit_older", icon=":material/chevron_right:", icon_position="right", disabled=not page.has_older,
-          on_click=go, args=(("older", page.last_id),), width="stretch")
-info.markdown(f"**{total:,}** matching" + (f" · this page {page.rows[-1]['ts'][:16].replace('T', ' ')} – {page.rows[0]['ts'][:16].replace('T', ' ')}" if page.rows else ""))
+p1.button(
+    "Newest", key="audit_newest", icon=":material/first_page:", disabled=not page.has_newer, on_click=go, args=(None,), width="stretch"
+)
+p2.button(
+    "Newer",
+    key="audit_newer",
+    icon=":material/chevron_left:",
+    disabled=not page.has_newer,
+    on_click=go,
+    args=(("newer", page.first_id),),
+    width="stretch",
+)
+p3.button(
+    "Older",
+    key="audit_older",
+    icon=":material/chevron_right:",
+    icon_position="right",
+    disabled=not page.has_older,
+    on_click=go,
+    args=(("older", page.last_id),),
+    width="stretch",
+)
+info.markdown(
+    f"**{total:,}** matching"
+    + (f" · this page {page.rows[-1]['ts'][:16].replace('T', ' ')} – {page.rows[0]['ts'][:16].replace('T', ' ')}" if page.rows else "")
+)
 p4.selectbox("Rows per page", PAGE_SIZES, key="audit_page_size", label_visibility="collapsed", on_change=reset_paging)
 
 st.download_button(
-    f"Matching rows (CSV, {total:,} rows)", data=lambda: csv_data(LEDGER, flt), file_name="vastops-audit.csv", mime="text/csv",
-    icon=":material/download:", on_click="ignore", key="audit_csv", disabled=total == 0,
+    f"Matching rows (CSV, {total:,} rows)",
+    data=lambda: csv_data(LEDGER, flt),
+    file_name="vastops-audit.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    on_click="ignore",
+    key="audit_csv",
+    disabled=total == 0,
     help="Every row that matches the filters, newest first; meta as JSON text.",
 )
 st.caption(f"Newest first. Figures cached for {CACHE_TTL_S} s; actions on the Status page show here at once.")

@@ -6,7 +6,7 @@ sessions), cached for a few seconds. Days and months are UTC.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,12 +14,18 @@ import streamlit as st
 
 from pages._common import hours, ledger, minutes, money_axis, require_login, settings, usd
 from vastops import reports
+from vastops.vocabulary import EndReason
 
 CACHE_TTL_S = 15
 TABLE_ROWS = 500
 LONG_PERIOD_DAYS = 120  # longer periods chart cost per month
 PRESETS = ["Last 7 days", "Last 30 days", "This month", "Last month", "This year", "All time", "Custom"]
-HOW_ENDED = {"manual": "manual", "auto_shutdown": "auto-shutdown", "external": "external", "open": "running now"}
+HOW_ENDED = {
+    EndReason.MANUAL: "manual",
+    EndReason.AUTO_SHUTDOWN: "auto-shutdown",
+    EndReason.EXTERNAL: "external",
+    EndReason.OPEN: "running now",
+}
 COMPUTE_COLOR, STORAGE_COLOR, STOPPED_COLOR = "#1f77b4", "#ff7f0e", "#c7c7c7"
 
 require_login()
@@ -30,14 +36,13 @@ IID = cfg.vast_instance_id
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def first_session_day(db_path: str, instance_id: int | None) -> date | None:
     with LEDGER.read() as db:
-        row = next(db.query("SELECT MIN(started_at) AS s FROM sessions" + (" WHERE instance_id = ?" if instance_id else ""), [instance_id] if instance_id else []))
-    return date.fromisoformat(row["s"][:10]) if row["s"] else None
+        return reports.first_session_day(db, instance_id)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Adding up the costs…")
@@ -106,36 +111,74 @@ def chart_per_day(days: pd.DataFrame) -> go.Figure:
         days = days.groupby(days["day"].dt.to_period("M")).sum(numeric_only=True).reset_index()
         days["day"] = days["day"].dt.to_timestamp()
     fig = go.Figure()
-    fig.add_bar(x=days["day"], y=days["compute_usd"], name="compute (GPU)", marker_color=COMPUTE_COLOR,
-                hovertemplate="%{x|%d %b %Y}<br>compute $%{y:.3f}<extra></extra>")
-    fig.add_bar(x=days["day"], y=days["storage_usd"], name="storage (while running)", marker_color=STORAGE_COLOR,
-                hovertemplate="%{x|%d %b %Y}<br>storage $%{y:.3f}<extra></extra>")
+    fig.add_bar(
+        x=days["day"],
+        y=days["compute_usd"],
+        name="compute (GPU)",
+        marker_color=COMPUTE_COLOR,
+        hovertemplate="%{x|%d %b %Y}<br>compute $%{y:.3f}<extra></extra>",
+    )
+    fig.add_bar(
+        x=days["day"],
+        y=days["storage_usd"],
+        name="storage (while running)",
+        marker_color=STORAGE_COLOR,
+        hovertemplate="%{x|%d %b %Y}<br>storage $%{y:.3f}<extra></extra>",
+    )
     if days["storage_while_stopped_usd"].sum() > 0:
-        fig.add_bar(x=days["day"], y=days["storage_while_stopped_usd"], name="storage while stopped (estimate)",
-                    marker_color=STOPPED_COLOR, hovertemplate="%{x|%d %b %Y}<br>stopped storage ≈ $%{y:.2f}<extra></extra>")
-    fig.update_layout(barmode="stack", title=f"Cost per {per} (UTC)", yaxis_title="USD",
-                      legend=dict(orientation="h", y=-0.15), margin=dict(t=50, b=10, l=10, r=10), height=380)
+        fig.add_bar(
+            x=days["day"],
+            y=days["storage_while_stopped_usd"],
+            name="storage while stopped (estimate)",
+            marker_color=STOPPED_COLOR,
+            hovertemplate="%{x|%d %b %Y}<br>stopped storage ≈ $%{y:.2f}<extra></extra>",
+        )
+    fig.update_layout(
+        barmode="stack",
+        title=f"Cost per {per} (UTC)",
+        yaxis_title="USD",
+        legend=dict(orientation="h", y=-0.15),
+        margin=dict(t=50, b=10, l=10, r=10),
+        height=380,
+    )
     money_axis(fig, float((days["compute_usd"] + days["storage_usd"] + days["storage_while_stopped_usd"]).max()))
     return fig
 
 
 def chart_cumulative(days: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
-    fig.add_scatter(x=days["day"], y=days["cumulative_usd"], mode="lines", line_shape="hv", name="cumulative",
-                    fill="tozeroy", hovertemplate="%{x|%d %b %Y}<br>$%{y:.2f} so far<extra></extra>")
-    fig.update_layout(title="Cumulative cost in the period (sessions)", yaxis_title="USD",
-                      margin=dict(t=50, b=10, l=10, r=10), height=380, showlegend=False)
+    fig.add_scatter(
+        x=days["day"],
+        y=days["cumulative_usd"],
+        mode="lines",
+        line_shape="hv",
+        name="cumulative",
+        fill="tozeroy",
+        hovertemplate="%{x|%d %b %Y}<br>$%{y:.2f} so far<extra></extra>",
+    )
+    fig.update_layout(
+        title="Cumulative cost in the period (sessions)",
+        yaxis_title="USD",
+        margin=dict(t=50, b=10, l=10, r=10),
+        height=380,
+        showlegend=False,
+    )
     money_axis(fig, float(days["cumulative_usd"].max()))
     return fig
 
 
 def chart_lengths(lengths: list[dict]) -> go.Figure:
     fig = go.Figure()
-    fig.add_bar(x=[b["bucket"] for b in lengths], y=[b["sessions"] for b in lengths], marker_color=COMPUTE_COLOR,
-                customdata=[b["cost_usd"] for b in lengths],
-                hovertemplate="%{x}: %{y} sessions, $%{customdata:.2f}<extra></extra>")
-    fig.update_layout(title="Session lengths", xaxis_title="session length", yaxis_title="sessions",
-                      margin=dict(t=50, b=10, l=10, r=10), height=380)
+    fig.add_bar(
+        x=[b["bucket"] for b in lengths],
+        y=[b["sessions"] for b in lengths],
+        marker_color=COMPUTE_COLOR,
+        customdata=[b["cost_usd"] for b in lengths],
+        hovertemplate="%{x}: %{y} sessions, $%{customdata:.2f}<extra></extra>",
+    )
+    fig.update_layout(
+        title="Session lengths", xaxis_title="session length", yaxis_title="sessions", margin=dict(t=50, b=10, l=10, r=10), height=380
+    )
     return fig
 
 
@@ -170,8 +213,11 @@ c3.metric("Sessions", f"{totals['sessions_count']:,}", help="Sessions that ran a
 c4.metric("Average session", minutes(totals["avg_session_minutes"]) if totals["sessions_count"] else "—")
 c5, c6, c7, c8 = st.columns(4)
 c5.metric(f"This month ({month['month']})", usd(month["cost_usd"]))
-c6.metric("Projected for the month", usd(month["projected_usd"]),
-          help=f"This month's cost so far, extended at the same pace to all {month['days_in_month']} days.")
+c6.metric(
+    "Projected for the month",
+    usd(month["projected_usd"]),
+    help=f"This month's cost so far, extended at the same pace to all {month['days_in_month']} days.",
+)
 c7.metric("Compute (GPU)", usd(totals["compute_usd"]), help="dph_base while the instance ran; part of the cost in the period.")
 c8.metric("Storage (disk)", usd(totals["storage_usd"]), help="The disk while the instance ran; part of the cost in the period.")
 if totals["storage_while_stopped_usd"] >= 0.005:  # shown only when it makes a cent
@@ -195,9 +241,17 @@ with right:
     else:
         money = st.column_config.NumberColumn
         st.dataframe(
-            months.rename(columns={"month": "Month", "sessions_started": "Sessions", "runtime_hours": "Hours",
-                                   "compute_usd": "Compute", "storage_usd": "Storage", "cost_usd": "Total",
-                                   "storage_while_stopped_usd": "Stopped ≈"}),
+            months.rename(
+                columns={
+                    "month": "Month",
+                    "sessions_started": "Sessions",
+                    "runtime_hours": "Hours",
+                    "compute_usd": "Compute",
+                    "storage_usd": "Storage",
+                    "cost_usd": "Total",
+                    "storage_while_stopped_usd": "Stopped ≈",
+                }
+            ),
             hide_index=True,
             column_config={
                 "Hours": money(format="%.1f", help="runtime"),
@@ -209,8 +263,13 @@ with right:
             key="months_table",
         )
     st.download_button(
-        "Month summary (CSV)", data=months_csv_data(report["months"]), file_name=f"vastops-months-{start}-{end}.csv",
-        mime="text/csv", icon=":material/download:", on_click="ignore", key="months_csv",
+        "Month summary (CSV)",
+        data=months_csv_data(report["months"]),
+        file_name=f"vastops-months-{start}-{end}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="months_csv",
         help="Whole UTC months around the period; column names carry their units.",
     )
 
@@ -234,8 +293,14 @@ if shown:
 else:
     st.caption("No sessions in this period.")
 st.download_button(
-    "Sessions (CSV)", data=lambda: sessions_csv_data(LEDGER, IID, start, end), file_name=f"vastops-sessions-{start}-{end}.csv",
-    mime="text/csv", icon=":material/download:", on_click="ignore", key="sessions_csv", disabled=not shown,
+    "Sessions (CSV)",
+    data=lambda: sessions_csv_data(LEDGER, IID, start, end),
+    file_name=f"vastops-sessions-{start}-{end}.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    on_click="ignore",
+    key="sessions_csv",
+    disabled=not shown,
     help="Every session that ran in the period, whole; column names carry their units.",
 )
 st.caption(

@@ -12,15 +12,15 @@ fragment shows each step. Stop asks for a confirmation first.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import streamlit as st
 
 from pages._common import (
+    ago,
     clock_time,
     control,
     countdown,
-    ago,
     minutes,
     require_login,
     seconds_since,
@@ -28,8 +28,10 @@ from pages._common import (
     usd,
     watchdog_problem,
 )
-from vastops.power import STATUS_WORDS, NotConfigured, probe_health
+from vastops.config import NotConfigured
+from vastops.observe import probe_health
 from vastops.vast import VastError
+from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, Actor, ErrorKind, Status, status_words
 
 REFRESH_EVERY_S = 3
 FLASH = "status_flash"  # (kind, text) of the last action's outcome
@@ -37,20 +39,19 @@ CONFIRM_STOP = "status_confirm_stop"
 
 # How a vast.ai failure is explained, by kind: what happened, then what to do.
 VAST_ERROR_ADVICE = {
-    "auth": "vast.ai rejected the API key. Check `VAST_API_KEY` in `.env`, then restart the dashboard and the watchdog.",
-    "not_found": "vast.ai does not know this instance. Check `VAST_INSTANCE_ID` (vast.ai console → Instances).",
-    "rate_limited": "vast.ai is rate-limiting requests. Wait a minute and try again; the watchdog keeps observing meanwhile.",
-    "unavailable": "vast.ai did not answer (unreachable or a server error). Try again in a minute.",
-    "api": "vast.ai refused the call. Check the instance in vast.ai's console.",
-    "aborted": "The start was cancelled.",
+    ErrorKind.AUTH: "vast.ai rejected the API key. Check `VAST_API_KEY` in `.env`, then restart the dashboard and the watchdog.",
+    ErrorKind.NOT_FOUND: "vast.ai does not know this instance. Check `VAST_INSTANCE_ID` (vast.ai console → Instances).",
+    ErrorKind.RATE_LIMITED: "vast.ai is rate-limiting requests. Wait a minute and try again; the watchdog keeps observing meanwhile.",
+    ErrorKind.UNAVAILABLE: "vast.ai did not answer (unreachable or a server error). Try again in a minute.",
+    ErrorKind.API: "vast.ai refused the call. Check the instance in vast.ai's console.",
 }
 
 # The steps of a start, in order, as the status moves through them.
 START_STEPS = [
     ("requested", "Start requested"),
-    ("scheduling", "Waiting for the GPU"),
-    ("loading", "Loading the image"),
-    ("running", "Waiting for /health"),
+    (Status.SCHEDULING, "Waiting for the GPU"),
+    (Status.LOADING, "Loading the image"),
+    (Status.RUNNING, "Waiting for /health"),
     ("healthy", "Healthy"),
 ]
 
@@ -75,8 +76,8 @@ def _forget_cached_reports() -> None:
 def on_start() -> None:
     st.session_state[CONFIRM_STOP] = False
     try:
-        result = control(cfg).power_on("dashboard", wait_for_health=False)
-        st.session_state[FLASH] = ("info", f"Start requested: {STATUS_WORDS.get(result['status'], result['status'])}. {result['message']}")
+        result = control(cfg).power_on(Actor.DASHBOARD, wait_for_health=False)
+        st.session_state[FLASH] = ("info", f"Start requested: {status_words(result['status'])}. {result['message']}")
     except (NotConfigured, VastError) as exc:
         st.session_state[FLASH] = ("error", f"**Start failed.** {_explain(exc)}")
     _forget_cached_reports()
@@ -93,7 +94,7 @@ def on_stop_cancelled() -> None:
 def on_stop_confirmed() -> None:
     st.session_state[CONFIRM_STOP] = False
     try:
-        result = control(cfg).power_off("dashboard")
+        result = control(cfg).power_off(Actor.DASHBOARD)
         st.session_state[FLASH] = ("success", result["message"])
     except (NotConfigured, VastError) as exc:
         st.session_state[FLASH] = ("error", f"**Stop failed.** {_explain(exc)}")
@@ -103,7 +104,7 @@ def on_stop_confirmed() -> None:
 def on_refresh() -> None:
     try:
         s = control(cfg).status(observe=True)
-        st.session_state[FLASH] = ("info", f"Asked vast.ai: {STATUS_WORDS.get(s['status'], s['status'])}.")
+        st.session_state[FLASH] = ("info", f"Asked vast.ai: {status_words(s['status'])}.")
     except (NotConfigured, VastError) as exc:
         st.session_state[FLASH] = ("error", f"**Refresh failed.** {_explain(exc)}")
     _forget_cached_reports()
@@ -117,33 +118,39 @@ def health_answers(url: str) -> bool:
 
 def _start_step(s: dict) -> int:
     status = s["status"]
-    if status == "running":
+    if status == Status.RUNNING:
         return 3
-    return {"scheduling": 1, "creating": 1, "loading": 2}.get(status, 0)
+    return {Status.SCHEDULING: 1, Status.CREATING: 1, Status.LOADING: 2}.get(status, 0)
 
 
 def _show_start_progress(s: dict) -> None:
     current = _start_step(s)
-    st.progress((current + 0.5) / len(START_STEPS), text="**Starting:** " + " → ".join(
-        f"**{label}**" if i == current else (f"~~{label}~~" if i < current else label) for i, (_, label) in enumerate(START_STEPS)
-    ))
+    st.progress(
+        (current + 0.5) / len(START_STEPS),
+        text="**Starting:** "
+        + " → ".join(
+            f"**{label}**" if i == current else (f"~~{label}~~" if i < current else label) for i, (_, label) in enumerate(START_STEPS)
+        ),
+    )
 
 
 def _show_problem(s: dict) -> None:
     status = s["status"]
-    if status == "unconfigured":
+    if status == Status.UNCONFIGURED:
         st.error(f"**Not configured.** {s.get('message')} Then restart the dashboard.", icon=":material/settings:")
-    elif status == "not_found":
+    elif status == Status.NOT_FOUND:
         st.error(
             f"**vast.ai does not know instance {s['instance_id']}.** Check `VAST_INSTANCE_ID` in `.env` "
             "(vast.ai console → Instances), then restart the dashboard and the watchdog.",
             icon=":material/search_off:",
         )
-    elif status == "unknown":
-        st.info("vast.ai has not been asked about this instance yet. The watchdog does that every few seconds; press **Refresh** to ask now.")
-    elif status == "scheduling":
-        st.warning(s.get("message") or STATUS_WORDS["scheduling"])
-    elif status == "exited":
+    elif status == Status.UNKNOWN:
+        st.info(
+            "vast.ai has not been asked about this instance yet. The watchdog does that every few seconds; press **Refresh** to ask now."
+        )
+    elif status == Status.SCHEDULING:
+        st.warning(s.get("message") or STATUS_WORDS[Status.SCHEDULING])
+    elif status == Status.EXITED:
         st.warning(f"The instance has exited. {s.get('message') or ''} Start it again, or look at it in vast.ai's console.")
 
 
@@ -151,9 +158,9 @@ def _show_problem(s: dict) -> None:
 def live_status() -> None:
     c = control(cfg)
     s = c.status(observe=False)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     status = s["status"]
-    configured = status != "unconfigured"
+    configured = status != Status.UNCONFIGURED
     pending = bool(s.get("power_on_pending"))
 
     if configured:
@@ -167,7 +174,7 @@ def live_status() -> None:
         kind, text = flash
         {"error": st.error, "success": st.success}.get(kind, st.info)(text)
 
-    words = STATUS_WORDS.get(status, "not observed yet" if status == "unknown" else status)
+    words = status_words(status)
     head, state = st.columns([1, 3])
     head.metric("Instance", str(s["instance_id"] or "—"))
     state.metric("Status", status.replace("_", " "), help="What vast.ai last reported for the instance.")
@@ -178,8 +185,12 @@ def live_status() -> None:
 
     gpu, rate, runtime, cost, deadline = st.columns(5)
     gpu.metric("GPU", s.get("gpu_name") or "—")
-    rate.metric("Price", f"{usd(s['dph_total'], 3)}/h" if s.get("dph_total") is not None else "—", help="dph_total: compute plus disk, per hour")
-    runtime.metric("This session", minutes(s.get("session_runtime_minutes")) if s.get("session_runtime_minutes") is not None else "no session")
+    rate.metric(
+        "Price", f"{usd(s['dph_total'], 3)}/h" if s.get("dph_total") is not None else "—", help="dph_total: compute plus disk, per hour"
+    )
+    runtime.metric(
+        "This session", minutes(s.get("session_runtime_minutes")) if s.get("session_runtime_minutes") is not None else "no session"
+    )
     cost.metric("Session cost so far", usd(s.get("session_cost_usd"), 3) if s.get("session_cost_usd") is not None else "—")
     if s.get("auto_shutdown_at"):
         left = -(seconds_since(s["auto_shutdown_at"], now) or 0.0)
@@ -201,7 +212,7 @@ def live_status() -> None:
         health_url = endpoint + cfg.vast_health_path
         if pending:
             st.markdown(f"Endpoint `{endpoint}` · health `{health_url}`: :orange[waiting for it to answer]")
-        elif status == "running":
+        elif status == Status.RUNNING:
             ok = health_answers(health_url)
             st.markdown(f"Endpoint `{endpoint}` · health `{health_url}`: " + (":green[answers]" if ok else ":red[does not answer]"))
         else:
@@ -211,25 +222,36 @@ def live_status() -> None:
 
     st.caption(
         f"Last activity: {clock_time(s.get('last_activity'))} · totals: {s['total_runtime_hours']:,.2f} h, {usd(s['total_cost_usd'])}"
-        + (f" · observed {ago(seconds_since(s['observed_at'], now))}" if s.get("observed_at") else "")
+        + (f" · observed {ago(seconds_since(s['observed_at'], now) or 0.0)}" if s.get("observed_at") else "")
         + f" · this panel refreshes every {REFRESH_EVERY_S} s"
     )
 
-    can_start = configured and status in ("stopped", "exited", "unknown") and not pending
-    can_stop = configured and (status in ("running", "loading", "scheduling", "creating", "exited", "unknown") or pending)
+    can_start = configured and status in CAN_START and not pending
+    can_stop = configured and (status in CAN_STOP or pending)
     can_refresh = configured
     b1, b2, b3, _ = st.columns([1, 1, 1, 3])
-    b1.button("Start", key="start", type="primary", icon=":material/play_arrow:", disabled=not can_start, on_click=on_start, width="stretch")
+    b1.button(
+        "Start", key="start", type="primary", icon=":material/play_arrow:", disabled=not can_start, on_click=on_start, width="stretch"
+    )
     b2.button("Stop", key="stop", icon=":material/stop:", disabled=not can_stop, on_click=on_stop_clicked, width="stretch")
-    b3.button("Refresh", key="refresh", icon=":material/refresh:", disabled=not can_refresh, on_click=on_refresh, width="stretch",
-              help="Ask vast.ai now (the watchdog does this every few seconds anyway).")
+    b3.button(
+        "Refresh",
+        key="refresh",
+        icon=":material/refresh:",
+        disabled=not can_refresh,
+        on_click=on_refresh,
+        width="stretch",
+        help="Ask vast.ai now (the watchdog does this every few seconds anyway).",
+    )
 
     if st.session_state.get(CONFIRM_STOP) and can_stop:
         with st.container(border=True):
             so_far = ""
             if s.get("session_runtime_minutes") is not None:
                 so_far = f" This session: {minutes(s['session_runtime_minutes'])}, {usd(s.get('session_cost_usd'), 3)}."
-            st.warning(f"**Stop instance {s['instance_id']}?** The GPU is released and its billing ends; the disk is kept (and still billed).{so_far}")
+            st.warning(
+                f"**Stop instance {s['instance_id']}?** The GPU is released and its billing ends; the disk is kept (and still billed).{so_far}"
+            )
             y, n, _ = st.columns([1, 1, 4])
             y.button("Yes, stop it", key="stop_confirm", type="primary", on_click=on_stop_confirmed, width="stretch")
             n.button("Cancel", key="stop_cancel", on_click=on_stop_cancelled, width="stretch")

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import os
-import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from helpers import (
+    CONTROL_KEY,
+    INSTANCE_ID,
+    SIM_KEY,
+    Processes,
+    clean_process_env,
+    free_port,
+    make_control,
+    make_settings,
+    start_sim,
+    wait_until,
+)
 from vastops.clock import FakeClock
-from vastops.config import load_settings
-from vastops.power import Control
 from vastops.sim import SimConfig, SimInstance, Simulator
-from vastops.vast import VastClient
 
-SIM_KEY = "sim-KEY-4c1f9e2b7d"
-CONTROL_KEY = "ctl-KEY-93a8e0d5f1"
-INSTANCE_ID = 12345
+# Re-exported for test files that still import them from here; new code imports helpers.
+__all__ = ["CONTROL_KEY", "INSTANCE_ID", "SIM_KEY", "clean_process_env", "free_port", "wait_until"]
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +37,7 @@ def clean_env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def clock():
-    return FakeClock(datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc))
+    return FakeClock(datetime(2026, 1, 15, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -55,115 +62,14 @@ def sim(sim_config, clock):
     simulator.stop()
 
 
-def make_settings(tmp_path, sim_url: str | None, **overrides):
-    values = dict(
-        vast_api_key=SIM_KEY,
-        vast_instance_id=INSTANCE_ID,
-        vast_api_url=sim_url or "http://127.0.0.1:9",
-        vastops_db=tmp_path / "ledger.db",
-        control_api_key=CONTROL_KEY,
-    )
-    values.update(overrides)
-    return load_settings(None, **values)
-
-
 @pytest.fixture
 def settings(tmp_path, sim):
     return make_settings(tmp_path, sim.url)
 
 
-def make_control(settings, clock, **kwargs) -> Control:
-    """A Control whose waits move the fake clock instead of sleeping."""
-    client = None
-    if settings.vast_configured:
-        client = VastClient(settings.vast_api_key.get_secret_value(), settings.vast_api_url, sleep=clock.advance)
-    return Control(settings, client=client, clock=clock, sleep=clock.advance, **kwargs)
-
-
 @pytest.fixture
 def control(settings, clock):
     return make_control(settings, clock)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def events(control: Control) -> list[tuple[str, str]]:
-    """(event, actor) pairs, oldest first."""
-    return [(r["event"], r["actor"]) for r in reversed(control.audit(1000))]
-
-
-# -- real processes ----------------------------------------------------------------
-
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import requests  # noqa: E402
-
-VASTOPS = str(Path(sys.executable).parent / "vastops")
-
-
-def clean_process_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTOPS_")) and k != "CONTROL_API_KEY"}
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Poll until the URL answers; fail fast with the process's output if it dies."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"process exited with {proc.returncode}:\n{out}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{url} did not come up in {timeout} s")
-            time.sleep(0.05)
-
-
-class Processes:
-    """Starts real `vastops` processes and stops them all at the end of a test."""
-
-    def __init__(self, tmp_path):
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, *args, env=None, ready_url=None) -> subprocess.Popen:
-        log = open(self.tmp_path / f"proc-{len(self.procs)}-{args[0]}.log", "w+")
-        proc = subprocess.Popen([VASTOPS, *args], env=env or clean_process_env(), cwd=self.tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True)
-        proc.log = log
-        self.procs.append(proc)
-        if ready_url:
-            try:
-                wait_for_http(ready_url, proc)
-            except AssertionError:
-                log.seek(0)
-                raise AssertionError(log.read())
-        return proc
-
-    def output(self, proc) -> str:
-        proc.log.flush()
-        return Path(proc.log.name).read_text()
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            proc.log.close()
 
 
 @pytest.fixture
@@ -177,37 +83,3 @@ def processes(tmp_path):
 def sim_proc(processes):
     """`vastops sim` as its own process with short timings; yields its URL."""
     return start_sim(processes, schedule_s=0.5, load_s=0.5, health_delay_s=0.5)
-
-
-def start_sim(processes, *, schedule_s=0.3, load_s=0.3, health_delay_s=0.3, stop_s=0.2, rate_limit_scale=None) -> str:
-    """Start `vastops sim` as its own process on a free port; returns its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    timings = ["--schedule-s", str(schedule_s), "--load-s", str(load_s), "--health-delay-s", str(health_delay_s), "--stop-s", str(stop_s)]
-    if rate_limit_scale is not None:
-        timings += ["--rate-limit-scale", str(rate_limit_scale)]
-    processes.start("sim", "--port", str(port), "--api-key", SIM_KEY, *timings, ready_url=url + "/_sim/state")
-    return url
-
-
-def start_watchdog(processes, tmp_path, sim_url, **env):
-    """Start the real `vastops watchdog` on a free port against ``sim_url`` and the ledger in ``tmp_path``.
-
-    Returns (process, base URL of the API, its environment); ``env`` adds or overrides variables.
-    """
-    port = free_port()
-    env = clean_process_env(**{"VAST_API_URL": sim_url, "VAST_API_KEY": SIM_KEY, "VAST_INSTANCE_ID": INSTANCE_ID,
-                               "CONTROL_API_KEY": CONTROL_KEY, "VASTOPS_DB": tmp_path / "ledger.db", **env})
-    proc = processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz")
-    return proc, f"http://127.0.0.1:{port}/infra/vast", env
-
-
-def wait_until(predicate, timeout, step=0.05, what="condition"):
-    """Poll a real process's observable state until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what} not reached in {timeout} s")

@@ -21,14 +21,21 @@ import pytest
 import requests
 from playwright import sync_api
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port
 from vastops.config import load_settings
+from vastops.control import Control
 from vastops.costs import SESSION_CSV_COLUMNS
-from vastops.power import Control
 from vastops.reports import AUDIT_CSV_COLUMNS
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 PASSWORD = "browser-test-pw-41"
 APP = "[data-testid='stApp']"
 
@@ -36,7 +43,6 @@ if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         raise RuntimeError(f"{CHROMIUM} is missing in CI: run scripts/install-browser first")
     pytest.skip(f"{CHROMIUM} is missing: run scripts/install-browser (apt-get install chromium)", allow_module_level=True)
-
 
 
 class Stack:
@@ -204,7 +210,9 @@ def test_log_in_start_stop_audit_and_csv_in_a_real_browser(stack, browser, tmp_p
         assert list(sessions[0]) == [column for _, column in SESSION_CSV_COLUMNS]
         [session] = sessions
         assert session["end_reason"] == "manual" and session["started_by"] == "dashboard" and session["ended_by"] == "dashboard"
-        assert float(session["cost_usd"]) == pytest.approx(float(session["compute_cost_usd"]) + float(session["storage_cost_usd"]), abs=1e-5)
+        assert float(session["cost_usd"]) == pytest.approx(
+            float(session["compute_cost_usd"]) + float(session["storage_cost_usd"]), abs=1e-5
+        )
         months = list(csv.DictReader(io.StringIO(download(page, "Month summary (CSV)"))))
         assert float(months[-1]["cost_usd"]) == pytest.approx(float(session["cost_usd"]), abs=1e-5)
 

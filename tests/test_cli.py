@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import SIM_KEY, free_port
+from helpers import SIM_KEY, free_port
 
 VASTOPS = str(Path(sys.executable).parent / "vastops")
 
@@ -27,9 +27,25 @@ def run(cwd, *args, timeout=60):
 def sim_process(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [VASTOPS, "sim", "--port", str(port), "--api-key", SIM_KEY, "--schedule-s", "1", "--load-s", "1",
-         "--health-delay-s", "1", "--stop-s", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            VASTOPS,
+            "sim",
+            "--port",
+            str(port),
+            "--api-key",
+            SIM_KEY,
+            "--schedule-s",
+            "1",
+            "--load-s",
+            "1",
+            "--health-delay-s",
+            "1",
+            "--stop-s",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -85,7 +101,10 @@ def test_on_status_off_costs_against_the_simulator(tmp_path, sim_process):
 
     audit = run(tmp_path, "audit", "--json", "--limit", "10")
     assert [r["event"] for r in json.loads(audit.stdout)] == [
-        "power_off_complete", "power_off_requested", "power_on_complete", "power_on_requested",
+        "power_off_complete",
+        "power_off_requested",
+        "power_on_complete",
+        "power_on_requested",
     ]
     assert all(r["actor"] == "cli" for r in json.loads(audit.stdout))
 
@@ -120,7 +139,7 @@ def test_unreachable_vast(tmp_path):
 
 def test_bad_config_value(tmp_path):
     write_env(tmp_path, "http://127.0.0.1:9", VAST_AUTO_SHUTDOWN_MINUTES="half-an-hour")
-    line = one_clear_line(run(tmp_path, "status"), "VAST_AUTO_SHUTDOWN_MINUTES", "number")
+    one_clear_line(run(tmp_path, "status"), "VAST_AUTO_SHUTDOWN_MINUTES", "number")
     assert run(tmp_path, "status").returncode == 2
 
 

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY
-from vastops import costs as costmath
-from vastops import events as ev
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
 from vastops.clock import FakeClock, utcnow
 from vastops.config import load_settings
+from vastops.control import Control
 from vastops.ledger import Ledger
 from vastops.login import THROTTLE, LoginThrottle
-from vastops.power import Control
 from vastops.sim import SimConfig, SimInstance
 from vastops.vast import VastError
+from vastops.vocabulary import Event as ev
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -406,7 +405,7 @@ def add_session(ledger, start: datetime, minutes: float, dph=0.40, sto=0.02, rea
         sid = tx.start_session(INSTANCE_ID, start, "RTX 3090", dph, sto, by)
         runtime = minutes * 60
         tx.end_session(sid, start + timedelta(seconds=runtime), "system" if reason != "manual" else by, reason,
-                       costmath.session_costs(runtime, dph, sto))  # fmt: skip
+                       runtime)  # fmt: skip
 
 
 @pytest.fixture
@@ -548,7 +547,7 @@ def start_demo(tmp_path):
     import sys
     import threading
 
-    from conftest import clean_process_env, free_port
+    from helpers import clean_process_env, free_port
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "vastops.cli", "demo", "--dir", str(tmp_path / "demo"), "--port", str(free_port()),
@@ -595,7 +594,9 @@ def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(tmp
         assert requests.get(found["simulator"] + "/_sim/state", timeout=5).ok
         assert set(pids) >= {"sim", "dashboard"}
         # the demo ledger is fresh and the dashboard's configuration points at the simulator
-        settings = load_settings(None, vastops_db=found["ledger"], vast_api_url=found["simulator"], vast_api_key="x", vast_instance_id=12345)
+        settings = load_settings(
+            None, vastops_db=found["ledger"], vast_api_url=found["simulator"], vast_api_key="x", vast_instance_id=12345
+        )
         assert Control(settings).audit(10) == []
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0

@@ -23,12 +23,11 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 import requests
 
-from conftest import CONTROL_KEY, VASTOPS, make_control, make_settings, start_sim, start_watchdog
-from vastops import events as ev
+from helpers import CONTROL_KEY, VASTOPS, make_control, make_settings, start_sim, start_watchdog
 from vastops.ledger import Ledger
+from vastops.vocabulary import Event as ev
 from vastops.watch import Watch
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
@@ -40,7 +39,7 @@ READER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from vastops.config import load_settings
-    from vastops.power import Control
+    from vastops.control import Control
 
     control = Control(load_settings(None))
     ready, stop, end = Path(sys.argv[1]), Path(sys.argv[2]), time.time() + float(sys.argv[3])
@@ -66,7 +65,7 @@ APPENDER = textwrap.dedent(
     from pathlib import Path
     from vastops.clock import utcnow
     from vastops.config import load_settings
-    from vastops.power import open_ledger
+    from vastops.observe import open_ledger
 
     ledger = open_ledger(load_settings(None))
     ready, stop, end = Path(sys.argv[1]), Path(sys.argv[2]), time.time() + float(sys.argv[3])
@@ -96,8 +95,9 @@ def script(tmp_path, name, text):
 def test_dashboard_reads_watchdog_activity_and_cli_audit_writes_at_once(tmp_path, processes):
     # no rate limits here: the point is the ledger, not vast.ai's pacing
     sim_url = start_sim(processes, schedule_s=0.2, load_s=0.2, health_delay_s=0.2, stop_s=0.1, rate_limit_scale=0)
-    watchdog, base, env = start_watchdog(processes, tmp_path, sim_url, VAST_AUTO_SHUTDOWN_MINUTES="30",
-                                         VAST_AUDIT_PATH=tmp_path / "audit.jsonl")
+    watchdog, base, env = start_watchdog(
+        processes, tmp_path, sim_url, VAST_AUTO_SHUTDOWN_MINUTES="30", VAST_AUDIT_PATH=tmp_path / "audit.jsonl"
+    )
     assert requests.post(base + "/power/on", headers=AUTH_HEADER, json={}, timeout=60).status_code == 200
 
     def spawn(*args):
@@ -106,7 +106,9 @@ def test_dashboard_reads_watchdog_activity_and_cli_audit_writes_at_once(tmp_path
     stop = tmp_path / "stop"
     helpers = {}
     for name, text in (("reader", READER), ("appender", APPENDER)):
-        helpers[name] = spawn(sys.executable, str(script(tmp_path, f"{name}.py", text)), str(tmp_path / f"{name}.ready"), str(stop), str(MAX_S))
+        helpers[name] = spawn(
+            sys.executable, str(script(tmp_path, f"{name}.py", text)), str(tmp_path / f"{name}.ready"), str(stop), str(MAX_S)
+        )
 
     acks, load_errors, stop_load = [], [], threading.Event()
 
@@ -196,7 +198,7 @@ def test_two_writers_with_a_state_mirror_never_fail(tmp_path, clock):
             try:
                 control.record_activity()
                 counts[i] += 1
-            except Exception as exc:  # noqa: BLE001 - the failure under test
+            except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 done.set()
 

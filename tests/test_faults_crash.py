@@ -22,11 +22,10 @@ import time
 import pytest
 import requests
 
-from conftest import wait_until
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, wait_for_http
-from vastops import events as ev
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, wait_for_http, wait_until
 from vastops.clock import parse_isoz
 from vastops.ledger import Ledger
+from vastops.vocabulary import Event as ev
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
 
@@ -36,8 +35,13 @@ def sim_url(tmp_path_factory):
     """`vastops sim` as its own process for the whole module; short timings, set per test."""
     port = free_port()
     log = open(tmp_path_factory.mktemp("crash-sim") / "sim.log", "w+")
-    proc = subprocess.Popen([VASTOPS, "sim", "--port", str(port), "--api-key", SIM_KEY], env=clean_process_env(),
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [VASTOPS, "sim", "--port", str(port), "--api-key", SIM_KEY],
+        env=clean_process_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(url + "/_sim/state", proc)
@@ -52,8 +56,11 @@ def sim_url(tmp_path_factory):
 def sim(sim_url):
     """The module's simulator, reset: every instance stopped, no faults, an empty call log."""
     requests.post(sim_url + "/_sim/reset", json={}, timeout=5).raise_for_status()
-    requests.post(sim_url + "/_sim/config", json={"schedule_s": 0.3, "load_s": 0.3, "health_delay_s": 0.3, "stop_s": 0.2,
-                                                  "stall_scheduling": False}, timeout=5).raise_for_status()
+    requests.post(
+        sim_url + "/_sim/config",
+        json={"schedule_s": 0.3, "load_s": 0.3, "health_delay_s": 0.3, "stop_s": 0.2, "stall_scheduling": False},
+        timeout=5,
+    ).raise_for_status()
     return sim_url
 
 
@@ -66,8 +73,11 @@ def sim_state(sim):
 
 
 def stop_calls(sim, answered=False):
-    return [c for c in sim_state(sim)["calls"]
-            if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped" and (c["status"] == 200 or not answered)]
+    return [
+        c
+        for c in sim_state(sim)["calls"]
+        if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped" and (c["status"] == 200 or not answered)
+    ]
 
 
 class Watchdog:
@@ -77,14 +87,17 @@ class Watchdog:
         self.processes = processes
         self.port = free_port()
         self.db = tmp_path / "ledger.db"
-        self.env = clean_process_env(VAST_API_URL=sim, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, CONTROL_API_KEY=CONTROL_KEY,
-                                     VASTOPS_DB=self.db, **env)
+        self.env = clean_process_env(
+            VAST_API_URL=sim, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, CONTROL_API_KEY=CONTROL_KEY, VASTOPS_DB=self.db, **env
+        )
         self.base = f"http://127.0.0.1:{self.port}/infra/vast"
         self.proc = None
         self.ready_at = None
 
     def start(self):
-        self.proc = self.processes.start("watchdog", "--port", str(self.port), env=self.env, ready_url=f"http://127.0.0.1:{self.port}/healthz")
+        self.proc = self.processes.start(
+            "watchdog", "--port", str(self.port), env=self.env, ready_url=f"http://127.0.0.1:{self.port}/healthz"
+        )
         self.ready_at = time.time()
         return self
 
@@ -127,7 +140,7 @@ def in_background(fn):
     def target():
         try:
             result["value"] = fn()
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:
             result["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

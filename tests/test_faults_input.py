@@ -20,9 +20,9 @@ import requests
 import uvicorn
 from fastapi.testclient import TestClient
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port
 from vastops import cli
-from vastops.sidecar import create_app
+from vastops.api import create_app
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
 JSON = {**AUTH_HEADER, "Content-Type": "application/json"}
@@ -207,8 +207,9 @@ def test_a_chunked_oversized_body_is_413_too(served, untouched):
     response = requests.post(served + "/infra/vast/power/on", headers=JSON, data=chunks(2 * 1024 * 1024), timeout=30)
     assert response.status_code == 413, response.text[:200]
     # not even read before the key is checked
-    response = requests.post(served + "/infra/vast/power/off", headers={"Content-Type": "application/json"},
-                             data=chunks(2 * 1024 * 1024), timeout=30)
+    response = requests.post(
+        served + "/infra/vast/power/off", headers={"Content-Type": "application/json"}, data=chunks(2 * 1024 * 1024), timeout=30
+    )
     assert response.status_code in (401, 413)
 
 

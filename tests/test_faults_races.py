@@ -21,12 +21,13 @@ from datetime import timedelta
 import pytest
 import requests
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, make_control, make_settings, start_sim, start_watchdog
-from vastops import events as ev
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, make_control, make_settings, start_sim, start_watchdog
 from vastops.clock import parse_isoz
 from vastops.config import load_settings
-from vastops.power import Control, StartCancelled
+from vastops.control import Control
+from vastops.power import StartCancelled
 from vastops.sim import SimConfig, SimInstance
+from vastops.vocabulary import Event as ev
 from vastops.watch import Watch
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
@@ -75,7 +76,7 @@ def in_threads(*targets):
         barrier.wait()
         try:
             results[i] = target()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=go, args=(i, t)) for i, t in enumerate(targets)]
@@ -165,16 +166,19 @@ def test_two_starts_at_once_from_two_controls_open_one_session(tmp_path, sim, cl
 
 def test_two_vastops_on_processes_at_once_open_one_session(tmp_path, sim_proc):
     env = clean_process_env(VAST_API_URL=sim_proc, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, VASTOPS_DB=tmp_path / "ledger.db")
-    procs = [subprocess.Popen([VASTOPS, "on", "--no-wait"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([VASTOPS, "on", "--no-wait"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=60) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err
         assert "database is locked" not in out + err
 
     # then someone observes (here: a status from the test, as the watchdog or the dashboard would)
-    control = Control(load_settings(None, vast_api_url=sim_proc, vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID,
-                                    vastops_db=tmp_path / "ledger.db"))
+    control = Control(
+        load_settings(None, vast_api_url=sim_proc, vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID, vastops_db=tmp_path / "ledger.db")
+    )
     deadline = time.monotonic() + 30
     while control.status()["power_on_pending"]:
         assert time.monotonic() < deadline, "the start was never completed"
@@ -221,7 +225,9 @@ def test_a_console_stop_while_the_start_waits_for_health_aborts_it_and_closes_th
     assert session["started_by"] == "dashboard"
     assert session["ended_at"] is not None and session["end_reason"] == "external"
     assert [(r["event"], r["actor"]) for r in audit_since(control, 0)] == [
-        (ev.POWER_ON_REQUESTED, "dashboard"), (ev.EXTERNAL_STOP, "system"), (ev.POWER_ON_ABORTED, "system"),
+        (ev.POWER_ON_REQUESTED, "dashboard"),
+        (ev.EXTERNAL_STOP, "system"),
+        (ev.POWER_ON_ABORTED, "system"),
     ]
     assert control.status()["power_on_pending"] is False
     clock.advance(60)  # later looks change nothing

@@ -21,12 +21,13 @@ import pytest
 import requests
 
 import vastops.watch as watch_module
-from conftest import wait_until as _wait_until
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, make_control, make_settings, start_sim, start_watchdog
-from vastops import events as ev
-from vastops.power import Control
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, make_control, make_settings, start_sim, start_watchdog
+from helpers import wait_until as _wait_until
+from vastops.control import Control
 from vastops.sim import BURST, RATE_INTERVALS
-from vastops.vast import AUTH, RATE_LIMITED, UNAVAILABLE, VastClient, VastError
+from vastops.vast import VastClient, VastError
+from vastops.vocabulary import ErrorKind
+from vastops.vocabulary import Event as ev
 from vastops.watch import Watch
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
@@ -164,7 +165,7 @@ def test_a_429_storm_on_show_backs_off_within_vasts_limits_and_recovers(running,
     calls = [c for c in history if c["ts"] >= start.timestamp()]
     refused = [c for c in calls if c["fault"] == "429"]
     assert len(refused) == 15
-    assert errors_seen[:3] == [RATE_LIMITED] * 3
+    assert errors_seen[:3] == [ErrorKind.RATE_LIMITED] * 3
     # three rounds of 5 tries (the client's 4 retries), each with exponential backoff
     rounds = groups(refused, gap=5.5)
     assert [len(r) for r in rounds] == [5, 5, 5]
@@ -181,7 +182,7 @@ def test_a_429_storm_on_show_backs_off_within_vasts_limits_and_recovers(running,
     assert no_self_inflicted_429(history) == []
     # recovered: the last look succeeded, and the failures changed nothing in the ledger
     assert watch.last_error is None
-    assert control.vast_error_counts().get(RATE_LIMITED) == 3
+    assert control.vast_error_counts().get(ErrorKind.RATE_LIMITED) == 3
     assert sessions(control)[-1]["ended_at"] is None
     assert audit_events(control, ev.EXTERNAL_STOP) == []
 
@@ -191,7 +192,13 @@ def test_a_429_storm_on_show_backs_off_within_vasts_limits_and_recovers(running,
 
 @pytest.mark.parametrize(
     "fault, kind",
-    [("429", RATE_LIMITED), ("500", UNAVAILABLE), ("502", UNAVAILABLE), ("503", UNAVAILABLE), ("drop", UNAVAILABLE)],
+    [
+        ("429", ErrorKind.RATE_LIMITED),
+        ("500", ErrorKind.UNAVAILABLE),
+        ("502", ErrorKind.UNAVAILABLE),
+        ("503", ErrorKind.UNAVAILABLE),
+        ("drop", ErrorKind.UNAVAILABLE),
+    ],
 )
 def test_a_failing_stop_is_audited_with_its_kind_retried_with_backoff_and_lands_once_vast_answers(running, clock, sim, fault, kind):
     control, watch = running
@@ -247,7 +254,7 @@ def test_a_read_timeout_is_a_failed_stop_and_the_retry_finishes_what_vast_did_an
     waited = time.monotonic() - began
     assert waited < 3.0, f"the client waited {waited:.1f} s: its read timeout did not apply"
     [failed] = audit_events(control, ev.POWER_OFF_FAILED)
-    assert failed["meta"]["kind"] == UNAVAILABLE and "did not answer in time" in failed["meta"]["error"]
+    assert failed["meta"]["kind"] == ErrorKind.UNAVAILABLE and "did not answer in time" in failed["meta"]["error"]
     assert sessions(control)[-1]["ended_at"] is None  # a timeout is not a stop
 
     # vast.ai carries out the delayed stop after all
@@ -274,7 +281,7 @@ def test_connection_refused_while_vast_is_down_then_the_stop_lands_when_it_is_ba
     clock.advance(7)
     assert run(watch.fire_if_due()) is None
     [failed] = audit_events(control, ev.POWER_OFF_FAILED)
-    assert failed["meta"]["kind"] == UNAVAILABLE and "unreachable" in failed["meta"]["error"]
+    assert failed["meta"]["kind"] == ErrorKind.UNAVAILABLE and "unreachable" in failed["meta"]["error"]
     assert sessions(control)[-1]["ended_at"] is None  # an outage is not a stop
     assert audit_events(control, ev.EXTERNAL_STOP) == []
     assert run(watch.fire_if_due()) is None  # still backing off: no new attempt
@@ -314,7 +321,7 @@ def test_a_key_revoked_mid_session_is_not_retried_per_call_but_the_stop_is_until
     assert gaps == sorted(gaps) and gaps[0] >= 2.0 and gaps[1] >= 4.0, gaps  # backoff doubles
     failed = audit_events(control, ev.POWER_OFF_FAILED)
     assert len(failed) == len(attempts)
-    assert {f["meta"]["kind"] for f in failed} == {AUTH}
+    assert {f["meta"]["kind"] for f in failed} == {ErrorKind.AUTH}
     for f in failed:
         assert "rotated-elsewhere-1" not in f["meta"]["error"] and SIM_KEY not in f["meta"]["error"]
 
@@ -334,7 +341,7 @@ def test_a_start_that_timed_out_but_happened_is_still_tracked_and_stopped_when_i
     sim.add_fault("delay", count=2, method="PUT", delay_s=0.6)
     with pytest.raises(VastError) as err:
         control.power_on("api")
-    assert err.value.kind == UNAVAILABLE
+    assert err.value.kind == ErrorKind.UNAVAILABLE
     assert [r["event"] for r in control.audit(10)] == [ev.POWER_ON_FAILED, ev.POWER_ON_REQUESTED]
     assert control.status(observe=False)["power_on_pending"] is False
     deadline = time.monotonic() + 5
@@ -360,7 +367,7 @@ def test_a_start_that_timed_out_but_happened_is_still_tracked_and_stopped_when_i
 class _MaintenancePage(BaseHTTPRequestHandler):
     """A proxy in front of vast.ai that answers everything with 200 and an HTML page."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         body = b"<html><body><h1>We'll be back soon</h1>Scheduled maintenance.</body></html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -402,7 +409,9 @@ def test_the_real_watchdog_survives_a_revoked_key_and_stops_the_idle_instance_on
     requests.post(sim_url + "/_sim/revoke_key", json={"new_key": "rotated-elsewhere-2"}, timeout=5)
 
     def failures():
-        return [a for a in requests.get(base + "/audit?limit=200", headers=AUTH_HEADER, timeout=10).json() if a["event"] == "power_off_failed"]
+        return [
+            a for a in requests.get(base + "/audit?limit=200", headers=AUTH_HEADER, timeout=10).json() if a["event"] == "power_off_failed"
+        ]
 
     _wait_until(failures, timeout=20)  # the idle deadline (3 s) passes: the stop is refused
     assert {f["meta"]["kind"] for f in failures()} == {"auth"}
@@ -416,8 +425,13 @@ def test_the_real_watchdog_survives_a_revoked_key_and_stops_the_idle_instance_on
     requests.post(sim_url + "/_sim/revoke_key", json={"new_key": SIM_KEY}, timeout=5)
     _wait_until(lambda: stop_calls([c for c in _sim_state(sim_url)["calls"] if c["status"] == 200]), timeout=30)
     audit = _wait_until(
-        lambda: [a for a in requests.get(base + "/audit?limit=200", headers=AUTH_HEADER, timeout=10).json()
-                 if a["event"] == "auto_shutdown_complete"], timeout=10)
+        lambda: [
+            a
+            for a in requests.get(base + "/audit?limit=200", headers=AUTH_HEADER, timeout=10).json()
+            if a["event"] == "auto_shutdown_complete"
+        ],
+        timeout=10,
+    )
     assert len(audit) == 1 and audit[0]["meta"]["session_runtime_minutes"] > 0
     assert watchdog.poll() is None  # never went down
     assert "Traceback" not in processes.output(watchdog)

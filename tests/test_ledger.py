@@ -43,19 +43,17 @@ def test_audit_is_append_only(tmp_path):
     with ledger.write() as tx:
         tx.audit(utcnow(), 1, "power_on_requested", "cli", {"x": 1})
     for sql in ("UPDATE audit SET actor = 'x'", "DELETE FROM audit"):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            with ledger.write() as tx:
-                tx.db.execute(sql)
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"), ledger.write() as tx:
+            tx.db.execute(sql)
     with ledger.read() as db:
         assert db["audit"].count == 1
 
 
 def test_a_failed_transaction_leaves_nothing(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
-    with pytest.raises(RuntimeError):
-        with ledger.write() as tx:
-            tx.audit(utcnow(), 1, "power_off_requested", "cli")
-            raise RuntimeError("crash in the middle of a stop")
+    with pytest.raises(RuntimeError), ledger.write() as tx:
+        tx.audit(utcnow(), 1, "power_off_requested", "cli")
+        raise RuntimeError("crash in the middle of a stop")
     with ledger.read() as db:
         assert db["audit"].count == 0
 
@@ -65,9 +63,8 @@ def test_one_open_session_per_instance_is_enforced_by_the_schema(tmp_path):
     clock = FakeClock()
     with ledger.write() as tx:
         tx.start_session(1, clock(), "RTX 3090", 0.4, 0.02, "cli")
-    with pytest.raises(sqlite3.IntegrityError):
-        with ledger.write() as tx:
-            tx.start_session(1, clock(), "RTX 3090", 0.4, 0.02, "cli")
+    with pytest.raises(sqlite3.IntegrityError), ledger.write() as tx:
+        tx.start_session(1, clock(), "RTX 3090", 0.4, 0.02, "cli")
     with ledger.write() as tx:  # another instance is fine
         tx.start_session(2, clock(), "RTX 4090", 0.7, 0.02, "cli")
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
-from conftest import INSTANCE_ID, events, make_control, make_settings
-from vastops import events as ev
+from helpers import INSTANCE_ID, events, make_control, make_settings
 from vastops.clock import parse_isoz
-from vastops.power import Control, HealthTimeout, NotConfigured
-from vastops.vast import AUTH, VastError
+from vastops.config import NotConfigured
+from vastops.power import HealthTimeout
+from vastops.vast import VastError
+from vastops.vocabulary import ErrorKind
+from vastops.vocabulary import Event as ev
 
 
 def sessions(control):
@@ -47,8 +49,16 @@ def test_status_reports_the_spec_fields_and_the_countdown(control, clock):
     clock.advance(minutes=10)
     status = control.status()
     assert set(status) >= {
-        "instance_id", "status", "gpu_name", "dph_total", "endpoint_base_url", "last_activity",
-        "auto_shutdown_in_minutes", "total_runtime_hours", "total_cost_usd", "message",
+        "instance_id",
+        "status",
+        "gpu_name",
+        "dph_total",
+        "endpoint_base_url",
+        "last_activity",
+        "auto_shutdown_in_minutes",
+        "total_runtime_hours",
+        "total_cost_usd",
+        "message",
     }
     assert status["status"] == "running"
     assert status["gpu_name"] == "RTX 3090"
@@ -120,11 +130,11 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
 
 
 def test_the_idle_rule_counts_from_the_latest_of_start_activity_and_settling_and_never_while_starting():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from vastops.deadline import idle_deadline
 
-    t0 = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
     at = lambda minutes: t0 + timedelta(minutes=minutes)  # noqa: E731
     assert idle_deadline(None, at(5), 30) is None  # nothing runs
     assert idle_deadline(at(0), None, 30) == at(30)
@@ -256,7 +266,7 @@ def test_wrong_key_fails_clearly_and_leaves_no_pending_start(tmp_path, sim, cloc
     control = make_control(make_settings(tmp_path, sim.url, vast_api_key="wrong-key"), clock)
     with pytest.raises(VastError) as err:
         control.power_on("cli")
-    assert err.value.kind == AUTH
+    assert err.value.kind == ErrorKind.AUTH
     assert "wrong-key" not in str(err.value)
     assert [e for e, _ in events(control)] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_FAILED]
     assert control.status(observe=False)["power_on_pending"] is False

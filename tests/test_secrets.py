@@ -24,7 +24,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
-from conftest import INSTANCE_ID, VASTOPS, Processes, clean_process_env, free_port
+from helpers import INSTANCE_ID, VASTOPS, Processes, clean_process_env, free_port
 
 VAST_KEY = "vastKEY-canary-7f3a9"
 CONTROL_KEY = "ctlKEY-canary-51bd"
@@ -70,8 +70,22 @@ def scenario(tmp_path_factory):
 def run_scenario(tmp_path, processes):
     sim_port, port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
-    processes.start("sim", "--port", str(sim_port), "--api-key", VAST_KEY, "--schedule-s", "0.3", "--load-s", "0.3",
-                    "--health-delay-s", "0.3", "--stop-s", "0.2", ready_url=sim_url + "/_sim/state")
+    processes.start(
+        "sim",
+        "--port",
+        str(sim_port),
+        "--api-key",
+        VAST_KEY,
+        "--schedule-s",
+        "0.3",
+        "--load-s",
+        "0.3",
+        "--health-delay-s",
+        "0.3",
+        "--stop-s",
+        "0.2",
+        ready_url=sim_url + "/_sim/state",
+    )
     config = {
         "VAST_API_URL": sim_url, "VAST_API_KEY": VAST_KEY, "VAST_INSTANCE_ID": str(INSTANCE_ID), "CONTROL_API_KEY": CONTROL_KEY,
         "VASTOPS_DB": str(tmp_path / "ledger.db"), "VAST_STATE_PATH": str(tmp_path / "vast_state.json"),
@@ -80,8 +94,9 @@ def run_scenario(tmp_path, processes):
     }  # fmt: skip
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in config.items()))  # every process reads it from its cwd
     env = clean_process_env()
-    watchdog = processes.start("watchdog", "--port", str(port), "--log-level", "debug", "--access-log", env=env,
-                               ready_url=f"http://127.0.0.1:{port}/healthz")
+    watchdog = processes.start(
+        "watchdog", "--port", str(port), "--log-level", "debug", "--access-log", env=env, ready_url=f"http://127.0.0.1:{port}/healthz"
+    )
     base = f"http://127.0.0.1:{port}"
     auth = {"X-API-Key": CONTROL_KEY}
 
@@ -92,8 +107,10 @@ def run_scenario(tmp_path, processes):
 
     def clis(*argvs):
         """Run `vastops` commands at once; return their exit codes."""
-        procs = [subprocess.Popen([VASTOPS, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for args in argvs]
+        procs = [
+            subprocess.Popen([VASTOPS, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for args in argvs
+        ]
         codes = []
         for args, proc in zip(argvs, procs):
             out, err = proc.communicate(timeout=120)
@@ -114,7 +131,15 @@ def run_scenario(tmp_path, processes):
     assert clis(["status"], ["status", "--json"]) == [0, 0]
     for _ in range(3):
         assert http("POST", "/infra/vast/activity", headers=auth).status_code == 200
-    for path in ("/infra/vast/status", "/infra/vast/costs", "/infra/vast/audit?limit=1000", "/healthz", "/metrics", "/openapi.json", "/docs"):
+    for path in (
+        "/infra/vast/status",
+        "/infra/vast/costs",
+        "/infra/vast/audit?limit=1000",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    ):
         assert http("GET", path, headers=auth).status_code == 200
     last_status_look = time.monotonic()
     # refusals
@@ -132,7 +157,10 @@ def run_scenario(tmp_path, processes):
     # and the rest of the story
     assert http("POST", "/infra/vast/power/off", headers=auth, json={}).status_code == 200
     assert http("POST", "/infra/vast/power/on", headers=auth, json={"wait_for_health": False}).status_code == 200
-    assert clis(["off"], ["costs", "--csv", "sessions.csv"], ["costs", "--csv", "-"], ["audit"], ["audit", "--json", "--limit", "1000"]) == [0] * 5
+    assert (
+        clis(["off"], ["costs", "--csv", "sessions.csv"], ["costs", "--csv", "-"], ["audit"], ["audit", "--json", "--limit", "1000"])
+        == [0] * 5
+    )
     audit = http("GET", "/infra/vast/audit?limit=1000", headers=auth).json()
     assert {"power_on_complete", "power_off_failed", "power_off_complete"} <= {a["event"] for a in audit}
     assert any("VAST_API_KEY" in a["meta"].get("error", "") for a in audit)  # the failure was recorded, with advice

@@ -1,4 +1,5 @@
 """The vast.ai simulator, exercised over real HTTP with a fake clock (no sleeps)."""
+
 from __future__ import annotations
 
 import json
@@ -85,19 +86,24 @@ def charges(api, sim, t0, t1):
 
 # --- state machine ----------------------------------------------------------------------
 
+
 def test_full_power_cycle_with_ports_and_health(sim, api, clock):
     inst = show(api, sim)
-    assert (inst["actual_status"], inst["intended_status"], inst["cur_state"],
-            inst["next_state"], inst["ports"], inst["status_msg"]) == \
-        ("exited", "stopped", "stopped", "stopped", {}, "")
+    assert (inst["actual_status"], inst["intended_status"], inst["cur_state"], inst["next_state"], inst["ports"], inst["status_msg"]) == (
+        "exited",
+        "stopped",
+        "stopped",
+        "stopped",
+        {},
+        "",
+    )
     assert inst["public_ipaddr"] == "127.0.0.1 "  # vast's trailing space, on purpose
     assert inst["dph_total"] == pytest.approx(0.40 + 150 * 0.10 / 720)
     assert health(sim).status_code == 503
 
     assert put(api, sim, {"state": "running"}).json() == {"success": True}
     inst = show(api, sim)  # the console's "scheduling": asked to run, container still exited
-    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == \
-        ("running", "running", "exited")
+    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == ("running", "running", "exited")
     assert inst["ports"] == {}
 
     clock.advance(2.0)
@@ -124,8 +130,7 @@ def test_full_power_cycle_with_ports_and_health(sim, api, clock):
 
     assert put(api, sim, {"state": "stopped"}).json() == {"success": True}
     inst = show(api, sim)  # stop in progress: container still up
-    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == \
-        ("stopped", "stopped", "running")
+    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == ("stopped", "stopped", "running")
 
     clock.advance(1.0)
     inst = show(api, sim)
@@ -167,12 +172,13 @@ def test_stall_scheduling_until_the_gpu_frees_up(make_sim, api, clock):
 
 # --- billing -------------------------------------------------------------------------------
 
+
 def test_billing_compute_only_while_running_storage_always(sim, api, clock):
     put(api, sim, {"state": "running"})
-    clock.advance(5.0)          # scheduling + loading are not billed
-    clock.advance(1800.0)       # 30 min running
+    clock.advance(5.0)  # scheduling + loading are not billed
+    clock.advance(1800.0)  # 30 min running
     put(api, sim, {"state": "stopped"})
-    clock.advance(3600.0)       # stopping (1 s) and stopped: storage only
+    clock.advance(3600.0)  # stopping (1 s) and stopped: storage only
     row = sim.state()["instances"][0]
     assert row["compute_seconds"] == pytest.approx(1800.0)
     assert row["compute_cost"] == pytest.approx(0.20)
@@ -209,16 +215,22 @@ def test_charges_match_state_and_clip_to_range(sim, api, clock):
     assert half["end"] == T0 + 1805.0
 
 
-@pytest.mark.parametrize("params", [
-    {}, {"select_filters": "not json"}, {"select_filters": json.dumps({"day": {"gte": 1}})},
-    {"select_filters": json.dumps({"day": {"gte": 10, "lte": 1}})},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"select_filters": "not json"},
+        {"select_filters": json.dumps({"day": {"gte": 1}})},
+        {"select_filters": json.dumps({"day": {"gte": 10, "lte": 1}})},
+    ],
+)
 def test_charges_without_a_valid_range_is_400(sim, api, params):
     r = api.get(f"{sim.url}/api/v0/charges/", params=params)
     assert r.status_code == 400 and r.json()["error"] == "invalid_args"
 
 
 # --- API shapes and errors ----------------------------------------------------------------
+
 
 def test_unknown_id_is_null_on_show_and_404_on_put(sim, api):
     assert show(api, sim, iid=999) is None
@@ -255,8 +267,7 @@ def test_v1_list_pages_and_limits(make_sim, api):
 def test_v0_list_is_gone_and_unknown_paths_404(sim, api):
     r = api.get(f"{sim.url}/api/v0/instances/", params={"owner": "me"})
     assert r.status_code == 410
-    assert r.json() == {"success": False, "error": "deprecated_endpoint",
-                        "msg": "use /api/v1/instances/"}
+    assert r.json() == {"success": False, "error": "deprecated_endpoint", "msg": "use /api/v1/instances/"}
     r = api.delete(f"{sim.url}/api/v0/instances/{IID}/")
     assert (r.status_code, r.json()["error"]) == (404, "not_found")
 
@@ -269,8 +280,7 @@ def test_auth_errors_are_classified_by_body(sim):
     bad = {"Authorization": "Bearer wrong"}
     r = requests.get(url, headers=bad)
     assert (r.status_code, r.json()["error"], r.json()["msg"]) == (401, "auth_error", "Invalid user key")
-    r = requests.get(f"{sim.url}/api/v0/charges/", headers=bad,
-                     params={"select_filters": json.dumps({"day": {"gte": 0, "lte": 1}})})
+    r = requests.get(f"{sim.url}/api/v0/charges/", headers=bad, params={"select_filters": json.dumps({"day": {"gte": 0, "lte": 1}})})
     assert (r.status_code, r.json()["error"]) == (404, "auth_error")
 
 
@@ -286,6 +296,7 @@ def test_revoked_key_and_legacy_query_key(sim, api):
 
 
 # --- rate limits and faults ---------------------------------------------------------------
+
 
 def test_rate_limit_burst_then_429_then_refill(make_sim, api, clock):
     sim = make_sim(rate_limit_scale=1.0)
@@ -352,15 +363,22 @@ def test_fault_drop_closes_without_answer_and_delay_waits(sim, api):
 
 # --- control, log, serving -----------------------------------------------------------------
 
+
 def test_call_log_records_each_call(sim, api, clock):
     clock.advance(7.0)
     put(api, sim, {"state": "running"})
     show(api, sim)
     requests.get(f"{sim.url}/api/v0/instances/{IID}/")
     calls = sim.state()["calls"]
-    assert calls[0] == {"ts": T0 + 7.0, "method": "PUT", "path": f"/api/v0/instances/{IID}/",
-                        "status": 200, "body": {"state": "running"}, "fault": None,
-                        "auth": "header"}
+    assert calls[0] == {
+        "ts": T0 + 7.0,
+        "method": "PUT",
+        "path": f"/api/v0/instances/{IID}/",
+        "status": 200,
+        "body": {"state": "running"},
+        "fault": None,
+        "auth": "header",
+    }
     assert calls[1]["path"] == f"/api/v0/instances/{IID}/?owner=me"
     assert calls[2]["status"] == 403 and calls[2]["auth"] is None
 
@@ -397,8 +415,7 @@ def test_sim_control_endpoints_over_http(sim, api, clock):
 
 def test_keep_alive_two_requests_on_one_socket(sim):
     host, port = sim.url.removeprefix("http://").split(":")
-    req = (f"GET /api/v0/instances/{IID}/ HTTP/1.1\r\nHost: x\r\n"
-           f"Authorization: Bearer {KEY}\r\n\r\n").encode()
+    req = (f"GET /api/v0/instances/{IID}/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n").encode()
     with socket.create_connection((host, int(port)), timeout=2) as s:
         f = s.makefile("rb")
         for _ in range(2):
@@ -414,9 +431,25 @@ def test_keep_alive_two_requests_on_one_socket(sim):
 
 def test_cli_module_prints_env_and_exits_cleanly_on_sigterm():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vastops.sim", "--port", "0", "--api-key", "cli-key",
-         "--instance-id", "7", "--instance-id", "8", "--rate-limit-scale", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "vastops.sim",
+            "--port",
+            "0",
+            "--api-key",
+            "cli-key",
+            "--instance-id",
+            "7",
+            "--instance-id",
+            "8",
+            "--rate-limit-scale",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         env = {}
         for line in proc.stdout:
@@ -426,8 +459,7 @@ def test_cli_module_prints_env_and_exits_cleanly_on_sigterm():
             if "VAST_INSTANCE_ID" in env:
                 break
         assert env["VAST_API_KEY"] == "cli-key" and env["VAST_INSTANCE_ID"] == "7"
-        r = requests.get(f"{env['VAST_API_URL']}/api/v1/instances/",
-                         headers={"Authorization": "Bearer cli-key"}, timeout=2)
+        r = requests.get(f"{env['VAST_API_URL']}/api/v1/instances/", headers={"Authorization": "Bearer cli-key"}, timeout=2)
         assert [i["id"] for i in r.json()["instances"]] == [7, 8]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0

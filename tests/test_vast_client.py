@@ -1,6 +1,7 @@
 """The vast.ai client against `responses`: every error shape, retries, and no key in any URL."""
 
 import json
+from datetime import UTC
 
 import pytest
 import requests
@@ -8,7 +9,8 @@ import responses
 from responses import matchers
 from responses.registries import OrderedRegistry
 
-from vastops.vast import AUTH, NOT_FOUND, RATE_LIMITED, UNAVAILABLE, API, VastClient, VastError, map_status, parse_instance
+from vastops.vast import VastClient, VastError, map_status, parse_instance
+from vastops.vocabulary import ErrorKind
 
 BASE = "https://console.vast.ai"
 KEY = "vk-SECRET-0123456789"
@@ -73,7 +75,7 @@ def test_null_instances_is_not_found(client):
     responses.get(SHOW, json={"instances": None})
     with pytest.raises(VastError) as err:
         client.show_instance(12345)
-    assert err.value.kind == NOT_FOUND
+    assert err.value.kind == ErrorKind.NOT_FOUND
     assert "VAST_INSTANCE_ID" in str(err.value)
 
 
@@ -82,7 +84,7 @@ def test_put_no_such_instance_is_not_found(client):
     responses.put(PUT, status=404, json={"success": False, "error": "no_such_instance", "msg": "Instance 12345 not found."})
     with pytest.raises(VastError) as err:
         client.stop(12345)
-    assert err.value.kind == NOT_FOUND
+    assert err.value.kind == ErrorKind.NOT_FOUND
     assert len(responses.calls) == 1  # a 404 is not retried
 
 
@@ -92,7 +94,7 @@ def test_auth_error_is_classified_by_body_whatever_the_status(client, status):
     responses.get(SHOW, status=status, json={"success": False, "error": "auth_error", "msg": "Invalid user key"})
     with pytest.raises(VastError) as err:
         client.show_instance(12345)
-    assert err.value.kind == AUTH
+    assert err.value.kind == ErrorKind.AUTH
     assert "VAST_API_KEY" in str(err.value)
     assert KEY not in str(err.value)
     assert len(responses.calls) == 1
@@ -103,7 +105,7 @@ def test_success_false_on_200_is_an_error(client):
     responses.put(PUT, json={"success": False, "error": "missing_billing", "msg": "add a card"})
     with pytest.raises(VastError) as err:
         client.start(12345)
-    assert err.value.kind == API
+    assert err.value.kind == ErrorKind.API
     assert "missing_billing" in str(err.value)
 
 
@@ -132,9 +134,9 @@ def test_persistent_429_gives_up_with_rate_limited(client, sleeps):
     responses.get(SHOW, status=429, body="API requests too frequent")
     with pytest.raises(VastError) as err:
         client.show_instance(12345)
-    assert err.value.kind == RATE_LIMITED
+    assert err.value.kind == ErrorKind.RATE_LIMITED
     assert len(responses.calls) == 4  # retries=3 -> 4 attempts
-    assert client.error_counts == {RATE_LIMITED: 1}
+    assert client.error_counts == {ErrorKind.RATE_LIMITED: 1}
 
 
 @responses.activate(registry=OrderedRegistry)
@@ -152,7 +154,7 @@ def test_unreachable_gives_unavailable_with_the_url_not_the_key(client):
     responses.get(SHOW, body=requests.ConnectionError("Connection refused"))
     with pytest.raises(VastError) as err:
         client.show_instance(12345)
-    assert err.value.kind == UNAVAILABLE
+    assert err.value.kind == ErrorKind.UNAVAILABLE
     assert "console.vast.ai" in str(err.value)
     assert KEY not in str(err.value)
 
@@ -160,7 +162,11 @@ def test_unreachable_gives_unavailable_with_the_url_not_the_key(client):
 @responses.activate
 def test_timeout_is_passed_on_every_call(client):
     seen = []
-    responses.add_callback(responses.GET, SHOW, callback=lambda req: (seen.append(req.req_kwargs["timeout"]), (200, {}, json.dumps({"instances": running_instance()})))[1])
+    responses.add_callback(
+        responses.GET,
+        SHOW,
+        callback=lambda req: (seen.append(req.req_kwargs["timeout"]), (200, {}, json.dumps({"instances": running_instance()})))[1],
+    )
     client.show_instance(12345)
     assert seen and seen[0] is not None
 
@@ -176,20 +182,33 @@ def test_error_text_echoing_the_key_is_scrubbed(client):
 
 @responses.activate
 def test_list_pages_until_next_token_is_null(client):
-    responses.get(f"{BASE}/api/v1/instances/", match=[matchers.query_param_matcher({"limit": "25"})], json={"success": True, "instances": [running_instance(id=1)], "next_token": "t2"})
-    responses.get(f"{BASE}/api/v1/instances/", match=[matchers.query_param_matcher({"limit": "25", "after_token": "t2"})], json={"success": True, "instances": [running_instance(id=2)], "next_token": None})
+    responses.get(
+        f"{BASE}/api/v1/instances/",
+        match=[matchers.query_param_matcher({"limit": "25"})],
+        json={"success": True, "instances": [running_instance(id=1)], "next_token": "t2"},
+    )
+    responses.get(
+        f"{BASE}/api/v1/instances/",
+        match=[matchers.query_param_matcher({"limit": "25", "after_token": "t2"})],
+        json={"success": True, "instances": [running_instance(id=2)], "next_token": None},
+    )
     assert [i.id for i in client.list_instances()] == [1, 2]
 
 
 @responses.activate
 def test_charges_parse_items(client):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     responses.get(
         f"{BASE}/api/v0/charges/",
-        json={"success": True, "results": [{"source": "instance-12345", "amount": 0.5, "items": [{"type": "gpu", "amount": 0.4}, {"type": "disk", "amount": 0.1}]}]},
+        json={
+            "success": True,
+            "results": [
+                {"source": "instance-12345", "amount": 0.5, "items": [{"type": "gpu", "amount": 0.4}, {"type": "disk", "amount": 0.1}]}
+            ],
+        },
     )
-    rows = client.charges(datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc))
+    rows = client.charges(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
     assert rows[0]["instance_id"] == 12345
     assert [i["type"] for i in rows[0]["items"]] == ["gpu", "disk"]
     from urllib.parse import parse_qs, urlsplit
@@ -222,7 +241,9 @@ def test_status_mapping_table(intended, actual, msg, want):
 
 
 def test_parse_instance_tolerates_missing_ports_and_storage():
-    inst = parse_instance({"id": 7, "dph_base": 1.0, "dph_total": 1.002074, "actual_status": "exited", "intended_status": "stopped", "ports": None})
+    inst = parse_instance(
+        {"id": 7, "dph_base": 1.0, "dph_total": 1.002074, "actual_status": "exited", "intended_status": "stopped", "ports": None}
+    )
     assert inst.status == "stopped"
     assert inst.storage_dph == pytest.approx(0.002074)
     assert inst.endpoint_base_url(8001) is None

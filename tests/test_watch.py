@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import INSTANCE_ID, make_control, make_settings
-from vastops import events as ev
+from helpers import make_control, make_settings
 from vastops.clock import isoz, parse_isoz
+from vastops.vocabulary import Event as ev
 from vastops.watch import Watch
 
 

@@ -1,13 +1,13 @@
-"""The watchdog's REST API (SPEC.md) through TestClient, against the simulator over HTTP."""
+"""The watchdog's REST API (docs/contract.md) through TestClient, against the simulator over HTTP."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, make_control, make_settings
-from vastops.power import NotConfigured
-from vastops.sidecar import create_app
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, make_control, make_settings
+from vastops.api import create_app
+from vastops.config import NotConfigured
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 
@@ -25,8 +25,14 @@ def api_for(settings, clock):
 
 @pytest.mark.parametrize(
     "method, path",
-    [("get", "/infra/vast/status"), ("post", "/infra/vast/power/on"), ("post", "/infra/vast/power/off"),
-     ("post", "/infra/vast/activity"), ("get", "/infra/vast/costs"), ("get", "/infra/vast/audit")],
+    [
+        ("get", "/infra/vast/status"),
+        ("post", "/infra/vast/power/on"),
+        ("post", "/infra/vast/power/off"),
+        ("post", "/infra/vast/activity"),
+        ("get", "/infra/vast/costs"),
+        ("get", "/infra/vast/audit"),
+    ],
 )
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": CONTROL_KEY + "x"}])
 def test_every_route_needs_the_key(api, method, path, headers):
@@ -42,8 +48,18 @@ def test_refuses_to_start_without_a_control_key(tmp_path, sim, clock):
 
 def test_status_has_exactly_the_spec_fields_and_types(api):
     body = api.get("/infra/vast/status", headers=AUTH).json()
-    assert list(body) == ["instance_id", "status", "gpu_name", "dph_total", "endpoint_base_url", "last_activity",
-                          "auto_shutdown_in_minutes", "total_runtime_hours", "total_cost_usd", "message"]
+    assert list(body) == [
+        "instance_id",
+        "status",
+        "gpu_name",
+        "dph_total",
+        "endpoint_base_url",
+        "last_activity",
+        "auto_shutdown_in_minutes",
+        "total_runtime_hours",
+        "total_cost_usd",
+        "message",
+    ]
     assert body["instance_id"] == INSTANCE_ID and body["status"] == "stopped"
     assert isinstance(body["total_cost_usd"], float)
 

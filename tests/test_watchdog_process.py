@@ -9,8 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import wait_until
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, wait_until
 from vastops.clock import parse_isoz
 
 AUTH = {"X-API-Key": CONTROL_KEY}
@@ -18,8 +17,12 @@ AUTH = {"X-API-Key": CONTROL_KEY}
 
 def watchdog_env(tmp_path, sim_url, **extra):
     values = dict(
-        VAST_API_URL=sim_url, VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID, CONTROL_API_KEY=CONTROL_KEY,
-        VASTOPS_DB=tmp_path / "ledger.db", VAST_AUTO_SHUTDOWN_MINUTES="0.1",
+        VAST_API_URL=sim_url,
+        VAST_API_KEY=SIM_KEY,
+        VAST_INSTANCE_ID=INSTANCE_ID,
+        CONTROL_API_KEY=CONTROL_KEY,
+        VASTOPS_DB=tmp_path / "ledger.db",
+        VAST_AUTO_SHUTDOWN_MINUTES="0.1",
     )
     return clean_process_env(**{**values, **extra})
 
@@ -46,8 +49,9 @@ def test_streamlits_watchdog_dependency_stays_importable(tmp_path):
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", "import watchdog.observers, watchdog; print(watchdog.__file__)"],
-                         cwd=repo, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import watchdog.observers, watchdog; print(watchdog.__file__)"], cwd=repo, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "site-packages" in out.stdout
 
@@ -63,7 +67,7 @@ def test_auto_shutdown_lands_between_6_and_7_seconds_after_the_last_activity(tmp
         for _ in range(3):  # the gateway reports a few requests; the last one counts
             last = requests.post(base + "/activity", headers=AUTH, timeout=5).json()["last_activity"]
             time.sleep(0.2)
-        stop = wait_until(lambda: stop_requests(sim_proc)[before:], timeout=15)[0]
+        stop = wait_until(lambda before=before: stop_requests(sim_proc)[before:], timeout=15)[0]
         delay = stop["ts"] - parse_isoz(last).timestamp()
         assert 6.0 <= delay <= 7.0, f"trial {trial}: stop {delay:.3f} s after the last activity"
     audit = requests.get(base + "/audit?limit=100", headers=AUTH).json()
@@ -130,13 +134,14 @@ def test_sigterm_flushes_activity(tmp_path, processes, sim_proc):
 def test_a_start_from_elsewhere_is_completed_by_the_watchdog(tmp_path, processes, sim_proc):
     """The dashboard only records the start; the watchdog waits for /health and completes it."""
     from vastops.config import load_settings
-    from vastops.power import Control
+    from vastops.control import Control
 
     env = watchdog_env(tmp_path, sim_proc, VAST_AUTO_SHUTDOWN_MINUTES="30")
     port = free_port()
     start_watchdog(processes, env, port)
-    settings = load_settings(None, vast_api_url=sim_proc, vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID,
-                             vastops_db=tmp_path / "ledger.db")
+    settings = load_settings(
+        None, vast_api_url=sim_proc, vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID, vastops_db=tmp_path / "ledger.db"
+    )
     Control(settings).power_on("dashboard", wait_for_health=False)
     base = f"http://127.0.0.1:{port}/infra/vast"
     audit = wait_until(

@@ -15,9 +15,11 @@ import sys
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, load_settings
-from .power import STATUS_WORDS, Control, HealthTimeout, NotConfigured, StartCancelled
+from .config import ConfigError, NotConfigured, load_settings
+from .control import Control
+from .power import HealthTimeout, StartCancelled
 from .vast import VastError
+from .vocabulary import Actor, Status, status_words
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
 
@@ -47,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim.add_arguments(sub.add_parser("sim", help="run a local vast.ai simulator (for the demo and tests)"))
     # The long-running processes; each module owns its options.
-    from . import launch, sidecar
+    from . import launch
 
-    sidecar.add_arguments(sub.add_parser("watchdog", parents=[common], help="run the watchdog: REST API and auto-shutdown"))
+    launch.add_watchdog_arguments(sub.add_parser("watchdog", parents=[common], help="run the watchdog: REST API and auto-shutdown"))
     launch.add_dashboard_arguments(sub.add_parser("dashboard", parents=[common], help="run the operators' dashboard (Streamlit)"))
     launch.add_demo_arguments(sub.add_parser("demo", help="run simulator, watchdog and dashboard together on a fresh demo ledger"))
     return parser
@@ -72,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim.run(args)
     if args.command in ("watchdog", "dashboard", "demo"):
-        from . import launch, sidecar
+        from . import launch
 
-        runner = {"watchdog": sidecar.run, "dashboard": launch.run_dashboard, "demo": launch.run_demo}[args.command]
+        runner = {"watchdog": launch.run_watchdog, "dashboard": launch.run_dashboard, "demo": launch.run_demo}[args.command]
         try:
             return runner(args)
         except ConfigError as exc:
@@ -109,7 +111,7 @@ def _emit(args, data: Any, text: str) -> int:
 
 def cmd_status(control: Control, args) -> int:
     s = control.status()
-    lines = [f"instance {s['instance_id']}  {STATUS_WORDS.get(s['status'], s['status'])}"]
+    lines = [f"instance {s['instance_id']}  {status_words(s['status'])}"]
     if s.get("gpu_name"):
         lines.append(f"  gpu        {s['gpu_name']}  ${s['dph_total']:.4f}/h")
     if s.get("endpoint_base_url"):
@@ -127,7 +129,7 @@ def cmd_status(control: Control, args) -> int:
         lines.append(f"  note       {s['message']}")
     _emit(args, s, "\n".join(lines))
     # A script asking "is it there?" gets a non-zero answer when it is not.
-    return {"not_found": EXIT_VAST, "unconfigured": EXIT_UNCONFIGURED}.get(s["status"], 0)
+    return {Status.NOT_FOUND: EXIT_VAST, Status.UNCONFIGURED: EXIT_UNCONFIGURED}.get(s["status"], 0)
 
 
 def cmd_on(control: Control, args) -> int:
@@ -137,12 +139,14 @@ def cmd_on(control: Control, args) -> int:
 
     if not args.json:
         print(f"starting instance {control.instance_id} ...", flush=True)
-    result = control.power_on("cli", wait_for_health=not args.no_wait, progress=progress)
-    return _emit(args, result, result["message"] + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else ""))
+    result = control.power_on(Actor.CLI, wait_for_health=not args.no_wait, progress=progress)
+    return _emit(
+        args, result, result["message"] + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else "")
+    )
 
 
 def cmd_off(control: Control, args) -> int:
-    result = control.power_off("cli")
+    result = control.power_off(Actor.CLI)
     return _emit(args, result, result["message"])
 
 

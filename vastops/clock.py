@@ -6,14 +6,14 @@ returns an aware UTC datetime), so tests move time instead of sleeping.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def isoz(dt: datetime | None) -> str | None:
@@ -23,8 +23,15 @@ def isoz(dt: datetime | None) -> str | None:
     """
     if dt is None:
         return None
-    dt = dt.astimezone(timezone.utc)
+    dt = dt.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def stamp(dt: datetime) -> str:
+    """``isoz`` of a time that is always there: the ledger's text for it."""
+    text = isoz(dt)
+    assert text is not None
+    return text
 
 
 def parse_isoz(text: str | None) -> datetime | None:
@@ -32,15 +39,15 @@ def parse_isoz(text: str | None) -> datetime | None:
         return None
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 class FakeClock:
     """A clock for tests and benchmarks: starts at a fixed instant, moves on demand."""
 
     def __init__(self, start: datetime | None = None):
-        self.now = start or datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now

@@ -1,4 +1,4 @@
-"""Configuration: every variable of SPEC.md, from the environment or ``.env``.
+"""Configuration: every variable of docs/contract.md, from the environment or ``.env``.
 
 The real environment wins over ``.env``. A bad value raises ``ConfigError`` whose
 message names the variable and what it expected; the shells print it and exit,
@@ -7,12 +7,13 @@ never a traceback. Secrets are ``SecretStr`` so they never show up in a repr or 
 ``VAST_STATE_PATH`` and ``VAST_AUDIT_PATH`` (the seed's JSON state file and audit
 log) are honoured as *mirrors* of the ledger: the ledger stays the one source of
 truth, and vastops keeps those files up to date for tools that read them
-(see ``vastops.mirror``).
+(see ``Ledger._mirror`` in vastops/ledger.py).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -25,6 +26,22 @@ MAX_IDLE_MINUTES = 7 * 24 * 60.0  # a week
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed; the message says which and why."""
+
+
+class NotConfigured(Exception):
+    """VAST_API_KEY or VAST_INSTANCE_ID is missing (the API's 500)."""
+
+
+@dataclass(frozen=True)
+class VastTarget:
+    """What vastops needs to act on vast.ai at all: a key and the instance it controls.
+
+    A type of its own, so code that calls vast.ai gets an ``int`` instance id and a
+    key, never an ``Optional`` that it must check again.
+    """
+
+    api_key: SecretStr
+    instance_id: int
 
 
 class Settings(BaseSettings):
@@ -105,6 +122,21 @@ class Settings(BaseSettings):
     def vast_configured(self) -> bool:
         return self.vast_api_key is not None and bool(self.vast_api_key.get_secret_value())
 
+    def unconfigured_reason(self) -> str | None:
+        """Why vastops cannot act on vast.ai, or None when it can."""
+        if not self.vast_configured:
+            return "VAST_API_KEY is not configured: set it in .env or the environment."
+        if self.vast_instance_id is None:
+            return "VAST_INSTANCE_ID is not configured: set it in .env or the environment."
+        return None
+
+    def target(self) -> VastTarget:
+        """The key and instance, or ``NotConfigured`` saying which is missing."""
+        reason = self.unconfigured_reason()
+        if reason or self.vast_api_key is None or self.vast_instance_id is None:
+            raise NotConfigured(reason)
+        return VastTarget(self.vast_api_key, self.vast_instance_id)
+
 
 # What a human should be told for each kind of pydantic error.
 _EXPECTED = {
@@ -124,7 +156,7 @@ def load_settings(env_file: str | os.PathLike | None = ".env", **overrides) -> S
     ``overrides`` are field values that beat the environment (used by tests).
     """
     try:
-        return Settings(_env_file=env_file, **overrides)
+        return Settings(_env_file=None if env_file is None else os.fspath(env_file), **overrides)
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{env_file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): save it as UTF-8"

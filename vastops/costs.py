@@ -1,16 +1,20 @@
-"""Cost maths, following vast.ai's billing (reference/vast-api.md §4).
+"""Cost maths, following vast.ai's billing (docs/vast-api.md, billing).
 
 * Compute (``dph_base``, $/h) is billed per second while the instance runs.
 * Storage (``storage_total_cost``, $/h) is billed every second the instance
   exists, stopped included.
 
 A session is one running period. Its cost splits into
-``compute = runtime_h x dph_base`` and ``storage = runtime_h x storage_dph``, with
-the rates vast quoted when the session started; their sum is the seed's figure
-``runtime_h x dph_total``. Storage billed while the instance is stopped is not
-part of any session; it is reported apart (``storage_while_stopped_usd``) by the
-reports that cover a date range.
+``compute = runtime x dph_base`` and ``storage = runtime x storage_dph``, with the
+rates vast quoted when the session started; their sum is the seed's figure
+``runtime x dph_total``. Storage billed while the instance is stopped is not part of
+any session; it is reported apart (``storage_while_stopped_usd``) by the reports
+that cover a date range.
 
+**The formula is written once, here**: ``runtime_seconds`` and ``cost_usd`` for
+Python, and ``RUNTIME_SQL`` and ``cost_sql`` for the SQL that the reports run, both
+spelled from the same constant and operation order, so a session's stored cost and
+a report's recomputed one are the same floating-point number (tests/test_costs.py).
 Aggregates run in SQL so they stay fast on a ledger of 100,000 sessions. An open
 session counts with its runtime so far.
 """
@@ -18,22 +22,54 @@ session counts with its runtime so far.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 from .clock import isoz
-from .ledger import sqlite_utils
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+SECONDS_PER_HOUR = 3600.0
+
+
+def runtime_seconds(started_at: datetime, until: datetime) -> float:
+    """How long a session ran (or has run so far): never negative."""
+    return max(0.0, (until - started_at).total_seconds())
+
+
+def cost_usd(runtime_s: float, rate_per_hour: float) -> float:
+    """What ``runtime_s`` seconds cost at ``rate_per_hour`` dollars an hour (vast bills per second)."""
+    return runtime_s * rate_per_hour / SECONDS_PER_HOUR
 
 
 def session_costs(runtime_s: float, dph_base: float, storage_dph: float) -> dict[str, float]:
-    hours = max(0.0, runtime_s) / 3600.0
-    compute = hours * dph_base
-    storage = hours * storage_dph
+    """A session's figures: runtime, compute, storage, and their sum."""
+    compute = cost_usd(runtime_s, dph_base)
+    storage = cost_usd(runtime_s, storage_dph)
     return {"runtime_s": runtime_s, "compute": compute, "storage": storage, "total": compute + storage}
 
 
-# Runtime of a session in seconds; an open one runs until :now.
-_RUNTIME_SQL = "COALESCE(runtime_s, MAX(0, (julianday(:now) - julianday(started_at)) * 86400.0))"
+# -- the same definitions in SQL (sessions' columns; :now is the ledger time of "now") --
+
+# Runtime of a session in seconds: stored when it ended, up to :now while open.
+RUNTIME_SQL = "COALESCE(runtime_s, MAX(0, (julianday(:now) - julianday(started_at)) * 86400.0))"
+
+
+def cost_sql(runtime: str, rate: str) -> str:
+    """SQL for ``cost_usd(runtime, rate)``: the same operations in the same order."""
+    return f"(({runtime}) * ({rate}) / {SECONDS_PER_HOUR!r})"
+
+
+def hours_sql(seconds: str) -> str:
+    return f"(({seconds}) / {SECONDS_PER_HOUR!r})"
+
+
+COMPUTE_SQL = cost_sql(RUNTIME_SQL, "dph_base")
+STORAGE_SQL = cost_sql(RUNTIME_SQL, "storage_dph")
+# compute + storage, as session_costs adds them (not runtime x the summed rate, which rounds differently)
+TOTAL_SQL = f"({COMPUTE_SQL} + {STORAGE_SQL})"
 
 
 def statistics(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
@@ -43,9 +79,9 @@ def statistics(db: sqlite_utils.Database, instance_id: int | None, now: datetime
         db.query(
             f"""
             SELECT COUNT(*) AS n,
-                   COALESCE(SUM({_RUNTIME_SQL}), 0) AS runtime_s,
-                   COALESCE(SUM({_RUNTIME_SQL} * dph_base / 3600.0), 0) AS compute,
-                   COALESCE(SUM({_RUNTIME_SQL} * storage_dph / 3600.0), 0) AS storage
+                   COALESCE(SUM({RUNTIME_SQL}), 0) AS runtime_s,
+                   COALESCE(SUM({COMPUTE_SQL}), 0) AS compute,
+                   COALESCE(SUM({STORAGE_SQL}), 0) AS storage
             FROM sessions {where}
             """,
             {**params, "now": isoz(now)},
@@ -53,7 +89,7 @@ def statistics(db: sqlite_utils.Database, instance_id: int | None, now: datetime
     )
     n = row["n"]
     return {
-        "total_runtime_hours": round(row["runtime_s"] / 3600.0, 4),
+        "total_runtime_hours": round(row["runtime_s"] / SECONDS_PER_HOUR, 4),
         "total_cost_usd": round(row["compute"] + row["storage"], 4),
         "sessions_count": n,
         "avg_session_minutes": round(row["runtime_s"] / 60.0 / n, 2) if n else 0.0,
@@ -62,19 +98,20 @@ def statistics(db: sqlite_utils.Database, instance_id: int | None, now: datetime
     }
 
 
+# A session row with its runtime and costs (an open one up to :now): costs.sessions and
+# reports.sessions_in_range list the same columns, which SESSION_CSV_COLUMNS names.
+SESSION_SELECT = f"""
+    SELECT id AS session_id, instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph,
+           {RUNTIME_SQL} AS runtime_s, {COMPUTE_SQL} AS compute_cost_usd, {STORAGE_SQL} AS storage_cost_usd,
+           {TOTAL_SQL} AS cost_usd, COALESCE(end_reason, 'open') AS end_reason, started_by, ended_by
+    FROM sessions
+"""
+
+
 def sessions(db: sqlite_utils.Database, instance_id: int | None, now: datetime, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Sessions newest first, each with runtime and costs (an open one up to now), streamed from the cursor."""
     where, params = _scope(instance_id)
-    sql = f"""
-        SELECT id AS session_id, instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph,
-               {_RUNTIME_SQL} AS runtime_s,
-               {_RUNTIME_SQL} * dph_base / 3600.0 AS compute_cost_usd,
-               {_RUNTIME_SQL} * storage_dph / 3600.0 AS storage_cost_usd,
-               {_RUNTIME_SQL} * (dph_base + storage_dph) / 3600.0 AS cost_usd,
-               COALESCE(end_reason, 'open') AS end_reason, started_by, ended_by
-        FROM sessions {where}
-        ORDER BY started_at DESC, id DESC
-    """
+    sql = f"{SESSION_SELECT} {where} ORDER BY started_at DESC, id DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
     return db.query(sql, {**params, "now": isoz(now)})
@@ -109,19 +146,15 @@ def session_csv_row(row: dict[str, Any]) -> dict[str, Any]:
     rec = {}
     for key, column in SESSION_CSV_COLUMNS:
         value = row.get(key)
-        if key == "runtime_s":
+        if key == "runtime_s" and value is not None:
             value = round(value / 60.0, 4)
-        elif key.endswith("cost_usd"):
+        elif key.endswith("cost_usd") and value is not None:
             value = round(value, 6)
         rec[column] = value
     return rec
 
 
-def sessions_csv_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [session_csv_row(row) for row in rows]
-
-
-def write_sessions_csv(rows: Iterable[dict[str, Any]], fh) -> int:
+def write_sessions_csv(rows: Iterable[dict[str, Any]], fh: IO[str]) -> int:
     """Write sessions as CSV, row by row (a generator in, constant memory); returns the row count."""
     writer = csv.DictWriter(fh, fieldnames=[c for _, c in SESSION_CSV_COLUMNS], lineterminator="\n")
     writer.writeheader()

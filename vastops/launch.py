@@ -1,4 +1,6 @@
-"""``vastops dashboard`` and ``vastops demo``: starting the long-running processes.
+"""``vastops watchdog``, ``vastops dashboard`` and ``vastops demo``: starting the long-running processes.
+
+``vastops watchdog`` serves the app of ``vastops.api`` with uvicorn.
 
 ``vastops dashboard`` runs ``streamlit run dashboard.py`` with the safe settings
 of ``.streamlit/config.toml`` passed as flags too (bind 127.0.0.1, headless, no
@@ -15,6 +17,8 @@ settings, so a real VAST_API_KEY is never used.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import secrets
 import signal
@@ -46,8 +50,46 @@ DEMO_INSTANCE_ID = 12345
 
 
 def dashboard_script() -> Path:
-    """dashboard.py of the (editable) installation: beside the vastops package."""
-    return Path(vastops.__file__).resolve().parent.parent / "dashboard.py"
+    """The dashboard's entry script: shipped in the wheel, or the checkout's own.
+
+    A wheel carries ``dashboard.py`` and ``pages/`` as package data in
+    ``vastops/_dashboard/`` (pyproject.toml); an editable install (``uv sync``) runs
+    the checkout's top-level files, so an edit shows without a rebuild.
+    """
+    package = Path(vastops.__file__).resolve().parent
+    shipped = package / "_dashboard" / "dashboard.py"
+    return shipped if shipped.exists() else package.parent / "dashboard.py"
+
+
+# -- vastops watchdog ------------------------------------------------------------------
+
+
+def add_watchdog_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off: the gateway calls /activity constantly)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run_watchdog(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .config import NotConfigured, load_settings
+    from .control import Control
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(getattr(args, "env_file", ".env"))  # a ConfigError is reported by the CLI
+    try:
+        app = create_app(Control(settings))
+    except NotConfigured as exc:
+        print(f"vastops watchdog: {exc}", file=sys.stderr)
+        return 2
+    print(f"vastops watchdog: serving http://{args.host}:{args.port}/infra/vast (docs at /docs)", flush=True)
+    # uvicorn turns SIGTERM/SIGINT into a clean shutdown, which runs the lifespan's
+    # exit: the buffered activity is flushed and a last heartbeat written.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    return 0
 
 
 def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
@@ -96,7 +138,7 @@ def run_dashboard(args) -> int:
 
     script = dashboard_script()
     if not script.exists():
-        print(f"vastops: {script} is missing; the dashboard needs the project installed editable (uv sync)", file=sys.stderr)
+        print(f"vastops: {script} is missing: this installation of vastops is incomplete; reinstall it", file=sys.stderr)
         return 2
     env_file = getattr(args, "env_file", ".env")
     settings = load_settings(env_file)  # a ConfigError is reported by the CLI
@@ -149,9 +191,7 @@ def add_demo_arguments(parser) -> None:
 @dataclass
 class Child:
     name: str
-    argv: list[str]
-    proc: subprocess.Popen | None = None
-    optional: bool = False  # the demo goes on without it if it does not start
+    proc: subprocess.Popen[str]
     threads: list[threading.Thread] = field(default_factory=list)
 
 
@@ -199,20 +239,23 @@ class Demo:
         )
         return env
 
-    def start(self, child: Child, env: dict[str, str]) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         # A session of its own: Ctrl-C reaches only the demo, which then stops the children in order.
-        child.proc = subprocess.Popen(
-            child.argv, cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(
+            argv, cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
         )  # fmt: skip
+        child = Child(name, proc)
         self.say(f"vastops demo: started {child.name} (pid {child.proc.pid})")
         t = threading.Thread(target=self._pump, args=(child,), daemon=True)
         t.start()
         child.threads.append(t)
         self.children.append(child)
+        return child
 
     def _pump(self, child: Child) -> None:
         width = max(len("dashboard"), len(child.name))
+        assert child.proc.stdout is not None  # started with stdout=PIPE
         for line in child.proc.stdout:
             self.say(f"{child.name:>{width}} | {line.rstrip()}")
 
@@ -232,12 +275,10 @@ class Demo:
     def stop_all(self) -> None:
         self.stopping.set()
         for child in reversed(self.children):
-            if child.proc and child.proc.poll() is None:
+            if child.proc.poll() is None:
                 _signal_group(child.proc, signal.SIGTERM)
         deadline = time.monotonic() + 8
         for child in reversed(self.children):
-            if child.proc is None:
-                continue
             try:
                 child.proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -265,7 +306,7 @@ def _cli(*args: str) -> list[str]:
 
 def run_demo(args) -> int:
     if not dashboard_script().exists():
-        print(f"vastops: {dashboard_script()} is missing; the demo needs the project installed editable (uv sync)", file=sys.stderr)
+        print(f"vastops: {dashboard_script()} is missing: this installation of vastops is incomplete; reinstall it", file=sys.stderr)
         return 2
     demo = Demo(args)
     env = demo.prepare()
@@ -286,14 +327,13 @@ def run_demo(args) -> int:
 
 
 def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
-    sim = Child("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--instance-id", str(DEMO_INSTANCE_ID),
-                            "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3"))  # fmt: skip
-    demo.start(sim, env)
+    sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--instance-id", str(DEMO_INSTANCE_ID),
+                                 "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3"), env)  # fmt: skip
     if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):
         return _died(demo, sim, received)
 
-    watchdog = Child("watchdog", _cli("watchdog", "--host", "127.0.0.1", "--port", str(demo.watchdog_port)), optional=True)
-    demo.start(watchdog, env)
+    # The demo goes on without the watchdog if it does not start (and says what that means).
+    watchdog = demo.start("watchdog", _cli("watchdog", "--host", "127.0.0.1", "--port", str(demo.watchdog_port)), env)
     watchdog_ok = demo.wait_ready(watchdog, f"http://127.0.0.1:{demo.watchdog_port}/healthz", 30)
     if not watchdog_ok:
         if received:
@@ -313,8 +353,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         except subprocess.TimeoutExpired:
             _signal_group(watchdog.proc, signal.SIGKILL)
 
-    dashboard = Child("dashboard", dashboard_command(demo.dashboard_port))
-    demo.start(dashboard, env)
+    dashboard = demo.start("dashboard", dashboard_command(demo.dashboard_port), env)
     if not demo.wait_ready(dashboard, f"http://127.0.0.1:{demo.dashboard_port}/_stcore/health", 60):
         return _died(demo, dashboard, received)
 
@@ -323,7 +362,9 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         f"dashboard   {url}",
         f"password    {demo.password}",
         f"simulator   http://127.0.0.1:{demo.sim_port}  (vast.ai; state at /_sim/state)",
-        f"watchdog    http://127.0.0.1:{demo.watchdog_port}/infra/vast/status" if watchdog_ok else "watchdog    not running (see the warning above)",
+        f"watchdog    http://127.0.0.1:{demo.watchdog_port}/infra/vast/status"
+        if watchdog_ok
+        else "watchdog    not running (see the warning above)",
         f"ledger      {env['VASTOPS_DB']}",
         f"auto-stop   after {demo.args.minutes:g} idle minutes",
         "Press Ctrl-C to stop everything.",
@@ -345,5 +386,7 @@ def _died(demo: Demo, child: Child, received: list[int]) -> int:
     if received or demo.stopping.is_set():
         return 0 if received else 1
     code = child.proc.poll()
-    demo.say(f"vastops demo: {child.name} " + (f"exited with {code}" if code is not None else "did not become ready") + "; stopping the others")
+    demo.say(
+        f"vastops demo: {child.name} " + (f"exited with {code}" if code is not None else "did not become ready") + "; stopping the others"
+    )
     return 1

@@ -5,7 +5,7 @@ and Streamlit runs every script run in a new thread). Every connection gets WAL
 (readers never block the writer), a busy timeout, and ``synchronous=NORMAL``.
 Every read-then-write runs inside ``BEGIN IMMEDIATE``: a deferred ``BEGIN`` that
 upgrades to a write fails at once with "database is locked", whatever the busy
-timeout (reference/ecosystem.md §3).
+timeout (docs/design.md, the ledger).
 
 Tables (every row keyed by ``instance_id``, so a fleet is configuration, not a
 migration):
@@ -23,21 +23,25 @@ migration):
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .clock import isoz
+from .costs import cost_sql
+from .vocabulary import START_OUTCOMES, Event
 
 
-def _import_sqlite_utils():
+def _import_sqlite_utils() -> ModuleType:
     """Import sqlite-utils without the pandas/numpy it loads eagerly when installed.
 
     It loads them only to map their scalar types to column types, which the ledger
@@ -46,7 +50,7 @@ def _import_sqlite_utils():
     """
     blocked = [name for name in ("pandas", "numpy") if name not in sys.modules]
     for name in blocked:
-        sys.modules[name] = None  # makes `import name` raise ImportError
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
     try:
         import sqlite_utils
     finally:
@@ -55,7 +59,10 @@ def _import_sqlite_utils():
     return sqlite_utils
 
 
-sqlite_utils = _import_sqlite_utils()
+if TYPE_CHECKING:
+    import sqlite_utils
+else:
+    sqlite_utils = _import_sqlite_utils()
 
 log = logging.getLogger("vastops.ledger")
 
@@ -182,6 +189,7 @@ class Ledger:
 
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
+        """A plain connection, for the reports' aggregates (vastops/costs.py, vastops/reports.py)."""
         db = connect(self.path)
         try:
             yield db
@@ -189,7 +197,13 @@ class Ledger:
             db.close()
 
     @contextmanager
-    def write(self) -> Iterator["Tx"]:
+    def view(self) -> Iterator[View]:
+        """The named reads of sessions, instances, heartbeats and the audit trail."""
+        with self.read() as db:
+            yield View(db)
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
         """A write transaction that holds the write lock from its first statement."""
         db = connect(self.path)
         tx = Tx(db)
@@ -206,7 +220,7 @@ class Ledger:
         finally:
             db.close()
 
-    def _mirror(self, tx: "Tx") -> None:
+    def _mirror(self, tx: Tx) -> None:
         """Keep the seed's files (VAST_AUDIT_PATH, VAST_STATE_PATH) in step.
 
         The ledger is the truth: a mirror that cannot be written is logged, and the
@@ -228,11 +242,55 @@ class Ledger:
             log.warning("could not write a ledger mirror: %s", exc)
 
 
-class Tx:
-    """The statements a use case needs, inside one write transaction."""
+class View:
+    """The ledger's named reads; use-case code asks these, never writes SQL of its own."""
 
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
+
+    def _one(self, sql: str, params: Any) -> dict[str, Any] | None:
+        return next(iter(self.db.query(sql, params)), None)
+
+    def instance(self, instance_id: int) -> dict[str, Any] | None:
+        """The instance's row: last observation, last activity, a pending start."""
+        return self._one("SELECT * FROM instances WHERE instance_id = ?", [instance_id])
+
+    def open_session(self, instance_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [instance_id])
+
+    def heartbeat(self, component: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM heartbeats WHERE component = ?", [component])
+
+    def start_outcome(self, instance_id: int, request_id: int) -> tuple[str, dict[str, Any]] | None:
+        """How the start that ``request_id`` (its power_on_requested row) asked for ended, if it has."""
+        outcomes = sorted(START_OUTCOMES)
+        marks = ", ".join("?" for _ in outcomes)
+        row = self._one(
+            f"SELECT event, meta FROM audit WHERE id > ? AND instance_id = ? AND event IN ({marks})"
+            " AND json_extract(meta, '$.request_id') = ? ORDER BY id LIMIT 1",
+            [request_id, instance_id, *outcomes, request_id],
+        )
+        return (row["event"], json.loads(row["meta"])) if row else None
+
+    def shutdown_decided(self, instance_id: int, session: dict[str, Any], deadline: datetime) -> bool:
+        """Whether an ``auto_shutdown`` row already records the decision for this session and deadline."""
+        row = self._one(
+            "SELECT 1 AS yes FROM audit WHERE ts >= ? AND instance_id = ? AND event = ?"
+            " AND json_extract(meta, '$.session_id') = ? AND json_extract(meta, '$.deadline') = ? LIMIT 1",
+            [session["started_at"], instance_id, Event.AUTO_SHUTDOWN, session["id"], isoz(deadline)],
+        )
+        return row is not None
+
+    def recent_audit(self, limit: int) -> list[dict[str, Any]]:
+        rows = self.db.query("SELECT ts, instance_id, event, actor, meta FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
+        return [{**row, "meta": json.loads(row["meta"])} for row in rows]
+
+
+class Tx(View):
+    """The statements a use case needs, inside one write transaction (reads included)."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        super().__init__(db)
         self.appended: list[dict[str, Any]] = []
         self.changed_state = False
 
@@ -240,20 +298,27 @@ class Tx:
 
     def audit(self, ts: datetime, instance_id: int | None, event: str, actor: str, meta: dict[str, Any] | None = None) -> int:
         meta = meta or {}
-        row = {"ts": isoz(ts), "instance_id": instance_id, "event": event, "actor": actor, "meta": json.dumps(meta, sort_keys=True)}
+        row = {
+            "ts": isoz(ts),
+            "instance_id": instance_id,
+            "event": str(event),
+            "actor": str(actor),
+            "meta": json.dumps(meta, sort_keys=True),
+        }
         cursor = self.db.execute(
             "INSERT INTO audit (ts, instance_id, event, actor, meta) VALUES (:ts, :instance_id, :event, :actor, :meta)", row
         )
         self.appended.append({**row, "meta": meta})
-        return cursor.lastrowid
+        return _rowid(cursor)
 
     # -- instances ---------------------------------------------------------------
 
     def instance(self, instance_id: int) -> dict[str, Any]:
-        if instance_id is None:
-            raise ValueError("no instance id (VAST_INSTANCE_ID is not configured)")
+        """The instance's row, created empty on first use."""
         self.db.execute("INSERT OR IGNORE INTO instances (instance_id) VALUES (?)", [instance_id])
-        return next(self.db.query("SELECT * FROM instances WHERE instance_id = ?", [instance_id]))
+        row = super().instance(instance_id)
+        assert row is not None
+        return row
 
     def update_instance(self, instance_id: int, **values: Any) -> int:
         self.instance(instance_id)
@@ -261,6 +326,16 @@ class Tx:
         cursor = self.db.execute(f"UPDATE instances SET {assignments} WHERE instance_id = :iid", {**values, "iid": instance_id})
         self.changed_state = True
         return cursor.rowcount
+
+    def record_activity(self, instance_id: int, at: datetime, count: int) -> None:
+        """Add ``count`` requests; the last activity only ever moves later."""
+        self.instance(instance_id)
+        self.db.execute(
+            "UPDATE instances SET last_activity = MAX(COALESCE(last_activity, ''), :ts),"
+            " activity_count = activity_count + :n WHERE instance_id = :iid",
+            {"ts": isoz(at), "n": count, "iid": instance_id},
+        )
+        self.changed_state = True
 
     def clear_pending(self, instance_id: int, audit_id: int, settled_at: datetime) -> bool:
         """Clear the pending power-on that answers ``audit_id``; true for exactly one caller.
@@ -288,28 +363,32 @@ class Tx:
 
     # -- sessions ----------------------------------------------------------------
 
-    def open_session(self, instance_id: int) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [instance_id]))
-        return rows[0] if rows else None
-
-    def start_session(self, instance_id: int, started_at: datetime, gpu_name: str | None, dph_base: float, storage_dph: float, started_by: str) -> int:
+    def start_session(
+        self, instance_id: int, started_at: datetime, gpu_name: str | None, dph_base: float, storage_dph: float, started_by: str
+    ) -> int:
         cursor = self.db.execute(
-            "INSERT INTO sessions (instance_id, started_at, gpu_name, dph_base, storage_dph, started_by)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (instance_id, started_at, gpu_name, dph_base, storage_dph, started_by) VALUES (?, ?, ?, ?, ?, ?)",
             [instance_id, isoz(started_at), gpu_name, dph_base, storage_dph, started_by],
         )
         self.changed_state = True
-        return cursor.lastrowid
+        return _rowid(cursor)
 
-    def end_session(self, session_id: int, ended_at: datetime, ended_by: str, end_reason: str, costs: dict[str, float]) -> bool:
+    def end_session(self, session_id: int, ended_at: datetime, ended_by: str, end_reason: str, runtime_s: float) -> bool:
+        """End an open session; its costs are computed here, by the SQL of the one cost formula."""
+        compute, storage = cost_sql(":runtime_s", "dph_base"), cost_sql(":runtime_s", "storage_dph")
         cursor = self.db.execute(
-            "UPDATE sessions SET ended_at = :ended_at, ended_by = :ended_by, end_reason = :end_reason,"
-            " runtime_s = :runtime_s, compute_cost_usd = :compute, storage_cost_usd = :storage, cost_usd = :total"
+            "UPDATE sessions SET ended_at = :ended_at, ended_by = :ended_by, end_reason = :end_reason, runtime_s = :runtime_s,"
+            f" compute_cost_usd = {compute}, storage_cost_usd = {storage}, cost_usd = {compute} + {storage}"
             " WHERE id = :id AND ended_at IS NULL",
-            {"ended_at": isoz(ended_at), "ended_by": ended_by, "end_reason": end_reason, "id": session_id, **costs},
+            {"ended_at": isoz(ended_at), "ended_by": ended_by, "end_reason": end_reason, "id": session_id, "runtime_s": runtime_s},
         )
         self.changed_state = True
         return cursor.rowcount == 1
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None  # an INSERT always has one
+    return cursor.lastrowid
 
 
 def _enable_wal(db: sqlite_utils.Database) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 FREE_FAILURES = 5
 FIRST_WAIT_S = 1.0

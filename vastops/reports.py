@@ -12,7 +12,7 @@ figures add up to exactly the sessions' totals. An open session counts up to
 ``now``.
 
 **Storage while stopped** (vast.ai bills the disk every second the instance
-exists, stopped included; reference/vast-api.md §4) belongs to no session. The
+exists, stopped included; docs/vast-api.md, billing) belongs to no session. The
 per-day and per-month reports estimate it apart, as ``storage_while_stopped_usd``:
 the seconds of the day (up to ``now``, and from the instance's first session on)
 when no session ran, at the storage rate of the latest session started by then. It is an estimate (vastops does not know when an instance was destroyed),
@@ -29,12 +29,23 @@ import calendar
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from .clock import isoz, parse_isoz
-from .costs import SESSION_CSV_COLUMNS, sessions_csv_rows
+from .clock import isoz, parse_isoz, stamp
+from .costs import (
+    COMPUTE_SQL,
+    RUNTIME_SQL,
+    SESSION_CSV_COLUMNS,
+    SESSION_SELECT,
+    STORAGE_SQL,
+    TOTAL_SQL,
+    cost_usd,
+    hours_sql,
+    session_csv_row,
+)
 from .ledger import sqlite_utils
 
 # -- dates ---------------------------------------------------------------------------
@@ -42,7 +53,7 @@ from .ledger import sqlite_utils
 
 def day_start(day: date) -> str:
     """The ledger's timestamp text for 00:00 UTC of ``day``."""
-    return isoz(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
+    return stamp(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
 def range_bounds(start: date, end: date) -> tuple[str, str]:
@@ -58,9 +69,6 @@ def _days(start: date, end: date) -> list[date]:
 
 # -- sessions cut at midnight --------------------------------------------------------
 
-# Seconds a session has run: stored when it ended, up to :now while open.
-_RUNTIME = "COALESCE(runtime_s, MAX(0, (julianday(:now) - julianday(started_at)) * 86400.0))"
-
 # Each session overlapping [:lo, :hi), cut into pieces at every UTC midnight and at the
 # range's edges. A piece carries its share (`frac`) of the session's costs and runtime.
 _NEXT_MIDNIGHT = "strftime('%Y-%m-%d', {t}, '+1 day') || 'T00:00:00.000Z'"
@@ -68,9 +76,7 @@ _PIECES = f"""
 WITH RECURSIVE
 spans AS (
     SELECT started_at AS s0, MAX(started_at, COALESCE(ended_at, :now)) AS s1,
-           {_RUNTIME} AS runtime,
-           COALESCE(compute_cost_usd, {_RUNTIME} * dph_base / 3600.0) AS compute,
-           COALESCE(storage_cost_usd, {_RUNTIME} * storage_dph / 3600.0) AS storage
+           {RUNTIME_SQL} AS runtime, {COMPUTE_SQL} AS compute, {STORAGE_SQL} AS storage
     FROM sessions
     WHERE {{overlap}}
 ),
@@ -143,11 +149,11 @@ def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date
     pieces, params = _pieces_sql(db, instance_id, start, end, now)
     rows = db.query(
         pieces
-        + """
+        + f"""
         SELECT day,
                SUM(compute * frac) AS compute_usd,
                SUM(storage * frac) AS storage_usd,
-               SUM(runtime * frac) / 3600.0 AS runtime_hours,
+               {hours_sql("SUM(runtime * frac)")} AS runtime_hours,
                SUM(wall_s) AS wall_s,
                SUM(a = s0) AS sessions_started
         FROM shares GROUP BY day
@@ -202,9 +208,9 @@ def _storage_rates(db: sqlite_utils.Database, instance_id: int | None, start: da
 def _stopped_storage(day: date, running_s: float, rate: float | None, first_seen: datetime | None, now: datetime) -> float:
     if not rate or first_seen is None:
         return 0.0
-    begin = max(datetime(day.year, day.month, day.day, tzinfo=timezone.utc), first_seen)
-    end = min(datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1), now)
-    return max(0.0, (end - begin).total_seconds() - running_s) * rate / 3600.0
+    begin = max(datetime(day.year, day.month, day.day, tzinfo=UTC), first_seen)
+    end = min(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1), now)
+    return cost_usd(max(0.0, (end - begin).total_seconds() - running_s), rate)
 
 
 def range_totals(
@@ -222,7 +228,7 @@ def range_totals(
     if days is None:
         days = cost_per_day(db, instance_id, start, end, now)
     overlap, params = _overlapping(db, instance_id, start, end, now)
-    row = next(db.query(f"SELECT COUNT(*) AS n, AVG({_RUNTIME}) AS avg_s FROM sessions WHERE {overlap}", params))
+    row = next(db.query(f"SELECT COUNT(*) AS n, AVG({RUNTIME_SQL}) AS avg_s FROM sessions WHERE {overlap}", params))
     return {
         "cost_usd": sum(d["cost_usd"] for d in days),
         "compute_usd": sum(d["compute_usd"] for d in days),
@@ -243,7 +249,7 @@ def period_report(db: sqlite_utils.Database, instance_id: int | None, start: dat
     """
     if end < start:
         start, end = end, start
-    today = now.astimezone(timezone.utc).date()
+    today = now.astimezone(UTC).date()
     first = date(start.year, start.month, 1)
     last = min(date(end.year, end.month, calendar.monthrange(end.year, end.month)[1]), max(today, end))
     around = cost_per_day(db, instance_id, first, last, now)
@@ -261,12 +267,12 @@ def period_report(db: sqlite_utils.Database, instance_id: int | None, start: dat
 
 def month_to_date(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
     """This UTC month's session cost so far, and a projection for the whole month at the same pace."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     first = date(now.year, now.month, 1)
     days_in_month = calendar.monthrange(now.year, now.month)[1]
     days = cost_per_day(db, instance_id, first, now.date(), now)
     cost = sum(d["cost_usd"] for d in days)
-    month_begin = datetime(now.year, now.month, 1, tzinfo=timezone.utc)
+    month_begin = datetime(now.year, now.month, 1, tzinfo=UTC)
     elapsed = max((now - month_begin).total_seconds(), 1.0)
     return {
         "month": first.strftime("%Y-%m"),
@@ -278,21 +284,27 @@ def month_to_date(db: sqlite_utils.Database, instance_id: int | None, now: datet
     }
 
 
-def month_summary(db: sqlite_utils.Database, instance_id: int | None, now: datetime, start: date | None = None, end: date | None = None) -> list[dict[str, Any]]:
+def month_summary(
+    db: sqlite_utils.Database, instance_id: int | None, now: datetime, start: date | None = None, end: date | None = None
+) -> list[dict[str, Any]]:
     """One row per UTC month (oldest first) from the first session (or ``start``) to ``end`` / now.
 
     Keys: ``month`` (YYYY-MM), ``sessions_started``, ``runtime_hours``,
     ``compute_usd``, ``storage_usd``, ``cost_usd``, ``storage_while_stopped_usd``.
     Over all months, ``cost_usd`` adds up to the sessions' total cost.
     """
+    start = start or first_session_day(db, instance_id)
     if start is None:
-        scope, params = _scope(instance_id)
-        first = next(db.query(f"SELECT MIN(started_at) AS s FROM sessions WHERE 1 {scope}", params))["s"]
-        if first is None:
-            return []
-        start = date.fromisoformat(first[:10])
-    end = end or now.astimezone(timezone.utc).date()
+        return []
+    end = end or now.astimezone(UTC).date()
     return months_from_days(cost_per_day(db, instance_id, start, end, now))
+
+
+def first_session_day(db: sqlite_utils.Database, instance_id: int | None) -> date | None:
+    """The UTC day of the first session (of the instance, or of any), or None before the first."""
+    scope, params = _scope(instance_id)
+    first = next(db.query(f"SELECT MIN(started_at) AS s FROM sessions WHERE 1 {scope}", params))["s"]
+    return date.fromisoformat(first[:10]) if first else None
 
 
 def months_from_days(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -331,19 +343,28 @@ def month_summary_csv(rows: list[dict[str, Any]]) -> str:
 
 # Buckets for the session-length chart: (label, upper bound in minutes).
 LENGTH_BUCKETS = [
-    ("< 5 min", 5), ("5-15 min", 15), ("15-30 min", 30), ("30-60 min", 60),
-    ("1-2 h", 120), ("2-4 h", 240), ("4-8 h", 480), ("8-24 h", 1440), (">= 24 h", None),
+    ("< 5 min", 5),
+    ("5-15 min", 15),
+    ("15-30 min", 30),
+    ("30-60 min", 60),
+    ("1-2 h", 120),
+    ("2-4 h", 240),
+    ("4-8 h", 480),
+    ("8-24 h", 1440),
+    (">= 24 h", None),
 ]
 
 
-def session_length_histogram(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[dict[str, Any]]:
+def session_length_histogram(
+    db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime
+) -> list[dict[str, Any]]:
     """How many sessions overlapping the range lasted how long: ``bucket``, ``sessions``, ``cost_usd``."""
     overlap, params = _overlapping(db, instance_id, start, end, now)
     cases = " ".join(f"WHEN m < {limit} THEN {i}" for i, (_, limit) in enumerate(LENGTH_BUCKETS) if limit is not None)
     rows = db.query(
         f"""
         SELECT CASE {cases} ELSE {len(LENGTH_BUCKETS) - 1} END AS bucket, COUNT(*) AS n, SUM(cost) AS cost
-        FROM (SELECT {_RUNTIME} / 60.0 AS m, {_RUNTIME} * (dph_base + storage_dph) / 3600.0 AS cost FROM sessions
+        FROM (SELECT {RUNTIME_SQL} / 60.0 AS m, {TOTAL_SQL} AS cost FROM sessions
               WHERE {overlap})
         GROUP BY bucket
         """,
@@ -361,21 +382,11 @@ def sessions_in_range(
 ) -> list[dict[str, Any]]:
     """Sessions overlapping the range, newest first, whole (not cut at the range's edges).
 
-    Rows have the keys of ``vastops.costs.sessions`` (so ``sessions_csv_rows`` and
+    Rows have the keys of ``vastops.costs.sessions`` (so ``session_csv_row`` and
     ``SESSION_CSV_COLUMNS`` apply), with an open session's runtime and cost up to now.
     """
     overlap, params = _overlapping(db, instance_id, start, end, now)
-    sql = f"""
-        SELECT id AS session_id, instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph,
-               {_RUNTIME} AS runtime_s,
-               COALESCE(compute_cost_usd, {_RUNTIME} * dph_base / 3600.0) AS compute_cost_usd,
-               COALESCE(storage_cost_usd, {_RUNTIME} * storage_dph / 3600.0) AS storage_cost_usd,
-               COALESCE(cost_usd, {_RUNTIME} * (dph_base + storage_dph) / 3600.0) AS cost_usd,
-               COALESCE(end_reason, 'open') AS end_reason, started_by, ended_by
-        FROM sessions
-        WHERE {overlap}
-        ORDER BY started_at DESC, id DESC
-    """
+    sql = f"{SESSION_SELECT} WHERE {overlap} ORDER BY started_at DESC, id DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
     return list(db.query(sql, params))
@@ -386,7 +397,7 @@ def sessions_csv(db: sqlite_utils.Database, instance_id: int | None, start: date
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[c for _, c in SESSION_CSV_COLUMNS], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(sessions_csv_rows(sessions_in_range(db, instance_id, start, end, now)))
+    writer.writerows(session_csv_row(row) for row in sessions_in_range(db, instance_id, start, end, now))
     return out.getvalue()
 
 
@@ -405,7 +416,8 @@ class AuditFilter:
     instance_id: int | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clauses, params = [], {}
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
         if self.events:
             names = [f":ev{i}" for i in range(len(self.events))]
             clauses.append(f"event IN ({', '.join(names)})")
@@ -449,7 +461,12 @@ class AuditPage:
 
 
 def audit_page(
-    db: sqlite_utils.Database, flt: AuditFilter = AuditFilter(), *, older_than: int | None = None, newer_than: int | None = None, limit: int = 50
+    db: sqlite_utils.Database,
+    flt: AuditFilter = AuditFilter(),
+    *,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+    limit: int = 50,
 ) -> AuditPage:
     """A page of matching audit rows, newest first (keyset paging on the row id).
 
@@ -490,13 +507,6 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 def audit_count(db: sqlite_utils.Database, flt: AuditFilter = AuditFilter()) -> int:
     where, params = flt.where()
     return next(db.query(f"SELECT COUNT(*) AS n FROM audit WHERE {where}", params))["n"]
-
-
-def audit_values(db: sqlite_utils.Database, column: str) -> list[str]:
-    """Distinct event types or actors present in the log (an index skip-scan, not a table scan, where indexed)."""
-    if column not in ("event", "actor"):
-        raise ValueError("column must be 'event' or 'actor'")
-    return [r["v"] for r in db.query(f"SELECT DISTINCT {column} AS v FROM audit ORDER BY v")]
 
 
 AUDIT_CSV_COLUMNS = ["id", "ts_utc", "instance_id", "event", "actor", "meta_json"]

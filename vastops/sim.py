@@ -1,6 +1,6 @@
 """A local, faithful simulator of the slice of the vast.ai REST API that vastops uses.
 
-Source of truth: /work/shared/reference/vast-api.md (cited below as §n).
+Source of truth: docs/vast-api.md (cited below as §n).
 
 What is simulated:
 - show, v1 list, start/stop/label PUT, charges and current user, with vast's paths, bodies
@@ -8,7 +8,7 @@ What is simulated:
   answers 200 ``{"instances": null}``, the bad-key status varies (401 on instance endpoints,
   404 on charges, 403 without a key), the v0 list answers 410, ``public_ipaddr`` carries a
   trailing space and ``HostPort`` is a string.
-- The power state machine (§3, §7): stopped -> "scheduling" (intended running, actual still
+- The power state machine (§3, §6): stopped -> "scheduling" (intended running, actual still
   "exited") -> "loading" -> "running" -> stopping (intended stopped, actual still "running")
   -> "exited". It is computed lazily from timestamps read from an injected clock, so a test
   can move a fake clock and see transitions and billing with no sleeps.
@@ -32,6 +32,7 @@ Where it differs from the real service:
   vast means by ``balance`` is unclear, §4). Nothing stops at zero credit.
 - ``users/current`` is not rate limited (vast publishes no threshold for it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,10 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 INF = math.inf
@@ -74,8 +76,8 @@ class SimInstance:
     id: int = 12345
     gpu_name: str = "RTX 3090"
     num_gpus: int = 1
-    dph_base: float = 0.40      # $/h compute
-    disk_space: float = 150.0   # GB
+    dph_base: float = 0.40  # $/h compute
+    disk_space: float = 150.0  # GB
     storage_cost: float = 0.10  # $/GB/month
     label: str | None = None
 
@@ -97,8 +99,8 @@ class SimConfig:
     stall_scheduling: bool = False
     rate_limit_scale: float = 1.0
     health_path: str = "/health"
-    credit: float = 100.0       # starting credit for /users/current
-    verbose: bool = False       # per-request log lines and tracebacks on stderr
+    credit: float = 100.0  # starting credit for /users/current
+    verbose: bool = False  # per-request log lines and tracebacks on stderr
 
 
 def _to_bool(v: Any) -> bool:
@@ -109,9 +111,15 @@ def _to_bool(v: Any) -> bool:
 
 
 _CONFIG_KEYS: dict[str, Callable[[Any], Any]] = {
-    "schedule_s": float, "load_s": float, "stop_s": float, "health_delay_s": float,
-    "stall_scheduling": _to_bool, "rate_limit_scale": float, "health_path": str,
-    "credit": float, "verbose": _to_bool,
+    "schedule_s": float,
+    "load_s": float,
+    "stop_s": float,
+    "health_delay_s": float,
+    "stall_scheduling": _to_bool,
+    "rate_limit_scale": float,
+    "health_path": str,
+    "credit": float,
+    "verbose": _to_bool,
 }
 
 
@@ -126,9 +134,9 @@ class _Inst:
     def reset(self, now: float) -> None:
         self.label = self.spec.label
         self.intended = "stopped"
-        self.sched_end = self.load_end = INF   # when scheduling / loading end (inf = never)
-        self.stop_done = -INF                  # when actual_status leaves "running" after a stop
-        self.run_start: float | None = None    # start of the run a stop is winding down
+        self.sched_end = self.load_end = INF  # when scheduling / loading end (inf = never)
+        self.stop_done = -INF  # when actual_status leaves "running" after a stop
+        self.run_start: float | None = None  # start of the run a stop is winding down
         self.intervals: list[list[float]] = []  # closed compute intervals
         self.storage_from = now
 
@@ -144,14 +152,16 @@ class _Inst:
         return self.load_end if ph == "running" else self.run_start if ph == "stopping" else None
 
     def compute_intervals(self, now: float) -> list[list[float | None]]:
+        """Billed compute periods as [start, end]; an open one ends None (start is never None)."""
         out: list[list[float | None]] = [list(iv) for iv in self.intervals]
-        if self.phase(now) == "running":
+        if self.phase(now) == "running" and self.load_end is not None:
             out.append([self.load_end, None])
         return out
 
     def compute_seconds(self, now: float, t0: float = -INF, t1: float = INF) -> float:
         total = 0.0
         for a, b in self.compute_intervals(now):
+            assert a is not None
             end = now if b is None else b
             total += max(0.0, min(end, t1) - max(a, t0))
         return total
@@ -167,7 +177,7 @@ def _err(code: str, msg: str) -> dict:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, addr, handler, sim: "Simulator", inst: _Inst | None = None):
+    def __init__(self, addr, handler, sim: Simulator, inst: _Inst | None = None):
         self.sim, self.inst = sim, inst
         super().__init__(addr, handler)
 
@@ -178,6 +188,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: _Server  # the server that made this handler: it carries the simulator
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server_version = "vastops-sim"
@@ -218,11 +229,10 @@ class _HealthHandler(_Handler):
         path = urlsplit(self.path).path
         if path not in (sim.config.health_path, "/v1/models"):
             self.reply(404, {"detail": "Not Found"})
-        elif not sim._healthy(inst):  # container down or the model still loading
+        elif inst is None or not sim._healthy(inst):  # container down or the model still loading
             self.reply(503, {"status": "unavailable"})
         elif path == "/v1/models":
-            self.reply(200, {"object": "list", "data": [
-                {"id": "sim-model", "object": "model", "created": 0, "owned_by": "vastops-sim"}]})
+            self.reply(200, {"object": "list", "data": [{"id": "sim-model", "object": "model", "created": 0, "owned_by": "vastops-sim"}]})
         else:
             self.reply(200, {"status": "ok"})
 
@@ -241,7 +251,7 @@ class Simulator:
         self._servers: list[_Server] = []
 
     # --- lifecycle -------------------------------------------------------------------
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         api = _Server((self.config.host, self.config.port), _ApiHandler, self)
         self._servers = [api]
         for inst in self._insts.values():
@@ -254,8 +264,9 @@ class Simulator:
                 inst.created = inst.storage_from = now
         for srv in self._servers:
             # A short poll keeps stop() fast; shutdown() waits for the next poll.
-            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                             daemon=True, name=f"vastops-sim-{srv.server_address[1]}").start()
+            threading.Thread(
+                target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name=f"vastops-sim-{srv.server_address[1]}"
+            ).start()
         return self
 
     def stop(self) -> None:
@@ -267,7 +278,7 @@ class Simulator:
             t.join()
             s.server_close()
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -292,17 +303,22 @@ class Simulator:
                 raise KeyError(f"no such instance {instance_id}")
             self._transition(self._insts[instance_id], state, self.clock(), "console")
 
-    def add_fault(self, kind, count: int = 1, method: str | None = None,
-                  path_prefix: str | None = None, delay_s: float = 0.0) -> None:
+    def add_fault(self, kind, count: int = 1, method: str | None = None, path_prefix: str | None = None, delay_s: float = 0.0) -> None:
         kind = str(kind)
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
         if int(count) < 1 or float(delay_s) < 0:
             raise ValueError("count must be >= 1 and delay_s >= 0")
         with self._lock:
-            self._faults.append({"kind": kind, "count": int(count),
-                                 "method": method.upper() if method else None,
-                                 "path_prefix": path_prefix, "delay_s": float(delay_s)})
+            self._faults.append(
+                {
+                    "kind": kind,
+                    "count": int(count),
+                    "method": method.upper() if method else None,
+                    "path_prefix": path_prefix,
+                    "delay_s": float(delay_s),
+                }
+            )
 
     def revoke_key(self, new_key: str) -> None:
         with self._lock:
@@ -370,8 +386,7 @@ class Simulator:
                 inst.intervals.append([inst.load_end, now])
                 inst.run_start, inst.stop_done = inst.load_end, now + self.config.stop_s
         inst.intended = state
-        self._events.append({"ts": now, "instance_id": inst.spec.id, "state": state,
-                             "source": source})
+        self._events.append({"ts": now, "instance_id": inst.spec.id, "state": state, "source": source})
 
     def _healthy(self, inst: _Inst) -> bool:
         with self._lock:
@@ -381,37 +396,47 @@ class Simulator:
 
     def _instance_json(self, inst: _Inst, now: float) -> dict:
         s, ph = inst.spec, inst.phase(now)
-        actual = {"loading": "loading", "running": "running",
-                  "stopping": "running"}.get(ph, "exited")
+        actual = {"loading": "loading", "running": "running", "stopping": "running"}.get(ph, "exited")
         since = inst.running_since(now)
         port = str(inst.health_port)
-        ports = ({f"{p}/tcp": [{"HostIp": "0.0.0.0", "HostPort": port}] for p in (8000, 8001)}
-                 if actual == "running" else {})
+        ports = {f"{p}/tcp": [{"HostIp": "0.0.0.0", "HostPort": port}] for p in (8000, 8001)} if actual == "running" else {}
         disk_usage = round(min(s.disk_space, 12.5), 2)
         return {
-            "id": s.id, "machine_id": 10_000 + inst.index, "host_id": 200 + inst.index,
-            "label": inst.label, "image_uuid": "vllm/vllm-openai:latest",
-            "actual_status": actual, "intended_status": inst.intended,
-            "cur_state": inst.intended, "next_state": inst.intended,
-            "status_msg": {"loading": "Pulling image", "running": RUNNING_MSG,
-                           "stopping": RUNNING_MSG}.get(ph, ""),
-            "gpu_name": s.gpu_name, "num_gpus": s.num_gpus,
+            "id": s.id,
+            "machine_id": 10_000 + inst.index,
+            "host_id": 200 + inst.index,
+            "label": inst.label,
+            "image_uuid": "vllm/vllm-openai:latest",
+            "actual_status": actual,
+            "intended_status": inst.intended,
+            "cur_state": inst.intended,
+            "next_state": inst.intended,
+            "status_msg": {"loading": "Pulling image", "running": RUNNING_MSG, "stopping": RUNNING_MSG}.get(ph, ""),
+            "gpu_name": s.gpu_name,
+            "num_gpus": s.num_gpus,
             "gpu_ram": GPU_RAM_MB.get(s.gpu_name, 24576),
             "gpu_util": 0.0 if since is not None else None,  # percent, like the CLI shows
             "gpu_temp": 41.0 if since is not None else None,
-            "cpu_ram": 64_000, "cpu_cores_effective": 8.0,
-            "disk_space": s.disk_space, "disk_usage": disk_usage,
+            "cpu_ram": 64_000,
+            "cpu_cores_effective": 8.0,
+            "disk_space": s.disk_space,
+            "disk_usage": disk_usage,
             "disk_util": disk_usage / s.disk_space if s.disk_space else 0.0,
-            "dph_base": s.dph_base, "storage_cost": s.storage_cost,
+            "dph_base": s.dph_base,
+            "storage_cost": s.storage_cost,
             "storage_total_cost": s.storage_total_cost,
             "dph_total": s.dph_base + s.storage_total_cost,
-            "inet_up_cost": 0.005, "inet_down_cost": 0.005,
+            "inet_up_cost": 0.005,
+            "inet_down_cost": 0.005,
             "public_ipaddr": self._public_host() + " ",  # vast really sends the trailing space
-            "local_ipaddrs": "172.17.0.2 ", "ssh_host": "ssh5.vast.ai",
+            "local_ipaddrs": "172.17.0.2 ",
+            "ssh_host": "ssh5.vast.ai",
             "ssh_port": 30_000 + inst.index * 10,
-            "direct_port_start": inst.health_port, "direct_port_end": inst.health_port,
+            "direct_port_start": inst.health_port,
+            "direct_port_end": inst.health_port,
             "ports": ports,
-            "start_date": inst.created, "end_date": inst.created + 30 * 86400,
+            "start_date": inst.created,
+            "end_date": inst.created + 30 * 86400,
             "duration": now - inst.created,
             "uptime_mins": (now - since) / 60 if since is not None else None,
         }
@@ -423,14 +448,21 @@ class Simulator:
         storage_usd = storage_s * s.storage_total_cost / 3600
         host, port = self._public_host(), inst.health_port
         return {
-            "id": s.id, "phase": inst.phase(now), "healthy": self._healthy(inst),
-            "health_port": port, "health_url": f"http://{host}:{port}{self.config.health_path}",
-            **{k: j[k] for k in ("actual_status", "intended_status", "cur_state", "status_msg",
-                                 "label", "ports", "dph_base", "storage_total_cost")},
+            "id": s.id,
+            "phase": inst.phase(now),
+            "healthy": self._healthy(inst),
+            "health_port": port,
+            "health_url": f"http://{host}:{port}{self.config.health_path}",
+            **{
+                k: j[k]
+                for k in ("actual_status", "intended_status", "cur_state", "status_msg", "label", "ports", "dph_base", "storage_total_cost")
+            },
             "running_since": inst.running_since(now),
             "running_intervals": inst.compute_intervals(now),
-            "compute_seconds": compute_s, "compute_cost": compute_cost,
-            "storage_seconds": storage_s, "storage_cost_usd": storage_usd,
+            "compute_seconds": compute_s,
+            "compute_cost": compute_cost,
+            "storage_seconds": storage_s,
+            "storage_cost_usd": storage_usd,
             "total_cost": compute_cost + storage_usd,
         }
 
@@ -446,10 +478,15 @@ class Simulator:
         auth = headers.get("Authorization", "")
         header_key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         query_key = query.get("api_key", [None])[0]
-        entry = {"ts": self.clock(), "method": method, "path": target, "status": None,
-                 "body": None if body is ValueError else body, "fault": None,
-                 "auth": "header+query" if header_key and query_key
-                 else "header" if header_key else "query" if query_key else None}
+        entry = {
+            "ts": self.clock(),
+            "method": method,
+            "path": target,
+            "status": None,
+            "body": None if body is ValueError else body,
+            "fault": None,
+            "auth": "header+query" if header_key and query_key else "header" if header_key else "query" if query_key else None,
+        }
         with self._lock:
             self._calls.append(entry)
             fault = self._take_fault(method, split.path)
@@ -470,8 +507,7 @@ class Simulator:
 
     def _take_fault(self, method: str, path: str) -> dict | None:
         for f in self._faults:
-            if (f["method"] in (None, method)
-                    and (not f["path_prefix"] or path.startswith(f["path_prefix"]))):
+            if f["method"] in (None, method) and (not f["path_prefix"] or path.startswith(f["path_prefix"])):
                 f["count"] -= 1
                 if f["count"] <= 0:
                     self._faults.remove(f)
@@ -522,8 +558,7 @@ class Simulator:
         if inst is None:
             return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
         if not isinstance(body, dict) or not {"state", "label"} & body.keys():
-            return 400, _err("invalid_args", 'body must be {"state": "running"|"stopped"} '
-                                             'or {"label": str}')
+            return 400, _err("invalid_args", 'body must be {"state": "running"|"stopped"} or {"label": str}')
         state, label = body.get("state"), body.get("label", inst.label)
         if "state" in body and state not in ("running", "stopped"):
             return 400, _err("invalid_args", f"state must be running or stopped, not {state!r}")
@@ -545,6 +580,7 @@ class Simulator:
                 return json.loads(raw)
             except ValueError:
                 return raw
+
         try:
             limit, offset = int(arg("limit", 25)), int(arg("after_token", None) or 0)
         except (TypeError, ValueError):
@@ -558,8 +594,9 @@ class Simulator:
                 labels[i.label] = labels.get(i.label, 0) + 1
         return 200, {
             "success": True,
-            "instances": [self._instance_json(i, now) for i in insts[offset:offset + limit]],
-            "instances_found": len(insts), "total_instances": len(insts),
+            "instances": [self._instance_json(i, now) for i in insts[offset : offset + limit]],
+            "instances_found": len(insts),
+            "total_instances": len(insts),
             "label_counts": labels,
             "next_token": str(offset + limit) if offset + limit < len(insts) else None,
         }
@@ -573,8 +610,7 @@ class Simulator:
             if t0 > t1:
                 raise ValueError
         except (KeyError, TypeError, ValueError):
-            return 400, _err("invalid_args",
-                             'select_filters must be {"day": {"gte": t0, "lte": t1}} (epoch s)')
+            return 400, _err("invalid_args", 'select_filters must be {"day": {"gte": t0, "lte": t1}} (epoch s)')
         results = []
         wanted = query.get("type", ["instance"])[0]
         for inst in sorted(self._insts.values(), key=lambda i: i.spec.id):
@@ -582,32 +618,55 @@ class Simulator:
             if wanted != "instance" or end <= start:
                 continue
             s = inst.spec
+            # vast's own billing, as the simulator plays it: deliberately not vastops.costs,
+            # so a mistake in vastops' formula shows against it instead of being copied.
             gpu_h = inst.compute_seconds(now, t0, t1) / 3600
             disk_h = inst.storage_seconds(now, t0, t1) / 3600
-            items = []
+            items: list[dict[str, Any]] = []
             if gpu_h > 0:
-                items.append({"type": "gpu",
-                              "description": f"{gpu_h:.3f} hours at ${s.dph_base:.3f}/hour",
-                              "amount": gpu_h * s.dph_base})
-            items.append({"type": "disk",
-                          "description": f"{disk_h:.3f} hours at ${s.storage_total_cost:.5f}/hour",
-                          "amount": disk_h * s.storage_total_cost})
-            results.append({"start": start, "end": end, "type": "instance",
-                            "source": f"instance-{s.id}",
-                            "description": f"Instance {s.id}: {s.num_gpus}x {s.gpu_name}",
-                            "amount": sum(i["amount"] for i in items), "metadata": {},
-                            "items": items})
-        return 200, {"success": True, "count": len(results),
-                     "total": sum(r["amount"] for r in results), "next_token": None,
-                     "results": results}
+                items.append({"type": "gpu", "description": f"{gpu_h:.3f} hours at ${s.dph_base:.3f}/hour", "amount": gpu_h * s.dph_base})
+            items.append(
+                {
+                    "type": "disk",
+                    "description": f"{disk_h:.3f} hours at ${s.storage_total_cost:.5f}/hour",
+                    "amount": disk_h * s.storage_total_cost,
+                }
+            )
+            results.append(
+                {
+                    "start": start,
+                    "end": end,
+                    "type": "instance",
+                    "source": f"instance-{s.id}",
+                    "description": f"Instance {s.id}: {s.num_gpus}x {s.gpu_name}",
+                    "amount": sum(i["amount"] for i in items),
+                    "metadata": {},
+                    "items": items,
+                }
+            )
+        return 200, {
+            "success": True,
+            "count": len(results),
+            "total": sum(r["amount"] for r in results),
+            "next_token": None,
+            "results": results,
+        }
 
     def _r_user(self, now, iid, query, body):
         spent = sum(self._inst_state(i, now)["total_cost"] for i in self._insts.values())
         credit = self.config.credit - spent
-        return 200, {"id": 424242, "username": "vastops-sim", "email": "sim@vastops.invalid",
-                     "fullname": "vastops simulator", "balance": credit, "credit": credit,
-                     "balance_threshold": 5.0, "balance_threshold_enabled": False,
-                     "has_billing": True, "ssh_key": "ssh-ed25519 AAAAsimulated vastops-sim"}
+        return 200, {
+            "id": 424242,
+            "username": "vastops-sim",
+            "email": "sim@vastops.invalid",
+            "fullname": "vastops simulator",
+            "balance": credit,
+            "credit": credit,
+            "balance_threshold": 5.0,
+            "balance_threshold_enabled": False,
+            "has_billing": True,
+            "ssh_key": "ssh-ed25519 AAAAsimulated vastops-sim",
+        }
 
     # --- /_sim control over HTTP ------------------------------------------------------
     def _control(self, method: str, target: str, raw: bytes, ip: str):
@@ -647,8 +706,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--host", default=c.host, help="address to bind (default %(default)s)")
     a("--port", type=int, default=8900, help="API port, 0 = any free port (default %(default)s)")
     a("--api-key", default=c.api_key, help="key the simulator accepts (default %(default)s)")
-    a("--instance-id", type=int, action="append", metavar="ID",
-      help=f"instance id; repeat for several (default {i.id})")
+    a("--instance-id", type=int, action="append", metavar="ID", help=f"instance id; repeat for several (default {i.id})")
     a("--gpu-name", default=i.gpu_name)
     a("--dph-base", type=float, default=i.dph_base, help="compute $/h")
     a("--disk-gb", type=float, default=i.disk_space, help="allocated disk, GB")
@@ -656,24 +714,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--schedule-s", type=float, default=c.schedule_s, help="time in scheduling after a start")
     a("--load-s", type=float, default=c.load_s, help="time loading before running")
     a("--stop-s", type=float, default=c.stop_s, help="time until a stop completes")
-    a("--health-delay-s", type=float, default=c.health_delay_s,
-      help="health answers 200 this long after running")
+    a("--health-delay-s", type=float, default=c.health_delay_s, help="health answers 200 this long after running")
     a("--stall-scheduling", action="store_true", help="a start never gets its GPU")
-    a("--rate-limit-scale", type=float, default=c.rate_limit_scale,
-      help="multiplies vast's rate-limit intervals; 0 disables")
+    a("--rate-limit-scale", type=float, default=c.rate_limit_scale, help="multiplies vast's rate-limit intervals; 0 disables")
     a("--verbose", action="store_true", help="log every request to stderr")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     ids = args.instance_id or [SimInstance().id]
     return SimConfig(
-        api_key=args.api_key, host=args.host, port=args.port,
-        instances=[SimInstance(id=n, gpu_name=args.gpu_name, dph_base=args.dph_base,
-                               disk_space=args.disk_gb, storage_cost=args.storage_cost)
-                   for n in ids],
-        schedule_s=args.schedule_s, load_s=args.load_s, stop_s=args.stop_s,
-        health_delay_s=args.health_delay_s, stall_scheduling=args.stall_scheduling,
-        rate_limit_scale=args.rate_limit_scale, verbose=args.verbose)
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        instances=[
+            SimInstance(id=n, gpu_name=args.gpu_name, dph_base=args.dph_base, disk_space=args.disk_gb, storage_cost=args.storage_cost)
+            for n in ids
+        ],
+        schedule_s=args.schedule_s,
+        load_s=args.load_s,
+        stop_s=args.stop_s,
+        health_delay_s=args.health_delay_s,
+        stall_scheduling=args.stall_scheduling,
+        rate_limit_scale=args.rate_limit_scale,
+        verbose=args.verbose,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -689,8 +753,7 @@ def run(args: argparse.Namespace) -> int:
         for row in sim.state()["instances"]:
             print(f"  instance {row['id']}: stopped, health at {row['health_url']}")
         print("# .env")
-        print(f"VAST_API_URL={sim.url}\nVAST_API_KEY={config.api_key}\n"
-              f"VAST_INSTANCE_ID={config.instances[0].id}", flush=True)
+        print(f"VAST_API_URL={sim.url}\nVAST_API_KEY={config.api_key}\nVAST_INSTANCE_ID={config.instances[0].id}", flush=True)
         while not done.wait(0.2):  # a timed wait lets the signal handler run promptly
             pass
     finally:
@@ -701,7 +764,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m vastops.sim",
-                                      description="Run a local vast.ai simulator.")
+    _parser = argparse.ArgumentParser(prog="python -m vastops.sim", description="Run a local vast.ai simulator.")
     add_arguments(_parser)
     raise SystemExit(run(_parser.parse_args()))

@@ -1,6 +1,6 @@
 """The vast.ai client: the one place that knows vast's paths and field names.
 
-Facts behind each choice are in ../shared/reference/vast-api.md:
+Facts behind each choice are in docs/vast-api.md:
 
 * The key travels only in ``Authorization: Bearer`` (older clients leaked it into
   URLs through ``?api_key=``). Error messages and logs never contain it.
@@ -16,7 +16,7 @@ Facts behind each choice are in ../shared/reference/vast-api.md:
 
 Status mapping: vast describes an instance with ``intended_status`` (what the
 user asked for) and ``actual_status`` (what the container is doing). vastops
-reports one word of SPEC.md's vocabulary:
+reports one word of the contract's vocabulary (``vocabulary.Status``):
 
     =================  ==========================  ============  =======================
     intended_status    actual_status               status        why
@@ -41,20 +41,15 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
 from .config import DEFAULT_API_URL
-
-# Error kinds. Callers branch on these, never on HTTP codes.
-AUTH = "auth"
-NOT_FOUND = "not_found"
-RATE_LIMITED = "rate_limited"
-UNAVAILABLE = "unavailable"
-API = "api"
+from .vocabulary import TRANSIENT_ERRORS, ErrorKind, Status
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 ERROR_WORDS = ("error", "failed", "insufficient", "oci runtime", "cannot", "no space")
@@ -63,7 +58,7 @@ ERROR_WORDS = ("error", "failed", "insufficient", "oci runtime", "cannot", "no s
 class VastError(Exception):
     """A vast.ai call failed; ``kind`` says how, the message says what to do."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None):
+    def __init__(self, kind: ErrorKind, message: str, status: int | None = None):
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -74,7 +69,7 @@ class Instance:
     """What vastops needs to know of a vast.ai instance, in vastops' own words."""
 
     id: int
-    status: str
+    status: Status
     gpu_name: str | None = None
     num_gpus: int = 1
     dph_base: float = 0.0  # $/h compute, billed while running
@@ -94,22 +89,22 @@ class Instance:
         return f"http://{self.public_ip}:{host_port}"
 
 
-def map_status(intended: str | None, actual: str | None, status_msg: str | None) -> str:
-    """vast's two status fields -> one word of SPEC.md (table in the module docstring)."""
+def map_status(intended: str | None, actual: str | None, status_msg: str | None) -> Status:
+    """vast's two status fields -> one word of the contract (table in the module docstring)."""
     msg = (status_msg or "").lower()
     if actual in ("unknown", "offline"):
-        return "exited"
+        return Status.EXITED
     if intended == "stopped":
-        return "stopped"
+        return Status.STOPPED
     if actual in ("running", "frozen"):
-        return "running"
+        return Status.RUNNING
     if actual in ("loading", "created", "rebooting", "restarting"):
-        return "loading"
+        return Status.LOADING
     if actual is None:
-        return "creating"
+        return Status.CREATING
     if actual in ("exited", "stopped"):
-        return "exited" if any(w in msg for w in ERROR_WORDS) else "scheduling"
-    return "loading"
+        return Status.EXITED if any(w in msg for w in ERROR_WORDS) else Status.SCHEDULING
+    return Status.LOADING
 
 
 def parse_instance(raw: dict[str, Any]) -> Instance:
@@ -174,7 +169,7 @@ class VastClient:
         # Only vast's own answer {"instances": null} means "no such instance"; any other
         # body (a proxy's HTML page, a changed format) is an error, never a stopped instance.
         if not isinstance(body, dict) or "instances" not in body:
-            raise VastError(UNAVAILABLE, "vast.ai gave an unexpected answer (not its JSON); try again shortly.")
+            raise VastError(ErrorKind.UNAVAILABLE, "vast.ai gave an unexpected answer (not its JSON); try again shortly.")
         if not body["instances"]:
             raise self._not_found(instance_id)
         return parse_instance(body["instances"])
@@ -231,24 +226,26 @@ class VastClient:
             try:
                 resp = self._http.request(method, url, params=params, json=json_body, timeout=self.timeout)
             except requests.Timeout:
-                last = VastError(UNAVAILABLE, f"vast.ai did not answer in time ({self.base_url}).")
+                last = VastError(ErrorKind.UNAVAILABLE, f"vast.ai did not answer in time ({self.base_url}).")
             except requests.ConnectionError:
-                last = VastError(UNAVAILABLE, f"vast.ai is unreachable at {self.base_url} (connection failed).")
+                last = VastError(ErrorKind.UNAVAILABLE, f"vast.ai is unreachable at {self.base_url} (connection failed).")
             else:
                 body = _body(resp)
                 if resp.ok and not (isinstance(body, dict) and body.get("success") is False):
                     return body
                 last = self._classify(resp.status_code, body, instance_id)
-                if resp.status_code not in RETRYABLE_STATUS and last.kind != RATE_LIMITED:
+                if resp.status_code not in RETRYABLE_STATUS and last.kind != ErrorKind.RATE_LIMITED:
                     break
                 retry_after = _retry_after(resp)
-            if last.kind not in (RATE_LIMITED, UNAVAILABLE) or attempt == attempts - 1:
+            if last.kind not in TRANSIENT_ERRORS or attempt == attempts - 1:
                 break
             self._sleep(self._backoff(attempt, retry_after))
         assert last is not None
         self.error_counts[last.kind] = self.error_counts.get(last.kind, 0) + 1
-        if last.kind == RATE_LIMITED:
-            last = VastError(RATE_LIMITED, f"vast.ai rate limit: still refused after {attempts} tries; wait a minute and retry.", 429)
+        if last.kind == ErrorKind.RATE_LIMITED:
+            last = VastError(
+                ErrorKind.RATE_LIMITED, f"vast.ai rate limit: still refused after {attempts} tries; wait a minute and retry.", 429
+            )
         raise last
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -258,7 +255,7 @@ class VastClient:
         return delay * random.uniform(0.8, 1.2)  # jitter: several processes share one key
 
     def _not_found(self, instance_id: int) -> VastError:
-        return VastError(NOT_FOUND, f"vast.ai has no instance {instance_id}; check VAST_INSTANCE_ID.", 404)
+        return VastError(ErrorKind.NOT_FOUND, f"vast.ai has no instance {instance_id}; check VAST_INSTANCE_ID.", 404)
 
     def _classify(self, status: int, body: Any, instance_id: int | None) -> VastError:
         code = msg = None
@@ -268,15 +265,15 @@ class VastClient:
         text = body if isinstance(body, str) else ""
         msg = self._scrub(str(msg or text or "").strip()[:300])
         if code == "auth_error":
-            return VastError(AUTH, f"vast.ai rejected the API key ({msg or 'auth_error'}); check VAST_API_KEY.", status)
+            return VastError(ErrorKind.AUTH, f"vast.ai rejected the API key ({msg or 'auth_error'}); check VAST_API_KEY.", status)
         if code in ("no_such_instance", "not_found") and instance_id is not None:
             return self._not_found(instance_id)
         if status == 429 or code == "rate_limit_exceeded" or "too frequent" in text:
-            return VastError(RATE_LIMITED, "vast.ai rate limit (429).", status)
+            return VastError(ErrorKind.RATE_LIMITED, "vast.ai rate limit (429).", status)
         if status >= 500:
-            return VastError(UNAVAILABLE, f"vast.ai answered {status} (server error){': ' + msg if msg else ''}.", status)
+            return VastError(ErrorKind.UNAVAILABLE, f"vast.ai answered {status} (server error){': ' + msg if msg else ''}.", status)
         detail = f"{code}: {msg}" if code else msg or "no details"
-        return VastError(API, f"vast.ai refused the call ({status}, {detail}).", status)
+        return VastError(ErrorKind.API, f"vast.ai refused the call ({status}, {detail}).", status)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

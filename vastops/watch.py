@@ -1,6 +1,6 @@
 """The watchdog's engine: exact auto-shutdown, activity buffering, reconciliation, heartbeat.
 
-No web framework here; ``watchdog/app.py`` serves HTTP around a ``Watch``. Every
+No web framework here; ``vastops/api.py`` serves HTTP around a ``Watch``. Every
 decision is still made by ``Control`` (power.py); this module only decides *when*
 to ask:
 
@@ -17,7 +17,7 @@ to ask:
   instance runs; each failure is in the audit trail (``power_off_failed``).
 * **Reconciliation** polls vast.ai: every 3 s while something is in transition (a
   start pending, scheduling, loading), every 20 s otherwise, backing off while vast
-  fails. vast allows one show call per 2 s per key (reference/vast-api.md §5).
+  fails. vast allows one show call per 2 s per key (docs/vast-api.md, rate limits).
 * **Heartbeat** every 5 s, so the dashboard can tell when nobody enforces
   auto-shutdown.
 """
@@ -32,9 +32,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .clock import isoz, parse_isoz
+from .control import Control
 from .deadline import idle_deadline
-from .power import Control
 from .vast import VastError
+from .vocabulary import TRANSITIONAL
 
 log = logging.getLogger("vastops.watchdog")
 
@@ -46,7 +47,6 @@ POLL_MAX_BACKOFF_S = 60.0
 STOP_RETRY_FIRST_S = 2.0
 STOP_RETRY_MAX_S = 60.0
 STATUS_FRESH_S = 2.0  # a status call within this of the last look answers from the ledger
-TRANSITIONAL = ("scheduling", "loading", "creating")
 
 
 class Watch:
@@ -126,10 +126,12 @@ class Watch:
 
     def refresh(self) -> None:
         """Re-read the open session and the last activity from the ledger."""
-        with self.control.ledger.read() as db:
-            iid = self.control.instance_id
-            session = next(db.query("SELECT started_at FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [iid]), None)
-            row = next(db.query("SELECT last_activity, idle_from, pending FROM instances WHERE instance_id = ?", [iid]), None) or {}
+        iid = self.control.instance_id
+        if iid is None:
+            return
+        with self.control.ledger.view() as view:
+            session = view.open_session(iid)
+            row = view.instance(iid) or {}
         self._session_start = parse_isoz(session["started_at"]) if session else None
         self._ledger_activity = parse_isoz(row.get("last_activity"))
         self._idle_from = parse_isoz(row.get("idle_from"))
@@ -153,6 +155,11 @@ class Watch:
     def wake(self) -> None:
         """Re-aim the timer (a session opened or closed)."""
         self._wake.set()
+
+    async def changed(self) -> None:
+        """An action in this process changed the ledger: re-read it and re-aim the timer."""
+        await asyncio.to_thread(self.refresh)
+        self.wake()
 
     async def fire_if_due(self) -> dict[str, Any] | None:
         """Stop the instance if its deadline has passed. Returns the stop result, if any."""
@@ -190,14 +197,17 @@ class Watch:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # -- reconciliation -----------------------------------------------------------
 
     def _transitional(self) -> bool:
-        with self.control.ledger.read() as db:
-            row = next(db.query("SELECT status, pending FROM instances WHERE instance_id = ?", [self.control.instance_id]), None)
+        iid = self.control.instance_id
+        if iid is None:
+            return False
+        with self.control.ledger.view() as view:
+            row = view.instance(iid)
         return bool(row and (row["pending"] or row["status"] in TRANSITIONAL))
 
     async def _observe(self) -> bool:

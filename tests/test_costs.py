@@ -1,0 +1,74 @@
+"""One cost formula: Python and SQL agree to the bit, stored and recomputed costs cannot drift, and no rule is written twice."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helpers import make_control
+from vastops import costs, reports
+from vastops.vocabulary import Actor
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [*sorted((ROOT / "vastops").glob("*.py")), *sorted((ROOT / "pages").glob("*.py")), ROOT / "dashboard.py"]
+# vast.ai's own words and billing, as the simulator plays them, are vast's, not vastops'.
+VAST_SIDE = {"vast.py", "sim.py"}
+
+seconds = st.floats(min_value=0, max_value=10 * 365 * 86400, allow_nan=False)
+rates = st.floats(min_value=0, max_value=1000, allow_nan=False)
+
+
+@given(runtime=seconds, rate=rates)
+def test_sql_cost_is_the_python_cost_to_the_bit(runtime, rate):
+    db = sqlite3.connect(":memory:")
+    (in_sql,) = db.execute(f"SELECT {costs.cost_sql(':runtime', ':rate')}", {"runtime": runtime, "rate": rate}).fetchone()
+    assert in_sql == costs.cost_usd(runtime, rate)
+
+
+def test_a_stored_session_cost_is_the_recomputed_one(settings, clock):
+    control = make_control(settings, clock)
+    control.power_on(Actor.CLI)
+    clock.advance(seconds=4321.123)
+    control.power_off(Actor.CLI)
+    with control.ledger.read() as db:
+        stored = next(db.query("SELECT * FROM sessions"))
+        (recomputed,) = costs.sessions(db, settings.vast_instance_id, clock())
+        per_day = reports.cost_per_day(db, settings.vast_instance_id, clock().date() - timedelta(days=1), clock().date(), clock())
+    for column in ("compute_cost_usd", "storage_cost_usd", "cost_usd"):
+        assert stored[column] == recomputed[column], column
+    assert stored["cost_usd"] == stored["compute_cost_usd"] + stored["storage_cost_usd"]
+    expected = costs.session_costs(stored["runtime_s"], stored["dph_base"], stored["storage_dph"])
+    assert stored["cost_usd"] == expected["total"]
+    assert abs(sum(d["cost_usd"] for d in per_day) - stored["cost_usd"]) < 1e-12
+
+
+def test_the_cost_formula_is_written_once():
+    # "x rate / 3600" anywhere but vastops/costs.py is a second copy of the formula.
+    formula = re.compile(r"(dph|rate|cost)\w*\s*\)?\s*/\s*3600|/\s*3600[^\n]*(dph|rate)", re.IGNORECASE)
+    copies = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in SOURCES
+        if path.name not in VAST_SIDE | {"costs.py"}
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if formula.search(line)
+    ]
+    assert copies == []
+
+
+def test_status_groupings_live_in_the_vocabulary():
+    words = "running|stopped|exited|loading|scheduling|creating|unknown|not_found|unconfigured"
+    # two or more status words in one literal tuple, list or set: a grouping of its own
+    grouping = re.compile(rf"""[(\[{{]\s*["']({words})["']\s*,\s*["']({words})["']""")
+    copies = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in SOURCES
+        if path.name not in VAST_SIDE | {"vocabulary.py"}
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if grouping.search(line)
+    ]
+    assert copies == []

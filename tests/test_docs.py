@@ -1,0 +1,97 @@
+"""The docs keep up with the code (in the style of sqlite-utils' tests/test_docs.py).
+
+One test per name, so a failure names what is missing: every CLI command, every
+configuration variable and every audit event is in docs/contract.md, every variable
+is in .env.example, and every file a code comment cites is in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from vastops.cli import build_parser
+from vastops.config import Settings
+from vastops.vocabulary import Event
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACT = ROOT / "docs" / "contract.md"
+
+SUBCOMMANDS = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+VARIABLES = [name.upper() for name in Settings.model_fields]
+
+# Paths a comment may cite: docs/NAME.md (must exist), and the project's files that live
+# outside the repository (must not be cited at all).
+CITATION = re.compile(
+    r"(?<![\w/.-])docs/[\w.-]+\.md|(?:\.\./)+shared/\S*|/work/shared/\S*|(?<![\w/.-])reference/[\w./-]+|\b(?:SPEC|DESIGN)\.md\b"
+)
+OUTSIDE = ("SPEC.md", "DESIGN.md", "reference/", "shared/")
+
+
+@pytest.fixture(scope="module")
+def contract() -> str:
+    return CONTRACT.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_command_is_documented(contract, command):
+    assert f"`vastops {command}`" in contract, f"docs/contract.md does not mention `vastops {command}`"
+
+
+@pytest.mark.parametrize("variable", VARIABLES)
+def test_variable_is_documented(contract, variable):
+    assert f"`{variable}`" in contract, f"docs/contract.md does not mention `{variable}`"
+
+
+@pytest.mark.parametrize("variable", VARIABLES)
+def test_variable_is_in_env_example(variable):
+    # Set or commented out ("# NAME=..."), but there.
+    text = (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert re.search(rf"^#?\s*{variable}=", text, re.MULTILINE), f".env.example has no line for {variable}"
+
+
+@pytest.mark.parametrize("event", [e.value for e in Event])
+def test_event_is_documented(contract, event):
+    assert f"`{event}`" in contract, f"docs/contract.md does not mention `{event}`"
+
+
+def code_lines() -> list[tuple[str, str]]:
+    """(file:line, text) of every scanned code file; this file is skipped (its patterns would match)."""
+    files = [p for folder in ("vastops", "pages", "watchdog", "benchmarks", "tests") for p in sorted((ROOT / folder).rglob("*.py"))]
+    files += [ROOT / "dashboard.py"] if (ROOT / "dashboard.py").exists() else []
+    return [
+        (f"{path.relative_to(ROOT)}:{number}", line)
+        for path in files
+        if path.resolve() != Path(__file__).resolve()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+    ]
+
+
+def citations() -> list[tuple[str, str]]:
+    """(file:line, cited path) for every citation in the code."""
+    return [(where, m.group().rstrip(".,;:)`'\"")) for where, line in code_lines() for m in CITATION.finditer(line)]
+
+
+def test_no_citation_outside_the_repository():
+    # Fails until the code cites docs/contract.md, docs/design.md and docs/vast-api.md instead.
+    outside = [f"{where}: {cited}" for where, cited in citations() if any(word in cited for word in OUTSIDE)]
+    assert not outside, "cited files that are not in the repository:\n" + "\n".join(outside)
+
+
+def test_cited_docs_exist():
+    missing = [f"{where}: {cited}" for where, cited in citations() if cited.startswith("docs/") and not (ROOT / cited).exists()]
+    assert not missing, "cited files that do not exist:\n" + "\n".join(missing)
+
+
+def test_cited_sections_exist():
+    # "docs/vast-api.md §5" needs a heading "## 5. ..." in that file.
+    missing = []
+    for where, line in code_lines():
+        for doc, number in re.findall(r"(docs/[\w.-]+\.md),? §(\d+)", line):
+            path = ROOT / doc
+            if path.exists() and not re.search(rf"^## {number}\. ", path.read_text(encoding="utf-8"), re.MULTILINE):
+                missing.append(f"{where}: {doc} §{number}")
+    assert not missing, "cited sections that do not exist:\n" + "\n".join(missing)

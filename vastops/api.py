@@ -1,0 +1,429 @@
+"""The watchdog's HTTP shell: the REST API of docs/contract.md around a ``Watch``.
+
+``create_app`` builds the ASGI app: the routes live on an ``APIRouter``, the
+``Control`` and the ``Watch`` sit in ``app.state`` and reach the routes through
+dependencies, and the core's exceptions become the contract's status codes in
+exception handlers. ``vastops watchdog`` (vastops/launch.py) serves it with uvicorn.
+
+Routes under ``/infra/vast`` need ``X-API-Key`` (compared in constant time).
+``/healthz`` (is the watchdog alive?) and ``/metrics`` (Prometheus) do not; bind the
+watchdog to localhost or put it behind a proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from . import __version__
+from .clock import isoz
+from .config import NotConfigured
+from .control import Control
+from .power import HealthTimeout, StartCancelled
+from .vast import VastError
+from .vocabulary import Actor, ErrorKind, Status
+from .watch import Watch
+
+log = logging.getLogger("vastops.watchdog")
+
+MAX_BODY_BYTES = 64 * 1024
+
+# -- the wire format (docs/contract.md) ---------------------------------------------
+
+
+class Error(BaseModel):
+    detail: str
+
+
+class StatusOut(BaseModel):
+    instance_id: int | None
+    status: str
+    gpu_name: str | None
+    dph_total: float | None
+    endpoint_base_url: str | None
+    last_activity: str | None
+    auto_shutdown_in_minutes: float | None
+    total_runtime_hours: float
+    total_cost_usd: float
+    message: str | None
+
+
+class PowerOnIn(BaseModel):
+    # Strict, as the document says: `0` is not a boolean, `"80"` not an integer (both 422).
+    model_config = ConfigDict(extra="forbid", strict=True)
+    wait_for_health: bool = True
+    health_path: str | None = Field(None, pattern=r"^/[\x21-\x7e]{0,200}$", description="defaults to VAST_HEALTH_PATH")
+    health_port: int | None = Field(None, ge=1, le=65535, description="defaults to VAST_HEALTH_PORT")
+
+    @field_validator("health_port", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # JSON Schema's integer is any number with no fraction: 8000.0 is 8000.
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class PowerOnOut(BaseModel):
+    status: str
+    instance_id: int
+    endpoint_base_url: str | None
+    health_url: str | None
+    message: str
+
+
+class PowerOffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PowerOffOut(BaseModel):
+    status: str
+    session_runtime_minutes: float
+    session_cost_usd: float
+    message: str
+
+
+class ActivityOut(BaseModel):
+    status: str
+    last_activity: str
+
+
+class CostsOut(BaseModel):
+    total_runtime_hours: float
+    total_cost_usd: float
+    sessions_count: int
+    avg_session_minutes: float
+
+
+class AuditEntry(BaseModel):
+    ts: str
+    event: str
+    actor: str
+    meta: dict[str, Any]
+
+
+class Healthz(BaseModel):
+    status: str
+    version: str
+    auto_shutdown: bool
+    last_error: str | None
+
+
+# Every status code a route can answer is listed, each with the body ``{"detail": "..."}``:
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": Error, "description": "missing or wrong X-API-Key"}}
+# LimitBody refuses a body over the limit before routing, so every operation can answer 413,
+# also one that reads no body (``/activity``, the GETs).
+TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {"model": Error, "description": f"the request carries a body over {MAX_BODY_BYTES} bytes (refused on every route)"}
+}
+INVALID: dict[int | str, dict[str, Any]] = {422: {"model": Error, "description": "well-formed, but a value is out of range or unknown"}}
+# Only the routes that parse a JSON body answer 400 and 422 for it.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": Error, "description": "the body is not valid JSON"}, **INVALID}
+VAST_ERRORS: dict[int | str, dict[str, Any]] = {
+    500: {"model": Error, "description": "VAST_API_KEY or VAST_INSTANCE_ID not configured"},
+    502: {"model": Error, "description": "vast.ai API error"},
+}
+
+
+# -- dependencies -------------------------------------------------------------------
+
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="CONTROL_API_KEY")
+
+
+def get_control(request: Request) -> Control:
+    return request.app.state.control
+
+
+def get_watch(request: Request) -> Watch:
+    return request.app.state.watch
+
+
+def require_key(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> None:
+    expected: bytes = request.app.state.control_key
+    if key is None or not hmac.compare_digest(key.encode(), expected):
+        raise HTTPException(401, "missing or wrong X-API-Key header")
+
+
+ControlDep = Annotated[Control, Depends(get_control)]
+WatchDep = Annotated[Watch, Depends(get_watch)]
+
+
+# -- routes ----------------------------------------------------------------------------
+
+router = APIRouter(prefix="/infra/vast", dependencies=[Depends(require_key)], responses={**AUTH_ERRORS, **TOO_LARGE})
+public = APIRouter(responses=TOO_LARGE)
+
+
+@router.get("/status", response_model=StatusOut, responses={502: VAST_ERRORS[502]})
+async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
+    """The instance's status. `unconfigured` and `not_found` are answers, not errors."""
+    # vast allows one look every 2 s per key; a burst of status calls shares one look.
+    fresh = watch.observed_recently() or control.unconfigured_reason() is not None
+    answer = await asyncio.to_thread(control.status, observe=not fresh)
+    if not fresh:
+        watch.mark_observed()
+    return answer
+
+
+@router.post(
+    "/power/on",
+    response_model=PowerOnOut,
+    responses={
+        **BODY_ERRORS,
+        **VAST_ERRORS,
+        409: {"model": Error, "description": "the instance was stopped while the start waited for health"},
+        504: {"model": Error, "description": "health check timed out"},
+    },
+)
+async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None = None) -> dict[str, Any]:
+    """Start the instance; with `wait_for_health` answer once its /health answers 200."""
+    body = body or PowerOnIn()
+    try:
+        return await asyncio.to_thread(
+            control.power_on, Actor.API, wait_for_health=body.wait_for_health, health_path=body.health_path, health_port=body.health_port
+        )
+    finally:
+        await watch.changed()
+
+
+@router.post("/power/off", response_model=PowerOffOut, responses={**BODY_ERRORS, **VAST_ERRORS})
+async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | None = None) -> dict[str, Any]:
+    """Stop the instance; the disk is kept. Harmless when it is already stopped."""
+    try:
+        return await asyncio.to_thread(control.power_off, Actor.API)
+    finally:
+        await watch.changed()
+
+
+@router.post("/activity", response_model=ActivityOut)
+async def activity(watch: WatchDep) -> dict[str, Any]:
+    """Record activity (the gateway calls this on every LLM request). Memory only; flushed each second."""
+    return {"status": "recorded", "last_activity": isoz(watch.note_activity())}
+
+
+@router.get("/costs", response_model=CostsOut)
+async def costs(control: ControlDep) -> dict[str, Any]:
+    """Runtime and cost over all sessions (an open session counts up to now)."""
+    return await asyncio.to_thread(control.costs)
+
+
+@router.get("/audit", response_model=list[AuditEntry], responses=INVALID)
+async def audit(
+    control: ControlDep, limit: Annotated[int, Query(ge=1, le=1000, description="how many entries, newest first")] = 50
+) -> list[dict[str, Any]]:
+    """The audit trail, newest first."""
+    return await asyncio.to_thread(control.audit, limit)
+
+
+@public.get("/healthz", response_model=Healthz)
+async def healthz(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
+    """Liveness of the watchdog itself (no key needed)."""
+    return {"status": "ok", "version": __version__, "auto_shutdown": control.settings.vast_auto_shutdown, "last_error": watch.last_error}
+
+
+@public.get("/metrics", response_class=PlainTextResponse)
+async def metrics(control: ControlDep, watch: WatchDep) -> str:
+    """Prometheus metrics (no key needed)."""
+    return await asyncio.to_thread(_metrics, control, watch)
+
+
+# -- failures -> the contract's status codes ------------------------------------------------
+
+# The core's exceptions say what to check; the API only picks the code.
+ERROR_CODES: list[tuple[type[Exception], int, str]] = [
+    (NotConfigured, 500, ""),
+    (HealthTimeout, 504, ""),
+    (StartCancelled, 409, ""),  # not vast's failure: someone stopped it meanwhile
+    (VastError, 502, "vast.ai API error: "),
+]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    for exc_type, code, prefix in ERROR_CODES:
+
+        async def handler(request: Request, exc: Exception, code: int = code, prefix: str = prefix) -> JSONResponse:
+            return JSONResponse({"detail": f"{prefix}{exc}"}, status_code=code)
+
+        app.add_exception_handler(exc_type, handler)
+
+    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        # Malformed JSON is a 400; a well-formed body with bad values is a 422.
+        assert isinstance(exc, RequestValidationError)
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            return JSONResponse({"detail": "the body is not valid JSON"}, status_code=400)
+        return JSONResponse({"detail": _explain(exc)}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
+
+
+# -- the app -------------------------------------------------------------------------
+
+
+def create_app(control: Control, *, run_watch: bool = True) -> FastAPI:
+    """The ASGI app. ``run_watch=False`` serves the API without the background loops (tests)."""
+    key = control.settings.control_api_key
+    if key is None or not key.get_secret_value():
+        raise NotConfigured("CONTROL_API_KEY is not configured: the watchdog refuses to serve an open API. Set it in .env.")
+    watch = Watch(control)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_watch:
+            await watch.start()
+        try:
+            yield
+        finally:
+            if run_watch:
+                await watch.stop()
+
+    app = FastAPI(
+        title="vastops watchdog",
+        version=__version__,
+        description="Power, costs, audit and auto-shutdown for one vast.ai GPU instance.",
+        lifespan=lifespan,
+    )
+    app.state.control = control
+    app.state.watch = watch
+    app.state.control_key = key.get_secret_value().encode()
+    app.include_router(router)
+    app.include_router(public)
+    _install_error_handlers(app)
+    app.add_middleware(LimitBody)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, told the truth about errors.
+
+    FastAPI lists its own 422 body (``HTTPValidationError``) on every route with a
+    parameter; this API answers 422 as ``{"detail": "..."}`` and only where the
+    route declares it (a body or a query with bounds). And FastAPI files a route's
+    error answers under the route's own media type (``text/plain`` for ``/metrics``),
+    while every error this API answers is JSON ``{"detail": "..."}``.
+    """
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                del responses["422"]
+            for code, answer in responses.items():
+                if code[0] in "45":
+                    answer["content"] = error
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    components.setdefault("Error", Error.model_json_schema())
+    app.openapi_schema = schema
+    return schema
+
+
+class LimitBody:
+    """Refuse bodies over MAX_BODY_BYTES with 413, before anything reads them.
+
+    A plain ASGI middleware: FastAPI's ``@app.middleware("http")`` wraps every request
+    in extra tasks and cut the throughput of every route by about 40 % (benchmarks).
+    A body sent without Content-Length (chunked) is read here first, at most the
+    limit, and handed on only if it fits: a route that never reads its body
+    (``/activity``) must refuse it all the same.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                return await self._refuse(scope, receive, send)
+            return await self.app(scope, receive, send)
+        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+            return await self.app(scope, receive, send)  # no body at all
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                return await self._refuse(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as uvicorn would
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send):
+        response = JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def _explain(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def _metrics(control: Control, watch: Watch) -> str:
+    status = control.status(observe=False)
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{labels} {value:.6g}" if not math.isnan(value) else f"{name}{labels} NaN" for labels, value in samples)
+
+    iid = status["instance_id"]
+    metric(
+        "vastops_instance_state",
+        "gauge",
+        "1 for the instance's current status",
+        [(f'{{instance_id="{iid}",status="{s}"}}', float(status["status"] == s)) for s in Status],
+    )
+    left = watch.seconds_until_deadline()
+    metric(
+        "vastops_auto_shutdown_seconds",
+        "gauge",
+        "seconds until auto-shutdown (NaN when nothing is due)",
+        [("", math.nan if left is None else max(0.0, left))],
+    )
+    metric("vastops_session_cost_usd", "gauge", "cost of the open session so far", [("", status.get("session_cost_usd") or 0.0)])
+    metric("vastops_cost_usd_total", "counter", "cost of all sessions", [("", status["total_cost_usd"])])
+    metric("vastops_runtime_hours_total", "counter", "runtime of all sessions", [("", status["total_runtime_hours"])])
+    metric("vastops_activity_total", "counter", "activity reports received since the watchdog started", [("", float(watch.activity_total))])
+    errors = control.vast_error_counts()
+    metric(
+        "vastops_vast_errors_total",
+        "counter",
+        "failed vast.ai calls by kind",
+        [(f'{{kind="{k}"}}', float(errors.get(k, 0))) for k in ErrorKind],
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""``Control``: the use cases the CLI, the dashboard and the watchdog call.
+
+It is the last of three layers, each a module of its own concern:
+``Observing`` (vastops/observe.py: wiring, configuration, observing vast.ai),
+``Powering`` (vastops/power.py: start, stop, auto-shutdown) and this one: the status
+answer, activity, heartbeats and the reports. Each rule is written once, in one of
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import IO, Any
+
+from . import costs as costmath
+from .clock import isoz, parse_isoz
+from .deadline import minutes_left
+from .power import Powering
+from .vocabulary import Status
+
+
+class Control(Powering):
+    # -- status ------------------------------------------------------------------
+
+    def status(self, *, observe: bool = True) -> dict[str, Any]:
+        """The contract's status answer. observe=False answers from the ledger alone (no vast call)."""
+        reason = self.unconfigured_reason()
+        if reason:
+            return _status_answer(self.instance_id, Status.UNCONFIGURED, message=reason)
+        iid = self.target().instance_id
+        message = None
+        if observe and self.observe() is None:
+            message = f"vast.ai has no instance {iid}: check VAST_INSTANCE_ID."
+        now = self.clock()
+        with self.ledger.view() as view:
+            row = view.instance(iid) or {}
+            session = view.open_session(iid)
+            totals = costmath.statistics(view.db, iid, now)
+        status = row.get("status") or Status.UNKNOWN
+        deadline = self.deadline_for(session, row)
+        left = minutes_left(deadline, now)
+        answer = _status_answer(
+            iid,
+            status,
+            gpu_name=row.get("gpu_name"),
+            dph_total=round((row.get("dph_base") or 0) + (row.get("storage_dph") or 0), 6) if row.get("gpu_name") else None,
+            endpoint_base_url=row.get("endpoint_base_url"),
+            last_activity=row.get("last_activity"),
+            auto_shutdown_in_minutes=None if left is None else round(left, 2),
+            total_runtime_hours=totals["total_runtime_hours"],
+            total_cost_usd=totals["total_cost_usd"],
+            message=message or _status_message(status, row),
+        )
+        if session:
+            started = parse_isoz(session["started_at"])
+            runtime = costmath.runtime_seconds(started, now) if started else 0.0
+            figures = costmath.session_costs(runtime, session["dph_base"], session["storage_dph"])
+            answer["session_runtime_minutes"] = round(runtime / 60, 2)
+            answer["session_cost_usd"] = round(figures["total"], 4)
+        answer["auto_shutdown_at"] = isoz(deadline)
+        answer["power_on_pending"] = row.get("pending") == "power_on"
+        answer["observed_at"] = row.get("observed_at")
+        return answer
+
+    # -- activity ----------------------------------------------------------------
+
+    def record_activity(self, at: datetime | None = None, count: int = 1) -> datetime:
+        """Note activity (an LLM request); pushes the idle deadline back. Never moves it earlier."""
+        at = at or self.clock()
+        if self.instance_id is None:
+            return at  # no instance configured: nothing to keep running, nothing to record against
+        with self.ledger.write() as tx:
+            tx.record_activity(self.instance_id, at, count)
+        return at
+
+    # -- heartbeats --------------------------------------------------------------
+
+    def beat(self, component: str = "watchdog", info: dict[str, Any] | None = None) -> None:
+        with self.ledger.write() as tx:
+            tx.beat(component, self.clock(), info)
+
+    def heartbeat(self, component: str = "watchdog") -> dict[str, Any] | None:
+        """The component's last sign of life with its age in seconds, or None if it never beat."""
+        with self.ledger.view() as view:
+            row = view.heartbeat(component)
+        beat_at = parse_isoz(row["ts"]) if row else None
+        if row is None or beat_at is None:
+            return None
+        age = (self.clock() - beat_at).total_seconds()
+        return {"component": component, "ts": row["ts"], "age_s": age, "pid": row["pid"], "info": json.loads(row["info"])}
+
+    # -- reports -----------------------------------------------------------------
+
+    def costs(self) -> dict[str, Any]:
+        with self.ledger.read() as db:
+            return costmath.statistics(db, self.instance_id, self.clock())
+
+    def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        with self.ledger.read() as db:
+            return list(costmath.sessions(db, self.instance_id, self.clock(), limit))
+
+    def write_sessions_csv(self, fh: IO[str]) -> int:
+        """Stream every session to ``fh`` as CSV (constant memory, however long the ledger)."""
+        with self.ledger.read() as db:
+            return costmath.write_sessions_csv(costmath.sessions(db, self.instance_id, self.clock()), fh)
+
+    def audit(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.ledger.view() as view:
+            return view.recent_audit(limit)
+
+
+def _status_message(status: str, row: dict[str, Any]) -> str | None:
+    if status == Status.SCHEDULING:
+        return "Waiting for a GPU on the host. If this lasts, the GPU is taken: stop and choose another GPU."
+    if status == Status.EXITED and row.get("message"):
+        return f"vast.ai says: {row['message']}"
+    return None
+
+
+def _status_answer(instance_id: int | None, status: str, **fields: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "instance_id": instance_id,
+        "status": status,
+        "gpu_name": None,
+        "dph_total": None,
+        "endpoint_base_url": None,
+        "last_activity": None,
+        "auto_shutdown_in_minutes": None,
+        "total_runtime_hours": 0.0,
+        "total_cost_usd": 0.0,
+        "message": None,
+    }
+    answer.update(fields)
+    return answer

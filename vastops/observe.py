@@ -1,0 +1,245 @@
+"""Observing vast.ai and bringing the ledger in line: the first layer of ``Control``.
+
+Sessions follow what vast.ai reports, whoever caused it: an observation of
+``running`` opens the session (if none is open), an observation of an ended status
+(``vocabulary.ENDED``) closes it. The ledger's one-open-session index and ``BEGIN
+IMMEDIATE`` make "open once, close once" hold when several processes observe at the
+same moment.
+
+A power-on is "pending" from the start request until the instance runs *and* its
+``/health`` answers (``power_on_complete``), it is stopped first
+(``power_on_aborted``), or ``VAST_WAIT_TIMEOUT_S`` passes
+(``power_on_health_timeout``). Whoever observes the instance advances it: the caller
+that waits, the watchdog, or a status call.
+
+The layers: ``Observing`` (this module: wiring, configuration, observation) <-
+``Powering`` (vastops/power.py: start, stop, auto-shutdown) <- ``Control``
+(vastops/control.py: status, activity, heartbeats, reports). The CLI, the dashboard
+and the watchdog use ``Control``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+
+from . import costs as costmath
+from .clock import Clock, isoz, parse_isoz, utcnow
+from .config import ConfigError, Settings, VastTarget
+from .ledger import Ledger, LedgerError, Tx
+from .vast import Instance, VastClient, VastError
+from .vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Status
+
+
+def probe_health(url: str, timeout: float = 3.0) -> bool:
+    try:
+        return requests.get(url, timeout=(2.0, timeout)).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    try:
+        return Ledger(settings.vastops_db, audit_mirror=settings.vast_audit_path, state_mirror=settings.vast_state_path)
+    except LedgerError as exc:
+        raise ConfigError(f"VASTOPS_DB: {exc}") from None
+
+
+class Observing:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger | None = None,
+        client: VastClient | None = None,
+        *,
+        clock: Clock = utcnow,
+        health: Callable[[str], bool] = probe_health,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 2.0,  # vast allows one show call per 2 s (docs/vast-api.md, rate limits)
+    ):
+        self.settings = settings
+        self.ledger = ledger or open_ledger(settings)
+        self._client = client
+        self.clock = clock
+        self.health = health
+        self.sleep = sleep
+        self.poll_interval = poll_interval
+        # None when unconfigured: the reports then cover every instance in the ledger.
+        self.instance_id = settings.vast_instance_id
+
+    # -- configuration -------------------------------------------------------------
+
+    def target(self) -> VastTarget:
+        """The key and instance id, or ``NotConfigured``: every call to vast.ai starts here."""
+        return self.settings.target()
+
+    def unconfigured_reason(self) -> str | None:
+        return self.settings.unconfigured_reason()
+
+    @property
+    def client(self) -> VastClient:
+        target = self.target()
+        if self._client is None:
+            self._client = VastClient(target.api_key.get_secret_value(), self.settings.vast_api_url)
+        return self._client
+
+    def vast_error_counts(self) -> dict[str, int]:
+        return dict(self._client.error_counts) if self._client is not None else {}
+
+    # -- observing vast.ai ---------------------------------------------------------
+
+    def observe(self, actor: str = Actor.SYSTEM) -> Instance | None:
+        """Ask vast.ai for the instance and bring the ledger in line. None = not found."""
+        iid = self.target().instance_id
+        asked_at = self.clock()
+        instance: Instance | None
+        try:
+            instance = self.client.show_instance(iid)
+        except VastError as exc:
+            if exc.kind != ErrorKind.NOT_FOUND:
+                raise
+            instance = None
+        self.reconcile(instance, asked_at, actor)
+        return instance
+
+    def observe_quietly(self, actor: str) -> str | None:
+        """Observe, treating rate limits and outages as 'no news' (None; the caller polls again)."""
+        try:
+            instance = self.observe(actor)
+        except VastError as exc:
+            if exc.kind in TRANSIENT_ERRORS:
+                return None
+            raise
+        return instance.status if instance else Status.NOT_FOUND
+
+    def reconcile(self, instance: Instance | None, asked_at: datetime, actor: str = Actor.SYSTEM) -> None:
+        """Open/close sessions for what vast reports, and advance a pending power-on.
+
+        ``asked_at`` is when the observation was requested. An observation asked
+        before vastops' own last start/stop, or before the last observation applied,
+        is stale (it may show "running" just after a stop) and changes nothing.
+        """
+        iid = self.target().instance_id
+        status = instance.status if instance else Status.NOT_FOUND
+        probe = None  # (endpoint, health_url) when a pending power-on may be complete
+        with self.ledger.write() as tx:
+            now = self.clock()  # under the write lock: every stored time was written before it
+            row = tx.instance(iid)
+            # So a stored time later than now means the clock stepped back: ignore it, or
+            # every observation would be dropped (and a pending start never time out)
+            # until the clock caught up.
+            newer = [t for t in (parse_isoz(row["acted_at"]), parse_isoz(row["observation_asked_at"])) if t and t <= now]
+            if newer and asked_at < max(newer):
+                return
+            endpoint = instance.endpoint_base_url(self.settings.vast_health_port) if instance else None
+            observed: dict[str, Any] = {
+                "status": status,
+                "endpoint_base_url": endpoint,
+                "observed_at": isoz(now),
+                "observation_asked_at": isoz(asked_at),
+            }
+            if instance:
+                observed.update(
+                    gpu_name=instance.gpu_name, dph_base=instance.dph_base, storage_dph=instance.storage_dph, message=instance.message
+                )
+            tx.update_instance(iid, **observed)
+            session = tx.open_session(iid)
+            pending = row["pending"] == "power_on"
+            if instance is not None and status == Status.RUNNING and session is None:
+                started_by = row["pending_actor"] if pending else Actor.EXTERNAL
+                sid = tx.start_session(iid, now, instance.gpu_name, instance.dph_base, instance.storage_dph, started_by)
+                if not pending:
+                    tx.audit(now, iid, Event.EXTERNAL_START, Actor.SYSTEM, {"session_id": sid, **_rates(instance)})
+            elif status in ENDED and session is not None:
+                figures = end_session(tx, session, now, Actor.SYSTEM, EndReason.EXTERNAL)
+                tx.audit(now, iid, Event.EXTERNAL_STOP, Actor.SYSTEM, {"status": status, **figures})
+            if pending:
+                probe = self._advance_pending(tx, row, status, instance, now)
+        if probe and self.health(probe[1]):
+            self._complete_start(row, probe, actor)
+
+    def _complete_start(self, row: dict[str, Any], probe: tuple[str, str], actor: str) -> None:
+        iid = self.target().instance_id
+        endpoint, health_url = probe
+        with self.ledger.write() as tx:
+            done = self.clock()
+            if tx.clear_pending(iid, row["pending_audit_id"], done):
+                waited = (done - _parse(row["pending_since"])).total_seconds()
+                meta = {
+                    "instance_id": iid,
+                    "endpoint": endpoint,
+                    "health_url": health_url,
+                    "request_id": row["pending_audit_id"],
+                    "startup_seconds": round(waited, 1),
+                }
+                tx.audit(done, iid, Event.POWER_ON_COMPLETE, actor, meta)
+
+    def _advance_pending(
+        self, tx: Tx, row: dict[str, Any], status: str, instance: Instance | None, now: datetime
+    ) -> tuple[str, str] | None:
+        """Abort or time out a pending power-on; return (endpoint, health URL) to probe if it may be done."""
+        iid, request_id = self.target().instance_id, row["pending_audit_id"]
+        since = _parse(row["pending_since"])
+        port = row["pending_health_port"] or self.settings.vast_health_port
+        endpoint = instance.endpoint_base_url(port) if instance else None
+        health_url = endpoint + (row["pending_health_path"] or self.settings.vast_health_path) if endpoint else None
+        if status in (Status.STOPPED, Status.NOT_FOUND):
+            if tx.clear_pending(iid, request_id, now):
+                tx.audit(now, iid, Event.POWER_ON_ABORTED, Actor.SYSTEM, {"request_id": request_id, "status": status})
+            return None
+        # Running, but the health port is not published: waiting cannot help.
+        unexposed = status == Status.RUNNING and instance is not None and bool(instance.host_ports) and endpoint is None
+        if unexposed or now >= since + timedelta(seconds=self.settings.vast_wait_timeout_s):
+            if tx.clear_pending(iid, request_id, now):
+                waited = round((now - since).total_seconds(), 1)
+                meta = {"request_id": request_id, "status": status, "waited_seconds": waited, "health_url": health_url}
+                if unexposed and instance is not None:
+                    meta["reason"] = f"container port {port} is not exposed (exposed: {sorted(instance.host_ports)})"
+                tx.audit(now, iid, Event.POWER_ON_HEALTH_TIMEOUT, Actor.SYSTEM, meta)
+            return None
+        return (endpoint, health_url) if status == Status.RUNNING and endpoint and health_url else None
+
+    def expire_if_overdue(self, request_id: int) -> None:
+        """Time out the pending start ``request_id`` if its time ran out, without asking vast.ai."""
+        iid = self.target().instance_id
+        with self.ledger.write() as tx:
+            row = tx.instance(iid)
+            if row["pending_audit_id"] == request_id:
+                self._advance_pending(tx, row, row["status"] or Status.UNKNOWN, None, self.clock())
+
+    def advance(self) -> None:
+        """Expire a pending power-on whose time ran out (the watchdog calls this when vast is down)."""
+        iid = self.target().instance_id
+        with self.ledger.view() as view:
+            row = view.instance(iid)
+        if row and row["pending_audit_id"]:
+            self.expire_if_overdue(row["pending_audit_id"])
+
+
+def end_session(tx: Tx, session: dict[str, Any], now: datetime, actor: str, reason: str) -> dict[str, Any]:
+    """End the open ``session`` at ``now``; the figures for its audit row and the stop's answer."""
+    runtime = costmath.runtime_seconds(_parse(session["started_at"]), now)
+    tx.end_session(session["id"], now, actor, reason, runtime)
+    c = costmath.session_costs(runtime, session["dph_base"], session["storage_dph"])
+    return {
+        "session_id": session["id"],
+        "session_runtime_minutes": round(runtime / 60, 2),
+        "session_cost_usd": round(c["total"], 4),
+        "compute_cost_usd": round(c["compute"], 4),
+        "storage_cost_usd": round(c["storage"], 4),
+    }
+
+
+def _parse(text: str) -> datetime:
+    """A timestamp the ledger always has (NOT NULL, or set together with its row)."""
+    dt = parse_isoz(text)
+    assert dt is not None, "a required ledger timestamp is empty"
+    return dt
+
+
+def _rates(instance: Instance) -> dict[str, Any]:
+    return {"gpu_name": instance.gpu_name, "dph_base": instance.dph_base, "storage_dph": instance.storage_dph}

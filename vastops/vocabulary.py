@@ -1,0 +1,116 @@
+"""The vocabulary: every word vastops stores, sends or shows, and the groupings rules use.
+
+Each word is a ``StrEnum`` member, so it *is* its string: the ledger stores it, JSON
+carries it, and a comparison with the text read back from SQLite holds. Pages, the
+REST API, ``/metrics`` and the CLI take their words from here; a rule that asks
+"has it ended?" or "may it be started?" asks one of the groupings below, never a
+list of its own. The contract behind each word is ``docs/contract.md``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """What an instance is doing, in the contract's words (docs/contract.md, "Status words")."""
+
+    RUNNING = "running"  # up; compute is billed
+    STOPPED = "stopped"  # stopped, disk kept (and billed)
+    EXITED = "exited"  # the container ended or the host is gone
+    LOADING = "loading"  # image pull / container start
+    SCHEDULING = "scheduling"  # a start waits for its GPU on the host
+    CREATING = "creating"  # vast.ai is provisioning it
+    UNCONFIGURED = "unconfigured"  # VAST_API_KEY or VAST_INSTANCE_ID not set
+    NOT_FOUND = "not_found"  # vast.ai does not know the id
+    UNKNOWN = "unknown"  # never observed yet (vastops' own word)
+
+
+# Nothing runs: a session that is open ends when one of these is observed.
+ENDED = frozenset({Status.STOPPED, Status.EXITED, Status.NOT_FOUND})
+# On the way up: the watchdog looks more often while one of these holds.
+TRANSITIONAL = frozenset({Status.SCHEDULING, Status.LOADING, Status.CREATING})
+# Start is offered for these (and not while a start is pending).
+CAN_START = frozenset({Status.STOPPED, Status.EXITED, Status.UNKNOWN})
+# Stop is offered for these (and while a start is pending): anything that may bill.
+CAN_STOP = frozenset({Status.RUNNING, Status.EXITED, Status.UNKNOWN}) | TRANSITIONAL
+
+# Plain words for each status, shown by the CLI and the dashboard.
+STATUS_WORDS: dict[Status, str] = {
+    Status.RUNNING: "running: the GPU is billed",
+    Status.STOPPED: "stopped: the disk is kept (and billed), the GPU is released",
+    Status.EXITED: "exited: the container ended or the host is gone",
+    Status.LOADING: "loading: pulling the image and starting the container",
+    Status.SCHEDULING: "scheduling: waiting for the GPU on its host to be free",
+    Status.CREATING: "creating: vast.ai is provisioning the instance",
+    Status.UNCONFIGURED: "unconfigured: VAST_API_KEY or VAST_INSTANCE_ID is not set",
+    Status.NOT_FOUND: "not found: vast.ai does not know this instance id",
+    Status.UNKNOWN: "not observed yet",
+}
+
+
+def status_words(status: str) -> str:
+    """The plain words for a status; an unknown word is shown as it is."""
+    try:
+        return STATUS_WORDS[Status(status)]
+    except ValueError:
+        return status
+
+
+class Event(StrEnum):
+    """Audit event types. The first seven are the contract's; the rest are vastops' own."""
+
+    POWER_ON_REQUESTED = "power_on_requested"
+    POWER_ON_COMPLETE = "power_on_complete"
+    POWER_ON_HEALTH_TIMEOUT = "power_on_health_timeout"
+    POWER_OFF_REQUESTED = "power_off_requested"
+    POWER_OFF_COMPLETE = "power_off_complete"
+    AUTO_SHUTDOWN = "auto_shutdown"  # the stop decision, with inactive_minutes
+    AUTO_SHUTDOWN_COMPLETE = "auto_shutdown_complete"
+
+    POWER_ON_FAILED = "power_on_failed"  # vast.ai refused or failed the start call
+    POWER_ON_ABORTED = "power_on_aborted"  # stopped before it became healthy
+    POWER_OFF_FAILED = "power_off_failed"  # vast.ai refused or failed the stop call
+    EXTERNAL_START = "external_start"  # seen running without a start from vastops
+    EXTERNAL_STOP = "external_stop"  # seen stopped without a stop from vastops
+
+
+SPEC_EVENTS = tuple(Event)[:7]
+# How a pending start ends: one of these rows answers its power_on_requested row.
+START_OUTCOMES = frozenset({Event.POWER_ON_COMPLETE, Event.POWER_ON_HEALTH_TIMEOUT, Event.POWER_ON_ABORTED})
+
+
+class Actor(StrEnum):
+    """Who did it: the actor of an audit row, and who started or ended a session."""
+
+    DASHBOARD = "dashboard"
+    API = "api"
+    CLI = "cli"
+    SYSTEM = "system"  # the watchdog, or whoever observed it
+    EXTERNAL = "external"  # vast's console or another client (sessions only)
+
+
+AUDIT_ACTORS = (Actor.DASHBOARD, Actor.API, Actor.CLI, Actor.SYSTEM)
+
+
+class EndReason(StrEnum):
+    """Why a session ended (``sessions.end_reason``)."""
+
+    MANUAL = "manual"  # a stop from the dashboard, the CLI or the API
+    AUTO_SHUTDOWN = "auto_shutdown"
+    EXTERNAL = "external"  # seen ended in vast.ai without a stop from vastops
+    OPEN = "open"  # not ended yet (reports only; never stored)
+
+
+class ErrorKind(StrEnum):
+    """How a vast.ai call failed. Callers branch on these, never on HTTP codes."""
+
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    API = "api"
+
+
+# A failure that a later look may not repeat: a caller that polls treats it as "no news".
+TRANSIENT_ERRORS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.UNAVAILABLE})
