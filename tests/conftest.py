@@ -1,4 +1,7 @@
-"""Shared fixtures: a clean environment, a fake clock, and the simulator over real HTTP."""
+"""Shared fixtures: a clean environment, a fake clock, and the simulator over real HTTP.
+
+Helpers that tests import by name (keys, settings, processes, polling) are in helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +11,15 @@ from datetime import UTC, datetime
 import pytest
 
 from helpers import (
-    CONTROL_KEY,
     INSTANCE_ID,
     SIM_KEY,
     Processes,
-    clean_process_env,
-    free_port,
     make_control,
     make_settings,
     start_sim,
-    wait_until,
 )
 from vastops.clock import FakeClock
 from vastops.sim import SimConfig, SimInstance, Simulator
-
-# Re-exported for test files that still import them from here; new code imports helpers.
-__all__ = ["CONTROL_KEY", "INSTANCE_ID", "SIM_KEY", "clean_process_env", "free_port", "wait_until"]
 
 
 @pytest.fixture(autouse=True)

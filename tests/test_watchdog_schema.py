@@ -1,38 +1,112 @@
-"""Schemathesis against the watchdog's own OpenAPI spec: no 5xx, only documented status codes.
+"""Schemathesis against the watchdog's own OpenAPI document: all of its checks find nothing.
 
 Driven through Hypothesis directly (schemathesis' pytest plugin does not load under
-pytest 9), one test per operation.
+pytest 9), one test per operation, positive and negative data, with every check
+`schemathesis run --checks all` runs. One more test runs schemathesis' own engine (what
+the CLI runs: coverage and fuzzing phases) over the whole document. The document
+itself is pinned down too: the key's security scheme, the status codes of each route,
+no FastAPI validation-error bodies.
+
+The same run against a real watchdog: `schemathesis --config-file F run --checks all
+http://127.0.0.1:PORT/openapi.json -H "X-API-Key: ..."`, with F holding CONFIG below.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import schemathesis
-from schemathesis.checks import not_a_server_error
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS, is_check_class, load_all_checks
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events
+from schemathesis.engine import from_schema as engine_for
 
-from conftest import CONTROL_KEY, INSTANCE_ID, SIM_KEY
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
+from vastops.api import create_app
 from vastops.config import load_settings
-from vastops.power import Control
-from vastops.sidecar import create_app
+from vastops.control import Control
 from vastops.sim import SimConfig, SimInstance, Simulator
 
-OPERATIONS = ["GET /infra/vast/status", "POST /infra/vast/power/on", "POST /infra/vast/power/off", "POST /infra/vast/activity",
-              "GET /infra/vast/costs", "GET /infra/vast/audit", "GET /healthz", "GET /metrics"]
+OPERATIONS = [
+    "GET /infra/vast/status",
+    "POST /infra/vast/power/on",
+    "POST /infra/vast/power/off",
+    "POST /infra/vast/activity",
+    "GET /infra/vast/costs",
+    "GET /infra/vast/audit",
+    "GET /healthz",
+    "GET /metrics",
+]
 PUBLIC = {"GET /healthz", "GET /metrics"}
+# Operations with something to get wrong: a body or a bounded query parameter.
+WITH_INPUT = ["POST /infra/vast/power/on", "POST /infra/vast/power/off", "GET /infra/vast/audit"]
+AUTH = {"X-API-Key": CONTROL_KEY}
+
+# Every status code each route can answer (docs/contract.md). 413 is everywhere: the
+# body-size limit refuses a large body before routing, whatever the route.
+STATUS_CODES = {
+    "GET /infra/vast/status": {200, 401, 413, 502},
+    "POST /infra/vast/power/on": {200, 400, 401, 409, 413, 422, 500, 502, 504},
+    "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},
+    "POST /infra/vast/activity": {200, 401, 413},
+    "GET /infra/vast/costs": {200, 401, 413},
+    "GET /infra/vast/audit": {200, 401, 413, 422},
+    "GET /healthz": {200, 413},
+    "GET /metrics": {200, 413},
+}
+
+# A fuzzed health_path or health_port that never answers 200 legitimately ends in the
+# documented 504 (the health check timed out); every other 5xx is a failure.
+CONFIG = """
+[[operations]]
+include-name = "POST /infra/vast/power/on"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]
+"""
+
+
+def all_checks():
+    """Every built-in check, as `--checks all` selects them."""
+    load_all_checks()
+    return [check for check in CHECKS.get_all() if not is_check_class(check)]
+
+
+ALL_CHECKS = all_checks()
 
 
 @pytest.fixture(scope="module")
-def schema(tmp_path_factory):
+def app(tmp_path_factory):
     # An instant simulator without rate limits: fuzzing is about the API's answers, not timing.
-    sim = Simulator(SimConfig(api_key=SIM_KEY, instances=[SimInstance(id=INSTANCE_ID)], schedule_s=0, load_s=0,
-                              health_delay_s=0, stop_s=0, rate_limit_scale=0)).start()
+    sim = Simulator(
+        SimConfig(
+            api_key=SIM_KEY, instances=[SimInstance(id=INSTANCE_ID)], schedule_s=0, load_s=0, health_delay_s=0, stop_s=0, rate_limit_scale=0
+        )
+    ).start()
     db = tmp_path_factory.mktemp("schema") / "ledger.db"
-    config = load_settings(None, vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID, vast_api_url=sim.url,
-                           control_api_key=CONTROL_KEY, vastops_db=db, vast_wait_timeout_s=0.5)
-    app = create_app(Control(config, poll_interval=0.05), run_watch=False)
-    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    config = load_settings(
+        None,
+        vast_api_key=SIM_KEY,
+        vast_instance_id=INSTANCE_ID,
+        vast_api_url=sim.url,
+        control_api_key=CONTROL_KEY,
+        vastops_db=db,
+        vast_wait_timeout_s=0.5,
+    )
+    yield create_app(Control(config, poll_interval=0.05), run_watch=False)
     sim.stop()
+
+
+@pytest.fixture(scope="module")
+def schema(app):
+    # The configuration is explicit: a schemathesis.toml lying around must not change the run.
+    return schemathesis.openapi.from_asgi("/openapi.json", app, config=SchemathesisConfig.from_str(CONFIG))
+
+
+@pytest.fixture(scope="module")
+def document(schema):
+    return schema.raw_schema
 
 
 def operation(schema, label):
@@ -43,20 +117,98 @@ def operation(schema, label):
     raise AssertionError(f"{label} is not in the OpenAPI spec")
 
 
+def operations(document):
+    return {f"{method.upper()} {path}": op for path, ops in document["paths"].items() for method, op in ops.items()}
+
+
+# -- the document ----------------------------------------------------------------------------
+
+
+def test_every_check_of_the_cli_runs():
+    names = {check.__name__ for check in ALL_CHECKS}
+    assert {
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "negative_data_rejection",
+        "positive_data_acceptance",
+        "missing_required_header",
+        "unsupported_method",
+        "allow_header_conformance",
+        "ignored_auth",
+    } <= names
+
+
+def test_the_document_lists_exactly_the_operations(document):
+    assert set(operations(document)) == set(OPERATIONS)
+
+
+def test_the_key_is_an_api_key_header_applied_to_every_infra_operation_and_no_other(document):
+    schemes = document["components"]["securitySchemes"]
+    assert len(schemes) == 1
+    ((name, scheme),) = schemes.items()
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-API-Key")
+    assert "security" not in document  # no global requirement: /healthz and /metrics are open
+    for label, op in operations(document).items():
+        if label in PUBLIC:
+            assert not op.get("security"), label
+        else:
+            assert op.get("security") == [{name: []}], label
+
+
+def test_every_route_lists_exactly_the_status_codes_it_can_answer(document):
+    for label, op in operations(document).items():
+        assert {int(code) for code in op["responses"]} == STATUS_CODES[label], label
+
+
+def test_every_error_is_a_detail_and_fastapis_validation_error_is_gone(document):
+    text = json.dumps(document)
+    assert "HTTPValidationError" not in text and '"ValidationError"' not in text
+    assert not {"HTTPValidationError", "ValidationError"} & set(document["components"]["schemas"])
+    error = document["components"]["schemas"]["Error"]
+    assert error["required"] == ["detail"] and error["properties"]["detail"]["type"] == "string"
+    for label, op in operations(document).items():
+        for code, answer in op["responses"].items():
+            if int(code) >= 400:
+                assert answer["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}, (label, code)
+
+
+def test_healthz_has_a_schema_and_metrics_are_text(document):
+    ok = operations(document)["GET /healthz"]["responses"]["200"]["content"]
+    assert ok == {"application/json": {"schema": {"$ref": "#/components/schemas/Healthz"}}}
+    healthz = document["components"]["schemas"]["Healthz"]
+    assert set(healthz["required"]) == {"status", "version", "auto_shutdown", "last_error"}
+    metrics = operations(document)["GET /metrics"]["responses"]["200"]["content"]
+    assert set(metrics) == {"text/plain"}
+
+
+# -- schemathesis ----------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_operation_conforms_to_its_schema(schema, label):
-    # A fuzzed health_port/health_path on power/on legitimately ends in SPEC's 504
-    # (nothing answers there); every other 5xx is a failure.
     allowed_5xx = {504} if label == "POST /infra/vast/power/on" else set()
 
-    @given(case=operation(schema, label).as_strategy())
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=operation(schema, label).as_strategy(headers=AUTH))
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case):
-        case.headers = {**(case.headers or {}), "X-API-Key": CONTROL_KEY}
-        excluded = [not_a_server_error] if allowed_5xx else []
-        # documented status codes, bodies matching the schema
-        response = case.call_and_validate(excluded_checks=excluded)
+        # All checks: documented status codes, content types and bodies; valid data accepted; the key enforced
+        response = case.call_and_validate(headers=AUTH, checks=ALL_CHECKS)
         assert response.status_code < 500 or response.status_code in allowed_5xx, response.text
+
+    check()
+
+
+@pytest.mark.parametrize("label", WITH_INPUT)
+def test_operation_rejects_what_its_schema_forbids(schema, label):
+    @given(case=operation(schema, label).as_strategy(GenerationMode.NEGATIVE, headers=AUTH))
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case):
+        # All checks again; negative_data_rejection fails on a schema-violating request that is accepted
+        response = case.call_and_validate(headers=AUTH, checks=ALL_CHECKS)
+        assert response.status_code < 500, response.text
 
     check()
 
@@ -70,3 +222,27 @@ def test_operation_without_key_is_401_unless_public(schema, label):
         assert response.status_code == (200 if label in PUBLIC else 401)
 
     check()
+
+
+def test_a_whole_schemathesis_run_finds_nothing(app):
+    # What `schemathesis run --checks all` executes: the coverage phase (boundary values,
+    # missing headers, wrong methods and content types) and the fuzzing phase.
+    config = SchemathesisConfig.from_str(
+        f'headers = {{ "X-API-Key" = "{CONTROL_KEY}" }}\nworkers = 1\ngeneration.max-examples = 20\n{CONFIG}'
+    )
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+    tested, failures, errors = set(), [], []
+    for event in engine_for(schema).execute():
+        if isinstance(event, events.ScenarioFinished) and event.status != Status.SKIP:
+            tested.add((event.phase.value, event.label))
+            for checks in event.recorder.checks.values():
+                failures += [
+                    f"{event.label} [{event.phase.value}] {c.name}: {c.failure_info and c.failure_info.failure}"
+                    for c in checks
+                    if c.status == Status.FAILURE
+                ]
+        elif isinstance(event, (events.NonFatalError, events.FatalError)):
+            errors.append(str(getattr(event, "info", event)))
+    assert not errors, errors
+    assert not failures, "\n".join(failures)
+    assert tested >= {(phase, label) for phase in ("coverage", "fuzzing") for label in OPERATIONS}
