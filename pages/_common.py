@@ -80,6 +80,10 @@ def watchdog_problem(heartbeat: dict | None) -> str | None:
             f"(pid {heartbeat.get('pid')}). Check that `vastops watchdog` is running; until it is, an idle "
             "instance keeps running and billing, and starts are not completed."
         )
+    problems = heartbeat.get("info", {}).get("problems") or []
+    if problems:
+        listed = "".join(f"\n- {p}" for p in problems)
+        return f"**Auto-shutdown is impaired.** The watchdog runs (pid {heartbeat.get('pid')}) but says:{listed}"
     return None
 
 

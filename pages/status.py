@@ -95,7 +95,10 @@ def on_stop_confirmed() -> None:
     st.session_state[CONFIRM_STOP] = False
     try:
         result = control(cfg).power_off(Actor.DASHBOARD)
-        st.session_state[FLASH] = ("success", result["message"])
+        if result.get("ledger_problem"):  # stopped all the same; the bookkeeping follows
+            st.session_state[FLASH] = ("error", f"{result['message']} **But** {result['ledger_problem']}.")
+        else:
+            st.session_state[FLASH] = ("success", result["message"])
     except (NotConfigured, VastError) as exc:
         st.session_state[FLASH] = ("error", f"**Stop failed.** {_explain(exc)}")
     _forget_cached_reports()

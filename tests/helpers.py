@@ -88,10 +88,16 @@ class Processes:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *args, env=None, ready_url=None) -> subprocess.Popen:
+    def start(self, *args, env=None, ready_url=None, program=None) -> subprocess.Popen:
+        """Run ``vastops ARGS`` (or ``PROGRAM ARGS``, e.g. a Python wrapper that patches a clock first)."""
         log = open(self.tmp_path / f"proc-{len(self.procs)}-{args[0]}.log", "w+")
         proc = subprocess.Popen(
-            [VASTOPS, *args], env=env or clean_process_env(), cwd=self.tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
+            [*(program or [VASTOPS]), *args],
+            env=env or clean_process_env(),
+            cwd=self.tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         proc.log = log
         self.procs.append(proc)
@@ -130,7 +136,7 @@ def start_sim(processes, *, schedule_s=0.3, load_s=0.3, health_delay_s=0.3, stop
     return url
 
 
-def start_watchdog(processes, tmp_path, sim_url, **env):
+def start_watchdog(processes, tmp_path, sim_url, *, program=None, **env):
     """Start the real `vastops watchdog` on a free port against ``sim_url`` and the ledger in ``tmp_path``.
 
     Returns (process, base URL of the API, its environment); ``env`` adds or overrides variables.
@@ -146,7 +152,7 @@ def start_watchdog(processes, tmp_path, sim_url, **env):
             **env,
         }
     )
-    proc = processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz")
+    proc = processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz", program=program)
     return proc, f"http://127.0.0.1:{port}/infra/vast", env
 
 

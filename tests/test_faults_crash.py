@@ -190,7 +190,8 @@ def test_killed_during_a_power_on_the_restarted_watchdog_completes_it_and_the_de
     [session] = watchdog.sessions()
     assert session["ended_at"] is not None and session["end_reason"] == "auto_shutdown" and session["started_by"] == "api"
     names = [a["event"] for a in watchdog.audit()]
-    assert names == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.AUTO_SHUTDOWN, ev.AUTO_SHUTDOWN_COMPLETE]
+    # the restarted watchdog took over the dead one's lease (same host, pid gone) and said so
+    assert names == [ev.POWER_ON_REQUESTED, ev.WATCHDOG_TAKEOVER, ev.POWER_ON_COMPLETE, ev.AUTO_SHUTDOWN, ev.AUTO_SHUTDOWN_COMPLETE]
     assert watchdog.get("/costs")["sessions_count"] == 1
     assert_clean(watchdog)
 
@@ -239,7 +240,8 @@ def test_killed_during_a_stop_the_restarted_watchdog_closes_the_session_once(tmp
     [session] = watchdog.sessions()
     assert session["end_reason"] == "external" and session["runtime_s"] > 0
     names = [a["event"] for a in watchdog.audit()]
-    assert names == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.POWER_OFF_REQUESTED, ev.EXTERNAL_STOP]
+    # the request, kept in the spool before the call, survived the crash; the restart took over the lease
+    assert names == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.POWER_OFF_REQUESTED, ev.WATCHDOG_TAKEOVER, ev.EXTERNAL_STOP]
     assert watchdog.get("/status")["status"] == "stopped"
     costs = watchdog.get("/costs")
     assert costs["sessions_count"] == 1

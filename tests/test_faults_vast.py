@@ -415,9 +415,10 @@ def test_the_real_watchdog_survives_a_revoked_key_and_stops_the_idle_instance_on
 
     _wait_until(failures, timeout=20)  # the idle deadline (3 s) passes: the stop is refused
     assert {f["meta"]["kind"] for f in failures()} == {"auth"}
-    # up, answering, and saying what is wrong
-    health = requests.get(base.removesuffix("/infra/vast") + "/healthz", timeout=5).json()
-    assert health["status"] == "ok"
+    # up, answering, and saying loudly what is wrong: enforcement is impaired while stops fail
+    health = requests.get(base.removesuffix("/infra/vast") + "/healthz", timeout=5)
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert any("stop call failed" in p and "VAST_API_KEY" in p for p in health.json()["problems"]), health.json()
     status = requests.get(base + "/status", headers=AUTH_HEADER, timeout=10)
     assert status.status_code == 502 and "VAST_API_KEY" in status.json()["detail"]
     assert requests.get(base + "/costs", headers=AUTH_HEADER, timeout=10).json()["sessions_count"] == 1
@@ -433,6 +434,8 @@ def test_the_real_watchdog_survives_a_revoked_key_and_stops_the_idle_instance_on
         timeout=10,
     )
     assert len(audit) == 1 and audit[0]["meta"]["session_runtime_minutes"] > 0
+    healed = requests.get(base.removesuffix("/infra/vast") + "/healthz", timeout=5)
+    assert healed.status_code == 200 and healed.json()["problems"] == []
     assert watchdog.poll() is None  # never went down
     assert "Traceback" not in processes.output(watchdog)
     calls = _sim_state(sim_url)["calls"]

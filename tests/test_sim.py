@@ -469,3 +469,34 @@ def test_cli_module_prints_env_and_exits_cleanly_on_sigterm():
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_fault_status_changes_only_the_show_answers_it_counts(make_sim, api, clock):
+    sim = make_sim(rate_limit_scale=1.0)
+    sim.console(IID, "running")
+    clock.advance(10.0)
+    for _ in range(3):  # the burst of 3 used up
+        assert show(api, sim)["actual_status"] == "running"
+    sim.add_fault("status", value="unknown", count=2)
+    # a rate-limited look is not a show answer: it does not use up the fault
+    assert api.get(f"{sim.url}/api/v0/instances/{IID}/").status_code == 429
+    assert sim.state()["faults"][0]["count"] == 2
+    clock.advance(10.0)
+    inst = show(api, sim)
+    assert (inst["actual_status"], inst["intended_status"]) == ("unknown", "running")
+    assert inst["ports"]  # the rest of the answer is the real one
+    row = sim.state()["instances"][0]
+    assert (row["phase"], row["actual_status"]) == ("running", "running")  # the real state is untouched
+    assert api.get(f"{sim.url}/api/v1/instances/").json()["instances"][0]["actual_status"] == "running"  # lists are not shows
+    assert sim.state()["faults"][0]["count"] == 1
+    assert show(api, sim)["actual_status"] == "unknown"
+    assert show(api, sim)["actual_status"] == "running" and sim.state()["faults"] == []
+    # over HTTP, with the value; a status fault without one is refused
+    r = requests.post(f"{sim.url}/_sim/fault", json={"kind": "status", "value": "offline", "count": 1})
+    assert r.json() == {"success": True}
+    assert requests.post(f"{sim.url}/_sim/fault", json={"kind": "status", "count": 1}).status_code == 400
+    clock.advance(10.0)
+    assert show(api, sim, iid=99) is None and len(sim.state()["faults"]) == 1  # no instance, no answer to change
+    assert show(api, sim)["actual_status"] == "offline"
+    assert show(api, sim)["actual_status"] == "running"
+    assert row["compute_seconds"] < sim.state()["instances"][0]["compute_seconds"]  # billing went on

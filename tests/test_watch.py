@@ -63,7 +63,7 @@ def test_fires_at_the_deadline_not_before(quick, clock, sim):
     shutdown = next(r for r in control.audit(10) if r["event"] == ev.AUTO_SHUTDOWN)
     assert shutdown["meta"]["inactive_minutes"] == pytest.approx(0.1)
     assert shutdown["meta"]["overrun_seconds"] == pytest.approx(0.0)
-    # the buffered activity reached the ledger before the decision
+    # the buffered activity reached the ledger (right after the stop, which waits on nothing)
     assert control.status(observe=False)["last_activity"] == isoz(at)
     assert watch.deadline() is None  # nothing runs any more
 

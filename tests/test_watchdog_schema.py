@@ -48,13 +48,13 @@ AUTH = {"X-API-Key": CONTROL_KEY}
 # Every status code each route can answer (docs/contract.md). 413 is everywhere: the
 # body-size limit refuses a large body before routing, whatever the route.
 STATUS_CODES = {
-    "GET /infra/vast/status": {200, 401, 413, 502},
-    "POST /infra/vast/power/on": {200, 400, 401, 409, 413, 422, 500, 502, 504},
-    "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},
+    "GET /infra/vast/status": {200, 401, 413, 502, 503},
+    "POST /infra/vast/power/on": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},
+    "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},  # a stop never waits on the ledger: no 503
     "POST /infra/vast/activity": {200, 401, 413},
-    "GET /infra/vast/costs": {200, 401, 413},
-    "GET /infra/vast/audit": {200, 401, 413, 422},
-    "GET /healthz": {200, 413},
+    "GET /infra/vast/costs": {200, 401, 413, 503},
+    "GET /infra/vast/audit": {200, 401, 413, 422, 503},
+    "GET /healthz": {200, 413, 503},  # 503: enforcement impaired, with the problems
     "GET /metrics": {200, 413},
 }
 
@@ -171,7 +171,7 @@ def test_every_error_is_a_detail_and_fastapis_validation_error_is_gone(document)
     assert error["required"] == ["detail"] and error["properties"]["detail"]["type"] == "string"
     for label, op in operations(document).items():
         for code, answer in op["responses"].items():
-            if int(code) >= 400:
+            if int(code) >= 400 and (label, code) != ("GET /healthz", "503"):  # degraded: the Healthz body, with its problems
                 assert answer["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}, (label, code)
 
 
@@ -179,7 +179,9 @@ def test_healthz_has_a_schema_and_metrics_are_text(document):
     ok = operations(document)["GET /healthz"]["responses"]["200"]["content"]
     assert ok == {"application/json": {"schema": {"$ref": "#/components/schemas/Healthz"}}}
     healthz = document["components"]["schemas"]["Healthz"]
-    assert set(healthz["required"]) == {"status", "version", "auto_shutdown", "last_error"}
+    assert set(healthz["required"]) == {"status", "version", "auto_shutdown", "last_error", "problems"}
+    degraded = operations(document)["GET /healthz"]["responses"]["503"]["content"]
+    assert degraded == {"application/json": {"schema": {"$ref": "#/components/schemas/Healthz"}}}
     metrics = operations(document)["GET /metrics"]["responses"]["200"]["content"]
     assert set(metrics) == {"text/plain"}
 

@@ -17,7 +17,8 @@ import hmac
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ from . import __version__
 from .clock import isoz
 from .config import NotConfigured
 from .control import Control
+from .lease import Lease
 from .power import HealthTimeout, StartCancelled
 from .vast import VastError
 from .vocabulary import Actor, ErrorKind, Status
@@ -114,10 +116,11 @@ class AuditEntry(BaseModel):
 
 
 class Healthz(BaseModel):
-    status: str
+    status: str = Field(description="ok while enforcement works, else degraded (answered with 503)")
     version: str
     auto_shutdown: bool
     last_error: str | None
+    problems: list[str] = Field(description="what impairs enforcement now; empty when status is ok")
 
 
 # Every status code a route can answer is listed, each with the body ``{"detail": "..."}``:
@@ -134,6 +137,8 @@ VAST_ERRORS: dict[int | str, dict[str, Any]] = {
     500: {"model": Error, "description": "VAST_API_KEY or VAST_INSTANCE_ID not configured"},
     502: {"model": Error, "description": "vast.ai API error"},
 }
+# Routes that must read or write the ledger first; a stop never answers it (it writes after).
+LEDGER_ERRORS: dict[int | str, dict[str, Any]] = {503: {"model": Error, "description": "the ledger failed; nothing was changed"}}
 
 
 # -- dependencies -------------------------------------------------------------------
@@ -165,15 +170,13 @@ router = APIRouter(prefix="/infra/vast", dependencies=[Depends(require_key)], re
 public = APIRouter(responses=TOO_LARGE)
 
 
-@router.get("/status", response_model=StatusOut, responses={502: VAST_ERRORS[502]})
+@router.get("/status", response_model=StatusOut, responses={502: VAST_ERRORS[502], **LEDGER_ERRORS})
 async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
     """The instance's status. `unconfigured` and `not_found` are answers, not errors."""
     # vast allows one look every 2 s per key; a burst of status calls shares one look.
-    fresh = watch.observed_recently() or control.unconfigured_reason() is not None
-    answer = await asyncio.to_thread(control.status, observe=not fresh)
-    if not fresh:
-        watch.mark_observed()
-    return answer
+    if control.unconfigured_reason() is None:
+        await watch.look()
+    return await asyncio.to_thread(control.status, observe=False)
 
 
 @router.post(
@@ -182,6 +185,7 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
     responses={
         **BODY_ERRORS,
         **VAST_ERRORS,
+        **LEDGER_ERRORS,
         409: {"model": Error, "description": "the instance was stopped while the start waited for health"},
         504: {"model": Error, "description": "health check timed out"},
     },
@@ -189,6 +193,7 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
 async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None = None) -> dict[str, Any]:
     """Start the instance; with `wait_for_health` answer once its /health answers 200."""
     body = body or PowerOnIn()
+    watch.starting()  # no auto-shutdown decision while this start is on its way
     try:
         return await asyncio.to_thread(
             control.power_on, Actor.API, wait_for_health=body.wait_for_health, health_path=body.health_path, health_port=body.health_port
@@ -201,7 +206,10 @@ async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None 
 async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | None = None) -> dict[str, Any]:
     """Stop the instance; the disk is kept. Harmless when it is already stopped."""
     try:
-        return await asyncio.to_thread(control.power_off, Actor.API)
+        result = await asyncio.to_thread(control.power_off, Actor.API)
+        watch.stopped()
+        watch.note_record(result)
+        return result
     finally:
         await watch.changed()
 
@@ -212,13 +220,13 @@ async def activity(watch: WatchDep) -> dict[str, Any]:
     return {"status": "recorded", "last_activity": isoz(watch.note_activity())}
 
 
-@router.get("/costs", response_model=CostsOut)
+@router.get("/costs", response_model=CostsOut, responses=LEDGER_ERRORS)
 async def costs(control: ControlDep) -> dict[str, Any]:
     """Runtime and cost over all sessions (an open session counts up to now)."""
     return await asyncio.to_thread(control.costs)
 
 
-@router.get("/audit", response_model=list[AuditEntry], responses=INVALID)
+@router.get("/audit", response_model=list[AuditEntry], responses={**INVALID, **LEDGER_ERRORS})
 async def audit(
     control: ControlDep, limit: Annotated[int, Query(ge=1, le=1000, description="how many entries, newest first")] = 50
 ) -> list[dict[str, Any]]:
@@ -226,10 +234,18 @@ async def audit(
     return await asyncio.to_thread(control.audit, limit)
 
 
-@public.get("/healthz", response_model=Healthz)
-async def healthz(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
-    """Liveness of the watchdog itself (no key needed)."""
-    return {"status": "ok", "version": __version__, "auto_shutdown": control.settings.vast_auto_shutdown, "last_error": watch.last_error}
+@public.get("/healthz", response_model=Healthz, responses={503: {"model": Healthz, "description": "enforcement is impaired: see problems"}})
+async def healthz(control: ControlDep, watch: WatchDep) -> JSONResponse:
+    """Whether the watchdog enforces auto-shutdown (no key needed): 200 ok, or 503 degraded with the problems."""
+    problems = watch.problems.texts()
+    body = Healthz(
+        status="degraded" if problems else "ok",
+        version=__version__,
+        auto_shutdown=control.settings.vast_auto_shutdown,
+        last_error=watch.last_error,
+        problems=problems,
+    )
+    return JSONResponse(body.model_dump(), status_code=503 if problems else 200)
 
 
 @public.get("/metrics", response_class=PlainTextResponse)
@@ -246,6 +262,7 @@ ERROR_CODES: list[tuple[type[Exception], int, str]] = [
     (HealthTimeout, 504, ""),
     (StartCancelled, 409, ""),  # not vast's failure: someone stopped it meanwhile
     (VastError, 502, "vast.ai API error: "),
+    (sqlite3.Error, 503, "the ledger failed, nothing was changed: "),  # a stop does not get here: it writes after
 ]
 
 
@@ -270,12 +287,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 # -- the app -------------------------------------------------------------------------
 
 
-def create_app(control: Control, *, run_watch: bool = True) -> FastAPI:
+def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None = None) -> FastAPI:
     """The ASGI app. ``run_watch=False`` serves the API without the background loops (tests)."""
     key = control.settings.control_api_key
     if key is None or not key.get_secret_value():
         raise NotConfigured("CONTROL_API_KEY is not configured: the watchdog refuses to serve an open API. Set it in .env.")
-    watch = Watch(control)
+    watch = Watch(control, lease)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -323,7 +340,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if "HTTPValidationError" in json.dumps(responses.get("422", {})):
                 del responses["422"]
             for code, answer in responses.items():
-                if code[0] in "45":
+                if code[0] in "45" and "Healthz" not in json.dumps(answer):  # /healthz's 503 is its own body
                     answer["content"] = error
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
@@ -393,7 +410,11 @@ def _explain(exc: RequestValidationError) -> str:
 
 
 def _metrics(control: Control, watch: Watch) -> str:
-    status = control.status(observe=False)
+    # The ledger's figures when it can be read; the watch's own (memory) always, problems included.
+    try:
+        status: dict[str, Any] | None = control.status(observe=False)
+    except sqlite3.Error:
+        status = None
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -401,13 +422,16 @@ def _metrics(control: Control, watch: Watch) -> str:
         lines.append(f"# TYPE {name} {kind}")
         lines.extend(f"{name}{labels} {value:.6g}" if not math.isnan(value) else f"{name}{labels} NaN" for labels, value in samples)
 
-    iid = status["instance_id"]
+    problems = watch.problems.kinds()
     metric(
-        "vastops_instance_state",
-        "gauge",
-        "1 for the instance's current status",
-        [(f'{{instance_id="{iid}",status="{s}"}}', float(status["status"] == s)) for s in Status],
+        "vastops_enforcement_ok", "gauge", "1 while auto-shutdown is enforced without problems (as /healthz)", [("", float(not problems))]
     )
+    metric(
+        "vastops_problem", "gauge", "1 for each kind of problem that impairs enforcement now", [(f'{{kind="{k}"}}', 1.0) for k in problems]
+    )
+    metric("vastops_spooled_records", "gauge", "records kept until the ledger can be written", [("", float(watch.spooled))])
+    if status is not None:
+        _ledger_metrics(metric, status)
     left = watch.seconds_until_deadline()
     metric(
         "vastops_auto_shutdown_seconds",
@@ -415,9 +439,6 @@ def _metrics(control: Control, watch: Watch) -> str:
         "seconds until auto-shutdown (NaN when nothing is due)",
         [("", math.nan if left is None else max(0.0, left))],
     )
-    metric("vastops_session_cost_usd", "gauge", "cost of the open session so far", [("", status.get("session_cost_usd") or 0.0)])
-    metric("vastops_cost_usd_total", "counter", "cost of all sessions", [("", status["total_cost_usd"])])
-    metric("vastops_runtime_hours_total", "counter", "runtime of all sessions", [("", status["total_runtime_hours"])])
     metric("vastops_activity_total", "counter", "activity reports received since the watchdog started", [("", float(watch.activity_total))])
     errors = control.vast_error_counts()
     metric(
@@ -427,3 +448,12 @@ def _metrics(control: Control, watch: Watch) -> str:
         [(f'{{kind="{k}"}}', float(errors.get(k, 0))) for k in ErrorKind],
     )
     return "\n".join(lines) + "\n"
+
+
+def _ledger_metrics(metric: Callable[[str, str, str, list[tuple[str, float]]], None], status: dict[str, Any]) -> None:
+    iid = status["instance_id"]
+    states = [(f'{{instance_id="{iid}",status="{s}"}}', float(status["status"] == s)) for s in Status]
+    metric("vastops_instance_state", "gauge", "1 for the instance's current status", states)
+    metric("vastops_session_cost_usd", "gauge", "cost of the open session so far", [("", status.get("session_cost_usd") or 0.0)])
+    metric("vastops_cost_usd_total", "counter", "cost of all sessions", [("", status["total_cost_usd"])])
+    metric("vastops_runtime_hours_total", "counter", "runtime of all sessions", [("", status["total_runtime_hours"])])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from typing import Any
 
@@ -22,6 +23,7 @@ from .vast import VastError
 from .vocabulary import Actor, Status, status_words
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
+EXIT_LEDGER = 8  # 6 and 7 are taken by the contract's planned start refusals (docs/contract.md)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_CANCELLED)
     except VastError as exc:
         return _fail(str(exc), EXIT_VAST)
+    except sqlite3.Error as exc:  # the ledger failed: say which file and what, never a traceback
+        return _fail(f"the ledger failed ({exc}); check VASTOPS_DB and its disk", EXIT_LEDGER)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 
@@ -127,6 +131,10 @@ def cmd_status(control: Control, args) -> int:
     lines.append(f"  totals     {s['total_runtime_hours']:.2f} h, ${s['total_cost_usd']:.2f}")
     if s.get("message"):
         lines.append(f"  note       {s['message']}")
+    if s["status"] != Status.UNCONFIGURED:
+        e = s["enforcement"] = control.enforcement()
+        lines.append(f"  watchdog   {e['summary']}")
+        lines.extend(f"             - {problem}" for problem in e["problems"])
     _emit(args, s, "\n".join(lines))
     # A script asking "is it there?" gets a non-zero answer when it is not.
     return {Status.NOT_FOUND: EXIT_VAST, Status.UNCONFIGURED: EXIT_UNCONFIGURED}.get(s["status"], 0)
@@ -147,6 +155,8 @@ def cmd_on(control: Control, args) -> int:
 
 def cmd_off(control: Control, args) -> int:
     result = control.power_off(Actor.CLI)
+    if result.get("ledger_problem"):  # stopped all the same: money first, bookkeeping later
+        print(f"vastops: warning: {result['ledger_problem']}", file=sys.stderr)
     return _emit(args, result, result["message"])
 
 

@@ -7,7 +7,7 @@ returns an aware UTC datetime), so tests move time instead of sleeping.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
 
@@ -43,6 +43,38 @@ def parse_isoz(text: str | None) -> datetime | None:
     return dt.astimezone(UTC)
 
 
+class SteadyClock:
+    """Wall-clock time that moves with the monotonic clock: the watchdog's "now".
+
+    It starts at the system's wall-clock time and from then on advances with
+    ``time.monotonic``, so a step of the system clock (NTP, a VM resumed, an operator's
+    ``date -s``) moves neither an idle deadline nor a session's booked runtime.
+    ``step()`` says how far the system clock has moved away from it; the watchdog
+    audits that (``clock_step``) and rebases it when nothing is being measured.
+    """
+
+    def __init__(self, wall: Clock | None = None, mono: Callable[[], float] | None = None):
+        import time
+
+        # utcnow looked up at each call, not bound here: the fault tests step it in a real process
+        self._wall = wall or (lambda: utcnow())
+        self._mono = mono or time.monotonic
+        self.rebase()
+
+    def rebase(self) -> None:
+        self._base_wall, self._base_mono = self._wall(), self._mono()
+
+    def __call__(self) -> datetime:
+        return self._base_wall + timedelta(seconds=self._mono() - self._base_mono)
+
+    def system_time(self) -> datetime:
+        return self._wall()
+
+    def step(self) -> float:
+        """Seconds the system clock is ahead of this one (negative: behind)."""
+        return (self._wall() - self()).total_seconds()
+
+
 class FakeClock:
     """A clock for tests and benchmarks: starts at a fixed instant, moves on demand."""
 
@@ -53,7 +85,5 @@ class FakeClock:
         return self.now
 
     def advance(self, seconds: float = 0.0, *, minutes: float = 0.0) -> datetime:
-        from datetime import timedelta
-
         self.now += timedelta(seconds=seconds, minutes=minutes)
         return self.now

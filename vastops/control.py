@@ -19,6 +19,8 @@ from .deadline import minutes_left
 from .power import Powering
 from .vocabulary import Status
 
+HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
+
 
 class Control(Powering):
     # -- status ------------------------------------------------------------------
@@ -29,9 +31,8 @@ class Control(Powering):
         if reason:
             return _status_answer(self.instance_id, Status.UNCONFIGURED, message=reason)
         iid = self.target().instance_id
-        message = None
-        if observe and self.observe() is None:
-            message = f"vast.ai has no instance {iid}: check VAST_INSTANCE_ID."
+        if observe:
+            self.observe()
         now = self.clock()
         with self.ledger.view() as view:
             row = view.instance(iid) or {}
@@ -50,7 +51,7 @@ class Control(Powering):
             auto_shutdown_in_minutes=None if left is None else round(left, 2),
             total_runtime_hours=totals["total_runtime_hours"],
             total_cost_usd=totals["total_cost_usd"],
-            message=message or _status_message(status, row),
+            message=_status_message(iid, status, row),
         )
         if session:
             started = parse_isoz(session["started_at"])
@@ -90,6 +91,24 @@ class Control(Powering):
         age = (self.clock() - beat_at).total_seconds()
         return {"component": component, "ts": row["ts"], "age_s": age, "pid": row["pid"], "info": json.loads(row["info"])}
 
+    def enforcement(self) -> dict[str, Any]:
+        """Whether a watchdog enforces auto-shutdown now, from its heartbeat: the CLI and the dashboard say it."""
+        beat = self.heartbeat("watchdog")
+        if beat is None:
+            return {"state": "missing", "problems": [], "summary": "none has run against this ledger: nothing enforces auto-shutdown"}
+        age, problems = beat["age_s"], list(beat["info"].get("problems") or [])
+        if beat["info"].get("stopped"):
+            return {"state": "stopped", "problems": [], "summary": f"stopped {age:.0f} s ago: nothing enforces auto-shutdown"}
+        if age > HEARTBEAT_STALE_S:
+            return {
+                "state": "stale",
+                "problems": problems,
+                "summary": f"last heartbeat {age:.0f} s ago (pid {beat['pid']}): is it running?",
+            }
+        if problems:
+            return {"state": "degraded", "problems": problems, "summary": f"DEGRADED (pid {beat['pid']}): enforcement is impaired"}
+        return {"state": "ok", "problems": [], "summary": f"enforcing (pid {beat['pid']}, heartbeat {age:.0f} s ago)"}
+
     # -- reports -----------------------------------------------------------------
 
     def costs(self) -> dict[str, Any]:
@@ -110,7 +129,9 @@ class Control(Powering):
             return view.recent_audit(limit)
 
 
-def _status_message(status: str, row: dict[str, Any]) -> str | None:
+def _status_message(instance_id: int, status: str, row: dict[str, Any]) -> str | None:
+    if status == Status.NOT_FOUND:
+        return f"vast.ai has no instance {instance_id}: check VAST_INSTANCE_ID."
     if status == Status.SCHEDULING:
         return "Waiting for a GPU on the host. If this lasts, the GPU is taken: stop and choose another GPU."
     if status == Status.EXITED and row.get("message"):

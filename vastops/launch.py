@@ -23,10 +23,12 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,23 +74,51 @@ def add_watchdog_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_watchdog(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from . import serve
     from .api import create_app
+    from .clock import SteadyClock
     from .config import NotConfigured, load_settings
     from .control import Control
+    from .lease import Lease, LeaseHeld
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(getattr(args, "env_file", ".env"))  # a ConfigError is reported by the CLI
+    if settings.control_api_key is None:
+        print(
+            "vastops watchdog: CONTROL_API_KEY is not configured: the watchdog refuses to serve an open API. Set it in .env.",
+            file=sys.stderr,
+        )
+        return 2
+    # The port first: a watchdog that cannot serve must not touch the ledger at all.
     try:
-        app = create_app(Control(settings))
+        sock = serve.bind(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"vastops watchdog: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; is another watchdog running?",
+            file=sys.stderr,
+        )
+        return 2
+    # Idle time and session time are measured on the monotonic clock (docs/design.md).
+    control = Control(settings, clock=SteadyClock())
+    with suppress(sqlite3.Error):  # what a process that died kept, before anything else (it stays kept if this fails)
+        control.ledger.drain()
+    lease = None
+    if settings.vast_instance_id is not None:
+        try:
+            lease = Lease.acquire(control.ledger, settings.vast_instance_id, control.clock)
+        except LeaseHeld as exc:
+            print(f"vastops watchdog: {exc}", file=sys.stderr)
+            sock.close()
+            return 2
+    try:
+        app = create_app(control, lease=lease)
     except NotConfigured as exc:
         print(f"vastops watchdog: {exc}", file=sys.stderr)
         return 2
     print(f"vastops watchdog: serving http://{args.host}:{args.port}/infra/vast (docs at /docs)", flush=True)
     # uvicorn turns SIGTERM/SIGINT into a clean shutdown, which runs the lifespan's
-    # exit: the buffered activity is flushed and a last heartbeat written.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    # exit: the buffered activity is flushed, a last heartbeat written, the lease released.
+    serve.run(app, sock, log_level=args.log_level, access_log=args.access_log)
     return 0
 
 

@@ -25,20 +25,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .clock import isoz
-from .costs import cost_sql
-from .vocabulary import START_OUTCOMES, Event
+from .clock import isoz, parse_isoz, stamp, utcnow
+from .costs import cost_sql, runtime_seconds, session_costs
+from .spool import Spool
+from .vocabulary import START_OUTCOMES, Actor, Event
 
 
 def _import_sqlite_utils() -> ModuleType:
@@ -139,12 +142,34 @@ MIGRATIONS: list[str] = [
     -- reports over every instance bound started_at without an instance id
     CREATE INDEX sessions_by_start_any_instance ON sessions(started_at);
     """,
+    """
+    -- one enforcer per instance: the watchdog that holds the lease (renewed by its heartbeat)
+    CREATE TABLE leases (
+        instance_id INTEGER PRIMARY KEY,
+        holder TEXT NOT NULL,          -- a random token of the holding process
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        renewed_at TEXT NOT NULL
+    );
+    -- records written after the fact (spooled while the ledger failed): each applied once
+    CREATE TABLE applied (
+        id TEXT PRIMARY KEY,
+        applied_at TEXT NOT NULL
+    );
+    -- when vast.ai was first seen not running while a session was open: a stop is
+    -- confirmed by a second look at least 10 s later (or by intended_status stopped)
+    ALTER TABLE instances ADD COLUMN not_running_since TEXT;
+    """,
 ]
 
 
-def connect(path: str | os.PathLike) -> sqlite_utils.Database:
+def connect(path: str | os.PathLike, *, create: bool = True) -> sqlite_utils.Database:
     # isolation_level=None: the driver opens no implicit transactions; we say BEGIN ourselves.
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    # create=False opens an existing file only: SQLite would otherwise make a new, empty
+    # ledger where one was deleted, and everything after would be lost in it.
+    target = f"file:{urllib.parse.quote(os.fspath(path))}?mode={'rwc' if create else 'rw'}"
+    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=True)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -155,6 +180,13 @@ class LedgerError(Exception):
     """The ledger file cannot be opened or migrated."""
 
 
+class LedgerGone(sqlite3.OperationalError):
+    """The ledger file was deleted or replaced while this process used it.
+
+    A ``sqlite3.Error`` like every other ledger fault, so one ``except`` covers them.
+    """
+
+
 class Ledger:
     """Opens the ledger file, migrates it, and hands out connections."""
 
@@ -162,22 +194,42 @@ class Ledger:
         self.path = Path(path)
         self.audit_mirror = audit_mirror
         self.state_mirror = state_mirror
+        self.spool = Spool(self.path.with_name(self.path.name + ".spool"))
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.read() as db:
-                if db.journal_mode != "wal":
-                    _enable_wal(db)
-                self._migrate(db)
+            db = connect(self.path, create=True)  # the one place a ledger may be created
+            try:
+                # Refuse a newer schema before changing anything; take the write lock only
+                # to migrate, so a current ledger opens even while another process holds it.
+                version = _schema_version(db, self.path)
+                if version < len(MIGRATIONS):
+                    if db.journal_mode != "wal":
+                        _enable_wal(db)
+                    self._migrate(db, self.path)
+            finally:
+                db.close()
+            stat = os.stat(self.path)
         except (OSError, sqlite3.DatabaseError) as exc:
             # Not writable, a directory, not an SQLite file: name the file and the reason.
             raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from None
+        self._identity = (stat.st_dev, stat.st_ino)
+
+    def _connect(self) -> sqlite_utils.Database:
+        """A connection to the file this Ledger opened, or ``LedgerGone`` if it is not there any more."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise LedgerGone(f"the ledger file {self.path} was deleted while vastops ran; restore it and restart") from None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise LedgerGone(f"the ledger file {self.path} was replaced while vastops ran; restart vastops to use the new one")
+        return connect(self.path, create=False)
 
     @staticmethod
-    def _migrate(db: sqlite_utils.Database) -> None:
+    def _migrate(db: sqlite_utils.Database, path: Path) -> None:
         db.execute("BEGIN IMMEDIATE")  # two processes starting at once migrate once
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = _schema_version(db, path)  # again, under the lock: another process may have migrated
             for number in range(version, len(MIGRATIONS)):
                 for statement in _statements(MIGRATIONS[number]):
                     db.execute(statement)
@@ -190,7 +242,7 @@ class Ledger:
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
         """A plain connection, for the reports' aggregates (vastops/costs.py, vastops/reports.py)."""
-        db = connect(self.path)
+        db = self._connect()
         try:
             yield db
         finally:
@@ -205,7 +257,7 @@ class Ledger:
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """A write transaction that holds the write lock from its first statement."""
-        db = connect(self.path)
+        db = self._connect()
         tx = Tx(db)
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -214,11 +266,52 @@ class Ledger:
                 # Under the write lock, so the mirrors follow the ledger's commit order.
                 self._mirror(tx)
             except BaseException:
-                db.execute("ROLLBACK")
+                with suppress(sqlite3.Error):  # a broken connection must not hide the first error
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
         finally:
             db.close()
+
+    # -- records that must not be lost (vastops/spool.py) --------------------------
+
+    def keep(self, ops: list[dict[str, Any]]) -> None:
+        """Keep ``ops`` in the spool, to be written by the next ``record`` or ``drain``: never waits on the ledger."""
+        self.spool.keep({"id": secrets.token_hex(12), "ops": ops})
+
+    def record(self, ops: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+        """Write ``ops`` in one transaction, after any records kept from earlier.
+
+        Returns (what the ops answered, None), or (None, the problem) when the ledger
+        failed: the record is then kept in the spool and written once it works again.
+        Never raises for a ledger fault: a stop that already happened must not fail
+        because its bookkeeping could not be written yet.
+        """
+        record = {"id": secrets.token_hex(12), "ops": ops}
+        try:
+            self.drain()
+            with self.write() as tx:
+                return tx.apply(record), None
+        except sqlite3.Error as exc:
+            self.spool.keep(record)
+            # The caller says it (the watchdog through its problems, the CLI on stderr).
+            return None, f"the ledger could not be written ({exc}); kept in {self.spool.path}, written when the ledger works again"
+
+    def drain(self) -> int:
+        """Write the kept records, oldest first; each once. Raises ``sqlite3.Error`` if the ledger still fails."""
+        records = self.spool.pending()
+        if not records:
+            return 0
+        done: set[str] = set()
+        try:
+            for record in records:
+                with self.write() as tx:
+                    tx.apply(record)
+                done.add(record["id"])
+        finally:
+            if done:
+                self.spool.forget(done)
+        return len(done)
 
     def _mirror(self, tx: Tx) -> None:
         """Keep the seed's files (VAST_AUDIT_PATH, VAST_STATE_PATH) in step.
@@ -260,6 +353,9 @@ class View:
 
     def heartbeat(self, component: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM heartbeats WHERE component = ?", [component])
+
+    def lease(self, instance_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM leases WHERE instance_id = ?", [instance_id])
 
     def start_outcome(self, instance_id: int, request_id: int) -> tuple[str, dict[str, Any]] | None:
         """How the start that ``request_id`` (its power_on_requested row) asked for ended, if it has."""
@@ -352,6 +448,23 @@ class Tx(View):
         self.changed_state = True
         return cursor.rowcount == 1
 
+    # -- the watchdog's lease (vastops/lease.py) ----------------------------------
+
+    def take_lease(self, instance_id: int, holder: str, host: str, pid: int, now: datetime) -> None:
+        self.db.execute(
+            "INSERT INTO leases (instance_id, holder, host, pid, started_at, renewed_at) VALUES (:iid, :holder, :host, :pid, :now, :now)"
+            " ON CONFLICT(instance_id) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid,"
+            " started_at = excluded.started_at, renewed_at = excluded.renewed_at",
+            {"iid": instance_id, "holder": holder, "host": host, "pid": pid, "now": isoz(now)},
+        )
+
+    def renew_lease(self, instance_id: int, holder: str, now: datetime) -> bool:
+        cursor = self.db.execute("UPDATE leases SET renewed_at = ? WHERE instance_id = ? AND holder = ?", [isoz(now), instance_id, holder])
+        return cursor.rowcount == 1
+
+    def release_lease(self, instance_id: int, holder: str) -> None:
+        self.db.execute("DELETE FROM leases WHERE instance_id = ? AND holder = ?", [instance_id, holder])
+
     # -- heartbeats --------------------------------------------------------------
 
     def beat(self, component: str, ts: datetime, info: dict[str, Any] | None = None) -> None:
@@ -373,22 +486,109 @@ class Tx(View):
         self.changed_state = True
         return _rowid(cursor)
 
-    def end_session(self, session_id: int, ended_at: datetime, ended_by: str, end_reason: str, runtime_s: float) -> bool:
-        """End an open session; its costs are computed here, by the SQL of the one cost formula."""
+    def end_session(
+        self, session_id: int, ended_at: datetime, ended_by: str, end_reason: str, runtime_s: float, *, reopen: bool = False
+    ) -> bool:
+        """End an open session; its costs are computed here, by the SQL of the one cost formula.
+
+        ``reopen`` also rewrites an ended one: a stop recorded late corrects the end
+        that reconciliation booked for it meanwhile.
+        """
         compute, storage = cost_sql(":runtime_s", "dph_base"), cost_sql(":runtime_s", "storage_dph")
         cursor = self.db.execute(
             "UPDATE sessions SET ended_at = :ended_at, ended_by = :ended_by, end_reason = :end_reason, runtime_s = :runtime_s,"
             f" compute_cost_usd = {compute}, storage_cost_usd = {storage}, cost_usd = {compute} + {storage}"
-            " WHERE id = :id AND ended_at IS NULL",
+            f" WHERE id = :id{'' if reopen else ' AND ended_at IS NULL'}",
             {"ended_at": isoz(ended_at), "ended_by": ended_by, "end_reason": end_reason, "id": session_id, "runtime_s": runtime_s},
         )
         self.changed_state = True
         return cursor.rowcount == 1
 
+    # -- records (vastops/spool.py) ------------------------------------------------------
+
+    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Apply a record's operations, once: an id already applied changes nothing.
+
+        The operations are written so that applying them late (after the ledger
+        came back) still gives the right ledger: a stop ends the session that was
+        open at the stop's time, and a newer observation is never overwritten.
+        """
+        done = self.db.execute("INSERT OR IGNORE INTO applied (id, applied_at) VALUES (?, ?)", [record["id"], isoz(utcnow())])
+        if done.rowcount == 0:
+            return {"duplicate": True}
+        answer: dict[str, Any] = {}
+        for op in record["ops"]:
+            kind = op["op"]
+            if kind == "audit":
+                self.audit(_at(op["ts"]), op["instance_id"], op["event"], op["actor"], op.get("meta"))
+            elif kind == "activity":
+                self.record_activity(op["instance_id"], _at(op["at"]), op["count"])
+            elif kind == "stopped":
+                answer["figures"] = self._stopped(op["instance_id"], _at(op["at"]), op["actor"], op["reason"], op["complete_event"])
+            else:
+                raise ValueError(f"unknown record operation {kind!r}")
+        return answer
+
+    def _stopped(self, instance_id: int, at: datetime, actor: str, reason: str, complete_event: str) -> dict[str, Any] | None:
+        """What a successful stop call at ``at`` means for the ledger; the ended session's figures, if one ran."""
+        session = self._one(
+            "SELECT * FROM sessions WHERE instance_id = :iid AND started_at <= :at"
+            " AND (ended_at IS NULL OR (end_reason = 'external' AND ended_at > :at)) ORDER BY started_at DESC LIMIT 1",
+            {"iid": instance_id, "at": isoz(at)},
+        )
+        figures = None
+        if session is not None:
+            started = _at(session["started_at"])
+            runtime = runtime_seconds(started, at)
+            self.end_session(session["id"], at, actor, reason, runtime, reopen=session["ended_at"] is not None)
+            c = session_costs(runtime, session["dph_base"], session["storage_dph"])
+            figures = {
+                "session_id": session["id"],
+                "session_runtime_minutes": round(runtime / 60, 2),
+                "session_cost_usd": round(c["total"], 4),
+                "compute_cost_usd": round(c["compute"], 4),
+                "storage_cost_usd": round(c["storage"], 4),
+            }
+        row = self.instance(instance_id)
+        if (
+            row["pending"] == "power_on"
+            and (row["pending_since"] or "") <= stamp(at)
+            and self.clear_pending(instance_id, row["pending_audit_id"], at)
+        ):
+            self.audit(at, instance_id, Event.POWER_ON_ABORTED, Actor.SYSTEM, {"request_id": row["pending_audit_id"], "status": "stopped"})
+        self.db.execute(
+            "UPDATE instances SET status = 'stopped', endpoint_base_url = NULL, observed_at = :at, not_running_since = NULL"
+            " WHERE instance_id = :iid AND COALESCE(observed_at, '') <= :at",
+            {"iid": instance_id, "at": isoz(at)},
+        )
+        self.db.execute(
+            "UPDATE instances SET acted_at = MAX(COALESCE(acted_at, ''), :at) WHERE instance_id = :iid",
+            {"iid": instance_id, "at": isoz(at)},
+        )
+        self.changed_state = True
+        self.audit(at, instance_id, complete_event, actor, {"instance_id": instance_id, **(figures or {"already_stopped": True})})
+        return figures
+
+
+def _at(text: str) -> datetime:
+    dt = parse_isoz(text)
+    assert dt is not None, "a record's time is never empty"
+    return dt
+
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
     assert cursor.lastrowid is not None  # an INSERT always has one
     return cursor.lastrowid
+
+
+def _schema_version(db: sqlite_utils.Database, path: Path) -> int:
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise LedgerError(
+            f"the ledger {path} has schema version {version}, and this vastops understands versions up to "
+            f"{len(MIGRATIONS)}: a newer vastops wrote it; upgrade vastops (or point VASTOPS_DB elsewhere)"
+        )
+    return version
 
 
 def _enable_wal(db: sqlite_utils.Database) -> None:

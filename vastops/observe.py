@@ -34,6 +34,9 @@ from .ledger import Ledger, LedgerError, Tx
 from .vast import Instance, VastClient, VastError
 from .vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Status
 
+# A session ends on a confirmed stop: a second not-running look at least this long after the first.
+STOP_CONFIRM_S = 10.0
+
 
 def probe_health(url: str, timeout: float = 3.0) -> bool:
     try:
@@ -146,21 +149,53 @@ class Observing:
                 observed.update(
                     gpu_name=instance.gpu_name, dph_base=instance.dph_base, storage_dph=instance.storage_dph, message=instance.message
                 )
-            tx.update_instance(iid, **observed)
             session = tx.open_session(iid)
+            # One odd answer (a host that missed a heartbeat reads "unknown") must not end
+            # the session: only a confirmed stop does (_stop_confirmation).
+            not_running_since, confirmed = self._stop_confirmation(row, session, instance, status, now)
+            observed["not_running_since"] = isoz(not_running_since)
+            tx.update_instance(iid, **observed)
             pending = row["pending"] == "power_on"
             if instance is not None and status == Status.RUNNING and session is None:
                 started_by = row["pending_actor"] if pending else Actor.EXTERNAL
                 sid = tx.start_session(iid, now, instance.gpu_name, instance.dph_base, instance.storage_dph, started_by)
                 if not pending:
                     tx.audit(now, iid, Event.EXTERNAL_START, Actor.SYSTEM, {"session_id": sid, **_rates(instance)})
-            elif status in ENDED and session is not None:
-                figures = end_session(tx, session, now, Actor.SYSTEM, EndReason.EXTERNAL)
-                tx.audit(now, iid, Event.EXTERNAL_STOP, Actor.SYSTEM, {"status": status, **figures})
+            elif confirmed is not None and session is not None:
+                ended_at, confirmed_by = confirmed
+                figures = end_session(tx, session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
+                tx.audit(now, iid, Event.EXTERNAL_STOP, Actor.SYSTEM, {"status": status, "confirmed_by": confirmed_by, **figures})
             if pending:
                 probe = self._advance_pending(tx, row, status, instance, now)
         if probe and self.health(probe[1]):
             self._complete_start(row, probe, actor)
+
+    @staticmethod
+    def _stop_confirmation(
+        row: dict[str, Any], session: dict[str, Any] | None, instance: Instance | None, status: str, now: datetime
+    ) -> tuple[datetime | None, tuple[datetime, str] | None]:
+        """What one look means for the open session's end, for ``reconcile``.
+
+        Returns the instance's ``not_running_since`` to store and, when the stop is
+        confirmed, (when the session ended, how it was confirmed). A stop is confirmed when
+        vast says it was asked for (``intended_status`` stopped: it ends now), or by a second
+        not-running look ``STOP_CONFIRM_S`` after the first with no running look between (it
+        ends at the first: billing had stopped by then). A running look starts the rule over;
+        a look in transition (loading, scheduling) neither starts nor resets it.
+        """
+        if session is None or status == Status.RUNNING:
+            return None, None
+        since = parse_isoz(row.get("not_running_since"))
+        if status not in ENDED:
+            return since, None
+        if instance is not None and instance.intended_status == "stopped":
+            return None, (now, "intended_status")
+        # A first look from before this session, or from a clock that stepped back, is no first look.
+        if since is None or not _parse(session["started_at"]) <= since <= now:
+            return now, None
+        if (now - since).total_seconds() >= STOP_CONFIRM_S:
+            return None, (since, "second_look")
+        return since, None
 
     def _complete_start(self, row: dict[str, Any], probe: tuple[str, str], actor: str) -> None:
         iid = self.target().instance_id

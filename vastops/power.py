@@ -14,8 +14,7 @@ from typing import Any
 
 from .clock import isoz, parse_isoz
 from .deadline import idle_deadline
-from .ledger import Tx
-from .observe import Observing, end_session
+from .observe import Observing
 from .vast import VastError
 from .vocabulary import Actor, EndReason, Event, Status, status_words
 
@@ -153,73 +152,91 @@ class Powering(Observing):
             return view.start_outcome(self.target().instance_id, request_id)
 
     # -- power off ---------------------------------------------------------------
+    #
+    # Stop first, write after: vast.ai is asked before anything is written, and what
+    # the stop has to record goes to the ledger as one record afterwards, or to the
+    # spool when the ledger fails (vastops/spool.py). So a full disk, a held write
+    # lock or a deleted ledger never keeps an instance running.
 
     def power_off(self, actor: str) -> dict[str, Any]:
         """Stop the instance (disk kept). Harmless when it is already stopped."""
         iid = self.target().instance_id
-        with self.ledger.write() as tx:
-            tx.audit(self.clock(), iid, Event.POWER_OFF_REQUESTED, actor, {"instance_id": iid})
-        return self._stop(actor, EndReason.MANUAL, Event.POWER_OFF_COMPLETE)
+        requested = audit_op(self.clock(), iid, Event.POWER_OFF_REQUESTED, actor, {"instance_id": iid})
+        return self.stop(actor, EndReason.MANUAL, Event.POWER_OFF_COMPLETE, before=[requested])
 
     def enforce_idle_deadline(self) -> dict[str, Any] | None:
-        """Stop the instance if its idle deadline has passed; None if it is not due.
+        """Stop the instance if the ledger says its idle deadline has passed; None if it is not due.
 
-        The decision is re-made inside a write transaction, so a stop from the
-        dashboard or fresh activity a moment earlier wins over a stale timer.
+        For a process without a watchdog's memory (the watchdog decides from what it
+        holds in memory, ``Watch.fire_if_due``). A failed stop that is retried does not
+        record a second decision for the same deadline.
         """
         iid = self.target().instance_id
         if not self.settings.vast_auto_shutdown:
             return None
-        with self.ledger.write() as tx:
-            session = tx.open_session(iid)
+        with self.ledger.view() as view:
+            session, row = view.open_session(iid), view.instance(iid)
             now = self.clock()
-            deadline = self.deadline_for(session, tx.instance(iid))
+            deadline = self.deadline_for(session, row)
             if session is None or deadline is None or now < deadline:
                 return None
-            # One decision, one row: a retry after a failed stop (power_off_failed) does
-            # not decide again unless activity moved the deadline in between.
-            if not tx.shutdown_decided(iid, session, deadline):
-                self._decide_shutdown(tx, iid, session, deadline, now)
-        return self._stop(Actor.SYSTEM, EndReason.AUTO_SHUTDOWN, Event.AUTO_SHUTDOWN_COMPLETE)
+            decided = view.shutdown_decided(iid, session, deadline)
+        return self.auto_shutdown(session["id"], deadline, now, record_decision=not decided)
 
-    def _decide_shutdown(self, tx: Tx, iid: int, session: dict[str, Any], deadline: datetime, now: datetime) -> None:
+    def auto_shutdown(
+        self, session_id: int | None, deadline: datetime, decided_at: datetime, *, record_decision: bool = True
+    ) -> dict[str, Any]:
+        """Stop because the instance was idle until ``deadline``; the decision is recorded with the stop."""
+        iid = self.target().instance_id
         since = deadline - timedelta(minutes=self.settings.vast_auto_shutdown_minutes)
         meta = {
             "instance_id": iid,
-            "session_id": session["id"],
-            "inactive_minutes": round((now - since).total_seconds() / 60, 2),
+            "session_id": session_id,
+            "inactive_minutes": round((decided_at - since).total_seconds() / 60, 2),
             "deadline": isoz(deadline),
-            "overrun_seconds": round((now - deadline).total_seconds(), 3),
+            "overrun_seconds": round((decided_at - deadline).total_seconds(), 3),
         }
-        tx.audit(now, iid, Event.AUTO_SHUTDOWN, Actor.SYSTEM, meta)
+        before = [audit_op(decided_at, iid, Event.AUTO_SHUTDOWN, Actor.SYSTEM, meta)] if record_decision else []
+        return self.stop(Actor.SYSTEM, EndReason.AUTO_SHUTDOWN, Event.AUTO_SHUTDOWN_COMPLETE, before=before)
 
-    def _stop(self, actor: str, reason: str, complete_event: str) -> dict[str, Any]:
+    def stop(self, actor: str, reason: str, complete_event: str, *, before: list[dict[str, Any]]) -> dict[str, Any]:
+        """Ask vast.ai to stop, then record the stop (or keep it in the spool).
+
+        ``before`` (the request, or the decision) is kept in the spool file first: a
+        local append, not the ledger, so it survives a crash during the call and is
+        written, before the stop's own record, by whoever next writes the ledger.
+        """
         iid = self.target().instance_id
+        if before:
+            self.ledger.keep(before)
         try:
             self.client.stop(iid)
         except VastError as exc:
-            with self.ledger.write() as tx:
-                tx.audit(self.clock(), iid, Event.POWER_OFF_FAILED, actor, {"reason": reason, "kind": exc.kind, "error": str(exc)})
+            failed = audit_op(self.clock(), iid, Event.POWER_OFF_FAILED, actor, {"reason": reason, "kind": exc.kind, "error": str(exc)})
+            self.ledger.record([failed])
             raise
-        with self.ledger.write() as tx:
-            now = self.clock()
-            session = tx.open_session(iid)
-            row = tx.instance(iid)
-            figures = end_session(tx, session, now, actor, reason) if session else None
-            if row["pending"] == "power_on" and tx.clear_pending(iid, row["pending_audit_id"], now):
-                tx.audit(now, iid, Event.POWER_ON_ABORTED, Actor.SYSTEM, {"request_id": row["pending_audit_id"], "status": Status.STOPPED})
-            tx.update_instance(iid, status=Status.STOPPED, endpoint_base_url=None, observed_at=isoz(now), acted_at=isoz(now))
-            tx.audit(now, iid, complete_event, actor, {"instance_id": iid, **(figures or {"already_stopped": True})})
-        if figures is None:
-            return {"status": Status.STOPPED, "session_runtime_minutes": 0.0, "session_cost_usd": 0.0,
-                    "message": "Instance stopped (no session was running)."}  # fmt: skip
-        minutes, cost = figures["session_runtime_minutes"], figures["session_cost_usd"]
-        return {
-            "status": Status.STOPPED,
-            "session_runtime_minutes": minutes,
-            "session_cost_usd": cost,
-            "message": f"Instance stopped. Session: {minutes:.1f} min, ${cost:.3f}",
-        }
+        at = self.clock()
+        stopped = {"op": "stopped", "instance_id": iid, "at": isoz(at), "actor": actor, "reason": reason, "complete_event": complete_event}
+        answer, problem = self.ledger.record([stopped])
+        figures = (answer or {}).get("figures")
+        result: dict[str, Any] = {"status": Status.STOPPED, "session_runtime_minutes": 0.0, "session_cost_usd": 0.0}
+        if figures:
+            result.update(session_runtime_minutes=figures["session_runtime_minutes"], session_cost_usd=figures["session_cost_usd"])
+            result["message"] = (
+                f"Instance stopped. Session: {figures['session_runtime_minutes']:.1f} min, ${figures['session_cost_usd']:.3f}"
+            )
+        elif problem:
+            result["message"] = "Instance stopped. Its session's figures are booked once the ledger can be written."
+        else:
+            result["message"] = "Instance stopped (no session was running)."
+        if problem:
+            result["ledger_problem"] = problem
+        return result
+
+
+def audit_op(ts: datetime, instance_id: int | None, event: str, actor: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """An audit row as an operation of a record (``Ledger.record``)."""
+    return {"op": "audit", "ts": isoz(ts), "instance_id": instance_id, "event": str(event), "actor": str(actor), "meta": meta}
 
 
 def _say(progress: Progress | None, status: str, words: str) -> None:

@@ -52,7 +52,9 @@ from urllib.parse import parse_qs, urlsplit
 INF = math.inf
 RATE_INTERVALS = {"show": 2.0, "put": 1.0, "list": 1.0, "charges": 1.0}  # §5, OAS x-rate-limit
 BURST = 3
-FAULT_KINDS = ("429", "500", "502", "503", "delay", "drop")
+FAULT_KINDS = ("429", "500", "502", "503", "delay", "drop", "status")
+# "status" leaves the HTTP answer alone: the next show answers report ``value`` as their
+# actual_status (a host that missed a heartbeat reads "unknown"); the state is untouched.
 RUNNING_MSG = "success, running vllm/vllm-openai/ssh"
 CALL_LOG_SIZE = 10_000
 GPU_RAM_MB = {"RTX 3090": 24576, "RTX 4090": 24564, "A100 SXM4": 81920, "H100 SXM": 81559}
@@ -303,12 +305,28 @@ class Simulator:
                 raise KeyError(f"no such instance {instance_id}")
             self._transition(self._insts[instance_id], state, self.clock(), "console")
 
-    def add_fault(self, kind, count: int = 1, method: str | None = None, path_prefix: str | None = None, delay_s: float = 0.0) -> None:
+    def add_fault(
+        self,
+        kind,
+        count: int = 1,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        delay_s: float = 0.0,
+        value: str | None = None,
+    ) -> None:
+        """Make the next ``count`` matching calls fail as ``kind`` says.
+
+        ``kind="status"`` needs ``value``: the next ``count`` show answers (GET
+        /api/v0/instances/ID/ that reach an instance: not a 429, not an auth error) carry
+        ``actual_status: value``; the instance's real state and billing do not change.
+        """
         kind = str(kind)
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
         if int(count) < 1 or float(delay_s) < 0:
             raise ValueError("count must be >= 1 and delay_s >= 0")
+        if kind == "status" and not (isinstance(value, str) and value):
+            raise ValueError('a "status" fault needs a value: the actual_status to report, e.g. "unknown"')
         with self._lock:
             self._faults.append(
                 {
@@ -317,6 +335,7 @@ class Simulator:
                     "method": method.upper() if method else None,
                     "path_prefix": path_prefix,
                     "delay_s": float(delay_s),
+                    "value": value if kind == "status" else None,
                 }
             )
 
@@ -505,8 +524,12 @@ class Simulator:
             entry["status"] = answer[0]
         return answer
 
-    def _take_fault(self, method: str, path: str) -> dict | None:
+    def _take_fault(self, method: str, path: str, *, status: bool = False) -> dict | None:
+        """The first matching fault, consumed once. ``status`` faults are taken only where a
+        show answer is built (``status=True``); every other kind before the answer."""
         for f in self._faults:
+            if (f["kind"] == "status") != status:
+                continue
             if f["method"] in (None, method) and (not f["path_prefix"] or path.startswith(f["path_prefix"])):
                 f["count"] -= 1
                 if f["count"] <= 0:
@@ -551,7 +574,13 @@ class Simulator:
 
     def _r_show(self, now, iid, query, body):
         inst = self._insts.get(iid)
-        return 200, {"instances": self._instance_json(inst, now) if inst else None}
+        if inst is None:
+            return 200, {"instances": None}
+        answer = self._instance_json(inst, now)
+        fault = self._take_fault("GET", f"/api/v0/instances/{iid}/", status=True)
+        if fault:  # what this answer says, not what the instance does
+            answer["actual_status"] = fault["value"]
+        return 200, {"instances": answer}
 
     def _r_put(self, now, iid, query, body):
         inst = self._insts.get(iid)
@@ -684,7 +713,7 @@ class Simulator:
             if path == "/_sim/console":
                 self.console(int(data["instance_id"]), data["state"])
             elif path == "/_sim/fault":
-                keys = ("kind", "count", "method", "path_prefix", "delay_s")
+                keys = ("kind", "count", "method", "path_prefix", "delay_s", "value")
                 self.add_fault(**{k: data[k] for k in keys if k in data})
             elif path == "/_sim/revoke_key":
                 self.revoke_key(str(data["new_key"]))

@@ -77,6 +77,7 @@ class Instance:
     public_ip: str | None = None
     host_ports: dict[int, int] = field(default_factory=dict)  # container port -> host port
     message: str | None = None  # vast's status_msg, or why the status is what it is
+    intended_status: str | None = None  # vast's own word for what was asked: "stopped" confirms a stop
 
     @property
     def dph_total(self) -> float:
@@ -129,6 +130,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         public_ip=(raw.get("public_ipaddr") or "").strip() or None,  # may carry trailing spaces
         host_ports=host_ports,
         message=raw.get("status_msg") or None,
+        intended_status=raw.get("intended_status") or None,
     )
 
 

@@ -73,6 +73,8 @@ class Event(StrEnum):
     POWER_OFF_FAILED = "power_off_failed"  # vast.ai refused or failed the stop call
     EXTERNAL_START = "external_start"  # seen running without a start from vastops
     EXTERNAL_STOP = "external_stop"  # seen stopped without a stop from vastops
+    CLOCK_STEP = "clock_step"  # the system clock jumped; durations kept to the monotonic clock
+    WATCHDOG_TAKEOVER = "watchdog_takeover"  # a watchdog took over the expired lease of another
 
 
 SPEC_EVENTS = tuple(Event)[:7]

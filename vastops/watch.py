@@ -1,25 +1,35 @@
-"""The watchdog's engine: exact auto-shutdown, activity buffering, reconciliation, heartbeat.
+"""The watchdog's engine: auto-shutdown that cannot be fooled, activity buffering, reconciliation, heartbeat.
 
-No web framework here; ``vastops/api.py`` serves HTTP around a ``Watch``. Every
-decision is still made by ``Control`` (power.py); this module only decides *when*
-to ask:
+No web framework here; ``vastops/api.py`` serves HTTP around a ``Watch``. The rules
+are the core's (``Control``); this module decides *when* to apply them, and it keeps
+enforcing when the ledger fails:
 
-* **Activity** (the gateway's hot path) only updates memory. A housekeeping loop
-  writes the newest time to the ledger once a second, so a crash loses at most that
-  second and a burst of requests costs one small write.
-* **Auto-shutdown** is a timer aimed at the idle deadline itself, not a 60 s poll.
-  The deadline counts the activity still in memory, so it is exact to the request.
-  When the timer fires, the buffered activity is flushed first and the decision is
-  made again inside a write transaction (``Control.enforce_idle_deadline``). Fresh
-  activity only ever moves the deadline later, so the timer needs no re-aiming for
-  it: when it wakes early, it computes the new deadline and sleeps again.
+* **Enforcement needs no ledger to decide.** The watch holds what the idle deadline
+  needs in memory (the open session, the last activity, when the last start settled,
+  whether one is pending), refreshed from the ledger once a second while the ledger
+  works, and kept as it is when it does not.
+* **Activity** (the gateway's hot path) only updates memory; it reaches the ledger
+  once a second. A burst of requests costs one small write.
+* **Auto-shutdown** is a timer aimed at the deadline itself, not a 60 s poll. When it
+  fires, the decision is made from memory and made again at the last moment
+  (activity, a start, a stop elsewhere, a start pending in the ledger), then the stop
+  is sent to vast.ai *before* anything is written (``Control.auto_shutdown``). What
+  could not be written is kept in the spool (vastops/spool.py).
+* **Time** is the steady clock (vastops/clock.py ``SteadyClock``): a step of the system
+  clock moves neither the deadline nor a session's booked runtime; it is audited
+  (``clock_step``) and the clock rebased once nothing is being measured.
 * **A failed stop** is retried with backoff (2 s doubling to 60 s) for as long as the
-  instance runs; each failure is in the audit trail (``power_off_failed``).
-* **Reconciliation** polls vast.ai: every 3 s while something is in transition (a
-  start pending, scheduling, loading), every 20 s otherwise, backing off while vast
-  fails. vast allows one show call per 2 s per key (docs/vast-api.md, rate limits).
-* **Heartbeat** every 5 s, so the dashboard can tell when nobody enforces
-  auto-shutdown.
+  instance runs. Every loop waits at least ``MIN_WAIT_S`` after a failure.
+* **Reconciliation** looks at vast.ai every 3 s while something is in transition and
+  every 20 s otherwise, backing off while vast fails; all looks (and ``GET /status``)
+  share one look per 2 s (vast allows one show call per 2 s per key: docs/vast-api.md
+  §5).
+* **Heartbeat** every 5 s, which also renews the lease (vastops/lease.py) and carries
+  the current problems, so the dashboard and ``vastops status`` can show them.
+* **Problems** (``Problems``) are what makes enforcement impaired: the ledger not
+  writable, vast.ai failing for over a minute, no key while a session is open, the
+  lease lost to another watchdog. ``/healthz`` answers 503 while there are any; each
+  is logged when it starts, when it ends, and at most once a minute in between.
 """
 
 from __future__ import annotations
@@ -27,15 +37,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from .clock import isoz, parse_isoz
+from .clock import SteadyClock, isoz, parse_isoz
+from .config import NotConfigured
 from .control import Control
 from .deadline import idle_deadline
+from .lease import Lease, describe_holder
+from .power import audit_op
 from .vast import VastError
-from .vocabulary import TRANSITIONAL
+from .vocabulary import TRANSITIONAL, Actor, Event
 
 log = logging.getLogger("vastops.watchdog")
 
@@ -46,39 +60,87 @@ POLL_SLOW_S = 20.0
 POLL_MAX_BACKOFF_S = 60.0
 STOP_RETRY_FIRST_S = 2.0
 STOP_RETRY_MAX_S = 60.0
-STATUS_FRESH_S = 2.0  # a status call within this of the last look answers from the ledger
+LOOK_EVERY_S = 2.0  # vast allows one show call per 2 s per key: looks closer together share one
+MIN_WAIT_S = 1.0  # the floor of every retry loop's wait after a failure
+VAST_FAILING_S = 60.0  # vast.ai failing this long is a problem, not a blip
+CLOCK_STEP_S = 2.0  # a system clock this far off the steady clock has stepped
+PROBLEM_LOG_EVERY_S = 60.0
+PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to act between decision and stop
+
+
+class Problems:
+    """What impairs enforcement now, by kind; logged when it starts, when it ends, and once a minute between."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[str, float]] = {}  # kind -> (text, when last logged)
+
+    def report(self, kind: str, text: str) -> None:
+        now = time.monotonic()
+        if kind not in self._open:
+            log.warning("%s", text)
+            self._open[kind] = (text, now)
+        elif now - self._open[kind][1] >= PROBLEM_LOG_EVERY_S:
+            log.warning("still: %s", text)
+            self._open[kind] = (text, now)
+        else:
+            self._open[kind] = (text, self._open[kind][1])
+
+    def clear(self, kind: str) -> None:
+        if self._open.pop(kind, None) is not None:
+            log.warning("resolved: %s", kind.replace("_", " "))
+
+    def __contains__(self, kind: str) -> bool:
+        return kind in self._open
+
+    def texts(self) -> list[str]:
+        return [text for text, _ in self._open.values()]
+
+    def kinds(self) -> list[str]:
+        return list(self._open)
 
 
 class Watch:
-    def __init__(self, control: Control):
+    def __init__(self, control: Control, lease: Lease | None = None):
         self.control = control
         self.settings = control.settings
         self.clock = control.clock
+        self.lease = lease
         self.started_at = self.clock()
+        self.problems = Problems()
         # activity in memory, not yet in the ledger
         self._latest_activity: datetime | None = None
         self._unflushed = 0
         self.activity_total = 0  # since start, for /metrics
-        # what the ledger said at the last look (cached, refreshed after every change)
-        self._session_start: datetime | None = None
+        # what the deadline needs, held in memory (refreshed from the ledger while it works)
+        self._session: dict[str, Any] | None = None
         self._ledger_activity: datetime | None = None
         self._idle_from: datetime | None = None  # when the last start settled
         self._starting = False  # a start is pending: no deadline until it settles
-        self._last_observed: float = 0.0  # monotonic
+        self._acted_at: datetime | None = None  # the last start/stop in the ledger
+        self._decided: datetime | None = None  # the deadline whose decision is already recorded
+        # Sessions this watch stopped whose record may still be in the spool: the ledger
+        # shows them open until it takes the record, and they must not come back to life.
+        self._stopped_ids: set[int] = set()
         self._wake = asyncio.Event()
         self._stop_retry_s = 0.0
         self._retry_at: datetime | None = None  # when to try a failed auto-shutdown stop again
-        self._tasks: list[asyncio.Task] = []
+        self._look = asyncio.Lock()  # one look at vast.ai at a time, shared by everyone asking
+        self._last_looked = -LOOK_EVERY_S  # monotonic
+        self._look_error: VastError | None = None
+        self._vast_failing_since: float | None = None  # monotonic
+        self._step_reported = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
         self.last_error: str | None = None
+        self.spooled = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        self.refresh()
+        await asyncio.to_thread(self._housekeep_ledger)
         if self.control.unconfigured_reason() is None:
             # Look before enforcing: a session left open while we were down may have
             # been stopped elsewhere in the meantime.
-            await self._observe()
+            await self.look(force=True, quiet=True)
         await asyncio.to_thread(self._beat)
         self._tasks = [
             asyncio.create_task(self._deadline_loop(), name="deadline"),
@@ -91,7 +153,14 @@ class Watch:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()  # a clean shutdown loses no activity
+        if self.lease is not None and await asyncio.to_thread(self._lost_lease):
+            return  # another watchdog took over: its heartbeat and lease are not ours to touch
         await asyncio.to_thread(self._beat, {"stopped": True})
+        if self.lease is not None:
+            try:
+                await asyncio.to_thread(self.lease.release)
+            except sqlite3.Error as exc:
+                log.warning("could not release the lease (%s): it expires by itself", exc)
 
     # -- activity (the hot path: memory only) -------------------------------------
 
@@ -104,16 +173,22 @@ class Watch:
         return now
 
     async def flush(self) -> None:
-        """Write buffered activity to the ledger (once a second, and before any decision).
+        """Write buffered activity to the ledger (once a second).
 
         The counters are read and updated on the event loop's thread, where the hot
         path runs, so no request is lost or counted twice; only the write is off-loop.
+        When the ledger fails, the activity stays here (and keeps the deadline where it is).
         """
         latest, count = self._latest_activity, self._unflushed
         if count == 0 or latest is None:
             return
-        await asyncio.to_thread(self.control.record_activity, latest, count)
+        try:
+            await asyncio.to_thread(self.control.record_activity, latest, count)
+        except sqlite3.Error as exc:
+            self._ledger_failed(exc)
+            return
         self._unflushed -= count
+        self._ledger_wrote()
         if self._ledger_activity is None or latest > self._ledger_activity:
             self._ledger_activity = latest
 
@@ -122,38 +197,48 @@ class Watch:
         candidates = [t for t in (self._latest_activity, self._ledger_activity) if t is not None]
         return max(candidates) if candidates else None
 
-    # -- the deadline -------------------------------------------------------------
+    # -- what the deadline needs, in memory ----------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the open session and the last activity from the ledger."""
+        """Re-read the open session, the last activity and a pending start; on a ledger fault keep memory."""
         iid = self.control.instance_id
         if iid is None:
             return
-        with self.control.ledger.view() as view:
-            session = view.open_session(iid)
-            row = view.instance(iid) or {}
-        self._session_start = parse_isoz(session["started_at"]) if session else None
+        try:
+            with self.control.ledger.view() as view:
+                session = view.open_session(iid)
+                row = view.instance(iid) or {}
+        except sqlite3.Error as exc:
+            self._ledger_failed(exc)
+            return
+        if session is not None and session["id"] in self._stopped_ids:
+            session = None  # stopped here; its end is on its way to the ledger
+        elif session is None:
+            self._stopped_ids.clear()
+        self._session = session
         self._ledger_activity = parse_isoz(row.get("last_activity"))
         self._idle_from = parse_isoz(row.get("idle_from"))
         self._starting = row.get("pending") == "power_on"
+        self._acted_at = parse_isoz(row.get("acted_at"))
 
-    def _aim(self) -> tuple:
+    def _aim(self) -> tuple[Any, ...]:
         """What the deadline depends on, apart from activity (which only moves it later)."""
-        return (self._session_start, self._idle_from, self._starting)
+        return (self._session and self._session["id"], self._idle_from, self._starting)
 
     def deadline(self) -> datetime | None:
-        # The same rule as Control.deadline_for, plus the activity still in memory.
-        if not self.settings.vast_auto_shutdown:
+        # The same rule as Control.deadline_for, on memory (activity not yet flushed included).
+        if not self.settings.vast_auto_shutdown or self._session is None:
             return None
         minutes = self.settings.vast_auto_shutdown_minutes
-        return idle_deadline(self._session_start, self.last_activity, minutes, idle_from=self._idle_from, starting=self._starting)
+        started = parse_isoz(self._session["started_at"])
+        return idle_deadline(started, self.last_activity, minutes, idle_from=self._idle_from, starting=self._starting)
 
     def seconds_until_deadline(self) -> float | None:
         deadline = self.deadline()
         return None if deadline is None else (deadline - self.clock()).total_seconds()
 
     def wake(self) -> None:
-        """Re-aim the timer (a session opened or closed)."""
+        """Re-aim the timer (a session opened or closed, a start began or settled)."""
         self._wake.set()
 
     async def changed(self) -> None:
@@ -161,78 +246,186 @@ class Watch:
         await asyncio.to_thread(self.refresh)
         self.wake()
 
+    def starting(self) -> None:
+        """A start is on its way (the API's power/on): no auto-shutdown decision until it settles."""
+        self._starting = True
+        self.wake()
+
+    def stopped(self) -> None:
+        """This process stopped the instance: nothing runs, whatever the ledger can be told."""
+        if self._session is not None:
+            self._stopped_ids.add(self._session["id"])
+        self._session = None
+        self._starting = False
+        self.wake()
+
+    # -- auto-shutdown -------------------------------------------------------------
+
     async def fire_if_due(self) -> dict[str, Any] | None:
         """Stop the instance if its deadline has passed. Returns the stop result, if any."""
-        left = self.seconds_until_deadline()
-        if left is None or left > 0:
+        deadline = self.deadline()
+        if deadline is None or self.clock() < deadline or not self.enforcing:
             return None
         if self._retry_at is not None and self.clock() < self._retry_at:
             return None
-        await self.flush()
+        session = self._session
+        assert session is not None  # a deadline needs an open session
+        if PAUSE_BEFORE_STOP_S:
+            await asyncio.sleep(PAUSE_BEFORE_STOP_S)
+        # Decide again at the last moment: activity, a start or a stop noted since wins,
+        # and so does another watchdog that took the lease while this one was paused.
+        if self.lease is not None and await asyncio.to_thread(self._lost_lease):
+            return None
+        await asyncio.to_thread(self._peek)
+        if self.deadline() != deadline or (self._session or {}).get("id") != session["id"]:
+            return None
+        now = self.clock()
         try:
-            result = await asyncio.to_thread(self.control.enforce_idle_deadline)
+            result = await asyncio.to_thread(
+                self.control.auto_shutdown, session["id"], deadline, now, record_decision=self._decided != deadline
+            )
         except VastError as exc:
-            # Money burns while it runs: never give up; the failure is audited by Control.
+            # Money burns while it runs: never give up; the failure is in the audit trail.
+            self._decided = deadline
             self._stop_retry_s = min(STOP_RETRY_MAX_S, (self._stop_retry_s * 2) or STOP_RETRY_FIRST_S)
             self._retry_at = self.clock() + timedelta(seconds=self._stop_retry_s)
             self.last_error = str(exc)
-            log.warning("auto-shutdown stop failed (%s); retrying in %.0f s", exc.kind, self._stop_retry_s)
+            self.problems.report("stop_failing", f"auto-shutdown: the stop call failed ({exc}); retrying in {self._stop_retry_s:.0f} s")
             return None
-        self._stop_retry_s, self._retry_at = 0.0, None
-        await asyncio.to_thread(self.refresh)
-        if result:
-            log.info("auto-shutdown: %s", result["message"])
+        except NotConfigured as exc:
+            self.problems.report("unconfigured", f"a session is open but nothing can stop it: {exc}")
+            self._retry_at = self.clock() + timedelta(seconds=5 * MIN_WAIT_S)
+            return None
+        self.problems.clear("stop_failing")
+        self._stop_retry_s, self._retry_at, self._decided = 0.0, None, None
+        self.stopped()
+        self.note_record(result)
+        log.info("auto-shutdown: %s", result["message"])
+        await self.flush()  # after the stop, never before: the stop waits on nothing
+        await self.changed()
         return result
+
+    def _peek(self) -> None:
+        """The last look before a stop: a start pending (or made) in another process since the decision wins.
+
+        A read of the ledger without the write lock; a failing ledger is not waited for.
+        """
+        iid = self.control.instance_id
+        if iid is None:
+            return
+        try:
+            with self.control.ledger.view() as view:
+                row = view.instance(iid) or {}
+                session = view.open_session(iid)
+        except sqlite3.Error:
+            return
+        acted = parse_isoz(row.get("acted_at"))
+        gone = session is None or session["id"] in self._stopped_ids
+        if row.get("pending") == "power_on" or (acted and self._acted_at and acted > self._acted_at) or gone:
+            self.refresh()
+
+    def _lost_lease(self) -> bool:
+        """Whether another watchdog holds the lease now (a read; an unreadable ledger says nothing)."""
+        assert self.lease is not None
+        try:
+            holder = self.lease.holder()
+        except sqlite3.Error:
+            return False
+        if holder is None:
+            return False
+        self.problems.report("lease", f"another watchdog holds the lease now ({describe_holder(holder)}): this one does not enforce")
+        return True
+
+    def note_record(self, result: dict[str, Any]) -> None:
+        problem = result.get("ledger_problem")
+        if problem:
+            self.problems.report("ledger", problem)
+        else:
+            self._ledger_wrote()
 
     async def _deadline_loop(self) -> None:
         while True:
+            floor = 0.0
             try:
                 await self.fire_if_due()
-            except Exception:  # a bug must not end enforcement
+            except Exception:  # a bug must not end enforcement, nor spin
                 log.exception("deadline check failed")
+                floor = MIN_WAIT_S
             left = self.seconds_until_deadline()
             retry = (self._retry_at - self.clock()).total_seconds() if self._retry_at else None
             waits = [w for w in (left, retry) if w is not None]
-            timeout = max(0.0, min(waits)) if waits else None
+            timeout = max(floor, min(waits)) if waits else None
+            if retry is not None and left is not None and left <= 0:
+                timeout = max(floor, retry, 0.0)  # due, but waiting for the retry
+            elif left is not None and left <= 0:
+                timeout = max(floor, MIN_WAIT_S / 2)  # due but not stopped (lease lost, a check said wait): no spinning
             self._wake.clear()
+            if floor:
+                await asyncio.sleep(floor)
+                continue
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
 
-    # -- reconciliation -----------------------------------------------------------
+    # -- looking at vast.ai (shared) ------------------------------------------------
+
+    async def look(self, *, force: bool = False, quiet: bool = False) -> None:
+        """Look at vast.ai, unless someone looked within LOOK_EVERY_S: then share that look.
+
+        Concurrent callers wait for the one look in flight. A failed look is shared too:
+        its error is raised to every caller in the window (``quiet`` keeps it in).
+        """
+        async with self._look:
+            fresh = time.monotonic() - self._last_looked < LOOK_EVERY_S
+            if not fresh or force:
+                await self._look_now()
+            error = self._look_error
+        if error is not None and not quiet:
+            raise error
+
+    async def observe_now(self) -> None:
+        """Look at vast.ai now, whatever the last look (tests; the poll loop shares looks)."""
+        await self.look(force=True, quiet=True)
+
+    async def _look_now(self) -> None:
+        try:
+            await asyncio.to_thread(self.control.observe)
+        except VastError as exc:
+            self._look_error = exc
+            self.last_error = str(exc)
+            failing = self._vast_failing_since = self._vast_failing_since or time.monotonic()
+            if time.monotonic() - failing >= VAST_FAILING_S:
+                self.problems.report("vast", f"vast.ai has been failing for {time.monotonic() - failing:.0f} s: {exc}")
+            await asyncio.to_thread(self._advance)  # a start's timeout holds while vast is down
+        except sqlite3.Error as exc:
+            self._look_error = None  # vast answered; only the bookkeeping failed
+            self._ledger_failed(exc)
+        else:
+            self._look_error, self._vast_failing_since, self.last_error = None, None, None
+            self.problems.clear("vast")
+        finally:
+            self._last_looked = time.monotonic()
+        await asyncio.to_thread(self.refresh)
+        self.wake()
+
+    def _advance(self) -> None:
+        try:
+            self.control.advance()
+        except sqlite3.Error as exc:
+            self._ledger_failed(exc)
 
     def _transitional(self) -> bool:
         iid = self.control.instance_id
         if iid is None:
             return False
-        with self.control.ledger.view() as view:
-            row = view.instance(iid)
-        return bool(row and (row["pending"] or row["status"] in TRANSITIONAL))
-
-    async def _observe(self) -> bool:
         try:
-            await asyncio.to_thread(self.control.observe)
-            ok = True
-            self.last_error = None
-        except VastError as exc:
-            self.last_error = str(exc)
-            log.warning("vast.ai: %s", exc)
-            await asyncio.to_thread(self.control.advance)  # a start's timeout holds while vast is down
-            ok = False
-        self._last_observed = time.monotonic()
-        await asyncio.to_thread(self.refresh)
-        self.wake()
-        return ok
-
-    async def observe_now(self) -> None:
-        await self._observe()
-
-    def observed_recently(self) -> bool:
-        return time.monotonic() - self._last_observed < STATUS_FRESH_S
-
-    def mark_observed(self) -> None:
-        self._last_observed = time.monotonic()
+            with self.control.ledger.view() as view:
+                row = view.instance(iid)
+        except sqlite3.Error:
+            return self._starting
+        # A stop seen once is confirmed by the next look (vastops/observe.py): look soon.
+        return bool(row and (row["pending"] or row["status"] in TRANSITIONAL or row.get("not_running_since")))
 
     async def _poll_loop(self) -> None:
         if self.control.unconfigured_reason() is not None:
@@ -244,18 +437,21 @@ class Watch:
                 interval = POLL_FAST_S if await asyncio.to_thread(self._transitional) else POLL_SLOW_S
                 if failures:
                     interval = min(POLL_MAX_BACKOFF_S, POLL_FAST_S * 2**failures)
-                if time.monotonic() - self._last_observed >= interval:
-                    failures = 0 if await self._observe() else failures + 1
+                if self.enforcing and time.monotonic() - self._last_looked >= interval:
+                    await self.look(quiet=True)
+                    failures = failures + 1 if self._look_error else 0
             except Exception:
                 log.exception("reconciliation failed")
+                await asyncio.sleep(MIN_WAIT_S)
 
-    # -- housekeeping -------------------------------------------------------------
+    # -- housekeeping ----------------------------------------------------------------
 
     async def _housekeeping_loop(self) -> None:
         last_beat = time.monotonic()
         while True:
             await asyncio.sleep(FLUSH_EVERY_S)
             try:
+                await asyncio.to_thread(self._housekeep_ledger)
                 await self.flush()
                 # A session opened or closed, or a start settled, in another process
                 # re-aims the timer within a second.
@@ -263,19 +459,100 @@ class Watch:
                 await asyncio.to_thread(self.refresh)
                 if self._aim() != before:
                     self.wake()
+                await asyncio.to_thread(self._watch_clock)
+                self._watch_configuration()
                 if time.monotonic() - last_beat >= BEAT_EVERY_S:
                     await asyncio.to_thread(self._beat)
                     last_beat = time.monotonic()
             except Exception:
                 log.exception("housekeeping failed")
+                await asyncio.sleep(MIN_WAIT_S)
+
+    def _housekeep_ledger(self) -> None:
+        """Write what was kept while the ledger failed; say whether the ledger works."""
+        ledger = self.control.ledger
+        try:
+            if ledger.drain():
+                self._ledger_wrote()
+        except sqlite3.Error as exc:
+            self._ledger_failed(exc)
+        self.spooled = len(ledger.spool.pending())
+        if self.spooled:
+            where = ledger.spool.file_error or f"in {ledger.spool.path}"
+            self.problems.report("spool", f"{self.spooled} record(s) not yet in the ledger ({where})")
+        else:
+            self.problems.clear("spool")
+
+    def _ledger_failed(self, exc: Exception) -> None:
+        self.problems.report("ledger", f"the ledger {self.control.ledger.path} is not writable: {exc}")
+
+    def _ledger_wrote(self) -> None:
+        # Only a write proves the ledger works again (a read succeeds on a full disk).
+        self.problems.clear("ledger")
+
+    def _watch_clock(self) -> None:
+        """Audit a step of the system clock; rebase the steady clock once nothing is measured."""
+        if not isinstance(self.clock, SteadyClock):
+            return
+        step = self.clock.step()
+        if abs(step - self._step_reported) >= CLOCK_STEP_S:
+            now = self.clock()
+            meta = {
+                "seconds": round(step - self._step_reported, 3),
+                "system_clock": isoz(self.clock.system_time()),
+                "vastops_clock": isoz(now),
+            }
+            log.warning(
+                "the system clock stepped by %+.1f s; idle time and session time keep to the monotonic clock", step - self._step_reported
+            )
+            self.note_record(
+                {
+                    "ledger_problem": self.control.ledger.record(
+                        [audit_op(now, self.control.instance_id, Event.CLOCK_STEP, Actor.SYSTEM, meta)]
+                    )[1]
+                }
+            )
+            self._step_reported = step
+        if self._step_reported and self._session is None and not self._starting:
+            self.clock.rebase()
+            self._step_reported = 0.0
+
+    def _watch_configuration(self) -> None:
+        reason = self.control.unconfigured_reason()
+        if reason and self._session is not None:
+            self.problems.report("unconfigured", f"a session is open but nothing can stop it: {reason}")
+        elif "unconfigured" in self.problems:
+            self.problems.clear("unconfigured")
 
     def _beat(self, extra: dict[str, Any] | None = None) -> None:
+        if self.lease is not None and not (extra or {}).get("stopped"):
+            try:
+                holder = self.lease.renew()
+            except sqlite3.Error as exc:
+                self._ledger_failed(exc)
+                return
+            if holder is not None:
+                self.problems.report(
+                    "lease", f"another watchdog holds the lease now ({describe_holder(holder)}): this one does not enforce"
+                )
+                return
+            self.problems.clear("lease")
         info = {
             "pid": os.getpid(),
             "started_at": isoz(self.started_at),
             "auto_shutdown": self.settings.vast_auto_shutdown,
             "deadline": isoz(self.deadline()),
             "last_error": self.last_error,
+            "problems": self.problems.texts(),
             **(extra or {}),
         }
-        self.control.beat("watchdog", info)
+        try:
+            self.control.beat("watchdog", info)
+        except sqlite3.Error as exc:
+            self._ledger_failed(exc)
+        else:
+            self._ledger_wrote()
+
+    @property
+    def enforcing(self) -> bool:
+        return "lease" not in self.problems

@@ -1,0 +1,103 @@
+"""One enforcer per instance: the watchdog's lease in the ledger.
+
+Two watchdogs on one ledger would both poll vast.ai (and share its rate limit), both
+send the stop, and write every record twice. So a watchdog holds a lease row for its
+instance (host, pid, a random token, start time, last renewal) and renews it with its
+heartbeat. A second one refuses to start while the lease is live. The lease is free
+when it was released, when its last renewal is older than ``EXPIRES_S``, or at once
+when its holder was on this host and that pid no longer exists (a watchdog restarted
+a second after ``kill -9`` must not wait). Taking over an expired lease is audited
+(``watchdog_takeover``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .clock import Clock, parse_isoz
+from .ledger import Ledger
+from .vocabulary import Actor, Event
+
+EXPIRES_S = 15.0
+
+
+class LeaseHeld(Exception):
+    """Another watchdog holds the live lease for this instance; the message says which."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Lease:
+    ledger: Ledger
+    instance_id: int
+    clock: Clock
+    token: str = ""
+    host: str = ""
+    pid: int = 0
+
+    @classmethod
+    def acquire(cls, ledger: Ledger, instance_id: int, clock: Clock) -> Lease:
+        """Take the lease, or raise ``LeaseHeld``. Writes nothing when it refuses."""
+        lease = cls(ledger, instance_id, clock, secrets.token_hex(8), socket.gethostname(), os.getpid())
+        with ledger.write() as tx:
+            now = clock()
+            row = tx.lease(instance_id)
+            if row is not None and lease._live(row, now):
+                age = (now - (parse_isoz(row["renewed_at"]) or now)).total_seconds()
+                raise LeaseHeld(
+                    f"another watchdog enforces instance {instance_id}: pid {row['pid']} on {row['host']}, "
+                    f"renewed {age:.0f} s ago; stop it first (its lease expires {EXPIRES_S:.0f} s after its last renewal)"
+                )
+            tx.take_lease(instance_id, lease.token, lease.host, lease.pid, now)
+            if row is not None:
+                previous = {"host": row["host"], "pid": row["pid"], "renewed_at": row["renewed_at"]}
+                tx.audit(
+                    now, instance_id, Event.WATCHDOG_TAKEOVER, Actor.SYSTEM, {"previous": previous, "pid": lease.pid, "host": lease.host}
+                )
+        return lease
+
+    def _live(self, row: dict[str, Any], now: datetime) -> bool:
+        renewed = parse_isoz(row["renewed_at"])
+        if renewed is None or (now - renewed).total_seconds() > EXPIRES_S:
+            return False
+        return not (row["host"] == self.host and not _alive(row["pid"]))
+
+    def renew(self) -> dict[str, Any] | None:
+        """Renew; None while ours, else the row of whoever holds it now (we lost it)."""
+        with self.ledger.write() as tx:
+            if tx.renew_lease(self.instance_id, self.token, self.clock()):
+                return None
+            return tx.lease(self.instance_id) or {"host": "?", "pid": "?", "renewed_at": None}
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lease now, by a read (no write lock): None while it is ours."""
+        with self.ledger.view() as view:
+            row = view.lease(self.instance_id)
+        if row is not None and row["holder"] == self.token:
+            return None
+        return row or {"host": "?", "pid": "?", "renewed_at": None}
+
+    def release(self) -> None:
+        with self.ledger.write() as tx:
+            tx.release_lease(self.instance_id, self.token)
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+def describe_holder(row: dict[str, Any]) -> str:
+    return f"pid {row.get('pid')} on {row.get('host')} (renewed {row.get('renewed_at')})"

@@ -1,0 +1,106 @@
+"""What could not be written yet: records kept until the ledger takes them.
+
+A stop never waits on the ledger: vast.ai is asked first, and what the stop has to
+record (the decision, the session's end and cost, the audit rows) is a *record*, a
+list of operations with a unique id, applied in one transaction
+(``ledger.Tx.apply``). When that transaction fails (disk full, the write lock held
+for longer than the busy timeout, the file deleted or replaced, out of file
+descriptors), the record is kept here:
+
+* in memory, and
+* in the spool file beside the ledger (``<ledger>.spool``, one JSON record a line,
+  appended under ``flock`` so the CLI, the dashboard and the watchdog can share it).
+
+Whoever next writes the ledger applies the kept records first, oldest first
+(``Ledger.drain``); the ledger's ``applied`` table holds each applied id, so a record
+is written once even if a process dies between applying it and removing it here.
+If the process dies before the ledger works again, the records in the file survive
+it and the next vastops process that writes the ledger applies them; what was only in
+memory (the file could not be written either, e.g. the disk is full) is lost with the
+process, and the watchdog says so on ``/healthz`` while it lasts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("vastops.spool")
+
+Record = dict[str, Any]  # {"id": str, "ops": [{"op": ..., ...}, ...]}
+
+
+class Spool:
+    def __init__(self, path: Path):
+        self.path = path
+        self._memory: list[Record] = []  # kept when the file cannot be written
+        self.file_error: str | None = None
+
+    @contextmanager
+    def _locked(self, mode: str) -> Iterator[Any]:
+        with open(self.path, mode, encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield fh
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def keep(self, record: Record) -> None:
+        """Keep a record that the ledger did not take. Never raises."""
+        try:
+            with self._locked("a") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.file_error = None
+        except OSError as exc:
+            self.file_error = f"{self.path}: {exc.strerror or exc}"
+            self._memory.append(record)
+
+    def pending(self) -> list[Record]:
+        """Every kept record, oldest first (the file's, then memory's), each id once."""
+        records: list[Record] = []
+        try:
+            if self.path.exists():
+                with self._locked("r") as fh:
+                    for line in fh:
+                        try:
+                            records.append(json.loads(line))
+                        except ValueError:
+                            log.warning("spool %s: skipping an unreadable line", self.path)
+        except OSError as exc:
+            self.file_error = f"{self.path}: {exc.strerror or exc}"
+        seen = {r.get("id") for r in records}
+        records += [r for r in self._memory if r.get("id") not in seen]
+        return records
+
+    def forget(self, ids: set[str]) -> None:
+        """Drop records the ledger has taken."""
+        self._memory = [r for r in self._memory if r.get("id") not in ids]
+        if not self.path.exists():
+            return
+        try:
+            with self._locked("r+") as fh:
+                keep = [line for line in fh if _id(line) not in ids]
+                fh.seek(0)
+                fh.writelines(keep)
+                fh.truncate()  # emptied, never removed: an appender may be waiting on its lock
+        except OSError as exc:
+            self.file_error = f"{self.path}: {exc.strerror or exc}"
+
+    def __len__(self) -> int:
+        return len(self.pending())
+
+
+def _id(line: str) -> str | None:
+    try:
+        value = json.loads(line).get("id")
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
