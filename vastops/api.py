@@ -193,24 +193,27 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
 async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None = None) -> dict[str, Any]:
     """Start the instance; with `wait_for_health` answer once its /health answers 200."""
     body = body or PowerOnIn()
-    watch.starting()  # no auto-shutdown decision while this start is on its way
+    watch.acting()  # no auto-shutdown decision while this start is on its way
     try:
         return await asyncio.to_thread(
             control.power_on, Actor.API, wait_for_health=body.wait_for_health, health_path=body.health_path, health_port=body.health_port
         )
     finally:
+        watch.done_acting()
         await watch.changed()
 
 
 @router.post("/power/off", response_model=PowerOffOut, responses={**BODY_ERRORS, **VAST_ERRORS})
 async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | None = None) -> dict[str, Any]:
     """Stop the instance; the disk is kept. Harmless when it is already stopped."""
+    watch.acting()  # the deadline's own stop waits for this one
     try:
         result = await asyncio.to_thread(control.power_off, Actor.API)
         watch.stopped()
         watch.note_record(result)
         return result
     finally:
+        watch.done_acting()
         await watch.changed()
 
 

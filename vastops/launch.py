@@ -100,20 +100,22 @@ def run_watchdog(args: argparse.Namespace) -> int:
         return 2
     # Idle time and session time are measured on the monotonic clock (docs/design.md).
     control = Control(settings, clock=SteadyClock())
-    with suppress(sqlite3.Error):  # what a process that died kept, before anything else (it stays kept if this fails)
-        control.ledger.drain()
     lease = None
     if settings.vast_instance_id is not None:
         try:
             lease = Lease.acquire(control.ledger, settings.vast_instance_id, control.clock)
-        except LeaseHeld as exc:
+        except (LeaseHeld, sqlite3.Error) as exc:
             print(f"vastops watchdog: {exc}", file=sys.stderr)
             sock.close()
             return 2
+    with suppress(sqlite3.Error):  # what a process that died kept (it stays kept if this fails)
+        control.ledger.drain()
     try:
         app = create_app(control, lease=lease)
     except NotConfigured as exc:
         print(f"vastops watchdog: {exc}", file=sys.stderr)
+        if lease is not None:
+            lease.release()
         return 2
     print(f"vastops watchdog: serving http://{args.host}:{args.port}/infra/vast (docs at /docs)", flush=True)
     # uvicorn turns SIGTERM/SIGINT into a clean shutdown, which runs the lifespan's

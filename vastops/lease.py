@@ -77,11 +77,21 @@ class Lease:
         return not (row["host"] == self.host and not _alive(row["pid"]))
 
     def renew(self) -> dict[str, Any] | None:
-        """Renew; None while ours, else the row of whoever holds it now (we lost it)."""
+        """Renew; None while ours (or free again: then it is taken back, audited), else the live holder's row."""
         with self.ledger.write() as tx:
-            if tx.renew_lease(self.instance_id, self.token, self.clock()):
+            now = self.clock()
+            if tx.renew_lease(self.instance_id, self.token, now):
                 return None
-            return tx.lease(self.instance_id) or {"host": "?", "pid": "?", "renewed_at": None}
+            row = tx.lease(self.instance_id)
+            if row is not None and self._live(row, now):
+                return row
+            # Released, expired or dead: nobody enforces, so this one does again.
+            tx.take_lease(self.instance_id, self.token, self.host, self.pid, now)
+            previous = {"host": row["host"], "pid": row["pid"], "renewed_at": row["renewed_at"]} if row else None
+            tx.audit(
+                now, self.instance_id, Event.WATCHDOG_TAKEOVER, Actor.SYSTEM, {"previous": previous, "pid": self.pid, "host": self.host}
+            )
+            return None
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lease now, by a read (no write lock): None while it is ours."""
@@ -94,9 +104,6 @@ class Lease:
     def release(self) -> None:
         with self.ledger.write() as tx:
             tx.release_lease(self.instance_id, self.token)
-
-    def describe(self) -> str:
-        return f"pid {self.pid} on {self.host}"
 
 
 def describe_holder(row: dict[str, Any]) -> str:

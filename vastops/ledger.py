@@ -195,6 +195,9 @@ class Ledger:
         self.audit_mirror = audit_mirror
         self.state_mirror = state_mirror
         self.spool = Spool(self.path.with_name(self.path.name + ".spool"))
+        if not self.path.exists() and (self.spool.path.exists() or Path(f"{self.path}-wal").exists()):
+            # Records or a WAL without their ledger: it was deleted, and a new empty one here would lose them.
+            raise LedgerError(f"the ledger {self.path} is missing but {self.spool.path} or its WAL is there: restore the ledger file")
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,9 +206,9 @@ class Ledger:
                 # Refuse a newer schema before changing anything; take the write lock only
                 # to migrate, so a current ledger opens even while another process holds it.
                 version = _schema_version(db, self.path)
+                if db.journal_mode != "wal":
+                    _enable_wal(db)
                 if version < len(MIGRATIONS):
-                    if db.journal_mode != "wal":
-                        _enable_wal(db)
                     self._migrate(db, self.path)
             finally:
                 db.close()
@@ -221,6 +224,8 @@ class Ledger:
             stat = os.stat(self.path)
         except FileNotFoundError:
             raise LedgerGone(f"the ledger file {self.path} was deleted while vastops ran; restore it and restart") from None
+        except OSError as exc:  # EACCES, EIO, ESTALE: a ledger fault like any other
+            raise LedgerGone(f"the ledger file {self.path} cannot be reached: {exc.strerror or exc}") from None
         if (stat.st_dev, stat.st_ino) != self._identity:
             raise LedgerGone(f"the ledger file {self.path} was replaced while vastops ran; restart vastops to use the new one")
         return connect(self.path, create=False)
@@ -256,7 +261,14 @@ class Ledger:
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        """A write transaction that holds the write lock from its first statement."""
+        """A write transaction that holds the write lock from its first statement.
+
+        Records kept while the ledger failed are written first, so every writer sees
+        the ledger as it would have been (a stop kept in the spool ends its session
+        before anything else reads that session as open).
+        """
+        if not _draining.active and self.spool.waiting():
+            self.drain()
         db = self._connect()
         tx = Tx(db)
         try:
@@ -289,12 +301,16 @@ class Ledger:
         """
         record = {"id": secrets.token_hex(12), "ops": ops}
         try:
-            self.drain()
-            with self.write() as tx:
+            with self.write() as tx:  # write() applies what was kept before first
                 return tx.apply(record), None
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self.spool.keep(record)
             # The caller says it (the watchdog through its problems, the CLI on stderr).
+            if self.spool.file_error:
+                return (
+                    None,
+                    f"the ledger could not be written ({exc}), nor the spool ({self.spool.file_error}): the record is in memory only, lost if this process ends first",
+                )
             return None, f"the ledger could not be written ({exc}); kept in {self.spool.path}, written when the ledger works again"
 
     def drain(self) -> int:
@@ -303,12 +319,14 @@ class Ledger:
         if not records:
             return 0
         done: set[str] = set()
+        _draining.active = True
         try:
             for record in records:
                 with self.write() as tx:
                     tx.apply(record)
                 done.add(record["id"])
         finally:
+            _draining.active = False
             if done:
                 self.spool.forget(done)
         return len(done)
@@ -521,8 +539,6 @@ class Tx(View):
             kind = op["op"]
             if kind == "audit":
                 self.audit(_at(op["ts"]), op["instance_id"], op["event"], op["actor"], op.get("meta"))
-            elif kind == "activity":
-                self.record_activity(op["instance_id"], _at(op["at"]), op["count"])
             elif kind == "stopped":
                 answer["figures"] = self._stopped(op["instance_id"], _at(op["at"]), op["actor"], op["reason"], op["complete_event"])
             else:
@@ -579,6 +595,13 @@ def _at(text: str) -> datetime:
 def _rowid(cursor: sqlite3.Cursor) -> int:
     assert cursor.lastrowid is not None  # an INSERT always has one
     return cursor.lastrowid
+
+
+class _Draining(threading.local):
+    active = False  # this thread is applying kept records: its writes must not drain again
+
+
+_draining = _Draining()
 
 
 def _schema_version(db: sqlite_utils.Database, path: Path) -> int:

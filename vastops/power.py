@@ -67,13 +67,16 @@ class Powering(Observing):
         health_path = health_path or self.settings.vast_health_path
         health_port = health_port or self.settings.vast_health_port
         with self.ledger.write() as tx:
+            now = self.clock()
             audit_id = tx.audit(
-                self.clock(),
+                now,
                 iid,
                 Event.POWER_ON_REQUESTED,
                 actor,
                 {"instance_id": iid, "wait_for_health": wait_for_health, "health_path": health_path, "health_port": health_port},
             )
+            # Before vast.ai is called: a watchdog about to stop an idle instance sees it (Watch._peek).
+            tx.update_instance(iid, acted_at=isoz(now))
         try:
             self.client.start(iid)
         except VastError as exc:

@@ -51,6 +51,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening now, not when uvicorn starts: a second SO_REUSEADDR bind succeeds on
+        # Linux while nothing listens, and that watchdog would go on to its start-up.
+        sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise

@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,8 @@ class Spool:
     def __init__(self, path: Path):
         self.path = path
         self._memory: list[Record] = []  # kept when the file cannot be written
+        self._lock = threading.Lock()  # _memory is shared by the watchdog's threads
+        self._warned: set[str] = set()
         self.file_error: str | None = None
 
     @contextmanager
@@ -53,15 +56,24 @@ class Spool:
 
     def keep(self, record: Record) -> None:
         """Keep a record that the ledger did not take. Never raises."""
+        line = json.dumps(record, sort_keys=True) + "\n"
         try:
             with self._locked("a") as fh:
-                fh.write(json.dumps(record, sort_keys=True) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+                end = fh.seek(0, os.SEEK_END)
+                try:
+                    if end and not _ends_with_newline(self.path, end):
+                        line = "\n" + line  # after a torn line (a full disk), start clean
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                except OSError:
+                    os.truncate(self.path, end)  # never leave half a record for the next one to join
+                    raise
             self.file_error = None
         except OSError as exc:
             self.file_error = f"{self.path}: {exc.strerror or exc}"
-            self._memory.append(record)
+            with self._lock:
+                self._memory.append(record)
 
     def pending(self) -> list[Record]:
         """Every kept record, oldest first (the file's, then memory's), each id once."""
@@ -70,32 +82,54 @@ class Spool:
             if self.path.exists():
                 with self._locked("r") as fh:
                     for line in fh:
+                        if not line.strip():
+                            continue
                         try:
                             records.append(json.loads(line))
                         except ValueError:
-                            log.warning("spool %s: skipping an unreadable line", self.path)
+                            if line not in self._warned:  # once per line, not at every look
+                                self._warned.add(line)
+                                log.warning("spool %s: an unreadable line is left out: %.80s", self.path, line)
         except OSError as exc:
             self.file_error = f"{self.path}: {exc.strerror or exc}"
         seen = {r.get("id") for r in records}
-        records += [r for r in self._memory if r.get("id") not in seen]
+        with self._lock:
+            records += [r for r in self._memory if r.get("id") not in seen]
         return records
+
+    def waiting(self) -> bool:
+        """Whether anything is kept (cheap: a stat and a look at memory)."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        return size > 0 or bool(self._memory)
 
     def forget(self, ids: set[str]) -> None:
         """Drop records the ledger has taken."""
-        self._memory = [r for r in self._memory if r.get("id") not in ids]
+        with self._lock:
+            self._memory = [r for r in self._memory if r.get("id") not in ids]
         if not self.path.exists():
             return
         try:
             with self._locked("r+") as fh:
-                keep = [line for line in fh if _id(line) not in ids]
+                lines = [line for line in fh if line.strip()]
+                keep = [line for line in lines if _id(line) is not None and _id(line) not in ids]
+                bad = [line for line in lines if _id(line) is None]
+                if bad:  # set aside once, for a person to read: they can never be applied
+                    with open(self.path.with_name(self.path.name + ".bad"), "a", encoding="utf-8") as out:
+                        out.writelines(bad)
                 fh.seek(0)
                 fh.writelines(keep)
                 fh.truncate()  # emptied, never removed: an appender may be waiting on its lock
         except OSError as exc:
             self.file_error = f"{self.path}: {exc.strerror or exc}"
 
-    def __len__(self) -> int:
-        return len(self.pending())
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) == b"\n"
 
 
 def _id(line: str) -> str | None:

@@ -62,9 +62,11 @@ STOP_RETRY_FIRST_S = 2.0
 STOP_RETRY_MAX_S = 60.0
 LOOK_EVERY_S = 2.0  # vast allows one show call per 2 s per key: looks closer together share one
 MIN_WAIT_S = 1.0  # the floor of every retry loop's wait after a failure
+MAX_WAIT_S = 5.0  # the deadline timer's longest sleep: asyncio's timers stand still while the host is suspended
 VAST_FAILING_S = 60.0  # vast.ai failing this long is a problem, not a blip
 CLOCK_STEP_S = 2.0  # a system clock this far off the steady clock has stepped
 PROBLEM_LOG_EVERY_S = 60.0
+ACTED_WINS_S = 30.0  # a start or stop requested elsewhere after the deadline holds the stop off this long
 PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to act between decision and stop
 
 
@@ -115,7 +117,9 @@ class Watch:
         self._session: dict[str, Any] | None = None
         self._ledger_activity: datetime | None = None
         self._idle_from: datetime | None = None  # when the last start settled
-        self._starting = False  # a start is pending: no deadline until it settles
+        self._starting = False  # a start is pending in the ledger: no deadline until it settles
+        self._pending_since: datetime | None = None
+        self._in_flight = 0  # starts and stops this process is sending right now (the API's)
         self._acted_at: datetime | None = None  # the last start/stop in the ledger
         self._decided: datetime | None = None  # the deadline whose decision is already recorded
         # Sessions this watch stopped whose record may still be in the spool: the ledger
@@ -182,12 +186,13 @@ class Watch:
         latest, count = self._latest_activity, self._unflushed
         if count == 0 or latest is None:
             return
+        self._unflushed -= count  # taken now: a concurrent flush cannot write the same requests again
         try:
             await asyncio.to_thread(self.control.record_activity, latest, count)
         except sqlite3.Error as exc:
+            self._unflushed += count  # kept for the next flush
             self._ledger_failed(exc)
             return
-        self._unflushed -= count
         self._ledger_wrote()
         if self._ledger_activity is None or latest > self._ledger_activity:
             self._ledger_activity = latest
@@ -219,6 +224,7 @@ class Watch:
         self._ledger_activity = parse_isoz(row.get("last_activity"))
         self._idle_from = parse_isoz(row.get("idle_from"))
         self._starting = row.get("pending") == "power_on"
+        self._pending_since = parse_isoz(row.get("pending_since"))
         self._acted_at = parse_isoz(row.get("acted_at"))
 
     def _aim(self) -> tuple[Any, ...]:
@@ -231,7 +237,14 @@ class Watch:
             return None
         minutes = self.settings.vast_auto_shutdown_minutes
         started = parse_isoz(self._session["started_at"])
-        return idle_deadline(started, self.last_activity, minutes, idle_from=self._idle_from, starting=self._starting)
+        starting, idle_from = self._starting, self._idle_from
+        if starting and self._pending_since is not None:
+            # A start that should have settled long ago (its timeout could not be written:
+            # the ledger fails) counts as settled then, or the deadline would stay off.
+            settled = self._pending_since + timedelta(seconds=self.settings.vast_wait_timeout_s)
+            if self.clock() >= settled:
+                starting, idle_from = False, max(t for t in (idle_from, settled) if t is not None)
+        return idle_deadline(started, self.last_activity, minutes, idle_from=idle_from, starting=starting or self._in_flight > 0)
 
     def seconds_until_deadline(self) -> float | None:
         deadline = self.deadline()
@@ -246,9 +259,13 @@ class Watch:
         await asyncio.to_thread(self.refresh)
         self.wake()
 
-    def starting(self) -> None:
-        """A start is on its way (the API's power/on): no auto-shutdown decision until it settles."""
-        self._starting = True
+    def acting(self) -> None:
+        """A start or stop of the API's is on its way: no auto-shutdown decision until it is done (``done_acting``)."""
+        self._in_flight += 1
+        self.wake()
+
+    def done_acting(self) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
         self.wake()
 
     def stopped(self) -> None:
@@ -257,6 +274,7 @@ class Watch:
             self._stopped_ids.add(self._session["id"])
         self._session = None
         self._starting = False
+        self._retry_at, self._stop_retry_s, self._decided = None, 0.0, None
         self.wake()
 
     # -- auto-shutdown -------------------------------------------------------------
@@ -276,8 +294,8 @@ class Watch:
         # and so does another watchdog that took the lease while this one was paused.
         if self.lease is not None and await asyncio.to_thread(self._lost_lease):
             return None
-        await asyncio.to_thread(self._peek)
-        if self.deadline() != deadline or (self._session or {}).get("id") != session["id"]:
+        moved = await asyncio.to_thread(self._peek, deadline)
+        if moved or self.deadline() != deadline or (self._session or {}).get("id") != session["id"]:
             return None
         now = self.clock()
         try:
@@ -305,24 +323,14 @@ class Watch:
         await self.changed()
         return result
 
-    def _peek(self) -> None:
-        """The last look before a stop: a start pending (or made) in another process since the decision wins.
-
-        A read of the ledger without the write lock; a failing ledger is not waited for.
-        """
-        iid = self.control.instance_id
-        if iid is None:
-            return
-        try:
-            with self.control.ledger.view() as view:
-                row = view.instance(iid) or {}
-                session = view.open_session(iid)
-        except sqlite3.Error:
-            return
-        acted = parse_isoz(row.get("acted_at"))
-        gone = session is None or session["id"] in self._stopped_ids
-        if row.get("pending") == "power_on" or (acted and self._acted_at and acted > self._acted_at) or gone:
-            self.refresh()
+    def _peek(self, deadline: datetime) -> bool:
+        """The last look before a stop, by a read of the ledger (no write lock; a failing ledger
+        is not waited for), memory refreshed: whether someone started or stopped the instance
+        since it became due (``acted_at``: a start records it with its request, before vast.ai
+        is called), within ``ACTED_WINS_S``; a start that then failed does not hold it off longer."""
+        self.refresh()
+        acted = self._acted_at
+        return acted is not None and acted > max(deadline, self.clock() - timedelta(seconds=ACTED_WINS_S))
 
     def _lost_lease(self) -> bool:
         """Whether another watchdog holds the lease now (a read; an unreadable ledger says nothing)."""
@@ -351,14 +359,7 @@ class Watch:
             except Exception:  # a bug must not end enforcement, nor spin
                 log.exception("deadline check failed")
                 floor = MIN_WAIT_S
-            left = self.seconds_until_deadline()
-            retry = (self._retry_at - self.clock()).total_seconds() if self._retry_at else None
-            waits = [w for w in (left, retry) if w is not None]
-            timeout = max(floor, min(waits)) if waits else None
-            if retry is not None and left is not None and left <= 0:
-                timeout = max(floor, retry, 0.0)  # due, but waiting for the retry
-            elif left is not None and left <= 0:
-                timeout = max(floor, MIN_WAIT_S / 2)  # due but not stopped (lease lost, a check said wait): no spinning
+            timeout = self.next_wait(floor)
             self._wake.clear()
             if floor:
                 await asyncio.sleep(floor)
@@ -367,6 +368,17 @@ class Watch:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
+
+    def next_wait(self, floor: float = 0.0) -> float:
+        """How long the deadline loop sleeps (a wake cuts it short): exact, never a spin."""
+        left = self.seconds_until_deadline()
+        if left is None:
+            return MAX_WAIT_S  # nothing due
+        if left > 0:
+            return max(floor, min(left, MAX_WAIT_S))  # exact, and a resume from suspend is noticed soon
+        # Due but not stopped (a retry pending, the lease lost, a last check said wait).
+        retry = (self._retry_at - self.clock()).total_seconds() if self._retry_at else 0.0
+        return max(floor, MIN_WAIT_S / 2, retry)
 
     # -- looking at vast.ai (shared) ------------------------------------------------
 
@@ -451,6 +463,11 @@ class Watch:
         while True:
             await asyncio.sleep(FLUSH_EVERY_S)
             try:
+                # The heartbeat (and the lease's renewal) first: the writes after it may each
+                # wait out the busy timeout, and the lease must not expire meanwhile.
+                if time.monotonic() - last_beat >= BEAT_EVERY_S:
+                    await asyncio.to_thread(self._beat)
+                    last_beat = time.monotonic()
                 await asyncio.to_thread(self._housekeep_ledger)
                 await self.flush()
                 # A session opened or closed, or a start settled, in another process
@@ -458,12 +475,10 @@ class Watch:
                 before = self._aim()
                 await asyncio.to_thread(self.refresh)
                 if self._aim() != before:
+                    self._retry_at, self._stop_retry_s = None, 0.0  # a new situation: no stale retry
                     self.wake()
                 await asyncio.to_thread(self._watch_clock)
                 self._watch_configuration()
-                if time.monotonic() - last_beat >= BEAT_EVERY_S:
-                    await asyncio.to_thread(self._beat)
-                    last_beat = time.monotonic()
             except Exception:
                 log.exception("housekeeping failed")
                 await asyncio.sleep(MIN_WAIT_S)
