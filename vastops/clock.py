@@ -58,7 +58,9 @@ class SteadyClock:
 
         # utcnow looked up at each call, not bound here: the fault tests step it in a real process
         self._wall = wall or (lambda: utcnow())
-        self._mono = mono or time.monotonic
+        # CLOCK_BOOTTIME goes on while the host is suspended (vast.ai bills on); monotonic stops.
+        boottime = getattr(time, "CLOCK_BOOTTIME", None)
+        self._mono = mono or ((lambda: time.clock_gettime(boottime)) if boottime is not None else time.monotonic)
         self.rebase()
 
     def rebase(self) -> None:
