@@ -238,10 +238,11 @@ def test_vastops_off_stops_at_once_while_the_ledger_is_locked(tmp_path, processe
         began = time.time()
         off = subprocess.run([VASTOPS, "off"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         [stop] = stop_puts(sim)
-        # the process starts (about a second of imports here) and stops at once, not after the 10 s busy timeout
-        assert stop - began < 5.0, f"the stop waited on the ledger: {stop - began:.1f} s"
+        # the process starts (a second or more of imports on a busy machine) and stops at once:
+        # well before the 10 s busy timeout that a write to the ledger first would have waited out
+        assert stop - began < 8.0, f"the stop waited on the ledger: {stop - began:.1f} s"
         assert off.returncode == 0, off.stderr
-        assert "Instance stopped" in off.stdout
+        assert "Instance stopped" in off.stdout, off.stdout
         assert off.stderr.count("\n") == 1 and "kept in" in off.stderr, off.stderr
     finally:
         locker.wait(30)
