@@ -136,22 +136,25 @@ def start_sim(processes, *, schedule_s=0.3, load_s=0.3, health_delay_s=0.3, stop
     return url
 
 
+def watchdog_env(tmp_path, sim_url, **extra) -> dict:
+    """The environment of a real watchdog against ``sim_url`` with the ledger in ``tmp_path``; ``extra`` wins."""
+    values = {
+        "VAST_API_URL": sim_url,
+        "VAST_API_KEY": SIM_KEY,
+        "VAST_INSTANCE_ID": INSTANCE_ID,
+        "CONTROL_API_KEY": CONTROL_KEY,
+        "VASTOPS_DB": tmp_path / "ledger.db",
+    }
+    return clean_process_env(**{**values, **extra})
+
+
 def start_watchdog(processes, tmp_path, sim_url, *, program=None, **env):
     """Start the real `vastops watchdog` on a free port against ``sim_url`` and the ledger in ``tmp_path``.
 
     Returns (process, base URL of the API, its environment); ``env`` adds or overrides variables.
     """
     port = free_port()
-    env = clean_process_env(
-        **{
-            "VAST_API_URL": sim_url,
-            "VAST_API_KEY": SIM_KEY,
-            "VAST_INSTANCE_ID": INSTANCE_ID,
-            "CONTROL_API_KEY": CONTROL_KEY,
-            "VASTOPS_DB": tmp_path / "ledger.db",
-            **env,
-        }
-    )
+    env = watchdog_env(tmp_path, sim_url, **env)
     proc = processes.start("watchdog", "--port", str(port), env=env, ready_url=f"http://127.0.0.1:{port}/healthz", program=program)
     return proc, f"http://127.0.0.1:{port}/infra/vast", env
 

@@ -25,7 +25,17 @@ import requests
 from fastapi import FastAPI, Request
 from starlette.requests import ClientDisconnect
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, start_sim, wait_for_http, wait_until
+from helpers import (
+    CONTROL_KEY,
+    INSTANCE_ID,
+    SIM_KEY,
+    VASTOPS,
+    free_port,
+    start_sim,
+    wait_for_http,
+    wait_until,
+    watchdog_env,
+)
 from vastops import serve
 from vastops.clock import parse_isoz
 from vastops.config import load_settings
@@ -61,14 +71,7 @@ def limit_fds() -> None:  # runs in the child, before exec
 def start_limited_watchdog(processes, tmp_path, sim_url) -> tuple[subprocess.Popen, int]:
     """As helpers.start_watchdog, with RLIMIT_NOFILE held at 1,024; processes stops it."""
     port = free_port()
-    env = clean_process_env(
-        VAST_API_URL=sim_url,
-        VAST_API_KEY=SIM_KEY,
-        VAST_INSTANCE_ID=INSTANCE_ID,
-        CONTROL_API_KEY=CONTROL_KEY,
-        VASTOPS_DB=tmp_path / "ledger.db",
-        VAST_AUTO_SHUTDOWN_MINUTES=IDLE_MINUTES,
-    )
+    env = watchdog_env(tmp_path, sim_url, VAST_AUTO_SHUTDOWN_MINUTES=IDLE_MINUTES)
     log = open(tmp_path / "watchdog-limited.log", "w+")
     proc = subprocess.Popen(
         [VASTOPS, "watchdog", "--port", str(port)],

@@ -24,6 +24,7 @@ from datetime import timedelta
 
 import requests
 
+import helpers
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, start_sim, wait_until
 from vastops.clock import isoz, parse_isoz, utcnow
 from vastops.lease import EXPIRES_S
@@ -38,15 +39,7 @@ HOST = socket.gethostname()
 
 
 def watchdog_env(tmp_path, sim_url, **extra):
-    values = dict(
-        VAST_API_URL=sim_url,
-        VAST_API_KEY=SIM_KEY,
-        VAST_INSTANCE_ID=INSTANCE_ID,
-        CONTROL_API_KEY=CONTROL_KEY,
-        VASTOPS_DB=tmp_path / "ledger.db",
-        VAST_AUTO_SHUTDOWN_MINUTES="30",
-    )
-    return clean_process_env(**{**values, **extra})
+    return helpers.watchdog_env(tmp_path, sim_url, **{"VAST_AUTO_SHUTDOWN_MINUTES": "30", **extra})
 
 
 def launch(processes, env, port, *, ready=True):

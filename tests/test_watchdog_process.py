@@ -9,22 +9,15 @@ import time
 import pytest
 import requests
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, wait_until
+import helpers
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, wait_until
 from vastops.clock import parse_isoz
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 
 
 def watchdog_env(tmp_path, sim_url, **extra):
-    values = dict(
-        VAST_API_URL=sim_url,
-        VAST_API_KEY=SIM_KEY,
-        VAST_INSTANCE_ID=INSTANCE_ID,
-        CONTROL_API_KEY=CONTROL_KEY,
-        VASTOPS_DB=tmp_path / "ledger.db",
-        VAST_AUTO_SHUTDOWN_MINUTES="0.1",
-    )
-    return clean_process_env(**{**values, **extra})
+    return helpers.watchdog_env(tmp_path, sim_url, **{"VAST_AUTO_SHUTDOWN_MINUTES": "0.1", **extra})
 
 
 def start_watchdog(processes, env, port):
