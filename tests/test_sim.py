@@ -103,7 +103,11 @@ def test_full_power_cycle_with_ports_and_health(sim, api, clock):
 
     assert put(api, sim, {"state": "running"}).json() == {"success": True}
     inst = show(api, sim)  # the console's "scheduling": asked to run, container still exited
-    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == ("running", "running", "exited")
+    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == (
+        "running",
+        "stopped",
+        "exited",
+    )  # the GPU not held yet (docs/vast-api.md §9)
     assert inst["ports"] == {}
 
     clock.advance(2.0)

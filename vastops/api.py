@@ -34,7 +34,7 @@ from .clock import isoz
 from .config import NotConfigured
 from .control import Control
 from .lease import Lease
-from .power import HealthTimeout, StartCancelled
+from .power import GpuUnavailable, HealthTimeout, StartCancelled
 from .vast import VastError
 from .vocabulary import Actor, ErrorKind, Status
 from .watch import Watch
@@ -187,6 +187,10 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
         **VAST_ERRORS,
         **LEDGER_ERRORS,
         409: {"model": Error, "description": "the instance was stopped while the start waited for health"},
+        503: {
+            "model": Error,
+            "description": "the GPU is taken: the start waited VAST_SCHEDULING_TIMEOUT_S and was cancelled; or the ledger failed",
+        },
         504: {"model": Error, "description": "health check timed out"},
     },
 )
@@ -261,6 +265,7 @@ ERROR_CODES: list[tuple[type[Exception], int, str]] = [
     (NotConfigured, 500, ""),
     (HealthTimeout, 504, ""),
     (StartCancelled, 409, ""),  # not vast's failure: someone stopped it meanwhile
+    (GpuUnavailable, 503, ""),  # the GPU is taken: the start was cancelled
     (VastError, 502, "vast.ai API error: "),
     (sqlite3.Error, 503, "the ledger failed, nothing was changed: "),  # a stop does not get here: it writes after
 ]

@@ -18,12 +18,13 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, NotConfigured, load_settings
 from .control import Control
-from .power import HealthTimeout, StartCancelled
+from .power import GpuUnavailable, HealthTimeout, StartCancelled
 from .vast import VastError
 from .vocabulary import Actor, Status, status_words
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
-EXIT_LEDGER = 8  # 6 and 7 are taken by the contract's planned start refusals (docs/contract.md)
+EXIT_GPU_UNAVAILABLE = 6
+EXIT_LEDGER = 8  # 7 is the contract's planned "budget reached" (docs/contract.md)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_TIMEOUT)
     except StartCancelled as exc:
         return _fail(str(exc), EXIT_CANCELLED)
+    except GpuUnavailable as exc:
+        return _fail(str(exc), EXIT_GPU_UNAVAILABLE)
     except VastError as exc:
         return _fail(str(exc), EXIT_VAST)
     except sqlite3.Error as exc:  # the ledger failed: say which file and what, never a traceback

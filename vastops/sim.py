@@ -428,7 +428,8 @@ class Simulator:
             "image_uuid": "vllm/vllm-openai:latest",
             "actual_status": actual,
             "intended_status": inst.intended,
-            "cur_state": inst.intended,
+            # the hardware contract: the GPU is held from the end of scheduling until a stop is asked for
+            "cur_state": "running" if ph in ("loading", "running") else "stopped",
             "next_state": inst.intended,
             "status_msg": {"loading": "Pulling image", "running": RUNNING_MSG, "stopping": RUNNING_MSG}.get(ph, ""),
             "gpu_name": s.gpu_name,

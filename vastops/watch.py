@@ -218,7 +218,7 @@ class Watch:
         self._session = session
         self._ledger_activity = parse_isoz(row.get("last_activity"))
         self._idle_from = parse_isoz(row.get("idle_from"))
-        self._starting = row.get("pending") == "power_on"
+        self._starting = row.get("pending") is not None
         self._acted_at = parse_isoz(row.get("acted_at"))
 
     def _aim(self) -> tuple[Any, ...]:
@@ -321,7 +321,7 @@ class Watch:
             return
         acted = parse_isoz(row.get("acted_at"))
         gone = session is None or session["id"] in self._stopped_ids
-        if row.get("pending") == "power_on" or (acted and self._acted_at and acted > self._acted_at) or gone:
+        if row.get("pending") is not None or (acted and self._acted_at and acted > self._acted_at) or gone:
             self.refresh()
 
     def _lost_lease(self) -> bool:
