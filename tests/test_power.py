@@ -10,7 +10,7 @@ import pytest
 from helpers import INSTANCE_ID, events, make_control, make_settings
 from vastops.clock import parse_isoz
 from vastops.config import NotConfigured
-from vastops.power import HealthTimeout
+from vastops.power import GpuUnavailable, HealthTimeout
 from vastops.vast import VastError
 from vastops.vocabulary import ErrorKind
 from vastops.vocabulary import Event as ev
@@ -156,12 +156,15 @@ def test_no_deadline_while_a_start_is_pending(tmp_path, sim, clock):
     assert control.enforce_idle_deadline() is None
 
 
-def test_stuck_in_scheduling_says_choose_another_gpu(tmp_path, sim, clock):
+def test_stuck_in_scheduling_is_cancelled_and_says_the_gpu_is_taken(tmp_path, sim, clock):
+    # Was: a HealthTimeout after VAST_WAIT_TIMEOUT_S, the queued start left behind. Now the
+    # wait for a GPU is not a health timeout: it is cancelled after VAST_SCHEDULING_TIMEOUT_S.
     sim.configure(stall_scheduling=True)
     control = make_control(make_settings(tmp_path, sim.url, vast_wait_timeout_s=30), clock)
-    with pytest.raises(HealthTimeout, match="choose another GPU"):
+    with pytest.raises(GpuUnavailable, match="GPU on the instance's host is taken"):
         control.power_on("cli")
-    assert control.status()["message"].startswith("Waiting for a GPU")
+    assert control.status()["status"] == "stopped"
+    assert [e for e, _ in events(control)] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_UNAVAILABLE]
 
 
 def test_starts_and_stops_made_in_vasts_console_open_and_close_sessions(control, clock, sim):

@@ -165,6 +165,11 @@ class Control(Powering):
         with self.ledger.view() as view:
             return view.last_event(self.instance_id, Event.INSTANCE_LOG)
 
+    def logs(self, tail: int = 200) -> str:
+        """The instance's current log, its last ``tail`` lines (asked of vast.ai; nothing is kept)."""
+        iid = self.target().instance_id  # NotConfigured first
+        return self.client.logs(iid, tail=tail)
+
     def observe_credit(self) -> float:
         """Ask vast.ai for the account's credit and keep it (the watchdog does, once a minute)."""
         iid = self.target().instance_id

@@ -29,6 +29,10 @@ class StartCancelled(Exception):
     """The instance was stopped (elsewhere) while its start waited for /health (the API's 409)."""
 
 
+class NotRunning(Exception):
+    """A reboot asked for an instance that is not running (the API's 409, exit 9)."""
+
+
 class GpuUnavailable(Exception):
     """The start waited VAST_SCHEDULING_TIMEOUT_S for its GPU and was cancelled (the API's 503, exit 6)."""
 
@@ -38,7 +42,7 @@ def clear_refusal(exc: VastError) -> bool:
 
     Anything else (a 200 with ``success: false``, a timeout, a 5xx) may have queued or
     applied the start: vast documents a start that waits for its GPU inconsistently, so
-    the instance is looked at instead (docs/vast-api.md §9).
+    the instance is looked at instead (docs/vast-api.md §6).
     """
     return exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or (exc.status is not None and 400 <= exc.status < 500)
 
@@ -138,6 +142,9 @@ class Powering(Observing):
         """
         iid = self.target().instance_id
         health_path, health_port = self.settings.vast_health_path, self.settings.vast_health_port
+        status = self.observe_quietly(actor)  # nothing is recorded for a reboot that cannot be one
+        if status != Status.RUNNING:
+            raise NotRunning(f"the instance is {status or 'not answering'}, not running: only a running instance can be rebooted")
         with self.ledger.write() as tx:
             audit_id = tx.audit(self.clock(), iid, Event.REBOOT_REQUESTED, actor, {"instance_id": iid, "wait_for_health": wait_for_health})
         try:

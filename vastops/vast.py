@@ -17,7 +17,7 @@ Facts behind each choice are in docs/vast-api.md:
 Status mapping: vast describes an instance with ``intended_status`` (what the user
 asked for), ``actual_status`` (what the container does) and ``cur_state`` (the
 hardware contract: is the GPU held?). vastops reports one word of the contract
-(``vocabulary.Status``), first rule that applies (docs/vast-api.md §3, §9;
+(``vocabulary.Status``), first rule that applies (docs/vast-api.md §3, §6;
 tests/test_status_table.py covers every combination):
 
     ===============  ===================  ============  ============  ==========================
