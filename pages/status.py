@@ -30,8 +30,8 @@ from pages._common import (
     watchdog_problem,
 )
 from vastops.config import NotConfigured
-from vastops.power import NotRunning
 from vastops.observe import probe_health
+from vastops.power import NotRunning
 from vastops.vast import VastError
 from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, Actor, ErrorKind, Status, status_words
 
@@ -268,7 +268,9 @@ def live_status() -> None:
             usd(s["credit_usd"]),
             help=f"The vast.ai account's credit, read {ago(seconds_since(s['credit_seen_at'], now) or 0.0)}; at zero vast.ai stops the instance.",
         )
-        hours.metric("Lasts", f"{s['credit_hours_left']:,.1f} h" if s.get("credit_hours_left") is not None else "—", help="at the current rate")
+        hours.metric(
+            "Lasts", f"{s['credit_hours_left']:,.1f} h" if s.get("credit_hours_left") is not None else "—", help="at the current rate"
+        )
 
     st.caption(
         f"Last activity: {clock_time(s.get('last_activity'))} · totals: {s['total_runtime_hours']:,.2f} h, {usd(s['total_cost_usd'])}"

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     on = sub.add_parser("on", parents=[common], help="start the instance and wait until its /health answers")
     on.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the start")
     sub.add_parser("off", parents=[common], help="stop the instance (the disk is kept)")
-    reboot = sub.add_parser("reboot", parents=[common], help="restart the instance's container in place (the GPU is kept) and wait for /health")
+    reboot = sub.add_parser(
+        "reboot", parents=[common], help="restart the instance's container in place (the GPU is kept) and wait for /health"
+    )
     reboot.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the reboot")
     logs = sub.add_parser("logs", parents=[common], help="print the instance's log (its last lines)")
     logs.add_argument("--tail", type=_positive_int, default=200, help="how many lines (default 200)")

@@ -577,7 +577,7 @@ class Simulator:
             return 410, _err("deprecated_endpoint", "use /api/v1/instances/")
         if route == "log_file":  # a pre-signed URL: no key, like vast's storage links
             with self._lock:
-                text = self._logs.get(iid)
+                text = self._logs.get(iid or 0)
             return (200, text, "text/plain") if text is not None else (404, "NoSuchKey", "text/plain")
         with self._lock:
             now = self.clock()
