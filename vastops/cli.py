@@ -129,6 +129,11 @@ def _emit(args, data: Any, text: str) -> int:
 
 
 def cmd_status(control: Control, args) -> int:
+    if control.unconfigured_reason() is None:
+        try:
+            control.observe_credit()  # one look at the account; the watchdog keeps it fresh otherwise
+        except VastError:
+            pass  # the credit is shown as last kept; the status below says what is wrong with vast.ai
     s = control.status()
     lines = [f"instance {s['instance_id']}  {status_words(s['status'])}"]
     if s.get("gpu_name"):
