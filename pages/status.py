@@ -223,6 +223,13 @@ def live_status() -> None:
         _show_start_progress(s)
     if configured and not pending:
         _show_kept_log(c)
+    if status == Status.STOPPED and (cancelled := c.unavailable_start()):
+        waited = cancelled["meta"].get("waited_seconds") or 0
+        st.warning(
+            f"**The last start was cancelled: the GPU on the instance's host is taken.** It waited {minutes(waited / 60)} "
+            f"for it (VAST_SCHEDULING_TIMEOUT_S). Start again later, or move the instance to another machine in vast.ai's console.",
+            icon=":material/block:",
+        )
 
     gpu, rate, runtime, cost, deadline = st.columns(5)
     gpu.metric("GPU", s.get("gpu_name") or "—")

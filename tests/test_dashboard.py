@@ -22,6 +22,7 @@ from vastops.control import Control
 from vastops.ledger import Ledger
 from vastops.login import THROTTLE, LoginThrottle
 from vastops.sim import SimConfig, SimInstance
+from vastops.power import GpuUnavailable
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 
@@ -666,3 +667,14 @@ def test_the_log_kept_at_a_health_timeout_is_in_an_expander(env, settings, sim, 
     at = logged_in()
     [expander] = [e for e in at.expander if "Instance log kept" in e.label]
     assert "CUDA error: out of memory" in expander.code[0].value
+
+
+def test_a_start_cancelled_for_a_taken_gpu_is_said_in_words(env, monkeypatch, settings, sim, watcher):
+    monkeypatch.setenv("VAST_SCHEDULING_TIMEOUT_S", "1")
+    sim.configure(stall_scheduling=True)
+    control = Control(load_settings(None), poll_interval=0.3)  # the real clock, like the dashboard
+    with pytest.raises(GpuUnavailable):
+        control.power_on("cli")
+    at = logged_in()
+    assert metrics(at)["Status"] == "stopped"
+    assert any("the GPU on the instance's host is taken" in w.value for w in at.warning)

@@ -117,8 +117,8 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
     control = make_control(make_settings(tmp_path, sim.url, vast_wait_timeout_s=60), clock)
     with pytest.raises(HealthTimeout, match="ssh to the instance"):
         control.power_on("cli")
-    timeout = control.audit(1)[0]
-    assert timeout["event"] == ev.POWER_ON_HEALTH_TIMEOUT
+    timeout, kept = control.audit(2)[1], control.audit(2)[0]  # the log's tail is kept after the timeout
+    assert (timeout["event"], kept["event"]) == (ev.POWER_ON_HEALTH_TIMEOUT, ev.INSTANCE_LOG)
     assert timeout["meta"]["status"] == "running"
     assert control.status(observe=False)["power_on_pending"] is False
     # the instance runs and is billed, so its session is open: auto-shutdown will still stop it,
@@ -288,4 +288,5 @@ def test_a_stop_during_the_start_aborts_it(control, clock, sim):
 def test_a_health_port_the_instance_does_not_expose_fails_at_once(control, clock):
     with pytest.raises(HealthTimeout, match="container port 9999 is not exposed"):
         control.power_on("cli", health_port=9999)
-    assert control.audit(1)[0]["meta"]["reason"].startswith("container port 9999")
+    [timeout] = [r for r in control.audit(5) if r["event"] == ev.POWER_ON_HEALTH_TIMEOUT]
+    assert timeout["meta"]["reason"].startswith("container port 9999")

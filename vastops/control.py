@@ -165,6 +165,17 @@ class Control(Powering):
         with self.ledger.view() as view:
             return view.last_event(self.instance_id, Event.INSTANCE_LOG)
 
+    def unavailable_start(self) -> dict[str, Any] | None:
+        """The newest start's ``power_on_unavailable``, if that is how it ended (the GPU was taken)."""
+        if self.instance_id is None:
+            return None
+        with self.ledger.view() as view:
+            requested = view.last_event(self.instance_id, Event.POWER_ON_REQUESTED)
+            cancelled = view.last_event(self.instance_id, Event.POWER_ON_UNAVAILABLE)
+        if requested and cancelled and cancelled["meta"].get("request_id") == requested["id"]:
+            return cancelled
+        return None
+
     def logs(self, tail: int = 200) -> str:
         """The instance's current log, its last ``tail`` lines (asked of vast.ai; nothing is kept)."""
         iid = self.target().instance_id  # NotConfigured first
