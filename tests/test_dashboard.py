@@ -21,8 +21,8 @@ from vastops.config import load_settings
 from vastops.control import Control
 from vastops.ledger import Ledger
 from vastops.login import THROTTLE, LoginThrottle
-from vastops.sim import SimConfig, SimInstance
 from vastops.power import GpuUnavailable
+from vastops.sim import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 
