@@ -649,7 +649,9 @@ class Simulator:
         inst = self._insts.get(iid)
         if inst is None:
             return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
-        tail = (body or {}).get("tail") if isinstance(body, dict) else None
+        tail = body.get("tail") if isinstance(body, dict) else None
+        if not str(tail or 1000).isdigit():
+            return 400, _err("invalid_args", "tail must be a whole number of lines")
         self._logs[iid] = "\n".join(self.log_lines(iid)[-int(tail or 1000) :]) + "\n"
         return 200, {"success": True, "result_url": f"{self.url}/_logs/{iid}.log"}
 
