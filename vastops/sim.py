@@ -21,7 +21,7 @@ What is simulated:
 - Fault injection, a call log and run-time control, in Python and under ``/_sim/`` over HTTP.
 
 Where it differs from the real service:
-- Reboot: "rebooting" for REBOOT_DOWN_S, then "loading" for load_s, billed throughout;
+- Reboot: "rebooting" for stop_s, then "loading" for load_s, billed throughout;
   health answers health_delay_s after it runs again. request_logs answers a
   ``result_url`` (``/_logs/ID.log``, no key) that serves the log at once (``set_log``).
 - No search, create, destroy, bulk PUT, invoices, volumes or bandwidth billing:
@@ -63,7 +63,6 @@ RUNNING_MSG = "success, running vllm/vllm-openai/ssh"
 CONTAINER_PORTS = (8000, 8001)  # the LLM API and its /health (vLLM and nginx in the seed's layout)
 CALL_LOG_SIZE = 10_000
 BILLED = ("running", "rebooting", "reloading")  # the GPU is held and billed through a reboot
-REBOOT_DOWN_S = 1.0  # how long a reboot reads "rebooting" before the container loads again
 GPU_RAM_MB = {"RTX 3090": 24576, "RTX 4090": 24564, "A100 SXM4": 81920, "H100 SXM": 81559}
 _ROUTES = [  # order matters: the bare v0 list must not be read as a show
     ("GET", re.compile(r"/api/v0/instances/?"), "v0_list"),
@@ -153,7 +152,7 @@ class _Inst:
         self.sched_end = self.load_end = INF  # when scheduling / loading end (inf = never)
         self.stop_done = -INF  # when actual_status leaves "running" after a stop
         self.run_start: float | None = None  # start of the run a stop is winding down
-        self.reboot_at = self.reboot_end = -INF  # a reboot: "rebooting", then "loading" until reboot_end
+        self.reboot_up = self.reboot_end = -INF  # a reboot: "rebooting" until reboot_up, then "loading" until reboot_end
         self.intervals: list[list[float]] = []  # closed compute intervals
         self.storage_from = now
 
@@ -164,7 +163,7 @@ class _Inst:
             if now < self.load_end:
                 return "loading"
             if now < self.reboot_end:
-                return "rebooting" if now < self.reboot_at + REBOOT_DOWN_S else "reloading"
+                return "rebooting" if now < self.reboot_up else "reloading"
             return "running"
         return "stopping" if now < self.stop_done else "stopped"
 
@@ -419,7 +418,7 @@ class Simulator:
             return  # start while running / stop while stopped: harmless no-op
         if state == "running":
             inst.stop_done, inst.run_start = -INF, None
-            inst.reboot_at = inst.reboot_end = -INF
+            inst.reboot_up = inst.reboot_end = -INF
             inst.sched_end = INF if self.config.stall_scheduling else now + self.config.schedule_s
             inst.load_end = inst.sched_end + self.config.load_s
         else:
@@ -640,7 +639,8 @@ class Simulator:
             return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
         if inst.phase(now) not in BILLED:
             return 400, _err("invalid_args", "only a running instance can be rebooted")
-        inst.reboot_at, inst.reboot_end = now, now + REBOOT_DOWN_S + self.config.load_s
+        inst.reboot_up = now + self.config.stop_s  # the container stops, then loads again
+        inst.reboot_end = inst.reboot_up + self.config.load_s
         self._events.append({"ts": now, "instance_id": iid, "state": "reboot", "source": "api"})
         return 200, {"success": True}
 
