@@ -7,7 +7,8 @@ vast.ai directly.
 
 Start returns at once: the core records the request and asks vast.ai to start,
 and the watchdog completes it once the instance's /health answers. Meanwhile the
-fragment shows each step. Stop asks for a confirmation first.
+fragment shows each step. Stop and Reboot ask for a confirmation first. A start
+that timed out waiting for /health shows the instance's log tail the watchdog kept.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from pages._common import (
 )
 from vastops.config import NotConfigured
 from vastops.observe import probe_health
+from vastops.power import NotRunning
 from vastops.vast import VastError
 from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, Actor, ErrorKind, Status, status_words
 
 REFRESH_EVERY_S = 3
 FLASH = "status_flash"  # (kind, text) of the last action's outcome
 CONFIRM_STOP = "status_confirm_stop"
+CONFIRM_REBOOT = "status_confirm_reboot"
 
 # How a vast.ai failure is explained, by kind: what happened, then what to do.
 VAST_ERROR_ADVICE = {
@@ -60,6 +63,8 @@ cfg = settings()
 
 
 def _explain(exc: Exception) -> str:
+    if isinstance(exc, NotRunning):
+        return f"{exc}."
     if isinstance(exc, NotConfigured):
         return f"{exc} Then restart the dashboard."
     if isinstance(exc, VastError):
@@ -84,6 +89,7 @@ def on_start() -> None:
 
 
 def on_stop_clicked() -> None:
+    st.session_state[CONFIRM_REBOOT] = False
     st.session_state[CONFIRM_STOP] = True
 
 
@@ -101,6 +107,25 @@ def on_stop_confirmed() -> None:
             st.session_state[FLASH] = ("success", result["message"])
     except (NotConfigured, VastError) as exc:
         st.session_state[FLASH] = ("error", f"**Stop failed.** {_explain(exc)}")
+    _forget_cached_reports()
+
+
+def on_reboot_clicked() -> None:
+    st.session_state[CONFIRM_STOP] = False
+    st.session_state[CONFIRM_REBOOT] = True
+
+
+def on_reboot_cancelled() -> None:
+    st.session_state[CONFIRM_REBOOT] = False
+
+
+def on_reboot_confirmed() -> None:
+    st.session_state[CONFIRM_REBOOT] = False
+    try:
+        result = control(cfg).reboot(Actor.DASHBOARD, wait_for_health=False)
+        st.session_state[FLASH] = ("info", result["message"])
+    except (NotConfigured, NotRunning, VastError) as exc:
+        st.session_state[FLASH] = ("error", f"**Reboot failed.** {_explain(exc)}")
     _forget_cached_reports()
 
 
@@ -155,6 +180,17 @@ def _show_problem(s: dict) -> None:
         st.warning(s.get("message") or STATUS_WORDS[Status.SCHEDULING])
     elif status == Status.EXITED:
         st.warning(f"The instance has exited. {s.get('message') or ''} Start it again, or look at it in vast.ai's console.")
+    elif s.get("message"):  # e.g. the credit below VAST_LOW_CREDIT_USD
+        st.warning(s["message"], icon=":material/savings:")
+
+
+def _show_kept_log(c) -> None:
+    """The log tail the watchdog kept when the last start timed out waiting for /health."""
+    kept = c.kept_log()
+    if kept is None:
+        return
+    with st.expander(f"Instance log kept at the health timeout ({clock_time(kept['ts'])})"):
+        st.code(kept["meta"].get("tail") or "(empty)", language=None)
 
 
 @st.fragment(run_every=REFRESH_EVERY_S)
@@ -185,6 +221,15 @@ def live_status() -> None:
 
     if pending:
         _show_start_progress(s)
+    if configured and not pending:
+        _show_kept_log(c)
+    if status == Status.STOPPED and (cancelled := c.unavailable_start()):
+        waited = cancelled["meta"].get("waited_seconds") or 0
+        st.warning(
+            f"**The last start was cancelled: the GPU on the instance's host is taken.** It waited {minutes(waited / 60)} "
+            f"for it (VAST_SCHEDULING_TIMEOUT_S). Start again later, or move the instance to another machine in vast.ai's console.",
+            icon=":material/block:",
+        )
 
     gpu, rate, runtime, cost, deadline = st.columns(5)
     gpu.metric("GPU", s.get("gpu_name") or "—")
@@ -223,6 +268,17 @@ def live_status() -> None:
     else:
         st.markdown("Endpoint: none (the instance is not running)")
 
+    if s.get("credit_usd") is not None:
+        credit, hours = st.columns([1, 4])
+        credit.metric(
+            "Credit",
+            usd(s["credit_usd"]),
+            help=f"The vast.ai account's credit, read {ago(seconds_since(s['credit_seen_at'], now) or 0.0)}; at zero vast.ai stops the instance.",
+        )
+        hours.metric(
+            "Lasts", f"{s['credit_hours_left']:,.1f} h" if s.get("credit_hours_left") is not None else "—", help="at the current rate"
+        )
+
     st.caption(
         f"Last activity: {clock_time(s.get('last_activity'))} · totals: {s['total_runtime_hours']:,.2f} h, {usd(s['total_cost_usd'])}"
         + (f" · observed {ago(seconds_since(s['observed_at'], now) or 0.0)}" if s.get("observed_at") else "")
@@ -232,7 +288,8 @@ def live_status() -> None:
     can_start = configured and status in CAN_START and not pending
     can_stop = configured and (status in CAN_STOP or pending)
     can_refresh = configured
-    b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+    can_reboot = configured and status == Status.RUNNING and not pending
+    b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 2])
     b1.button(
         "Start", key="start", type="primary", icon=":material/play_arrow:", disabled=not can_start, on_click=on_start, width="stretch"
     )
@@ -246,6 +303,25 @@ def live_status() -> None:
         width="stretch",
         help="Ask vast.ai now (the watchdog does this every few seconds anyway).",
     )
+    b4.button(
+        "Reboot",
+        key="reboot",
+        icon=":material/restart_alt:",
+        disabled=not can_reboot,
+        on_click=on_reboot_clicked,
+        width="stretch",
+        help="Restart the container in place (the GPU is kept): for an LLM server that hangs.",
+    )
+
+    if st.session_state.get(CONFIRM_REBOOT) and can_reboot:
+        with st.container(border=True):
+            st.warning(
+                f"**Reboot instance {s['instance_id']}?** The LLM server restarts and does not answer until /health does again; "
+                "the GPU is kept and billed throughout."
+            )
+            y, n, _ = st.columns([1, 1, 4])
+            y.button("Yes, reboot it", key="reboot_confirm", type="primary", on_click=on_reboot_confirmed, width="stretch")
+            n.button("Cancel", key="reboot_cancel", on_click=on_reboot_cancelled, width="stretch")
 
     if st.session_state.get(CONFIRM_STOP) and can_stop:
         with st.container(border=True):

@@ -152,5 +152,40 @@ def test_missing_key_is_unconfigured(tmp_path):
 
 def test_help_lists_every_command():
     out = subprocess.run([VASTOPS, "--help"], capture_output=True, text=True).stdout
-    for command in ("status", "on", "off", "costs", "audit", "sim"):
+    for command in ("status", "on", "off", "reboot", "logs", "costs", "audit", "sim"):
         assert command in out
+
+
+# -- real vast.ai: starts that wait, reboot, logs, credit (issue 11) -----------------------
+
+
+def test_on_exits_6_when_the_gpu_is_taken(tmp_path, processes):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes.start("sim", "--port", str(port), "--api-key", SIM_KEY, "--stall-scheduling", ready_url=url + "/_sim/state")
+    write_env(tmp_path, url, VAST_SCHEDULING_TIMEOUT_S="1")
+    result = run(tmp_path, "on")
+    assert result.returncode == 6, result.stdout + result.stderr
+    one_clear_line(result, "GPU on the instance's host is taken", "another machine")
+    assert requests.get(url + "/_sim/state").json()["instances"][0]["intended_status"] == "stopped"
+    assert "power_on_unavailable" in run(tmp_path, "audit").stdout
+
+
+def test_reboot_logs_and_credit(tmp_path, sim_process):
+    write_env(tmp_path, sim_process)
+    refused = run(tmp_path, "reboot")
+    assert refused.returncode == 9
+    one_clear_line(refused, "only a running instance can be rebooted")
+    status = run(tmp_path, "status")
+    assert "credit     $100.00" in status.stdout, status.stdout
+    assert run(tmp_path, "on").returncode == 0
+    rebooted = run(tmp_path, "reboot")
+    assert rebooted.returncode == 0, rebooted.stderr
+    assert "Instance running and healthy" in rebooted.stdout
+    assert run(tmp_path, "reboot", "--no-wait").returncode == 0
+    logs = run(tmp_path, "logs", "--tail", "1")
+    assert logs.returncode == 0 and logs.stdout.strip() == "INFO Loading model weights"
+    kept = run(tmp_path, "logs", "--kept")
+    assert kept.returncode == 0 and "no log kept" in kept.stdout
+    audit = run(tmp_path, "audit").stdout
+    assert "reboot_requested" in audit and "reboot_complete" in audit

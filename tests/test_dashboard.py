@@ -21,6 +21,7 @@ from vastops.config import load_settings
 from vastops.control import Control
 from vastops.ledger import Ledger
 from vastops.login import THROTTLE, LoginThrottle
+from vastops.power import GpuUnavailable
 from vastops.sim import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
@@ -620,3 +621,60 @@ def test_demo_stops_everything_when_one_process_dies(tmp_path):
     text = "".join(lines)
     assert "sim exited with -9; stopping the others" in text
     assert all(gone(pid) for pid in pids.values())
+
+
+# -- real vast.ai: reboot, credit, the kept log (issue 11) ---------------------------------
+
+
+def test_reboot_asks_for_confirmation_and_records_the_dashboard(env, settings, sim, clock, watcher):
+    sim.console(INSTANCE_ID, "running")
+    clock.advance(10)
+    watcher.status()
+    at = logged_in()
+    assert not at.button(key="reboot").disabled
+    at.button(key="reboot").click().run()
+    assert "Reboot instance 12345?" in at.warning[0].value
+    at.button(key="reboot_cancel").click().run()
+    assert "reboot_confirm" not in [b.key for b in at.button]
+    assert [e for e, _ in audit_rows(settings)] == [ev.EXTERNAL_START]  # nothing happened
+
+    at.button(key="reboot").click().run()
+    at.button(key="reboot_confirm").click().run()
+    assert not at.exception
+    assert audit_rows(settings)[-1] == (ev.REBOOT_REQUESTED, "dashboard")
+    assert sim.state()["instances"][0]["actual_status"] == "rebooting"
+    assert at.button(key="reboot").disabled  # while it settles
+
+
+def test_reboot_is_disabled_while_stopped(env, settings, sim, watcher):
+    watcher.status()
+    assert logged_in().button(key="reboot").disabled
+
+
+def test_credit_and_low_credit_warning_are_shown(env, monkeypatch, settings, sim, watcher):
+    monkeypatch.setenv("VAST_LOW_CREDIT_USD", "500")
+    watcher.observe_credit()
+    watcher.status()
+    at = logged_in()
+    m = metrics(at)
+    assert m["Credit"] == "$100.00" and m["Lasts"].endswith(" h")
+    assert any("VAST_LOW_CREDIT_USD" in w.value for w in at.warning)
+
+
+def test_the_log_kept_at_a_health_timeout_is_in_an_expander(env, settings, sim, watcher):
+    sim.set_log(INSTANCE_ID, ["vllm: starting", "CUDA error: out of memory"])
+    watcher.keep_log(request_id=None)
+    at = logged_in()
+    [expander] = [e for e in at.expander if "Instance log kept" in e.label]
+    assert "CUDA error: out of memory" in expander.code[0].value
+
+
+def test_a_start_cancelled_for_a_taken_gpu_is_said_in_words(env, monkeypatch, settings, sim, watcher):
+    monkeypatch.setenv("VAST_SCHEDULING_TIMEOUT_S", "1")
+    sim.configure(stall_scheduling=True)
+    control = Control(load_settings(None), poll_interval=0.3)  # the real clock, like the dashboard
+    with pytest.raises(GpuUnavailable):
+        control.power_on("cli")
+    at = logged_in()
+    assert metrics(at)["Status"] == "stopped"
+    assert any("the GPU on the instance's host is taken" in w.value for w in at.warning)

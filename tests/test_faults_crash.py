@@ -25,6 +25,7 @@ import requests
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, wait_for_http, wait_until
 from vastops.clock import parse_isoz
 from vastops.ledger import Ledger
+from vastops.vocabulary import START_OUTCOMES
 from vastops.vocabulary import Event as ev
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
@@ -196,23 +197,24 @@ def test_killed_during_a_power_on_the_restarted_watchdog_completes_it_and_the_de
     assert_clean(watchdog)
 
 
-def test_killed_during_a_power_on_that_never_gets_its_gpu_the_restarted_watchdog_times_it_out(tmp_path, processes, sim):
+def test_killed_during_a_power_on_that_never_gets_its_gpu_the_restarted_watchdog_cancels_it(tmp_path, processes, sim):
+    # Was: timed out by VAST_WAIT_TIMEOUT_S and left queued. A start waiting for its GPU is
+    # now cancelled (stopped) after VAST_SCHEDULING_TIMEOUT_S, by whichever watchdog runs then.
     configure(sim, stall_scheduling=True)
-    watchdog = Watchdog(processes, tmp_path, sim, VAST_WAIT_TIMEOUT_S="4").start()
+    watchdog = Watchdog(processes, tmp_path, sim, VAST_WAIT_TIMEOUT_S="2", VAST_SCHEDULING_TIMEOUT_S="4").start()
     requested = kill_during_power_on(watchdog)
 
     watchdog.start()
-    [timeout] = wait_until(lambda: watchdog.events(ev.POWER_ON_HEALTH_TIMEOUT), timeout=20, what="power_on_health_timeout")
-    assert timeout["actor"] == "system" and timeout["meta"]["request_id"] == requested["id"]
-    assert timeout["meta"]["status"] == "scheduling"
-    waited = (parse_isoz(timeout["ts"]) - parse_isoz(requested["ts"])).total_seconds()
-    assert 4.0 <= waited <= 4.0 + 10.0  # not before VAST_WAIT_TIMEOUT_S; generous after
+    [cancelled] = wait_until(lambda: watchdog.events(ev.POWER_ON_UNAVAILABLE), timeout=20, what="power_on_unavailable")
+    assert cancelled["actor"] == "system" and cancelled["meta"]["request_id"] == requested["id"]
+    waited = (parse_isoz(cancelled["ts"]) - parse_isoz(requested["ts"])).total_seconds()
+    assert 4.0 <= waited <= 4.0 + 10.0  # not before VAST_SCHEDULING_TIMEOUT_S; generous after
     assert watchdog.instance()["pending"] is None
-    status = watchdog.get("/status")
-    assert status["status"] == "scheduling" and "choose another GPU" in status["message"]
-    # no second outcome, no session: it never ran
-    outcomes = [a for a in watchdog.audit() if a["event"] in (ev.POWER_ON_COMPLETE, ev.POWER_ON_HEALTH_TIMEOUT, ev.POWER_ON_ABORTED)]
-    assert len(outcomes) == 1
+    assert watchdog.get("/status")["status"] == "stopped"
+    assert requests.get(sim + "/_sim/state").json()["instances"][0]["intended_status"] == "stopped"
+    # one outcome, never a health timeout, no session: it never ran
+    outcomes = [a for a in watchdog.audit() if a["event"] in START_OUTCOMES]
+    assert [a["event"] for a in outcomes] == [ev.POWER_ON_UNAVAILABLE]
     assert watchdog.sessions() == []
     assert_clean(watchdog)
 

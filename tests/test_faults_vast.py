@@ -339,6 +339,9 @@ def test_a_start_that_timed_out_but_happened_is_still_tracked_and_stopped_when_i
     client = VastClient(SIM_KEY, sim.url, timeout=(1, 0.3), retries=1, sleep=clock.advance)
     control = Control(settings, client=client, clock=clock, sleep=clock.advance)
     sim.add_fault("delay", count=2, method="PUT", delay_s=0.6)
+    # The look after the unclear answer fails too, so vastops cannot tell the start happened
+    # (a look that sees it is test_a_start_that_timed_out_but_happened_is_pending_at_once).
+    sim.add_fault("503", count=2, method="GET", path_prefix=f"/api/v0/instances/{INSTANCE_ID}")
     with pytest.raises(VastError) as err:
         control.power_on("api")
     assert err.value.kind == ErrorKind.UNAVAILABLE
@@ -359,6 +362,22 @@ def test_a_start_that_timed_out_but_happened_is_still_tracked_and_stopped_when_i
     assert tick_until_stopped(watch, clock)["status"] == "stopped"
     [session] = sessions(control)
     assert session["end_reason"] == "auto_shutdown"
+
+
+def test_a_start_that_timed_out_but_happened_is_pending_at_once(tmp_path, sim, clock):
+    """Every start call timed out, but vast.ai applied the first: the look after the unclear
+    answer sees ``intended_status: running``, so the start is pending (not failed) and
+    completes as the caller's start, not as an external one."""
+    settings = make_settings(tmp_path, sim.url)
+    client = VastClient(SIM_KEY, sim.url, timeout=(1, 0.3), retries=1, sleep=clock.advance)
+    control = Control(settings, client=client, clock=clock, sleep=clock.advance)
+    sim.add_fault("delay", count=2, method="PUT", delay_s=0.4)  # the first is applied at 0.4 s
+    sim.add_fault("delay", count=1, method="GET", delay_s=0.25)  # the look answers at ~0.85 s
+    result = control.power_on("api")
+    assert result["status"] == "running"
+    assert [r["event"] for r in reversed(control.audit(10))] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE]
+    [session] = sessions(control)
+    assert session["started_by"] == "api"
 
 
 # -- vast.ai's front answers 200 with an HTML page ------------------------------------------

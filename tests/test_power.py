@@ -10,7 +10,7 @@ import pytest
 from helpers import INSTANCE_ID, events, make_control, make_settings
 from vastops.clock import parse_isoz
 from vastops.config import NotConfigured
-from vastops.power import HealthTimeout
+from vastops.power import GpuUnavailable, HealthTimeout
 from vastops.vast import VastError
 from vastops.vocabulary import ErrorKind
 from vastops.vocabulary import Event as ev
@@ -117,8 +117,8 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
     control = make_control(make_settings(tmp_path, sim.url, vast_wait_timeout_s=60), clock)
     with pytest.raises(HealthTimeout, match="ssh to the instance"):
         control.power_on("cli")
-    timeout = control.audit(1)[0]
-    assert timeout["event"] == ev.POWER_ON_HEALTH_TIMEOUT
+    timeout, kept = control.audit(2)[1], control.audit(2)[0]  # the log's tail is kept after the timeout
+    assert (timeout["event"], kept["event"]) == (ev.POWER_ON_HEALTH_TIMEOUT, ev.INSTANCE_LOG)
     assert timeout["meta"]["status"] == "running"
     assert control.status(observe=False)["power_on_pending"] is False
     # the instance runs and is billed, so its session is open: auto-shutdown will still stop it,
@@ -156,12 +156,15 @@ def test_no_deadline_while_a_start_is_pending(tmp_path, sim, clock):
     assert control.enforce_idle_deadline() is None
 
 
-def test_stuck_in_scheduling_says_choose_another_gpu(tmp_path, sim, clock):
+def test_stuck_in_scheduling_is_cancelled_and_says_the_gpu_is_taken(tmp_path, sim, clock):
+    # Was: a HealthTimeout after VAST_WAIT_TIMEOUT_S, the queued start left behind. Now the
+    # wait for a GPU is not a health timeout: it is cancelled after VAST_SCHEDULING_TIMEOUT_S.
     sim.configure(stall_scheduling=True)
     control = make_control(make_settings(tmp_path, sim.url, vast_wait_timeout_s=30), clock)
-    with pytest.raises(HealthTimeout, match="choose another GPU"):
+    with pytest.raises(GpuUnavailable, match="GPU on the instance's host is taken"):
         control.power_on("cli")
-    assert control.status()["message"].startswith("Waiting for a GPU")
+    assert control.status()["status"] == "stopped"
+    assert [e for e, _ in events(control)] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_UNAVAILABLE]
 
 
 def test_starts_and_stops_made_in_vasts_console_open_and_close_sessions(control, clock, sim):
@@ -285,4 +288,5 @@ def test_a_stop_during_the_start_aborts_it(control, clock, sim):
 def test_a_health_port_the_instance_does_not_expose_fails_at_once(control, clock):
     with pytest.raises(HealthTimeout, match="container port 9999 is not exposed"):
         control.power_on("cli", health_port=9999)
-    assert control.audit(1)[0]["meta"]["reason"].startswith("container port 9999")
+    [timeout] = [r for r in control.audit(5) if r["event"] == ev.POWER_ON_HEALTH_TIMEOUT]
+    assert timeout["meta"]["reason"].startswith("container port 9999")

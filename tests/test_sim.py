@@ -103,7 +103,11 @@ def test_full_power_cycle_with_ports_and_health(sim, api, clock):
 
     assert put(api, sim, {"state": "running"}).json() == {"success": True}
     inst = show(api, sim)  # the console's "scheduling": asked to run, container still exited
-    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == ("running", "running", "exited")
+    assert (inst["intended_status"], inst["cur_state"], inst["actual_status"]) == (
+        "running",
+        "stopped",
+        "exited",
+    )  # the GPU not held yet (docs/vast-api.md §6)
     assert inst["ports"] == {}
 
     clock.advance(2.0)
@@ -115,9 +119,10 @@ def test_full_power_cycle_with_ports_and_health(sim, api, clock):
     inst = show(api, sim)
     assert inst["actual_status"] == "running"
     assert inst["status_msg"] == "success, running vllm/vllm-openai/ssh"
-    port = sim.state()["instances"][0]["health_port"]
-    for cport in ("8000/tcp", "8001/tcp"):
-        assert inst["ports"][cport] == [{"HostIp": "0.0.0.0", "HostPort": str(port)}]
+    hosts = sim.state()["instances"][0]["host_ports"]  # like vast: each container port its own host port
+    assert len(set(hosts.values())) == 2 and hosts[8001] == sim.state()["instances"][0]["health_port"]
+    for cport in (8000, 8001):
+        assert inst["ports"][f"{cport}/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": str(hosts[cport])}]
     assert health(sim).status_code == 503  # model still loading for health_delay_s
     assert health(sim, "/v1/models").status_code == 503
 

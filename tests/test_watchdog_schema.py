@@ -34,6 +34,7 @@ OPERATIONS = [
     "GET /infra/vast/status",
     "POST /infra/vast/power/on",
     "POST /infra/vast/power/off",
+    "POST /infra/vast/power/reboot",
     "POST /infra/vast/activity",
     "GET /infra/vast/costs",
     "GET /infra/vast/audit",
@@ -42,7 +43,7 @@ OPERATIONS = [
 ]
 PUBLIC = {"GET /healthz", "GET /metrics"}
 # Operations with something to get wrong: a body or a bounded query parameter.
-WITH_INPUT = ["POST /infra/vast/power/on", "POST /infra/vast/power/off", "GET /infra/vast/audit"]
+WITH_INPUT = ["POST /infra/vast/power/on", "POST /infra/vast/power/off", "POST /infra/vast/power/reboot", "GET /infra/vast/audit"]
 AUTH = {"X-API-Key": CONTROL_KEY}
 
 # Every status code each route can answer (docs/contract.md). 413 is everywhere: the
@@ -50,7 +51,8 @@ AUTH = {"X-API-Key": CONTROL_KEY}
 STATUS_CODES = {
     "GET /infra/vast/status": {200, 401, 413, 502, 503},
     "POST /infra/vast/power/on": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},
-    "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},  # a stop never waits on the ledger: no 503
+    "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},
+    "POST /infra/vast/power/reboot": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},  # a stop never waits on the ledger: no 503
     "POST /infra/vast/activity": {200, 401, 413},
     "GET /infra/vast/costs": {200, 401, 413, 503},
     "GET /infra/vast/audit": {200, 401, 413, 422, 503},
@@ -59,10 +61,14 @@ STATUS_CODES = {
 }
 
 # A fuzzed health_path or health_port that never answers 200 legitimately ends in the
-# documented 504 (the health check timed out); every other 5xx is a failure.
+# documented 504 (the health check timed out; a reboot waits for it too); every other 5xx is a failure.
 CONFIG = """
 [[operations]]
 include-name = "POST /infra/vast/power/on"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]
+
+[[operations]]
+include-name = "POST /infra/vast/power/reboot"
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]
 """
 
@@ -191,7 +197,7 @@ def test_healthz_has_a_schema_and_metrics_are_text(document):
 
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_operation_conforms_to_its_schema(schema, label):
-    allowed_5xx = {504} if label == "POST /infra/vast/power/on" else set()
+    allowed_5xx = {504} if label in ("POST /infra/vast/power/on", "POST /infra/vast/power/reboot") else set()
 
     @given(case=operation(schema, label).as_strategy(headers=AUTH))
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)

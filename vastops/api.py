@@ -34,7 +34,7 @@ from .clock import isoz
 from .config import NotConfigured
 from .control import Control
 from .lease import Lease
-from .power import HealthTimeout, StartCancelled
+from .power import GpuUnavailable, HealthTimeout, NotRunning, StartCancelled
 from .vast import VastError
 from .vocabulary import Actor, ErrorKind, Status
 from .watch import Watch
@@ -83,6 +83,11 @@ class PowerOnOut(BaseModel):
     endpoint_base_url: str | None
     health_url: str | None
     message: str
+
+
+class RebootIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    wait_for_health: bool = True
 
 
 class PowerOffIn(BaseModel):
@@ -187,6 +192,10 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
         **VAST_ERRORS,
         **LEDGER_ERRORS,
         409: {"model": Error, "description": "the instance was stopped while the start waited for health"},
+        503: {
+            "model": Error,
+            "description": "the GPU is taken: the start waited VAST_SCHEDULING_TIMEOUT_S and was cancelled; or the ledger failed",
+        },
         504: {"model": Error, "description": "health check timed out"},
     },
 )
@@ -198,6 +207,28 @@ async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None 
         return await asyncio.to_thread(
             control.power_on, Actor.API, wait_for_health=body.wait_for_health, health_path=body.health_path, health_port=body.health_port
         )
+    finally:
+        watch.done_acting()
+        await watch.changed()
+
+
+@router.post(
+    "/power/reboot",
+    response_model=PowerOnOut,
+    responses={
+        **BODY_ERRORS,
+        **VAST_ERRORS,
+        **LEDGER_ERRORS,
+        409: {"model": Error, "description": "the instance is not running (or was stopped while the reboot waited for health)"},
+        504: {"model": Error, "description": "health check timed out"},
+    },
+)
+async def power_reboot(control: ControlDep, watch: WatchDep, body: RebootIn | None = None) -> dict[str, Any]:
+    """Restart the instance's container in place (the GPU is kept); with `wait_for_health` answer once /health answers 200."""
+    body = body or RebootIn()
+    watch.acting()  # no auto-shutdown decision while the reboot is on its way
+    try:
+        return await asyncio.to_thread(control.reboot, Actor.API, wait_for_health=body.wait_for_health)
     finally:
         watch.done_acting()
         await watch.changed()
@@ -263,7 +294,9 @@ async def metrics(control: ControlDep, watch: WatchDep) -> str:
 ERROR_CODES: list[tuple[type[Exception], int, str]] = [
     (NotConfigured, 500, ""),
     (HealthTimeout, 504, ""),
-    (StartCancelled, 409, ""),  # not vast's failure: someone stopped it meanwhile
+    (StartCancelled, 409, ""),
+    (NotRunning, 409, ""),  # a reboot of an instance that does not run  # not vast's failure: someone stopped it meanwhile
+    (GpuUnavailable, 503, ""),  # the GPU is taken: the start was cancelled
     (VastError, 502, "vast.ai API error: "),
     (sqlite3.Error, 503, "the ledger failed, nothing was changed: "),  # a stop does not get here: it writes after
 ]

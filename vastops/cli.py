@@ -1,10 +1,12 @@
-"""The ``vastops`` command: status, on, off, costs, audit, and the simulator.
+"""The ``vastops`` command: status, on, off, reboot, logs, costs, audit, and the simulator.
 
 Human-readable by default, ``--json`` for scripts. Failures print one line that
 says what to do and exit non-zero, never a traceback:
 
     1  vast.ai refused or failed the call        3  VAST_API_KEY / VAST_INSTANCE_ID missing
     2  bad configuration or arguments            4  the instance did not become healthy in time
+    5  stopped while the start waited            6  the GPU is taken: the start was cancelled
+    8  the ledger failed                         9  not running (a reboot)
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, NotConfigured, load_settings
 from .control import Control
-from .power import HealthTimeout, StartCancelled
+from .power import GpuUnavailable, HealthTimeout, NotRunning, StartCancelled
 from .vast import VastError
 from .vocabulary import Actor, Status, status_words
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
-EXIT_LEDGER = 8  # 6 and 7 are taken by the contract's planned start refusals (docs/contract.md)
+EXIT_GPU_UNAVAILABLE = 6
+EXIT_LEDGER = 8  # 7 is the contract's planned "budget reached" (docs/contract.md)
+EXIT_NOT_RUNNING = 9
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     on = sub.add_parser("on", parents=[common], help="start the instance and wait until its /health answers")
     on.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the start")
     sub.add_parser("off", parents=[common], help="stop the instance (the disk is kept)")
+    reboot = sub.add_parser(
+        "reboot", parents=[common], help="restart the instance's container in place (the GPU is kept) and wait for /health"
+    )
+    reboot.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the reboot")
+    logs = sub.add_parser("logs", parents=[common], help="print the instance's log (its last lines)")
+    logs.add_argument("--tail", type=_positive_int, default=200, help="how many lines (default 200)")
+    logs.add_argument("--kept", action="store_true", help="the tail kept at the last health timeout instead (no vast.ai call)")
     costs = sub.add_parser("costs", parents=[common], help="cost statistics; --csv writes the sessions to a file")
     costs.add_argument("--csv", metavar="FILE", help="write every session to FILE as CSV ('-' for stdout)")
     audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
@@ -95,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_TIMEOUT)
     except StartCancelled as exc:
         return _fail(str(exc), EXIT_CANCELLED)
+    except GpuUnavailable as exc:
+        return _fail(str(exc), EXIT_GPU_UNAVAILABLE)
+    except NotRunning as exc:
+        return _fail(str(exc), EXIT_NOT_RUNNING)
     except VastError as exc:
         return _fail(str(exc), EXIT_VAST)
     except sqlite3.Error as exc:  # the ledger failed: say which file and what, never a traceback
@@ -114,6 +129,11 @@ def _emit(args, data: Any, text: str) -> int:
 
 
 def cmd_status(control: Control, args) -> int:
+    if control.unconfigured_reason() is None:
+        try:
+            control.observe_credit()  # one look at the account; the watchdog keeps it fresh otherwise
+        except VastError:
+            pass  # the credit is shown as last kept; the status below says what is wrong with vast.ai
     s = control.status()
     lines = [f"instance {s['instance_id']}  {status_words(s['status'])}"]
     if s.get("gpu_name"):
@@ -123,7 +143,12 @@ def cmd_status(control: Control, args) -> int:
     if s.get("session_runtime_minutes") is not None:
         lines.append(f"  session    {s['session_runtime_minutes']:.1f} min, ${s['session_cost_usd']:.3f} so far")
     if s.get("power_on_pending"):
-        lines.append("  start      in progress (completes when /health answers; the idle clock starts then)")
+        what = "reboot" if s.get("pending") == "reboot" else "start"
+        waited = f", {s['power_on_pending_s']:.0f} s so far" if s.get("power_on_pending_s") is not None else ""
+        lines.append(f"  {what:<10} in progress{waited} (completes when /health answers; the idle clock starts then)")
+    if s.get("credit_usd") is not None:
+        left = f", about {s['credit_hours_left']:.1f} h at the current rate" if s.get("credit_hours_left") is not None else ""
+        lines.append(f"  credit     ${s['credit_usd']:.2f}{left}")
     if s.get("last_activity"):
         lines.append(f"  activity   last at {s['last_activity']}")
     if s.get("auto_shutdown_in_minutes") is not None:
@@ -151,6 +176,27 @@ def cmd_on(control: Control, args) -> int:
     return _emit(
         args, result, result["message"] + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else "")
     )
+
+
+def cmd_reboot(control: Control, args) -> int:
+    def progress(status: str, words: str) -> None:
+        if not args.json:
+            print(f"  {status:<10} {words}", flush=True)
+
+    if not args.json:
+        print(f"rebooting instance {control.instance_id} ...", flush=True)
+    result = control.reboot(Actor.CLI, wait_for_health=not args.no_wait, progress=progress)
+    return _emit(args, result, result["message"])
+
+
+def cmd_logs(control: Control, args) -> int:
+    if args.kept:
+        row = control.kept_log()
+        if row is None:
+            return _emit(args, None, "(no log kept: one is kept when a start times out waiting for /health)")
+        return _emit(args, row, f"# kept at {row['ts']}\n{row['meta'].get('tail', '')}")
+    text = control.logs(args.tail)
+    return _emit(args, {"log": text}, text.rstrip("\n"))
 
 
 def cmd_off(control: Control, args) -> int:
@@ -184,7 +230,15 @@ def cmd_audit(control: Control, args) -> int:
     return _emit(args, rows, text or "(no audit entries yet)")
 
 
-COMMANDS = {"status": cmd_status, "on": cmd_on, "off": cmd_off, "costs": cmd_costs, "audit": cmd_audit}
+COMMANDS = {
+    "status": cmd_status,
+    "on": cmd_on,
+    "off": cmd_off,
+    "reboot": cmd_reboot,
+    "logs": cmd_logs,
+    "costs": cmd_costs,
+    "audit": cmd_audit,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,9 +59,22 @@ class Settings(BaseSettings):
     vast_instance_id: int | None = Field(None, gt=0, le=2**63 - 1, description="numeric vast.ai instance id")
     control_api_key: SecretStr | None = Field(None, description="admin key for the REST API")
     vast_health_port: int = Field(8001, ge=1, le=65535, description="health port on the instance")
+    # vLLM serves the API on 8000 and nginx /health on 8001 in the seed's layout; unset, the
+    # endpoint is the health port's (the seed's own example answer), as before.
+    vast_endpoint_port: int | None = Field(None, ge=1, le=65535, description="container port of the LLM API (endpoint_base_url)")
     vast_health_path: str = Field("/health", description="health path on the instance")
     # Upper bounds keep every date computed from them representable (1e300 minutes is not).
     vast_wait_timeout_s: float = Field(600.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False, description="how long power-on waits for health")
+    vast_scheduling_timeout_s: float = Field(
+        300.0,
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="how long a start may wait for its GPU before it is cancelled (0: forever)",
+    )
+    vast_low_credit_usd: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="warn when the account's credit falls below this"
+    )
     vast_auto_shutdown: bool = Field(True, description="auto-shutdown on/off")
     vast_auto_shutdown_minutes: float = Field(
         30.0, gt=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="idle minutes before the stop"
@@ -117,6 +130,10 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")) or len(v) < 10:
             raise ValueError("an http:// or https:// base URL, e.g. https://console.vast.ai")
         return v.rstrip("/")
+
+    @property
+    def endpoint_port(self) -> int:
+        return self.vast_endpoint_port or self.vast_health_port
 
     @property
     def vast_configured(self) -> bool:

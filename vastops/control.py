@@ -17,7 +17,7 @@ from . import costs as costmath
 from .clock import isoz, parse_isoz
 from .deadline import minutes_left
 from .power import Powering
-from .vocabulary import Status
+from .vocabulary import Event, Status
 
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
 
@@ -51,7 +51,7 @@ class Control(Powering):
             auto_shutdown_in_minutes=None if left is None else round(left, 2),
             total_runtime_hours=totals["total_runtime_hours"],
             total_cost_usd=totals["total_cost_usd"],
-            message=_status_message(iid, status, row),
+            message=self._status_message(iid, status, row, now),
         )
         if session:
             started = parse_isoz(session["started_at"])
@@ -60,7 +60,11 @@ class Control(Powering):
             answer["session_runtime_minutes"] = round(runtime / 60, 2)
             answer["session_cost_usd"] = round(figures["total"], 4)
         answer["auto_shutdown_at"] = isoz(deadline)
-        answer["power_on_pending"] = row.get("pending") == "power_on"
+        answer["power_on_pending"] = row.get("pending") is not None
+        answer["pending"] = row.get("pending")  # "power_on" or "reboot"
+        since = parse_isoz(row.get("pending_since"))
+        answer["power_on_pending_s"] = round((now - since).total_seconds(), 1) if since and answer["power_on_pending"] else None
+        answer.update(self._credit(row, session))
         answer["observed_at"] = row.get("observed_at")
         return answer
 
@@ -128,15 +132,71 @@ class Control(Powering):
         with self.ledger.view() as view:
             return view.recent_audit(limit)
 
+    def _status_message(self, instance_id: int, status: str, row: dict[str, Any], now: datetime) -> str | None:
+        if status == Status.NOT_FOUND:
+            return f"vast.ai has no instance {instance_id}: check VAST_INSTANCE_ID."
+        if status == Status.SCHEDULING:
+            since = parse_isoz(row.get("pending_since"))
+            waited = f" for {_duration((now - since).total_seconds())}" if since and row.get("pending") else ""
+            limit = self.settings.vast_scheduling_timeout_s
+            then = f"; the start is cancelled after {_duration(limit)} (VAST_SCHEDULING_TIMEOUT_S)" if limit else ""
+            return f"Waiting for its GPU on the host{waited}: the GPU is rented out and vast.ai starts it once it is free{then}."
+        if status == Status.EXITED and row.get("message"):
+            return f"vast.ai says: {row['message']}"
+        low = self.settings.vast_low_credit_usd
+        if low is not None and row.get("credit_usd") is not None and row["credit_usd"] < low:
+            return f"The vast.ai credit is ${row['credit_usd']:.2f}, below VAST_LOW_CREDIT_USD (${low:.2f}): at zero vast.ai stops the instance."
+        return None
 
-def _status_message(instance_id: int, status: str, row: dict[str, Any]) -> str | None:
-    if status == Status.NOT_FOUND:
-        return f"vast.ai has no instance {instance_id}: check VAST_INSTANCE_ID."
-    if status == Status.SCHEDULING:
-        return "Waiting for a GPU on the host. If this lasts, the GPU is taken: stop and choose another GPU."
-    if status == Status.EXITED and row.get("message"):
-        return f"vast.ai says: {row['message']}"
-    return None
+    def _credit(self, row: dict[str, Any], session: dict[str, Any] | None) -> dict[str, Any]:
+        """The account's credit as last seen, and how long it lasts at the current rate."""
+        credit = row.get("credit_usd")
+        if credit is None:
+            return {"credit_usd": None, "credit_hours_left": None, "credit_seen_at": None}
+        # Running: compute and disk; stopped: the disk alone (vast bills it every second).
+        rate = (session["dph_base"] + session["storage_dph"]) if session else (row.get("storage_dph") or 0.0)
+        hours = round(max(0.0, credit) / rate, 1) if rate > 0 else None
+        return {"credit_usd": round(credit, 2), "credit_hours_left": hours, "credit_seen_at": row.get("credit_seen_at")}
+
+    def kept_log(self) -> dict[str, Any] | None:
+        """The newest log tail kept in the audit trail (``instance_log``), if any."""
+        if self.instance_id is None:
+            return None
+        with self.ledger.view() as view:
+            return view.last_event(self.instance_id, Event.INSTANCE_LOG)
+
+    def unavailable_start(self) -> dict[str, Any] | None:
+        """The newest start's ``power_on_unavailable``, if that is how it ended (the GPU was taken)."""
+        if self.instance_id is None:
+            return None
+        with self.ledger.view() as view:
+            requested = view.last_event(self.instance_id, Event.POWER_ON_REQUESTED)
+            cancelled = view.last_event(self.instance_id, Event.POWER_ON_UNAVAILABLE)
+        if requested and cancelled and cancelled["meta"].get("request_id") == requested["id"]:
+            return cancelled
+        return None
+
+    def logs(self, tail: int = 200) -> str:
+        """The instance's current log, its last ``tail`` lines (asked of vast.ai; nothing is kept)."""
+        iid = self.target().instance_id  # NotConfigured first
+        return self.client.logs(iid, tail=tail)
+
+    def observe_credit(self) -> float:
+        """Ask vast.ai for the account's credit and keep it (the watchdog does, once a minute)."""
+        iid = self.target().instance_id
+        credit = self.client.credit()
+        with self.ledger.write() as tx:
+            tx.update_instance(iid, credit_usd=credit, credit_seen_at=isoz(self.clock()))
+        return credit
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _status_answer(instance_id: int | None, status: str, **fields: Any) -> dict[str, Any]:

@@ -161,6 +161,13 @@ MIGRATIONS: list[str] = [
     -- confirmed by a second look at least 10 s later (or by intended_status stopped)
     ALTER TABLE instances ADD COLUMN not_running_since TEXT;
     """,
+    """
+    -- when a pending start got its GPU (left scheduling): its health timeout counts from then
+    ALTER TABLE instances ADD COLUMN pending_gpu_at TEXT;
+    -- the account's credit as vast.ai last said it, and when
+    ALTER TABLE instances ADD COLUMN credit_usd REAL;
+    ALTER TABLE instances ADD COLUMN credit_seen_at TEXT;
+    """,
 ]
 
 
@@ -395,6 +402,10 @@ class View:
         )
         return row is not None
 
+    def last_event(self, instance_id: int, event: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM audit WHERE instance_id = ? AND event = ? ORDER BY id DESC LIMIT 1", [instance_id, str(event)])
+        return {**row, "meta": json.loads(row["meta"])} if row else None
+
     def recent_audit(self, limit: int) -> list[dict[str, Any]]:
         rows = self.db.query("SELECT ts, instance_id, event, actor, meta FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
         return [{**row, "meta": json.loads(row["meta"])} for row in rows]
@@ -459,7 +470,7 @@ class Tx(View):
         """
         cursor = self.db.execute(
             "UPDATE instances SET pending = NULL, pending_since = NULL, pending_actor = NULL, pending_audit_id = NULL,"
-            " pending_health_path = NULL, pending_health_port = NULL, idle_from = ?"
+            " pending_health_path = NULL, pending_health_port = NULL, pending_gpu_at = NULL, idle_from = ?"
             " WHERE instance_id = ? AND pending_audit_id = ?",
             [isoz(settled_at), instance_id, audit_id],
         )
@@ -567,7 +578,7 @@ class Tx(View):
             }
         row = self.instance(instance_id)
         if (
-            row["pending"] == "power_on"
+            row["pending"] is not None
             and (row["pending_since"] or "") <= stamp(at)
             and self.clear_pending(instance_id, row["pending_audit_id"], at)
         ):

@@ -38,6 +38,10 @@ from .vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Ev
 STOP_CONFIRM_S = 10.0
 
 
+LOG_TAIL_LINES = 50  # what the audit trail keeps of the instance's log: enough to see why, bounded
+LOG_TAIL_BYTES = 8192
+
+
 def probe_health(url: str, timeout: float = 3.0) -> bool:
     try:
         return requests.get(url, timeout=(2.0, timeout)).status_code == 200
@@ -128,7 +132,7 @@ class Observing:
         """
         iid = self.target().instance_id
         status = instance.status if instance else Status.NOT_FOUND
-        probe = None  # (endpoint, health_url) when a pending power-on may be complete
+        step: dict[str, Any] = {}  # what a pending start needs next (a probe of its health, a cancel)
         with self.ledger.write() as tx:
             now = self.clock()  # under the write lock: every stored time was written before it
             row = tx.instance(iid)
@@ -138,7 +142,8 @@ class Observing:
             newer = [t for t in (parse_isoz(row["acted_at"]), parse_isoz(row["observation_asked_at"])) if t and t <= now]
             if newer and asked_at < max(newer):
                 return
-            endpoint = instance.endpoint_base_url(self.settings.vast_health_port) if instance else None
+            # The LLM API's port (VAST_ENDPOINT_PORT), not necessarily the health port's.
+            endpoint = instance.endpoint_base_url(self.settings.endpoint_port) if instance else None
             observed: dict[str, Any] = {
                 "status": status,
                 "endpoint_base_url": endpoint,
@@ -155,7 +160,7 @@ class Observing:
             not_running_since, confirmed = self._stop_confirmation(row, session, instance, status, now)
             observed["not_running_since"] = isoz(not_running_since)
             tx.update_instance(iid, **observed)
-            pending = row["pending"] == "power_on"
+            pending = row["pending"] is not None  # a start (or a reboot) awaits running + health
             if instance is not None and status == Status.RUNNING and session is None:
                 started_by = row["pending_actor"] if pending else Actor.EXTERNAL
                 sid = tx.start_session(iid, now, instance.gpu_name, instance.dph_base, instance.storage_dph, started_by)
@@ -164,11 +169,34 @@ class Observing:
             elif confirmed is not None and session is not None:
                 ended_at, confirmed_by = confirmed
                 figures = end_session(tx, session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
-                tx.audit(now, iid, Event.EXTERNAL_STOP, Actor.SYSTEM, {"status": status, "confirmed_by": confirmed_by, **figures})
+                # vast stops every instance of an account whose credit ran out: say so, not "external"
+                broke = row.get("credit_usd") is not None and row["credit_usd"] <= 0
+                event = Event.CREDIT_EXHAUSTED_STOP if broke else Event.EXTERNAL_STOP
+                tx.audit(now, iid, event, Actor.SYSTEM, {"status": status, "confirmed_by": confirmed_by, **figures})
             if pending:
-                probe = self._advance_pending(tx, row, status, instance, now)
-        if probe and self.health(probe[1]):
-            self._complete_start(row, probe, actor)
+                step = self._advance_pending(tx, row, status, instance, now)
+        if "health_url" in step and self.health(step["health_url"]):
+            self._complete_start(row, (step["endpoint"], step["health_url"]), actor)
+        elif "cancel" in step:
+            self._cancel_unavailable(row, step["cancel"])
+        elif "timed_out" in step and instance is not None:
+            self.keep_log(step["timed_out"])
+
+    def keep_log(self, request_id: int | None = None) -> str | None:
+        """Fetch the instance's log and keep its tail in the audit trail (``instance_log``); the tail, or None.
+
+        Called when a start timed out (the log says why), and by ``vastops logs``; never on
+        a hot path. A log that cannot be fetched is left out: the timeout is recorded anyway.
+        """
+        iid = self.target().instance_id
+        try:
+            text = self.client.logs(iid, tail=LOG_TAIL_LINES)
+        except VastError:
+            return None
+        tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])[-LOG_TAIL_BYTES:]
+        with self.ledger.write() as tx:
+            tx.audit(self.clock(), iid, Event.INSTANCE_LOG, Actor.SYSTEM, {"request_id": request_id, "tail": tail})
+        return tail
 
     @staticmethod
     def _stop_confirmation(
@@ -211,32 +239,64 @@ class Observing:
                     "request_id": row["pending_audit_id"],
                     "startup_seconds": round(waited, 1),
                 }
-                tx.audit(done, iid, Event.POWER_ON_COMPLETE, actor, meta)
+                event = Event.REBOOT_COMPLETE if row["pending"] == "reboot" else Event.POWER_ON_COMPLETE
+                tx.audit(done, iid, event, actor, meta)
 
-    def _advance_pending(
-        self, tx: Tx, row: dict[str, Any], status: str, instance: Instance | None, now: datetime
-    ) -> tuple[str, str] | None:
-        """Abort or time out a pending power-on; return (endpoint, health URL) to probe if it may be done."""
+    def _advance_pending(self, tx: Tx, row: dict[str, Any], status: str, instance: Instance | None, now: datetime) -> dict[str, Any]:
+        """Abort, time out or go on with a pending start; what it needs next: ``endpoint`` and ``health_url`` to
+        probe, ``cancel`` (seconds it waited) when it waited too long for its GPU, or nothing.
+
+        A start waiting for its GPU (scheduling) is not failing: it is cancelled only after
+        VAST_SCHEDULING_TIMEOUT_S (0: never), and the health timeout counts from when it
+        got its GPU (``pending_gpu_at``), not from the request.
+        """
         iid, request_id = self.target().instance_id, row["pending_audit_id"]
         since = _parse(row["pending_since"])
         port = row["pending_health_port"] or self.settings.vast_health_port
-        endpoint = instance.endpoint_base_url(port) if instance else None
-        health_url = endpoint + (row["pending_health_path"] or self.settings.vast_health_path) if endpoint else None
+        host = instance.endpoint_base_url(port) if instance else None
+        health_url = host + (row["pending_health_path"] or self.settings.vast_health_path) if host else None
+        endpoint = instance.endpoint_base_url(self.settings.endpoint_port) if instance else None
         if status in (Status.STOPPED, Status.NOT_FOUND):
             if tx.clear_pending(iid, request_id, now):
                 tx.audit(now, iid, Event.POWER_ON_ABORTED, Actor.SYSTEM, {"request_id": request_id, "status": status})
-            return None
+            return {}
+        if status == Status.SCHEDULING:
+            limit = self.settings.vast_scheduling_timeout_s
+            waited = (now - since).total_seconds()
+            return {"cancel": round(waited, 1)} if limit and waited >= limit else {}
+        gpu_at = parse_isoz(row.get("pending_gpu_at"))
+        if gpu_at is None:
+            gpu_at = now
+            tx.update_instance(iid, pending_gpu_at=isoz(now))
         # Running, but the health port is not published: waiting cannot help.
-        unexposed = status == Status.RUNNING and instance is not None and bool(instance.host_ports) and endpoint is None
-        if unexposed or now >= since + timedelta(seconds=self.settings.vast_wait_timeout_s):
+        unexposed = status == Status.RUNNING and instance is not None and bool(instance.host_ports) and host is None
+        if unexposed or now >= gpu_at + timedelta(seconds=self.settings.vast_wait_timeout_s):
             if tx.clear_pending(iid, request_id, now):
-                waited = round((now - since).total_seconds(), 1)
-                meta = {"request_id": request_id, "status": status, "waited_seconds": waited, "health_url": health_url}
+                waited_s = round((now - since).total_seconds(), 1)
+                meta = {"request_id": request_id, "status": status, "waited_seconds": waited_s, "health_url": health_url}
                 if unexposed and instance is not None:
                     meta["reason"] = f"container port {port} is not exposed (exposed: {sorted(instance.host_ports)})"
                 tx.audit(now, iid, Event.POWER_ON_HEALTH_TIMEOUT, Actor.SYSTEM, meta)
-            return None
-        return (endpoint, health_url) if status == Status.RUNNING and endpoint and health_url else None
+                return {"timed_out": request_id}
+            return {}
+        if status == Status.RUNNING and health_url:
+            return {"endpoint": endpoint or host, "health_url": health_url}
+        return {}
+
+    def _cancel_unavailable(self, row: dict[str, Any], waited_s: float) -> None:
+        """Stop a start that waited VAST_SCHEDULING_TIMEOUT_S for its GPU, so it cannot begin billing unattended."""
+        iid, request_id = self.target().instance_id, row["pending_audit_id"]
+        try:
+            self.client.stop(iid)
+        except VastError:
+            return  # the next look tries again; the start is still pending and shown as such
+        with self.ledger.write() as tx:
+            now = self.clock()
+            if tx.clear_pending(iid, request_id, now):
+                limit = self.settings.vast_scheduling_timeout_s
+                meta = {"request_id": request_id, "waited_seconds": waited_s, "scheduling_timeout_s": limit}
+                tx.audit(now, iid, Event.POWER_ON_UNAVAILABLE, Actor.SYSTEM, meta)
+            tx.update_instance(iid, status=Status.STOPPED, endpoint_base_url=None, observed_at=isoz(now), acted_at=isoz(now))
 
     def expire_if_overdue(self, request_id: int) -> None:
         """Time out the pending start ``request_id`` if its time ran out, without asking vast.ai."""

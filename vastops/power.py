@@ -16,7 +16,7 @@ from .clock import isoz, parse_isoz
 from .deadline import idle_deadline
 from .observe import Observing
 from .vast import VastError
-from .vocabulary import Actor, EndReason, Event, Status, status_words
+from .vocabulary import Actor, EndReason, ErrorKind, Event, Status, status_words
 
 Progress = Callable[[str, str], None]
 
@@ -27,6 +27,24 @@ class HealthTimeout(Exception):
 
 class StartCancelled(Exception):
     """The instance was stopped (elsewhere) while its start waited for /health (the API's 409)."""
+
+
+class NotRunning(Exception):
+    """A reboot asked for an instance that is not running (the API's 409, exit 9)."""
+
+
+class GpuUnavailable(Exception):
+    """The start waited VAST_SCHEDULING_TIMEOUT_S for its GPU and was cancelled (the API's 503, exit 6)."""
+
+
+def clear_refusal(exc: VastError) -> bool:
+    """A start answer that certainly changed nothing: a bad key, an unknown id, a 4xx (billing).
+
+    Anything else (a 200 with ``success: false``, a timeout, a 5xx) may have queued or
+    applied the start: vast documents a start that waits for its GPU inconsistently, so
+    the instance is looked at instead (docs/vast-api.md §6).
+    """
+    return exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or (exc.status is not None and 400 <= exc.status < 500)
 
 
 class Powering(Observing):
@@ -42,7 +60,7 @@ class Powering(Observing):
             parse_isoz(row.get("last_activity")),
             self.settings.vast_auto_shutdown_minutes,
             idle_from=parse_isoz(row.get("idle_from")),
-            starting=row.get("pending") == "power_on",
+            starting=row.get("pending") is not None,
         )
 
     def deadline(self) -> datetime | None:
@@ -80,26 +98,12 @@ class Powering(Observing):
         try:
             self.client.start(iid)
         except VastError as exc:
-            with self.ledger.write() as tx:
-                tx.audit(self.clock(), iid, Event.POWER_ON_FAILED, actor, {"request_id": audit_id, "kind": exc.kind, "error": str(exc)})
-            raise
-        # Pending only once vast accepted the start, so no observer can abort it for
-        # showing the instance still stopped. A start already pending is joined.
-        with self.ledger.write() as tx:
-            now = self.clock()
-            row = tx.instance(iid)
-            request_id = row["pending_audit_id"] if row["pending"] == "power_on" else audit_id
-            if request_id == audit_id:
-                tx.update_instance(
-                    iid,
-                    pending="power_on",
-                    pending_since=isoz(now),
-                    pending_actor=actor,
-                    pending_audit_id=request_id,
-                    pending_health_path=health_path,
-                    pending_health_port=health_port,
-                    acted_at=isoz(now),
-                )
+            if clear_refusal(exc) or not self._start_is_pending(iid):
+                with self.ledger.write() as tx:
+                    tx.audit(self.clock(), iid, Event.POWER_ON_FAILED, actor, {"request_id": audit_id, "kind": exc.kind, "error": str(exc)})
+                raise
+            _say(progress, "queued", f"vast.ai queued the start ({exc}); it waits for its GPU")
+        request_id = self._mark_pending(iid, "power_on", actor, audit_id, health_path, health_port)
         _say(progress, "requested", "vast.ai accepted the start")
         if not wait_for_health:
             status = self.observe_quietly(actor)
@@ -111,6 +115,61 @@ class Powering(Observing):
                 "message": "Start requested; the watchdog completes it once /health answers.",
             }
         return self._wait_for_outcome(actor, request_id, progress)
+
+    def _mark_pending(self, iid: int, kind: str, actor: str, audit_id: int, health_path: str, health_port: int) -> int:
+        """Mark a start (or reboot) pending, once vast accepted it, so no observer aborts it for
+        showing the instance still stopped; one already pending is joined. The request id it answers."""
+        with self.ledger.write() as tx:
+            now = self.clock()
+            row = tx.instance(iid)
+            if row["pending"] is not None:
+                return int(row["pending_audit_id"])
+            tx.update_instance(
+                iid,
+                pending=kind,
+                pending_since=isoz(now),
+                pending_actor=actor,
+                pending_audit_id=audit_id,
+                pending_health_path=health_path,
+                pending_health_port=health_port,
+                acted_at=isoz(now),
+            )
+        return audit_id
+
+    def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+        """Restart the instance's container in place (the GPU is kept): for a wedged LLM server.
+
+        Audited as ``reboot_requested``; it then waits for health like a start and ends in
+        ``reboot_complete`` (or ``power_on_health_timeout``). The session goes on: a reboot
+        keeps billing, and no auto-shutdown decision is made until it settles.
+        """
+        iid = self.target().instance_id
+        health_path, health_port = self.settings.vast_health_path, self.settings.vast_health_port
+        status = self.observe_quietly(actor)  # nothing is recorded for a reboot that cannot be one
+        if status != Status.RUNNING:
+            raise NotRunning(f"the instance is {status or 'not answering'}, not running: only a running instance can be rebooted")
+        with self.ledger.write() as tx:
+            audit_id = tx.audit(self.clock(), iid, Event.REBOOT_REQUESTED, actor, {"instance_id": iid, "wait_for_health": wait_for_health})
+        try:
+            self.client.reboot(iid)
+        except VastError as exc:
+            with self.ledger.write() as tx:
+                tx.audit(self.clock(), iid, Event.REBOOT_FAILED, actor, {"request_id": audit_id, "kind": exc.kind, "error": str(exc)})
+            raise
+        request_id = self._mark_pending(iid, "reboot", actor, audit_id, health_path, health_port)
+        _say(progress, "requested", "vast.ai accepted the reboot")
+        if not wait_for_health:
+            return {"status": Status.LOADING, "instance_id": iid, "endpoint_base_url": None, "health_url": None,
+                    "message": "Reboot requested; the watchdog completes it once /health answers."}  # fmt: skip
+        return self._wait_for_outcome(actor, request_id, progress)
+
+    def _start_is_pending(self, iid: int) -> bool:
+        """After an unclear start answer: does vast.ai hold the start (``intended_status`` running)?"""
+        try:
+            instance = self.client.show_instance(iid)
+        except VastError:
+            return False
+        return instance.intended_status == "running"
 
     def _wait_for_outcome(self, actor: str, request_id: int, progress: Progress | None) -> dict[str, Any]:
         iid = self.target().instance_id
@@ -128,7 +187,7 @@ class Powering(Observing):
                 last_status = status
             self.sleep(self.poll_interval)
         event, meta = outcome
-        if event == Event.POWER_ON_COMPLETE:
+        if event in (Event.POWER_ON_COMPLETE, Event.REBOOT_COMPLETE):
             _say(progress, "healthy", meta.get("health_url") or "")
             return {
                 "status": Status.RUNNING,
@@ -137,6 +196,11 @@ class Powering(Observing):
                 "health_url": meta.get("health_url"),
                 "message": "Instance running and healthy",
             }
+        if event == Event.POWER_ON_UNAVAILABLE:
+            raise GpuUnavailable(
+                f"the GPU on the instance's host is taken: the start waited {meta.get('waited_seconds', 0):.0f} s for it and was "
+                "cancelled (VAST_SCHEDULING_TIMEOUT_S); start again later, or move the instance to another machine"
+            )
         if event == Event.POWER_ON_HEALTH_TIMEOUT and meta.get("reason"):
             raise HealthTimeout(f"health check impossible: {meta['reason']}; check VAST_HEALTH_PORT / health_port")
         if event == Event.POWER_ON_HEALTH_TIMEOUT:

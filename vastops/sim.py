@@ -21,11 +21,15 @@ What is simulated:
 - Fault injection, a call log and run-time control, in Python and under ``/_sim/`` over HTTP.
 
 Where it differs from the real service:
-- No search, create, destroy, reboot, bulk PUT, invoices, volumes or bandwidth billing:
+- Reboot: "rebooting" for stop_s, then "loading" for load_s, billed throughout;
+  health answers health_delay_s after it runs again. request_logs answers a
+  ``result_url`` (``/_logs/ID.log``, no key) that serves the log at once (``set_log``).
+- No search, create, destroy, bulk PUT, invoices, volumes or bandwidth billing:
   those paths answer 404 ``not_found``. ``select_filters``/``order_by``/``select_cols`` on
   the v1 list are ignored; charges always come as one page.
-- ``8000/tcp`` and ``8001/tcp`` map to the same host port, which stays fixed for the
-  simulator's lifetime (vast may hand out new ports on a restart). ssh fields are decorative.
+- ``8000/tcp`` and ``8001/tcp`` each map to their own host port (both serve the health
+  path and ``/v1/models``), fixed for the simulator's lifetime (vast may hand out new
+  ports on a restart). ssh fields are decorative.
 - A start while a stop is still in progress starts over at "scheduling".
 - Injected 500/502/503 answers are HTML error pages (like a proxy's), not vast JSON.
 - ``credit`` is the configured credit minus what has accrued; ``balance`` mirrors it (what
@@ -56,7 +60,9 @@ FAULT_KINDS = ("429", "500", "502", "503", "delay", "drop", "status")
 # "status" leaves the HTTP answer alone: the next show answers report ``value`` as their
 # actual_status (a host that missed a heartbeat reads "unknown"); the state is untouched.
 RUNNING_MSG = "success, running vllm/vllm-openai/ssh"
+CONTAINER_PORTS = (8000, 8001)  # the LLM API and its /health (vLLM and nginx in the seed's layout)
 CALL_LOG_SIZE = 10_000
+BILLED = ("running", "rebooting", "reloading")  # the GPU is held and billed through a reboot
 GPU_RAM_MB = {"RTX 3090": 24576, "RTX 4090": 24564, "A100 SXM4": 81920, "H100 SXM": 81559}
 _ROUTES = [  # order matters: the bare v0 list must not be read as a show
     ("GET", re.compile(r"/api/v0/instances/?"), "v0_list"),
@@ -65,7 +71,11 @@ _ROUTES = [  # order matters: the bare v0 list must not be read as a show
     ("GET", re.compile(r"/api/v1/instances/?"), "list"),
     ("GET", re.compile(r"/api/v0/charges/?"), "charges"),
     ("GET", re.compile(r"/api/v0/users/current/?"), "user"),
+    ("PUT", re.compile(r"/api/v0/instances/reboot/(\d+)/?"), "reboot"),
+    ("PUT", re.compile(r"/api/v0/instances/request_logs/(\d+)/?"), "request_logs"),
+    ("GET", re.compile(r"/_logs/(\d+)\.log"), "log_file"),
 ]
+QUEUED_MSG = "Your instance's GPU is in use: the start is queued and begins once it is free."
 _FAULT_PAGES = {
     "500": "<html><body><h1>Server Error (500)</h1></body></html>",
     "502": "<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>",
@@ -99,6 +109,7 @@ class SimConfig:
     stop_s: float = 1.0
     health_delay_s: float = 2.0
     stall_scheduling: bool = False
+    queued_start_answer: bool = False  # a start answers 200 {"success": false, "msg": QUEUED_MSG} (and still happens)
     rate_limit_scale: float = 1.0
     health_path: str = "/health"
     credit: float = 100.0  # starting credit for /users/current
@@ -118,6 +129,7 @@ _CONFIG_KEYS: dict[str, Callable[[Any], Any]] = {
     "stop_s": float,
     "health_delay_s": float,
     "stall_scheduling": _to_bool,
+    "queued_start_answer": _to_bool,
     "rate_limit_scale": float,
     "health_path": str,
     "credit": float,
@@ -130,7 +142,8 @@ class _Inst:
 
     def __init__(self, spec: SimInstance, index: int, now: float):
         self.spec, self.index, self.created = spec, index, now
-        self.health_port = 0
+        self.health_port = 0  # the host port of container port 8001
+        self.host_ports: dict[int, int] = {}  # container port -> its own host port, like vast
         self.reset(now)
 
     def reset(self, now: float) -> None:
@@ -139,6 +152,7 @@ class _Inst:
         self.sched_end = self.load_end = INF  # when scheduling / loading end (inf = never)
         self.stop_done = -INF  # when actual_status leaves "running" after a stop
         self.run_start: float | None = None  # start of the run a stop is winding down
+        self.reboot_up = self.reboot_end = -INF  # a reboot: "rebooting" until reboot_up, then "loading" until reboot_end
         self.intervals: list[list[float]] = []  # closed compute intervals
         self.storage_from = now
 
@@ -146,17 +160,21 @@ class _Inst:
         if self.intended == "running":
             if now < self.sched_end:
                 return "scheduling"
-            return "loading" if now < self.load_end else "running"
+            if now < self.load_end:
+                return "loading"
+            if now < self.reboot_end:
+                return "rebooting" if now < self.reboot_up else "reloading"
+            return "running"
         return "stopping" if now < self.stop_done else "stopped"
 
     def running_since(self, now: float) -> float | None:
         ph = self.phase(now)
-        return self.load_end if ph == "running" else self.run_start if ph == "stopping" else None
+        return max(self.load_end, self.reboot_end) if ph == "running" else self.run_start if ph == "stopping" else None
 
     def compute_intervals(self, now: float) -> list[list[float | None]]:
         """Billed compute periods as [start, end]; an open one ends None (start is never None)."""
         out: list[list[float | None]] = [list(iv) for iv in self.intervals]
-        if self.phase(now) == "running" and self.load_end is not None:
+        if self.phase(now) in BILLED and self.load_end is not None:
             out.append([self.load_end, None])
         return out
 
@@ -251,15 +269,19 @@ class Simulator:
         self._events: deque[dict] = deque(maxlen=CALL_LOG_SIZE)
         self._buckets: dict[tuple, tuple[float, float]] = {}
         self._servers: list[_Server] = []
+        self._log_text: dict[int, list[str]] = {}
+        self._logs: dict[int, str] = {}  # what each result_url serves
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> Simulator:
         api = _Server((self.config.host, self.config.port), _ApiHandler, self)
         self._servers = [api]
         for inst in self._insts.values():
-            srv = _Server((self.config.host, 0), _HealthHandler, self, inst)
-            inst.health_port = srv.server_address[1]
-            self._servers.append(srv)
+            for container_port in CONTAINER_PORTS:  # one listener per container port, each its own host port
+                srv = _Server((self.config.host, 0), _HealthHandler, self, inst)
+                inst.host_ports[container_port] = srv.server_address[1]
+                self._servers.append(srv)
+            inst.health_port = inst.host_ports[8001]
         with self._lock:  # storage is billed from simulator start
             now = self.clock()
             for inst in self._insts.values():
@@ -396,12 +418,13 @@ class Simulator:
             return  # start while running / stop while stopped: harmless no-op
         if state == "running":
             inst.stop_done, inst.run_start = -INF, None
+            inst.reboot_up = inst.reboot_end = -INF
             inst.sched_end = INF if self.config.stall_scheduling else now + self.config.schedule_s
             inst.load_end = inst.sched_end + self.config.load_s
         else:
             # Compute stops accruing at the stop request; the container winds down for stop_s.
             # A stop during scheduling/loading simply cancels the start.
-            if inst.phase(now) == "running":
+            if inst.phase(now) in BILLED:
                 inst.intervals.append([inst.load_end, now])
                 inst.run_start, inst.stop_done = inst.load_end, now + self.config.stop_s
         inst.intended = state
@@ -415,10 +438,11 @@ class Simulator:
 
     def _instance_json(self, inst: _Inst, now: float) -> dict:
         s, ph = inst.spec, inst.phase(now)
-        actual = {"loading": "loading", "running": "running", "stopping": "running"}.get(ph, "exited")
+        actual = {"loading": "loading", "running": "running", "stopping": "running", "rebooting": "rebooting", "reloading": "loading"}.get(
+            ph, "exited"
+        )
         since = inst.running_since(now)
-        port = str(inst.health_port)
-        ports = {f"{p}/tcp": [{"HostIp": "0.0.0.0", "HostPort": port}] for p in (8000, 8001)} if actual == "running" else {}
+        ports = {f"{p}/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(h)}] for p, h in inst.host_ports.items()} if actual == "running" else {}
         disk_usage = round(min(s.disk_space, 12.5), 2)
         return {
             "id": s.id,
@@ -428,7 +452,8 @@ class Simulator:
             "image_uuid": "vllm/vllm-openai:latest",
             "actual_status": actual,
             "intended_status": inst.intended,
-            "cur_state": inst.intended,
+            # the hardware contract: the GPU is held from the end of scheduling until a stop is asked for
+            "cur_state": "running" if ph in ("loading", *BILLED) else "stopped",
             "next_state": inst.intended,
             "status_msg": {"loading": "Pulling image", "running": RUNNING_MSG, "stopping": RUNNING_MSG}.get(ph, ""),
             "gpu_name": s.gpu_name,
@@ -451,8 +476,8 @@ class Simulator:
             "local_ipaddrs": "172.17.0.2 ",
             "ssh_host": "ssh5.vast.ai",
             "ssh_port": 30_000 + inst.index * 10,
-            "direct_port_start": inst.health_port,
-            "direct_port_end": inst.health_port,
+            "direct_port_start": min(inst.host_ports.values(), default=0),
+            "direct_port_end": max(inst.host_ports.values(), default=0),
             "ports": ports,
             "start_date": inst.created,
             "end_date": inst.created + 30 * 86400,
@@ -471,6 +496,7 @@ class Simulator:
             "phase": inst.phase(now),
             "healthy": self._healthy(inst),
             "health_port": port,
+            "host_ports": dict(inst.host_ports),
             "health_url": f"http://{host}:{port}{self.config.health_path}",
             **{
                 k: j[k]
@@ -548,6 +574,10 @@ class Simulator:
             return 404, _err("not_found", f"no endpoint {method} {path}")
         if route == "v0_list":
             return 410, _err("deprecated_endpoint", "use /api/v1/instances/")
+        if route == "log_file":  # a pre-signed URL: no key, like vast's storage links
+            with self._lock:
+                text = self._logs.get(iid or 0)
+            return (200, text, "text/plain") if text is not None else (404, "NoSuchKey", "text/plain")
         with self._lock:
             now = self.clock()
             if not key:
@@ -598,7 +628,40 @@ class Simulator:
         inst.label = label
         if state:
             self._transition(inst, state, now, "api")
+        if state == "running" and self.config.queued_start_answer:
+            return 200, {"success": False, "msg": QUEUED_MSG}
         return 200, {"success": True}
+
+    def _r_reboot(self, now, iid, query, body):
+        """Restart the container in place (the GPU is kept and billed): rebooting -> loading -> running."""
+        inst = self._insts.get(iid)
+        if inst is None:
+            return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
+        if inst.phase(now) not in BILLED:
+            return 400, _err("invalid_args", "only a running instance can be rebooted")
+        inst.reboot_up = now + self.config.stop_s  # the container stops, then loads again
+        inst.reboot_end = inst.reboot_up + self.config.load_s
+        self._events.append({"ts": now, "instance_id": iid, "state": "reboot", "source": "api"})
+        return 200, {"success": True}
+
+    def _r_request_logs(self, now, iid, query, body):
+        """vast writes the log behind a URL (answered at once here); ``tail`` lines of it."""
+        inst = self._insts.get(iid)
+        if inst is None:
+            return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
+        tail = body.get("tail") if isinstance(body, dict) else None
+        if not str(tail or 1000).isdigit():
+            return 400, _err("invalid_args", "tail must be a whole number of lines")
+        self._logs[iid] = "\n".join(self.log_lines(iid)[-int(tail or 1000) :]) + "\n"
+        return 200, {"success": True, "result_url": f"{self.url}/_logs/{iid}.log"}
+
+    def log_lines(self, iid: int) -> list[str]:
+        """The container's log: set with ``set_log``, else a few lines of a vLLM start."""
+        return self._log_text.get(iid, ["INFO Starting vLLM API server", "INFO Loading model weights"])
+
+    def set_log(self, iid: int, lines: list[str]) -> None:
+        with self._lock:
+            self._log_text[iid] = list(lines)
 
     def _r_list(self, now, iid, query, body):
         def arg(name, default):  # the SDK JSON-encodes query values; accept both forms

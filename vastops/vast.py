@@ -14,26 +14,31 @@ Facts behind each choice are in docs/vast-api.md:
 * Retries only for calls that are safe to repeat: GETs, and the state PUT, which is
   idempotent (asking for ``running`` twice leaves one running instance).
 
-Status mapping: vast describes an instance with ``intended_status`` (what the
-user asked for) and ``actual_status`` (what the container is doing). vastops
-reports one word of the contract's vocabulary (``vocabulary.Status``):
+Status mapping: vast describes an instance with ``intended_status`` (what the user
+asked for), ``actual_status`` (what the container does) and ``cur_state`` (the
+hardware contract: is the GPU held?). vastops reports one word of the contract
+(``vocabulary.Status``), first rule that applies (docs/vast-api.md §3, §6;
+tests/test_status_table.py covers every combination):
 
-    =================  ==========================  ============  =======================
-    intended_status    actual_status               status        why
-    =================  ==========================  ============  =======================
-    (no instance)      -                           not_found     ``{"instances": null}``
-    stopped            any                         stopped       a stop was accepted;
-                                                                 GPU billing has ended
-    running / frozen   running / frozen            running       compute is billed
-    running            loading, created,           loading       image pull / container
-                       rebooting, restarting                     start
-    running            null                        creating      being provisioned
-    running            exited, stopped             scheduling    waiting for its GPU
-                                                                 (the console's label)
-    running            exited + error in           exited        the container died
-                       status_msg
-    any                unknown, offline            exited        the host is gone
-    =================  ==========================  ============  =======================
+    ===============  ===================  ============  ============  ==========================
+    intended         actual               cur_state     status        why
+    ===============  ===================  ============  ============  ==========================
+    (no instance)    -                    -             not_found     ``{"instances": null}``
+    any              unknown, offline     any           exited        the host is gone (or
+                                                                      missed a heartbeat)
+    stopped          any                  any           stopped       a stop was accepted: GPU
+                                                                      billing has ended
+    any              running, frozen      any           running       compute is billed
+    any              loading, created,    any           loading       image pull / container
+                     rebooting,                                       start, a reboot
+                     restarting
+    running/frozen   null, stopped,       stopped       scheduling    the start waits for its
+                     exited                                           GPU (the console's label)
+    running          exited, stopped      running       exited        the container died
+    running          null                 not stopped   creating      being provisioned
+    running          exited, stopped      (missing)     exited if an error is in status_msg,
+                                                        else scheduling (older answers)
+    ===============  ===================  ============  ============  ==========================
 """
 
 from __future__ import annotations
@@ -90,9 +95,8 @@ class Instance:
         return f"http://{self.public_ip}:{host_port}"
 
 
-def map_status(intended: str | None, actual: str | None, status_msg: str | None) -> Status:
-    """vast's two status fields -> one word of the contract (table in the module docstring)."""
-    msg = (status_msg or "").lower()
+def map_status(intended: str | None, actual: str | None, status_msg: str | None, cur_state: str | None = None) -> Status:
+    """vast's status fields -> one word of the contract (the table in the module docstring)."""
     if actual in ("unknown", "offline"):
         return Status.EXITED
     if intended == "stopped":
@@ -101,9 +105,14 @@ def map_status(intended: str | None, actual: str | None, status_msg: str | None)
         return Status.RUNNING
     if actual in ("loading", "created", "rebooting", "restarting"):
         return Status.LOADING
+    if cur_state == "stopped":  # asked to run, the GPU not held yet: queued for it
+        return Status.SCHEDULING
     if actual is None:
         return Status.CREATING
     if actual in ("exited", "stopped"):
+        if cur_state is not None:
+            return Status.EXITED  # the GPU is held and the container is not running: it died
+        msg = (status_msg or "").lower()
         return Status.EXITED if any(w in msg for w in ERROR_WORDS) else Status.SCHEDULING
     return Status.LOADING
 
@@ -116,7 +125,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
             host_ports[container_port] = int(bindings[0]["HostPort"])  # HostPort is a string
         except (ValueError, KeyError, IndexError, TypeError):
             continue
-    status = map_status(raw.get("intended_status"), raw.get("actual_status"), raw.get("status_msg"))
+    status = map_status(raw.get("intended_status"), raw.get("actual_status"), raw.get("status_msg"), raw.get("cur_state"))
     storage = raw.get("storage_total_cost")
     if storage is None and raw.get("dph_total") is not None and raw.get("dph_base") is not None:
         storage = float(raw["dph_total"]) - float(raw["dph_base"])
@@ -194,6 +203,33 @@ class VastClient:
 
     def stop(self, instance_id: int) -> None:
         self._call("PUT", f"/api/v0/instances/{instance_id}/", json_body={"state": "stopped"}, instance_id=instance_id)
+
+    def reboot(self, instance_id: int) -> None:
+        """Restart the container in place: the GPU is kept (docs/vast-api.md §2)."""
+        self._call("PUT", f"/api/v0/instances/reboot/{instance_id}/", json_body={}, instance_id=instance_id)
+
+    def credit(self) -> float:
+        """The account's spendable credit in dollars (``users/current``; docs/vast-api.md §4)."""
+        body = self._call("GET", "/api/v0/users/current/")
+        if not isinstance(body, dict) or not isinstance(body.get("credit"), int | float):
+            raise VastError(ErrorKind.UNAVAILABLE, "vast.ai gave an unexpected answer for the account (no credit); try again shortly.")
+        return float(body["credit"])
+
+    def logs(self, instance_id: int, tail: int = 200) -> str:
+        """The instance's container log, its last ``tail`` lines (vast prepares it behind a URL)."""
+        body = self._call("PUT", f"/api/v0/instances/request_logs/{instance_id}/", json_body={"tail": str(tail)}, instance_id=instance_id)
+        url = body.get("result_url") if isinstance(body, dict) else None
+        if not url:
+            raise VastError(ErrorKind.API, "vast.ai gave no log URL for the instance.")
+        for attempt in range(5):  # the log is written behind the URL a moment after the request
+            try:
+                answer = requests.get(url, timeout=self.timeout)  # not the session: the key stays with vast.ai
+            except requests.RequestException:
+                answer = None
+            if answer is not None and answer.status_code == 200:
+                return answer.text
+            self._sleep(0.5 * (attempt + 1))
+        raise VastError(ErrorKind.UNAVAILABLE, "the instance's log did not become available; try again shortly.")
 
     def charges(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Per-contract charges in [start, end], as vast bills them (for reconciliation)."""

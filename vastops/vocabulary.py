@@ -73,13 +73,21 @@ class Event(StrEnum):
     POWER_OFF_FAILED = "power_off_failed"  # vast.ai refused or failed the stop call
     EXTERNAL_START = "external_start"  # seen running without a start from vastops
     EXTERNAL_STOP = "external_stop"  # seen stopped without a stop from vastops
+    POWER_ON_UNAVAILABLE = "power_on_unavailable"  # a start waited VAST_SCHEDULING_TIMEOUT_S for its GPU: cancelled
+    CREDIT_EXHAUSTED_STOP = "credit_exhausted_stop"  # vast.ai stopped it: the account's credit ran out
+    REBOOT_REQUESTED = "reboot_requested"  # a restart of the container in place (the GPU is kept)
+    REBOOT_COMPLETE = "reboot_complete"  # it runs again and its health URL answered
+    REBOOT_FAILED = "reboot_failed"  # vast.ai refused or failed the reboot call
+    INSTANCE_LOG = "instance_log"  # the tail of the instance's log, kept when its start timed out
     CLOCK_STEP = "clock_step"  # the system clock jumped; durations kept to the monotonic clock
     WATCHDOG_TAKEOVER = "watchdog_takeover"  # a watchdog took over the expired lease of another
 
 
 SPEC_EVENTS = tuple(Event)[:7]
 # How a pending start ends: one of these rows answers its power_on_requested row.
-START_OUTCOMES = frozenset({Event.POWER_ON_COMPLETE, Event.POWER_ON_HEALTH_TIMEOUT, Event.POWER_ON_ABORTED})
+START_OUTCOMES = frozenset(
+    {Event.POWER_ON_COMPLETE, Event.REBOOT_COMPLETE, Event.POWER_ON_HEALTH_TIMEOUT, Event.POWER_ON_ABORTED, Event.POWER_ON_UNAVAILABLE}
+)
 
 
 class Actor(StrEnum):

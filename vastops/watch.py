@@ -57,6 +57,7 @@ FLUSH_EVERY_S = 1.0
 BEAT_EVERY_S = 5.0
 POLL_FAST_S = 3.0
 POLL_SLOW_S = 20.0
+CREDIT_EVERY_S = 60.0  # the account's credit: once a minute is plenty (it moves at cents per minute)
 POLL_MAX_BACKOFF_S = 60.0
 STOP_RETRY_FIRST_S = 2.0
 STOP_RETRY_MAX_S = 60.0
@@ -130,6 +131,7 @@ class Watch:
         self._retry_at: datetime | None = None  # when to try a failed auto-shutdown stop again
         self._look = asyncio.Lock()  # one look at vast.ai at a time, shared by everyone asking
         self._last_looked = -LOOK_EVERY_S  # monotonic
+        self._credit_looked = -CREDIT_EVERY_S  # monotonic
         self._look_error: VastError | None = None
         self._vast_failing_since: float | None = None  # monotonic
         self._step_reported = 0.0
@@ -223,7 +225,7 @@ class Watch:
         self._session = session
         self._ledger_activity = parse_isoz(row.get("last_activity"))
         self._idle_from = parse_isoz(row.get("idle_from"))
-        self._starting = row.get("pending") == "power_on"
+        self._starting = row.get("pending") is not None  # a start or a reboot
         self._pending_since = parse_isoz(row.get("pending_since"))
         self._acted_at = parse_isoz(row.get("acted_at"))
 
@@ -452,9 +454,21 @@ class Watch:
                 if self.enforcing and time.monotonic() - self._last_looked >= interval:
                     await self.look(quiet=True)
                     failures = failures + 1 if self._look_error else 0
+                if self.enforcing:
+                    await self.observe_credit()
             except Exception:
                 log.exception("reconciliation failed")
                 await asyncio.sleep(MIN_WAIT_S)
+
+    async def observe_credit(self) -> None:
+        """Keep the account's credit fresh (once a minute). Shown, never enforced on: a failure is a debug line, not a problem."""
+        if time.monotonic() - self._credit_looked < CREDIT_EVERY_S:
+            return
+        self._credit_looked = time.monotonic()
+        try:
+            await asyncio.to_thread(self.control.observe_credit)
+        except (VastError, sqlite3.Error) as exc:
+            log.debug("could not read the account's credit: %s", exc)
 
     # -- housekeeping ----------------------------------------------------------------
 
