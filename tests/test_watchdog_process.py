@@ -63,7 +63,16 @@ def test_auto_shutdown_lands_between_6_and_7_seconds_after_the_last_activity(tmp
         stop = wait_until(lambda before=before: stop_requests(sim_proc)[before:], timeout=15)[0]
         delay = stop["ts"] - parse_isoz(last).timestamp()
         assert 6.0 <= delay <= 7.0, f"trial {trial}: stop {delay:.3f} s after the last activity"
-    audit = requests.get(base + "/audit?limit=100", headers=AUTH).json()
+    # the stop reaches vast.ai first; its record follows (stop first, write after)
+    audit = wait_until(
+        lambda: (
+            (a := requests.get(base + "/audit?limit=100", headers=AUTH).json())
+            and [e["event"] for e in a].count("auto_shutdown_complete") == 2
+            and a
+        ),
+        timeout=10,
+        what="both stops recorded",
+    )
     assert [a["event"] for a in audit].count("auto_shutdown_complete") == 2
     shutdown = next(a for a in audit if a["event"] == "auto_shutdown")
     assert shutdown["actor"] == "system" and shutdown["meta"]["inactive_minutes"] >= 0.1
