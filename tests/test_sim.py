@@ -625,6 +625,27 @@ def test_rows_carry_every_field_a_real_row_has_with_vasts_types(make_sim, api, c
     json.dumps(inst)  # plain JSON all the way down
 
 
+# --- ports -----------------------------------------------------------------------------------
+
+
+def test_every_start_hands_out_new_host_ports_and_the_old_ones_go_away(make_sim, api, clock):
+    sim = make_sim(schedule_s=0, created_s=0, load_s=0, health_delay_s=0, stop_s=0)
+    seen = []
+    for _ in range(2):
+        put(api, sim, {"state": "running"})
+        clock.advance(1)
+        ports = {int(k.split("/")[0]): int(v[0]["HostPort"]) for k, v in show(api, sim)["ports"].items()}
+        assert set(ports) == {22, 8000, 8001} and len(set(ports.values())) == 3
+        assert health(sim, cport=8000).status_code == health(sim, cport=8001).status_code == 200
+        with socket.create_connection(("127.0.0.1", ports[22]), timeout=2) as ssh:
+            assert ssh.recv(64).startswith(b"SSH-2.0-")
+        seen.append(ports)
+        put(api, sim, {"state": "stopped"})
+        clock.advance(1)
+        assert show(api, sim)["ports"] == {} and all(refused(p) for p in (ports[8000], ports[8001]))
+    assert not set(seen[0].values()) & set(seen[1].values())  # new ports on the second start
+
+
 # --- every actual_status on a path that reaches it -----------------------------------------
 
 
