@@ -183,8 +183,13 @@ def test_reboot_logs_and_credit(tmp_path, sim_process):
     assert rebooted.returncode == 0, rebooted.stderr
     assert "Instance running and healthy" in rebooted.stdout
     assert run(tmp_path, "reboot", "--no-wait").returncode == 0
+    deadline = time.monotonic() + 20
+    while not requests.get(sim_process + "/_sim/state").json()["instances"][0]["healthy"]:  # the log is complete then
+        assert time.monotonic() < deadline, "the rebooted instance never got healthy"
+        time.sleep(0.2)
     logs = run(tmp_path, "logs", "--tail", "1")
-    assert logs.returncode == 0 and logs.stdout.strip() == "INFO Loading model weights"
+    assert logs.returncode == 0 and len(logs.stdout.splitlines()) == 1  # the last line of vast's log, with its timestamp
+    assert logs.stdout.strip().endswith("INFO:     Uvicorn running on http://0.0.0.0:8000 (Press CTRL+C to quit)")
     kept = run(tmp_path, "logs", "--kept")
     assert kept.returncode == 0 and "no log kept" in kept.stdout
     audit = run(tmp_path, "audit").stdout

@@ -662,7 +662,7 @@ def test_credit_and_low_credit_warning_are_shown(env, monkeypatch, settings, sim
 
 
 def test_the_log_kept_at_a_health_timeout_is_in_an_expander(env, settings, sim, watcher):
-    sim.set_log(INSTANCE_ID, ["vllm: starting", "CUDA error: out of memory"])
+    sim.write_log(INSTANCE_ID, ["vllm: starting", "CUDA error: out of memory"])
     watcher.keep_log(request_id=None)
     at = logged_in()
     [expander] = [e for e in at.expander if "Instance log kept" in e.label]

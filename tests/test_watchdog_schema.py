@@ -87,7 +87,14 @@ def app(tmp_path_factory):
     # An instant simulator without rate limits: fuzzing is about the API's answers, not timing.
     sim = Simulator(
         SimConfig(
-            api_key=SIM_KEY, instances=[SimInstance(id=INSTANCE_ID)], schedule_s=0, load_s=0, health_delay_s=0, stop_s=0, rate_limit_scale=0
+            api_key=SIM_KEY,
+            instances=[SimInstance(id=INSTANCE_ID)],
+            schedule_s=0,
+            load_s=0,
+            health_delay_s=0,
+            stop_s=0,
+            reboot_s=0,
+            rate_limit_scale=0,
         )
     ).start()
     db = tmp_path_factory.mktemp("schema") / "ledger.db"
