@@ -364,17 +364,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.sim.config.verbose:
             super().log_message(format, *args)
 
-    def reply(self, status: int, body: Any, ctype: str = "application/json") -> int:
-        """Send one answer; returns about how many bytes went out (status line, headers, body)."""
+    def reply(self, status: int, body: Any, ctype: str = "application/json", count: Callable[[int], None] | None = None) -> None:
+        """Send one answer; ``count`` hears about how many bytes go out (status line, headers,
+        body) before they do, so whoever reads the answer finds them counted."""
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        if count is not None:
+            head = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\nServer: {self.version_string()}\r\n"
+            head += f"Date: {self.date_time_string()}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n"
+            count(len(head) + len(data))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        head = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\nServer: {self.version_string()}\r\n"
-        head += f"Date: {self.date_time_string()}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n"
-        return len(head) + len(data)
 
 
 class _ApiHandler(_Handler):
@@ -405,8 +407,8 @@ class _ContainerHandler(_Handler):
         if answer is None:  # the port is gone (stopped, crashed, host lost): no answer at all
             self.close_connection = True
             return
-        sent = self.reply(*answer)
-        srv.sim._count_traffic(srv.inst, sent, received)
+        inst = srv.inst
+        self.reply(*answer, count=lambda sent: srv.sim._count_traffic(inst, sent, received))
 
 
 class Simulator:
