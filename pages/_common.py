@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import streamlit as st
 
@@ -225,6 +225,28 @@ def countdown(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def time_left(seconds: float) -> str:
+    """Seconds until something, in words that tick with the page: '45 s', '12 min 03 s', '2 h 05 min'."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        m, s = divmod(seconds, 60)
+        return f"{m} min {s:02d} s"
+    h, m = divmod(seconds // 60, 60)
+    return f"{h:,} h {m:02d} min"
+
+
+def at_time(ts: str | None, tz: tzinfo = UTC, now: datetime | None = None) -> str:
+    """'2026-01-15T14:02:00.000Z' -> '14:02 UTC' today, 'Fri 16 Jan 14:02 UTC' another day (in ``tz``)."""
+    dt = parse_isoz(ts)
+    if dt is None:
+        return "—"
+    local = dt.astimezone(tz)
+    today = (now or datetime.now(UTC)).astimezone(tz).date()
+    return local.strftime("%H:%M %Z" if local.date() == today else "%a %d %b %H:%M %Z")
 
 
 def clock_time(ts: str | None) -> str:

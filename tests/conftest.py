@@ -79,3 +79,19 @@ def processes(tmp_path):
 def sim_proc(processes):
     """`vastops sim` as its own process with short timings; yields its URL."""
     return start_sim(processes, schedule_s=0.5, load_s=0.5, health_delay_s=0.5)
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium under Playwright."""
+    from helpers import CHROMIUM, CHROMIUM_ARGS, need_chromium
+
+    need_chromium()
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

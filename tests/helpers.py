@@ -5,12 +5,16 @@ Fixtures live in conftest.py; everything a test imports by name lives here.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -168,3 +172,100 @@ def wait_until(predicate, timeout, step=0.05, what="condition"):
             return value
         time.sleep(step)
     raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+# -- a webhook receiver (notifications) -----------------------------------------------
+
+
+class Receiver:
+    """A webhook on 127.0.0.1: records each POST's path and JSON body and answers from a script.
+
+    Each answer is a status, ``(status, headers)``, or ``"hang"`` (no answer until the
+    test ends); the last one repeats.
+    """
+
+    def __init__(self, *script: Any):
+        self.script = list(script) or [200]
+        self.requests: list[tuple[str, Any]] = []
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = receiver._record(self.path, json.loads(body or b"null"))
+                if answer == "hang":
+                    receiver.release.wait(60)
+                    answer = 200
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the client gave up (a timeout under test)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _record(self, path: str, body: Any) -> Any:
+        with self._lock:
+            self.requests.append((path, body))
+            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def bodies(self) -> list[Any]:
+        with self._lock:
+            return [body for _, body in self.requests]
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- a real browser (Debian's chromium; Playwright cannot download its own here) -------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+APP = "[data-testid='stApp']"
+
+
+def need_chromium() -> None:
+    """Skip without the browser, except in CI, where its absence is a broken setup."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{CHROMIUM} is missing in CI: run scripts/install-browser first")
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/install-browser (apt-get install chromium)")
+
+
+def settle(page) -> None:
+    """Streamlit's own e2e harness: connected, the script done, no skeleton left."""
+    page.wait_for_selector(f"{APP}[data-test-script-state='notRunning']", timeout=30_000)
+    page.wait_for_selector("[data-testid='stSkeleton']", state="detached", timeout=30_000)
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot into $SCREENSHOT_DIR, when it is set (to look at a run)."""
+    folder = os.environ.get("SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)

@@ -19,25 +19,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright import sync_api
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port
+from helpers import CHROMIUM, CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot
 from vastops.config import load_settings
 from vastops.control import Control
 from vastops.costs import SESSION_CSV_COLUMNS
 from vastops.reports import AUDIT_CSV_COLUMNS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 PASSWORD = "browser-test-pw-41"
-APP = "[data-testid='stApp']"
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -102,29 +91,6 @@ def _wait_ok(url: str, proc, timeout: float) -> bool:
 @pytest.fixture
 def stack(processes, tmp_path):
     return Stack(processes, tmp_path)
-
-
-@pytest.fixture
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def settle(page) -> None:
-    """Streamlit's own e2e harness: connected, the script done, no skeleton left."""
-    page.wait_for_selector(f"{APP}[data-test-script-state='notRunning']", timeout=30_000)
-    page.wait_for_selector("[data-testid='stSkeleton']", state="detached", timeout=30_000)
-
-
-def shot(page, name: str) -> None:
-    folder = os.environ.get("SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def metric(page, label: str) -> str:

@@ -190,9 +190,17 @@ def test_killed_during_a_power_on_the_restarted_watchdog_completes_it_and_the_de
     wait_until(lambda: watchdog.events(ev.AUTO_SHUTDOWN_COMPLETE), timeout=10)
     [session] = watchdog.sessions()
     assert session["ended_at"] is not None and session["end_reason"] == "auto_shutdown" and session["started_by"] == "api"
-    names = [a["event"] for a in watchdog.audit()]
-    # the restarted watchdog took over the dead one's lease (same host, pid gone) and said so
-    assert names == [ev.POWER_ON_REQUESTED, ev.WATCHDOG_TAKEOVER, ev.POWER_ON_COMPLETE, ev.AUTO_SHUTDOWN, ev.AUTO_SHUTDOWN_COMPLETE]
+    names = [a["event"] for a in watchdog.audit() if a["event"] != ev.AUTO_SHUTDOWN_WARNING]
+    # the restarted watchdog took over the dead one's lease (same host, pid gone) and said so,
+    # and that the one before it ended without a clean shutdown
+    assert names == [
+        ev.POWER_ON_REQUESTED,
+        ev.WATCHDOG_TAKEOVER,
+        ev.WATCHDOG_RECOVERED,
+        ev.POWER_ON_COMPLETE,
+        ev.AUTO_SHUTDOWN,
+        ev.AUTO_SHUTDOWN_COMPLETE,
+    ]
     assert watchdog.get("/costs")["sessions_count"] == 1
     assert_clean(watchdog)
 
@@ -243,7 +251,14 @@ def test_killed_during_a_stop_the_restarted_watchdog_closes_the_session_once(tmp
     assert session["end_reason"] == "external" and session["runtime_s"] > 0
     names = [a["event"] for a in watchdog.audit()]
     # the request, kept in the spool before the call, survived the crash; the restart took over the lease
-    assert names == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.POWER_OFF_REQUESTED, ev.WATCHDOG_TAKEOVER, ev.EXTERNAL_STOP]
+    assert names == [
+        ev.POWER_ON_REQUESTED,
+        ev.POWER_ON_COMPLETE,
+        ev.POWER_OFF_REQUESTED,
+        ev.WATCHDOG_TAKEOVER,
+        ev.WATCHDOG_RECOVERED,
+        ev.EXTERNAL_STOP,
+    ]
     assert watchdog.get("/status")["status"] == "stopped"
     costs = watchdog.get("/costs")
     assert costs["sessions_count"] == 1

@@ -132,7 +132,7 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
 def test_the_idle_rule_counts_from_the_latest_of_start_activity_and_settling_and_never_while_starting():
     from datetime import datetime
 
-    from vastops.deadline import idle_deadline
+    from vastops.stops import idle_deadline
 
     t0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
     at = lambda minutes: t0 + timedelta(minutes=minutes)  # noqa: E731

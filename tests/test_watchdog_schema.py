@@ -35,6 +35,7 @@ OPERATIONS = [
     "POST /infra/vast/power/on",
     "POST /infra/vast/power/off",
     "POST /infra/vast/power/reboot",
+    "POST /infra/vast/keepalive",
     "POST /infra/vast/activity",
     "GET /infra/vast/costs",
     "GET /infra/vast/audit",
@@ -43,7 +44,13 @@ OPERATIONS = [
 ]
 PUBLIC = {"GET /healthz", "GET /metrics"}
 # Operations with something to get wrong: a body or a bounded query parameter.
-WITH_INPUT = ["POST /infra/vast/power/on", "POST /infra/vast/power/off", "POST /infra/vast/power/reboot", "GET /infra/vast/audit"]
+WITH_INPUT = [
+    "POST /infra/vast/power/on",
+    "POST /infra/vast/power/off",
+    "POST /infra/vast/power/reboot",
+    "POST /infra/vast/keepalive",
+    "GET /infra/vast/audit",
+]
 AUTH = {"X-API-Key": CONTROL_KEY}
 
 # Every status code each route can answer (docs/contract.md). 413 is everywhere: the
@@ -53,6 +60,7 @@ STATUS_CODES = {
     "POST /infra/vast/power/on": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},
     "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},
     "POST /infra/vast/power/reboot": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},  # a stop never waits on the ledger: no 503
+    "POST /infra/vast/keepalive": {200, 400, 401, 409, 413, 422, 500, 503},  # no vast.ai call: no 502
     "POST /infra/vast/activity": {200, 401, 413},
     "GET /infra/vast/costs": {200, 401, 413, 503},
     "GET /infra/vast/audit": {200, 401, 413, 422, 503},

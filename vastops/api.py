@@ -27,14 +27,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import __version__
 from .clock import isoz
 from .config import NotConfigured
 from .control import Control
 from .lease import Lease
-from .power import GpuUnavailable, HealthTimeout, NotRunning, StartCancelled
+from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
 from .vocabulary import Actor, ErrorKind, Status
 from .watch import Watch
@@ -61,20 +61,59 @@ class StatusOut(BaseModel):
     total_runtime_hours: float
     total_cost_usd: float
     message: str | None
+    # vastops' own fields (the ten above are the contract's, as they were)
+    auto_shutdown_at: str | None = Field(None, description="when the next stop is due (any cause)")
+    next_stop_at: str | None = Field(None, description="when the next stop is due")
+    next_stop_cause: str | None = Field(None, description="idle, keepalive, max_session, daily_stop or budget")
+    warnings: list[dict[str, Any]] = Field(default_factory=list, description="the stops whose warning is due: cause, at, minutes_left")
+    keepalive_until: str | None = Field(None, description="the idle stop comes no earlier than this")
+    budgets: list[dict[str, Any]] = Field(default_factory=list, description="each budget: limit, spent, percent, state, resets_at")
+    start_refused: str | None = Field(None, description="why a start is refused now (a spent budget), or null")
+    session_runtime_minutes: float | None = None
+    session_cost_usd: float | None = None
 
 
 class PowerOnIn(BaseModel):
     # Strict, as the document says: `0` is not a boolean, `"80"` not an integer (both 422).
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # An override needs its reason: said in the schema too (if/then), so a client can see it.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "if": {"properties": {"override_budget": {"const": True}}, "required": ["override_budget"]},
+            "then": {"required": ["reason"], "properties": {"reason": {"type": "string"}}},
+        },
+    )
     wait_for_health: bool = True
     health_path: str | None = Field(None, pattern=r"^/[\x21-\x7e]{0,200}$", description="defaults to VAST_HEALTH_PATH")
     health_port: int | None = Field(None, ge=1, le=65535, description="defaults to VAST_HEALTH_PORT")
+    override_budget: bool = Field(False, description="start although a budget is spent (audited; needs a reason)")
+    reason: str | None = Field(None, min_length=1, max_length=500, pattern=r"\S", description="why (with override_budget); not blank")
+
+    @model_validator(mode="after")
+    def _override_needs_reason(self) -> PowerOnIn:
+        if self.override_budget and not (self.reason or "").strip():
+            raise ValueError("override_budget needs a reason")
+        return self
 
     @field_validator("health_port", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # JSON Schema's integer is any number with no fraction: 8000.0 is 8000.
         return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class KeepaliveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # "5" is not a number (422)
+    minutes: float = Field(ge=1, allow_inf_nan=False, description="keep it running at least this long (at most VAST_KEEPALIVE_MAX_MINUTES)")
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S", description="why: it goes into the audit trail (not blank)")
+
+
+class KeepaliveOut(BaseModel):
+    keepalive_until: str
+    next_stop_at: str | None
+    next_stop_cause: str | None
+    message: str
 
 
 class PowerOnOut(BaseModel):
@@ -191,7 +230,10 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
         **BODY_ERRORS,
         **VAST_ERRORS,
         **LEDGER_ERRORS,
-        409: {"model": Error, "description": "the instance was stopped while the start waited for health"},
+        409: {
+            "model": Error,
+            "description": "a budget is spent (override with override_budget and a reason), or the instance was stopped while the start waited",
+        },
         503: {
             "model": Error,
             "description": "the GPU is taken: the start waited VAST_SCHEDULING_TIMEOUT_S and was cancelled; or the ledger failed",
@@ -205,7 +247,12 @@ async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None 
     watch.acting()  # no auto-shutdown decision while this start is on its way
     try:
         return await asyncio.to_thread(
-            control.power_on, Actor.API, wait_for_health=body.wait_for_health, health_path=body.health_path, health_port=body.health_port
+            control.power_on,
+            Actor.API,
+            wait_for_health=body.wait_for_health,
+            health_path=body.health_path,
+            health_port=body.health_port,
+            override_reason=body.reason if body.override_budget else None,
         )
     finally:
         watch.done_acting()
@@ -246,6 +293,18 @@ async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | Non
     finally:
         watch.done_acting()
         await watch.changed()
+
+
+@router.post(
+    "/keepalive",
+    response_model=KeepaliveOut,
+    responses={**BODY_ERRORS, 500: VAST_ERRORS[500], **LEDGER_ERRORS, 409: {"model": Error, "description": "the instance is not running"}},
+)
+async def keepalive(control: ControlDep, watch: WatchDep, body: KeepaliveIn) -> dict[str, Any]:
+    """Keep the instance running at least `minutes` more (a batch job that sends no LLM requests); hard limits still apply."""
+    result = await asyncio.to_thread(control.keepalive, Actor.API, body.minutes, body.reason)
+    await watch.changed()
+    return result
 
 
 @router.post("/activity", response_model=ActivityOut)
@@ -295,7 +354,10 @@ ERROR_CODES: list[tuple[type[Exception], int, str]] = [
     (NotConfigured, 500, ""),
     (HealthTimeout, 504, ""),
     (StartCancelled, 409, ""),
-    (NotRunning, 409, ""),  # a reboot of an instance that does not run  # not vast's failure: someone stopped it meanwhile
+    (NotRunning, 409, ""),
+    (BudgetExceeded, 409, ""),  # a spent budget refuses starts until it resets or is overridden
+    (NothingRuns, 409, ""),
+    (InvalidRequest, 422, ""),  # a reboot of an instance that does not run  # not vast's failure: someone stopped it meanwhile
     (GpuUnavailable, 503, ""),  # the GPU is taken: the start was cancelled
     (VastError, 502, "vast.ai API error: "),
     (sqlite3.Error, 503, "the ledger failed, nothing was changed: "),  # a stop does not get here: it writes after
@@ -382,6 +444,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     components.setdefault("Error", Error.model_json_schema())
+    # The keepalive's bound is the configured one: the document says what this watchdog accepts.
+    minutes = components.get("KeepaliveIn", {}).get("properties", {}).get("minutes")
+    if minutes is not None:
+        minutes["maximum"] = app.state.control.settings.vast_keepalive_max_minutes
     app.openapi_schema = schema
     return schema
 
@@ -472,9 +538,10 @@ def _metrics(control: Control, watch: Watch) -> str:
     metric(
         "vastops_auto_shutdown_seconds",
         "gauge",
-        "seconds until auto-shutdown (NaN when nothing is due)",
+        "seconds until the next stop, whatever its cause (NaN when nothing is due)",
         [("", math.nan if left is None else max(0.0, left))],
     )
+    _guardrail_metrics(metric, watch, status)
     metric("vastops_activity_total", "counter", "activity reports received since the watchdog started", [("", float(watch.activity_total))])
     errors = control.vast_error_counts()
     metric(
@@ -484,6 +551,35 @@ def _metrics(control: Control, watch: Watch) -> str:
         [(f'{{kind="{k}"}}', float(errors.get(k, 0))) for k in ErrorKind],
     )
     return "\n".join(lines) + "\n"
+
+
+def _guardrail_metrics(
+    metric: Callable[[str, str, str, list[tuple[str, float]]], None], watch: Watch, status: dict[str, Any] | None
+) -> None:
+    now = watch.clock()
+    stops = watch.stops()
+    metric(
+        "vastops_next_stop_seconds",
+        "gauge",
+        "seconds until each foreseen stop, by cause (the smallest is the next stop)",
+        [(f'{{cause="{stop.cause}"}}', max(0.0, (stop.at - now).total_seconds())) for stop in stops],
+    )
+    metric(
+        "vastops_stop_warning",
+        "gauge",
+        "1 for each cause whose warning is due (the stop is near)",
+        [(f'{{cause="{stop.cause}"}}', 1.0) for stop in stops if stop.warn_at is not None and stop.warn_at <= now < stop.at],
+    )
+    if status is None:
+        return
+    budgets = status.get("budgets") or []
+    metric("vastops_budget_limit_usd", "gauge", "each budget", [(f'{{budget="{b["budget"]}"}}', b["limit_usd"]) for b in budgets])
+    metric(
+        "vastops_budget_spent_usd",
+        "gauge",
+        "spent in each budget's period (compute and storage, the open session so far)",
+        [(f'{{budget="{b["budget"]}"}}', b["spent_usd"]) for b in budgets],
+    )
 
 
 def _ledger_metrics(metric: Callable[[str, str, str, list[tuple[str, float]]], None], status: dict[str, Any]) -> None:

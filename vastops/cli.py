@@ -6,7 +6,8 @@ says what to do and exit non-zero, never a traceback:
     1  vast.ai refused or failed the call        3  VAST_API_KEY / VAST_INSTANCE_ID missing
     2  bad configuration or arguments            4  the instance did not become healthy in time
     5  stopped while the start waited            6  the GPU is taken: the start was cancelled
-    8  the ledger failed                         9  not running (a reboot)
+    7  a budget is spent (start refused)         8  the ledger failed
+    9  not running (a reboot, a keepalive)
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, NotConfigured, load_settings
 from .control import Control
-from .power import GpuUnavailable, HealthTimeout, NotRunning, StartCancelled
+from .costs import usd
+from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
-from .vocabulary import Actor, Status, status_words
+from .vocabulary import CAUSE_WORDS, Actor, Status, status_words
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
 EXIT_GPU_UNAVAILABLE = 6
-EXIT_LEDGER = 8  # 7 is the contract's planned "budget reached" (docs/contract.md)
+EXIT_BUDGET = 7  # a spent budget refused the start (--override-budget --reason ... starts all the same)
+EXIT_LEDGER = 8
 EXIT_NOT_RUNNING = 9
 
 
@@ -45,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="show the instance's status, costs and auto-shutdown countdown")
     on = sub.add_parser("on", parents=[common], help="start the instance and wait until its /health answers")
     on.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the start")
+    on.add_argument("--override-budget", action="store_true", help="start although a budget is spent (audited; needs --reason)")
+    on.add_argument("--reason", help="why (with --override-budget)")
     sub.add_parser("off", parents=[common], help="stop the instance (the disk is kept)")
+    keep = sub.add_parser("keepalive", parents=[common], help="keep the instance running at least N more minutes (hard limits still apply)")
+    keep.add_argument("minutes", type=float, help="how many minutes, from 1 to VAST_KEEPALIVE_MAX_MINUTES")
+    keep.add_argument("--reason", required=True, help="why it must keep running (goes into the audit trail)")
     reboot = sub.add_parser(
         "reboot", parents=[common], help="restart the instance's container in place (the GPU is kept) and wait for /health"
     )
@@ -108,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_CANCELLED)
     except GpuUnavailable as exc:
         return _fail(str(exc), EXIT_GPU_UNAVAILABLE)
-    except NotRunning as exc:
+    except (NotRunning, NothingRuns) as exc:
         return _fail(str(exc), EXIT_NOT_RUNNING)
+    except BudgetExceeded as exc:
+        return _fail(str(exc), EXIT_BUDGET)
+    except InvalidRequest as exc:
+        return _fail(str(exc), EXIT_CONFIG)
     except VastError as exc:
         return _fail(str(exc), EXIT_VAST)
     except sqlite3.Error as exc:  # the ledger failed: say which file and what, never a traceback
@@ -152,7 +164,17 @@ def cmd_status(control: Control, args) -> int:
     if s.get("last_activity"):
         lines.append(f"  activity   last at {s['last_activity']}")
     if s.get("auto_shutdown_in_minutes") is not None:
-        lines.append(f"  auto-stop  in {s['auto_shutdown_in_minutes']:.1f} min ({s['auto_shutdown_at']})")
+        cause = CAUSE_WORDS.get(s.get("next_stop_cause") or "", "")
+        lines.append(f"  auto-stop  in {s['auto_shutdown_in_minutes']:.1f} min ({s['auto_shutdown_at']}): {cause}")
+    if s.get("keepalive_until"):
+        lines.append(f"  keepalive  until {s['keepalive_until']}")
+    for w in s.get("warnings") or []:
+        lines.append(f"  WARNING    {CAUSE_WORDS.get(w['cause'], w['cause'])}: stops in {w['minutes_left']:.1f} min ({w['at']})")
+    for b in s.get("budgets") or []:
+        state = {"spent": "SPENT: starts are refused", "warning": "over 80 %", "overridden": "spent, overridden", "ok": "ok"}[b["state"]]
+        lines.append(
+            f"  budget     {b['budget']} {usd(b['spent_usd'])} of {usd(b['limit_usd'])} ({b['percent']:.0f} %, {state}; resets {b['resets_local']})"
+        )
     lines.append(f"  totals     {s['total_runtime_hours']:.2f} h, ${s['total_cost_usd']:.2f}")
     if s.get("message"):
         lines.append(f"  note       {s['message']}")
@@ -170,9 +192,12 @@ def cmd_on(control: Control, args) -> int:
         if not args.json:
             print(f"  {status:<10} {words}", flush=True)
 
+    if args.override_budget and not (args.reason or "").strip():
+        return _fail("--override-budget needs --reason: say why (it goes into the audit trail)", EXIT_CONFIG)
     if not args.json:
         print(f"starting instance {control.instance_id} ...", flush=True)
-    result = control.power_on(Actor.CLI, wait_for_health=not args.no_wait, progress=progress)
+    reason = args.reason if args.override_budget else None
+    result = control.power_on(Actor.CLI, wait_for_health=not args.no_wait, progress=progress, override_reason=reason)
     return _emit(
         args, result, result["message"] + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else "")
     )
@@ -186,6 +211,11 @@ def cmd_reboot(control: Control, args) -> int:
     if not args.json:
         print(f"rebooting instance {control.instance_id} ...", flush=True)
     result = control.reboot(Actor.CLI, wait_for_health=not args.no_wait, progress=progress)
+    return _emit(args, result, result["message"])
+
+
+def cmd_keepalive(control: Control, args) -> int:
+    result = control.keepalive(Actor.CLI, args.minutes, args.reason)
     return _emit(args, result, result["message"])
 
 
@@ -235,6 +265,7 @@ COMMANDS = {
     "on": cmd_on,
     "off": cmd_off,
     "reboot": cmd_reboot,
+    "keepalive": cmd_keepalive,
     "logs": cmd_logs,
     "costs": cmd_costs,
     "audit": cmd_audit,

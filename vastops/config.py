@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import time
 from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +82,22 @@ class Settings(BaseSettings):
     vast_auto_shutdown_minutes: float = Field(
         30.0, gt=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="idle minutes before the stop"
     )
+    # Guardrails (vastops/stops.py): a warning before each stop, keepalives, hard limits, budgets.
+    vast_shutdown_warning_minutes: float = Field(
+        5.0, ge=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="warn this long before a stop (0: no warning)"
+    )
+    vast_keepalive_max_minutes: float = Field(
+        480.0, ge=1, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="the longest keepalive one may ask for"
+    )
+    vast_max_session_hours: float | None = Field(
+        None, gt=0, le=MAX_IDLE_MINUTES / 60, allow_inf_nan=False, description="stop any session this long (unset: no limit)"
+    )
+    vast_daily_stop_at: time | None = Field(None, description="stop the instance at this time every day (HH:MM, VASTOPS_TIMEZONE)")
+    vastops_timezone: str = Field("UTC", description="IANA time zone for the daily stop and the budgets' days and months")
+    vast_budget_daily_usd: float | None = Field(None, gt=0, allow_inf_nan=False, description="daily budget (compute and storage)")
+    vast_budget_monthly_usd: float | None = Field(None, gt=0, allow_inf_nan=False, description="monthly budget (compute and storage)")
+    vast_notify_webhook_url: SecretStr | None = Field(None, description="webhook for notifications (its path is a secret)")
+    vast_notify_format: Literal["slack", "json"] = Field("slack", description='slack ({"text": ...}) or json (the audit event)')
     vast_state_path: Path | None = Field(None, description="JSON mirror of the current state")
     vast_audit_path: Path | None = Field(None, description="JSON-lines mirror of the audit trail")
     vast_api_url: str = Field(DEFAULT_API_URL, description="vast.ai base URL")
@@ -100,6 +119,40 @@ class Settings(BaseSettings):
         if v is not None and not all(33 <= ord(c) <= 126 for c in v.get_secret_value()):
             raise ValueError("printable ASCII without spaces (keys travel in HTTP headers)")
         return v
+
+    @field_validator("vast_daily_stop_at", mode="before")
+    @classmethod
+    def _hh_mm(cls, v: Any) -> Any:
+        if v is None or isinstance(v, time):
+            return v
+        text = str(v).strip()
+        try:
+            hour, minute = (int(part) for part in text.split(":"))
+            if len(text.split(":")[1]) != 2:
+                raise ValueError
+            return time(hour, minute)
+        except ValueError:
+            raise ValueError("a time of day as HH:MM, e.g. 18:00") from None
+
+    @field_validator("vastops_timezone")
+    @classmethod
+    def _iana_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone name, e.g. UTC or Europe/Berlin") from None
+        return v
+
+    @field_validator("vast_notify_webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL")
+        return v
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.vastops_timezone)
 
     @field_validator("vastops_db")
     @classmethod
@@ -188,6 +241,6 @@ def load_settings(env_file: str | os.PathLike | None = ".env", **overrides) -> S
             else:
                 expected = str(err.get("msg", "a valid value")).removeprefix("Value error, ")
             # The offending input is shown only for non-secret variables.
-            shown = "" if "KEY" in name or "PASSWORD" in name else f" (got {err.get('input')!r})"
+            shown = "" if any(w in name for w in ("KEY", "PASSWORD", "WEBHOOK")) else f" (got {err.get('input')!r})"
             problems.append(f"{name}: expected {expected}{shown}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

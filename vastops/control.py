@@ -15,8 +15,8 @@ from typing import IO, Any
 
 from . import costs as costmath
 from .clock import isoz, parse_isoz
-from .deadline import minutes_left
-from .power import Powering
+from .power import Powering, budget_figures, refusal
+from .stops import BUDGET_WARNING_SHARE, candidates, exhausted, minutes_left, spent
 from .vocabulary import Event, Status
 
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
@@ -38,8 +38,10 @@ class Control(Powering):
             row = view.instance(iid) or {}
             session = view.open_session(iid)
             totals = costmath.statistics(view.db, iid, now)
+            running, inputs = self.stop_inputs(view, iid, now)
         status = row.get("status") or Status.UNKNOWN
-        deadline = self.deadline_for(session, row)
+        stops = candidates(self.settings, running, **inputs)
+        deadline = stops[0].at if stops else None
         left = minutes_left(deadline, now)
         answer = _status_answer(
             iid,
@@ -60,6 +62,7 @@ class Control(Powering):
             answer["session_runtime_minutes"] = round(runtime / 60, 2)
             answer["session_cost_usd"] = round(figures["total"], 4)
         answer["auto_shutdown_at"] = isoz(deadline)
+        answer.update(self._guardrails(stops, running, inputs, now))
         answer["power_on_pending"] = row.get("pending") is not None
         answer["pending"] = row.get("pending")  # "power_on" or "reboot"
         since = parse_isoz(row.get("pending_since"))
@@ -67,6 +70,39 @@ class Control(Powering):
         answer.update(self._credit(row, session))
         answer["observed_at"] = row.get("observed_at")
         return answer
+
+    def _guardrails(self, stops: list, running: Any, inputs: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """The next stop and its cause, the warnings due, the keepalive, and the spend against each budget."""
+        first = stops[0] if stops else None
+        warnings = [
+            {
+                "cause": stop.cause,
+                "at": isoz(stop.at),
+                "minutes_left": round(max(0.0, (stop.at - now).total_seconds()) / 60, 2),
+                "budget": stop.budget.kind if stop.budget else None,
+            }
+            for stop in stops
+            if stop.warn_at is not None and stop.warn_at <= now
+        ]
+        budgets = []
+        for budget in inputs["budgets"]:
+            used = spent(budget, running, now)
+            figures = budget_figures(budget, used)
+            full, near = exhausted(used, budget.limit_usd), exhausted(used, budget.limit_usd * BUDGET_WARNING_SHARE)
+            figures["state"] = (
+                "overridden" if budget.overridden and full else "spent" if full else "warning" if near else "ok"
+            )  # fmt: skip
+            budgets.append(figures)
+        keepalive = inputs["keepalive_until"]
+        blocked = [b for b in budgets if b["state"] == "spent"]
+        return {
+            "next_stop_at": isoz(first.at) if first else None,
+            "next_stop_cause": first.cause if first else None,
+            "warnings": warnings,
+            "keepalive_until": isoz(keepalive) if keepalive and keepalive > now else None,
+            "budgets": budgets,
+            "start_refused": refusal(blocked) if blocked else None,
+        }
 
     # -- activity ----------------------------------------------------------------
 

@@ -44,6 +44,11 @@ def cost_usd(runtime_s: float, rate_per_hour: float) -> float:
     return runtime_s * rate_per_hour / SECONDS_PER_HOUR
 
 
+def usd(amount: float) -> str:
+    """Money as people read it: to the cent, and sub-cent amounts to four digits ($0.0042)."""
+    return f"${amount:.2f}" if amount == 0 or abs(amount) >= 0.01 else f"${amount:.4f}"
+
+
 def session_costs(runtime_s: float, dph_base: float, storage_dph: float) -> dict[str, float]:
     """A session's figures: runtime, compute, storage, and their sum."""
     compute = cost_usd(runtime_s, dph_base)
@@ -96,6 +101,28 @@ def statistics(db: sqlite_utils.Database, instance_id: int | None, now: datetime
         "compute_cost_usd": round(row["compute"], 4),
         "storage_cost_usd": round(row["storage"], 4),
     }
+
+
+def ended_spend(db: sqlite_utils.Database, instance_id: int, lo: datetime, hi: datetime) -> float:
+    """What the ended sessions cost between ``lo`` and ``hi``: each its share of its cost for the
+    part of its life inside (as the reports cut sessions at midnight), so periods add up to sessions."""
+    row = next(
+        db.query(
+            f"""
+            SELECT COALESCE(SUM(({TOTAL_SQL}) * CASE WHEN span_s > 0 THEN inside_s / span_s ELSE 1.0 END), 0) AS usd
+            FROM (
+                SELECT *, (julianday(ended_at) - julianday(started_at)) * 86400.0 AS span_s,
+                       MAX(0, (julianday(MIN(ended_at, :hi)) - julianday(MAX(started_at, :lo))) * 86400.0) AS inside_s
+                FROM sessions
+                WHERE instance_id = :iid AND ended_at IS NOT NULL AND started_at < :hi AND ended_at > :lo
+                  AND started_at >= COALESCE(
+                      (SELECT MAX(started_at) FROM sessions WHERE instance_id = :iid AND started_at < :lo), :lo)
+            )
+            """,
+            {"iid": instance_id, "lo": isoz(lo), "hi": isoz(hi), "now": isoz(hi)},
+        )
+    )
+    return float(row["usd"])
 
 
 # A session row with its runtime and costs (an open one up to :now): costs.sessions and

@@ -18,6 +18,7 @@ settings, so a real VAST_API_KEY is never used.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -218,6 +219,9 @@ def add_demo_arguments(parser) -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="idle minutes before auto-shutdown (default 5)")
     parser.add_argument("--dir", default="demo", help="folder for the demo ledger, recreated fresh (default ./demo)")
     parser.add_argument("--password", help="dashboard password (default: demo- and random characters, printed)")
+    parser.add_argument("--warning-minutes", type=float, default=2.0, help="warn this long before a stop (default 2)")
+    parser.add_argument("--budget-daily", type=float, metavar="USD", help="a daily budget to watch it stop and refuse starts")
+    parser.add_argument("--max-session-hours", type=float, metavar="H", help="a hard limit on each session")
 
 
 @dataclass
@@ -225,6 +229,37 @@ class Child:
     name: str
     proc: subprocess.Popen[str]
     threads: list[threading.Thread] = field(default_factory=list)
+
+
+class Inbox:
+    """The demo's webhook: prints each notification the watchdog sends (``notify | ...``)."""
+
+    def __init__(self, say) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 65536))
+                try:
+                    text = json.loads(body).get("text") or body.decode()
+                except (ValueError, AttributeError):
+                    text = body.decode(errors="replace")
+                say(f"{'notify':>9} | {text}")
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/demo-webhook/{secrets.token_hex(8)}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Demo:
@@ -267,8 +302,15 @@ class Demo:
             VASTOPS_DASHBOARD_PASSWORD=self.password,
             VAST_AUTO_SHUTDOWN_MINUTES=f"{self.args.minutes:g}",
             VAST_WAIT_TIMEOUT_S="120",
+            VAST_SHUTDOWN_WARNING_MINUTES=f"{self.args.warning_minutes:g}",
             PYTHONUNBUFFERED="1",
         )
+        self.inbox = Inbox(self.say)
+        env["VAST_NOTIFY_WEBHOOK_URL"] = self.inbox.url
+        if self.args.budget_daily is not None:
+            env["VAST_BUDGET_DAILY_USD"] = f"{self.args.budget_daily:g}"
+        if self.args.max_session_hours is not None:
+            env["VAST_MAX_SESSION_HOURS"] = f"{self.args.max_session_hours:g}"
         return env
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
@@ -353,6 +395,8 @@ def run_demo(args) -> int:
         return _run_demo(demo, env, received)
     finally:
         demo.stop_all()
+        if getattr(demo, "inbox", None) is not None:
+            demo.inbox.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         demo.say("vastops demo: stopped")
@@ -398,7 +442,8 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         if watchdog_ok
         else "watchdog    not running (see the warning above)",
         f"ledger      {env['VASTOPS_DB']}",
-        f"auto-stop   after {demo.args.minutes:g} idle minutes",
+        f"auto-stop   after {demo.args.minutes:g} idle minutes (warned {min(demo.args.warning_minutes, demo.args.minutes / 2):g} min before)",
+        "webhook     the watchdog's notifications print here as 'notify | ...'",
         "Press Ctrl-C to stop everything.",
     ]
     width = max(map(len, lines))

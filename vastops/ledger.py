@@ -168,6 +168,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE instances ADD COLUMN credit_usd REAL;
     ALTER TABLE instances ADD COLUMN credit_seen_at TEXT;
     """,
+    """
+    -- a keepalive: the idle stop comes no earlier than this (cleared when a session ends)
+    ALTER TABLE instances ADD COLUMN keepalive_until TEXT;
+    -- "the last row of this event" (a budget's override, a warning, the kept log) without a scan
+    CREATE INDEX audit_by_event ON audit(instance_id, event, id);
+    -- how far a reader of the audit trail got (the notifier: vastops/notify.py)
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    );
+    """,
 ]
 
 
@@ -393,18 +404,31 @@ class View:
         )
         return (row["event"], json.loads(row["meta"])) if row else None
 
-    def shutdown_decided(self, instance_id: int, session: dict[str, Any], deadline: datetime) -> bool:
-        """Whether an ``auto_shutdown`` row already records the decision for this session and deadline."""
+    def shutdown_decided(self, instance_id: int, session: dict[str, Any], decision: str, deadline: datetime) -> bool:
+        """Whether a ``decision`` row (``auto_shutdown``, ``budget_stop``, ...) already records this session's stop at ``deadline``."""
         row = self._one(
             "SELECT 1 AS yes FROM audit WHERE ts >= ? AND instance_id = ? AND event = ?"
             " AND json_extract(meta, '$.session_id') = ? AND json_extract(meta, '$.deadline') = ? LIMIT 1",
-            [session["started_at"], instance_id, Event.AUTO_SHUTDOWN, session["id"], isoz(deadline)],
+            [session["started_at"], instance_id, str(decision), session["id"], isoz(deadline)],
         )
         return row is not None
 
     def last_event(self, instance_id: int, event: str) -> dict[str, Any] | None:
         row = self._one("SELECT * FROM audit WHERE instance_id = ? AND event = ? ORDER BY id DESC LIMIT 1", [instance_id, str(event)])
         return {**row, "meta": json.loads(row["meta"])} if row else None
+
+    def audit_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """Audit rows newer than ``after_id``, oldest first (a reader that follows the trail)."""
+        rows = self.db.query("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?", [int(after_id), int(limit)])
+        return [{**row, "meta": json.loads(row["meta"])} for row in rows]
+
+    def last_audit_id(self) -> int:
+        row = self._one("SELECT COALESCE(MAX(id), 0) AS n FROM audit", [])
+        return int(row["n"]) if row else 0
+
+    def cursor(self, name: str) -> int | None:
+        row = self._one("SELECT position FROM cursors WHERE name = ?", [name])
+        return None if row is None else int(row["position"])
 
     def recent_audit(self, limit: int) -> list[dict[str, Any]]:
         rows = self.db.query("SELECT ts, instance_id, event, actor, meta FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
@@ -494,6 +518,12 @@ class Tx(View):
     def release_lease(self, instance_id: int, holder: str) -> None:
         self.db.execute("DELETE FROM leases WHERE instance_id = ? AND holder = ?", [instance_id, holder])
 
+    def set_cursor(self, name: str, position: int) -> None:
+        self.db.execute(
+            "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+            [name, int(position)],
+        )
+
     # -- heartbeats --------------------------------------------------------------
 
     def beat(self, component: str, ts: datetime, info: dict[str, Any] | None = None) -> None:
@@ -530,6 +560,10 @@ class Tx(View):
             f" WHERE id = :id{'' if reopen else ' AND ended_at IS NULL'}",
             {"ended_at": isoz(ended_at), "ended_by": ended_by, "end_reason": end_reason, "id": session_id, "runtime_s": runtime_s},
         )
+        # A keepalive holds the session it was given for; the next one starts without it.
+        self.db.execute(
+            "UPDATE instances SET keepalive_until = NULL WHERE instance_id = (SELECT instance_id FROM sessions WHERE id = ?)", [session_id]
+        )
         self.changed_state = True
         return cursor.rowcount == 1
 
@@ -551,12 +585,16 @@ class Tx(View):
             if kind == "audit":
                 self.audit(_at(op["ts"]), op["instance_id"], op["event"], op["actor"], op.get("meta"))
             elif kind == "stopped":
-                answer["figures"] = self._stopped(op["instance_id"], _at(op["at"]), op["actor"], op["reason"], op["complete_event"])
+                answer["figures"] = self._stopped(
+                    op["instance_id"], _at(op["at"]), op["actor"], op["reason"], op["complete_event"], op.get("cause")
+                )
             else:
                 raise ValueError(f"unknown record operation {kind!r}")
         return answer
 
-    def _stopped(self, instance_id: int, at: datetime, actor: str, reason: str, complete_event: str) -> dict[str, Any] | None:
+    def _stopped(
+        self, instance_id: int, at: datetime, actor: str, reason: str, complete_event: str, cause: str | None = None
+    ) -> dict[str, Any] | None:
         """What a successful stop call at ``at`` means for the ledger; the ended session's figures, if one ran."""
         session = self._one(
             "SELECT * FROM sessions WHERE instance_id = :iid AND started_at <= :at"
@@ -593,7 +631,10 @@ class Tx(View):
             {"iid": instance_id, "at": isoz(at)},
         )
         self.changed_state = True
-        self.audit(at, instance_id, complete_event, actor, {"instance_id": instance_id, **(figures or {"already_stopped": True})})
+        meta: dict[str, Any] = {"instance_id": instance_id, **(figures or {"already_stopped": True})}
+        if cause is not None:
+            meta["cause"] = cause  # why the watchdog stopped it (vocabulary.Cause)
+        self.audit(at, instance_id, complete_event, actor, meta)
         return figures
 
 

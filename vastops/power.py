@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from . import costs as costmath
 from .clock import isoz, parse_isoz
-from .deadline import idle_deadline
+from .ledger import View
 from .observe import Observing
+from .stops import BUDGET_KINDS, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from .vast import VastError
-from .vocabulary import Actor, EndReason, ErrorKind, Event, Status, status_words
+from .vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
 
 Progress = Callable[[str, str], None]
 
@@ -47,28 +50,121 @@ def clear_refusal(exc: VastError) -> bool:
     return exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or (exc.status is not None and 400 <= exc.status < 500)
 
 
+class BudgetExceeded(Exception):
+    """A budget is spent: starts are refused until it resets, or until overridden with a reason (the API's 409, exit 7)."""
+
+
+class InvalidRequest(ValueError):
+    """A value out of range (the API's 422): the message names it and what it expected."""
+
+
+class NothingRuns(Exception):
+    """A keepalive for an instance that neither runs nor is starting (the API's 409)."""
+
+
 class Powering(Observing):
-    # -- the idle deadline -------------------------------------------------------
+    # -- the rules' inputs (vastops/stops.py), from the ledger -------------------
 
-    def deadline_for(self, session: dict[str, Any] | None, row: dict[str, Any] | None) -> datetime | None:
-        """The idle deadline for an open session and its instance row; None while a start is pending."""
-        if not self.settings.vast_auto_shutdown or session is None:
-            return None
-        row = row or {}
-        return idle_deadline(
-            parse_isoz(session["started_at"]),
-            parse_isoz(row.get("last_activity")),
-            self.settings.vast_auto_shutdown_minutes,
-            idle_from=parse_isoz(row.get("idle_from")),
-            starting=row.get("pending") is not None,
-        )
+    def budgets(self, view: View, iid: int, now: datetime) -> tuple[Budget, ...]:
+        """The configured budgets in their current periods: what ended sessions spent, whether overridden."""
+        limits = {"daily": self.settings.vast_budget_daily_usd, "monthly": self.settings.vast_budget_monthly_usd}
+        if not any(limits.values()):
+            return ()
+        override = view.last_event(iid, Event.BUDGET_OVERRIDE)
+        overridden = (override or {}).get("meta", {}).get("periods", {})
+        out = []
+        for kind in BUDGET_KINDS:
+            limit = limits[kind]
+            if limit is None:
+                continue
+            starts, resets, period = period_bounds(kind, now, self.settings.timezone)
+            closed = costmath.ended_spend(view.db, iid, starts, resets)
+            out.append(Budget(kind, limit, period, starts, resets, closed, overridden.get(kind) == period, self.settings.vastops_timezone))
+        return tuple(out)
 
-    def deadline(self) -> datetime | None:
-        """When auto-shutdown fires for the current session, or None."""
+    def stop_inputs(self, view: View, iid: int, now: datetime) -> tuple[Running | None, dict[str, Any]]:
+        """What the stop rules need, as the ledger has it: the open session and the rest."""
+        session, row = view.open_session(iid), view.instance(iid) or {}
+        return running_of(session), {
+            "now": now,
+            "last_activity": parse_isoz(row.get("last_activity")),
+            "idle_from": parse_isoz(row.get("idle_from")),
+            "starting": row.get("pending") is not None,
+            "keepalive_until": parse_isoz(row.get("keepalive_until")),
+            "budgets": self.budgets(view, iid, now),
+        }
+
+    def next_stop(self) -> Stop | None:
+        """The next stop the watchdog will make, from the ledger, or None."""
         if self.instance_id is None:
             return None
         with self.ledger.view() as view:
-            return self.deadline_for(view.open_session(self.instance_id), view.instance(self.instance_id))
+            running, inputs = self.stop_inputs(view, self.instance_id, self.clock())
+        return next_stop(self.settings, running, **inputs)
+
+    def deadline(self) -> datetime | None:
+        """When the next stop (of any cause) is due, or None."""
+        stop = self.next_stop()
+        return stop.at if stop else None
+
+    # -- guardrails: a spent budget refuses starts; a keepalive holds the idle stop off --
+
+    def spent_budget(self, view: View, iid: int, now: datetime) -> list[dict[str, Any]]:
+        """The budgets spent now and not overridden (none: a start may go ahead)."""
+        running = running_of(view.open_session(iid))
+        return [
+            budget_figures(b, spent(b, running, now))
+            for b in self.budgets(view, iid, now)
+            if not b.overridden and exhausted(spent(b, running, now), b.limit_usd)
+        ]
+
+    def check_budget(self, actor: str, iid: int, *, override_reason: str | None) -> None:
+        """Refuse a start while a budget is spent (``BudgetExceeded``), or record the operator's override."""
+        if self.settings.vast_budget_daily_usd is None and self.settings.vast_budget_monthly_usd is None:
+            return
+        with self.ledger.view() as view:
+            over = self.spent_budget(view, iid, self.clock())
+        if not over:
+            return
+        if not override_reason:
+            raise BudgetExceeded(refusal(over) + ": starts are refused; override with a reason (vastops on --override-budget --reason ...)")
+        with self.ledger.write() as tx:
+            now = self.clock()
+            # One row names every budget it overrides, each for its period: the watchdog reads the last one.
+            previous = (tx.last_event(iid, Event.BUDGET_OVERRIDE) or {}).get("meta", {}).get("periods", {})
+            periods = {**previous, **{b["budget"]: b["period"] for b in over}}
+            tx.audit(
+                now, iid, Event.BUDGET_OVERRIDE, actor,
+                {"reason": override_reason, "periods": periods, "budgets": over, "instance_id": iid},
+            )  # fmt: skip
+
+    def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
+        """Hold the idle stop off: it comes no earlier than now + ``minutes`` (hard limits still apply)."""
+        iid = self.target().instance_id
+        most = self.settings.vast_keepalive_max_minutes
+        if not 1 <= minutes <= most:
+            raise InvalidRequest(f"minutes: from 1 to {most:g} (VAST_KEEPALIVE_MAX_MINUTES), got {minutes:g}")
+        reason = reason.strip()
+        if not reason:
+            raise InvalidRequest("reason: say why it must keep running (it goes into the audit trail)")
+        with self.ledger.write() as tx:
+            now = self.clock()
+            row = tx.instance(iid)
+            if tx.open_session(iid) is None and row["pending"] is None:
+                raise NothingRuns("the instance is not running: a keepalive holds a running instance (start it first)")
+            until = now + timedelta(minutes=minutes)
+            kept = parse_isoz(row.get("keepalive_until"))
+            until = max(until, kept) if kept else until  # "at least": a longer keepalive already given stays
+            tx.update_instance(iid, keepalive_until=isoz(until))
+            tx.audit(now, iid, Event.KEEPALIVE, actor, {"minutes": minutes, "reason": reason, "until": isoz(until), "instance_id": iid})
+        stop = self.next_stop()
+        result: dict[str, Any] = {"keepalive_until": isoz(until), "next_stop_at": None, "next_stop_cause": None}
+        if stop is not None:
+            result.update(next_stop_at=isoz(stop.at), next_stop_cause=stop.cause)
+        result["message"] = f"Kept running until at least {isoz(until)}" + (
+            f"; but it stops at {isoz(stop.at)} ({stop.cause.replace('_', ' ')})" if stop and stop.at < until else ""
+        )
+        return result
 
     # -- power on ----------------------------------------------------------------
 
@@ -77,6 +173,7 @@ class Powering(Observing):
         actor: str,
         *,
         wait_for_health: bool = True,
+        override_reason: str | None = None,
         health_path: str | None = None,
         health_port: int | None = None,
         progress: Progress | None = None,
@@ -84,6 +181,7 @@ class Powering(Observing):
         iid = self.target().instance_id
         health_path = health_path or self.settings.vast_health_path
         health_port = health_port or self.settings.vast_health_port
+        self.check_budget(actor, iid, override_reason=override_reason)
         with self.ledger.write() as tx:
             now = self.clock()
             audit_id = tx.audit(
@@ -232,41 +330,57 @@ class Powering(Observing):
         return self.stop(actor, EndReason.MANUAL, Event.POWER_OFF_COMPLETE, before=[requested])
 
     def enforce_idle_deadline(self) -> dict[str, Any] | None:
-        """Stop the instance if the ledger says its idle deadline has passed; None if it is not due.
+        """Stop the instance if the ledger says its next stop is due; None if it is not.
 
         For a process without a watchdog's memory (the watchdog decides from what it
         holds in memory, ``Watch.fire_if_due``). A failed stop that is retried does not
         record a second decision for the same deadline.
         """
         iid = self.target().instance_id
-        if not self.settings.vast_auto_shutdown:
-            return None
         with self.ledger.view() as view:
-            session, row = view.open_session(iid), view.instance(iid)
+            session = view.open_session(iid)
             now = self.clock()
-            deadline = self.deadline_for(session, row)
-            if session is None or deadline is None or now < deadline:
+            running, inputs = self.stop_inputs(view, iid, now)
+            stop = next_stop(self.settings, running, **inputs)
+            if session is None or stop is None or now < stop.at:
                 return None
-            decided = view.shutdown_decided(iid, session, deadline)
-        return self.auto_shutdown(session["id"], deadline, now, record_decision=not decided)
+            decided = view.shutdown_decided(iid, session, CAUSE_EVENTS[stop.cause][1], stop.at)
+        return self.auto_shutdown(session["id"], stop, now, record_decision=not decided, running=running)
 
     def auto_shutdown(
-        self, session_id: int | None, deadline: datetime, decided_at: datetime, *, record_decision: bool = True
+        self, session_id: int | None, stop: Stop, decided_at: datetime, *, record_decision: bool = True, running: Running | None = None
     ) -> dict[str, Any]:
-        """Stop because the instance was idle until ``deadline``; the decision is recorded with the stop."""
+        """Stop for ``stop``'s cause; the decision (with its figures) is recorded with the stop."""
         iid = self.target().instance_id
-        since = deadline - timedelta(minutes=self.settings.vast_auto_shutdown_minutes)
-        meta = {
+        _, decision, reason = CAUSE_EVENTS[stop.cause]
+        meta: dict[str, Any] = {
             "instance_id": iid,
             "session_id": session_id,
-            "inactive_minutes": round((decided_at - since).total_seconds() / 60, 2),
-            "deadline": isoz(deadline),
-            "overrun_seconds": round((decided_at - deadline).total_seconds(), 3),
+            "cause": stop.cause,
+            "deadline": isoz(stop.at),
+            "overrun_seconds": round((decided_at - stop.at).total_seconds(), 3),
+            **self.stop_figures(stop, decided_at, running),
         }
-        before = [audit_op(decided_at, iid, Event.AUTO_SHUTDOWN, Actor.SYSTEM, meta)] if record_decision else []
-        return self.stop(Actor.SYSTEM, EndReason.AUTO_SHUTDOWN, Event.AUTO_SHUTDOWN_COMPLETE, before=before)
+        before = [audit_op(decided_at, iid, decision, Actor.SYSTEM, meta)] if record_decision else []
+        return self.stop(Actor.SYSTEM, reason, Event.AUTO_SHUTDOWN_COMPLETE, before=before, cause=stop.cause)
 
-    def stop(self, actor: str, reason: str, complete_event: str, *, before: list[dict[str, Any]]) -> dict[str, Any]:
+    def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> dict[str, Any]:
+        """What a stop's (or its warning's) audit row says about its cause."""
+        s = self.settings
+        if stop.cause in (Cause.IDLE, Cause.KEEPALIVE):
+            since = stop.at - timedelta(minutes=s.vast_auto_shutdown_minutes)
+            return {"inactive_minutes": round((now - since).total_seconds() / 60, 2), "idle_minutes": s.vast_auto_shutdown_minutes}
+        if stop.cause == Cause.MAX_SESSION:
+            return {"limit_hours": s.vast_max_session_hours}
+        if stop.cause == Cause.DAILY_STOP:
+            assert s.vast_daily_stop_at is not None
+            return {"stop_at": s.vast_daily_stop_at.strftime("%H:%M"), "timezone": s.vastops_timezone}
+        assert stop.budget is not None
+        return budget_figures(stop.budget, spent(stop.budget.rolled(now), running, now))
+
+    def stop(
+        self, actor: str, reason: str, complete_event: str, *, before: list[dict[str, Any]], cause: str | None = None
+    ) -> dict[str, Any]:
         """Ask vast.ai to stop, then record the stop (or keep it in the spool).
 
         ``before`` (the request, or the decision) is kept in the spool file first: a
@@ -284,6 +398,8 @@ class Powering(Observing):
             raise
         at = self.clock()
         stopped = {"op": "stopped", "instance_id": iid, "at": isoz(at), "actor": actor, "reason": reason, "complete_event": complete_event}
+        if cause is not None:
+            stopped["cause"] = cause
         answer, problem = self.ledger.record([stopped])
         figures = (answer or {}).get("figures")
         result: dict[str, Any] = {"status": Status.STOPPED, "session_runtime_minutes": 0.0, "session_cost_usd": 0.0}
@@ -299,6 +415,38 @@ class Powering(Observing):
         if problem:
             result["ledger_problem"] = problem
         return result
+
+
+def running_of(session: dict[str, Any] | None) -> Running | None:
+    """The open session's row as the stop rules take it."""
+    started = parse_isoz(session["started_at"]) if session else None
+    if session is None or started is None:
+        return None
+    return Running(started, session["dph_base"] or 0.0, session["storage_dph"] or 0.0)
+
+
+def refusal(spent_budgets: list[dict[str, Any]]) -> str:
+    """Why a start is refused, naming each spent budget, what was spent and when it resets."""
+    return "; ".join(
+        f"the {b['budget']} budget of {costmath.usd(b['limit_usd'])} is spent ({costmath.usd(b['spent_usd'])}, compute and storage)"
+        f" until it resets at {b['resets_local']}"
+        for b in spent_budgets
+    )
+
+
+def budget_figures(budget: Budget, used: float | None) -> dict[str, Any]:
+    """A budget's state in words and numbers (``used``: spent in its period), for the status answer and the audit rows."""
+    out: dict[str, Any] = {
+        "budget": budget.kind,
+        "limit_usd": budget.limit_usd,
+        "period": budget.period,
+        "resets_at": isoz(budget.resets),
+        "resets_local": budget.resets.astimezone(ZoneInfo(budget.zone)).strftime("%Y-%m-%d %H:%M %Z"),
+        "overridden": budget.overridden,
+    }
+    if used is not None:
+        out.update(spent_usd=round(used, 6), percent=round(100.0 * used / budget.limit_usd, 1))
+    return out
 
 
 def audit_op(ts: datetime, instance_id: int | None, event: str, actor: str, meta: dict[str, Any]) -> dict[str, Any]:

@@ -81,6 +81,19 @@ class Event(StrEnum):
     INSTANCE_LOG = "instance_log"  # the tail of the instance's log, kept when its start timed out
     CLOCK_STEP = "clock_step"  # the system clock jumped; durations kept to the monotonic clock
     WATCHDOG_TAKEOVER = "watchdog_takeover"  # a watchdog took over the expired lease of another
+    WATCHDOG_RECOVERED = "watchdog_recovered"  # a watchdog started after the last one ended without saying so (a crash)
+    VAST_FAILING = "vast_failing"  # vast.ai has failed for over a minute (once per outage)
+    # Guardrails (vastops/stops.py): a warning before each stop, and the stops of the hard limits
+    AUTO_SHUTDOWN_WARNING = "auto_shutdown_warning"  # the idle stop is near (VAST_SHUTDOWN_WARNING_MINUTES)
+    KEEPALIVE = "keepalive"  # someone asked to keep it running for N minutes (a snooze of the idle stop)
+    MAX_SESSION_WARNING = "max_session_warning"  # the session nears VAST_MAX_SESSION_HOURS
+    MAX_SESSION_STOP = "max_session_stop"  # the stop decision: the session reached VAST_MAX_SESSION_HOURS
+    SCHEDULED_STOP_WARNING = "scheduled_stop_warning"  # the daily stop (VAST_DAILY_STOP_AT) is near
+    SCHEDULED_STOP = "scheduled_stop"  # the stop decision: the daily stop time came
+    BUDGET_WARNING = "budget_warning"  # 80 % of a budget is spent
+    BUDGET_STOP = "budget_stop"  # the stop decision: a budget is spent
+    BUDGET_OVERRIDE = "budget_override"  # an operator started over a spent budget, with a reason
+    NOTIFY_FAILED = "notify_failed"  # a notification could not be delivered (after its retries)
 
 
 SPEC_EVENTS = tuple(Event)[:7]
@@ -107,9 +120,41 @@ class EndReason(StrEnum):
     """Why a session ended (``sessions.end_reason``)."""
 
     MANUAL = "manual"  # a stop from the dashboard, the CLI or the API
-    AUTO_SHUTDOWN = "auto_shutdown"
+    AUTO_SHUTDOWN = "auto_shutdown"  # idle (a keepalive ran out included)
+    MAX_SESSION = "max_session"  # VAST_MAX_SESSION_HOURS reached
+    DAILY_STOP = "daily_stop"  # VAST_DAILY_STOP_AT came
+    BUDGET = "budget"  # a budget was spent
     EXTERNAL = "external"  # seen ended in vast.ai without a stop from vastops
     OPEN = "open"  # not ended yet (reports only; never stored)
+
+
+class Cause(StrEnum):
+    """Why the watchdog will stop the instance next (``next_stop_cause``; vastops/stops.py)."""
+
+    IDLE = "idle"  # no activity for VAST_AUTO_SHUTDOWN_MINUTES
+    KEEPALIVE = "keepalive"  # idle, once the keepalive someone asked for runs out
+    MAX_SESSION = "max_session"  # the session reaches VAST_MAX_SESSION_HOURS
+    DAILY_STOP = "daily_stop"  # VAST_DAILY_STOP_AT
+    BUDGET = "budget"  # a daily or monthly budget is spent
+
+
+# Why the next stop comes, in words (the CLI and the dashboard).
+CAUSE_WORDS: dict[str, str] = {
+    Cause.IDLE: "idle: no LLM requests",
+    Cause.KEEPALIVE: "idle, once the keepalive runs out",
+    Cause.MAX_SESSION: "the session's hard limit (VAST_MAX_SESSION_HOURS)",
+    Cause.DAILY_STOP: "the daily stop (VAST_DAILY_STOP_AT)",
+    Cause.BUDGET: "a budget is spent",
+}
+
+# For each cause: the warning before it, the stop decision, and the session's end reason.
+CAUSE_EVENTS: dict[Cause, tuple[Event, Event, EndReason]] = {
+    Cause.IDLE: (Event.AUTO_SHUTDOWN_WARNING, Event.AUTO_SHUTDOWN, EndReason.AUTO_SHUTDOWN),
+    Cause.KEEPALIVE: (Event.AUTO_SHUTDOWN_WARNING, Event.AUTO_SHUTDOWN, EndReason.AUTO_SHUTDOWN),
+    Cause.MAX_SESSION: (Event.MAX_SESSION_WARNING, Event.MAX_SESSION_STOP, EndReason.MAX_SESSION),
+    Cause.DAILY_STOP: (Event.SCHEDULED_STOP_WARNING, Event.SCHEDULED_STOP, EndReason.DAILY_STOP),
+    Cause.BUDGET: (Event.BUDGET_WARNING, Event.BUDGET_STOP, EndReason.BUDGET),
+}
 
 
 class ErrorKind(StrEnum):

@@ -39,17 +39,19 @@ import logging
 import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 from .clock import SteadyClock, isoz, parse_isoz
 from .config import NotConfigured
 from .control import Control
-from .deadline import idle_deadline
 from .lease import Lease, describe_holder
-from .power import audit_op
+from .notify import Notifier, pump
+from .power import audit_op, budget_figures, running_of
+from .stops import Budget, Stop, candidates, spent
 from .vast import VastError
-from .vocabulary import TRANSITIONAL, Actor, Event
+from .vocabulary import CAUSE_EVENTS, TRANSITIONAL, Actor, Cause, Event
 
 log = logging.getLogger("vastops.watchdog")
 
@@ -68,6 +70,9 @@ VAST_FAILING_S = 60.0  # vast.ai failing this long is a problem, not a blip
 CLOCK_STEP_S = 2.0  # a system clock this far off the steady clock has stepped
 PROBLEM_LOG_EVERY_S = 60.0
 ACTED_WINS_S = 30.0  # a start or stop requested elsewhere after the deadline holds the stop off this long
+DUE_SLACK = timedelta(milliseconds=5)
+WARN_EVERY_S = 0.5  # how often the warnings are checked (a warning is due minutes before its stop)
+NOTIFY_EVERY_S = 1.0  # how often the audit trail is followed for notifications
 PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to act between decision and stop
 
 
@@ -122,6 +127,14 @@ class Watch:
         self._pending_since: datetime | None = None
         self._in_flight = 0  # starts and stops this process is sending right now (the API's)
         self._acted_at: datetime | None = None  # the last start/stop in the ledger
+        self._keepalive_until: datetime | None = None
+        self._budgets: tuple[Budget, ...] = ()  # what ended sessions spent in each budget's period
+        self._warned: set[str] = set()  # the stops (Stop.key) whose warning is recorded
+        self._vast_failing_told = False  # this outage's vast_failing row is written
+        # The stop's own thread: a ledger that blocks every other worker never holds it up.
+        self._enforcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vastops-stop")
+        url = self.settings.vast_notify_webhook_url
+        self.notifier = Notifier(url.get_secret_value(), self.settings.vast_notify_format, on_failure=self._notify_failed) if url else None
         self._decided: datetime | None = None  # the deadline whose decision is already recorded
         # Sessions this watch stopped whose record may still be in the spool: the ledger
         # shows them open until it takes the record, and they must not come back to life.
@@ -143,6 +156,10 @@ class Watch:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._housekeep_ledger)
+        if self.notifier is not None:
+            self.notifier.start()
+            await asyncio.to_thread(self._pump)  # sets the cursor first: what happens from here on is told
+        await asyncio.to_thread(self._after_crash)
         if self.control.unconfigured_reason() is None:
             # Look before enforcing: a session left open while we were down may have
             # been stopped elsewhere in the meantime.
@@ -152,13 +169,19 @@ class Watch:
             asyncio.create_task(self._deadline_loop(), name="deadline"),
             asyncio.create_task(self._poll_loop(), name="poll"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+            asyncio.create_task(self._warning_loop(), name="warnings"),
         ]
+        if self.notifier is not None:
+            self._tasks.append(asyncio.create_task(self._notify_loop(), name="notify"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()  # a clean shutdown loses no activity
+        if self.notifier is not None:
+            await asyncio.to_thread(self.notifier.close)
+        self._enforcer.shutdown(wait=False)
         if self.lease is not None and await asyncio.to_thread(self._lost_lease):
             return  # another watchdog took over: its heartbeat and lease are not ours to touch
         await asyncio.to_thread(self._beat, {"stopped": True})
@@ -215,9 +238,12 @@ class Watch:
             with self.control.ledger.view() as view:
                 session = view.open_session(iid)
                 row = view.instance(iid) or {}
+                budgets = self.control.budgets(view, iid, self.clock())
         except sqlite3.Error as exc:
             self._ledger_failed(exc)
             return
+        self._budgets = budgets
+        self._keepalive_until = parse_isoz(row.get("keepalive_until"))
         if session is not None and session["id"] in self._stopped_ids:
             session = None  # stopped here; its end is on its way to the ledger
         elif session is None:
@@ -233,12 +259,10 @@ class Watch:
         """What the deadline depends on, apart from activity (which only moves it later)."""
         return (self._session and self._session["id"], self._idle_from, self._starting)
 
-    def deadline(self) -> datetime | None:
-        # The same rule as Control.deadline_for, on memory (activity not yet flushed included).
-        if not self.settings.vast_auto_shutdown or self._session is None:
-            return None
-        minutes = self.settings.vast_auto_shutdown_minutes
-        started = parse_isoz(self._session["started_at"])
+    def stops(self) -> list[Stop]:
+        """Every stop the rules foresee (vastops/stops.py), on memory (activity not yet flushed included)."""
+        if self._session is None:
+            return []
         starting, idle_from = self._starting, self._idle_from
         if starting and self._pending_since is not None:
             # A start that should have settled long ago (its timeout could not be written:
@@ -246,7 +270,25 @@ class Watch:
             settled = self._pending_since + timedelta(seconds=self.settings.vast_wait_timeout_s)
             if self.clock() >= settled:
                 starting, idle_from = False, max(t for t in (idle_from, settled) if t is not None)
-        return idle_deadline(started, self.last_activity, minutes, idle_from=idle_from, starting=starting or self._in_flight > 0)
+        return candidates(
+            self.settings,
+            running_of(self._session),
+            now=self.clock(),
+            last_activity=self.last_activity,
+            idle_from=idle_from,
+            starting=starting or self._in_flight > 0,
+            keepalive_until=self._keepalive_until,
+            budgets=self._budgets,
+        )
+
+    def next_stop(self) -> Stop | None:
+        stops = self.stops()
+        return stops[0] if stops else None
+
+    def deadline(self) -> datetime | None:
+        """When the next stop is due (any cause), or None."""
+        stop = self.next_stop()
+        return stop.at if stop else None
 
     def seconds_until_deadline(self) -> float | None:
         deadline = self.deadline()
@@ -282,35 +324,47 @@ class Watch:
     # -- auto-shutdown -------------------------------------------------------------
 
     async def fire_if_due(self) -> dict[str, Any] | None:
-        """Stop the instance if its deadline has passed. Returns the stop result, if any."""
-        deadline = self.deadline()
-        if deadline is None or self.clock() < deadline or not self.enforcing:
+        """Stop the instance if its next stop is due. Returns the stop result, if any."""
+        stop = self.next_stop()
+        if stop is None or self.clock() < stop.at or not self.enforcing:
             return None
         if self._retry_at is not None and self.clock() < self._retry_at:
             return None
         session = self._session
-        assert session is not None  # a deadline needs an open session
+        assert session is not None  # a stop needs an open session
         if PAUSE_BEFORE_STOP_S:
             await asyncio.sleep(PAUSE_BEFORE_STOP_S)
+        loop = asyncio.get_running_loop()
         # Decide again at the last moment: activity, a start or a stop noted since wins,
         # and so does another watchdog that took the lease while this one was paused.
-        if self.lease is not None and await asyncio.to_thread(self._lost_lease):
+        # (A hard limit or a budget is not held off by a start elsewhere: only by its own rule.)
+        if self.lease is not None and await loop.run_in_executor(self._enforcer, self._lost_lease):
             return None
-        moved = await asyncio.to_thread(self._peek, deadline)
-        if moved or self.deadline() != deadline or (self._session or {}).get("id") != session["id"]:
+        moved = await loop.run_in_executor(self._enforcer, self._peek, stop.at)
+        again = self.next_stop()
+        # (A budget's moment is a quotient of floats: recomputed a moment later it may land a
+        # hair after "now". DUE_SLACK keeps that from waiting another half second.)
+        if (moved and stop.cause in (Cause.IDLE, Cause.KEEPALIVE)) or again is None or again.at > self.clock() + DUE_SLACK:
             return None
-        now = self.clock()
+        if (self._session or {}).get("id") != session["id"]:
+            return None
+        stop, now = again, self.clock()
         try:
-            result = await asyncio.to_thread(
-                self.control.auto_shutdown, session["id"], deadline, now, record_decision=self._decided != deadline
+            result = await loop.run_in_executor(
+                self._enforcer,
+                lambda: self.control.auto_shutdown(
+                    session["id"], stop, now, record_decision=self._decided != stop.at, running=running_of(session)
+                ),
             )
         except VastError as exc:
             # Money burns while it runs: never give up; the failure is in the audit trail.
-            self._decided = deadline
+            self._decided = stop.at
             self._stop_retry_s = min(STOP_RETRY_MAX_S, (self._stop_retry_s * 2) or STOP_RETRY_FIRST_S)
             self._retry_at = self.clock() + timedelta(seconds=self._stop_retry_s)
             self.last_error = str(exc)
-            self.problems.report("stop_failing", f"auto-shutdown: the stop call failed ({exc}); retrying in {self._stop_retry_s:.0f} s")
+            self.problems.report(
+                "stop_failing", f"{stop.cause.replace('_', ' ')} stop: the stop call failed ({exc}); retrying in {self._stop_retry_s:.0f} s"
+            )
             return None
         except NotConfigured as exc:
             self.problems.report("unconfigured", f"a session is open but nothing can stop it: {exc}")
@@ -320,10 +374,99 @@ class Watch:
         self._stop_retry_s, self._retry_at, self._decided = 0.0, None, None
         self.stopped()
         self.note_record(result)
-        log.info("auto-shutdown: %s", result["message"])
+        log.info("%s stop: %s", stop.cause.replace("_", " "), result["message"])
         await self.flush()  # after the stop, never before: the stop waits on nothing
         await self.changed()
         return result
+
+    # -- warnings before a stop, and notifications -------------------------------------
+
+    async def _warning_loop(self) -> None:
+        """Record each stop's warning once when it is due (its own task: a slow ledger never delays a stop)."""
+        await asyncio.to_thread(self._seed_warned)
+        while True:
+            await asyncio.sleep(WARN_EVERY_S)
+            try:
+                if self.enforcing:
+                    await asyncio.to_thread(self.warn_if_due)
+            except Exception:
+                log.exception("warning check failed")
+                await asyncio.sleep(MIN_WAIT_S)
+
+    def warn_if_due(self) -> list[dict[str, Any]]:
+        """Write the warning of every foreseen stop whose warning time has come; the rows written."""
+        now = self.clock()
+        written = []
+        session = self._session
+        for stop in self.stops():
+            if stop.warn_at is None or now < stop.warn_at or now >= stop.at or stop.key in self._warned:
+                continue
+            warning = CAUSE_EVENTS[stop.cause][0]
+            meta: dict[str, Any] = {
+                "cause": stop.cause,
+                "deadline": isoz(stop.at),
+                "minutes_left": round((stop.at - now).total_seconds() / 60, 2),
+                "session_id": session and session["id"],
+                "key": stop.key,
+                "instance_id": self.control.instance_id,
+            }
+            if stop.budget is not None:
+                meta.update(budget_figures(stop.budget, spent(stop.budget.rolled(now), running_of(session), now)))
+            elif stop.cause in (Cause.IDLE, Cause.KEEPALIVE):
+                meta.update(self.control.stop_figures(stop, now))
+            op = audit_op(now, self.control.instance_id, warning, Actor.SYSTEM, meta)
+            self._warned.add(stop.key)  # one warning per stop, whatever the ledger says
+            self.note_record({"ledger_problem": self.control.ledger.record([op])[1]})
+            log.info("warning: %s stop at %s", stop.cause.replace("_", " "), isoz(stop.at))
+            written.append(op)
+        return written
+
+    def _seed_warned(self) -> None:
+        """The warnings already written (by an earlier run of the watchdog) are not written again."""
+        iid = self.control.instance_id
+        if iid is None:
+            return
+        try:
+            with self.control.ledger.view() as view:
+                for event in {warning for warning, _, _ in CAUSE_EVENTS.values()}:
+                    row = view.last_event(iid, event)
+                    if row and row["meta"].get("key"):
+                        self._warned.add(row["meta"]["key"])
+        except sqlite3.Error as exc:
+            self._ledger_failed(exc)
+
+    async def _notify_loop(self) -> None:
+        while True:
+            await asyncio.sleep(NOTIFY_EVERY_S)
+            try:
+                if self.enforcing:
+                    await asyncio.to_thread(self._pump)
+            except Exception:
+                log.exception("notification pump failed")
+                await asyncio.sleep(MIN_WAIT_S)
+
+    def _pump(self) -> None:
+        assert self.notifier is not None
+        try:
+            pump(self.notifier, self.control.ledger)
+        except sqlite3.Error as exc:
+            log.debug("notifications wait for the ledger: %s", exc)
+
+    def _notify_failed(self, row: dict[str, Any], error: str, attempts: int) -> None:
+        meta = {"event": row.get("event"), "audit_id": row.get("id"), "error": error, "attempts": attempts}
+        self.control.ledger.record([audit_op(self.clock(), self.control.instance_id, Event.NOTIFY_FAILED, Actor.SYSTEM, meta)])
+
+    def _after_crash(self) -> None:
+        """Audit a start after a watchdog that ended without saying so (``watchdog_recovered``)."""
+        try:
+            beat = self.control.heartbeat("watchdog")
+        except sqlite3.Error:
+            return
+        if beat is None or beat["info"].get("stopped") or beat["pid"] == os.getpid():
+            return
+        meta = {"previous_pid": beat["pid"], "last_heartbeat": beat["ts"], "down_seconds": round(beat["age_s"], 1)}
+        log.warning("the last watchdog (pid %s) ended without a clean shutdown %.0f s ago", beat["pid"], beat["age_s"])
+        self.control.ledger.record([audit_op(self.clock(), self.control.instance_id, Event.WATCHDOG_RECOVERED, Actor.SYSTEM, meta)])
 
     def _peek(self, deadline: datetime) -> bool:
         """The last look before a stop, by a read of the ledger (no write lock; a failing ledger
@@ -411,12 +554,18 @@ class Watch:
             failing = self._vast_failing_since = self._vast_failing_since or time.monotonic()
             if time.monotonic() - failing >= VAST_FAILING_S:
                 self.problems.report("vast", f"vast.ai has been failing for {time.monotonic() - failing:.0f} s: {exc}")
+                if not self._vast_failing_told:
+                    self._vast_failing_told = True
+                    meta = {"seconds": round(time.monotonic() - failing), "error": str(exc), "kind": exc.kind}
+                    op = audit_op(self.clock(), self.control.instance_id, Event.VAST_FAILING, Actor.SYSTEM, meta)
+                    await asyncio.to_thread(self.control.ledger.record, [op])
             await asyncio.to_thread(self._advance)  # a start's timeout holds while vast is down
         except sqlite3.Error as exc:
             self._look_error = None  # vast answered; only the bookkeeping failed
             self._ledger_failed(exc)
         else:
             self._look_error, self._vast_failing_since, self.last_error = None, None, None
+            self._vast_failing_told = False
             self.problems.clear("vast")
         finally:
             self._last_looked = time.monotonic()
@@ -571,6 +720,7 @@ class Watch:
             "started_at": isoz(self.started_at),
             "auto_shutdown": self.settings.vast_auto_shutdown,
             "deadline": isoz(self.deadline()),
+            "next_stop_cause": (stop := self.next_stop()) and stop.cause,
             "last_error": self.last_error,
             "problems": self.problems.texts(),
             **(extra or {}),

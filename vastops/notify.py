@@ -1,0 +1,660 @@
+"""Webhook notifications: the audit events people want to hear about, posted to ``VAST_NOTIFY_WEBHOOK_URL``.
+
+The watchdog follows the ledger's audit trail (``pump``) and hands each row whose
+event is in ``NOTIFY_EVENTS`` to a ``Notifier``, which posts it from a thread of its
+own. Delivery never blocks or delays enforcement:
+
+* ``offer`` never waits: a bounded queue, and a full queue says no (``pump`` stops
+  there and offers the same row again next time: back-pressure, nothing lost).
+* Each POST has a timeout; a failure is retried with backoff (doubling, capped;
+  a 429's ``Retry-After`` when it is small), then reported to ``on_failure`` (the
+  watchdog audits ``notify_failed``, which is not notified: no loops).
+* The URL's path is a secret (Slack's webhooks are authorised by it). Only
+  ``redact(url)`` (scheme, host and port) is ever logged or handed on, and error
+  texts are built from the exception's type or the HTTP status, never from
+  ``str(exc)`` of ``requests`` (which quotes the URL).
+
+Formats (``VAST_NOTIFY_FORMAT``): ``slack`` posts ``{"text": render_text(row)}``,
+``json`` posts the audit row as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import requests
+
+from .clock import parse_isoz
+from .vocabulary import Event
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+log = logging.getLogger("vastops.notify")
+
+FORMATS = ("slack", "json")
+CONNECT_TIMEOUT_S = 2.0
+POLL_S = 0.1  # how often an idle worker looks whether it was closed
+
+NOTIFY_EVENTS: frozenset[str] = frozenset(
+    {
+        # starts
+        Event.POWER_ON_COMPLETE,
+        Event.EXTERNAL_START,
+        Event.REBOOT_COMPLETE,
+        # stops, with the session's runtime and cost
+        Event.POWER_OFF_COMPLETE,
+        Event.AUTO_SHUTDOWN_COMPLETE,
+        Event.EXTERNAL_STOP,
+        Event.CREDIT_EXHAUSTED_STOP,
+        # starts that failed
+        Event.POWER_ON_HEALTH_TIMEOUT,
+        Event.POWER_ON_UNAVAILABLE,
+        # warnings and stop decisions
+        Event.AUTO_SHUTDOWN,
+        Event.AUTO_SHUTDOWN_WARNING,
+        Event.MAX_SESSION_WARNING,
+        Event.MAX_SESSION_STOP,
+        Event.SCHEDULED_STOP_WARNING,
+        Event.SCHEDULED_STOP,
+        Event.BUDGET_WARNING,
+        Event.BUDGET_STOP,
+        Event.BUDGET_OVERRIDE,
+        # the watchdog's own troubles
+        Event.VAST_FAILING,
+        Event.WATCHDOG_RECOVERED,
+    }
+)
+
+# A 4xx other than these will not change on a retry (a deleted webhook, a bad payload).
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+# -- what a row says -----------------------------------------------------------------
+
+
+def render_text(row: dict[str, Any]) -> str:
+    """One readable line for an audit row; never raises (an odd row is shown generically)."""
+    meta = row.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    event = str(row.get("event") or "event")
+    render = _RENDERERS.get(event)
+    if render is not None:
+        try:
+            return "vastops: " + render(_Row(row, meta))
+        except Exception:  # a malformed meta must not cost the notification
+            log.debug("could not render %s; shown generically", event, exc_info=True)
+    return "vastops: " + _generic(_Row(row, meta), event)
+
+
+def payload(row: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """The JSON body posted for ``row``: ``slack`` -> ``{"text": ...}``, ``json`` -> the audit row as it is."""
+    if fmt == "slack":
+        return {"text": render_text(row)}
+    if fmt == "json":
+        return dict(row)
+    raise ValueError(f"unknown notification format {fmt!r}: one of {', '.join(FORMATS)}")
+
+
+def redact(url: str) -> str:
+    """What may be logged of a webhook URL: ``scheme://host[:port]``; never its path, query or userinfo."""
+    try:
+        parts = urlsplit(str(url).strip())
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if not parts.scheme or not host:
+        return "<invalid URL>"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
+
+
+class _Row:
+    """An audit row's fields, read tolerantly: a missing or odd value is None, never an error."""
+
+    def __init__(self, row: dict[str, Any], meta: dict[str, Any]):
+        self.meta = meta
+        iid = row.get("instance_id")
+        if iid is None:
+            iid = meta.get("instance_id")
+        self.instance = f"instance {iid}" if iid is not None else "the instance"
+        self.actor = str(row.get("actor") or "system")
+
+    def text(self, key: str) -> str | None:
+        value = self.meta.get(key)
+        return None if value is None or value == "" else str(value)
+
+    def num(self, key: str) -> float | None:
+        value = self.meta.get(key)
+        if isinstance(value, bool) or value is None:
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+
+
+def _money(usd: float | None) -> str | None:
+    if usd is None:
+        return None
+    if usd != 0 and abs(usd) < 0.01:
+        return f"${usd:.4f}"
+    return f"${usd:.2f}"
+
+
+def _duration(seconds: float | None) -> str | None:
+    """``14 s``, ``12 min``, ``2 h 10 min``."""
+    if seconds is None:
+        return None
+    seconds = max(0.0, seconds)
+    if round(seconds) < 60:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _minutes(minutes: float | None) -> str | None:
+    return None if minutes is None else _duration(minutes * 60)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _clock(iso: str | None, *, date: bool = False) -> str | None:
+    """``14:02 UTC`` (``2026-12-03 00:00 UTC`` with ``date``) of an ISO time; None if it is not one."""
+    try:
+        at = parse_isoz(iso)
+    except (TypeError, ValueError):
+        return None
+    if at is None:
+        return None
+    return at.strftime("%Y-%m-%d %H:%M UTC" if date else "%H:%M UTC")
+
+
+def _session(r: _Row) -> str:
+    """``: the session ran 2 h 10 min and cost $0.95`` (what is known of it)."""
+    if r.meta.get("already_stopped"):
+        return ": it was already stopped, nothing ran"
+    ran = _minutes(r.num("session_runtime_minutes"))
+    cost = _money(r.num("session_cost_usd"))
+    if ran and cost:
+        return f": the session ran {ran} and cost {cost}"
+    if ran:
+        return f": the session ran {ran}"
+    if cost:
+        return f": the session cost {cost}"
+    return ""
+
+
+_STOPPED_BY = {
+    "idle": "stopped by auto-shutdown",
+    "keepalive": "stopped by auto-shutdown (the keepalive ran out)",
+    "max_session": "stopped at the session limit (VAST_MAX_SESSION_HOURS)",
+    "daily_stop": "stopped by the daily stop (VAST_DAILY_STOP_AT)",
+    "budget": "stopped: the budget is spent",
+}
+
+
+def _power_on_complete(r: _Row) -> str:
+    took = _duration(r.num("startup_seconds"))
+    return f"{r.instance} started ({r.actor}): healthy{f' after {took}' if took else ''}, and billed until it stops"
+
+
+def _external_start(r: _Row) -> str:
+    gpu, rate = r.text("gpu_name"), r.num("dph_base")
+    what = ", ".join(x for x in (gpu, f"{_money(rate)}/h" if rate is not None else None) if x)
+    return f"{r.instance} was started outside vastops ({what or r.actor}): it is billed until it stops"
+
+
+def _reboot_complete(r: _Row) -> str:
+    took = _duration(r.num("startup_seconds"))
+    return f"{r.instance} restarted ({r.actor}): healthy again{f' after {took}' if took else ''}"
+
+
+def _power_off_complete(r: _Row) -> str:
+    return f"{r.instance} stopped ({r.actor}){_session(r)}"
+
+
+def _auto_shutdown_complete(r: _Row) -> str:
+    stopped = _STOPPED_BY.get(r.text("cause") or "idle", "stopped by auto-shutdown")
+    return f"{r.instance} {stopped} ({r.actor}){_session(r)}"
+
+
+def _external_stop(r: _Row) -> str:
+    return f"{r.instance} was stopped outside vastops (seen {r.text('status') or 'stopped'}){_session(r)}"
+
+
+def _credit_exhausted_stop(r: _Row) -> str:
+    return f"{r.instance} was stopped by vast.ai because the account's credit ran out{_session(r)}. Add credit before starting it again"
+
+
+def _power_on_health_timeout(r: _Row) -> str:
+    reason = r.text("reason")
+    if reason:
+        return f"{r.instance} did not start ({r.actor}): health check impossible: {reason}; check VAST_HEALTH_PORT"
+    waited = _duration(r.num("waited_seconds"))
+    status = r.text("status")
+    return (
+        f"{r.instance} did not become healthy{f' in {waited}' if waited else ''}"
+        f"{f' (status {status})' if status else ''}: it may still be billed; see `vastops logs --kept`, or stop it"
+    )
+
+
+def _power_on_unavailable(r: _Row) -> str:
+    waited = _duration(r.num("waited_seconds"))
+    return (
+        f"{r.instance} start cancelled ({r.actor}): its GPU is taken by someone else"
+        f"{f'; the start waited {waited} for it' if waited else ''} (VAST_SCHEDULING_TIMEOUT_S)"
+    )
+
+
+def _auto_shutdown(r: _Row) -> str:
+    idle = _minutes(r.num("inactive_minutes"))
+    return f"{r.instance} is being stopped by auto-shutdown ({r.actor}): {f'idle for {idle}' if idle else 'idle'}"
+
+
+def _budget(r: _Row) -> tuple[str, str]:
+    """``("the daily budget", " ($5.02 of $5.00)")``: its name, and its figures when known."""
+    budget = r.text("budget")
+    spent, limit = _money(r.num("spent_usd")), _money(r.num("limit_usd"))
+    if spent and limit:
+        figures = f" ({spent} of {limit})"
+    elif spent or limit:
+        figures = f" ({spent} spent)" if spent else f" (limit {limit})"
+    else:
+        figures = ""
+    return f"the {budget + ' ' if budget else ''}budget", figures
+
+
+def _resets(r: _Row) -> str:
+    at = _clock(r.text("resets_at"), date=True)
+    return f"; it resets at {at}" if at else ""
+
+
+_WARNED_CAUSE: dict[str, str] = {
+    Event.AUTO_SHUTDOWN_WARNING: "idle",
+    Event.MAX_SESSION_WARNING: "max_session",
+    Event.SCHEDULED_STOP_WARNING: "daily_stop",
+    Event.BUDGET_WARNING: "budget",
+}
+_KEEPALIVE_HINT = "Keep it running: vastops keepalive N --reason ..."
+
+
+def _warning(event: str) -> Callable[[_Row], str]:
+    def render(r: _Row) -> str:
+        cause = r.text("cause") or _WARNED_CAUSE.get(event, "idle")
+        left = _minutes(r.num("minutes_left"))
+        at = _clock(r.text("deadline"))
+        when = f"stops in {left}" if left else "stops soon"
+        if at:
+            when += f" (at {at})"
+        if cause == "idle":
+            idle = _minutes(r.num("inactive_minutes"))
+            return f"{r.instance} {when}: {f'idle for {idle}' if idle else 'idle'}. {_KEEPALIVE_HINT}"
+        if cause == "keepalive":
+            return f"{r.instance} {when}: idle, and the keepalive runs out. {_KEEPALIVE_HINT}"
+        if cause == "max_session":
+            limit = r.num("limit_hours")
+            return f"{r.instance} {when}: the session reaches its {f'{_num(limit)} h ' if limit is not None else ''}limit (VAST_MAX_SESSION_HOURS)"
+        if cause == "daily_stop":
+            stop_at, zone = r.text("stop_at"), r.text("timezone")
+            daily = f"the daily stop{f' at {stop_at}' if stop_at else ''}{f' ({zone})' if zone else ''}"
+            return f"{r.instance} {when}: {daily} (VAST_DAILY_STOP_AT)"
+        if cause == "budget":
+            percent = r.num("percent")
+            share = f"{_num(round(percent, 1))} % of " if percent is not None else "most of "
+            name, figures = _budget(r)
+            head = f"{r.instance} {when}" if left or at else f"{r.instance} stops when the budget is spent"
+            return f"{head}: {share}{name} is spent{figures}{_resets(r)}"
+        return f"{r.instance} {when}: {cause.replace('_', ' ')}"
+
+    return render
+
+
+def _max_session_stop(r: _Row) -> str:
+    ran, limit = r.num("session_hours"), r.num("limit_hours")
+    ran_words = f"the session ran {_duration(ran * 3600)}" if ran is not None else "the session reached its limit"
+    limit_words = f", its limit is {_num(limit)} h" if limit is not None else ""
+    return f"{r.instance} is being stopped ({r.actor}): {ran_words}{limit_words} (VAST_MAX_SESSION_HOURS)"
+
+
+def _scheduled_stop(r: _Row) -> str:
+    stop_at, zone = r.text("stop_at"), r.text("timezone")
+    return (
+        f"{r.instance} is being stopped ({r.actor}): the daily stop time"
+        f"{f' {stop_at}' if stop_at else ''}{f' ({zone})' if zone else ''} came (VAST_DAILY_STOP_AT)"
+    )
+
+
+def _budget_stop(r: _Row) -> str:
+    name, figures = _budget(r)
+    return f"{r.instance} is being stopped ({r.actor}): {name} is spent{figures}{_resets(r)}"
+
+
+def _budget_override(r: _Row) -> str:
+    reason = r.text("reason")
+    name, figures = _budget(r)
+    spent = name.replace("the ", "the spent ", 1)
+    return f"{r.instance} was started over {spent}{figures} by {r.actor}{f': {reason}' if reason else ''}"
+
+
+def _vast_failing(r: _Row) -> str:
+    failing = _duration(r.num("seconds"))
+    error = (r.text("error") or "").rstrip(". ")
+    return (
+        f"vast.ai has been failing{f' for {failing}' if failing else ''}{f': {error}' if error else ''}. "
+        "The watchdog keeps trying; until vast.ai answers it can neither see nor stop the instance"
+    )
+
+
+def _watchdog_recovered(r: _Row) -> str:
+    down = _duration(r.num("down_seconds"))
+    pid = r.text("previous_pid")
+    return (
+        f"the watchdog is back after a crash{f': it was down for {down}' if down else ''}"
+        f"{f' (previous pid {pid})' if pid else ''}; auto-shutdown is enforced again"
+    )
+
+
+def _generic(r: _Row, event: str) -> str:
+    details = [f"{k}={v}" for k, v in sorted(r.meta.items()) if isinstance(v, str | int | float | bool) and k != "instance_id"]
+    detail = ", ".join(details)
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    return f"{r.instance}: {event.replace('_', ' ')} ({r.actor}){f': {detail}' if detail else ''}"
+
+
+_RENDERERS: dict[str, Callable[[_Row], str]] = {
+    Event.POWER_ON_COMPLETE: _power_on_complete,
+    Event.EXTERNAL_START: _external_start,
+    Event.REBOOT_COMPLETE: _reboot_complete,
+    Event.POWER_OFF_COMPLETE: _power_off_complete,
+    Event.AUTO_SHUTDOWN_COMPLETE: _auto_shutdown_complete,
+    Event.EXTERNAL_STOP: _external_stop,
+    Event.CREDIT_EXHAUSTED_STOP: _credit_exhausted_stop,
+    Event.POWER_ON_HEALTH_TIMEOUT: _power_on_health_timeout,
+    Event.POWER_ON_UNAVAILABLE: _power_on_unavailable,
+    Event.AUTO_SHUTDOWN: _auto_shutdown,
+    Event.AUTO_SHUTDOWN_WARNING: _warning(Event.AUTO_SHUTDOWN_WARNING),
+    Event.MAX_SESSION_WARNING: _warning(Event.MAX_SESSION_WARNING),
+    Event.SCHEDULED_STOP_WARNING: _warning(Event.SCHEDULED_STOP_WARNING),
+    Event.BUDGET_WARNING: _warning(Event.BUDGET_WARNING),
+    Event.MAX_SESSION_STOP: _max_session_stop,
+    Event.SCHEDULED_STOP: _scheduled_stop,
+    Event.BUDGET_STOP: _budget_stop,
+    Event.BUDGET_OVERRIDE: _budget_override,
+    Event.VAST_FAILING: _vast_failing,
+    Event.WATCHDOG_RECOVERED: _watchdog_recovered,
+}
+
+
+# -- delivery ------------------------------------------------------------------------
+
+
+class Notifier:
+    """Posts audit rows to a webhook from one daemon thread; ``offer`` never blocks.
+
+    ``on_failure(row, error_text, tries)`` is called (on the worker thread) when a row
+    could not be delivered after its tries; ``error_text`` names the failure and
+    ``redact(url)``, nothing more. ``sleep`` waits between tries: the default waits on
+    the close event, so ``close`` cuts a backoff short; a test passes its own.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        fmt: str = "slack",
+        *,
+        on_failure: Callable[[dict, str, int], None] | None = None,
+        timeout_s: float = 5.0,
+        attempts: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        queue_size: int = 100,
+        post: Callable[..., Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown notification format {fmt!r}: one of {', '.join(FORMATS)}")
+        self.url = url
+        self.fmt = fmt
+        self.target = redact(url)
+        self.on_failure = on_failure
+        self.timeout_s = timeout_s
+        self.attempts = max(1, int(attempts))
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0  # undelivered when closed
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max(1, int(queue_size)))
+        self._closed = threading.Event()
+        self._session: requests.Session | None = None
+        if post is None:
+            self._session = requests.Session()
+            self._session.headers["User-Agent"] = "vastops-notify"
+            post = self._session.post
+        self._post = post
+        self._sleep = sleep
+        self._thread: threading.Thread | None = None
+        try:
+            parts = urlsplit(url)
+            hidden = [parts.path if len(parts.path) > 1 else "", parts.query, parts.password or ""]
+        except ValueError:
+            hidden = []
+        self._secrets = [s for s in (url, *hidden) if s]
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting in the queue (the one being posted is not counted)."""
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="vastops-notify", daemon=True)
+        self._thread.start()
+
+    def offer(self, row: dict[str, Any]) -> bool:
+        """Queue ``row`` for delivery; False (at once) when the queue is full or the notifier is closed."""
+        if self._closed.is_set():
+            return False
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            return False
+        return True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the worker (waiting at most ``timeout`` for a post in flight); what is still queued is dropped."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        dropped = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            dropped += 1
+        self.dropped += dropped
+        if dropped:
+            log.warning("notifier to %s closed: %d notification(s) not delivered", self.target, dropped)
+        if self._session is not None and not self.running:
+            self._session.close()
+
+    # -- the worker ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._closed.is_set():
+                try:
+                    row = self._queue.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                try:
+                    self._deliver(row)
+                except Exception as exc:  # the worker never dies; nothing of the URL in the log
+                    log.error("notification to %s: unexpected %s", self.target, type(exc).__name__)
+        finally:
+            if self._session is not None and self._closed.is_set():
+                self._session.close()
+
+    def _deliver(self, row: dict[str, Any]) -> None:
+        body = payload(row, self.fmt)
+        what = f"notification {row.get('event')} #{row.get('id')}"
+        error = ""
+        tries = 0
+        for attempt in range(1, self.attempts + 1):
+            tries = attempt
+            retry_after: float | None = None
+            retry = True
+            try:
+                resp = self._post(self.url, json=body, timeout=(CONNECT_TIMEOUT_S, self.timeout_s), allow_redirects=False)
+            except Exception as exc:
+                error = self._describe(exc)
+            else:
+                status = int(getattr(resp, "status_code", 0) or 0)
+                if 200 <= status < 300:
+                    self.sent += 1
+                    if attempt > 1:
+                        log.info("%s delivered to %s on try %d", what, self.target, attempt)
+                    return
+                error = f"HTTP {status} from {self.target}"
+                retry = status >= 500 or status in _RETRYABLE_4XX or status < 400
+                if status == 429:
+                    retry_after = _retry_after(resp)
+            if self._closed.is_set():
+                self.dropped += 1
+                log.warning("%s to %s dropped: the notifier closed (%s)", what, self.target, error)
+                return
+            if not retry or attempt == self.attempts:
+                break
+            log.info("%s failed (try %d of %d): %s", what, attempt, self.attempts, error)
+            self._wait(self._backoff(attempt, retry_after))
+            if self._closed.is_set():
+                self.dropped += 1
+                return
+        self.failed += 1
+        log.warning("%s not delivered after %d tr%s: %s", what, tries, "y" if tries == 1 else "ies", error)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(row, error, tries)
+            except Exception as exc:
+                log.error("recording the failed %s failed: %s: %s", what, type(exc).__name__, self._scrub(str(exc)))
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None and 0 <= retry_after <= self.max_backoff_s:
+            return retry_after
+        return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+
+    def _wait(self, seconds: float) -> None:
+        if self._sleep is time.sleep:
+            self._closed.wait(seconds)  # close() cuts it short
+        else:
+            self._sleep(seconds)
+
+    def _describe(self, exc: BaseException) -> str:
+        """What went wrong, from the exception's type alone (``str(exc)`` of requests quotes the URL)."""
+        if isinstance(exc, requests.ConnectTimeout):
+            what = f"no connection within {_num(CONNECT_TIMEOUT_S)} s"
+        elif isinstance(exc, requests.Timeout):
+            what = f"timed out after {_num(self.timeout_s)} s"
+        elif isinstance(exc, requests.exceptions.SSLError) or _caused_by(exc, ssl.SSLError):
+            what = "TLS error"
+        elif isinstance(exc, requests.ConnectionError):
+            if _caused_by(exc, ConnectionRefusedError):
+                what = "connection refused"
+            elif _caused_by(exc, socket.gaierror):
+                what = "host name not resolved"
+            elif _caused_by(exc, TimeoutError, socket.timeout):
+                what = f"timed out after {_num(self.timeout_s)} s"
+            else:
+                what = "connection failed"
+        else:
+            what = type(exc).__name__
+        return f"{what} ({self.target})"
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _caused_by(exc: BaseException, *types: type[BaseException]) -> bool:
+    """Whether ``exc`` wraps one of ``types`` (requests -> urllib3 -> socket: causes, contexts, reasons, args)."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen or len(seen) > 20:
+            continue
+        seen.add(id(e))
+        if isinstance(e, types):
+            return True
+        todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args])
+    return False
+
+
+def _retry_after(resp: Any) -> float | None:
+    try:
+        return float(resp.headers["Retry-After"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+# -- following the audit trail -------------------------------------------------------
+
+
+def pump(notifier: Notifier, ledger: Ledger, cursor: str = "notify", batch: int = 200) -> int:
+    """Offer the audit rows written since the last call that are in ``NOTIFY_EVENTS``; how many were offered.
+
+    The cursor moves past every row handled, notified or not. A row the queue refuses
+    stops the pump and is offered again next call (nothing lost, nothing waits). The
+    first call ever starts at the end of the trail: history is not notified.
+    ``sqlite3.Error`` propagates.
+    """
+    with ledger.view() as v:
+        position = v.cursor(cursor)
+        end = v.last_audit_id() if position is None else 0
+    if position is None:
+        with ledger.write() as tx:
+            tx.set_cursor(cursor, end)
+        return 0
+    offered = 0
+    while True:
+        with ledger.view() as v:
+            rows = v.audit_after(position, batch)
+        handled, refused = position, False
+        for row in rows:
+            if row["event"] in NOTIFY_EVENTS:
+                if not notifier.offer(row):
+                    refused = True
+                    break
+                offered += 1
+            handled = row["id"]
+        if handled != position:
+            with ledger.write() as tx:
+                tx.set_cursor(cursor, handled)
+            position = handled
+        if refused or len(rows) < batch:
+            return offered
