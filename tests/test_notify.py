@@ -425,7 +425,7 @@ SAMPLE_WORDS: dict[str, list[str]] = {
     Event.POWER_ON_HEALTH_TIMEOUT: ["healthy", "10 min", "loading"],
     Event.POWER_ON_UNAVAILABLE: ["GPU", "10 min"],
     Event.AUTO_SHUTDOWN: ["auto-shutdown", "idle for 30 min"],
-    Event.AUTO_SHUTDOWN_WARNING: ["stops in 5 min", "14:02 UTC", "keepalive"],
+    Event.AUTO_SHUTDOWN_WARNING: ["stops in 5 min", "14:02:00 UTC", "keepalive"],
     Event.MAX_SESSION_WARNING: ["stops in 10 min", "12 h"],
     Event.MAX_SESSION_STOP: ["12 h", "VAST_MAX_SESSION_HOURS"],
     Event.SCHEDULED_STOP_WARNING: ["stops in 10 min", "18:00", "Europe/Berlin"],
@@ -477,7 +477,7 @@ def test_render_text_examples():
         Event.AUTO_SHUTDOWN_WARNING, {"deadline": "2026-12-02T14:02:00.000Z", "cause": "idle", "minutes_left": 5, "inactive_minutes": 25}
     )
     assert render_text(warning) == (
-        "vastops: instance 123 stops in 5 min (at 14:02 UTC): idle for 25 min. Keep it running: vastops keepalive N --reason ..."
+        "vastops: instance 123 stops in 5 min (at 14:02:00 UTC): idle for 25 min. Keep it running: vastops keepalive N --reason ..."
     )
     assert render_text(row(Event.POWER_OFF_COMPLETE, {"already_stopped": True}, actor="cli")) == (
         "vastops: instance 123 stopped (cli): it was already stopped, nothing ran"

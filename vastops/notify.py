@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .clock import parse_isoz
+from .costs import usd
 from .vocabulary import Event
 
 if TYPE_CHECKING:
@@ -145,12 +146,8 @@ class _Row:
         return number if number == number and abs(number) != float("inf") else None
 
 
-def _money(usd: float | None) -> str | None:
-    if usd is None:
-        return None
-    if usd != 0 and abs(usd) < 0.01:
-        return f"${usd:.4f}"
-    return f"${usd:.2f}"
+def _money(amount: float | None) -> str | None:
+    return None if amount is None else usd(amount)
 
 
 def _duration(seconds: float | None) -> str | None:
@@ -183,7 +180,7 @@ def _clock(iso: str | None, *, date: bool = False) -> str | None:
         return None
     if at is None:
         return None
-    return at.strftime("%Y-%m-%d %H:%M UTC" if date else "%H:%M UTC")
+    return at.strftime("%Y-%m-%d %H:%M UTC" if date else "%H:%M:%S UTC")
 
 
 def _session(r: _Row) -> str:
@@ -282,7 +279,7 @@ def _budget(r: _Row) -> tuple[str, str]:
 
 
 def _resets(r: _Row) -> str:
-    at = _clock(r.text("resets_at"), date=True)
+    at = r.text("resets_local") or _clock(r.text("resets_at"), date=True)  # in VASTOPS_TIMEZONE when known
     return f"; it resets at {at}" if at else ""
 
 
