@@ -72,3 +72,12 @@ def test_status_groupings_live_in_the_vocabulary():
         if grouping.search(line)
     ]
     assert copies == []
+
+
+def test_one_way_to_write_money_and_durations():
+    from vastops.words import ago, duration, rate, usd
+
+    assert [usd(x) for x in (0, 0.95, 0.0042, 1234.5, None)] == ["$0.00", "$0.95", "$0.0042", "$1,234.50", "—"]
+    assert rate(0.420833) == "$0.421/h"
+    assert [duration(s) for s in (14, 59.6, 720, 7800, 3 * 86400 + 4 * 3600)] == ["14 s", "1 min", "12 min", "2 h 10 min", "3 d 4 h"]
+    assert ago(240) == "4 min ago" and ago(0.2) == "just now"

@@ -21,10 +21,10 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, NotConfigured, load_settings
 from .control import Control
-from .costs import usd
 from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
 from .vocabulary import CAUSE_WORDS, Actor, Status, status_words
+from .words import usd
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
 EXIT_GPU_UNAVAILABLE = 6

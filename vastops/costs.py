@@ -44,11 +44,6 @@ def cost_usd(runtime_s: float, rate_per_hour: float) -> float:
     return runtime_s * rate_per_hour / SECONDS_PER_HOUR
 
 
-def usd(amount: float) -> str:
-    """Money as people read it: to the cent, and sub-cent amounts to four digits ($0.0042)."""
-    return f"${amount:.2f}" if amount == 0 or abs(amount) >= 0.01 else f"${amount:.4f}"
-
-
 def session_costs(runtime_s: float, dph_base: float, storage_dph: float) -> dict[str, float]:
     """A session's figures: runtime, compute, storage, and their sum."""
     compute = cost_usd(runtime_s, dph_base)

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 import requests
 
 from .clock import parse_isoz
-from .costs import usd
 from .vocabulary import Event
+from .words import duration, usd
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -151,17 +151,7 @@ def _money(amount: float | None) -> str | None:
 
 
 def _duration(seconds: float | None) -> str | None:
-    """``14 s``, ``12 min``, ``2 h 10 min``."""
-    if seconds is None:
-        return None
-    seconds = max(0.0, seconds)
-    if round(seconds) < 60:
-        return f"{round(seconds)} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return None if seconds is None else duration(seconds)
 
 
 def _minutes(minutes: float | None) -> str | None:

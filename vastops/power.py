@@ -20,6 +20,7 @@ from .observe import Observing
 from .stops import BUDGET_KINDS, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from .vast import VastError
 from .vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
+from .words import usd
 
 Progress = Callable[[str, str], None]
 
@@ -428,7 +429,7 @@ def running_of(session: dict[str, Any] | None) -> Running | None:
 def refusal(spent_budgets: list[dict[str, Any]]) -> str:
     """Why a start is refused, naming each spent budget, what was spent and when it resets."""
     return "; ".join(
-        f"the {b['budget']} budget of {costmath.usd(b['limit_usd'])} is spent ({costmath.usd(b['spent_usd'])}, compute and storage)"
+        f"the {b['budget']} budget of {usd(b['limit_usd'])} is spent ({usd(b['spent_usd'])}, compute and storage)"
         f" until it resets at {b['resets_local']}"
         for b in spent_budgets
     )
