@@ -95,3 +95,10 @@ def test_cited_sections_exist():
             if path.exists() and not re.search(rf"^## {number}\. ", path.read_text(encoding="utf-8"), re.MULTILINE):
                 missing.append(f"{where}: {doc} §{number}")
     assert not missing, "cited sections that do not exist:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("event", [e.value for e in Event])
+def test_event_has_words(event):
+    from vastops.vocabulary import EVENT_WORDS
+
+    assert event in EVENT_WORDS, f"vastops/vocabulary.py EVENT_WORDS has no words for {event}"

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     vast_api_url: str = Field(DEFAULT_API_URL, description="vast.ai base URL")
     vastops_db: Path = Field(Path("./vastops.db"), description="the SQLite ledger")
     vastops_dashboard_password: SecretStr | None = Field(None, description="dashboard login password")
+    vastops_dashboard_session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, allow_inf_nan=False, description="how long a dashboard login lasts (reloads and new tabs included)"
+    )
 
     @field_validator("vast_health_path")
     @classmethod

@@ -97,6 +97,49 @@ class Event(StrEnum):
 
 
 SPEC_EVENTS = tuple(Event)[:7]
+
+# Each event in words, for people (the dashboard's tables, the CLI); the CSV keeps the raw name.
+EVENT_WORDS: dict[str, str] = {
+    Event.POWER_ON_REQUESTED: "Start requested",
+    Event.POWER_ON_COMPLETE: "Started (healthy)",
+    Event.POWER_ON_HEALTH_TIMEOUT: "Start timed out waiting for health",
+    Event.POWER_OFF_REQUESTED: "Stop requested",
+    Event.POWER_OFF_COMPLETE: "Stopped",
+    Event.AUTO_SHUTDOWN: "Auto-shutdown decided (idle)",
+    Event.AUTO_SHUTDOWN_COMPLETE: "Stopped by the watchdog",
+    Event.POWER_ON_FAILED: "Start failed",
+    Event.POWER_ON_ABORTED: "Start aborted",
+    Event.POWER_OFF_FAILED: "Stop failed",
+    Event.EXTERNAL_START: "Started outside vastops",
+    Event.EXTERNAL_STOP: "Stopped outside vastops",
+    Event.POWER_ON_UNAVAILABLE: "Start cancelled: no GPU free",
+    Event.CREDIT_EXHAUSTED_STOP: "Stopped by vast.ai: credit ran out",
+    Event.REBOOT_REQUESTED: "Reboot requested",
+    Event.REBOOT_COMPLETE: "Rebooted (healthy)",
+    Event.REBOOT_FAILED: "Reboot failed",
+    Event.INSTANCE_LOG: "Instance log kept",
+    Event.CLOCK_STEP: "System clock jumped",
+    Event.WATCHDOG_TAKEOVER: "Watchdog took over",
+    Event.WATCHDOG_RECOVERED: "Watchdog back after a crash",
+    Event.VAST_FAILING: "vast.ai failing",
+    Event.AUTO_SHUTDOWN_WARNING: "Auto-shutdown warning",
+    Event.KEEPALIVE: "Keep running",
+    Event.MAX_SESSION_WARNING: "Session limit warning",
+    Event.MAX_SESSION_STOP: "Session limit reached",
+    Event.SCHEDULED_STOP_WARNING: "Daily stop warning",
+    Event.SCHEDULED_STOP: "Daily stop",
+    Event.BUDGET_WARNING: "Budget warning (80 %)",
+    Event.BUDGET_STOP: "Budget spent",
+    Event.BUDGET_OVERRIDE: "Budget overridden",
+    Event.NOTIFY_FAILED: "Notification failed",
+}
+
+
+def event_words(event: str) -> str:
+    """The words for an event; an unknown one is shown as it is, underscores as spaces."""
+    return EVENT_WORDS.get(event, event.replace("_", " "))
+
+
 # How a pending start ends: one of these rows answers its power_on_requested row.
 START_OUTCOMES = frozenset(
     {Event.POWER_ON_COMPLETE, Event.REBOOT_COMPLETE, Event.POWER_ON_HEALTH_TIMEOUT, Event.POWER_ON_ABORTED, Event.POWER_ON_UNAVAILABLE}
