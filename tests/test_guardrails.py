@@ -404,3 +404,18 @@ def test_vast_failing_for_a_minute_is_audited_once_per_outage(tmp_path, clock, m
         run(watch.look(force=True, quiet=True))
     [row] = rows(control, ev.VAST_FAILING)
     assert row["meta"]["kind"] == "unavailable" and "vast" in watch.problems.kinds()
+
+
+def test_metrics_export_the_next_stops_the_warning_and_the_budgets(tmp_path, sim, clock):
+    control, watch = guarded(
+        tmp_path, sim, clock, vast_auto_shutdown_minutes=10, vast_max_session_hours=1, vast_budget_daily_usd=5.0
+    )
+    clock.now = watch.deadline() - timedelta(minutes=4)
+    with TestClient(create_app(control, run_watch=False)) as api:
+        api.app.state.watch.refresh()
+        text = api.get("/metrics").text
+    assert 'vastops_next_stop_seconds{cause="idle"} 240' in text
+    assert 'vastops_next_stop_seconds{cause="max_session"}' in text
+    assert 'vastops_stop_warning{cause="idle"} 1' in text and 'vastops_stop_warning{cause="max_session"}' not in text
+    assert 'vastops_budget_limit_usd{budget="daily"} 5' in text
+    assert 'vastops_budget_spent_usd{budget="daily"}' in text
