@@ -371,8 +371,10 @@ def test_the_watch_tells_a_real_webhook_of_the_warning_and_the_stop_without_its_
         clock.now = deadline
         run(watch.fire_if_due())
         watch._pump()
-        texts = wait_until(lambda: [b["text"] for b in receiver.bodies() if "auto-shutdown" in b["text"]], 5, what="the stop")
-        assert any("cost $" in t for t in texts), texts
+        # the decision, then the stop with the session's cost (two rows, told in order)
+        wait_until(lambda: any("cost $" in b["text"] for b in receiver.bodies()), 5, what="the stop with its cost")
+        texts = [b["text"] for b in receiver.bodies()]
+        assert [i for i, t in enumerate(texts) if "being stopped by auto-shutdown" in t] < [i for i, t in enumerate(texts) if "cost $" in t]
         assert all(path == secret for path, _ in receiver.requests)
     finally:
         watch.notifier.close()
