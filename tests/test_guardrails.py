@@ -409,9 +409,7 @@ def test_vast_failing_for_a_minute_is_audited_once_per_outage(tmp_path, clock, m
 
 
 def test_metrics_export_the_next_stops_the_warning_and_the_budgets(tmp_path, sim, clock):
-    control, watch = guarded(
-        tmp_path, sim, clock, vast_auto_shutdown_minutes=10, vast_max_session_hours=1, vast_budget_daily_usd=5.0
-    )
+    control, watch = guarded(tmp_path, sim, clock, vast_auto_shutdown_minutes=10, vast_max_session_hours=1, vast_budget_daily_usd=5.0)
     clock.now = watch.deadline() - timedelta(minutes=4)
     with TestClient(create_app(control, run_watch=False)) as api:
         api.app.state.watch.refresh()

@@ -19,24 +19,27 @@ import sys
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, NotConfigured, load_settings
+from .clock import parse_isoz
+from .config import ConfigError, NotConfigured, check_env_file, load_settings, require_ledger_folder, unknown_variables
 from .control import Control
 from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
 from .vocabulary import CAUSE_WORDS, Actor, Status, status_words
-from .words import usd
+from .words import DASH, ago, duration, rate, usd
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
 EXIT_GPU_UNAVAILABLE = 6
 EXIT_BUDGET = 7  # a spent budget refused the start (--override-budget --reason ... starts all the same)
 EXIT_LEDGER = 8
 EXIT_NOT_RUNNING = 9
+DEFAULT_ENV_FILE = ".env"  # may be missing; a file named with --env-file may not
+ENFORCING = ("ok", "degraded")  # Control.enforcement() states in which a watchdog runs
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vastops", description="Run a rented vast.ai GPU without burning money.")
     parser.add_argument("--version", action="version", version=f"vastops {__version__}")
-    parser.add_argument("--env-file", default=".env", help="configuration file to read (default: .env)")
+    parser.add_argument("--env-file", default=None, help="configuration file to read (default: .env, if there is one)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     # The same options after the command too (`vastops status --json`); SUPPRESS keeps
     # a subcommand's default from overwriting a value given before the command.
@@ -94,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         from . import sim
 
         return sim.run(args)
+    if args.command != "demo":  # the demo never reads an env file
+        if args.env_file is not None:
+            try:
+                check_env_file(args.env_file)
+            except ConfigError as exc:
+                return _fail(str(exc), EXIT_CONFIG)
+        args.env_file = args.env_file or DEFAULT_ENV_FILE
+        for warning in unknown_variables(args.env_file):
+            print(f"vastops: warning: {warning}", file=sys.stderr)
     if args.command in ("watchdog", "dashboard", "demo"):
         from . import launch
 
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             return _fail(str(exc), EXIT_CONFIG)
     try:
-        settings = load_settings(args.env_file)
+        settings = require_ledger_folder(load_settings(args.env_file))
         control = Control(settings)
         return COMMANDS[args.command](control, args)
     except ConfigError as exc:
@@ -147,44 +159,63 @@ def cmd_status(control: Control, args) -> int:
         except VastError:
             pass  # the credit is shown as last kept; the status below says what is wrong with vast.ai
     s = control.status()
+    enforcement = control.enforcement() if s["status"] != Status.UNCONFIGURED else None
     lines = [f"instance {s['instance_id']}  {status_words(s['status'])}"]
     if s.get("gpu_name"):
-        lines.append(f"  gpu        {s['gpu_name']}  ${s['dph_total']:.4f}/h")
+        lines.append(f"  gpu        {s['gpu_name']}  {rate(s['dph_total'])}")
     if s.get("endpoint_base_url"):
         lines.append(f"  endpoint   {s['endpoint_base_url']}")
     if s.get("session_runtime_minutes") is not None:
-        lines.append(f"  session    {s['session_runtime_minutes']:.1f} min, ${s['session_cost_usd']:.3f} so far")
+        lines.append(f"  session    {duration(s['session_runtime_minutes'] * 60)}, {usd(s['session_cost_usd'])} so far")
     if s.get("power_on_pending"):
         what = "reboot" if s.get("pending") == "reboot" else "start"
-        waited = f", {s['power_on_pending_s']:.0f} s so far" if s.get("power_on_pending_s") is not None else ""
+        waited = f", {duration(s['power_on_pending_s'])} so far" if s.get("power_on_pending_s") is not None else ""
         lines.append(f"  {what:<10} in progress{waited} (completes when /health answers; the idle clock starts then)")
     if s.get("credit_usd") is not None:
-        left = f", about {s['credit_hours_left']:.1f} h at the current rate" if s.get("credit_hours_left") is not None else ""
-        lines.append(f"  credit     ${s['credit_usd']:.2f}{left}")
-    if s.get("last_activity"):
-        lines.append(f"  activity   last at {s['last_activity']}")
+        left = f", about {duration(s['credit_hours_left'] * 3600)} at the current rate" if s.get("credit_hours_left") is not None else ""
+        lines.append(f"  credit     {usd(s['credit_usd'])}{left}")
+    last = parse_isoz(s.get("last_activity"))
+    if last is not None:
+        lines.append(f"  activity   last at {s['last_activity']} ({ago((control.clock() - last).total_seconds())})")
+    unenforced = enforcement is not None and enforcement["state"] not in ENFORCING
     if s.get("auto_shutdown_in_minutes") is not None:
         cause = CAUSE_WORDS.get(s.get("next_stop_cause") or "", "")
-        lines.append(f"  auto-stop  in {s['auto_shutdown_in_minutes']:.1f} min ({s['auto_shutdown_at']}): {cause}")
+        left = duration(s["auto_shutdown_in_minutes"] * 60)
+        if unenforced:
+            lines.append(f"  auto-stop  due in {left} ({s['auto_shutdown_at']}): {cause}, but no watchdog is running: nothing will stop it")
+            lines.append("  WARNING    no watchdog enforces auto-shutdown: start one (vastops watchdog), or stop it yourself (vastops off)")
+        else:
+            lines.append(f"  auto-stop  in {left} ({s['auto_shutdown_at']}): {cause}")
     if s.get("keepalive_until"):
         lines.append(f"  keepalive  until {s['keepalive_until']}")
     for w in s.get("warnings") or []:
-        lines.append(f"  WARNING    {CAUSE_WORDS.get(w['cause'], w['cause'])}: stops in {w['minutes_left']:.1f} min ({w['at']})")
+        lines.append(f"  WARNING    {CAUSE_WORDS.get(w['cause'], w['cause'])}: stops in {duration(w['minutes_left'] * 60)} ({w['at']})")
     for b in s.get("budgets") or []:
         state = {"spent": "SPENT: starts are refused", "warning": "over 80 %", "overridden": "spent, overridden", "ok": "ok"}[b["state"]]
         lines.append(
             f"  budget     {b['budget']} {usd(b['spent_usd'])} of {usd(b['limit_usd'])} ({b['percent']:.0f} %, {state}; resets {b['resets_local']})"
         )
-    lines.append(f"  totals     {s['total_runtime_hours']:.2f} h, ${s['total_cost_usd']:.2f}")
+    lines.append(f"  totals     {duration(s['total_runtime_hours'] * 3600)}, {usd(s['total_cost_usd'])}")
     if s.get("message"):
         lines.append(f"  note       {s['message']}")
-    if s["status"] != Status.UNCONFIGURED:
-        e = s["enforcement"] = control.enforcement()
-        lines.append(f"  watchdog   {e['summary']}")
-        lines.extend(f"             - {problem}" for problem in e["problems"])
+    if enforcement is not None:
+        s["enforcement"] = enforcement
+        lines.append(f"  watchdog   {enforcement['summary']}")
+        lines.extend(f"             - {problem}" for problem in enforcement["problems"])
     _emit(args, s, "\n".join(lines))
     # A script asking "is it there?" gets a non-zero answer when it is not.
     return {Status.NOT_FOUND: EXIT_VAST, Status.UNCONFIGURED: EXIT_UNCONFIGURED}.get(s["status"], 0)
+
+
+def _without_watchdog(control: Control, result: dict[str, Any], what: str) -> dict[str, Any]:
+    """A start or reboot that returned at once is completed by a watchdog: say so when none runs."""
+    if control.enforcement()["state"] in ENFORCING:
+        return result
+    message = (
+        f"{what} requested; no watchdog is running to complete it: `vastops status` completes it once /health answers"
+        " (or start `vastops watchdog`)."
+    )
+    return {**result, "message": message}
 
 
 def cmd_on(control: Control, args) -> int:
@@ -194,10 +225,13 @@ def cmd_on(control: Control, args) -> int:
 
     if args.override_budget and not (args.reason or "").strip():
         return _fail("--override-budget needs --reason: say why (it goes into the audit trail)", EXIT_CONFIG)
+    iid = control.target().instance_id  # NotConfigured before anything is said
     if not args.json:
-        print(f"starting instance {control.instance_id} ...", flush=True)
+        print(f"starting instance {iid} ...", flush=True)
     reason = args.reason if args.override_budget else None
     result = control.power_on(Actor.CLI, wait_for_health=not args.no_wait, progress=progress, override_reason=reason)
+    if args.no_wait:
+        result = _without_watchdog(control, result, "Start")
     return _emit(
         args, result, result["message"] + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else "")
     )
@@ -208,9 +242,12 @@ def cmd_reboot(control: Control, args) -> int:
         if not args.json:
             print(f"  {status:<10} {words}", flush=True)
 
+    iid = control.target().instance_id  # NotConfigured before anything is said
     if not args.json:
-        print(f"rebooting instance {control.instance_id} ...", flush=True)
+        print(f"rebooting instance {iid} ...", flush=True)
     result = control.reboot(Actor.CLI, wait_for_health=not args.no_wait, progress=progress)
+    if args.no_wait:
+        result = _without_watchdog(control, result, "Reboot")
     return _emit(args, result, result["message"])
 
 
@@ -245,9 +282,9 @@ def cmd_costs(control: Control, args) -> int:
         with open(args.csv, "w", newline="", encoding="utf-8") as fh:
             control.write_sessions_csv(fh)
     text = (
-        f"sessions   {stats['sessions_count']} (avg {stats['avg_session_minutes']:.1f} min)\n"
-        f"runtime    {stats['total_runtime_hours']:.3f} h\n"
-        f"cost       ${stats['total_cost_usd']:.4f}  (compute ${stats['compute_cost_usd']:.4f}, storage ${stats['storage_cost_usd']:.4f})"
+        f"sessions   {stats['sessions_count']} (avg {duration(stats['avg_session_minutes'] * 60) if stats['sessions_count'] else DASH})\n"
+        f"runtime    {duration(stats['total_runtime_hours'] * 3600)}\n"
+        f"cost       {usd(stats['total_cost_usd'])}  (compute {usd(stats['compute_cost_usd'])}, storage {usd(stats['storage_cost_usd'])})"
     )
     if args.csv:
         text += f"\nwrote {args.csv}"

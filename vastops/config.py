@@ -12,6 +12,7 @@ truth, and vastops keeps those files up to date for tools that read them
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from datetime import time
@@ -25,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_API_URL = "https://console.vast.ai"
 MAX_WAIT_S = 24 * 3600.0  # a start that has not answered /health in a day never will
 MAX_IDLE_MINUTES = 7 * 24 * 60.0  # a week
+MIN_CONTROL_KEY_CHARS = 16  # the REST API's only lock: a short key is guessed
 
 
 class ConfigError(Exception):
@@ -121,6 +123,13 @@ class Settings(BaseSettings):
         # fail inside requests on the first call. The message never shows the key.
         if v is not None and not all(33 <= ord(c) <= 126 for c in v.get_secret_value()):
             raise ValueError("printable ASCII without spaces (keys travel in HTTP headers)")
+        return v
+
+    @field_validator("control_api_key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < MIN_CONTROL_KEY_CHARS:
+            raise ValueError(f"at least {MIN_CONTROL_KEY_CHARS} characters (generate one: openssl rand -hex 32)")
         return v
 
     @field_validator("vast_daily_stop_at", mode="before")
@@ -221,6 +230,60 @@ _EXPECTED = {
     "greater_than_equal": "a number of at least {ge}",
     "less_than_equal": "a number of at most {le}",
 }
+
+
+KNOWN_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
+
+
+def require_ledger_folder(settings: Settings) -> Settings:
+    """The shells' check (CLI, watchdog, dashboard): VASTOPS_DB's folder exists, or ``ConfigError`` naming it.
+
+    A typo in the folder must not quietly start a new, empty ledger somewhere else.
+    Code that builds its own ``Settings`` (tests, the demo, which makes its folder)
+    still gets the folder created by the ledger.
+    """
+    parent = settings.vastops_db.parent  # Path("vastops.db").parent is Path(".")
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise ConfigError(
+            f"invalid configuration: VASTOPS_DB: expected a file in an existing directory ({parent} {what}: create it or fix the path)"
+        )
+    return settings
+
+
+def check_env_file(env_file: str | os.PathLike) -> None:
+    """An env file named on purpose (``--env-file``) must exist: a typo must not mean "no configuration"."""
+    path = Path(env_file)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"the env file {os.fspath(env_file)} {what}: check --env-file")
+
+
+def unknown_variables(env_file: str | os.PathLike | None = ".env") -> list[str]:
+    """One warning per VAST_* / VASTOPS_* name vastops does not know, in the environment or the env file.
+
+    A misspelled variable (``VAST_APIKEY``) would otherwise be ignored without a word.
+    """
+    found: dict[str, str] = {}
+    for name in os.environ:
+        found.setdefault(name.upper(), "the environment")
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        try:
+            names = list(dotenv_values(env_file))
+        except (OSError, UnicodeDecodeError):  # load_settings says what is wrong with the file
+            names = []
+        for name in names:
+            found.setdefault(name.upper(), os.fspath(env_file))
+    warnings = []
+    for name, where in sorted(found.items()):
+        if not name.startswith(("VAST_", "VASTOPS_")) or name in KNOWN_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.8)  # the shared prefix alone scores 0.6
+        hint = f"did you mean {close[0]}?" if close else "see .env.example for the names"
+        warnings.append(f"{name} (in {where}) is not a vastops variable and is ignored: {hint}")
+    return warnings
 
 
 def load_settings(env_file: str | os.PathLike | None = ".env", **overrides) -> Settings:

@@ -12,12 +12,16 @@ simulator (short timings: a start takes about 10 s), the watchdog and the
 dashboard. Their output is prefixed with their name. Ctrl-C (or SIGTERM) stops all
 three; if one of them dies, the demo says so and stops the others. The demo does
 not read your ``.env``: its processes run in the demo folder with only the demo's
-settings, so a real VAST_API_KEY is never used.
+settings, so a real VAST_API_KEY is never used. Those settings are written to
+``<demo folder>/demo.env``, so ``vastops --env-file demo/demo.env status`` sees the
+demo's ledger. A demo holds ``<demo folder>/demo.lock`` (``flock``) for its life, its
+processes too: a second demo in the same folder is refused before it touches anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -37,6 +41,9 @@ import requests
 
 import vastops
 
+from .clock import utcnow
+from .sim import port_number
+
 SAFE_STREAMLIT_FLAGS = [
     "--server.headless", "true",
     "--server.fileWatcherType", "none",
@@ -50,6 +57,8 @@ SAFE_STREAMLIT_FLAGS = [
 ]  # fmt: skip
 
 DEMO_INSTANCE_ID = 12345
+DEMO_LOCK = "demo.lock"  # flock'd for the demo's life: two demos never share a ledger
+DEMO_ENV = "demo.env"  # the demo's settings, for `vastops --env-file demo/demo.env ...`
 
 
 def dashboard_script() -> Path:
@@ -69,7 +78,7 @@ def dashboard_script() -> Path:
 
 def add_watchdog_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
+    parser.add_argument("--port", type=port_number, default=8787, help="port (default: 8787)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: the gateway calls /activity constantly)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -78,12 +87,12 @@ def run_watchdog(args: argparse.Namespace) -> int:
     from . import serve
     from .api import create_app
     from .clock import SteadyClock
-    from .config import NotConfigured, load_settings
+    from .config import NotConfigured, load_settings, require_ledger_folder
     from .control import Control
     from .lease import Lease, LeaseHeld
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(getattr(args, "env_file", ".env"))  # a ConfigError is reported by the CLI
+    settings = require_ledger_folder(load_settings(getattr(args, "env_file", ".env")))  # a ConfigError is reported by the CLI
     if settings.control_api_key is None:
         print(
             "vastops watchdog: CONTROL_API_KEY is not configured: the watchdog refuses to serve an open API. Set it in .env.",
@@ -159,7 +168,7 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1", avoid: tupl
 
 
 def add_dashboard_arguments(parser) -> None:
-    parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    parser.add_argument("--port", type=port_number, default=8501, help="port to serve on (default 8501)")
     parser.add_argument(
         "--host", default="127.0.0.1",
         help="address to bind (default 127.0.0.1: this machine only; put a TLS reverse proxy in front to share it)",
@@ -167,14 +176,14 @@ def add_dashboard_arguments(parser) -> None:
 
 
 def run_dashboard(args) -> int:
-    from .config import load_settings
+    from .config import load_settings, require_ledger_folder
 
     script = dashboard_script()
     if not script.exists():
         print(f"vastops: {script} is missing: this installation of vastops is incomplete; reinstall it", file=sys.stderr)
         return 2
     env_file = getattr(args, "env_file", ".env")
-    settings = load_settings(env_file)  # a ConfigError is reported by the CLI
+    settings = require_ledger_folder(load_settings(env_file))  # a ConfigError is reported by the CLI
     if settings.vastops_dashboard_password is None:
         print("vastops: VASTOPS_DASHBOARD_PASSWORD is not set: the dashboard will only say how to set it.", file=sys.stderr)
     if not port_is_free(args.port, args.host):
@@ -213,12 +222,13 @@ def _wait_forwarding_signals(proc: subprocess.Popen) -> int:
 
 
 def add_demo_arguments(parser) -> None:
-    parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501; another free one if taken)")
-    parser.add_argument("--sim-port", type=int, default=8900, help="simulator port (default 8900; another free one if taken)")
-    parser.add_argument("--watchdog-port", type=int, default=8787, help="watchdog port (default 8787; another free one if taken)")
+    parser.add_argument("--port", type=port_number, default=8501, help="dashboard port (default 8501; another free one if taken)")
+    parser.add_argument("--sim-port", type=port_number, default=8900, help="simulator port (default 8900; another free one if taken)")
+    parser.add_argument("--watchdog-port", type=port_number, default=8787, help="watchdog port (default 8787; another free one if taken)")
     parser.add_argument("--minutes", type=float, default=5.0, help="idle minutes before auto-shutdown (default 5)")
     parser.add_argument("--dir", default="demo", help="folder for the demo ledger, recreated fresh (default ./demo)")
     parser.add_argument("--password", help="dashboard password (default: demo- and random characters, printed)")
+    parser.add_argument("--history-days", type=int, default=60, help="days of demo history to seed the ledger with (default 60; 0: none)")
     parser.add_argument("--warning-minutes", type=float, default=2.0, help="warn this long before a stop (default 2)")
     parser.add_argument("--budget-daily", type=float, metavar="USD", help="a daily budget to watch it stop and refuse starts")
     parser.add_argument("--max-session-hours", type=float, metavar="H", help="a hard limit on each session")
@@ -262,6 +272,10 @@ class Inbox:
         self.server.server_close()
 
 
+class DemoRunning(Exception):
+    """Another demo holds the folder's lock; the message names its pid and dashboard."""
+
+
 class Demo:
     """Three child processes, their prefixed output, readiness, and stopping them together."""
 
@@ -271,13 +285,61 @@ class Demo:
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
+        self.lock_fd: int | None = None
 
     def say(self, text: str) -> None:
         with self.print_lock:
             print(text, flush=True)
 
-    def prepare(self) -> dict[str, str]:
+    def lock(self) -> None:
+        """Take the folder's lock, or ``DemoRunning`` (before anything in the folder is touched)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / DEMO_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:  # it is being written just now
+                holder = {}
+            os.close(fd)
+            raise DemoRunning(
+                f"another demo is running in {self.folder} (pid {holder.get('pid', '?')}, dashboard {holder.get('dashboard', '?')}):"
+                " stop it first (Ctrl-C in its terminal), or run this one in another folder with --dir"
+            ) from None
+        self.lock_fd = fd
+        self._note_holder()
+
+    def _note_holder(self, **more: str) -> None:
+        assert self.lock_fd is not None
+        data = json.dumps({"pid": os.getpid(), **more}).encode()
+        os.ftruncate(self.lock_fd, 0)
+        os.pwrite(self.lock_fd, data, 0)
+
+    def unlock(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    @property
+    def env_file(self) -> str:
+        """The demo's env file as the operator would type it (relative to where the demo was started)."""
+        return os.path.join(self.args.dir, DEMO_ENV)
+
+    def write_env_file(self, env: dict[str, str]) -> None:
+        """The demo's own settings (not the webhook), so the CLI and another dashboard can join it."""
+        names = [k for k in env if k.startswith(("VAST_", "VASTOPS_")) or k == "CONTROL_API_KEY"]
+        lines = [
+            "# The settings of the running vastops demo (rewritten by each demo). Use it with",
+            f"#   vastops --env-file {self.env_file} status",
+            *(f"{k}={env[k]}" for k in names if k != "VAST_NOTIFY_WEBHOOK_URL"),
+        ]
+        path = self.folder / DEMO_ENV
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+    def prepare(self) -> dict[str, str]:
         for old in self.folder.glob("vastops-demo.db*"):
             old.unlink()
         for name in ("vast_state.json", "vast_audit.log"):
@@ -288,6 +350,8 @@ class Demo:
         self.watchdog_port = free_port(self.args.watchdog_port, avoid=taken)
         taken += (self.watchdog_port,)
         self.dashboard_port = free_port(self.args.port, avoid=taken)
+        self.dashboard_url = f"http://localhost:{self.dashboard_port}"
+        self._note_holder(dashboard=self.dashboard_url)
         self.sim_key = "demo-sim-" + secrets.token_hex(8)
         self.password = self.args.password or "demo-" + secrets.token_urlsafe(9)
         self.control_key = secrets.token_hex(32)
@@ -311,13 +375,27 @@ class Demo:
             env["VAST_BUDGET_DAILY_USD"] = f"{self.args.budget_daily:g}"
         if self.args.max_session_hours is not None:
             env["VAST_MAX_SESSION_HOURS"] = f"{self.args.max_session_hours:g}"
+        self.write_env_file(env)
+        self.history = self.seed_history(env["VASTOPS_DB"])
         return env
+
+    def seed_history(self, db: str) -> dict | None:
+        """A past for the fresh ledger: every chart and table has something to show (marked demo data)."""
+        days = self.args.history_days
+        if days <= 0:
+            return None
+        from .demo_history import seed
+        from .ledger import Ledger
+
+        # The simulator's demo instance: $0.40/h compute, 150 GB at $0.10/GB/month.
+        return seed(Ledger(db), DEMO_INSTANCE_ID, utcnow(), days=days, dph_base=0.40, storage_dph=150 * 0.10 / 720)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         # A session of its own: Ctrl-C reaches only the demo, which then stops the children in order.
         proc = subprocess.Popen(
             argv, cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
+            pass_fds=() if self.lock_fd is None else (self.lock_fd,),  # the folder stays locked while a child lives
         )  # fmt: skip
         child = Child(name, proc)
         self.say(f"vastops demo: started {child.name} (pid {child.proc.pid})")
@@ -383,7 +461,19 @@ def run_demo(args) -> int:
         print(f"vastops: {dashboard_script()} is missing: this installation of vastops is incomplete; reinstall it", file=sys.stderr)
         return 2
     demo = Demo(args)
-    env = demo.prepare()
+    try:
+        demo.lock()
+    except DemoRunning as exc:
+        print(f"vastops demo: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"vastops demo: cannot use the folder {demo.folder} (--dir): {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        env = demo.prepare()
+    except BaseException:
+        demo.unlock()
+        raise
     received: list[int] = []
 
     def on_signal(signum, _frame):
@@ -399,12 +489,13 @@ def run_demo(args) -> int:
             demo.inbox.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        demo.unlock()
         demo.say("vastops demo: stopped")
 
 
 def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
     sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--instance-id", str(DEMO_INSTANCE_ID),
-                                 "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3"), env)  # fmt: skip
+                                 "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--ledger", env["VASTOPS_DB"]), env)  # fmt: skip
     if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):
         return _died(demo, sim, received)
 
@@ -433,15 +524,15 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
     if not demo.wait_ready(dashboard, f"http://127.0.0.1:{demo.dashboard_port}/_stcore/health", 60):
         return _died(demo, dashboard, received)
 
-    url = f"http://localhost:{demo.dashboard_port}"
     lines = [
-        f"dashboard   {url}",
+        f"dashboard   {demo.dashboard_url}",
         f"password    {demo.password}",
         f"simulator   http://127.0.0.1:{demo.sim_port}  (vast.ai; state at /_sim/state)",
         f"watchdog    http://127.0.0.1:{demo.watchdog_port}/infra/vast/status"
         if watchdog_ok
         else "watchdog    not running (see the warning above)",
-        f"ledger      {env['VASTOPS_DB']}",
+        f"ledger      {env['VASTOPS_DB']}" + (f" (with {demo.args.history_days} days of demo history)" if demo.history else ""),
+        f"cli         vastops --env-file {demo.env_file} status",
         f"auto-stop   after {demo.args.minutes:g} idle minutes (warned {min(demo.args.warning_minutes, demo.args.minutes / 2):g} min before)",
         "webhook     the watchdog's notifications print here as 'notify | ...'",
         "Press Ctrl-C to stop everything.",

@@ -67,6 +67,7 @@ import re
 import secrets
 import signal
 import socketserver
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -74,6 +75,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -1723,11 +1725,22 @@ class Simulator:
 
 
 # --- CLI hooks ------------------------------------------------------------------------
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port (0 = any free one), so 70000 is a usage error, not a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {port}")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     c, i = SimConfig(), SimInstance()
     a = parser.add_argument
     a("--host", default=c.host, help="address to bind (default %(default)s)")
-    a("--port", type=int, default=8900, help="API port, 0 = any free port (default %(default)s)")
+    a("--port", type=port_number, default=8900, help="API port, 0 = any free port (default %(default)s)")
     a("--api-key", default=c.api_key, help="key the simulator accepts (default %(default)s)")
     a("--instance-id", type=int, action="append", metavar="ID", help=f"instance id; repeat for several (default {i.id})")
     a(
@@ -1767,6 +1780,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--traffic-gb-per-h", type=float, nargs=2, metavar=("UP", "DOWN"), default=(0.0, 0.0), help="simulated traffic while running, GB/h")
     a("--rate-limit-scale", type=float, default=c.rate_limit_scale, help="multiplies vast's rate-limit intervals; 0 disables")
     a("--verbose", action="store_true", help="log every request to stderr")
+    a("--ledger", default="vastops-sim.db", metavar="FILE", help="the VASTOPS_DB of the env file it prints (default %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -1804,21 +1818,50 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
+def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db") -> str:
+    """What ``vastops sim`` prints: an env file as it is (``vastops sim > sim.env``), every other line a comment.
+
+    It names a ledger of its own and a fresh CONTROL_API_KEY, so the CLI and a watchdog
+    started with ``--env-file sim.env`` share one ledger, and no real ``.env`` is needed.
+    """
+    db = Path(ledger).resolve()  # never $VASTOPS_DB: that may be a real ledger
+    lines = [f"# vastops simulator: vast.ai API on {sim.url}  (control: {sim.url}/_sim/state)"]
+    for row in sim.state()["instances"]:
+        where = f"health at {row['health_url']}" if row["health_url"] else "its ports are handed out on each start"
+        lines.append(f"#   instance {row['id']}: {row['phase']}, {where}")
+    others = [str(i.id) for i in config.instances[1:]]
+    lines += [
+        "# An env file that points vastops at it; save it as a file of its own (not your .env), e.g.",
+        "#   vastops sim ... > sim.env   then   vastops --env-file sim.env status",
+        f"VAST_API_URL={sim.url}",
+        f"VAST_API_KEY={config.api_key}",
+        f"VAST_INSTANCE_ID={config.instances[0].id}",
+        *([f"# other instances: {', '.join(others)}"] if others else []),
+        f"VASTOPS_DB={db}",
+        f"CONTROL_API_KEY={secrets.token_hex(32)}",
+    ]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    sim = Simulator(config).start()
+    sim = Simulator(config)
+    try:
+        sim.start()
+    except OSError as exc:
+        api_failed = not sim._servers  # else an instance's port (handed out by the system) failed
+        sim.stop()
+        where = f"{config.host}:{config.port}" if api_failed else "an instance's port"
+        hint = "; choose another with --port" if api_failed else ""
+        print(f"vastops sim: cannot listen on {where}: {exc.strerror or exc}{hint}", file=sys.stderr)
+        return 2
     done = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: done.set())
     try:
-        print(f"vastops simulator: vast.ai API on {sim.url}  (control: {sim.url}/_sim/state)")
-        for row in sim.state()["instances"]:
-            where = f"health at {row['health_url']}" if row["health_url"] else "its ports are handed out on each start"
-            print(f"  instance {row['id']}: {row['phase']}, {where}")
-        print("# .env")
-        print(f"VAST_API_URL={sim.url}\nVAST_API_KEY={config.api_key}\nVAST_INSTANCE_ID={config.instances[0].id}", flush=True)
+        print(env_block(sim, config, getattr(args, "ledger", "vastops-sim.db")), flush=True)
         while not done.wait(0.2):  # a timed wait lets the signal handler run promptly
             pass
     finally:
