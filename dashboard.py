@@ -8,7 +8,9 @@ The gate lives in ``pages/_common.py``; every page calls it again first.
 
 Login: the password is ``VASTOPS_DASHBOARD_PASSWORD`` (environment or ``.env``),
 compared with ``hmac.compare_digest``. Without one the dashboard shows nothing but
-how to set it.
+how to set it. A login lasts ``VASTOPS_DASHBOARD_SESSION_HOURS`` in that browser (a
+reload, another tab, a bookmarked page): a signed, expiring token in a cookie
+(vastops/login.py); logging out revokes it.
 
 Single sign-on instead: if ``.streamlit/secrets.toml`` has an ``[auth]`` section,
 the gate uses Streamlit's OIDC login (``st.login``) and lets in only the e-mail
@@ -33,9 +35,11 @@ import threading
 
 import streamlit as st
 
-from pages._common import gate, log_out, logged_in, oidc_settings
+from pages._common import gate, keep_login_cookie, log_out, logged_in, oidc_settings
 
-st.set_page_config(page_title="vastops", page_icon=":material/memory:", layout="wide")
+# An emoji favicon is drawn by the browser itself: nothing is fetched from another host
+# (a ":material/...:" icon would be loaded from Google's font server on every page).
+st.set_page_config(page_title="vastops", page_icon="🖥️", layout="wide")
 
 
 @st.cache_resource(show_spinner=False)
@@ -53,24 +57,32 @@ def _warm_up() -> None:
 _warm_up()
 
 
+def pages(*, status_default: bool = True) -> list:
+    return [
+        st.Page("pages/status.py", title="Status", icon=":material/power_settings_new:", default=status_default),
+        st.Page("pages/costs.py", title="Costs", icon=":material/payments:"),
+        st.Page("pages/audit.py", title="Audit", icon=":material/receipt_long:"),
+    ]
+
+
 def login_page() -> None:
     gate()  # shows the form (or what to configure) and stops, unless the operator is in
     st.rerun()  # in (e.g. single sign-on on its first visit): show the real pages
 
 
 if not logged_in():
-    # Only the login page exists until the gate lets the operator in: no page list in
-    # the sidebar, and a page's own URL lands here too.
-    st.navigation([st.Page(login_page, title="Log in", icon=":material/lock:", default=True)], position="hidden").run()
-    st.stop()
+    # Every page is known, so a page's own URL (a bookmark, a new tab) is no "page not
+    # found"; none of them is run: the login form takes its place, with no page list in
+    # the sidebar. Once logged in, the rerun runs the page the URL names. The login form
+    # is the default page, so the app's own URL is the login page's.
+    st.navigation(
+        [st.Page(login_page, title="Log in", icon=":material/lock:", default=True), *pages(status_default=False)], position="hidden"
+    )
+    keep_login_cookie()  # clears a cookie that no longer lets anyone in
+    login_page()
 
-page = st.navigation(
-    [
-        st.Page("pages/status.py", title="Status", icon=":material/power_settings_new:", default=True),
-        st.Page("pages/costs.py", title="Costs", icon=":material/payments:"),
-        st.Page("pages/audit.py", title="Audit", icon=":material/receipt_long:"),
-    ]
-)
+page = st.navigation(pages())
+keep_login_cookie()
 with st.sidebar:
     if oidc_settings():
         st.caption(f"Logged in as {st.user.get('email')}")

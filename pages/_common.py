@@ -9,18 +9,26 @@ read) and the *results* of reads, with a short TTL.
 from __future__ import annotations
 
 import hmac
+import json
 import math
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 
 import streamlit as st
 
+from vastops import words
 from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
 from vastops.control import Control
 from vastops.ledger import Ledger, LedgerError
-from vastops.login import THROTTLE
+from vastops.login import THROTTLE, LoginTokens
 
-AUTH_KEY = "vastops_authenticated"
+AUTH_KEY = "vastops_authenticated"  # single sign-on: this session passed the allow list
+TOKEN_KEY = "vastops_login_token"  # password: this session's login token (vastops/login.py)
+LOGGED_OUT_KEY = "vastops_logged_out"  # this session logged out: the browser's cookie no longer counts
+LOGIN_COOKIE = "vastops_login"
+COOKIE_SLOT = "vastops_login_cookie"
+COOKIE_WRITTEN = "vastops_cookie_written"  # the login cookie this session last wrote ("" once cleared)
 WATCHDOG_STALE_S = 30.0
 
 
@@ -64,7 +72,28 @@ def require_login() -> None:
     """Every page starts with this. The entry point's gate normally ran already (then it
     returns at once), but a page must never render without it, e.g. if Streamlit runs a
     file of pages/ directly, as it can for a session's first run."""
+    if _run_without_the_entry_script():
+        st.rerun()  # now through dashboard.py: its navigation, its login form, its sidebar
     gate()
+
+
+def _run_without_the_entry_script() -> bool:
+    """Whether Streamlit runs this file of pages/ by itself, without dashboard.py.
+
+    Until dashboard.py has called ``st.navigation`` once in this process, Streamlit takes a
+    ``pages/`` folder beside it for an old-style multipage app and runs the page a URL
+    names directly: the first visit after a start to a page's own URL (a bookmark). The
+    login form would then be the page's, and lost when the next run goes through
+    dashboard.py. So: say that dashboard.py navigates, and run again.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # another Streamlit: the gate below still holds
+        return False
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        return True
+    return False
 
 
 def watchdog_problem(heartbeat: dict | None) -> str | None:
@@ -128,11 +157,53 @@ def oidc_gate() -> None:
     st.session_state[AUTH_KEY] = True
 
 
-def password_gate() -> None:
-    configured = settings().vastops_dashboard_password
-    password = configured.get_secret_value() if configured else ""
+def _password(s: Settings) -> str:
+    configured = s.vastops_dashboard_password
+    return configured.get_secret_value() if configured else ""
+
+
+@st.cache_resource(show_spinner=False)
+def _login_tokens(path: str) -> LoginTokens:
+    # One per ledger and process: the secret and the revoked ids live beside the ledger.
+    return LoginTokens(Path(path))
+
+
+def login_tokens(s: Settings) -> LoginTokens:
+    db = s.vastops_db.resolve()
+    return _login_tokens(str(db.with_name(db.name + ".login")))
+
+
+def _browser_token() -> str | None:
+    """The login cookie the browser sent when this session's connection opened (a reload, a new tab)."""
+    try:
+        value = st.context.cookies.get(LOGIN_COOKIE)
+    except Exception:  # no browser behind this run (AppTest, bare mode)
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _password_logged_in(s: Settings) -> bool:
+    """Whether this session holds a valid token, from its own login or from the browser's cookie."""
+    password = _password(s)
     if not password:
-        st.session_state.pop(AUTH_KEY, None)
+        return False
+    tokens, hours = login_tokens(s), s.vastops_dashboard_session_hours
+    token = st.session_state.get(TOKEN_KEY)
+    if token and tokens.valid(token, password, hours):
+        return True
+    st.session_state.pop(TOKEN_KEY, None)  # expired, revoked (a logout in another tab), or the password changed
+    cookie = _browser_token()
+    if cookie and cookie != token and not st.session_state.get(LOGGED_OUT_KEY) and tokens.valid(cookie, password, hours):
+        st.session_state[TOKEN_KEY] = cookie
+        return True
+    return False
+
+
+def password_gate() -> None:
+    s = settings()
+    password = _password(s)
+    if not password:
+        st.session_state.pop(TOKEN_KEY, None)
         st.title("vastops")
         st.error(
             "**No dashboard password is configured, so the dashboard shows nothing.** "
@@ -140,7 +211,7 @@ def password_gate() -> None:
             "`VASTOPS_DASHBOARD_PASSWORD=$(openssl rand -hex 16)`, and restart the dashboard."
         )
         st.stop()
-    if st.session_state.get(AUTH_KEY):
+    if _password_logged_in(s):
         return
     st.title("vastops")
     with st.form("login", border=True):
@@ -154,7 +225,8 @@ def password_gate() -> None:
             st.stop()
         if hmac.compare_digest(entered.encode("utf-8"), password.encode("utf-8")):
             THROTTLE.succeeded()
-            st.session_state[AUTH_KEY] = True
+            st.session_state[TOKEN_KEY] = login_tokens(s).issue(password, s.vastops_dashboard_session_hours)
+            st.session_state.pop(LOGGED_OUT_KEY, None)
             st.session_state.pop("login_password", None)  # do not keep it around
             st.rerun()
         st.error("Wrong password.")
@@ -162,17 +234,19 @@ def password_gate() -> None:
 
 
 def log_out() -> None:
-    st.session_state.pop(AUTH_KEY, None)
+    """End the login: its token is revoked (every tab and a copied cookie included) and the cookie cleared."""
+    tokens = login_tokens(settings())
+    tokens.revoke(st.session_state.pop(TOKEN_KEY, None))
+    tokens.revoke(_browser_token())
+    st.session_state[LOGGED_OUT_KEY] = True
     st.session_state.pop("login_password", None)
 
 
 def logged_in() -> bool:
     """Whether this session passed the gate (and a way in is still configured); shows nothing."""
-    if not st.session_state.get(AUTH_KEY):
-        return False
     if oidc_settings():
-        return bool(st.user.is_logged_in)
-    return settings().vastops_dashboard_password is not None
+        return bool(st.session_state.get(AUTH_KEY)) and bool(st.user.is_logged_in)
+    return _password_logged_in(settings())
 
 
 def gate() -> None:
@@ -183,40 +257,63 @@ def gate() -> None:
         password_gate()
 
 
+def keep_login_cookie() -> None:
+    """Keep this session's login in the browser (a cookie), so a reload or another tab of it stays logged in.
+
+    Streamlit sets no cookie of its own choosing, so a line of script on the page writes it:
+    ``SameSite=Strict`` (never sent with a request from another site), ``Secure`` over
+    HTTPS, expiring with the token; after a logout it is cleared. The token never goes
+    into the URL. The cookie reaches the server when the next connection opens, which is
+    what a reload or a new tab does.
+    """
+    if oidc_settings():
+        return  # single sign-on keeps its own cookie
+    token = st.session_state.get(TOKEN_KEY) or ""
+    # What the browser holds, as far as this session knows: what it last wrote, else what the browser sent.
+    held = st.session_state[COOKIE_WRITTEN] if COOKIE_WRITTEN in st.session_state else (_browser_token() or "")
+    if token == held:
+        return  # written once: another tab's later login is not undone by this one's reruns
+    st.session_state[COOKIE_WRITTEN] = token
+    if token:
+        hours = settings().vastops_dashboard_session_hours
+        cookie = f"{LOGIN_COOKIE}={token}; Max-Age={int(hours * 3600)}; Path=/; SameSite=Strict"
+    else:  # logged out, or the browser's token expired or was revoked
+        cookie = f"{LOGIN_COOKIE}=; Max-Age=0; Path=/; SameSite=Strict"
+    with st.container(key=COOKIE_SLOT):
+        st.html(
+            f"<script>document.cookie = {json.dumps(cookie)} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+            unsafe_allow_javascript=True,
+        )
+    st.html(f"<style>.st-key-{COOKIE_SLOT} {{ display: none; }}</style>")  # takes no room on the page
+
+
 # -- formatting -------------------------------------------------------------------------
 
 
-def usd(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    return f"${value:,.{digits}f}"
+# Money and durations as the CLI writes them (vastops/words.py): one format everywhere.
+
+
+def usd(value: float | None) -> str:
+    """$0.95, $1,234.00; a sub-cent amount to four digits ($0.0042), so it is never shown as $0.00."""
+    return words.usd(value)
+
+
+def rate(usd_per_hour: float | None) -> str:
+    return words.rate(usd_per_hour)
 
 
 def minutes(value: float | None) -> str:
-    """0.5 -> '30 s', 12.5 -> '12.5 min', 135 -> '2 h 15 min'."""
-    if value is None:
-        return "—"
-    if value < 1:
-        return f"{value * 60:.0f} s"
-    if value < 60:
-        return f"{value:.1f} min"
-    h, m = divmod(int(round(value)), 60)
-    return f"{h:,} h {m:02d} min"
+    """Minutes in words: 0.5 -> '30 s', 12 -> '12 min', 135 -> '2 h 15 min'."""
+    return words.duration(None if value is None else value * 60)
 
 
 def hours(value: float) -> str:
     return f"{value:,.1f} h" if value >= 10 else f"{value:,.2f} h"
 
 
-def ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
+def ago(seconds: float | None) -> str:
+    """'just now', '14 s ago', '4 min ago', '2 h 10 min ago'."""
+    return words.ago(None if seconds is None else max(0.0, seconds))
 
 
 def countdown(seconds: float) -> str:

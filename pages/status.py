@@ -5,21 +5,32 @@ whole page). It reads the ledger only: the watchdog observes vast.ai, so the
 dashboard does not spend vast's rate limit. Refresh is the one button that asks
 vast.ai directly.
 
+The top of the page never moves: the status (its word coloured by state) and the
+buttons come first, so they are in the first screen on a phone too, and whatever
+comes and goes (a result, a banner, the progress of a start) comes below them. The
+primary button is the one that saves money: Stop while anything may bill, else Start.
+
 Start returns at once: the core records the request and asks vast.ai to start,
 and the watchdog completes it once the instance's /health answers. Meanwhile the
-fragment shows each step. Stop and Reboot ask for a confirmation first. A start
-that timed out waiting for /health shows the instance's log tail the watchdog kept.
+last action's slot shows each step. Stop and Reboot ask for a confirmation first. A
+start that timed out waiting for /health shows the instance's log tail the watchdog kept.
 
-The guardrails (vastops/stops.py) sit in one slot of a fixed height near the top, so
-the buttons below never move when it changes: the next stop and its cause while the
-instance runs, a warning banner with **Keep running** once a stop's warning is due,
-or, while a spent budget refuses starts, the refusal with **Override the budget**.
-Both ask for a reason before anything is done. The budgets' spend is shown below the
-figures. An error that needs an answer (a refused start) stays until the next action.
+What an action of this tab did (its result, or why it failed and what to do) stays
+until the next action. The **last action** slot says, from the audit trail (so it
+survives a reload and reaches every tab), what was last done, by whom, when, how it
+ended and what the session cost: after an auto-shutdown, why the watchdog stopped it.
+
+The guardrails (vastops/stops.py) sit in one slot of a fixed height: the next stop and
+its cause while the instance runs, a warning banner with **Keep running** once a stop's
+warning is due, or, while a spent budget refuses starts, the refusal with **Override
+the budget**. Both ask for a reason before anything is done. The budgets' spend is
+shown below the figures. Money and durations are written as the CLI writes them
+(vastops/words.py), times relative to now.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 
 import streamlit as st
@@ -30,7 +41,9 @@ from pages._common import (
     clock_time,
     control,
     countdown,
+    logged_in,
     minutes,
+    rate,
     require_login,
     seconds_since,
     settings,
@@ -43,11 +56,10 @@ from vastops.ledger import LedgerError
 from vastops.observe import probe_health
 from vastops.power import BudgetExceeded, InvalidRequest, NothingRuns, NotRunning
 from vastops.vast import VastError
-from vastops.vocabulary import CAN_START, CAN_STOP, CAUSE_WORDS, STATUS_WORDS, Actor, Cause, ErrorKind, Status, status_words
+from vastops.vocabulary import CAN_START, CAN_STOP, CAUSE_WORDS, STATUS_WORDS, Actor, Cause, ErrorKind, Event, Status, status_words
 
 REFRESH_EVERY_S = 3
-FLASH = "status_flash"  # (kind, text) of the last action's outcome, shown once
-STICKY = "status_sticky"  # (kind, text) that stays until the next action (a refused start)
+RESULT = "status_result"  # (kind, text, action id): what this tab's last action did; stays until the next action
 CONFIRM_STOP = "status_confirm_stop"
 CONFIRM_REBOOT = "status_confirm_reboot"
 CONFIRM_KEEPALIVE = "status_confirm_keepalive"
@@ -58,6 +70,28 @@ KEEPALIVE_REASON = "keepalive_reason"
 OVERRIDE_REASON = "override_reason"
 
 GUARDRAIL_SLOT_PX = 124  # the guardrails' slot keeps this height, whatever it holds
+LAST_ACTION_SLOT_REM = 7.5  # the last action's slot is at least this high: a start's progress fits in it
+
+# The status word's colour: green while it runs (and bills), blue on the way up, orange
+# when it needs a look, red when it cannot be managed, grey when nothing runs.
+STATUS_COLOURS = {
+    Status.RUNNING: "green",
+    Status.SCHEDULING: "blue",
+    Status.LOADING: "blue",
+    Status.CREATING: "blue",
+    Status.EXITED: "orange",
+    Status.UNCONFIGURED: "red",
+    Status.NOT_FOUND: "red",
+    Status.STOPPED: "gray",
+    Status.UNKNOWN: "gray",
+}
+# Who did it, in the last action's words.
+BY = {
+    Actor.DASHBOARD: "from the dashboard",
+    Actor.CLI: "from the CLI",
+    Actor.API: "through the REST API",
+    Actor.SYSTEM: "by the watchdog",
+}
 KEEPALIVE_DEFAULT_MINUTES = 60
 # A keepalive moves the idle stop only; the hard limits and the budgets come regardless.
 KEEPALIVE_MOVES = frozenset({Cause.IDLE, Cause.KEEPALIVE})
@@ -102,8 +136,22 @@ def _forget_cached_reports() -> None:
 
 def _new_action() -> None:
     """Every action starts here: what the last one left on the page gives way to this one."""
-    st.session_state.pop(STICKY, None)
+    st.session_state.pop(RESULT, None)
     st.session_state.pop(FORM_ERROR, None)
+
+
+def _result(kind: str, text: str) -> None:
+    """What the action did: shown through every refresh of the panel, until the next action.
+
+    The next action may be another's (another tab, the CLI, the watchdog's stop): the
+    result is kept with the audit id of the newest action it knew of, and gives way once
+    the ledger has a newer one.
+    """
+    try:
+        last = control(cfg).last_action()
+    except (LedgerError, sqlite3.Error):  # the ledger fails: the result stays until this tab acts again
+        last = None
+    st.session_state[RESULT] = (kind, text, last["id"] if last else 0)
 
 
 def _close_forms() -> None:
@@ -120,18 +168,19 @@ def on_start() -> None:
     _new_action()
     _close_forms()
     try:
-        result = control(cfg).power_on(Actor.DASHBOARD, wait_for_health=False)
-        st.session_state[FLASH] = ("info", f"Start requested: {status_words(result['status'])}. {result['message']}")
+        control(cfg).power_on(Actor.DASHBOARD, wait_for_health=False)
+        _result(
+            "info", "Start requested: vast.ai accepted it; the watchdog completes the start once /health answers (its steps are below)."
+        )
     except BudgetExceeded as exc:
-        # Stays on the page (the panel refreshes every few seconds) until the next action.
-        st.session_state[STICKY] = (
+        _result(
             "error",
             f"**The start was refused: nothing was started.** {_refused(exc)}. "
             "Override the budget below, with a reason, or wait until it resets.",
         )
         st.session_state[CONFIRM_OVERRIDE] = True
     except (NotConfigured, VastError) as exc:
-        st.session_state[FLASH] = ("error", f"**Start failed.** {_explain(exc)}")
+        _result("error", f"**Start failed.** {_explain(exc)}")
     _forget_cached_reports()
 
 
@@ -158,14 +207,14 @@ def on_override_confirmed() -> None:
     st.session_state.pop(OVERRIDE_REASON, None)
     try:
         result = control(cfg).power_on(Actor.DASHBOARD, wait_for_health=False, override_reason=reason)
-        st.session_state[FLASH] = (
+        _result(
             "info",
             f"Budget overridden (recorded with your reason) and start requested: {status_words(result['status'])}. {result['message']}",
         )
     except BudgetExceeded as exc:
-        st.session_state[STICKY] = ("error", f"**The start was refused: nothing was started.** {_refused(exc)}.")
+        _result("error", f"**The start was refused: nothing was started.** {_refused(exc)}.")
     except (NotConfigured, VastError) as exc:
-        st.session_state[STICKY] = ("error", f"**Start failed.** {_explain(exc)}")
+        _result("error", f"**Start failed.** {_explain(exc)}")
     _forget_cached_reports()
 
 
@@ -195,11 +244,11 @@ def on_keepalive_confirmed() -> None:
         return
     except (NothingRuns, NotConfigured, LedgerError) as exc:
         st.session_state[CONFIRM_KEEPALIVE] = False
-        st.session_state[FLASH] = ("error", f"**Keep running failed.** {_explain(exc)}")
+        _result("error", f"**Keep running failed.** {_explain(exc)}")
         return
     st.session_state[CONFIRM_KEEPALIVE] = False
     st.session_state.pop(KEEPALIVE_REASON, None)
-    st.session_state[FLASH] = ("success", _kept_words(result))
+    _result("success", _kept_words(result))
     _forget_cached_reports()
 
 
@@ -229,12 +278,15 @@ def on_stop_confirmed() -> None:
     st.session_state[CONFIRM_STOP] = False
     try:
         result = control(cfg).power_off(Actor.DASHBOARD)
+        message = result["message"]
+        if result.get("session_runtime_minutes"):  # the session's figures, written as the rest of the page writes them
+            message = f"Instance stopped. Session: {minutes(result['session_runtime_minutes'])}, {usd(result.get('session_cost_usd'))}."
         if result.get("ledger_problem"):  # stopped all the same; the bookkeeping follows
-            st.session_state[FLASH] = ("error", f"{result['message']} **But** {result['ledger_problem']}.")
+            _result("error", f"{message} **But** {result['ledger_problem']}.")
         else:
-            st.session_state[FLASH] = ("success", result["message"])
+            _result("success", message)
     except (NotConfigured, VastError) as exc:
-        st.session_state[FLASH] = ("error", f"**Stop failed.** {_explain(exc)}")
+        _result("error", f"**Stop failed.** {_explain(exc)}")
     _forget_cached_reports()
 
 
@@ -254,9 +306,9 @@ def on_reboot_confirmed() -> None:
     st.session_state[CONFIRM_REBOOT] = False
     try:
         result = control(cfg).reboot(Actor.DASHBOARD, wait_for_health=False)
-        st.session_state[FLASH] = ("info", result["message"])
+        _result("info", result["message"])
     except (NotConfigured, NotRunning, VastError) as exc:
-        st.session_state[FLASH] = ("error", f"**Reboot failed.** {_explain(exc)}")
+        _result("error", f"**Reboot failed.** {_explain(exc)}")
     _forget_cached_reports()
 
 
@@ -264,9 +316,9 @@ def on_refresh() -> None:
     _new_action()
     try:
         s = control(cfg).status(observe=True)
-        st.session_state[FLASH] = ("info", f"Asked vast.ai: {status_words(s['status'])}.")
+        _result("info", f"Asked vast.ai: {status_words(s['status'])}.")
     except (NotConfigured, VastError) as exc:
-        st.session_state[FLASH] = ("error", f"**Refresh failed.** {_explain(exc)}")
+        _result("error", f"**Refresh failed.** {_explain(exc)}")
     _forget_cached_reports()
 
 
@@ -285,16 +337,15 @@ def _start_step(s: dict) -> int:
 
 def _show_start_progress(s: dict) -> None:
     current = _start_step(s)
-    st.progress(
-        (current + 0.5) / len(START_STEPS),
-        text="**Starting:** "
-        + " → ".join(
-            f"**{label}**" if i == current else (f"~~{label}~~" if i < current else label) for i, (_, label) in enumerate(START_STEPS)
-        ),
+    text = "**Starting:** " + " → ".join(
+        f"**{label}**" if i == current else (f"~~{label}~~" if i < current else label) for i, (_, label) in enumerate(START_STEPS)
     )
+    if s["status"] == Status.SCHEDULING and s.get("message"):  # how long it waited for its GPU, and how long it may
+        text += f"  \n{s['message']}"
+    st.progress((current + 0.5) / len(START_STEPS), text=text)
 
 
-def _show_problem(s: dict) -> None:
+def _show_problem(s: dict, pending: bool) -> None:
     status = s["status"]
     if status == Status.UNCONFIGURED:
         st.error(f"**Not configured.** {s.get('message')} Then restart the dashboard.", icon=":material/settings:")
@@ -309,20 +360,257 @@ def _show_problem(s: dict) -> None:
             "vast.ai has not been asked about this instance yet. The watchdog does that every few seconds; press **Refresh** to ask now."
         )
     elif status == Status.SCHEDULING:
-        st.warning(s.get("message") or STATUS_WORDS[Status.SCHEDULING])
+        if not pending:  # a start of ours says it in its progress instead
+            st.warning(s.get("message") or STATUS_WORDS[Status.SCHEDULING])
     elif status == Status.EXITED:
         st.warning(f"The instance has exited. {s.get('message') or ''} Start it again, or look at it in vast.ai's console.")
     elif s.get("message"):  # e.g. the credit below VAST_LOW_CREDIT_USD
         st.warning(s["message"], icon=":material/savings:")
 
 
-def _show_kept_log(c) -> None:
+def _show_kept_log(c, now: datetime) -> None:
     """The log tail the watchdog kept when the last start timed out waiting for /health."""
     kept = c.kept_log()
     if kept is None:
         return
-    with st.expander(f"Instance log kept at the health timeout ({clock_time(kept['ts'])})"):
+    when = f"{at_time(kept['ts'], cfg.timezone, now)}, {ago(seconds_since(kept['ts'], now))}"
+    with st.expander(f"Instance log kept at the health timeout ({when})"):
         st.code(kept["meta"].get("tail") or "(empty)", language=None)
+
+
+# -- the status and the buttons: the top of the page, always in the same place -------------
+
+
+def _show_headline(s: dict, pending: bool) -> None:
+    status = s["status"]
+    colour = STATUS_COLOURS.get(status, "gray")
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="large", key="status_headline"):
+        st.metric("Status", f":{colour}[{status.replace('_', ' ')}]", help="What vast.ai last reported for the instance.", width="content")
+        st.metric("Instance", str(s["instance_id"] or "—"), width="content")
+    words = status_words(status)
+    words = words.partition(": ")[2] or words
+    if pending:
+        words = "a reboot is in progress" if s.get("pending") == "reboot" else "a start is in progress"
+    st.markdown(f":{colour}[**{words[:1].upper() + words[1:]}.**]")
+
+
+def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reboot: bool, start_refused: bool) -> None:
+    # The primary button is the safe one: Stop whenever anything may bill, else Start.
+    start_primary = can_start and not can_stop and not start_refused
+    with st.container(horizontal=True, gap="small", key="status_buttons"):
+        st.button(
+            "Start",
+            key="start",
+            type="primary" if start_primary else "secondary",
+            icon=":material/play_arrow:",
+            disabled=not can_start,
+            on_click=on_start,
+        )
+        st.button(
+            "Stop",
+            key="stop",
+            type="primary" if can_stop else "secondary",
+            icon=":material/stop:",
+            disabled=not can_stop,
+            on_click=on_stop_clicked,
+        )
+        st.button(
+            "Refresh",
+            key="refresh",
+            icon=":material/refresh:",
+            disabled=not can_refresh,
+            on_click=on_refresh,
+            help="Ask vast.ai now (the watchdog does this every few seconds anyway).",
+        )
+        st.button(
+            "Reboot",
+            key="reboot",
+            icon=":material/restart_alt:",
+            disabled=not can_reboot,
+            on_click=on_reboot_clicked,
+            help="Restart the container in place (the GPU is kept): for an LLM server that hangs.",
+        )
+
+
+def _show_confirmations(s: dict, *, can_stop: bool, can_reboot: bool) -> None:
+    if st.session_state.get(CONFIRM_STOP) and can_stop:
+        with st.container(border=True):
+            so_far = ""
+            if s.get("session_runtime_minutes") is not None:
+                so_far = f" This session: {minutes(s['session_runtime_minutes'])}, {usd(s.get('session_cost_usd'))}."
+            st.warning(
+                f"**Stop instance {s['instance_id']}?** The GPU is released and its billing ends; the disk is kept (and still billed).{so_far}"
+            )
+            with st.container(horizontal=True, gap="small"):
+                st.button("Yes, stop it", key="stop_confirm", type="primary", on_click=on_stop_confirmed)
+                st.button("Cancel", key="stop_cancel", on_click=on_stop_cancelled)
+    if st.session_state.get(CONFIRM_REBOOT) and can_reboot:
+        with st.container(border=True):
+            st.warning(
+                f"**Reboot instance {s['instance_id']}?** The LLM server restarts and does not answer until /health does again; "
+                "the GPU is kept and billed throughout."
+            )
+            with st.container(horizontal=True, gap="small"):
+                st.button("Yes, reboot it", key="reboot_confirm", type="primary", on_click=on_reboot_confirmed)
+                st.button("Cancel", key="reboot_cancel", on_click=on_reboot_cancelled)
+
+
+def _show_result(last: dict | None) -> None:
+    result = st.session_state.get(RESULT)
+    if not result:
+        return
+    kind, text, seen = result
+    if last is not None and last["id"] > seen:  # someone acted since: the last action says what happened
+        st.session_state.pop(RESULT, None)
+        return
+    {"error": st.error, "success": st.success}.get(kind, st.info)(text)
+
+
+# -- the last action, from the audit trail ---------------------------------------------------
+
+
+def _md(text: object) -> str:
+    """Text from elsewhere (an error, a reason) shown as it is: no Markdown, no colour directive, no LaTeX."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>#|:$~" else ch for ch in str(text))
+
+
+def _sentence(text: object) -> str:
+    """Text from elsewhere as a sentence of ours: escaped, and ending in a full stop."""
+    text = str(text).strip()
+    return _md(text if text.endswith((".", "!", "?")) else text + ".")
+
+
+def _money(amount: float | None) -> str:
+    return usd(amount).replace("$", "\\$")  # a $ pair would be read as LaTeX
+
+
+def _when(ts: str | None, now: datetime) -> str:
+    return f"at {at_time(ts, cfg.timezone, now)}, {ago(seconds_since(ts, now))}"
+
+
+def _by(actor: str) -> str:
+    return BY.get(actor, f"by {actor}")
+
+
+def _idle(minutes_idle: float | None) -> str:
+    if minutes_idle is None:
+        return "idle"
+    if minutes_idle >= 1 and minutes_idle == int(minutes_idle):
+        return f"{int(minutes_idle)} idle minute{'s' if minutes_idle != 1 else ''}"
+    return f"{minutes(minutes_idle)} without a request"
+
+
+def _session_figures(meta: dict) -> str:
+    if meta.get("session_runtime_minutes") is not None:
+        return f"; the session ran {minutes(meta['session_runtime_minutes'])} and cost {_money(meta.get('session_cost_usd'))}"
+    return "; no session was running" if meta.get("already_stopped") else ""
+
+
+def _stopped_by(cause: str | None, meta: dict) -> str:
+    """Who stopped it, in words with the cause's figures: 'auto-shutdown after 30 idle minutes'."""
+    if cause == Cause.IDLE:
+        return f"auto-shutdown after {_idle(meta.get('idle_minutes') or meta.get('inactive_minutes'))}"
+    if cause == Cause.KEEPALIVE:
+        return f"auto-shutdown once the keepalive ran out ({_idle(meta.get('idle_minutes') or meta.get('inactive_minutes'))})"
+    if cause == Cause.MAX_SESSION:
+        limit = meta.get("limit_hours")
+        return f"the session limit of {minutes(limit * 60) if limit else '—'} (VAST_MAX_SESSION_HOURS)"
+    if cause == Cause.DAILY_STOP:
+        return f"the daily stop at {meta.get('stop_at') or '—'} {meta.get('timezone') or ''} (VAST_DAILY_STOP_AT)".replace("  ", " ")
+    if cause == Cause.BUDGET:
+        return f"the {meta.get('budget') or ''} budget: {_money(meta.get('spent_usd'))} of {_money(meta.get('limit_usd'))} spent".replace(
+            "  ", " "
+        )
+    return "the watchdog"
+
+
+def _start_words(a: dict, outcome: dict | None, now: datetime, pending: bool) -> tuple[str, str]:
+    """(tone, words) of a start or reboot and how it ended."""
+    reboot = a["event"] == Event.REBOOT_REQUESTED
+    noun, done = ("Reboot", "Rebooted") if reboot else ("Start", "Started")
+    who = f"{_by(a['actor'])} {_when(a['ts'], now)}"
+    if outcome is None:
+        return ("info", f"{noun} requested {who}: in progress.") if pending else ("info", f"{noun} requested {who}.")
+    event, meta = outcome["event"], outcome["meta"]
+    if event in (Event.POWER_ON_COMPLETE, Event.REBOOT_COMPLETE):
+        return "ok", f"{done} {who}: healthy after {minutes((meta.get('startup_seconds') or 0) / 60)}."
+    if event in (Event.POWER_ON_FAILED, Event.REBOOT_FAILED):
+        return "failed", f"{noun} {who} failed: {_sentence(meta.get('error') or meta.get('kind') or 'vast.ai refused it')}"
+    if event == Event.POWER_ON_HEALTH_TIMEOUT:
+        why = f" ({_md(meta['reason'])})" if meta.get("reason") else ""
+        waited = minutes((meta.get("waited_seconds") or 0) / 60)
+        return (
+            "failed",
+            f"{noun} {who} gave up: /health did not answer within {waited}{why}; it bills until it is stopped or auto-shutdown stops it.",
+        )
+    if event == Event.POWER_ON_UNAVAILABLE:
+        waited = minutes((meta.get("waited_seconds") or 0) / 60)
+        return "failed", (
+            f"**The last start was cancelled: the GPU on the instance's host is taken.** Requested {who}, it waited {waited} "
+            "for it (VAST_SCHEDULING_TIMEOUT_S). Start again later, or move the instance to another machine in vast.ai's console."
+        )
+    return "warning", f"{noun} {who} was cancelled: the instance was stopped before /health answered."
+
+
+def _last_action_words(a: dict, now: datetime, pending: bool) -> tuple[str, str]:
+    """(tone, words) of the last action: 'ok', 'info', 'warning' or 'failed', and one sentence or two."""
+    event, meta, outcome = a["event"], a["meta"], a.get("outcome")
+    if event in (Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED):
+        return _start_words(a, outcome, now, pending)
+    if event == Event.POWER_OFF_REQUESTED:
+        who = _by(a["actor"])
+        if outcome is None:
+            return "info", f"Stop requested {who} {_when(a['ts'], now)}."
+        if outcome["event"] == Event.POWER_OFF_FAILED:
+            return "failed", (
+                f"Stop {who} {_when(a['ts'], now)} failed: {_sentence(outcome['meta'].get('error') or 'vast.ai refused it')} "
+                "It may still run, and bill."
+            )
+        return "ok", f"Stopped {who} {_when(outcome['ts'], now)}{_session_figures(outcome['meta'])}."
+    if event == Event.KEEPALIVE:
+        until = at_time(meta.get("until"), cfg.timezone, now)
+        return "info", (
+            f"Kept running {_by(a['actor'])} {_when(a['ts'], now)}: the idle stop no earlier than {until} "
+            f"({minutes(meta.get('minutes'))}), for “{_md(meta.get('reason') or '')}”."
+        )
+    if event == Event.EXTERNAL_START:
+        return "info", f"Started outside vastops (vast.ai's console or another client), seen {_when(a['ts'], now)}."
+    if event == Event.EXTERNAL_STOP:
+        return "info", f"Stopped outside vastops (vast.ai's console or another client), seen {_when(a['ts'], now)}{_session_figures(meta)}."
+    if event == Event.CREDIT_EXHAUSTED_STOP:
+        return "failed", f"Stopped by vast.ai: the account's credit ran out, seen {_when(a['ts'], now)}{_session_figures(meta)}."
+    # a stop the watchdog decided (auto_shutdown, max_session_stop, scheduled_stop, budget_stop)
+    by = _stopped_by(meta.get("cause"), meta)
+    if outcome is None:
+        return "info", f"Stopping: {by}, decided {_when(a['ts'], now)}."
+    if outcome["event"] == Event.POWER_OFF_FAILED:
+        return "failed", (
+            f"Stop by {by} decided {_when(a['ts'], now)}, but vast.ai did not stop it: "
+            f"{_sentence(outcome['meta'].get('error') or 'the call failed')} The watchdog retries until it stops."
+        )
+    return "ok", f"Stopped by {by} {_when(outcome['ts'], now)}{_session_figures(outcome['meta'])}."
+
+
+TONE_ICONS = {
+    "ok": ":green[:material/check_circle:]",
+    "info": ":blue[:material/info:]",
+    "warning": ":orange[:material/warning:]",
+}
+
+
+def _show_last_action(last: dict | None, s: dict, now: datetime, pending: bool) -> None:
+    """One slot for the last action and, while a start is in progress, its steps."""
+    with st.container(border=True, key="last_action"):
+        if last is None:
+            st.markdown(":gray[:material/history:] **Last action:** none yet.")
+        else:
+            tone, text = _last_action_words(last, now, pending)
+            if tone == "failed":
+                st.warning(f"**Last action:** {text}", icon=":material/error:")
+            else:
+                st.markdown(f"{TONE_ICONS[tone]} **Last action:** {text}")
+        if pending:
+            _show_start_progress(s)
 
 
 # -- the guardrails ----------------------------------------------------------------------
@@ -492,8 +780,20 @@ def _show_override_form(s: dict) -> None:
             c.form_submit_button("Cancel", key="override_cancel", on_click=on_override_cancelled, width="stretch")
 
 
+def _style() -> None:
+    """Room kept for what comes and goes, so the page below it does not jump."""
+    st.html(
+        "<style>"
+        f".st-key-last_action {{ min-height: {LAST_ACTION_SLOT_REM}rem; }}"
+        ".st-key-status_headline [data-testid='stMetricValue'] { font-weight: 700; }"
+        "</style>"
+    )
+
+
 @st.fragment(run_every=REFRESH_EVERY_S)
 def live_status() -> None:
+    if not logged_in():  # logged out in another tab, or the login expired: the whole page shows the gate
+        st.rerun()
     c = control(cfg)
     s = c.status(observe=False)
     now = datetime.now(UTC)
@@ -505,51 +805,37 @@ def live_status() -> None:
     can_stop = configured and (status in CAN_STOP or pending)
     can_refresh = configured
     can_reboot = configured and status == Status.RUNNING and not pending
+    last = c.last_action() if configured else None
+
+    # The top: never moves (whatever comes and goes is below the buttons).
+    _show_headline(s, pending)
+    _show_buttons(
+        can_start=can_start, can_stop=can_stop, can_refresh=can_refresh, can_reboot=can_reboot, start_refused=bool(s.get("start_refused"))
+    )
+    _show_confirmations(s, can_stop=can_stop, can_reboot=can_reboot)
+    _show_result(last)
 
     if configured:
         problem = watchdog_problem(c.heartbeat("watchdog"))
         if problem:
             st.error(problem, icon=":material/warning:")
-    _show_problem(s)
+    _show_problem(s, pending)
     if configured:
         _show_guardrails(s, now, running=running, can_start=can_start, pending=pending)
-
-    flash = st.session_state.pop(FLASH, None)
-    if flash:
-        kind, text = flash
-        {"error": st.error, "success": st.success}.get(kind, st.info)(text)
-    sticky = st.session_state.get(STICKY)
-    if sticky:
-        kind, text = sticky
-        {"error": st.error, "success": st.success}.get(kind, st.info)(text)
-
-    words = status_words(status)
-    head, state = st.columns([1, 3])
-    head.metric("Instance", str(s["instance_id"] or "—"))
-    state.metric("Status", status.replace("_", " "), help="What vast.ai last reported for the instance.")
-    st.markdown(f"**{words[:1].upper() + words[1:]}**" + ("  \n:orange[A start is in progress.]" if pending else ""))
-
-    if pending:
-        _show_start_progress(s)
+    if st.session_state.get(CONFIRM_KEEPALIVE) and (running or pending):
+        _show_keepalive_form(s)
+    if st.session_state.get(CONFIRM_OVERRIDE) and can_start:
+        _show_override_form(s)
+    if configured:
+        _show_last_action(last, s, now, pending)
     if configured and not pending:
-        _show_kept_log(c)
-    if status == Status.STOPPED and (cancelled := c.unavailable_start()):
-        waited = cancelled["meta"].get("waited_seconds") or 0
-        st.warning(
-            f"**The last start was cancelled: the GPU on the instance's host is taken.** It waited {minutes(waited / 60)} "
-            f"for it (VAST_SCHEDULING_TIMEOUT_S). Start again later, or move the instance to another machine in vast.ai's console.",
-            icon=":material/block:",
-        )
+        _show_kept_log(c, now)
 
-    gpu, rate, runtime, cost, deadline = st.columns(5)
+    gpu, price, runtime, cost, deadline = st.columns(5)
     gpu.metric("GPU", s.get("gpu_name") or "—")
-    rate.metric(
-        "Price", f"{usd(s['dph_total'], 3)}/h" if s.get("dph_total") is not None else "—", help="dph_total: compute plus disk, per hour"
-    )
-    runtime.metric(
-        "This session", minutes(s.get("session_runtime_minutes")) if s.get("session_runtime_minutes") is not None else "no session"
-    )
-    cost.metric("Session cost so far", usd(s.get("session_cost_usd"), 3) if s.get("session_cost_usd") is not None else "—")
+    price.metric("Price", rate(s.get("dph_total")), help="dph_total: compute plus disk, per hour")
+    runtime.metric("This session", minutes(s["session_runtime_minutes"]) if running else "no session")
+    cost.metric("Session cost so far", usd(s.get("session_cost_usd")))
     if s.get("auto_shutdown_at"):
         left = -(seconds_since(s["auto_shutdown_at"], now) or 0.0)
         cause = s.get("next_stop_cause")
@@ -588,7 +874,7 @@ def live_status() -> None:
         credit.metric(
             "Credit",
             usd(s["credit_usd"]),
-            help=f"The vast.ai account's credit, read {ago(seconds_since(s['credit_seen_at'], now) or 0.0)}; at zero vast.ai stops the instance.",
+            help=f"The vast.ai account's credit, read {ago(seconds_since(s['credit_seen_at'], now))}; at zero vast.ai stops the instance.",
         )
         hours.metric(
             "Lasts", f"{s['credit_hours_left']:,.1f} h" if s.get("credit_hours_left") is not None else "—", help="at the current rate"
@@ -596,64 +882,16 @@ def live_status() -> None:
 
     _show_budgets(s)
 
+    activity = s.get("last_activity")
     st.caption(
-        f"Last activity: {clock_time(s.get('last_activity'))} · totals: {s['total_runtime_hours']:,.2f} h, {usd(s['total_cost_usd'])}"
-        + (f" · observed {ago(seconds_since(s['observed_at'], now) or 0.0)}" if s.get("observed_at") else "")
-        + f" · this panel refreshes every {REFRESH_EVERY_S} s"
+        f"Last activity: {ago(seconds_since(activity, now)) if activity else 'none yet'}"
+        f" · totals: {minutes(s['total_runtime_hours'] * 60)}, {_money(s['total_cost_usd'])}"
+        + (f" · observed {ago(seconds_since(s['observed_at'], now))}" if s.get("observed_at") else "")
+        + f" · this panel refreshes every {REFRESH_EVERY_S} s",
+        help=f"Last activity at {clock_time(activity)}" if activity else None,
     )
-
-    b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 2])
-    b1.button(
-        "Start", key="start", type="primary", icon=":material/play_arrow:", disabled=not can_start, on_click=on_start, width="stretch"
-    )
-    b2.button("Stop", key="stop", icon=":material/stop:", disabled=not can_stop, on_click=on_stop_clicked, width="stretch")
-    b3.button(
-        "Refresh",
-        key="refresh",
-        icon=":material/refresh:",
-        disabled=not can_refresh,
-        on_click=on_refresh,
-        width="stretch",
-        help="Ask vast.ai now (the watchdog does this every few seconds anyway).",
-    )
-    b4.button(
-        "Reboot",
-        key="reboot",
-        icon=":material/restart_alt:",
-        disabled=not can_reboot,
-        on_click=on_reboot_clicked,
-        width="stretch",
-        help="Restart the container in place (the GPU is kept): for an LLM server that hangs.",
-    )
-
-    if st.session_state.get(CONFIRM_KEEPALIVE) and (running or pending):
-        _show_keepalive_form(s)
-
-    if st.session_state.get(CONFIRM_OVERRIDE) and can_start:
-        _show_override_form(s)
-
-    if st.session_state.get(CONFIRM_REBOOT) and can_reboot:
-        with st.container(border=True):
-            st.warning(
-                f"**Reboot instance {s['instance_id']}?** The LLM server restarts and does not answer until /health does again; "
-                "the GPU is kept and billed throughout."
-            )
-            y, n, _ = st.columns([1, 1, 4])
-            y.button("Yes, reboot it", key="reboot_confirm", type="primary", on_click=on_reboot_confirmed, width="stretch")
-            n.button("Cancel", key="reboot_cancel", on_click=on_reboot_cancelled, width="stretch")
-
-    if st.session_state.get(CONFIRM_STOP) and can_stop:
-        with st.container(border=True):
-            so_far = ""
-            if s.get("session_runtime_minutes") is not None:
-                so_far = f" This session: {minutes(s['session_runtime_minutes'])}, {usd(s.get('session_cost_usd'), 3)}."
-            st.warning(
-                f"**Stop instance {s['instance_id']}?** The GPU is released and its billing ends; the disk is kept (and still billed).{so_far}"
-            )
-            y, n, _ = st.columns([1, 1, 4])
-            y.button("Yes, stop it", key="stop_confirm", type="primary", on_click=on_stop_confirmed, width="stretch")
-            n.button("Cancel", key="stop_cancel", on_click=on_stop_cancelled, width="stretch")
 
 
 st.title("Status")
+_style()
 live_status()

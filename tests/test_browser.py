@@ -143,7 +143,7 @@ def test_log_in_start_stop_audit_and_csv_in_a_real_browser(stack, browser, tmp_p
         page.get_by_role("button", name="Start").click()
         page.get_by_text("Start requested:").first.wait_for(timeout=15_000)
         wait_for_status(page, stack, "running")
-        page.get_by_text("answers").first.wait_for(timeout=20_000)  # /health of the endpoint
+        page.get_by_text("answers", exact=True).wait_for(timeout=20_000)  # /health of the endpoint (the start's words say "answers" too)
         shot(page, "1-status-running")
         assert page.get_by_text("Auto-shutdown in").is_visible()
         assert page.get_by_role("button", name="Start").is_disabled()

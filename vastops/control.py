@@ -212,6 +212,40 @@ class Control(Powering):
             return cancelled
         return None
 
+    def last_action(self) -> dict[str, Any] | None:
+        """The newest action on the instance and how it ended, from the audit trail (None before any).
+
+        An action is a start, stop, reboot or keepalive (by its actor), a stop the watchdog
+        decided (idle, keepalive, max session, daily stop, budget), or a start or stop seen
+        in vast.ai. Its ``outcome`` is the row that settled it (a start's by its
+        ``request_id``; a stop's the next completion, else its newest failure), or None
+        while it is under way. From the ledger, so it survives a reload and every tab sees it.
+        """
+        from .vocabulary import CAUSE_EVENTS, START_OUTCOMES
+
+        if self.instance_id is None:
+            return None
+        requests = {Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED}
+        stops = {Event.POWER_OFF_REQUESTED, *(decision for _, decision, _ in CAUSE_EVENTS.values())}
+        settled = {Event.EXTERNAL_START, Event.EXTERNAL_STOP, Event.CREDIT_EXHAUSTED_STOP, Event.KEEPALIVE}
+        started = START_OUTCOMES | {Event.POWER_ON_FAILED, Event.REBOOT_FAILED}
+        stopped = {Event.POWER_OFF_COMPLETE, Event.AUTO_SHUTDOWN_COMPLETE, Event.POWER_OFF_FAILED}
+        with self.ledger.view() as view:
+            rows = view.recent_events(self.instance_id, frozenset(requests | stops | settled | started | stopped), 50)
+        index = next((i for i, row in enumerate(rows) if row["event"] in requests | stops | settled), None)
+        if index is None:
+            return None
+        action, later = rows[index], rows[:index][::-1]  # what came after it, oldest first
+        outcome = None
+        if action["event"] in requests:
+            outcome = next((r for r in later if r["event"] in started and r["meta"].get("request_id") == action["id"]), None)
+        elif action["event"] in stops:
+            complete = Event.POWER_OFF_COMPLETE if action["event"] == Event.POWER_OFF_REQUESTED else Event.AUTO_SHUTDOWN_COMPLETE
+            done = [r for r in later if r["event"] == complete]
+            failed = [r for r in later if r["event"] == Event.POWER_OFF_FAILED]
+            outcome = done[0] if done else (failed[-1] if failed else None)
+        return {**action, "outcome": outcome}
+
     def logs(self, tail: int = 200) -> str:
         """The instance's current log, its last ``tail`` lines (asked of vast.ai; nothing is kept)."""
         iid = self.target().instance_id  # NotConfigured first

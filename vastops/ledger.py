@@ -434,6 +434,20 @@ class View:
         rows = self.db.query("SELECT ts, instance_id, event, actor, meta FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
         return [{**row, "meta": json.loads(row["meta"])} for row in rows]
 
+    def recent_events(self, instance_id: int, events: frozenset[str], limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit rows of the instance among ``events``, newest first.
+
+        Each event is read through ``audit_by_event`` (its newest ``limit`` rows), so the
+        cost does not grow with the length of the trail.
+        """
+        names = sorted({str(e) for e in events})
+        if not names:
+            return []
+        part = "SELECT * FROM (SELECT * FROM audit WHERE instance_id = ? AND event = ? ORDER BY id DESC LIMIT ?)"
+        sql = " UNION ALL ".join([part] * len(names)) + " ORDER BY id DESC LIMIT ?"
+        params = [p for name in names for p in (instance_id, name, int(limit))] + [int(limit)]
+        return [{**row, "meta": json.loads(row["meta"])} for row in self.db.query(sql, params)]
+
 
 class Tx(View):
     """The statements a use case needs, inside one write transaction (reads included)."""
