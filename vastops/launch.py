@@ -531,7 +531,8 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         f"watchdog    http://127.0.0.1:{demo.watchdog_port}/infra/vast/status"
         if watchdog_ok
         else "watchdog    not running (see the warning above)",
-        f"ledger      {env['VASTOPS_DB']}" + (f" (with {demo.args.history_days} days of demo history)" if demo.history else ""),
+        f"ledger      {env['VASTOPS_DB']}",
+        *([f"history     {demo.args.history_days} days of demo sessions (marked demo in the audit trail)"] if demo.history else []),
         f"cli         vastops --env-file {demo.env_file} status",
         f"auto-stop   after {demo.args.minutes:g} idle minutes (warned {min(demo.args.warning_minutes, demo.args.minutes / 2):g} min before)",
         "webhook     the watchdog's notifications print here as 'notify | ...'",
