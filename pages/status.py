@@ -86,7 +86,7 @@ STATUS_COLOURS = {
     Status.UNKNOWN: "gray",
 }
 # Who did it, in the last action's words.
-BY = {
+BY: dict[str, str] = {
     Actor.DASHBOARD: "from the dashboard",
     Actor.CLI: "from the CLI",
     Actor.API: "through the REST API",
