@@ -134,7 +134,9 @@ def is_primary(page, name: str) -> bool:
 
 
 def buttons_y(page) -> tuple[int, int]:
-    return tuple(round(page.get_by_role("button", name=name, exact=True).bounding_box()["y"]) for name in ("Start", "Stop"))
+    # The page's own buttons, not Streamlit's header "Stop" (shown while a script run is slow)
+    main = page.get_by_test_id("stMain")
+    return tuple(round(main.get_by_role("button", name=name, exact=True).bounding_box()["y"]) for name in ("Start", "Stop"))
 
 
 def last_action(page) -> str:
@@ -314,7 +316,7 @@ def test_on_a_phone_start_and_stop_are_in_the_first_screen(processes, tmp_path, 
         shot(page, "ux-5-phone")
         assert page.evaluate("window.scrollY") == 0
         for name in ("Start", "Stop"):
-            box = page.get_by_role("button", name=name, exact=True).bounding_box()
+            box = page.get_by_test_id("stMain").get_by_role("button", name=name, exact=True).bounding_box()
             assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], (name, box)
         assert page.locator(APP).is_visible()
     finally:
