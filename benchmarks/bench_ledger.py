@@ -21,8 +21,11 @@ Timed, each on a fresh connection as the product opens it (median of several run
     reports.audit_page         the Audit page: newest 50, a page deep in the log (keyset),
                                filtered by event + actor, and a text search in meta
     reports.audit_count        the Audit page's "matching rows" count, unfiltered and with a text search
-    CSV export                 costs.sessions() + costs.write_sessions_csv() to memory; and its
-                               peak memory, measured once in a fresh process (VmHWM growth)
+    CSV export                 costs.sessions() + costs.write_sessions_csv() to memory (the CLI's
+                               path: dict rows formatted in Python); reports.write_sessions_csv()
+                               (the dashboard's: each line made by SQLite's printf, written in
+                               batches); each also as rows/s; and the peak memory of the first,
+                               measured once in a fresh process (VmHWM growth)
 
 The figure that survives a noisy machine is the growth: each time over the same
 operation's time at 1k.
@@ -234,6 +237,11 @@ def operations(ledger, control, now: datetime):
         costs.write_sessions_csv(costs.sessions(db, IID, now), buf)
         return buf.tell()
 
+    def csv_sql_lines(db):
+        buf = io.StringIO()
+        reports.write_sessions_csv(db, IID, first_day - timedelta(days=1), today, now, buf)
+        return buf.tell()
+
     filtered = reports.AuditFilter(events=("power_off_failed",), actors=("api",))
     text = reports.AuditFilter(text="rate_limited")
     return [
@@ -250,7 +258,12 @@ def operations(ledger, control, now: datetime):
         ("reports.audit_count (unfiltered)", with_db(lambda db: reports.audit_count(db))),
         ("reports.audit_count, text search", with_db(lambda db: reports.audit_count(db, text))),
         ("CSV export: costs.sessions + write_sessions_csv", with_db(csv_export)),
+        (CSV_SQL, with_db(csv_sql_lines)),
     ]
+
+
+CSV_CLI = "CSV export: costs.sessions + write_sessions_csv"
+CSV_SQL = "CSV export: reports.write_sessions_csv (SQL lines)"
 
 
 def default_sizes(quick: bool, full: bool) -> list[int]:
@@ -279,7 +292,9 @@ def run(quick: bool = False, full: bool = False, sizes: list[int] | None = None)
             builds[n] = build(path, n, now)
             progress(f"ledger: built in {builds[n]['build_s']:.1f} s ({builds[n]['bytes'] / 1e6:.0f} MB); timing")
             ledger = Ledger(path)
-            settings = load_settings(None, vast_instance_id=IID, vastops_db=path, vast_api_key="unused", control_api_key="unused")
+            settings = load_settings(
+                None, vast_instance_id=IID, vastops_db=path, vast_api_key="unused", control_api_key="unused-bench-control-key-0123"
+            )
             control = Control(settings, ledger=ledger)
             for name, fn in operations(ledger, control, now):
                 times.setdefault(name, {})[n] = timed(fn, min_runs=min_runs)
@@ -319,6 +334,23 @@ def summarize(sizes, builds, times, memory) -> dict:
                     ms(t),
                     "" if n == base_n else f"{t / base:,.1f}x {label(base_n)}",
                     f"median of {runs}",
+                )
+            )
+    for name in (CSV_CLI, CSV_SQL):
+        by_n = times.get(name, {})
+        for n in sizes:
+            if n not in by_n:
+                continue
+            rate = n / by_n[n][0]
+            base = n / times[CSV_CLI][n][0]
+            figs.append(
+                Figure(
+                    "ledger",
+                    name.replace("CSV export: ", "CSV rows/s: "),
+                    f"{label(n)} rows",
+                    f"{rate:,.0f}",
+                    "" if name == CSV_CLI else f"{rate / base:.1f}x CLI path",
+                    "every session of the ledger, to memory",
                 )
             )
     for n in sizes:

@@ -1,17 +1,19 @@
 """Audit: every action and what came of it, newest first, with filters, paging and CSV.
 
 Paging is keyset paging on the row id (``vastops.reports.audit_page``), so the
-100th page of a million-row log is as quick as the first.
+100th page of a million-row log is as quick as the first. Events are shown in words
+(``vastops.vocabulary.event_words``) and details as "key: value" in words
+(``pages/_charts.details``), in a static table that wraps them instead of cutting
+them off (``pages/_charts.table_html``); the CSV keeps the raw event names and the meta JSON.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import date
+from datetime import UTC, date, datetime
 
-import pandas as pd
 import streamlit as st
 
+from pages import _charts as charts
 from pages._common import ledger, require_login, settings
 from vastops import reports
 from vastops.vocabulary import AUDIT_ACTORS, Event
@@ -44,6 +46,13 @@ def count_rows(db_path: str, flt: reports.AuditFilter) -> int:
         return reports.audit_count(db, flt)
 
 
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def first_day(db_path: str) -> date | None:
+    with LEDGER.read() as db:  # the oldest row, through audit_by_ts
+        first = next(db.query("SELECT MIN(ts) AS ts FROM audit"))["ts"]
+    return date.fromisoformat(first[:10]) if first else None
+
+
 def csv_data(led, flt: reports.AuditFilter) -> str:
     # Deferred: runs only when the download is clicked, in another thread, on its own connection.
     with led.read() as db:
@@ -58,25 +67,47 @@ def go(cursor: tuple | None) -> None:
     st.session_state[CURSOR] = cursor
 
 
-def frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "Time (UTC)": pd.to_datetime([r["ts"] for r in rows], utc=True),
-            "Event": [r["event"] for r in rows],
-            "Actor": [r["actor"] for r in rows],
-            "Instance": [r["instance_id"] for r in rows],
-            "Details": [json.dumps(r["meta"], sort_keys=True, separators=(", ", ": ")) for r in rows],
-            "#": [r["id"] for r in rows],
-        }
-    )
+COLUMNS = ["Time (UTC)", "Event", "Actor", "Instance", "Details", "Row"]
+
+
+def table(rows: list[dict]) -> str:
+    cells = [
+        [
+            r["ts"][:19].replace("T", " "),
+            charts.event_label(r["event"]),
+            r["actor"],
+            str(r["instance_id"]) if r["instance_id"] is not None else "—",
+            charts.details(r["meta"]),
+            str(r["id"]),
+        ]
+        for r in rows
+    ]
+    return charts.table_html(COLUMNS, cells, "audit", nowrap=("Time (UTC)", "Row"))
 
 
 st.title("Audit")
-f1, f2, f3, f4 = st.columns([3, 2, 2, 3])
-events = f1.multiselect("Event type", list(Event), key="audit_events", placeholder="all events", on_change=reset_paging)
-actors = f2.multiselect("Actor", list(AUDIT_ACTORS), key="audit_actors", placeholder="all actors", on_change=reset_paging)
+today = datetime.now(UTC).date()
+oldest = first_day(DB)
+f1, f2 = st.columns([3, 2])
+events = f1.multiselect(
+    "Event type",
+    list(Event),
+    key="audit_events",
+    placeholder="all events",
+    on_change=reset_paging,
+    format_func=charts.event_label,
+    wrap=True,
+)
+actors = f2.multiselect("Actor", list(AUDIT_ACTORS), key="audit_actors", placeholder="all actors", on_change=reset_paging, wrap=True)
+f3, f4, f5 = st.columns([2, 3, 1])
 days = f3.date_input(
-    "Dates (UTC)", value=[], key="audit_days", on_change=reset_paging, help="Pick a first and a last day; leave empty for all."
+    "Dates (UTC)",
+    value=[],
+    min_value=min(oldest, today) if oldest else None,
+    max_value=today,
+    key="audit_days",
+    on_change=reset_paging,
+    help="Pick a first and a last day (UTC, both included); leave empty for all.",
 )
 text = f4.text_input(
     "Search in details",
@@ -85,6 +116,7 @@ text = f4.text_input(
     on_change=reset_paging,
     help="Finds rows whose details (the meta JSON) contain this text; not case-sensitive.",
 )
+f5.selectbox("Rows per page", PAGE_SIZES, key="audit_page_size", on_change=reset_paging)
 
 start = end = None
 if isinstance(days, (tuple, list)) and days:
@@ -104,21 +136,12 @@ page = load_page(DB, flt, st.session_state.get(CURSOR), size)
 total = count_rows(DB, flt)
 
 if page.rows:
-    st.dataframe(
-        frame(page.rows),
-        hide_index=True,
-        column_config={
-            "Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
-            "Details": st.column_config.TextColumn(width="large"),
-            "Instance": st.column_config.NumberColumn(format="%d"),
-            "#": st.column_config.NumberColumn(format="%d", help="row id in the ledger"),
-        },
-        key="audit_table",
-    )
+    # A static HTML table: every cell whole, long details wrapped (a data grid cuts them off).
+    st.html(charts.TABLE_STYLE + table(page.rows))
 else:
     st.info("No audit rows match these filters." if total == 0 else "No rows on this page.")
 
-p1, p2, p3, info, p4 = st.columns([1, 1, 1, 3, 1])
+p1, p2, p3, info = st.columns([1, 1, 1, 4])
 p1.button(
     "Newest", key="audit_newest", icon=":material/first_page:", disabled=not page.has_newer, on_click=go, args=(None,), width="stretch"
 )
@@ -145,17 +168,16 @@ info.markdown(
     f"**{total:,}** matching"
     + (f" · this page {page.rows[-1]['ts'][:16].replace('T', ' ')} – {page.rows[0]['ts'][:16].replace('T', ' ')}" if page.rows else "")
 )
-p4.selectbox("Rows per page", PAGE_SIZES, key="audit_page_size", label_visibility="collapsed", on_change=reset_paging)
 
 st.download_button(
     f"Matching rows (CSV, {total:,} rows)",
     data=lambda: csv_data(LEDGER, flt),
-    file_name="vastops-audit.csv",
+    file_name=charts.audit_csv_name(flt.start, flt.end, flt.events, flt.actors, flt.text),
     mime="text/csv",
     icon=":material/download:",
     on_click="ignore",
     key="audit_csv",
     disabled=total == 0,
-    help="Every row that matches the filters, newest first; meta as JSON text.",
+    help="Every row that matches the filters, newest first; the events' own names, meta as JSON text (numbers rounded).",
 )
 st.caption(f"Newest first. Figures cached for {CACHE_TTL_S} s; actions on the Status page show here at once.")

@@ -1,7 +1,8 @@
 """Costs: what the instance cost in a date range, charts, the sessions, and CSV exports.
 
-All figures come from SQL aggregates in ``vastops.reports`` (fast on 100,000
-sessions), cached for a few seconds. Days and months are UTC.
+All figures come from one pass of SQL aggregates in ``vastops.reports`` (fast on
+100,000 sessions), cached for a few seconds. Days and months are UTC. The charts are
+SVG drawn from ``pages/_charts.py`` (why not a chart library: see there).
 """
 
 from __future__ import annotations
@@ -9,16 +10,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from pages._common import hours, ledger, minutes, money_axis, require_login, settings, usd
-from vastops import reports
+from pages import _charts as charts
+from pages._common import hours, ledger, require_login, settings
+from vastops import reports, words
 from vastops.vocabulary import EndReason
 
 CACHE_TTL_S = 15
+HISTORY_TTL_S = 3600
+HISTORY_AFTER_DAYS = 62  # a longer period keeps its settled days (see history())
 TABLE_ROWS = 500
-LONG_PERIOD_DAYS = 120  # longer periods chart cost per month
 PRESETS = ["Last 7 days", "Last 30 days", "This month", "Last month", "This year", "All time", "Custom"]
 HOW_ENDED = {
     EndReason.MANUAL: "manual",
@@ -26,7 +28,6 @@ HOW_ENDED = {
     EndReason.EXTERNAL: "external",
     EndReason.OPEN: "running now",
 }
-COMPUTE_COLOR, STORAGE_COLOR, STOPPED_COLOR = "#1f77b4", "#ff7f0e", "#c7c7c7"
 
 require_login()
 cfg = settings()
@@ -45,18 +46,32 @@ def first_session_day(db_path: str, instance_id: int | None) -> date | None:
         return reports.first_session_day(db, instance_id)
 
 
+@st.cache_data(ttl=HISTORY_TTL_S, max_entries=4, show_spinner=False)
+def history(db_path: str, instance_id: int | None, first: date, until: date, fingerprint: tuple) -> reports.Scan:
+    """The settled days [first, until) of a long period, read once and kept while the ledger's
+    fingerprint holds (reports.settled): "All time" then reads only the last days."""
+    with LEDGER.read() as db:
+        return reports.Scan(db, instance_id, first, until - timedelta(days=1), _now())
+
+
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Adding up the costs…")
 def cost_report(db_path: str, instance_id: int | None, start: date, end: date) -> dict:
     # db_path keys the cache; LEDGER is the same file.
     now = _now()
     with LEDGER.read() as db:
-        period = reports.period_report(db, instance_id, start, end, now)
+        first, last = reports.report_range(start, end, now)
+        kept = None
+        if (last - first).days > HISTORY_AFTER_DAYS:
+            until, fingerprint = reports.settled(db, instance_id, now)
+            if (until - first).days > HISTORY_AFTER_DAYS:
+                kept = history(db_path, instance_id, first, until, fingerprint)
+        period = reports.period_report(db, instance_id, start, end, now, history=kept)
         return {
             "now": now,
             "totals": period["totals"],
             "months": period["months"],
             "month": reports.month_to_date(db, instance_id, now),
-            "lengths": reports.session_length_histogram(db, instance_id, start, end, now),
+            "lengths": period["lengths"],
             "sessions": reports.sessions_in_range(db, instance_id, start, end, now, limit=TABLE_ROWS),
         }
 
@@ -104,84 +119,6 @@ def pick_range(today: date) -> tuple[date, date, str]:
     return start, end, preset
 
 
-def chart_per_day(days: pd.DataFrame) -> go.Figure:
-    per = "day"
-    if len(days) > LONG_PERIOD_DAYS:  # thousands of one-pixel bars say nothing: add them up by month
-        per = "month"
-        days = days.groupby(days["day"].dt.to_period("M")).sum(numeric_only=True).reset_index()
-        days["day"] = days["day"].dt.to_timestamp()
-    fig = go.Figure()
-    fig.add_bar(
-        x=days["day"],
-        y=days["compute_usd"],
-        name="compute (GPU)",
-        marker_color=COMPUTE_COLOR,
-        hovertemplate="%{x|%d %b %Y}<br>compute $%{y:.3f}<extra></extra>",
-    )
-    fig.add_bar(
-        x=days["day"],
-        y=days["storage_usd"],
-        name="storage (while running)",
-        marker_color=STORAGE_COLOR,
-        hovertemplate="%{x|%d %b %Y}<br>storage $%{y:.3f}<extra></extra>",
-    )
-    if days["storage_while_stopped_usd"].sum() > 0:
-        fig.add_bar(
-            x=days["day"],
-            y=days["storage_while_stopped_usd"],
-            name="storage while stopped (estimate)",
-            marker_color=STOPPED_COLOR,
-            hovertemplate="%{x|%d %b %Y}<br>stopped storage ≈ $%{y:.2f}<extra></extra>",
-        )
-    fig.update_layout(
-        barmode="stack",
-        title=f"Cost per {per} (UTC)",
-        yaxis_title="USD",
-        legend=dict(orientation="h", y=-0.15),
-        margin=dict(t=50, b=10, l=10, r=10),
-        height=380,
-    )
-    money_axis(fig, float((days["compute_usd"] + days["storage_usd"] + days["storage_while_stopped_usd"]).max()))
-    return fig
-
-
-def chart_cumulative(days: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    fig.add_scatter(
-        x=days["day"],
-        y=days["cumulative_usd"],
-        mode="lines",
-        line_shape="hv",
-        name="cumulative",
-        fill="tozeroy",
-        hovertemplate="%{x|%d %b %Y}<br>$%{y:.2f} so far<extra></extra>",
-    )
-    fig.update_layout(
-        title="Cumulative cost in the period (sessions)",
-        yaxis_title="USD",
-        margin=dict(t=50, b=10, l=10, r=10),
-        height=380,
-        showlegend=False,
-    )
-    money_axis(fig, float(days["cumulative_usd"].max()))
-    return fig
-
-
-def chart_lengths(lengths: list[dict]) -> go.Figure:
-    fig = go.Figure()
-    fig.add_bar(
-        x=[b["bucket"] for b in lengths],
-        y=[b["sessions"] for b in lengths],
-        marker_color=COMPUTE_COLOR,
-        customdata=[b["cost_usd"] for b in lengths],
-        hovertemplate="%{x}: %{y} sessions, $%{customdata:.2f}<extra></extra>",
-    )
-    fig.update_layout(
-        title="Session lengths", xaxis_title="session length", yaxis_title="sessions", margin=dict(t=50, b=10, l=10, r=10), height=380
-    )
-    return fig
-
-
 def sessions_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -198,41 +135,55 @@ def sessions_frame(rows: list[dict]) -> pd.DataFrame:
     )
 
 
+def draw(chart: charts.Chart, key: str) -> None:
+    # Inline SVG drawn on the server: no chart library to load into the browser (pages/_charts.py).
+    st.markdown(charts.html(chart, key), unsafe_allow_html=True)
+
+
+def projection(month: dict) -> tuple[str, str]:
+    """The projection's figure and its help: none in the month's first days (it would say nothing)."""
+    if month["projected_usd"] is None:
+        return "too early", (
+            f"Too early to project: the month is {words.duration(month['days_elapsed'] * 86400)} old, and its cost is projected "
+            f"only after {reports.PROJECT_AFTER_DAYS} days (so far: {words.usd(month['cost_usd'])})."
+        )
+    return words.usd(month["projected_usd"]), f"This month's cost so far, extended at the same pace to all {month['days_in_month']} days."
+
+
 st.title("Costs")
 if IID is None:
     st.warning("`VAST_INSTANCE_ID` is not set, so these figures cover every instance in the ledger.")
 
-start, end, preset = pick_range(_now().date())
+today = _now().date()
+start, end, preset = pick_range(today)
 report = cost_report(DB, IID, start, end)
 totals, month = report["totals"], report["month"]
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Cost in period", usd(totals["cost_usd"]), help="Compute plus storage of the sessions, counted on the days they ran.")
-c2.metric("Runtime", hours(totals["runtime_hours"]))
+c1.metric("Cost in period", words.usd(totals["cost_usd"]), help="Compute plus storage of the sessions, counted on the days they ran.")
+c2.metric("Runtime", words.duration(totals["runtime_hours"] * 3600), help=f"{hours(totals['runtime_hours'])} of sessions in the period.")
 c3.metric("Sessions", f"{totals['sessions_count']:,}", help="Sessions that ran at some point in the period.")
-c4.metric("Average session", minutes(totals["avg_session_minutes"]) if totals["sessions_count"] else "—")
+c4.metric("Average session", words.duration(totals["avg_session_minutes"] * 60) if totals["sessions_count"] else words.DASH)
 c5, c6, c7, c8 = st.columns(4)
-c5.metric(f"This month ({month['month']})", usd(month["cost_usd"]))
-c6.metric(
-    "Projected for the month",
-    usd(month["projected_usd"]),
-    help=f"This month's cost so far, extended at the same pace to all {month['days_in_month']} days.",
-)
-c7.metric("Compute (GPU)", usd(totals["compute_usd"]), help="dph_base while the instance ran; part of the cost in the period.")
-c8.metric("Storage (disk)", usd(totals["storage_usd"]), help="The disk while the instance ran; part of the cost in the period.")
+c5.metric(f"This month ({month['month']})", words.usd(month["cost_usd"]))
+projected, why = projection(month)
+c6.metric("Projected for the month", projected, help=why)
+c7.metric("Compute (GPU)", words.usd(totals["compute_usd"]), help="dph_base while the instance ran; part of the cost in the period.")
+c8.metric("Storage (disk)", words.usd(totals["storage_usd"]), help="The disk while the instance ran; part of the cost in the period.")
 if totals["storage_while_stopped_usd"] >= 0.005:  # shown only when it makes a cent
     st.caption(
-        f"Plus about {usd(totals['storage_while_stopped_usd'])} for the disk while the instance was stopped in this period: vast.ai bills "
-        "storage every second the instance exists. Estimated from the storage rate; not included in the figures above."
+        f"Plus about {words.usd(totals['storage_while_stopped_usd'])} for the disk while the instance was stopped in this period: "
+        "vast.ai bills storage every second the instance exists. Estimated from the storage rate; not included in the figures above."
     )
 
-days = pd.DataFrame(totals["days"])
-days["day"] = pd.to_datetime(days["day"])
 left, right = st.columns(2)
-left.plotly_chart(chart_per_day(days), key="chart_per_day")
-right.plotly_chart(chart_cumulative(days), key="chart_cumulative")
+with left:
+    draw(charts.cost_per_day(totals["days"], start, end), "chart_per_day")
+with right:
+    draw(charts.cumulative(totals["days"], start, end, report["now"]), "chart_cumulative")
 left, right = st.columns(2)
-left.plotly_chart(chart_lengths(report["lengths"]), key="chart_lengths")
+with left:
+    draw(charts.session_lengths(report["lengths"]), "chart_lengths")
 with right:
     st.subheader("Per month")
     months = pd.DataFrame(report["months"])
@@ -265,7 +216,7 @@ with right:
     st.download_button(
         "Month summary (CSV)",
         data=months_csv_data(report["months"]),
-        file_name=f"vastops-months-{start}-{end}.csv",
+        file_name=charts.months_csv_name(report["months"]),
         mime="text/csv",
         icon=":material/download:",
         on_click="ignore",
@@ -295,7 +246,7 @@ else:
 st.download_button(
     "Sessions (CSV)",
     data=lambda: sessions_csv_data(LEDGER, IID, start, end),
-    file_name=f"vastops-sessions-{start}-{end}.csv",
+    file_name=charts.sessions_csv_name(start, end, today),
     mime="text/csv",
     icon=":material/download:",
     on_click="ignore",

@@ -134,12 +134,16 @@ def test_month_summary_csv_has_stable_columns_with_units(db):
     assert sum(float(r["cost_usd"]) for r in rows) == pytest.approx(1.47 + 1.26, abs=1e-5)
 
 
-def test_month_to_date_projects_the_pace_to_the_whole_month(db):
-    mtd = reports.month_to_date(db, IID, NOW)
+def test_month_to_date_projects_the_pace_to_the_whole_month_only_after_three_days(db):
+    mtd = reports.month_to_date(db, IID, NOW)  # 2 days 10.5 hours into February
     assert mtd["month"] == "2026-02" and mtd["days_in_month"] == 28
     assert mtd["cost_usd"] == pytest.approx(1.26)
-    elapsed_h = 2 * 24 + 10.5
-    assert mtd["projected_usd"] == pytest.approx(1.26 * 28 * 24 / elapsed_h)
+    assert mtd["projected_usd"] is None  # too early: 2.4 days would say nothing about 28
+    later = NOW + timedelta(days=1)  # the open session has run 24 h more by then
+    mtd = reports.month_to_date(db, IID, later)
+    elapsed_h = 3 * 24 + 10.5
+    assert mtd["cost_usd"] == pytest.approx(1.26 + 24 * 0.42)
+    assert mtd["projected_usd"] == pytest.approx((1.26 + 24 * 0.42) * 28 * 24 / elapsed_h)
 
 
 def test_sessions_in_range_are_whole_newest_first_with_the_csv_columns(db):

@@ -162,26 +162,86 @@ SESSION_CSV_COLUMNS = [
     ("started_by", "started_by"),
     ("ended_by", "ended_by"),
 ]
+SESSION_CSV_HEADER = ",".join(column for _, column in SESSION_CSV_COLUMNS) + "\n"
+
+# How the CSVs round: money and rates to a millionth of a dollar, minutes to four
+# decimals (6 ms), always with that many decimals. Never 0.020833333333333332.
+MONEY_DECIMALS = 6
+MINUTES_DECIMALS = 4
+_MONEY_KEYS = frozenset({"dph_base", "storage_dph", "compute_cost_usd", "storage_cost_usd", "cost_usd"})
 
 
 def session_csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A session row (``SESSION_SELECT``'s keys) as the CSV's columns, rounded as the CSV rounds."""
     rec = {}
     for key, column in SESSION_CSV_COLUMNS:
         value = row.get(key)
         if key == "runtime_s" and value is not None:
-            value = round(value / 60.0, 4)
-        elif key.endswith("cost_usd") and value is not None:
-            value = round(value, 6)
+            value = round(value / 60.0, MINUTES_DECIMALS)
+        elif key in _MONEY_KEYS and value is not None:
+            value = round(value, MONEY_DECIMALS)
         rec[column] = value
     return rec
 
 
 def write_sessions_csv(rows: Iterable[dict[str, Any]], fh: IO[str]) -> int:
-    """Write sessions as CSV, row by row (a generator in, constant memory); returns the row count."""
-    writer = csv.DictWriter(fh, fieldnames=[c for _, c in SESSION_CSV_COLUMNS], lineterminator="\n")
-    writer.writeheader()
+    """Write sessions (``SESSION_SELECT``'s rows) as CSV, row by row (a generator in, constant
+    memory); returns the row count. ``stream_sessions_csv`` writes the same text from the ledger
+    itself, several times faster."""
+    money, minutes = f"{{:.{MONEY_DECIMALS}f}}".format, f"{{:.{MINUTES_DECIMALS}f}}".format
+    writer = csv.writer(fh, lineterminator="\n")
+    fh.write(SESSION_CSV_HEADER)
     count = 0
     for row in rows:
-        writer.writerow(session_csv_row(row))
+        runtime = row["runtime_s"]
+        writer.writerow(
+            (
+                row["session_id"], row["instance_id"], row["started_at"], row["ended_at"],
+                "" if runtime is None else minutes(runtime / 60.0), row["gpu_name"],
+                *("" if row[k] is None else money(row[k]) for k in ("dph_base", "storage_dph", "compute_cost_usd", "storage_cost_usd", "cost_usd")),
+                row["end_reason"], row["started_by"], row["ended_by"],
+            )
+        )  # fmt: skip
         count += 1
+    return count
+
+
+def _csv_text(column: str) -> str:
+    """SQL for a text column as a CSV field: quoted (and its quotes doubled) only when it must be."""
+    return (
+        f"(CASE WHEN instr({column}, ',') OR instr({column}, '\"') OR instr({column}, char(10)) OR instr({column}, char(13))"
+        f" THEN '\"' || replace({column}, '\"', '\"\"') || '\"' ELSE {column} END)"
+    )
+
+
+# One session's CSV line, made by SQLite itself: the same columns, values and rounding as
+# write_sessions_csv, one printf per row instead of fourteen Python conversions. An ended
+# session's runtime and costs are the ones stored when it ended (written by cost_sql, so
+# the same numbers COMPUTE_SQL gives); an open one's up to :now.
+SESSION_CSV_LINE = (
+    f"printf('%d,%d,%s,%s,%.{MINUTES_DECIMALS}f,%s,%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,"
+    f"%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,%s,%s,%s', "
+    f"id, instance_id, started_at, ended_at, {RUNTIME_SQL} / 60.0, {_csv_text('gpu_name')}, dph_base, storage_dph, "
+    f"COALESCE(compute_cost_usd, {COMPUTE_SQL}), COALESCE(storage_cost_usd, {STORAGE_SQL}), COALESCE(cost_usd, {TOTAL_SQL}), "
+    f"COALESCE(end_reason, 'open'), {_csv_text('started_by')}, {_csv_text('ended_by')})"
+)
+
+
+def stream_sessions_csv(
+    db: sqlite_utils.Database, fh: IO[str], now: datetime, where: str = "", params: dict[str, Any] | None = None
+) -> int:
+    """Write the sessions matching ``where`` (SQL on the sessions table; all without) as CSV,
+    newest first, with ``SESSION_CSV_COLUMNS``' names; returns the row count.
+
+    The lines come from SQLite ready-made and are written in batches, so this runs at
+    hundreds of thousands of rows a second in constant memory (docs/performance.md).
+    """
+    sql = f"SELECT {SESSION_CSV_LINE} FROM sessions {'WHERE ' + where if where else ''} ORDER BY started_at DESC, id DESC"
+    cursor = db.conn.execute(sql, {**(params or {}), "now": isoz(now)})
+    fh.write(SESSION_CSV_HEADER)
+    count = 0
+    while batch := cursor.fetchmany(10_000):
+        fh.write("\n".join([line for (line,) in batch]))
+        fh.write("\n")
+        count += len(batch)
     return count

@@ -8,8 +8,15 @@ script can ask the same questions. Nothing here writes.
 (``end`` inclusive). Costs are counted on the day they accrue: a session that runs
 past midnight is cut there, and each piece carries its share of the session's
 compute and storage cost (in proportion to its length), so per-day and per-month
-figures add up to exactly the sessions' totals. An open session counts up to
-``now``.
+figures add up to the sessions' totals (to 15 significant digits). An open session
+counts up to ``now``.
+
+**One pass per report.** ``Scan`` reads the sessions of a range once, day by day
+along the ``sessions_by_start`` index, and the Costs page's figures (per day, per
+month, totals, counts, session lengths) all come from it: "All time" on 100,000
+sessions is one read of them, not four. Days that can no longer change (``settled``)
+can be kept by the caller and only the last days read again (``period_report``'s
+``history``).
 
 **Storage while stopped** (vast.ai bills the disk every second the instance
 exists, stopped included; docs/vast-api.md, billing) belongs to no session. The
@@ -25,10 +32,13 @@ so it is never added into the session totals.
 
 from __future__ import annotations
 
+import bisect
 import calendar
+import copy
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,14 +47,14 @@ from typing import Any
 from .clock import isoz, parse_isoz, stamp
 from .costs import (
     COMPUTE_SQL,
+    MINUTES_DECIMALS,
+    MONEY_DECIMALS,
     RUNTIME_SQL,
-    SESSION_CSV_COLUMNS,
+    SECONDS_PER_HOUR,
     SESSION_SELECT,
     STORAGE_SQL,
-    TOTAL_SQL,
     cost_usd,
-    hours_sql,
-    session_csv_row,
+    stream_sessions_csv,
 )
 from .ledger import sqlite_utils
 
@@ -69,40 +79,72 @@ def _days(start: date, end: date) -> list[date]:
 
 # -- sessions cut at midnight --------------------------------------------------------
 
-# Each session overlapping [:lo, :hi), cut into pieces at every UTC midnight and at the
-# range's edges. A piece carries its share (`frac`) of the session's costs and runtime.
-_NEXT_MIDNIGHT = "strftime('%Y-%m-%d', {t}, '+1 day') || 'T00:00:00.000Z'"
-_PIECES = f"""
-WITH RECURSIVE
-spans AS (
-    SELECT started_at AS s0, MAX(started_at, COALESCE(ended_at, :now)) AS s1,
-           {RUNTIME_SQL} AS runtime, {COMPUTE_SQL} AS compute, {STORAGE_SQL} AS storage
-    FROM sessions
-    WHERE {{overlap}}
-),
-clipped AS (
-    SELECT s0, runtime, compute, storage, MAX(s0, :lo) AS a, MIN(s1, :hi) AS b,
-           {_NEXT_MIDNIGHT.format(t="MAX(s0, :lo)")} AS nm, (julianday(s1) - julianday(s0)) * 86400.0 AS span_s
-    FROM spans
-),
--- Most sessions end on the day they start: one piece each, no recursion.
--- Only those that run past a midnight are cut, day by day.
-cut(s0, runtime, compute, storage, span_s, a, b, nm) AS (
-    SELECT s0, runtime, compute, storage, span_s, a, b, nm FROM clipped WHERE b > nm
-    UNION ALL
-    SELECT s0, runtime, compute, storage, span_s, nm, b, {_NEXT_MIDNIGHT.format(t="nm")} FROM cut WHERE nm < b
-),
-pieces AS (
-    SELECT s0, runtime, compute, storage, span_s, a, b FROM clipped WHERE b <= nm
-    UNION ALL
-    SELECT s0, runtime, compute, storage, span_s, a, MIN(b, nm) FROM cut
-),
-shares AS (
-    SELECT s0, a, substr(a, 1, 10) AS day, runtime, compute, storage,
-           (julianday(b) - julianday(a)) * 86400.0 AS wall_s,
-           CASE WHEN span_s > 0 THEN (julianday(b) - julianday(a)) * 86400.0 / span_s ELSE 1.0 END AS frac
-    FROM pieces
+# Buckets for the session-length chart: (label, upper bound in minutes).
+LENGTH_BUCKETS = [
+    ("< 5 min", 5),
+    ("5-15 min", 15),
+    ("15-30 min", 30),
+    ("30-60 min", 60),
+    ("1-2 h", 120),
+    ("2-4 h", 240),
+    ("4-8 h", 480),
+    ("8-24 h", 1440),
+    (">= 24 h", None),
+]
+_BOUNDS_S = [limit * 60.0 for _, limit in LENGTH_BUCKETS if limit is not None]
+
+
+def _bucket(runtime_s: float) -> int:
+    return bisect.bisect_right(_BOUNDS_S, runtime_s)
+
+
+def _per_bucket(runtime: str, cost: str) -> str:
+    """SQL aggregates: for each length bucket, how many sessions and what they cost."""
+    parts: list[str] = []
+    low: float | None = None
+    for high in [*_BOUNDS_S, None]:
+        conds = ([] if low is None else [f"{runtime} >= {low!r}"]) + ([] if high is None else [f"{runtime} < {high!r}"])
+        cond = " AND ".join(conds)
+        parts += [f"SUM({cond})", f"TOTAL(CASE WHEN {cond} THEN {cost} END)"]
+        low = high
+    return ", ".join(parts)
+
+
+# ONE pass over the sessions of a range, day by day: each day is an index range of
+# sessions_by_start, read in place (no sort of the whole range). Almost every session
+# starts and ends on one UTC day: those are added up per day (and per length bucket)
+# by SQLite, from the runtime and costs stored when they ended (Ledger.end_session
+# writes them with cost_sql: the numbers COMPUTE_SQL gives). The few others (past a
+# midnight: at most one per midnight per instance; an open one, counted up to :now)
+# come back whole, to be cut at midnight in Python. JSON carries a day's figures in one
+# column (15 significant digits: far below a millionth of a cent).
+_SCAN = f"""
+WITH RECURSIVE d(lo, hi) AS (
+    SELECT :lo, strftime('%Y-%m-%d', :lo, '+1 day') || 'T00:00:00.000Z'
+    UNION ALL SELECT hi, strftime('%Y-%m-%d', hi, '+1 day') || 'T00:00:00.000Z' FROM d WHERE hi < :hi
 )
+SELECT substr(lo, 1, 10) AS day,
+       (SELECT json_array(COUNT(*), TOTAL(runtime_s), TOTAL(compute_cost_usd), TOTAL(storage_cost_usd),
+                          TOTAL((julianday(MAX(started_at, ended_at)) - julianday(started_at)) * 86400.0),
+                          {_per_bucket("runtime_s", "cost_usd")})
+        FROM sessions WHERE started_at >= d.lo AND started_at < d.hi AND ended_at < d.hi {{scope}}) AS inside,
+       {{others}} AS others
+FROM d
+"""
+_OTHER = "json_array(id, started_at, MAX(started_at, ended_at), runtime_s, compute_cost_usd, storage_cost_usd)"
+# The ended sessions of the day that run past its midnight. Of one instance's sessions
+# (which never overlap) only the day's last can: one index seek instead of the day's rows.
+_OTHERS_OF_ONE = f"""(SELECT CASE WHEN ended_at >= d.hi THEN json_array({_OTHER}) END
+    FROM sessions WHERE instance_id = :iid AND started_at >= d.lo AND started_at < d.hi ORDER BY started_at DESC LIMIT 1)"""
+_OTHERS_OF_ALL = f"""(SELECT json_group_array({_OTHER})
+    FROM sessions WHERE started_at >= d.lo AND started_at < d.hi AND ended_at >= d.hi)"""
+# Whole, with their figures computed: the sessions that started before the range and
+# reach into it (one per instance at most), and any open session in it (up to :now).
+_WHOLE = f"""
+SELECT json_array(id, started_at, MAX(started_at, COALESCE(ended_at, :now)), {RUNTIME_SQL}, {COMPUTE_SQL}, {STORAGE_SQL}) AS r
+FROM sessions
+WHERE ((started_at >= :floor AND started_at < :lo AND COALESCE(ended_at, :now) > :lo)
+       OR (ended_at IS NULL AND started_at >= :lo AND started_at < :hi)) {{scope}}
 """
 
 
@@ -131,9 +173,102 @@ def _overlapping(db: sqlite_utils.Database, instance_id: int | None, start: date
     return f"started_at >= :floor AND started_at < :hi AND COALESCE(ended_at, :now) > :lo {scope}", params
 
 
-def _pieces_sql(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> tuple[str, dict[str, Any]]:
-    overlap, params = _overlapping(db, instance_id, start, end, now)
-    return _PIECES.replace("{overlap}", overlap), params
+def _midnight_after(t: datetime) -> datetime:
+    return datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
+
+
+class Scan:
+    """What one pass over the sessions of a range gives: per day, the sessions that lie
+    inside it (and per length bucket); the others cut at midnight into per-day pieces
+    (each with its share of the session's costs and runtime, in proportion to its
+    length); and, for counts and lengths, each of those others whole.
+
+    Plain data (it pickles), and two scans of neighbouring ranges add up to the scan of
+    both (``+``): a session over the edge between them is cut there, its pieces on
+    each side, and counted once.
+    """
+
+    def __init__(self, db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime):
+        overlap, params = _overlapping(db, instance_id, start, end, now)
+        scope = _scope(instance_id)[0]
+        lo, hi = parse_isoz(params["lo"]), parse_isoz(params["hi"])
+        assert lo is not None and hi is not None
+        self.instance_id, self.start, self.end = instance_id, start, end
+        self.days: dict[str, dict[str, float]] = {}
+        # day -> [sessions, runtime_s, then per bucket: sessions, cost_usd] of the sessions inside one day
+        self.inside: dict[str, list[float]] = {}
+        self.others: dict[int, dict[str, Any]] = {}  # id -> the session, whole
+        wholes = [json.loads(r["r"]) for r in db.query(_WHOLE.replace("{scope}", scope), params)]
+        scan = _SCAN.replace("{scope}", scope).replace("{others}", _OTHERS_OF_ALL if instance_id is None else _OTHERS_OF_ONE)
+        for r in db.query(scan, params):
+            n, runtime, compute, storage, wall, *buckets = json.loads(r["inside"])
+            if n:
+                self._add(r["day"], compute, storage, runtime, wall, n)
+                self.inside[r["day"]] = [n, runtime, *buckets]
+            if r["others"] is not None and r["others"] != "[]":
+                others = json.loads(r["others"])
+                wholes += others if isinstance(others[0], list) else [others]
+        for sid, s0, s1, runtime, compute, storage in wholes:
+            row = {"s0": s0, "s1": s1, "runtime_s": runtime, "compute_usd": compute, "storage_usd": storage}
+            self.others[sid] = row
+            self._cut(row, lo, hi)
+
+    def __add__(self, later: Scan) -> Scan:
+        if later.instance_id != self.instance_id or later.start != self.end + timedelta(days=1):
+            raise ValueError("only scans of neighbouring ranges of one scope add up")
+        both = copy.copy(self)
+        both.end = later.end
+        both.days = {**self.days, **later.days}  # the ranges share no day
+        both.inside = {**self.inside, **later.inside}
+        both.others = {**self.others, **later.others}
+        return both
+
+    def _add(self, day: str, compute: float, storage: float, runtime_s: float, wall_s: float, started: int) -> None:
+        d = self.days.get(day)
+        if d is None:
+            d = self.days[day] = {"compute_usd": 0.0, "storage_usd": 0.0, "runtime_s": 0.0, "wall_s": 0.0, "sessions_started": 0}
+        d["compute_usd"] += compute
+        d["storage_usd"] += storage
+        d["runtime_s"] += runtime_s
+        d["wall_s"] += wall_s
+        d["sessions_started"] += started
+
+    def _cut(self, r: dict[str, Any], lo: datetime, hi: datetime) -> None:
+        s0, s1 = parse_isoz(r["s0"]), parse_isoz(r["s1"])
+        assert s0 is not None and s1 is not None
+        span = (s1 - s0).total_seconds()
+        a, b = max(s0, lo), min(s1, hi)
+        while True:
+            piece_end = min(b, _midnight_after(a))
+            wall = max(0.0, (piece_end - a).total_seconds())
+            frac = wall / span if span > 0 else 1.0
+            self._add(a.date().isoformat(), r["compute_usd"] * frac, r["storage_usd"] * frac, r["runtime_s"] * frac, wall, int(a == s0))
+            if piece_end >= b:
+                return
+            a = piece_end
+
+    def sessions(self, start: date, end: date) -> tuple[int, float, list[dict[str, Any]]]:
+        """The sessions overlapping [start, end], whole: their number, runtime (s), and
+        per length bucket ``bucket``, ``sessions``, ``cost_usd``."""
+        first, last = start.isoformat(), end.isoformat()
+        lo, hi = range_bounds(start, end)
+        counts, costs = [0] * len(LENGTH_BUCKETS), [0.0] * len(LENGTH_BUCKETS)
+        n, runtime = 0, 0.0
+        for day, (count, seconds, *buckets) in self.inside.items():
+            if first <= day <= last:
+                n += int(count)
+                runtime += seconds
+                for i in range(len(LENGTH_BUCKETS)):
+                    counts[i] += int(buckets[2 * i])
+                    costs[i] += buckets[2 * i + 1]
+        for r in self.others.values():
+            if r["s0"] < hi and r["s1"] > lo:
+                n += 1
+                runtime += r["runtime_s"]
+                counts[_bucket(r["runtime_s"])] += 1
+                costs[_bucket(r["runtime_s"])] += r["compute_usd"] + r["storage_usd"]
+        lengths = [{"bucket": label, "sessions": c, "cost_usd": usd} for (label, _), c, usd in zip(LENGTH_BUCKETS, counts, costs)]
+        return n, runtime, lengths
 
 
 def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[dict[str, Any]]:
@@ -146,26 +281,15 @@ def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date
     """
     if end < start:
         start, end = end, start
-    pieces, params = _pieces_sql(db, instance_id, start, end, now)
-    rows = db.query(
-        pieces
-        + f"""
-        SELECT day,
-               SUM(compute * frac) AS compute_usd,
-               SUM(storage * frac) AS storage_usd,
-               {hours_sql("SUM(runtime * frac)")} AS runtime_hours,
-               SUM(wall_s) AS wall_s,
-               SUM(a = s0) AS sessions_started
-        FROM shares GROUP BY day
-        """,
-        params,
-    )
-    by_day = {r["day"]: r for r in rows}
+    return _per_day(db, instance_id, start, end, now, Scan(db, instance_id, start, end, now))
+
+
+def _per_day(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime, scan: Scan) -> list[dict[str, Any]]:
     rates, first_seen = _storage_rates(db, instance_id, start, end)
     out, running = [], 0.0
     for day in _days(start, end):
         key = day.isoformat()
-        r = by_day.get(key) or {}
+        r = scan.days.get(key) or {}
         compute, storage = r.get("compute_usd") or 0.0, r.get("storage_usd") or 0.0
         running += compute + storage
         out.append(
@@ -174,8 +298,8 @@ def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date
                 "compute_usd": compute,
                 "storage_usd": storage,
                 "cost_usd": compute + storage,
-                "runtime_hours": r.get("runtime_hours") or 0.0,
-                "sessions_started": r.get("sessions_started") or 0,
+                "runtime_hours": (r.get("runtime_s") or 0.0) / SECONDS_PER_HOUR,
+                "sessions_started": int(r.get("sessions_started") or 0),
                 "storage_while_stopped_usd": _stopped_storage(day, r.get("wall_s") or 0.0, rates.get(key), first_seen, now),
                 "cumulative_usd": running,
             }
@@ -226,47 +350,111 @@ def range_totals(
     if end < start:
         start, end = end, start
     if days is None:
-        days = cost_per_day(db, instance_id, start, end, now)
+        return period_report(db, instance_id, start, end, now, months=False)["totals"]
     overlap, params = _overlapping(db, instance_id, start, end, now)
-    row = next(db.query(f"SELECT COUNT(*) AS n, AVG({RUNTIME_SQL}) AS avg_s FROM sessions WHERE {overlap}", params))
+    row = next(db.query(f"SELECT COUNT(*) AS n, SUM({RUNTIME_SQL}) AS s FROM sessions WHERE {overlap}", params))
+    return _totals(days, row["n"], row["s"] or 0.0)
+
+
+def _totals(days: list[dict[str, Any]], sessions: int, runtime_s: float) -> dict[str, Any]:
     return {
         "cost_usd": sum(d["cost_usd"] for d in days),
         "compute_usd": sum(d["compute_usd"] for d in days),
         "storage_usd": sum(d["storage_usd"] for d in days),
         "runtime_hours": sum(d["runtime_hours"] for d in days),
         "storage_while_stopped_usd": sum(d["storage_while_stopped_usd"] for d in days),
-        "sessions_count": row["n"],
-        "avg_session_minutes": (row["avg_s"] or 0.0) / 60.0,
+        "sessions_count": sessions,
+        "avg_session_minutes": runtime_s / sessions / 60.0 if sessions else 0.0,
         "days": days,
     }
 
 
-def period_report(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> dict[str, Any]:
-    """What the Costs page shows for a range, with the day-by-day cut done once.
+def report_range(start: date, end: date, now: datetime, months: bool = True) -> tuple[date, date]:
+    """The days ``period_report`` reads for a range: with ``months``, the whole UTC months around it, up to today."""
+    if end < start:
+        start, end = end, start
+    if not months:
+        return start, end
+    today = now.astimezone(UTC).date()
+    return date(start.year, start.month, 1), min(date(end.year, end.month, calendar.monthrange(end.year, end.month)[1]), max(today, end))
 
-    ``totals`` (``range_totals``, with ``days``) for the range, and ``months``
-    (``month_summary``) for the whole UTC months around it, up to today.
+
+def period_report(
+    db: sqlite_utils.Database,
+    instance_id: int | None,
+    start: date,
+    end: date,
+    now: datetime,
+    *,
+    months: bool = True,
+    history: Scan | None = None,
+) -> dict[str, Any]:
+    """What the Costs page shows for a range, from one pass over its sessions.
+
+    ``totals`` (``range_totals``, with ``days``) and ``lengths``
+    (``session_length_histogram``) for the range, and ``months`` (``month_summary``)
+    for the whole UTC months around it, up to today (``months=False``: the range only).
+
+    ``history``: a ``Scan`` of the first days of that (``report_range``), kept from
+    earlier (see ``settled``); only the days after it are read.
     """
     if end < start:
         start, end = end, start
     today = now.astimezone(UTC).date()
-    first = date(start.year, start.month, 1)
-    last = min(date(end.year, end.month, calendar.monthrange(end.year, end.month)[1]), max(today, end))
-    around = cost_per_day(db, instance_id, first, last, now)
+    first, last = report_range(start, end, now, months)
+    if history is not None and history.instance_id == instance_id and history.start == first and history.end < last:
+        scan = history + Scan(db, instance_id, history.end + timedelta(days=1), last, now)
+    else:
+        scan = Scan(db, instance_id, first, last, now)
+    around = _per_day(db, instance_id, first, last, now, scan)
     days, running = [], 0.0
     for d in around:
         if start.isoformat() <= d["day"] <= end.isoformat():
             running += d["cost_usd"]
             days.append({**d, "cumulative_usd": running})
+    sessions, runtime_s, lengths = scan.sessions(start, end)
     months_end = min(last, today).isoformat()
     return {
-        "totals": range_totals(db, instance_id, start, end, now, days=days),
-        "months": months_from_days([d for d in around if d["day"] <= months_end]),
+        "totals": _totals(days, sessions, runtime_s),
+        "lengths": lengths,
+        "months": months_from_days([d for d in around if d["day"] <= months_end]) if months else [],
     }
 
 
+def settled(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -> tuple[date, tuple[int, int, int]]:
+    """Up to which day (exclusive) the ledger's past is settled, and a fingerprint of the ledger.
+
+    Before yesterday, and before the open session's start day, no session changes by itself: a ``Scan`` of those days stays right for as long as the
+    fingerprint holds. It changes with every new session, every end (the number of open
+    ones) and every audit row (a start, a stop, a stop recorded late that corrects an
+    end): all cheap to read (an index's last entry, or a partial index).
+    """
+    scope, params = _scope(instance_id)
+    row = next(
+        db.query(
+            f"""SELECT (SELECT MIN(started_at) FROM sessions WHERE ended_at IS NULL {scope}) AS open_since,
+                       (SELECT COALESCE(MAX(id), 0) FROM audit) AS audit_id,
+                       (SELECT COALESCE(MAX(id), 0) FROM sessions) AS session_id,
+                       (SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL) AS open_count""",
+            params,
+        )
+    )
+    until = now.astimezone(UTC).date() - timedelta(days=1)
+    if row["open_since"]:
+        until = min(until, date.fromisoformat(row["open_since"][:10]))
+    return until, (row["audit_id"], row["session_id"], row["open_count"])
+
+
+# Projecting the month from its first hours says nothing: the first 8 minutes of a
+# busy morning would "project" hundreds of dollars. Only from this far into it on.
+PROJECT_AFTER_DAYS = 3
+
+
 def month_to_date(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
-    """This UTC month's session cost so far, and a projection for the whole month at the same pace."""
+    """This UTC month's session cost so far, and a projection for the whole month at the same pace.
+
+    ``projected_usd`` is None until ``PROJECT_AFTER_DAYS`` of the month have passed.
+    """
     now = now.astimezone(UTC)
     first = date(now.year, now.month, 1)
     days_in_month = calendar.monthrange(now.year, now.month)[1]
@@ -278,7 +466,7 @@ def month_to_date(db: sqlite_utils.Database, instance_id: int | None, now: datet
         "month": first.strftime("%Y-%m"),
         "cost_usd": cost,
         "storage_while_stopped_usd": sum(d["storage_while_stopped_usd"] for d in days),
-        "projected_usd": cost * (days_in_month * 86400.0) / elapsed,
+        "projected_usd": cost * (days_in_month * 86400.0) / elapsed if elapsed >= PROJECT_AFTER_DAYS * 86400.0 else None,
         "days_elapsed": elapsed / 86400.0,
         "days_in_month": days_in_month,
     }
@@ -341,40 +529,15 @@ def month_summary_csv(rows: list[dict[str, Any]]) -> str:
 
 # -- sessions --------------------------------------------------------------------------
 
-# Buckets for the session-length chart: (label, upper bound in minutes).
-LENGTH_BUCKETS = [
-    ("< 5 min", 5),
-    ("5-15 min", 15),
-    ("15-30 min", 30),
-    ("30-60 min", 60),
-    ("1-2 h", 120),
-    ("2-4 h", 240),
-    ("4-8 h", 480),
-    ("8-24 h", 1440),
-    (">= 24 h", None),
-]
-
 
 def session_length_histogram(
     db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime
 ) -> list[dict[str, Any]]:
-    """How many sessions overlapping the range lasted how long: ``bucket``, ``sessions``, ``cost_usd``."""
-    overlap, params = _overlapping(db, instance_id, start, end, now)
-    cases = " ".join(f"WHEN m < {limit} THEN {i}" for i, (_, limit) in enumerate(LENGTH_BUCKETS) if limit is not None)
-    rows = db.query(
-        f"""
-        SELECT CASE {cases} ELSE {len(LENGTH_BUCKETS) - 1} END AS bucket, COUNT(*) AS n, SUM(cost) AS cost
-        FROM (SELECT {RUNTIME_SQL} / 60.0 AS m, {TOTAL_SQL} AS cost FROM sessions
-              WHERE {overlap})
-        GROUP BY bucket
-        """,
-        params,
-    )
-    found = {r["bucket"]: r for r in rows}
-    return [
-        {"bucket": label, "sessions": (found.get(i) or {}).get("n", 0), "cost_usd": (found.get(i) or {}).get("cost") or 0.0}
-        for i, (label, _) in enumerate(LENGTH_BUCKETS)
-    ]
+    """How many sessions overlapping the range lasted how long: ``bucket``, ``sessions``, ``cost_usd``
+    (in the order of ``LENGTH_BUCKETS``; a session counts whole)."""
+    if end < start:
+        start, end = end, start
+    return Scan(db, instance_id, start, end, now).sessions(start, end)[2]
 
 
 def sessions_in_range(
@@ -382,8 +545,8 @@ def sessions_in_range(
 ) -> list[dict[str, Any]]:
     """Sessions overlapping the range, newest first, whole (not cut at the range's edges).
 
-    Rows have the keys of ``vastops.costs.sessions`` (so ``session_csv_row`` and
-    ``SESSION_CSV_COLUMNS`` apply), with an open session's runtime and cost up to now.
+    Rows have the keys of ``vastops.costs.sessions`` (so ``vastops.costs.session_csv_row``
+    and ``SESSION_CSV_COLUMNS`` apply), with an open session's runtime and cost up to now.
     """
     overlap, params = _overlapping(db, instance_id, start, end, now)
     sql = f"{SESSION_SELECT} WHERE {overlap} ORDER BY started_at DESC, id DESC"
@@ -393,12 +556,18 @@ def sessions_in_range(
 
 
 def sessions_csv(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> str:
-    """Every session overlapping the range as CSV, with ``SESSION_CSV_COLUMNS``' names and units."""
+    """Every session overlapping the range as CSV (newest first, whole), with ``SESSION_CSV_COLUMNS``' names and units."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[c for _, c in SESSION_CSV_COLUMNS], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(session_csv_row(row) for row in sessions_in_range(db, instance_id, start, end, now))
+    write_sessions_csv(db, instance_id, start, end, now, out)
     return out.getvalue()
+
+
+def write_sessions_csv(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime, fh) -> int:
+    """``sessions_csv`` written to ``fh`` as it is read (constant memory); returns the row count."""
+    if end < start:
+        start, end = end, start
+    overlap, params = _overlapping(db, instance_id, start, end, now)
+    return stream_sessions_csv(db, fh, now, overlap, params)
 
 
 # -- audit -----------------------------------------------------------------------------
@@ -521,7 +690,8 @@ def iter_audit_rows(db: sqlite_utils.Database, flt: AuditFilter = AuditFilter(),
 
 
 def audit_csv(db: sqlite_utils.Database, flt: AuditFilter = AuditFilter(), max_rows: int | None = None) -> str:
-    """The matching audit rows as CSV (newest first), columns ``AUDIT_CSV_COLUMNS``; meta as JSON text."""
+    """The matching audit rows as CSV (newest first), columns ``AUDIT_CSV_COLUMNS``; meta as JSON text
+    (its numbers rounded as the sessions CSV rounds them, see ``round_meta``); the event's own name."""
     out = io.StringIO()
     write_audit_csv(iter_audit_rows(db, flt, max_rows), out)
     return out.getvalue()
@@ -532,6 +702,32 @@ def write_audit_csv(rows: Iterable[dict[str, Any]], fh) -> int:
     writer.writerow(AUDIT_CSV_COLUMNS)
     n = 0
     for r in rows:
-        writer.writerow([r["id"], r["ts"], r["instance_id"], r["event"], r["actor"], r["meta"]])
+        meta = r["meta"]
+        if meta and _LONG_DECIMAL.search(meta):  # the rare row with a float like 0.020833333333333332
+            meta = _rounded_meta_json(meta)
+        writer.writerow([r["id"], r["ts"], r["instance_id"], r["event"], r["actor"], meta])
         n += 1
     return n
+
+
+_LONG_DECIMAL = re.compile(r"\d\.\d{7}")
+
+
+def round_meta(value: Any, key: str = "") -> Any:
+    """An audit row's meta with its floats rounded: minutes to 4 decimals, everything else
+    (money, rates, seconds) to 6. Integers, text and the structure stay as they are."""
+    if isinstance(value, float):
+        return round(value, MINUTES_DECIMALS if key.endswith("minutes") else MONEY_DECIMALS)
+    if isinstance(value, dict):
+        return {k: round_meta(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [round_meta(v, key) for v in value]
+    return value
+
+
+def _rounded_meta_json(text: str) -> str:
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(round_meta(meta), sort_keys=True)  # as the ledger writes it (Ledger.audit)

@@ -1,0 +1,358 @@
+"""The Costs page's charts and CSVs (issue 13): a one-day, an empty and a 60-day period draw
+sensible charts; the projection waits for three days of the month; the CSVs are rounded and
+named after their period.
+
+The charts are asserted on their data and axes (``pages/_charts.Chart``: domains, ticks,
+values), as the page drew them, never on pixels. One real-browser test checks that they
+are in the page as SVG and that the downloads carry their names.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from streamlit.testing.v1 import AppTest
+
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot
+from vastops import costs as costmath
+from vastops import reports
+from vastops.clock import utcnow
+from vastops.ledger import Ledger
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the pages import each other as Streamlit runs them: from the checkout's root
+    sys.path.insert(0, str(ROOT))
+
+from pages import _charts as charts  # noqa: E402
+
+PASSWORD = "costs-page-pw-7"
+DAY = 86400.0
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    values = {
+        "VASTOPS_DB": str(tmp_path / "ledger.db"),
+        "VAST_API_URL": "http://127.0.0.1:9",  # never called: the Costs page reads the ledger only
+        "VAST_API_KEY": SIM_KEY,
+        "VAST_INSTANCE_ID": str(INSTANCE_ID),
+        "CONTROL_API_KEY": CONTROL_KEY,
+        "VASTOPS_DASHBOARD_PASSWORD": PASSWORD,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    Ledger(tmp_path / "ledger.db")
+    return values
+
+
+@pytest.fixture
+def ledger(env):
+    return Ledger(env["VASTOPS_DB"])
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The charts the page draws, by key, as it draws them."""
+    seen: dict[str, charts.Chart] = {}
+    html = charts.html
+
+    def record(chart, key):
+        seen[key] = chart
+        return html(chart, key)
+
+    monkeypatch.setattr(charts, "html", record)
+    return seen
+
+
+def add_session(ledger, start: datetime, minutes: float, dph=0.40, sto=0.02, open_=False) -> None:
+    with ledger.write() as tx:
+        sid = tx.start_session(INSTANCE_ID, start, "RTX 3090", dph, sto, "dashboard")
+        if not open_:
+            tx.end_session(sid, start + timedelta(minutes=minutes), "dashboard", "manual", minutes * 60)
+
+
+def costs_page(period: tuple[date, date] | str = "Last 30 days") -> AppTest:
+    from streamlit import cache_data
+
+    from vastops.login import THROTTLE
+
+    THROTTLE.succeeded()
+    cache_data.clear()  # the pages' read cache lives as long as the process: each test reads afresh
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30).run()
+    at.text_input(key="login_password").input(PASSWORD)
+    at.button[0].click().run()
+    at.switch_page("pages/costs.py").run()
+    assert not at.exception, at.exception
+    if isinstance(period, tuple):
+        at.selectbox(key="costs_preset").select("Custom").run()
+        at.date_input(key="costs_range").set_value(period).run()
+    elif period != "Last 30 days":
+        at.selectbox(key="costs_preset").select(period).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def whole(ticks) -> bool:
+    return all(float(v).is_integer() for v, _ in ticks)
+
+
+# -- the three periods of the issue ----------------------------------------------------------
+
+
+def test_a_one_day_period_draws_a_whole_bar_and_a_ramp(ledger, drawn):
+    today = utcnow().date()
+    start = datetime(today.year, today.month, today.day, tzinfo=UTC)
+    add_session(ledger, start, 1)  # 00:00-00:01 today: always in the past
+    costs_page((today, today))
+    per_day, cumulative = drawn["chart_per_day"], drawn["chart_cumulative"]
+
+    # the axis is the day, 00:00 to 24:00, and its one bar fills it (no sliver, nothing cut)
+    assert per_day.kind == "bars"
+    assert per_day.x_domain == (midnight(today), midnight(today) + DAY)
+    assert {(v["x0"], v["x1"]) for v in per_day.values} == {per_day.x_domain}
+    assert [label for _, label in per_day.x_ticks] == [f"{today:%d %b}"]  # one tick, the day itself
+    assert str(today.year) in per_day.x_title  # the year, in words, below the axis
+    assert sum(v["usd"] for v in per_day.values if v["series"] != charts.STOPPED) == pytest.approx(0.42 / 60)
+    assert per_day.series == [charts.COMPUTE, charts.STORAGE, charts.STOPPED]  # the disk, stopped the rest of the day
+    assert per_day.y_domain[0] == 0 and per_day.y_domain[1] >= 0.42 / 60
+
+    # the cumulative cost is a ramp from 00:00 to now, not one dot on a zero-width axis
+    assert cumulative.kind == "area"
+    assert cumulative.x_domain == (midnight(today), midnight(today) + DAY)
+    first, last = cumulative.values[0], cumulative.values[-1]
+    assert (first["x"], first["y"]) == (midnight(today), 0.0)
+    assert last["y"] == pytest.approx(0.42 / 60) and midnight(today) < last["x"] <= time.time() + 1
+    # ticks on whole hours of the day: never "23:59:59.9995"
+    assert [label for _, label in cumulative.x_ticks][1:-1] and all(
+        re.fullmatch(r"\d\d:00", label) for _, label in cumulative.x_ticks[1:-1]
+    )
+    assert all((v - midnight(today)) % 3600 == 0 for v, _ in cumulative.x_ticks)
+    assert all(cumulative.x_domain[0] <= v <= cumulative.x_domain[1] for v, _ in cumulative.x_ticks)
+
+    lengths = drawn["chart_lengths"]
+    assert lengths.kind == "columns" and {v["category"]: v["y"] for v in lengths.values}["< 5 min"] == 1
+    assert [v for v, _ in lengths.y_ticks] == [0.0, 1.0]  # whole sessions: no 0.2-session ticks
+
+
+def test_an_empty_period_says_so_instead_of_drawing_bare_axes(ledger, drawn):
+    at = costs_page()
+    assert {key: chart.kind for key, chart in drawn.items()} == {
+        "chart_per_day": "empty",
+        "chart_cumulative": "empty",
+        "chart_lengths": "empty",
+    }
+    assert drawn["chart_per_day"].message == "No costs in this period"
+    assert drawn["chart_cumulative"].message == "No session costs in this period"
+    assert drawn["chart_lengths"].message == "No sessions in this period"
+    for chart in drawn.values():
+        assert not chart.x_ticks and not chart.y_ticks and not chart.values  # no $0-$1, no -1 to 1 sessions
+    svgs = [md.value for md in at.markdown if "<svg" in md.value]
+    assert len(svgs) == 3 and all("<line" not in s for s in svgs)
+    assert "No sessions in this period" in svgs[2]
+    assert metrics(at)["Sessions"] == "0" and metrics(at)["Average session"] == "—"
+
+
+def test_a_60_day_period_draws_a_bar_per_day_with_whole_day_ticks(ledger, drawn):
+    today = utcnow().date()
+    start = today - timedelta(days=59)
+    for i in range(0, 58, 3):  # 20 sessions of 90 minutes at 09:00, every third day from the first on
+        day = start + timedelta(days=i)
+        add_session(ledger, datetime(day.year, day.month, day.day, 9, tzinfo=UTC), 90)
+    costs_page((start, today))
+    per_day = drawn["chart_per_day"]
+    assert per_day.title == "Cost per day (UTC)"
+    assert per_day.x_domain == (midnight(start), midnight(today) + DAY)
+    days = sorted({v["x0"] for v in per_day.values})
+    assert len(days) == 60 and days[0] == midnight(start)
+    assert all(per_day.x_domain[0] <= v["x0"] < v["x1"] <= per_day.x_domain[1] for v in per_day.values)
+    assert max(v["x1"] for v in per_day.values) == per_day.x_domain[1]  # today's bar whole, at the right edge
+    # at most seven labels, each in the middle of a whole day, ascending
+    positions = [v for v, _ in per_day.x_ticks]
+    assert 2 <= len(positions) <= charts.MAX_TICKS and positions == sorted(positions)
+    assert all((v - midnight(start)) % DAY == DAY / 2 for v in positions)
+    # the money axis starts at 0 and reaches the tallest stack
+    tallest = max(v["y1"] for v in per_day.values)
+    assert per_day.y_domain[0] == 0 and per_day.y_domain[1] >= tallest
+    assert [v for v, _ in per_day.y_ticks] == sorted(v for v, _ in per_day.y_ticks)
+    assert per_day.y_ticks[0] == (0.0, "$0.00")
+    # stacks are exact: each day's pieces sit on each other
+    for x0 in days:
+        pieces = [v for v in per_day.values if v["x0"] == x0]
+        assert pieces[0]["y0"] == 0 and all(a["y1"] == pytest.approx(b["y0"]) for a, b in zip(pieces, pieces[1:]))
+    cumulative = drawn["chart_cumulative"]
+    assert cumulative.values[-1]["y"] == pytest.approx(20 * 0.63)  # 20 sessions of 1.5 h at $0.42/h
+    assert [v["y"] for v in cumulative.values] == sorted(v["y"] for v in cumulative.values)
+    assert whole(drawn["chart_lengths"].y_ticks)
+
+
+def test_a_long_period_charts_months_and_keeps_its_settled_days(ledger, drawn, monkeypatch):
+    today = utcnow().date()
+    for back in (400, 200, 30, 2):
+        day = today - timedelta(days=back)
+        add_session(ledger, datetime(day.year, day.month, day.day, 9, tzinfo=UTC), 60)
+    scans = []
+    real = reports.Scan.__init__
+
+    def counting(self, db, instance_id, start, end, now):
+        scans.append((start, end))
+        real(self, db, instance_id, start, end, now)
+
+    monkeypatch.setattr(reports.Scan, "__init__", counting)
+    at = costs_page("All time")
+    per = drawn["chart_per_day"]
+    assert per.title == "Cost per month (UTC)"
+    assert all(label[-4:].isdigit() for _, label in per.x_ticks)  # "Mar 2026": months, with their year
+    assert len({v["x0"] for v in per.values}) >= 13  # one bar a month, 400 days back
+    assert metrics(at)["Sessions"] == "4" and metrics(at)["Cost in period"] == "$1.68"
+    # the settled days are read once (and kept: pages/costs.history), the last ones apart
+    history = max(scans, key=lambda r: r[1] - r[0])
+    recent = next(r for r in scans if r[0] == history[1] + timedelta(days=1))
+    assert history[0] == (today - timedelta(days=400)).replace(day=1) and (history[1] - history[0]).days > 390
+    assert (recent[1] - recent[0]).days <= 2
+
+
+def test_a_report_from_kept_history_is_the_report_read_whole(ledger):
+    now = utcnow()
+    for back in range(90, 0, -7):  # sessions across midnights too
+        add_session(ledger, now - timedelta(days=back, hours=1), 150)
+    add_session(ledger, now - timedelta(minutes=30), 0, open_=True)
+    first = (now - timedelta(days=95)).date()
+    with ledger.read() as db:
+        until, _ = reports.settled(db, INSTANCE_ID, now)
+        start, _ = reports.report_range(first, now.date(), now)
+        kept = reports.Scan(db, INSTANCE_ID, start, until - timedelta(days=1), now)
+        whole_ = reports.period_report(db, INSTANCE_ID, first, now.date(), now)
+        parts = reports.period_report(db, INSTANCE_ID, first, now.date(), now, history=kept)
+    assert until == now.date() - timedelta(days=1) or until == (now - timedelta(minutes=30)).date()
+    assert parts["lengths"] == whole_["lengths"]
+    for key in ("cost_usd", "runtime_hours", "sessions_count", "avg_session_minutes", "storage_while_stopped_usd"):
+        assert parts["totals"][key] == pytest.approx(whole_["totals"][key])
+    assert [d["cost_usd"] for d in parts["totals"]["days"]] == pytest.approx([d["cost_usd"] for d in whole_["totals"]["days"]])
+    assert [m["cost_usd"] for m in parts["months"]] == pytest.approx([m["cost_usd"] for m in whole_["months"]])
+
+
+# -- the projection --------------------------------------------------------------------------
+
+
+def test_the_month_is_projected_only_after_three_days(ledger, monkeypatch):
+    add_session(ledger, utcnow() - timedelta(hours=3), 60)
+    monkeypatch.setattr(reports, "PROJECT_AFTER_DAYS", 32)  # never that far into a month: too early
+    at = costs_page()
+    projected = next(m for m in at.metric if m.label == "Projected for the month")
+    assert projected.value == "too early" and "Too early to project" in projected.proto.help
+    monkeypatch.setattr(reports, "PROJECT_AFTER_DAYS", 0)
+    at = costs_page()
+    assert metrics(at)["Projected for the month"].startswith("$")
+
+
+def test_month_to_date_waits_three_days(tmp_path):
+    now = datetime(2026, 11, 1, 0, 8, tzinfo=UTC)  # 8 minutes into the month
+    with Ledger(tmp_path / "empty.db").read() as db:
+        assert reports.month_to_date(db, INSTANCE_ID, now)["projected_usd"] is None
+        assert reports.month_to_date(db, INSTANCE_ID, now + timedelta(days=2, hours=23))["projected_usd"] is None
+        assert reports.month_to_date(db, INSTANCE_ID, now + timedelta(days=3))["projected_usd"] == 0.0
+
+
+# -- CSVs ------------------------------------------------------------------------------------
+
+
+def test_the_sessions_csv_is_rounded_and_the_fast_writer_writes_what_the_cli_writes(ledger):
+    now = utcnow()
+    add_session(ledger, now - timedelta(hours=5), 61.123456, dph=0.4, sto=150 * 0.10 / 720)  # 0.020833333333333332 $/h
+    add_session(ledger, now - timedelta(hours=1), 0, dph=0.75, sto=0.03, open_=True)
+    with ledger.read() as db:
+        text = reports.sessions_csv(db, INSTANCE_ID, now.date() - timedelta(days=1), now.date(), now)
+        cli = io.StringIO()
+        costmath.write_sessions_csv(costmath.sessions(db, INSTANCE_ID, now), cli)
+    assert text == cli.getvalue()  # the dashboard's SQL-made lines and the CLI's, to the character
+    assert not re.search(r"\d\.\d{7,}", text)  # never 0.020833333333333332
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == [column for _, column in costmath.SESSION_CSV_COLUMNS]
+    older = rows[1]
+    assert older["storage_rate_usd_per_hour"] == "0.020833"
+    assert older["runtime_minutes"] == "61.1235"
+    assert re.fullmatch(r"\d+\.\d{6}", older["cost_usd"])
+    assert float(older["cost_usd"]) == pytest.approx(61.123456 / 60 * (0.4 + 0.020833333), abs=1e-6)
+    assert rows[0]["end_reason"] == "open" and rows[0]["ended_at_utc"] == "" and float(rows[0]["runtime_minutes"]) > 59
+
+
+def test_csv_file_names_carry_their_period():
+    assert charts.sessions_csv_name(date(2026, 11, 1), date(2026, 11, 30)) == "vastops-sessions-2026-11.csv"
+    assert charts.sessions_csv_name(date(2026, 11, 1), date(2026, 11, 17), today=date(2026, 11, 17)) == "vastops-sessions-2026-11.csv"
+    assert charts.sessions_csv_name(date(2026, 11, 3), date(2026, 12, 2)) == "vastops-sessions-2026-11-03_2026-12-02.csv"
+    assert charts.sessions_csv_name(date(2026, 11, 3), date(2026, 11, 3)) == "vastops-sessions-2026-11-03.csv"
+    assert charts.months_csv_name([{"month": "2026-10"}, {"month": "2026-11"}]) == "vastops-months-2026-10_2026-11.csv"
+
+
+def test_nice_ticks():
+    assert charts.nice_ticks(1, whole=True) == [0, 1]
+    assert charts.nice_ticks(3, whole=True) == [0, 1, 2, 3]
+    assert all(float(t).is_integer() for t in charts.nice_ticks(7, whole=True))
+    ticks = charts.nice_ticks(9.73)
+    assert ticks[0] == 0 and ticks[-1] >= 9.73 and len(ticks) <= charts.MAX_TICKS
+    assert all(math.isclose(b - a, ticks[1]) for a, b in zip(ticks, ticks[1:]))
+
+
+# -- a real browser --------------------------------------------------------------------------
+
+
+def test_the_charts_are_in_the_page_and_the_downloads_are_named_in_a_real_browser(ledger, env, browser, processes):
+    now = utcnow()
+    add_session(ledger, now - timedelta(minutes=30), 20, sto=150 * 0.10 / 720)
+    port = free_port()
+    processes.start("dashboard", "--port", str(port), env=clean_process_env(**env))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(url + "/_stcore/health", timeout=1).ok:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "the dashboard did not come up"
+        time.sleep(0.1)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    try:
+        page.goto(url)
+        settle(page)
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in", exact=True).click()
+        page.locator("[data-testid='stMetric']").first.wait_for()
+        page.get_by_role("link", name="Costs").click()
+        page.locator("svg.vastops-chart").nth(2).wait_for(timeout=30_000)
+        settle(page)
+        shot(page, "costs-page")
+        assert page.locator("svg.vastops-chart[data-kind='bars'] rect").count() >= 2  # compute and storage of today
+        assert page.locator("[data-testid='stPlotlyChart'], [data-testid='stVegaLiteChart']").count() == 0
+        # a bar says what it is when hovered (its SVG title)
+        assert "compute (GPU) $" in page.locator("svg.vastops-chart[data-kind='bars'] rect title").first.text_content()
+
+        page.get_by_test_id("stSelectbox").filter(has_text="Period").get_by_role("combobox").click()
+        page.get_by_role("option", name="This month").click()
+        settle(page)
+        with page.expect_download(timeout=30_000) as info:
+            page.get_by_role("button", name="Sessions (CSV)").click()
+        assert info.value.suggested_filename == f"vastops-sessions-{now:%Y-%m}.csv"
+        text = Path(info.value.path()).read_text()
+        assert "0.020833," in text and not re.search(r"\d\.\d{7,}", text)
+        assert "Traceback" not in page.content()
+    finally:
+        context.close()
