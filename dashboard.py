@@ -44,12 +44,11 @@ st.set_page_config(page_title="vastops", page_icon="🖥️", layout="wide")
 
 @st.cache_resource(show_spinner=False)
 def _warm_up() -> None:
-    """Import the Costs page's libraries (about 3 s) in the background, once per server,
+    """Import pandas (the Costs page's tables, about 1 s) in the background, once per server,
     while the operator looks at the login or Status page."""
 
     def load() -> None:
         import pandas  # noqa: F401
-        import plotly.graph_objects  # noqa: F401
 
     threading.Thread(target=load, name="vastops-warm-up", daemon=True).start()
 

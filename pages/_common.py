@@ -357,9 +357,3 @@ def seconds_since(ts: str | None, now: datetime | None = None) -> float | None:
     if dt is None:
         return None
     return ((now or datetime.now(UTC)) - dt).total_seconds()
-
-
-def money_axis(fig, largest: float, axis: str = "yaxis") -> None:
-    """Dollar ticks that stay readable for cents and for thousands (plotly would say '300µ')."""
-    fmt = ",.2f" if largest >= 1 else ",.3f" if largest >= 0.01 else ",.4f"
-    fig.update_layout({axis: dict(tickprefix="$", tickformat=fmt, rangemode="tozero")})

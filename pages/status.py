@@ -30,6 +30,7 @@ shown below the figures. Money and durations are written as the CLI writes them
 
 from __future__ import annotations
 
+import html
 import sqlite3
 from datetime import UTC, datetime
 
@@ -70,6 +71,11 @@ KEEPALIVE_REASON = "keepalive_reason"
 OVERRIDE_REASON = "override_reason"
 
 GUARDRAIL_SLOT_PX = 124  # the guardrails' slot keeps this height, whatever it holds
+LOG_STYLE = (
+    "white-space: pre-wrap; overflow-wrap: anywhere; max-height: 24rem; overflow: auto; margin: 0; padding: 0.6rem;"
+    " font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.8rem;"
+    " background: rgba(128, 128, 128, 0.08); border-radius: 0.4rem"
+)
 LAST_ACTION_SLOT_REM = 7.5  # the last action's slot is at least this high: a start's progress fits in it
 
 # The status word's colour: green while it runs (and bills), blue on the way up, orange
@@ -375,7 +381,10 @@ def _show_kept_log(c, now: datetime) -> None:
         return
     when = f"{at_time(kept['ts'], cfg.timezone, now)}, {ago(seconds_since(kept['ts'], now))}"
     with st.expander(f"Instance log kept at the health timeout ({when})"):
-        st.code(kept["meta"].get("tail") or "(empty)", language=None)
+        # A plain <pre>, not st.code: the code element makes the browser load Streamlit's
+        # syntax highlighter and a web font, about 1.5 s before a cold Status page shows.
+        tail = html.escape(kept["meta"].get("tail") or "(empty)")
+        st.html(f'<pre class="vastops-log" style="{LOG_STYLE}">{tail}</pre>')
 
 
 # -- the status and the buttons: the top of the page, always in the same place -------------

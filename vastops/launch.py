@@ -53,6 +53,10 @@ SAFE_STREAMLIT_FLAGS = [
     "--browser.gatherUsageStats", "false",
     "--client.showErrorDetails", "none",
     "--client.toolbarMode", "viewer",
+    # Streamlit collects garbage after every script run; the Status page's live part reruns
+    # every few seconds in every open tab, and a full collection with pandas loaded costs
+    # tens of milliseconds each time. Python's own collector still runs as usual.
+    "--runner.postScriptGC", "false",
     "--runner.magicEnabled", "false",
 ]  # fmt: skip
 
