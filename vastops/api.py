@@ -3,7 +3,9 @@
 ``create_app`` builds the ASGI app: the routes live on an ``APIRouter``, the
 ``Control`` and the ``Watch`` sit in ``app.state`` and reach the routes through
 dependencies, and the core's exceptions become the contract's status codes in
-exception handlers. ``vastops watchdog`` (vastops/launch.py) serves it with uvicorn.
+exception handlers. ``POST /infra/vast/activity``, on every LLM request's path, is
+answered in front of FastAPI by a plain ASGI handler (vastops/activity.py).
+``vastops watchdog`` (vastops/launch.py) serves it with uvicorn.
 
 Routes under ``/infra/vast`` need ``X-API-Key`` (compared in constant time).
 ``/healthz`` (is the watchdog alive?) and ``/metrics`` (Prometheus) do not; bind the
@@ -20,7 +22,7 @@ import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -30,9 +32,11 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import __version__
-from .clock import isoz
+from .activity import ActivityPath
+from .activity import answer as activity_answer
 from .config import NotConfigured
 from .control import Control
+from .inflight import MAX_ID_CHARS, MAX_TOKENS
 from .lease import Lease
 from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
@@ -71,6 +75,7 @@ class StatusOut(BaseModel):
     start_refused: str | None = Field(None, description="why a start is refused now (a spent budget), or null")
     session_runtime_minutes: float | None = None
     session_cost_usd: float | None = None
+    requests_in_flight: int = Field(0, description="the gateway's requests started and not ended (within VAST_REQUEST_TTL_S)")
 
 
 class PowerOnIn(BaseModel):
@@ -143,6 +148,22 @@ class PowerOffOut(BaseModel):
 class ActivityOut(BaseModel):
     status: str
     last_activity: str
+
+
+class ActivityIn(BaseModel):
+    """The optional body of ``/activity``: an LLM request's start or end (vastops/inflight.py).
+
+    Only the OpenAPI document uses this model: the body is validated by
+    ``inflight.parse_report`` (the same rules, without pydantic's cost on the hot path).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    request_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="the gateway's id of the request")
+    phase: Literal["start", "end"] = Field(description="start: it holds the instance awake until its end (or VAST_REQUEST_TTL_S)")
+    consumer: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="who sent it (for costs per consumer)")
+    model: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="the model asked for")
+    prompt_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
+    completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
 
 
 class CostsOut(BaseModel):
@@ -307,10 +328,26 @@ async def keepalive(control: ControlDep, watch: WatchDep, body: KeepaliveIn) -> 
     return result
 
 
-@router.post("/activity", response_model=ActivityOut)
-async def activity(watch: WatchDep) -> dict[str, Any]:
-    """Record activity (the gateway calls this on every LLM request). Memory only; flushed each second."""
-    return {"status": "recorded", "last_activity": isoz(watch.note_activity())}
+ACTIVITY_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ActivityIn"}}},
+    }
+}
+
+
+@router.post("/activity", response_model=ActivityOut, responses=BODY_ERRORS, openapi_extra=ACTIVITY_BODY)
+async def activity(request: Request, watch: WatchDep) -> Any:
+    """Record activity (the gateway calls this on every LLM request); with a body, a request's start or end.
+
+    A request between its start and its end holds the instance awake (at most
+    VAST_REQUEST_TTL_S). Memory only; flushed each second. A malformed body is 400 or
+    422 and still counts as activity: a gateway's bug must never let the GPU stop under a user.
+    """
+    # Served by vastops/activity.py's ActivityPath before FastAPI sees it; this route is
+    # its entry in the OpenAPI document, and answers alike if it is ever reached.
+    code, body = activity_answer(watch, await request.body())
+    return body if code == 200 else JSONResponse(body, status_code=code)
 
 
 @router.get("/costs", response_model=CostsOut, responses=LEDGER_ERRORS)
@@ -344,7 +381,7 @@ async def healthz(control: ControlDep, watch: WatchDep) -> JSONResponse:
 @public.get("/metrics", response_class=PlainTextResponse)
 async def metrics(control: ControlDep, watch: WatchDep) -> str:
     """Prometheus metrics (no key needed)."""
-    return await asyncio.to_thread(_metrics, control, watch)
+    return await asyncio.to_thread(_metrics, control, watch, watch.requests_in_flight())  # counted on the loop, where it changes
 
 
 # -- failures -> the contract's status codes ------------------------------------------------
@@ -402,7 +439,7 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
             if run_watch:
                 await watch.stop()
 
-    app = FastAPI(
+    app = WatchdogApp(
         title="vastops watchdog",
         version=__version__,
         description="Power, costs, audit and auto-shutdown for one vast.ai GPU instance.",
@@ -415,8 +452,28 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
     app.include_router(public)
     _install_error_handlers(app)
     app.add_middleware(LimitBody)
+    # In front of everything: the gateway's hot path skips FastAPI (and the body guard, which it applies itself).
+    app.front = ActivityPath(None, watch=watch, key=app.state.control_key, max_body=MAX_BODY_BYTES)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+class WatchdogApp(FastAPI):
+    """FastAPI, with ``POST /infra/vast/activity`` answered before any of FastAPI's own per-request work.
+
+    A middleware would still run behind FastAPI's ``__call__`` (its telemetry check reads
+    the OpenTelemetry providers on every request) and Starlette's error middleware:
+    about half the cost of the fast path itself (docs/performance.md).
+    """
+
+    front: ActivityPath | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        front = self.front
+        if front is not None and front.handles(scope):
+            await front.serve(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -444,6 +501,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     components.setdefault("Error", Error.model_json_schema())
+    components.setdefault("ActivityIn", ActivityIn.model_json_schema())
     # The keepalive's bound is the configured one: the document says what this watchdog accepts.
     minutes = components.get("KeepaliveIn", {}).get("properties", {}).get("minutes")
     if minutes is not None:
@@ -511,7 +569,7 @@ def _explain(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def _metrics(control: Control, watch: Watch) -> str:
+def _metrics(control: Control, watch: Watch, in_flight: int) -> str:
     # The ledger's figures when it can be read; the watch's own (memory) always, problems included.
     try:
         status: dict[str, Any] | None = control.status(observe=False)
@@ -543,6 +601,12 @@ def _metrics(control: Control, watch: Watch) -> str:
     )
     _guardrail_metrics(metric, watch, status)
     metric("vastops_activity_total", "counter", "activity reports received since the watchdog started", [("", float(watch.activity_total))])
+    metric(
+        "vastops_requests_in_flight",
+        "gauge",
+        "the gateway's LLM requests started and not yet ended (within VAST_REQUEST_TTL_S)",
+        [("", float(in_flight))],
+    )
     errors = control.vast_error_counts()
     metric(
         "vastops_vast_errors_total",
