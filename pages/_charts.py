@@ -347,6 +347,7 @@ def html(chart: Chart, key: str) -> str:
 # -- audit details -------------------------------------------------------------------------
 
 _RATE_KEYS = ("dph", "_per_hour", "rate")
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 
 def detail_value(key: str, value: Any) -> str:
@@ -367,6 +368,8 @@ def detail_value(key: str, value: Any) -> str:
     if value is None:
         return words.DASH
     if isinstance(value, str):
+        if _ISO_UTC.fullmatch(value):  # the ledger's times: '2026-12-01 19:42:18 UTC', as the table's first column
+            return f"{value[:10]} {value[11:19]} UTC"
         if "\n" in value:  # a kept log: its size and its last line (the whole of it is in the CSV)
             lines = value.strip("\n").splitlines()
             return f"{len(lines)} lines, the last: {lines[-1].strip() if lines else ''}"
@@ -374,11 +377,16 @@ def detail_value(key: str, value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(", ", ": "))
 
 
+# Meta keys that are bookkeeping, not information: a warning's de-duplication key repeats
+# its deadline. The CSV keeps them.
+HIDDEN_DETAILS = frozenset({"key"})
+
+
 def details(meta: dict[str, Any]) -> str:
     """An audit row's meta as "key: value" pairs, in words, in the order written."""
     if not meta:
         return ""
-    return " · ".join(f"{k.replace('_', ' ')}: {detail_value(k, v)}" for k, v in meta.items())
+    return " · ".join(f"{k.replace('_', ' ')}: {detail_value(k, v)}" for k, v in meta.items() if k not in HIDDEN_DETAILS)
 
 
 def event_label(event: str) -> str:
@@ -396,16 +404,20 @@ TABLE_STYLE = (
 )
 
 
-def table_html(columns: list[str], rows: list[list[str]], key: str, nowrap: tuple[str, ...] = ()) -> str:
+def table_html(
+    columns: list[str], rows: list[list[str]], key: str, nowrap: tuple[str, ...] = (), min_width: dict[str, str] | None = None
+) -> str:
     """A static table as HTML for ``st.html`` (with ``TABLE_STYLE``): every cell escaped, so a
     detail can never become a tag, a link or an image; long cells wrapped, never cut off.
     One element for the whole table, drawn by the browser as it is: a table of Markdown cells
     (``st.table``) renders each cell on its own and a data grid (``st.dataframe``) cuts long
     text off; this is both quicker (docs/performance.md) and readable."""
     keep = {i for i, c in enumerate(columns) if c in nowrap}
+    widths = {i: (min_width or {})[c] for i, c in enumerate(columns) if c in (min_width or {})}
 
     def cell(i: int, value: str, tag: str = "td") -> str:
-        style = ' style="white-space: nowrap"' if i in keep else ""
+        rules = (["white-space: nowrap"] if i in keep else []) + ([f"min-width: {widths[i]}"] if i in widths else [])
+        style = f' style="{"; ".join(rules)}"' if rules else ""
         return f"<{tag}{style}>{escape(value).replace(chr(10), '<br>')}</{tag}>"
 
     head = "".join(cell(i, c, "th") for i, c in enumerate(columns))

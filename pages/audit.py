@@ -82,7 +82,8 @@ def table(rows: list[dict]) -> str:
         ]
         for r in rows
     ]
-    return charts.table_html(COLUMNS, cells, "audit", nowrap=("Time (UTC)", "Row"))
+    # The short columns never wrap ("syst em"); the event's words get room for two lines at most.
+    return charts.table_html(COLUMNS, cells, "audit", nowrap=("Time (UTC)", "Actor", "Instance", "Row"), min_width={"Event": "10rem"})
 
 
 st.title("Audit")

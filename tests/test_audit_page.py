@@ -120,6 +120,23 @@ def test_events_are_in_words_and_details_are_key_value_in_words(log):
     assert "<img" not in html and "<a " not in html and "&lt;b&gt;" in html
 
 
+def test_times_in_details_read_as_the_time_column_and_bookkeeping_keys_stay_in_the_csv(env):
+    ledger = Ledger(env["VASTOPS_DB"])
+    meta = {"deadline": "2026-12-01T19:42:18.913Z", "key": "keepalive:2026-12-01T19:42:18.913000+00:00", "minutes_left": 5}
+    with ledger.write() as tx:
+        tx.audit(utcnow(), INSTANCE_ID, Event.AUTO_SHUTDOWN_WARNING, "system", meta)
+    at = audit_page()
+    assert rows(at)["Details"] == ["deadline: 2026-12-01 19:42:18 UTC · minutes left: 5"]
+    [html] = [el.proto.body for el in at.get("html") if 'class="vastops-table"' in el.proto.body]
+    # the short columns never wrap into "syst em" / "12 34 5"
+    for column in ("Actor", "Instance"):
+        assert f'<th style="white-space: nowrap">{column}</th>' in html
+    assert '<th style="min-width: 10rem">Event</th>' in html
+    with ledger.read() as db:
+        [row] = list(csv.DictReader(io.StringIO(reports.audit_csv(db))))
+    assert json.loads(row["meta_json"])["key"] == meta["key"]
+
+
 def test_the_filters_are_labelled_in_words_and_no_future_day_can_be_picked(log):
     at = audit_page()
     events = at.multiselect(key="audit_events")

@@ -168,8 +168,11 @@ def test_the_demo_writes_an_env_file_that_shows_the_cli_its_ledger(demo):
     body = json.loads(status.stdout)
     assert body["instance_id"] == 12345 and body["status"] == "stopped"
     assert body["enforcement"]["state"] == "ok"  # the demo's watchdog's heartbeat: the same ledger
-    # and the simulator's own lines, as the demo shows them, name the demo's ledger too
-    assert f"sim | VASTOPS_DB={demo.box('ledger')}" in demo.text
+    # The simulator's own lines, as the demo shows them, point at that file and print no
+    # settings of their own: a fresh CONTROL_API_KEY there would not be the watchdog's.
+    assert f"sim | # the settings that reach it: {env_file}" in demo.text
+    sim_lines = [line for line in demo.text.splitlines() if line.lstrip().startswith("sim |")]
+    assert not [line for line in sim_lines if "CONTROL_API_KEY=" in line or "VASTOPS_DB=" in line]
 
 
 def test_the_demo_lock_goes_with_its_holder_and_names_it(tmp_path):

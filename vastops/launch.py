@@ -499,7 +499,8 @@ def run_demo(args) -> int:
 
 def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
     sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--instance-id", str(DEMO_INSTANCE_ID),
-                                 "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--ledger", env["VASTOPS_DB"]), env)  # fmt: skip
+                                 "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--ledger", env["VASTOPS_DB"],
+                                 "--settings-in", str(demo.folder / DEMO_ENV)), env)  # fmt: skip
     if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):
         return _died(demo, sim, received)
 

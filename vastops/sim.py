@@ -1908,6 +1908,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--rate-limit-scale", type=float, default=c.rate_limit_scale, help="multiplies vast's rate-limit intervals; 0 disables")
     a("--verbose", action="store_true", help="log every request to stderr")
     a("--ledger", default="vastops-sim.db", metavar="FILE", help="the VASTOPS_DB of the env file it prints (default %(default)s)")
+    a("--settings-in", metavar="FILE", help=argparse.SUPPRESS)  # the demo: its settings are in FILE; print no env block of our own
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -1946,7 +1947,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
-def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db") -> str:
+def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db", settings_in: str | None = None) -> str:
     """What ``vastops sim`` prints: an env file as it is (``vastops sim > sim.env``), every other line a comment.
 
     It names a ledger of its own and a fresh CONTROL_API_KEY, so the CLI and a watchdog
@@ -1957,6 +1958,8 @@ def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db")
     for row in sim.state()["instances"]:
         where = f"health at {row['health_url']}, LLM at {row['llm_url']}" if row["health_url"] else "its ports are handed out on each start"
         lines.append(f"#   instance {row['id']}: {row['phase']}, {where}")
+    if settings_in:  # run by the demo: its own env file has the watchdog's key; a fresh one here would mislead
+        return "\n".join([*lines, f"# the settings that reach it: {settings_in}"])
     others = [str(i.id) for i in config.instances[1:]]
     lines += [
         "# An env file that points vastops at it; save it as a file of its own (not your .env), e.g.",
@@ -1989,7 +1992,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: done.set())
     try:
-        print(env_block(sim, config, getattr(args, "ledger", "vastops-sim.db")), flush=True)
+        print(env_block(sim, config, getattr(args, "ledger", "vastops-sim.db"), getattr(args, "settings_in", None)), flush=True)
         while not done.wait(0.2):  # a timed wait lets the signal handler run promptly
             pass
     finally:
