@@ -49,6 +49,7 @@ WITH_INPUT = [
     "POST /infra/vast/power/off",
     "POST /infra/vast/power/reboot",
     "POST /infra/vast/keepalive",
+    "POST /infra/vast/activity",
     "GET /infra/vast/audit",
 ]
 AUTH = {"X-API-Key": CONTROL_KEY}
@@ -61,7 +62,7 @@ STATUS_CODES = {
     "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},
     "POST /infra/vast/power/reboot": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},  # a stop never waits on the ledger: no 503
     "POST /infra/vast/keepalive": {200, 400, 401, 409, 413, 422, 500, 503},  # no vast.ai call: no 502
-    "POST /infra/vast/activity": {200, 401, 413},
+    "POST /infra/vast/activity": {200, 400, 401, 413, 422},  # the optional body: a request's start or end
     "GET /infra/vast/costs": {200, 401, 413, 503},
     "GET /infra/vast/audit": {200, 401, 413, 422, 503},
     "GET /healthz": {200, 413, 503},  # 503: enforcement impaired, with the problems

@@ -20,7 +20,7 @@ import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +33,7 @@ from . import __version__
 from .clock import isoz
 from .config import NotConfigured
 from .control import Control
+from .inflight import MAX_ID_CHARS, MAX_TOKENS, BadReport, parse_report
 from .lease import Lease
 from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
@@ -71,6 +72,7 @@ class StatusOut(BaseModel):
     start_refused: str | None = Field(None, description="why a start is refused now (a spent budget), or null")
     session_runtime_minutes: float | None = None
     session_cost_usd: float | None = None
+    requests_in_flight: int = Field(0, description="the gateway's requests started and not ended (within VAST_REQUEST_TTL_S)")
 
 
 class PowerOnIn(BaseModel):
@@ -143,6 +145,22 @@ class PowerOffOut(BaseModel):
 class ActivityOut(BaseModel):
     status: str
     last_activity: str
+
+
+class ActivityIn(BaseModel):
+    """The optional body of ``/activity``: an LLM request's start or end (vastops/inflight.py).
+
+    Only the OpenAPI document uses this model: the body is validated by
+    ``inflight.parse_report`` (the same rules, without pydantic's cost on the hot path).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    request_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="the gateway's id of the request")
+    phase: Literal["start", "end"] = Field(description="start: it holds the instance awake until its end (or VAST_REQUEST_TTL_S)")
+    consumer: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="who sent it (for costs per consumer)")
+    model: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="the model asked for")
+    prompt_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
+    completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
 
 
 class CostsOut(BaseModel):
@@ -307,10 +325,34 @@ async def keepalive(control: ControlDep, watch: WatchDep, body: KeepaliveIn) -> 
     return result
 
 
-@router.post("/activity", response_model=ActivityOut)
-async def activity(watch: WatchDep) -> dict[str, Any]:
-    """Record activity (the gateway calls this on every LLM request). Memory only; flushed each second."""
-    return {"status": "recorded", "last_activity": isoz(watch.note_activity())}
+ACTIVITY_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ActivityIn"}}},
+    }
+}
+
+
+@router.post("/activity", response_model=ActivityOut, responses=BODY_ERRORS, openapi_extra=ACTIVITY_BODY)
+async def activity(request: Request, watch: WatchDep) -> Any:
+    """Record activity (the gateway calls this on every LLM request); with a body, a request's start or end.
+
+    A request between its start and its end holds the instance awake (at most
+    VAST_REQUEST_TTL_S). Memory only; flushed each second. A malformed body is 400 or
+    422 and still counts as activity: a gateway's bug must never let the GPU stop under a user.
+    """
+    code, answer = record_activity(watch, await request.body())
+    return answer if code == 200 else JSONResponse(answer, status_code=code)
+
+
+def record_activity(watch: Watch, body: bytes) -> tuple[int, dict[str, Any]]:
+    """What ``/activity`` answers for ``body``: (status code, JSON). Every call is a moment of activity."""
+    try:
+        report = parse_report(body)
+    except BadReport as exc:
+        watch.note_activity()
+        return exc.status, {"detail": exc.detail}
+    return 200, {"status": "recorded", "last_activity": isoz(watch.note_request(report))}
 
 
 @router.get("/costs", response_model=CostsOut, responses=LEDGER_ERRORS)
@@ -344,7 +386,7 @@ async def healthz(control: ControlDep, watch: WatchDep) -> JSONResponse:
 @public.get("/metrics", response_class=PlainTextResponse)
 async def metrics(control: ControlDep, watch: WatchDep) -> str:
     """Prometheus metrics (no key needed)."""
-    return await asyncio.to_thread(_metrics, control, watch)
+    return await asyncio.to_thread(_metrics, control, watch, watch.requests_in_flight())  # counted on the loop, where it changes
 
 
 # -- failures -> the contract's status codes ------------------------------------------------
@@ -444,6 +486,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     components.setdefault("Error", Error.model_json_schema())
+    components.setdefault("ActivityIn", ActivityIn.model_json_schema())
     # The keepalive's bound is the configured one: the document says what this watchdog accepts.
     minutes = components.get("KeepaliveIn", {}).get("properties", {}).get("minutes")
     if minutes is not None:
@@ -511,7 +554,7 @@ def _explain(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def _metrics(control: Control, watch: Watch) -> str:
+def _metrics(control: Control, watch: Watch, in_flight: int) -> str:
     # The ledger's figures when it can be read; the watch's own (memory) always, problems included.
     try:
         status: dict[str, Any] | None = control.status(observe=False)
@@ -543,6 +586,12 @@ def _metrics(control: Control, watch: Watch) -> str:
     )
     _guardrail_metrics(metric, watch, status)
     metric("vastops_activity_total", "counter", "activity reports received since the watchdog started", [("", float(watch.activity_total))])
+    metric(
+        "vastops_requests_in_flight",
+        "gauge",
+        "the gateway's LLM requests started and not yet ended (within VAST_REQUEST_TTL_S)",
+        [("", float(in_flight))],
+    )
     errors = control.vast_error_counts()
     metric(
         "vastops_vast_errors_total",

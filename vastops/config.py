@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     vast_auto_shutdown_minutes: float = Field(
         30.0, gt=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="idle minutes before the stop"
     )
+    # A request the gateway said started holds the instance awake until its end, or this long (vastops/inflight.py).
+    vast_request_ttl_s: float = Field(
+        900.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False, description="how long a request in flight holds the instance without its end"
+    )
     # Guardrails (vastops/stops.py): a warning before each stop, keepalives, hard limits, budgets.
     vast_shutdown_warning_minutes: float = Field(
         5.0, ge=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="warn this long before a stop (0: no warning)"

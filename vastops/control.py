@@ -39,6 +39,7 @@ class Control(Powering):
             session = view.open_session(iid)
             totals = costmath.statistics(view.db, iid, now)
             running, inputs = self.stop_inputs(view, iid, now)
+            in_flight, _ = view.requests_held(iid, now, self.settings.vast_request_ttl_s)
         status = row.get("status") or Status.UNKNOWN
         stops = candidates(self.settings, running, **inputs)
         deadline = stops[0].at if stops else None
@@ -61,6 +62,7 @@ class Control(Powering):
             figures = costmath.session_costs(runtime, session["dph_base"], session["storage_dph"])
             answer["session_runtime_minutes"] = round(runtime / 60, 2)
             answer["session_cost_usd"] = round(figures["total"], 4)
+        answer["requests_in_flight"] = in_flight  # as of the watchdog's last flush (at most a second behind)
         answer["auto_shutdown_at"] = isoz(deadline)
         answer.update(self._guardrails(stops, running, inputs, now))
         answer["power_on_pending"] = row.get("pending") is not None
@@ -106,13 +108,20 @@ class Control(Powering):
 
     # -- activity ----------------------------------------------------------------
 
-    def record_activity(self, at: datetime | None = None, count: int = 1) -> datetime:
-        """Note activity (an LLM request); pushes the idle deadline back. Never moves it earlier."""
+    def record_activity(self, at: datetime | None = None, count: int = 1, requests: list[dict[str, Any]] | None = None) -> datetime:
+        """Note activity (an LLM request); pushes the idle deadline back. Never moves it earlier.
+
+        ``requests``: the gateway's requests that started or ended (vastops/inflight.py),
+        written in the same transaction (the watchdog's flush: one write a second).
+        """
         at = at or self.clock()
         if self.instance_id is None:
             return at  # no instance configured: nothing to keep running, nothing to record against
         with self.ledger.write() as tx:
-            tx.record_activity(self.instance_id, at, count)
+            if count:
+                tx.record_activity(self.instance_id, at, count)
+            if requests:
+                tx.record_requests(self.instance_id, requests)
         return at
 
     # -- heartbeats --------------------------------------------------------------
@@ -281,6 +290,7 @@ def _status_answer(instance_id: int | None, status: str, **fields: Any) -> dict[
         "total_runtime_hours": 0.0,
         "total_cost_usd": 0.0,
         "message": None,
+        "requests_in_flight": 0,
     }
     answer.update(fields)
     return answer

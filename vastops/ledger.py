@@ -18,6 +18,8 @@ migration):
     instances   the last observation of each instance, its last activity, and a
                 power-on in flight ("pending") that the watchdog completes.
     heartbeats  each long-running component's latest sign of life.
+    requests    the gateway's LLM requests: start, end, consumer, model, tokens;
+                one row per request id, written by the watchdog once a second.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -178,6 +180,28 @@ MIGRATIONS: list[str] = [
         name TEXT PRIMARY KEY,
         position INTEGER NOT NULL
     );
+    """,
+    """
+    -- the gateway's LLM requests (POST /infra/vast/activity with a body: vastops/inflight.py),
+    -- written by the watchdog's once-a-second flush; costs per consumer are computed from it
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER,
+        session_id INTEGER,                    -- the open session when it started
+        request_id TEXT NOT NULL,              -- the gateway's id
+        consumer TEXT,
+        model TEXT,
+        started_at TEXT,                       -- an end without a start seen: its end (zero busy time)
+        ended_at TEXT,                         -- NULL while in flight
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        expired INTEGER NOT NULL DEFAULT 0,    -- 1: no end came, the TTL ended it (ended_at = started_at + TTL)
+        UNIQUE(instance_id, request_id)
+    );
+    CREATE INDEX requests_by_start ON requests(instance_id, started_at);
+    CREATE INDEX requests_in_flight ON requests(instance_id, started_at) WHERE ended_at IS NULL;
+    -- the latest TTL expiry (the idle clock runs from it) without a scan
+    CREATE INDEX requests_expired ON requests(instance_id, ended_at) WHERE expired = 1;
     """,
 ]
 
@@ -430,6 +454,35 @@ class View:
         row = self._one("SELECT position FROM cursors WHERE name = ?", [name])
         return None if row is None else int(row["position"])
 
+    def open_requests(self, instance_id: int) -> list[dict[str, Any]]:
+        """The requests in flight as the ledger has them (no end, no expiry yet), oldest first."""
+        rows = self.db.query(
+            "SELECT request_id, session_id, started_at FROM requests WHERE instance_id = ? AND ended_at IS NULL ORDER BY started_at",
+            [instance_id],
+        )
+        return [{**row, "started_at": parse_isoz(row["started_at"])} for row in rows]
+
+    def requests_held(self, instance_id: int, now: datetime, ttl_s: float) -> tuple[int, datetime | None]:
+        """How many requests are in flight now, and the latest moment a request holds the instance.
+
+        That moment is the newest start in flight + TTL, or the latest TTL expiry (a start
+        whose end never came counts as ending then), as the watchdog holds it in memory.
+        """
+        ttl = timedelta(seconds=ttl_s)
+        count = self._one(
+            "SELECT COUNT(*) AS n FROM requests WHERE instance_id = ? AND ended_at IS NULL AND started_at > ?",
+            [instance_id, isoz(now - ttl)],
+        )
+        newest = self._one("SELECT MAX(started_at) AS at FROM requests WHERE instance_id = ? AND ended_at IS NULL", [instance_id])
+        moments = [t for t in (parse_isoz((newest or {}).get("at")),) if t is not None]
+        moments = [t + ttl for t in moments] + [t for t in (self.latest_expiry(instance_id),) if t is not None]
+        return int(count["n"]) if count else 0, max(moments, default=None)
+
+    def latest_expiry(self, instance_id: int) -> datetime | None:
+        """When the last request whose end never came was ended by its TTL, or None."""
+        row = self._one("SELECT MAX(ended_at) AS at FROM requests WHERE instance_id = ? AND expired = 1", [instance_id])
+        return parse_isoz((row or {}).get("at"))
+
     def recent_audit(self, limit: int) -> list[dict[str, Any]]:
         rows = self.db.query("SELECT ts, instance_id, event, actor, meta FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
         return [{**row, "meta": json.loads(row["meta"])} for row in rows]
@@ -499,6 +552,39 @@ class Tx(View):
             {"ts": isoz(at), "n": count, "iid": instance_id},
         )
         self.changed_state = True
+
+    def record_requests(self, instance_id: int, rows: list[dict[str, Any]]) -> None:
+        """Write the requests' rows (vastops/inflight.py): a start inserts, an end or an expiry fills it in.
+
+        Each row counts once: an end changes a row only while it is in flight or was
+        ended by its TTL (a late end gives its real end), never one that ended already.
+        """
+        self.db.conn.executemany(
+            "INSERT INTO requests (instance_id, session_id, request_id, consumer, model, started_at, ended_at,"
+            " prompt_tokens, completion_tokens, expired)"
+            " VALUES (:iid, :session_id, :request_id, :consumer, :model, :started_at, :ended_at,"
+            " :prompt_tokens, :completion_tokens, :expired)"
+            " ON CONFLICT(instance_id, request_id) DO UPDATE SET ended_at = excluded.ended_at, expired = excluded.expired,"
+            " consumer = COALESCE(excluded.consumer, consumer), model = COALESCE(excluded.model, model),"
+            " prompt_tokens = COALESCE(excluded.prompt_tokens, prompt_tokens),"
+            " completion_tokens = COALESCE(excluded.completion_tokens, completion_tokens)"
+            " WHERE excluded.ended_at IS NOT NULL AND (requests.ended_at IS NULL OR (requests.expired = 1 AND excluded.expired = 0))",
+            [
+                {
+                    "iid": instance_id,
+                    "session_id": row.get("session_id"),
+                    "request_id": row["request_id"],
+                    "consumer": row.get("consumer"),
+                    "model": row.get("model"),
+                    "started_at": isoz(row.get("started_at")),
+                    "ended_at": isoz(row.get("ended_at")),
+                    "prompt_tokens": row.get("prompt_tokens"),
+                    "completion_tokens": row.get("completion_tokens"),
+                    "expired": row.get("expired") or 0,
+                }
+                for row in rows
+            ],
+        )
 
     def clear_pending(self, instance_id: int, audit_id: int, settled_at: datetime) -> bool:
         """Clear the pending power-on that answers ``audit_id``; true for exactly one caller.

@@ -86,6 +86,7 @@ class Powering(Observing):
     def stop_inputs(self, view: View, iid: int, now: datetime) -> tuple[Running | None, dict[str, Any]]:
         """What the stop rules need, as the ledger has it: the open session and the rest."""
         session, row = view.open_session(iid), view.instance(iid) or {}
+        _, requests_until = view.requests_held(iid, now, self.settings.vast_request_ttl_s)
         return running_of(session), {
             "now": now,
             "last_activity": parse_isoz(row.get("last_activity")),
@@ -93,6 +94,7 @@ class Powering(Observing):
             "starting": row.get("pending") is not None,
             "keepalive_until": parse_isoz(row.get("keepalive_until")),
             "budgets": self.budgets(view, iid, now),
+            "requests_until": requests_until,
         }
 
     def next_stop(self) -> Stop | None:

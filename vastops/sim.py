@@ -30,8 +30,10 @@ What it models:
   the instances bill; at zero vast stops every instance (storage keeps billing) and refuses starts.
 - Each start gives every container port (22, 8000, 8001) its own new loopback listener, so its
   own host port, which changes on every start (§3, §10). 8000 and 8001 serve the health path and
-  ``/v1/models`` (503 until ``health_delay_s`` after running; never with ``health_never``); 22
-  answers an SSH banner.
+  an OpenAI-compatible API (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``,
+  streamed or not) of a deterministic echo model, ``token_s`` a token (vastops/simllm.py); all
+  503 until ``health_delay_s`` after running, never with ``health_never``. 22 answers an SSH
+  banner. A port that is gone answers nothing, and cuts an answer it is streaming.
 - Per-endpoint, per-identity rate limits (§5) as a token bucket (burst 3): 429 with a
   plain-text body and no Retry-After.
 - Fault injection, a call log, the event log and run-time control, in Python and under
@@ -47,6 +49,8 @@ Where it still differs from the real service (docs/vast-api.md §8 keeps the sam
   instance restarts its container; a crashed container is not billed; after a host comes back
   every instance that should run restarts (created -> loading -> running).
 - Injected 500/502/503 answers are HTML error pages (like a proxy's), not vast JSON.
+- The LLM is an echo model (words for tokens): no tools, logprobs, n > 1, batched prompts,
+  embeddings or API key; a freeze or reboot cuts an answer off like a stop.
 - ``balance`` in the user mirrors ``credit`` (what vast means by it is unclear, §4); the user
   answer carries no ``api_key`` (vast's does; its SDK drops it). Deposits are simulated
   (``deposit()``, ``POST /_sim/deposit``) and show as ``credit`` invoices.
@@ -79,6 +83,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from . import simllm
+
 INF = math.inf
 # §5, vast's OAS x-rate-limit (seconds between calls per endpoint and identity)
 RATE_INTERVALS = {"show": 2.0, "put": 1.0, "reboot": 1.0, "list": 1.0, "charges": 1.0}
@@ -98,6 +104,7 @@ LOG_LINES = 2_000  # per instance
 LOG_URLS = 256  # result_url texts kept
 CONTAINER_PORTS = (22, 8000, 8001)
 HEALTH_CONTAINER_PORT = 8001  # what /_sim/state's health_port/health_url refer to (vastops' default)
+LLM_CONTAINER_PORT = 8000  # what /_sim/state's llm_url refers to (vLLM's port; 8001 serves the same)
 GPU_RAM_MB = {"RTX 3090": 24576, "RTX 4090": 24564, "A100 SXM4": 81920, "H100 SXM": 81559}
 GB = 1e9  # bytes in the GB that bandwidth is billed by (unsure)
 MAX_CHARGES_LIMIT = 500
@@ -171,6 +178,7 @@ class SimConfig:
     traffic_down_gb_per_h: float = 0.0  # ... and received
     rate_limit_scale: float = 1.0
     health_path: str = "/health"
+    token_s: float = 0.02  # the simulated LLM's time per token of a reply (a request's x-sim-token-s header overrides it)
     credit: float = 100.0  # the account's starting credit, $
     verbose: bool = False  # per-request log lines and tracebacks on stderr
 
@@ -217,6 +225,7 @@ _CONFIG_KEYS: dict[str, Callable[[Any], Any]] = {
     "traffic_down_gb_per_h": _non_negative,
     "rate_limit_scale": float,
     "health_path": str,
+    "token_s": _non_negative,
     "credit": float,
     "verbose": _to_bool,
 }
@@ -275,6 +284,12 @@ class _Inst:
         self.traffic: list[list[float]] = []  # [t0, t1, bytes up, bytes down], merged into windows
         self.up_bytes = self.down_bytes = 0.0
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_LINES)
+        # What its LLM served: answers sent whole, tokens, answers cut off (the port went away
+        # or the client hung up), refusals (4xx), and when the last answer began (the sim's clock).
+        self.llm: dict[str, Any] = dict.fromkeys(
+            ("chat_completions", "completions", "prompt_tokens", "completion_tokens", "cut", "errors"), 0
+        )
+        self.llm["last_request_at"] = None
 
     # --- billing views ------------------------------------------------------------------
     def _seconds(self, closed: list[list[float]], open_from: float | None, now: float, t0: float, t1: float) -> float:
@@ -327,8 +342,19 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr, handler, sim: Simulator, inst: _Inst | None = None, cport: int = 0):
         self.sim, self.inst, self.cport = sim, inst, cport
-        self.retired = False  # a container port that is gone: answers nothing
+        self.gone = threading.Event()  # set when the port is retired: wakes an answer waiting out its tokens
         super().__init__(addr, handler)
+
+    @property
+    def retired(self) -> bool:  # a container port that is gone: answers nothing
+        return self.gone.is_set()
+
+    @retired.setter
+    def retired(self, value: bool) -> None:
+        if value:
+            self.gone.set()
+        else:
+            self.gone.clear()
 
     def handle_error(self, request, client_address):
         # Clients that time out or drop mid-answer are normal here, not worth a traceback.
@@ -399,18 +425,84 @@ class _ApiHandler(_Handler):
 
 
 class _ContainerHandler(_Handler):
-    """A container port (8000, 8001): the health path and /v1/models, as the LLM server answers them."""
+    """A container port (8000, 8001): the health path and the LLM server's OpenAI-compatible API."""
 
     def do_GET(self) -> None:
+        self._serve(b"")
+
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        self._serve(self.rfile.read(length) if length > 0 else b"")
+
+    def _serve(self, raw: bytes) -> None:
         srv = self.server
-        assert srv.inst is not None
-        received = len(self.requestline) + 4 + sum(len(k) + len(v) + 4 for k, v in self.headers.items())
-        answer = srv.sim._container_answer(srv, urlsplit(self.path).path)
+        inst = srv.inst
+        assert inst is not None
+        received = len(self.requestline) + 4 + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) + len(raw)
+        answer = srv.sim._container_answer(srv, self.command, urlsplit(self.path).path, raw, self.headers)
         if answer is None:  # the port is gone (stopped, crashed, host lost): no answer at all
             self.close_connection = True
             return
+        counted = [received]  # what came in is counted with the first bytes that go out
+
+        def count(sent: int) -> None:
+            srv.sim._count_traffic(inst, sent, counted.pop() if counted else 0)
+
+        if isinstance(answer, simllm.Completion):
+            self._complete(answer, count)
+        else:
+            self.reply(*answer, count=count)
+
+    def _complete(self, c: simllm.Completion, count: Callable[[int], None]) -> None:
+        """Answer a completion as the model produces it: ``token_s`` per token of the reply, for
+        real (not on the simulator's clock, which a test may hold still); streamed, each chunk
+        goes out as it is made. A port that goes away meanwhile cuts the answer off.
+
+        The answer is counted as served just before its last part goes out, so a client that
+        has read it all finds it counted in /_sim/state."""
+        srv, sim = self.server, self.server.sim
+        assert srv.inst is not None
         inst = srv.inst
-        self.reply(*answer, count=lambda sent: srv.sim._count_traffic(inst, sent, received))
+        if not c.stream:
+            # token by token, as a stream: a stop that lands meanwhile is seen within a token's time
+            if any(srv.gone.wait(c.token_s) or not sim._llm_serving(srv) for _ in c.words) or not sim._llm_serving(srv):
+                self.close_connection = True  # the connection closes with no answer, as a dying server's does
+                sim._llm_count(inst, c, whole=False)
+                return
+            sim._llm_count(inst, c, whole=True)
+            self.reply(200, c.body(), count=count)
+            return
+        ctype = "text/event-stream; charset=utf-8"
+        # Chunked, so the connection stays reusable and the client sees a cut-off answer as one.
+        head = f"HTTP/1.1 200 OK\r\nServer: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
+        head += f"Content-Type: {ctype}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+        done = simllm.sse("[DONE]")
+        whole = False
+        try:
+            count(len(head))
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            frames = [(simllm.sse(chunk), is_token) for chunk, is_token in c.chunks()]
+            for payload, is_token in [*frames, (done, False), (b"", False)]:
+                if (is_token and srv.gone.wait(c.token_s)) or not sim._llm_serving(srv):
+                    raise ConnectionAbortedError("the port went away mid-answer")
+                if payload is done:
+                    whole = True
+                    sim._llm_count(inst, c, whole=True)
+                frame = b"%x\r\n%s\r\n" % (len(payload), payload)  # the empty one ends the body
+                count(len(frame))
+                self.wfile.write(frame)
+                self.wfile.flush()
+        except OSError:  # the port went away, or the client hung up: the answer stops there
+            self.close_connection = True
+            if not whole:
+                sim._llm_count(inst, c, whole=False)
 
 
 class Simulator:
@@ -971,20 +1063,52 @@ class Simulator:
         inst.listeners.clear()
         inst.host_ports.clear()
 
-    def _container_answer(self, srv: _Server, path: str) -> tuple[int, Any] | None:
+    def _container_answer(
+        self, srv: _Server, method: str, path: str, raw: bytes = b"", headers: Any = None
+    ) -> tuple[int, Any] | simllm.Completion | None:
+        """A container port's answer: (status, body), a completion to send, or None: no answer."""
         with self._lock:
             now = self._now()
             inst = srv.inst
             assert inst is not None
             if srv.retired or inst.listeners.get(srv.cport) is not srv:
                 return None
-            if path not in (self.config.health_path, "/v1/models"):
+            # the LLM's own routes win over a health path set to one of them
+            routes = {self.config.health_path: "GET", simllm.MODELS_PATH: "GET", **dict.fromkeys(simllm.POST_PATHS, "POST")}
+            if path not in routes:
                 return 404, {"detail": "Not Found"}
+            if routes[path] != method:
+                return 405, {"detail": "Method Not Allowed"}
             if not self._healthy(inst, now):  # the container is starting, rebooting, frozen, or the model still loading
                 return 503, {"status": "unavailable"}
-            if path == "/v1/models":
-                return 200, {"object": "list", "data": [{"id": "sim-model", "object": "model", "created": 0, "owned_by": "vastops-sim"}]}
-            return 200, {"status": "ok"}
+            if path == simllm.MODELS_PATH:
+                return 200, simllm.models_body()
+            if path not in simllm.POST_PATHS:
+                return 200, {"status": "ok"}
+            inst.llm["last_request_at"] = now
+            try:
+                token_s = simllm.token_seconds((headers or {}).get(simllm.TOKEN_HEADER), self.config.token_s)
+                return simllm.plan(path, raw, now, token_s)
+            except simllm.LLMError as e:
+                inst.llm["errors"] += 1
+                return e.status, e.body()
+
+    def _llm_serving(self, srv: _Server) -> bool:
+        """The LLM behind this port still answers: the port is current and the server up."""
+        with self._lock:
+            now = self._now()
+            inst = srv.inst
+            assert inst is not None
+            return not srv.retired and inst.listeners.get(srv.cport) is srv and self._healthy(inst, now)
+
+    def _llm_count(self, inst: _Inst, c: simllm.Completion, whole: bool) -> None:
+        with self._lock:
+            if not whole:
+                inst.llm["cut"] += 1
+                return
+            inst.llm["chat_completions" if c.chat else "completions"] += 1
+            inst.llm["prompt_tokens"] += c.usage["prompt_tokens"]
+            inst.llm["completion_tokens"] += c.usage["completion_tokens"]
 
     def _healthy(self, inst: _Inst, now: float) -> bool:
         return (
@@ -1015,7 +1139,7 @@ class Simulator:
             "reloading": ["[vast] starting the container"],
             "running": [
                 "INFO Starting the OpenAI-compatible API server (vLLM) on port 8000",
-                "INFO Loading model weights for sim-model",
+                f"INFO Loading model weights for {simllm.MODEL_ID}",
             ],
             "frozen": ["[vast] container frozen (paused with its memory; the GPU stays billed)"],
             "rebooting": ["[vast] stopping the container for a reboot"],
@@ -1242,6 +1366,8 @@ class Simulator:
             "health_port": port,
             "health_url": f"http://{host}:{port}{self.config.health_path}" if port else None,
             "host_ports": dict(inst.host_ports),  # container port -> host port; new on every start
+            "llm_url": f"http://{host}:{inst.host_ports[LLM_CONTAINER_PORT]}/v1" if LLM_CONTAINER_PORT in inst.host_ports else None,
+            "llm": dict(inst.llm),  # what its LLM served (counts reset with the instance)
             **{
                 k: j[k]
                 for k in (
@@ -1763,6 +1889,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--reboot-s", type=float, default=c.reboot_s, help="time 'rebooting' before loading again")
     a("--health-delay-s", type=float, default=c.health_delay_s, help="health answers 200 this long after running")
     a("--health-never", action="store_true", help="the model server never becomes healthy (the log says why)")
+    a("--token-s", type=float, default=c.token_s, help="the simulated LLM's time per token of a reply (default %(default)s)")
     a(
         "--gpu-taken-s",
         type=float,
@@ -1807,6 +1934,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         reboot_s=args.reboot_s,
         health_delay_s=args.health_delay_s,
         health_never=args.health_never,
+        token_s=args.token_s,
         gpu_free_after_s=args.gpu_taken_s,
         stall_scheduling=args.stall_scheduling,
         queued_start_answer=args.queued_start_answer,
@@ -1827,7 +1955,7 @@ def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db")
     db = Path(ledger).resolve()  # never $VASTOPS_DB: that may be a real ledger
     lines = [f"# vastops simulator: vast.ai API on {sim.url}  (control: {sim.url}/_sim/state)"]
     for row in sim.state()["instances"]:
-        where = f"health at {row['health_url']}" if row["health_url"] else "its ports are handed out on each start"
+        where = f"health at {row['health_url']}, LLM at {row['llm_url']}" if row["health_url"] else "its ports are handed out on each start"
         lines.append(f"#   instance {row['id']}: {row['phase']}, {where}")
     others = [str(i.id) for i in config.instances[1:]]
     lines += [

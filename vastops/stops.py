@@ -7,9 +7,13 @@ with its cause (``vocabulary.Cause``) and when its warning is due; the next stop
 the earliest candidate.
 
 * **idle**: ``VAST_AUTO_SHUTDOWN_MINUTES`` after the latest of the session start, the
-  last activity and the moment the last start settled; none while a start is pending
-  (a model that loads for ten minutes is not idle). A **keepalive** moves it to at
-  least its end (cause ``keepalive``).
+  last activity (an end of a request included), the moment the last start settled,
+  and the moment the requests in flight hold it to (``requests_until``: the newest
+  start in flight + ``VAST_REQUEST_TTL_S``, or the latest TTL expiry: a request whose
+  end never comes counts as ending then; vastops/inflight.py). So while a request is
+  in flight within its TTL it never comes, and once the end arrives it runs from the
+  end. None while a start is pending (a model that loads for ten minutes is not idle).
+  A **keepalive** moves it to at least its end (cause ``keepalive``).
 * **max_session**: ``VAST_MAX_SESSION_HOURS`` after the session start, whatever the
   activity or keepalives.
 * **daily_stop**: the first ``VAST_DAILY_STOP_AT`` (in ``VASTOPS_TIMEZONE``) after the
@@ -167,16 +171,19 @@ def idle_deadline(
     *,
     idle_from: datetime | None = None,
     starting: bool = False,
+    requests_until: datetime | None = None,
 ) -> datetime | None:
     """The moment the instance is idle long enough to stop, or None (nothing runs, or a start is pending).
 
-    The clock starts at the latest of the session start, the last activity and
-    ``idle_from`` (when the last start settled), so times from before the current
-    session never shorten it.
+    The clock starts at the latest of the session start, the last activity,
+    ``idle_from`` (when the last start settled) and ``requests_until`` (how long the
+    requests in flight hold it), so times from before the current session never
+    shorten it. A request in flight holds whichever session it runs into (one sent
+    while the instance was woken for it included).
     """
     if session_start is None or starting:
         return None
-    since = max(t for t in (session_start, last_activity, idle_from) if t is not None)
+    since = max(t for t in (session_start, last_activity, idle_from, requests_until) if t is not None)
     return since + timedelta(minutes=idle_minutes)
 
 
@@ -190,6 +197,7 @@ def candidates(
     starting: bool = False,
     keepalive_until: datetime | None = None,
     budgets: tuple[Budget, ...] = (),
+    requests_until: datetime | None = None,
 ) -> list[Stop]:
     """Every stop the rules foresee for the open session, earliest first (empty when nothing runs)."""
     if running is None:
@@ -202,7 +210,9 @@ def candidates(
 
     if settings.vast_auto_shutdown:
         idle_minutes = settings.vast_auto_shutdown_minutes
-        idle = idle_deadline(running.started_at, last_activity, idle_minutes, idle_from=idle_from, starting=starting)
+        idle = idle_deadline(
+            running.started_at, last_activity, idle_minutes, idle_from=idle_from, starting=starting, requests_until=requests_until
+        )
         if idle is not None:
             lead = min(warning, timedelta(minutes=idle_minutes / 2))
             if keepalive_until is not None and keepalive_until > idle:

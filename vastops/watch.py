@@ -9,7 +9,9 @@ enforcing when the ledger fails:
   whether one is pending), refreshed from the ledger once a second while the ledger
   works, and kept as it is when it does not.
 * **Activity** (the gateway's hot path) only updates memory; it reaches the ledger
-  once a second. A burst of requests costs one small write.
+  once a second. A burst of requests costs one small write. So do the gateway's
+  requests in flight (vastops/inflight.py): held in memory, which the deadline reads,
+  and written to the ledger's ``requests`` table by the same flush.
 * **Auto-shutdown** is a timer aimed at the deadline itself, not a 60 s poll. When it
   fires, the decision is made from memory and made again at the last moment
   (activity, a start, a stop elsewhere, a start pending in the ledger), then the stop
@@ -46,6 +48,7 @@ from typing import Any
 from .clock import SteadyClock, isoz, parse_isoz
 from .config import NotConfigured
 from .control import Control
+from .inflight import InFlight, Report
 from .lease import Lease, describe_holder
 from .notify import Notifier, pump
 from .power import audit_op, budget_figures, running_of
@@ -119,6 +122,9 @@ class Watch:
         self._latest_activity: datetime | None = None
         self._unflushed = 0
         self.activity_total = 0  # since start, for /metrics
+        self.requests = InFlight(self.settings.vast_request_ttl_s)  # the gateway's requests in flight
+        self._requests_restored = False
+        self._sleeping_until: datetime | None = None  # when the deadline loop wakes by itself
         # what the deadline needs, held in memory (refreshed from the ledger while it works)
         self._session: dict[str, Any] | None = None
         self._ledger_activity: datetime | None = None
@@ -156,6 +162,7 @@ class Watch:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._housekeep_ledger)
+        await self.restore_requests()
         if self.notifier is not None:
             self.notifier.start()
             await asyncio.to_thread(self._pump)  # sets the cursor first: what happens from here on is told
@@ -201,24 +208,74 @@ class Watch:
         self.activity_total += 1
         return now
 
-    async def flush(self) -> None:
-        """Write buffered activity to the ledger (once a second).
+    def note_request(self, report: Report | None) -> datetime:
+        """A POST /activity: a moment of activity, and with a body a request's start or end (memory only)."""
+        now = self.note_activity()
+        if report is None:
+            return now
+        held = self.requests.until
+        self.requests.note(report, now, self._session["id"] if self._session else None)
+        after = self.requests.until
+        if held is not None and (after is None or after < held):
+            # An end can move the deadline earlier (idle runs from the end, not from the
+            # hold): re-aim the timer if it would sleep past the new one.
+            idle = timedelta(minutes=self.settings.vast_auto_shutdown_minutes)
+            if self._sleeping_until is None or now + idle < self._sleeping_until:
+                self.wake()
+        return now
 
-        The counters are read and updated on the event loop's thread, where the hot
+    def requests_in_flight(self) -> int:
+        """How many requests are in flight now (on the event loop: expired ones are swept first)."""
+        self.requests.expire(self.clock())
+        return self.requests.count
+
+    async def restore_requests(self) -> None:
+        """The requests in flight before this process started (the ledger's), so their ends count and their holds hold."""
+        iid = self.control.instance_id
+        if iid is None or self._requests_restored:
+            return
+
+        def read() -> tuple[list[dict[str, Any]], datetime | None]:
+            with self.control.ledger.view() as view:
+                return view.open_requests(iid), view.latest_expiry(iid)
+
+        try:
+            rows, until = await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            self._ledger_failed(exc)
+            return
+        # On the loop: the hot path changes the same memory. The latest expiry counts too
+        # (idle runs from it). Starts whose TTL ran out while no watchdog ran expire at the next sweep.
+        self.requests.restore(rows, until)
+        self._requests_restored = True
+        self.wake()
+
+    async def flush(self) -> None:
+        """Write buffered activity and the requests that started or ended to the ledger (once a second).
+
+        The counters and rows are read and taken on the event loop's thread, where the hot
         path runs, so no request is lost or counted twice; only the write is off-loop.
         When the ledger fails, the activity stays here (and keeps the deadline where it is).
         """
+        self.requests.expire(self.clock())
         latest, count = self._latest_activity, self._unflushed
-        if count == 0 or latest is None:
+        rows = self.requests.take()
+        if (count == 0 or latest is None) and not rows:
             return
         self._unflushed -= count  # taken now: a concurrent flush cannot write the same requests again
         try:
-            await asyncio.to_thread(self.control.record_activity, latest, count)
+            await asyncio.to_thread(self.control.record_activity, latest, count, rows)
         except sqlite3.Error as exc:
             self._unflushed += count  # kept for the next flush
+            self.requests.put_back(rows)
             self._ledger_failed(exc)
+            if self.requests.dropped:
+                log.warning("%d request rows dropped while the ledger fails (the holds in memory are kept)", self.requests.dropped)
+                self.requests.dropped = 0
             return
         self._ledger_wrote()
+        if count == 0 or latest is None:
+            return
         if self._ledger_activity is None or latest > self._ledger_activity:
             self._ledger_activity = latest
 
@@ -279,6 +336,7 @@ class Watch:
             starting=starting or self._in_flight > 0,
             keepalive_until=self._keepalive_until,
             budgets=self._budgets,
+            requests_until=self.requests.until,
         )
 
     def next_stop(self) -> Stop | None:
@@ -505,6 +563,7 @@ class Watch:
                 log.exception("deadline check failed")
                 floor = MIN_WAIT_S
             timeout = self.next_wait(floor)
+            self._sleeping_until = self.clock() + timedelta(seconds=timeout)
             self._wake.clear()
             if floor:
                 await asyncio.sleep(floor)
