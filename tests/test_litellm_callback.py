@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, wait_until
 from vastops.integrations.litellm import HEALTH_CHECK, Reporter, VastopsLiteLLMCallback, activity_url
 
 KEY = "ctl-KEY-litellm-5e1d"
@@ -392,3 +393,27 @@ def test_the_module_needs_only_the_standard_library(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['vastops_litellm']"
+
+
+def test_the_python_recipe_in_the_docs_reports_a_start_and_an_end(watchdog):
+    w = watchdog()
+    text = (MODULE.parent.parent.parent / "docs" / "gateways.md").read_text(encoding="utf-8")
+    recipe = re.search(r"```python\n(.*?)```", text[text.index("### A few lines of Python") :], re.DOTALL)
+    assert recipe, "docs/gateways.md has no Python recipe"
+    code = recipe.group(1).replace('"http://127.0.0.1:8787/infra/vast/activity"', repr(w.url + "/infra/vast/activity"))
+    code = code.replace('"<CONTROL_API_KEY>"', repr(KEY))
+    answer = SimpleNamespace(usage=SimpleNamespace(prompt_tokens=3, completion_tokens=4))
+    exec(code, {"call_the_llm": lambda *args: answer})
+    wait_until(lambda: len(w.bodies()) == 2, timeout=10, what="the recipe's two reports")
+    start, end = w.bodies()
+    assert start == {"request_id": start["request_id"], "phase": "start", "consumer": "alice", "model": "mistral"}
+    assert end == {**start, "phase": "end", "prompt_tokens": 3, "completion_tokens": 4}
+    assert all(headers["x-api-key"] == KEY for _, headers, _ in w.posts)
+
+
+def test_the_cli_does_not_take_the_callbacks_variables_for_typos(monkeypatch):
+    from vastops.config import unknown_variables
+
+    for name in ("VASTOPS_WATCHDOG_URL", "VASTOPS_MODELS", "VASTOPS_REPORT_TIMEOUT_S"):
+        monkeypatch.setenv(name, "x")
+    assert unknown_variables(None) == []
