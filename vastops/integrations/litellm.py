@@ -122,6 +122,9 @@ class Reporter:
         self.sent = 0
         self.dropped = 0  # queue full, stale, refused or failed after every try
 
+    def __repr__(self) -> str:  # never the key, whoever prints the proxy's callbacks
+        return f"Reporter({_where(self.url)})"
+
     def submit(self, body: dict[str, Any]) -> None:
         """Queue one report for the worker; drop it if the queue is full."""
         try:
