@@ -26,7 +26,7 @@ def figures(memory: dict | None, watchdog: dict | None = None) -> list[Figure]:
     out: list[Figure] = []
     if memory:
         idle, after = memory.get("idle", {}), memory.get("after", {})
-        case = "activity-bench server (app + 2 routes)"
+        case = "activity-bench server (app + bench routes)"
         out.append(
             Figure(
                 "memory",

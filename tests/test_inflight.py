@@ -344,3 +344,74 @@ def test_status_and_metrics_show_the_requests_in_flight(api, clock):
     assert status["requests_in_flight"] == 0
     assert status["auto_shutdown_in_minutes"] == pytest.approx(IDLE_S / 60, abs=0.01)
     assert "vastops_requests_in_flight 0" in api.get("/metrics").text
+
+
+# -- the fast path (vastops/activity.py): answered before FastAPI ----------------------------
+
+
+async def asgi(app, method: str, path: str, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict]:
+    """One request through an ASGI app, its body in ``chunks``; (status, JSON body)."""
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)] or [
+        {"type": "http.request", "body": b"", "more_body": False}
+    ]
+    sent: list[dict] = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await app({"type": "http", "method": method, "path": path, "headers": raw}, receive, send)
+    import json
+
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+@pytest.fixture
+def fast(held):
+    from vastops.activity import ActivityPath
+
+    control, watch = held
+    reached = []
+
+    async def fastapi(scope, receive, send):  # stands in for the FastAPI app: the hot path must not get here
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b"null"})
+
+    return ActivityPath(fastapi, watch=watch, key=CONTROL_KEY.encode(), max_body=64 * 1024), watch, reached
+
+
+def test_the_fast_path_answers_activity_itself_and_passes_the_rest_on(fast, clock):
+    app, watch, reached = fast
+    body = b'{"request_id": "r1", "phase": "start"}'
+    status, answer = run(asgi(app, "POST", "/infra/vast/activity", {**AUTH, "Content-Length": str(len(body))}, [body]))
+    assert (status, answer) == (200, {"status": "recorded", "last_activity": isoz(clock())})
+    assert watch.requests_in_flight() == 1
+    status, _ = run(asgi(app, "POST", "/infra/vast/activity", {**AUTH, "Content-Length": "0"}, []))
+    assert status == 200 and watch.activity_total == 2
+    status, _ = run(asgi(app, "POST", "/infra/vast/activity", {**AUTH, "Transfer-Encoding": "chunked"}, [body[:10], body[10:]]))
+    assert status == 200 and watch.activity_total == 3  # a chunked body is read whole
+    assert reached == []
+    run(asgi(app, "GET", "/infra/vast/activity", AUTH, []))
+    run(asgi(app, "POST", "/infra/vast/status", AUTH, []))
+    assert reached == ["/infra/vast/activity", "/infra/vast/status"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": CONTROL_KEY[:-1]}])
+def test_the_fast_path_checks_the_key_and_never_echoes_it(fast, headers):
+    app, watch, reached = fast
+    status, answer = run(asgi(app, "POST", "/infra/vast/activity", {**headers, "Content-Length": "0"}, []))
+    assert (status, answer) == (401, {"detail": "missing or wrong X-API-Key header"})
+    assert CONTROL_KEY not in str(answer) and watch.activity_total == 0 and reached == []
+
+
+def test_the_fast_path_refuses_a_body_over_64_kib_before_anything(fast):
+    app, watch, reached = fast
+    status, answer = run(asgi(app, "POST", "/infra/vast/activity", {"Content-Length": "70000"}, [b" " * 70000]))
+    assert status == 413 and "65536 bytes" in answer["detail"]
+    chunks = [b" " * 8192] * 10
+    status, _ = run(asgi(app, "POST", "/infra/vast/activity", {**AUTH, "Transfer-Encoding": "chunked"}, chunks))
+    assert status == 413 and watch.activity_total == 0 and reached == []

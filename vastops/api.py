@@ -3,7 +3,9 @@
 ``create_app`` builds the ASGI app: the routes live on an ``APIRouter``, the
 ``Control`` and the ``Watch`` sit in ``app.state`` and reach the routes through
 dependencies, and the core's exceptions become the contract's status codes in
-exception handlers. ``vastops watchdog`` (vastops/launch.py) serves it with uvicorn.
+exception handlers. ``POST /infra/vast/activity``, on every LLM request's path, is
+answered in front of FastAPI by a plain ASGI handler (vastops/activity.py).
+``vastops watchdog`` (vastops/launch.py) serves it with uvicorn.
 
 Routes under ``/infra/vast`` need ``X-API-Key`` (compared in constant time).
 ``/healthz`` (is the watchdog alive?) and ``/metrics`` (Prometheus) do not; bind the
@@ -30,10 +32,11 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import __version__
-from .clock import isoz
+from .activity import ActivityPath
+from .activity import answer as activity_answer
 from .config import NotConfigured
 from .control import Control
-from .inflight import MAX_ID_CHARS, MAX_TOKENS, BadReport, parse_report
+from .inflight import MAX_ID_CHARS, MAX_TOKENS
 from .lease import Lease
 from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
@@ -341,18 +344,10 @@ async def activity(request: Request, watch: WatchDep) -> Any:
     VAST_REQUEST_TTL_S). Memory only; flushed each second. A malformed body is 400 or
     422 and still counts as activity: a gateway's bug must never let the GPU stop under a user.
     """
-    code, answer = record_activity(watch, await request.body())
-    return answer if code == 200 else JSONResponse(answer, status_code=code)
-
-
-def record_activity(watch: Watch, body: bytes) -> tuple[int, dict[str, Any]]:
-    """What ``/activity`` answers for ``body``: (status code, JSON). Every call is a moment of activity."""
-    try:
-        report = parse_report(body)
-    except BadReport as exc:
-        watch.note_activity()
-        return exc.status, {"detail": exc.detail}
-    return 200, {"status": "recorded", "last_activity": isoz(watch.note_request(report))}
+    # Served by vastops/activity.py's ActivityPath before FastAPI sees it; this route is
+    # its entry in the OpenAPI document, and answers alike if it is ever reached.
+    code, body = activity_answer(watch, await request.body())
+    return body if code == 200 else JSONResponse(body, status_code=code)
 
 
 @router.get("/costs", response_model=CostsOut, responses=LEDGER_ERRORS)
@@ -444,7 +439,7 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
             if run_watch:
                 await watch.stop()
 
-    app = FastAPI(
+    app = WatchdogApp(
         title="vastops watchdog",
         version=__version__,
         description="Power, costs, audit and auto-shutdown for one vast.ai GPU instance.",
@@ -457,8 +452,28 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
     app.include_router(public)
     _install_error_handlers(app)
     app.add_middleware(LimitBody)
+    # In front of everything: the gateway's hot path skips FastAPI (and the body guard, which it applies itself).
+    app.front = ActivityPath(None, watch=watch, key=app.state.control_key, max_body=MAX_BODY_BYTES)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+class WatchdogApp(FastAPI):
+    """FastAPI, with ``POST /infra/vast/activity`` answered before any of FastAPI's own per-request work.
+
+    A middleware would still run behind FastAPI's ``__call__`` (its telemetry check reads
+    the OpenTelemetry providers on every request) and Starlette's error middleware:
+    about half the cost of the fast path itself (docs/performance.md).
+    """
+
+    front: ActivityPath | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        front = self.front
+        if front is not None and front.handles(scope):
+            await front.serve(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -23,8 +23,11 @@ def isoz(dt: datetime | None) -> str | None:
     """
     if dt is None:
         return None
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    # isoformat truncates to the millisecond as strftime did, at a fraction of its cost
+    # (it is on the hot path of /activity): "...T10:30:00.000+00:00" -> "...T10:30:00.000Z"
+    return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def stamp(dt: datetime) -> str:

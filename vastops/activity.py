@@ -1,0 +1,114 @@
+"""``POST /infra/vast/activity`` as fast as its server allows: a plain ASGI handler in front of the app.
+
+It is on every LLM request's path. Through FastAPI it cost six times what uvicorn
+itself costs (docs/performance.md): the key's check as a dependency (a hop through the
+thread pool per request), FastAPI's per-request telemetry check, Starlette's
+middleware stack, the routing, pydantic. So this handler answers that one route before
+FastAPI sees it (``vastops.api.WatchdogApp`` asks it first), on the event loop, with
+the same rules and answers:
+
+* a body over ``MAX_BODY_BYTES`` (by ``Content-Length``, or read so far when chunked)
+  is ``413``, before anything else, as the body-size guard of vastops/api.py;
+* ``X-API-Key`` compared in constant time (``hmac.compare_digest``), ``401``
+  ``{"detail": "missing or wrong X-API-Key header"}`` without it;
+* the body parsed by ``inflight.parse_report`` (``400`` / ``422`` ``{"detail": ...}``,
+  still a moment of activity), then ``Watch.note_request``: memory only.
+
+The FastAPI route stays (vastops/api.py) for the OpenAPI document and answers alike
+through ``answer`` below; other methods and paths go on to FastAPI untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from .clock import isoz
+from .inflight import BadReport, parse_report
+from .watch import Watch
+
+PATH = "/infra/vast/activity"
+UNAUTHORIZED = "missing or wrong X-API-Key header"
+
+
+def answer(watch: Watch, body: bytes) -> tuple[int, dict[str, Any]]:
+    """What ``/activity`` answers for ``body``: (status code, JSON). Every call is a moment of activity."""
+    try:
+        report = parse_report(body)
+    except BadReport as exc:
+        watch.note_activity()  # a gateway's bug must never let the GPU stop under a user
+        return exc.status, {"detail": exc.detail}
+    return 200, {"status": "recorded", "last_activity": isoz(watch.note_request(report))}
+
+
+class ActivityPath:
+    """Serves ``POST /infra/vast/activity`` itself; as ASGI middleware, passes everything else on to ``app``."""
+
+    def __init__(self, app: Any, *, watch: Watch, key: bytes, max_body: int):
+        self.app = app
+        self.watch = watch
+        self.key = key
+        self.max_body = max_body
+
+    @staticmethod
+    def handles(scope: dict[str, Any]) -> bool:
+        return scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.handles(scope):
+            await self.serve(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        key = length = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = key if key is not None else value  # the first, as Starlette reads it
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await _send(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+            return
+        body = b""
+        if chunked or (length is not None and length != b"0"):
+            read = await self._read(receive)
+            if read is None:
+                return  # the client went away
+            if len(read) > self.max_body:
+                await _send(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+                return
+            body = read
+        if key is None or not hmac.compare_digest(key, self.key):
+            await _send(send, 401, {"detail": UNAUTHORIZED})
+            return
+        await _send(send, *answer(self.watch, body))
+
+    async def _read(self, receive: Any) -> bytes | None:
+        """The body, at most one byte past the limit (then it is refused); None if the client left."""
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_body or not message.get("more_body", False):
+                return body
+
+
+async def _send(send: Any, status: int, content: dict[str, Any]) -> None:
+    # As Starlette's JSONResponse renders it, so a client sees the same bytes either way.
+    body = _render(content)
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _render(content: dict[str, Any]) -> bytes:
+    if len(content) == 2 and content.get("status") == "recorded":  # the hot path's answer, without json.dumps
+        return b'{"status":"recorded","last_activity":"' + content["last_activity"].encode() + b'"}'
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
