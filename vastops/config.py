@@ -236,7 +236,10 @@ _EXPECTED = {
 }
 
 
-KNOWN_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
+# The LiteLLM callback's (vastops/integrations/litellm.py, in the gateway's environment,
+# which may be the same as vastops'): known names, so the CLI does not call them typos.
+INTEGRATION_VARIABLES = ("VASTOPS_WATCHDOG_URL", "VASTOPS_MODELS", "VASTOPS_REPORT_TIMEOUT_S")
+KNOWN_VARIABLES = tuple(name.upper() for name in Settings.model_fields) + INTEGRATION_VARIABLES
 
 
 def require_ledger_folder(settings: Settings) -> Settings:
