@@ -329,3 +329,40 @@ def test_the_cli_prints_the_table_and_writes_the_csv(tmp_path):
     assert json.loads(as_json.stdout)["totals"]["requests"] == 1
     bad = cli("--start", "10.11.2026")
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- the live demo's traffic -----------------------------------------------------------------
+
+
+def test_the_demos_traffic_reports_named_consumers_to_a_real_watchdog_only_in_its_window(tmp_path, processes):
+    import threading
+
+    import requests
+
+    from helpers import start_sim, start_watchdog, wait_until
+    from vastops.demo_traffic import CONSUMERS, Traffic
+
+    sim_url = start_sim(processes, rate_limit_scale=0)
+    _, api_url, env = start_watchdog(processes, tmp_path, sim_url)
+    auth = {"X-API-Key": CONTROL_KEY}
+    assert requests.post(f"{api_url}/power/on", json={"wait_for_health": True}, headers=auth, timeout=60).status_code == 200
+    stopping = threading.Event()
+    traffic = Traffic(sim_url, api_url.removesuffix("/infra/vast"), CONTROL_KEY, stopping, window_s=600)
+    wait_until(traffic.target, 20, what="the sim's LLM healthy")
+    for _ in range(6):
+        assert traffic.tick()
+    ledger = Ledger(env["VASTOPS_DB"])
+
+    def flushed():
+        with ledger.read() as db:
+            return list(db.query("SELECT * FROM requests WHERE ended_at IS NOT NULL"))
+
+    rows = wait_until(lambda: len(flushed()) == 6 and flushed(), 10, what="the six requests flushed")
+    assert {r["consumer"] for r in rows} <= set(CONSUMERS) and all(r["request_id"].startswith("demo-live-") for r in rows)
+    assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] == r["prompt_tokens"] for r in rows)  # the echo model
+    body = requests.get(f"{api_url}/consumers", headers=auth, timeout=10).json()
+    assert sum(r["requests"] for r in body["rows"]) == 6 and body["totals"]["cost_usd"] > 0
+    # past its window after the start it sends nothing: the idle stop still comes
+    quiet = Traffic(sim_url, api_url.removesuffix("/infra/vast"), CONTROL_KEY, stopping, window_s=0)
+    assert quiet.target() is None and not quiet.tick()
+    stopping.set()
