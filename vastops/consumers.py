@@ -180,11 +180,14 @@ def default_range(now: datetime, start: date | None = None, end: date | None = N
     return min(max(first, FIRST_DAY), LAST_DAY), min(max(last, FIRST_DAY), LAST_DAY)
 
 
-# The sessions of one instance overlapping the range, oldest first: bounds in epoch seconds
-# (an open one up to :now), the cost by the one formula, and when its start settled.
+# The sessions of one instance overlapping the range, oldest first: their bounds (an open
+# one up to :now), the cost by the one formula, and when its start settled. That is read
+# along audit_by_ts (the few rows inside the session): left to itself, SQLite picks
+# audit_by_event and reads every power_on_complete of the instance for each session
+# (28 s instead of well under one for 10,000 sessions, docs/performance.md).
 _SESSIONS = f"""
 SELECT id, started_at, MAX(started_at, COALESCE(ended_at, :now)) AS ended, {COMPUTE_SQL} AS compute, {STORAGE_SQL} AS storage,
-       (SELECT MIN(ts) FROM audit WHERE ts >= sessions.started_at AND ts < COALESCE(sessions.ended_at, :now)
+       (SELECT MIN(ts) FROM audit INDEXED BY audit_by_ts WHERE ts >= sessions.started_at AND ts < COALESCE(sessions.ended_at, :now)
             AND audit.instance_id = sessions.instance_id AND event IN ({", ".join(f"'{e}'" for e in READY_EVENTS)})) AS ready
 FROM sessions WHERE {{overlap}} ORDER BY started_at, id
 """
@@ -238,7 +241,8 @@ def _instance(
     floor = _epoch(params["floor"])  # the first session that can reach into the range starts here, or later
     assert floor is not None
     rlo = isoz(datetime.fromtimestamp(min(floor, lo) - LOOKBACK_S, UTC))
-    requests = _requests(db.query(_REQUESTS, {"iid": iid, "rlo": rlo, "hi": params["hi"]}), now_s, ttl_s)
+    # Plain cursors (tuples, not sqlite-utils' dicts): a third of the time on a million requests.
+    requests = _requests(db.conn.execute(_REQUESTS, {"iid": iid, "rlo": rlo, "hi": params["hi"]}), now_s, ttl_s)
     pending = next(requests, None)
     carried: list[tuple[float, float, str]] = []  # started before the current session's end; may reach into the next
 
@@ -252,18 +256,18 @@ def _instance(
         return s, e, name
 
     sessions = 0
-    for row in db.query(_SESSIONS.replace("{overlap}", overlap), params):  # streamed: constant memory
+    for _, started, ended, compute, storage, settled in db.conn.execute(_SESSIONS.replace("{overlap}", overlap), params):  # streamed
         sessions += 1
-        s0, s1 = _epoch(row["started_at"]), _epoch(row["ended"])
+        s0, s1 = _epoch(started), _epoch(ended)
         assert s0 is not None and s1 is not None
         while pending is not None and pending[0] < s1:
             carried.append(counted(pending))
             pending = next(requests, None)
         mine = [r for r in carried if r[1] > s0 or r[0] >= s0]  # the zero-length end at s0 is activity too
-        cost = row["compute"] + row["storage"]
+        cost = compute + storage
         if s1 > s0:
             first_request = min((r[0] for r in mine), default=None)
-            seconds = split(s0, s1, mine, ready_at(s0, s1, _epoch(row["ready"]), first_request), lo, hi)
+            seconds = split(s0, s1, mine, ready_at(s0, s1, _epoch(settled), first_request), lo, hi)
             rate = cost / (s1 - s0)
             for line, secs in seconds.items():
                 t = tallies.setdefault(line, _Tally())
@@ -278,14 +282,13 @@ def _instance(
     return sessions
 
 
-def _requests(rows: Iterable[dict[str, Any]], now_s: float, ttl_s: float) -> Iterator[tuple[float, float, str, int, int]]:
+def _requests(rows: Iterable[tuple[Any, ...]], now_s: float, ttl_s: float) -> Iterator[tuple[float, float, str, int, int]]:
     """(start, busy until, consumer, prompt tokens, completion tokens) of each request, in start order (rule 1)."""
     parse = datetime.fromisoformat
-    for r in rows:
-        s = parse(r["started_at"]).timestamp()
-        ended = r["ended_at"]
+    for started, ended, consumer, prompt, completion in rows:
+        s = parse(started).timestamp()
         e = parse(ended).timestamp() if ended is not None else max(s, min(now_s, s + ttl_s))
-        yield s, e, r["consumer"] or UNKNOWN, r["prompt_tokens"] or 0, r["completion_tokens"] or 0
+        yield s, e, consumer or UNKNOWN, prompt or 0, completion or 0
 
 
 def _rows(tallies: dict[Line, _Tally], start: date, end: date, sessions: int) -> dict[str, Any]:

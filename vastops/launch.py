@@ -540,10 +540,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
 
         watchdog_url = f"http://127.0.0.1:{demo.watchdog_port}"
         traffic = Traffic(f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.control_key, demo.stopping).start()
-        traffic_line = (
-            f"traffic     {', '.join(CONSUMERS)} send an LLM request every 20-60 s for {WINDOW_S / 60:g} min"
-            " after each start (--no-traffic: none)"
-        )
+        traffic_line = f"traffic     LLM requests from {', '.join(CONSUMERS)} for {WINDOW_S / 60:g} min after each start"
     lines = [
         f"dashboard   {demo.dashboard_url}",
         f"password    {demo.password}",
