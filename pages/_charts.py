@@ -240,8 +240,8 @@ def session_lengths(lengths: list[dict[str, Any]]) -> Chart:
         title=title,
         kind="columns",
         x_domain=(0.0, float(len(lengths))),
-        x_ticks=[(i + 0.5, b["bucket"]) for i, b in enumerate(lengths)],
-        x_title="session length",
+        x_ticks=[(i + 0.5, _bucket_tick(b["bucket"])) for i, b in enumerate(lengths)],
+        x_title="session length (minutes, then hours)",
         y_domain=(0.0, ticks[-1]),
         y_ticks=[(t, f"{int(t):,}") for t in ticks],
         y_title="sessions",
@@ -279,7 +279,7 @@ def consumer_costs(rows: list[dict[str, Any]]) -> Chart:
         title=title,
         kind="columns",
         x_domain=(0.0, float(len(values))),
-        x_ticks=[(i + 0.5, _short(v["category"])) for i, v in enumerate(values)],
+        x_ticks=[(i + 0.5, _short(v["category"], _fits(len(values)))) for i, v in enumerate(values)],
         x_title="consumer (start-up and idle: the sessions' time without requests)",
         y_domain=y_domain,
         y_ticks=y_ticks,
@@ -291,6 +291,17 @@ def consumer_costs(rows: list[dict[str, Any]]) -> Chart:
 
 def _short(name: str, width: int = 12) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _bucket_tick(label: str) -> str:
+    """'5-15 min' as '5–15': nine labels side by side must fit their columns (the axis title
+    names the unit; the hover text keeps the whole label)."""
+    return label.replace(" min", "").replace(">= ", "≥").replace("< ", "<").replace("-", "–")
+
+
+def _fits(columns: int) -> int:
+    """How many characters a column's tick label has room for (12 px text, about 6.5 px a character)."""
+    return max(4, int((W - LEFT - RIGHT) / max(1, columns) / 6.5))
 
 
 # -- drawing -----------------------------------------------------------------------------

@@ -83,18 +83,27 @@ def consumer_report(db_path: str, instance_id: int | None, start: date, end: dat
         return consumers.report(db, instance_id, start, end, _now(), ttl_s)
 
 
-def consumers_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "Consumer": [r["consumer"] for r in rows],
-            "Requests": [r["requests"] if r["kind"] == consumers.CONSUMER else None for r in rows],
-            "Tokens": [r["prompt_tokens"] + r["completion_tokens"] if r["kind"] == consumers.CONSUMER else None for r in rows],
-            "Hours": [r["busy_hours"] for r in rows],
-            "Cost ($)": [r["cost_usd"] for r in rows],
-            "Share (%)": [r["share"] * 100 for r in rows],
-            "$ per 1M tokens": [r["usd_per_million_tokens"] for r in rows],
-        }
-    )
+CONSUMER_COLUMNS = ["Consumer", "Requests", "Tokens", "Busy", "Cost", "Share", "$ per 1M tokens"]
+
+
+def consumers_table(rows: list[dict]) -> str:
+    """The consumer lines as a static table in words (a data grid in half the page cut its
+    columns off, and wrote "None" where start-up and idle have no requests)."""
+    cells = []
+    for r in rows:
+        person = r["kind"] == consumers.CONSUMER
+        cells.append(
+            [
+                r["consumer"],
+                f"{r['requests']:,}" if person else words.DASH,
+                f"{r['prompt_tokens'] + r['completion_tokens']:,}" if person else words.DASH,
+                words.duration(r["busy_hours"] * 3600),
+                words.usd(r["cost_usd"]),
+                f"{r['share'] * 100:.1f} %",
+                words.usd(r["usd_per_million_tokens"]),
+            ]
+        )
+    return charts.table_html(CONSUMER_COLUMNS, cells, "consumers", nowrap=tuple(CONSUMER_COLUMNS[1:]))
 
 
 def sessions_csv_data(led, instance_id: int | None, start: date, end: date) -> str:
@@ -252,21 +261,10 @@ with left:
     draw(charts.consumer_costs(split["rows"]), "chart_consumers")
 with right:
     if split["rows"]:
-        st.dataframe(
-            consumers_frame(split["rows"]),
-            hide_index=True,
-            column_config={
-                "Requests": st.column_config.NumberColumn(format="%d", help="requests that started in the period"),
-                "Tokens": st.column_config.NumberColumn(format="%d", help="prompt + completion tokens"),
-                "Hours": st.column_config.NumberColumn(
-                    format="%.2f",
-                    help="a consumer's share of the busy time (a second with two requests counts half for each); start-up and idle: their own",
-                ),
-                "Cost ($)": st.column_config.NumberColumn(format="$%.3f"),
-                "Share (%)": st.column_config.NumberColumn(format="%.1f"),
-                "$ per 1M tokens": st.column_config.NumberColumn(format="$%.3f"),
-            },
-            key="consumers_table",
+        st.html(charts.TABLE_STYLE + consumers_table(split["rows"]))
+        st.caption(
+            "Busy: the consumer's share of the time with requests in flight (a second with two of them counts half for each); "
+            "start-up and idle: the sessions' time without requests."
         )
     else:
         st.caption("No sessions in this period.")

@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot
 from vastops import costs as costmath
-from vastops import reports
+from vastops import reports, words
 from vastops.clock import utcnow
 from vastops.ledger import Ledger
 
@@ -149,6 +149,8 @@ def test_a_one_day_period_draws_a_whole_bar_and_a_ramp(ledger, drawn):
     lengths = drawn["chart_lengths"]
     assert lengths.kind == "columns" and {v["category"]: v["y"] for v in lengths.values}["< 5 min"] == 1
     assert [v for v, _ in lengths.y_ticks] == [0.0, 1.0]  # whole sessions: no 0.2-session ticks
+    ticks = [label for _, label in lengths.x_ticks]  # nine labels side by side, none running into the next
+    assert ticks[:3] == ["<5", "5–15", "15–30"] and all(len(t) <= charts._fits(len(ticks)) for t in ticks)
 
 
 def test_an_empty_period_says_so_instead_of_drawing_bare_axes(ledger, drawn):
@@ -196,10 +198,13 @@ def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(ledg
     assert chart.y_domain[0] == 0 and chart.y_domain[1] >= 30 * per_minute and chart.y_ticks[0][1] == "$0.000"
     svg = next(md.value for md in at.markdown if 'data-chart="chart_consumers"' in md.value)
     assert "team-chat: $0.13 (30.0 %), 1 request" in svg and charts.LINE_COLORS["idle"] in svg
-    [table] = [df.value for df in at.dataframe if "Consumer" in df.value.columns]
-    assert list(table["Consumer"]) == ["team-chat", "team-search", "start-up", "idle"]
-    assert sum(table["Cost ($)"]) == pytest.approx(0.42)
-    assert table["$ per 1M tokens"][0] == pytest.approx(18 * per_minute / 4000 * 1e6)
+    [html] = [el.proto.body for el in at.get("html") if 'data-table="consumers"' in el.proto.body]
+    table = charts.read_table(html)
+    assert [r["Consumer"] for r in table] == ["team-chat", "team-search", "start-up", "idle"]
+    assert [r["Cost"] for r in table] == [words.usd(v) for v in (18 * per_minute, 6 * per_minute, 6 * per_minute, 30 * per_minute)]
+    assert table[0]["Requests"] == "1" and table[0]["Tokens"] == "4,000" and table[0]["Busy"] == "18 min"
+    assert table[0]["$ per 1M tokens"] == words.usd(18 * per_minute / 4000 * 1e6)
+    assert table[2]["Requests"] == table[2]["Tokens"] == words.DASH  # start-up asked nothing: no "None"
     button = at.get("download_button")
     assert any("Consumers (CSV)" in str(b.proto) for b in button)
 
