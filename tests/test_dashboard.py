@@ -465,14 +465,14 @@ def test_costs_shows_totals_charts_and_sessions_for_the_period(env, history, dra
     assert m["Storage (disk)"] == f"${0.02 + 0.01 + 0.06:.2f}"
     # projected once three days of the month have passed
     assert m["Projected for the month"].startswith("$") or m["Projected for the month"] == "too early"
-    assert set(drawn) == {"chart_per_day", "chart_cumulative", "chart_lengths"}
+    assert set(drawn) == {"chart_per_day", "chart_cumulative", "chart_lengths", "chart_consumers"}
     per_day = drawn["chart_per_day"].values
     assert sum(v["usd"] for v in per_day if v["series"] == "compute (GPU)") == pytest.approx(1.80)
     assert sum(v["usd"] for v in per_day if v["series"] == "storage") == pytest.approx(0.09)
     assert drawn["chart_cumulative"].values[-1]["y"] == pytest.approx(expected)  # cumulative ends at the total
     lengths = {v["category"]: v["y"] for v in drawn["chart_lengths"].values}
     assert lengths["30-60 min"] == 1 and lengths["1-2 h"] == 1 and lengths["2-4 h"] == 1
-    assert sum("<svg" in md.value for md in at.markdown) == 3  # drawn in the page, no chart library
+    assert sum("<svg" in md.value for md in at.markdown) == 4  # drawn in the page, no chart library
     sessions = table(at, "How it ended")
     assert len(sessions) == 3
     assert sessions["How it ended"].tolist() == ["external", "auto-shutdown", "manual"]
