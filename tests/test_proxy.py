@@ -131,7 +131,9 @@ def test_a_start_waiting_for_a_gpu_is_answered_fast_with_the_reason(tmp_path, pr
         chat(stack.client(max_retries=0), "hi")
     took = time.monotonic() - began
     print(f"answered in {took:.2f} s")
-    assert took < 3.5, f"answered after {took:.1f} s: not held to the end"
+    # Scheduling must be seen in a look 1.5 s after the ask, and the watchdog looks at vast.ai
+    # at most every 2 s: about 2 to 3.5 s, plus a loaded machine's share.
+    assert took < 5, f"answered after {took:.1f} s: not held to the end of the hold"
     assert caught.value.status_code == 503
     assert caught.value.response.headers["x-should-retry"] == "false"
     error = caught.value.response.json()["error"]
@@ -213,3 +215,33 @@ def test_the_proxy_key_is_required_and_keys_are_never_logged(tmp_path, processes
     for secret in (proxy_key, UPSTREAM_SECRET, CONTROL_KEY):
         assert secret not in log
     assert proxy_key not in stack.metrics() and str(INSTANCE_ID) not in requests.get(stack.url + "/healthz", timeout=5).text
+
+
+def test_after_the_idle_stop_the_next_request_wakes_it_again_on_its_new_port_with_retry_after_from_the_last_start(tmp_path, processes):
+    stack = Stack(
+        processes,
+        tmp_path,
+        sim={"schedule_s": 0.3, "load_s": 2.0, "health_delay_s": 0.5},
+        watchdog={"VAST_AUTO_SHUTDOWN_MINUTES": "0.1", "VAST_SHUTDOWN_WARNING_MINUTES": "0"},
+        proxy={"VASTOPS_WAKE_HOLD_S": "0.5"},
+    )
+    client = stack.client(max_retries=0)
+    # A stream is not bound by the hold: the first wake is answered in full.
+    words = [c.choices[0].delta.content for c in chat(client, "first wake", stream=True) if c.choices and c.choices[0].delta.content]
+    assert "".join(words).split() == ["first", "wake"]
+    first = stack.status()["endpoint_base_url"]
+    [complete] = stack.audit("power_on_complete")
+    usual = complete["meta"]["startup_seconds"]
+    wait_until(lambda: stack.status()["status"] == "stopped", 30, step=0.5, what="the idle stop")
+    time.sleep(1.0)  # the stop takes stop_s: until then the old port still answers (and may)
+    answer = requests.post(
+        stack.url + "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]}, timeout=30
+    )
+    assert answer.status_code == 503 and answer.headers["x-vastops-cold-start"] == "true"
+    assert 1 <= int(answer.headers["retry-after"]) <= max(1, round(usual) + 1), "the usual start time, less what has passed"
+    assert f"usually takes {usual:.0f} s" in answer.json()["error"]["message"]
+    reply = chat(stack.client(max_retries=6), "second wake")
+    assert reply.choices[0].message.content == "second wake"
+    assert len(stack.start_puts()) == 2
+    assert stack.status()["endpoint_base_url"] != first, "the simulator hands out a new port on every start"
+    assert "vastops_proxy_cold_starts_total 2" in stack.metrics()

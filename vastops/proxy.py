@@ -206,6 +206,7 @@ class Proxy:
         ]
         consumer = next((v.decode("latin-1") for k, v in headers if k == self.consumer_header), None)
         request = Forward(scope, upstream_headers, body, streaming, model, consumer)
+        failed: str | None = None
         for _ in range(2):  # a second time when the endpoint we knew has gone (the instance stopped or moved)
             try:
                 endpoint = self.endpoint or await self._endpoint_now()
@@ -215,13 +216,15 @@ class Proxy:
             if endpoint is None:
                 await self._cold(request, send, receive)
                 return
+            if endpoint == failed:
+                break  # the watchdog still says it runs there: not sent twice
             if await self._forward(request, endpoint, send, receive, cold=False):
                 return
-            self.endpoint = None
+            failed, self.endpoint = endpoint, None
         await self._error(
             send,
             502,
-            "the instance's LLM server does not accept connections although the watchdog says it runs",
+            "the instance's LLM server does not answer although the watchdog says it runs there",
             "upstream_unavailable",
             retry_after=5,
         )
@@ -286,7 +289,7 @@ class Proxy:
             await self._error(
                 send,
                 502,
-                "the instance started but its LLM server does not accept connections",
+                "the instance started but its LLM server does not answer",
                 "upstream_unavailable",
                 retry_after=5,
                 cold=True,
@@ -475,23 +478,13 @@ class Proxy:
         upstream = self.http.build_request(scope["method"], url, content=request.body, headers=request.headers)
         try:
             answer = await self.http.send(upstream, stream=True)
-        except (httpx2.ConnectError, httpx2.ConnectTimeout):
-            if started:
-                await _body(
-                    send,
-                    b"data: "
-                    + error_body("the instance started but its LLM server does not accept connections", "upstream_unavailable")
-                    + b"\n\n",
-                    more=False,
-                )
-                return True
-            return False
         except httpx2.HTTPError as exc:
-            message = f"the instance's LLM server failed the request ({type(exc).__name__})"
-            if started:
-                await _body(send, b"data: " + error_body(message, "upstream_failed") + b"\n\n", more=False)
-            else:
-                await self._error(send, 502, message, "upstream_failed", cold=cold)
+            # No answer at all: a stopped instance's port refuses, or accepts and closes. The caller
+            # asks the watchdog where it runs now (and sends it again only to a new endpoint).
+            if not started:
+                return False
+            message = f"the instance started but its LLM server did not answer ({type(exc).__name__})"
+            await _body(send, b"data: " + error_body(message, "upstream_unavailable") + b"\n\n", more=False)
             return True
         request_id = "proxy-" + secrets.token_hex(8)
         self._report(
