@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     vastops_wake_hold_s: float = Field(
         60.0, ge=0, le=3600, allow_inf_nan=False, description="how long the proxy holds a non-streaming request while the GPU boots"
     )
+    # vast shows every start as scheduling for a moment (about 2 s); only a longer wait means a rented-out GPU.
+    vastops_wake_gpu_wait_s: float = Field(
+        10.0, ge=0.5, le=3600, allow_inf_nan=False, description="a start still scheduling this long after the ask waits for its GPU"
+    )
     vastops_proxy_max_waiting: int = Field(100, ge=0, le=100_000, description="how many requests may wait for a start at once")
     vastops_proxy_consumer_header: str = Field(
         "x-vastops-consumer", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$", description="the request header naming the consumer"

@@ -56,9 +56,6 @@ MAX_BODY_BYTES = 32 * 1024 * 1024  # a long prompt is a few MB; this only stops 
 POLL_S = 0.25  # how often a wake reads the watchdog's status (it answers from its ledger between looks)
 HEARTBEAT_S = 3.0  # a streaming request's comment line while it waits: proxies cut idle streams at 30-60 s
 GATHER_S = 0.05  # a wake waits this long before it asks, so a burst of requests is counted in one start
-# Scheduling is part of every start for a moment (vast: about 2 s); still scheduling in a look
-# this long after the start was asked for means the GPU is rented out (docs/vast-api.md §6).
-SCHEDULING_GRACE_S = 1.5
 # Before the audit trail has a start-to-healthy time the start's length is unknown: a client is
 # told to retry soon (and is held again), not to go away for minutes.
 RETRY_UNKNOWN_S = 5
@@ -396,7 +393,9 @@ class Proxy:
             waited = status.get("power_on_pending_s") or 0.0
             observed = parse_isoz(status.get("observed_at"))
             since = time.time() - waited
-            if observed is not None and observed.timestamp() - since >= SCHEDULING_GRACE_S:
+            # Scheduling is part of every start for a moment (vast: about 2 s); still scheduling in a look
+            # VASTOPS_WAKE_GPU_WAIT_S after the ask means the GPU is rented out (docs/vast-api.md §6).
+            if observed is not None and observed.timestamp() - since >= self.settings.vastops_wake_gpu_wait_s:
                 reason = status.get("message") or "the start waits for its GPU, which is rented out"
                 return Outcome(code="gpu_unavailable", message=f"the GPU is not free yet: {reason}", retry_after=GPU_WAIT_RETRY_S)
         if not pending and state != Status.RUNNING and state not in (Status.SCHEDULING, Status.LOADING, Status.CREATING):
