@@ -247,3 +247,52 @@ def test_after_the_idle_stop_the_next_request_wakes_it_again_on_its_new_port_wit
     assert len(stack.start_puts()) == 2
     assert stack.status()["endpoint_base_url"] != first, "the simulator hands out a new port on every start"
     assert "vastops_proxy_cold_starts_total 2" in stack.metrics()
+
+
+def test_beyond_max_waiting_requests_get_503_at_once_while_the_others_are_held(tmp_path, processes):
+    stack = Stack(
+        processes, tmp_path, sim={"schedule_s": 0.3, "load_s": 2.0, "health_delay_s": 0.5}, proxy={"VASTOPS_PROXY_MAX_WAITING": "2"}
+    )
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "queued"}]}
+
+    def send(_):
+        began = time.monotonic()
+        answer = requests.post(stack.url + "/v1/chat/completions", json=body, timeout=60)
+        return answer.status_code, time.monotonic() - began, answer
+
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(send, range(5)))
+    served = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 503]
+    assert len(served) == 2 and len(refused) == 3, [(c, round(t, 2)) for c, t, _ in results]
+    for _, took, answer in refused:
+        assert took < 1.5 and answer.json()["error"]["code"] == "too_many_waiting"
+        assert answer.headers["x-should-retry"] == "true" and int(answer.headers["retry-after"]) >= 1
+    assert "vastops_proxy_waiting_requests 0" in stack.metrics()
+
+
+# -- the parts without processes ----------------------------------------------------------
+
+
+def test_usage_is_read_from_a_json_answer_and_from_a_streams_usage_chunk():
+    from vastops.proxy import UsageScan
+
+    scan = UsageScan("application/json")
+    scan.feed(b'{"id": "x", "usage": {"prompt_tokens": 3, ')
+    scan.feed(b'"completion_tokens": 5, "total_tokens": 8}}')
+    assert scan.tokens() == (3, 5)
+    stream = UsageScan("text/event-stream")
+    chunks = b'data: {"choices": [{"delta": {"content": "a"}}], "usage": null}\n\ndata: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}\n\ndata: [DONE]\n\n'
+    for n in range(0, len(chunks), 7):  # split anywhere, lines included
+        stream.feed(chunks[n : n + 7])
+    assert stream.tokens() == (2, 1)
+    assert UsageScan("text/event-stream").tokens() == (None, None)
+
+
+def test_a_request_is_peeked_for_stream_and_model_and_anything_else_goes_upstream_as_it_is():
+    from vastops.proxy import _peek
+
+    assert _peek(b'{"model": "m", "stream": true}') == (True, "m")
+    assert _peek(b'{"model": "m", "stream": "yes"}') == (False, "m")
+    assert _peek(b"not json") == (False, None)
+    assert _peek(b"") == (False, None)

@@ -261,12 +261,12 @@ class Proxy:
         self.waited_total += 1
         try:
             task = self._wake_task()
-            if request.streaming:
-                await self._cold_stream(request, task, send, receive)
-                return
             left = self.settings.vastops_wake_hold_s - (time.monotonic() - request.arrived)
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(task), max(0.0, left))
+                # A stream is not bound by the hold: its heartbeats keep it alive until the outcome.
+                outcome = await (
+                    self._heartbeats(task, send) if request.streaming else asyncio.wait_for(asyncio.shield(task), max(0.0, left))
+                )
             except TimeoutError:
                 self._count("starting")
                 await self._error(
@@ -279,8 +279,10 @@ class Proxy:
                 )
                 return
         finally:
-            self.waiting -= 1
-        if outcome.endpoint is None:
+            self.waiting -= 1  # it waits no more: the gauge counts waiting, not streaming
+        if request.streaming:
+            await self._stream_after_wake(request, outcome, send, receive)
+        elif outcome.endpoint is None:
             await self._refuse(send, outcome)
         elif not await self._forward(request, outcome.endpoint, send, receive, cold=True):
             await self._error(
@@ -292,8 +294,8 @@ class Proxy:
                 cold=True,
             )
 
-    async def _cold_stream(self, request: Forward, task: asyncio.Future[Outcome], send: Send, receive: Receive) -> None:
-        """200 at once, comment lines while the GPU boots, then the instance's stream (or an error event)."""
+    async def _heartbeats(self, task: asyncio.Future[Outcome], send: Send) -> Outcome:
+        """A stream's 200 at once, then comment lines while the GPU boots; the wake's outcome."""
         await send(
             {
                 "type": "http.response.start",
@@ -306,7 +308,10 @@ class Proxy:
             done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_S)
             if not done:
                 await _body(send, f": waking the GPU… {time.monotonic() - self._wake_started:.0f} s\n\n".encode())
-        outcome = task.result()
+        return task.result()
+
+    async def _stream_after_wake(self, request: Forward, outcome: Outcome, send: Send, receive: Receive) -> None:
+        """The instance's stream after the heartbeats, or the failed start as an error event."""
         if outcome.endpoint is None:
             self._count(outcome.code)
             await _body(send, b"data: " + error_body(outcome.message, outcome.code) + b"\n\n", more=False)
