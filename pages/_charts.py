@@ -250,6 +250,49 @@ def session_lengths(lengths: list[dict[str, Any]]) -> Chart:
     )
 
 
+CHART_CONSUMERS = 8  # more consumers than this: the rest share one column ("n others"); the table lists every one
+# start-up and idle are the sessions' time nobody used: drawn in grey, apart from the consumers' colour
+LINE_COLORS = {"start-up": "#9e9e9e", "idle": "#c7c7c7"}
+
+
+def consumer_costs(rows: list[dict[str, Any]]) -> Chart:
+    """What each consumer's share of the sessions cost (vastops/consumers.py), most expensive first,
+    then the start-up and idle lines: one column each."""
+    title = "Cost per consumer"
+    if sum(r["cost_usd"] for r in rows) <= 0:
+        return no_data(title, "No session costs in this period")
+    people = [r for r in rows if r["kind"] == "consumer"]
+    shown = people if len(people) <= CHART_CONSUMERS else people[: CHART_CONSUMERS - 1]
+    bars = [(r["consumer"], r["kind"], r["cost_usd"], r["share"], r["requests"]) for r in shown]
+    rest = people[len(shown) :]
+    if rest:
+        bars.append((f"{len(rest)} others", "consumer", sum(r["cost_usd"] for r in rest), sum(r["share"] for r in rest),
+                     sum(r["requests"] for r in rest)))  # fmt: skip
+    bars += [(r["consumer"], r["kind"], r["cost_usd"], r["share"], 0) for r in rows if r["kind"] != "consumer"]
+    y_domain, y_ticks = _money_axis(max(b[2] for b in bars))
+    values = []
+    for name, kind, usd, share, requests in bars:
+        asked = f", {requests:,} request{'s' if requests != 1 else ''}" if kind == "consumer" else ""
+        values.append({"category": name, "kind": kind, "y": usd, "usd": usd, "share": share,
+                       "label": f"{name}: {words.usd(usd)} ({share * 100:.1f} %){asked}"})  # fmt: skip
+    return Chart(
+        title=title,
+        kind="columns",
+        x_domain=(0.0, float(len(values))),
+        x_ticks=[(i + 0.5, _short(v["category"])) for i, v in enumerate(values)],
+        x_title="consumer (start-up and idle: the sessions' time without requests)",
+        y_domain=y_domain,
+        y_ticks=y_ticks,
+        y_title="USD",
+        series=["cost"],
+        values=values,
+    )
+
+
+def _short(name: str, width: int = 12) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 # -- drawing -----------------------------------------------------------------------------
 
 W, H = 480, 330
@@ -324,7 +367,7 @@ def svg(chart: Chart, key: str = "") -> str:
             top, bottom = py(v["y"]), py(0)
             out.append(
                 f'<rect x="{left + (right - left) * 0.15:.2f}" y="{top}" width="{(right - left) * 0.7:.2f}" height="{bottom - top:.2f}" '
-                f'fill="{COLORS[COMPUTE]}"><title>{escape(v["label"])}</title></rect>'
+                f'fill="{LINE_COLORS.get(v.get("kind", ""), COLORS[COMPUTE])}"><title>{escape(v["label"])}</title></rect>'
             )
     elif chart.kind == "area":
         points = [(px(v["x"]), py(v["y"])) for v in chart.values]
@@ -481,6 +524,10 @@ def _slug(text: str) -> str:
 
 def sessions_csv_name(start: date, end: date, today: date | None = None) -> str:
     return f"vastops-sessions-{period_slug(start, end, today)}.csv"
+
+
+def consumers_csv_name(start: date, end: date, today: date | None = None) -> str:
+    return f"vastops-consumers-{period_slug(start, end, today)}.csv"
 
 
 def months_csv_name(months: list[dict[str, Any]]) -> str:

@@ -14,7 +14,7 @@ import streamlit as st
 
 from pages import _charts as charts
 from pages._common import hours, ledger, require_login, settings
-from vastops import reports, words
+from vastops import consumers, reports, words
 from vastops.vocabulary import EndReason
 
 CACHE_TTL_S = 15
@@ -74,6 +74,27 @@ def cost_report(db_path: str, instance_id: int | None, start: date, end: date) -
             "lengths": period["lengths"],
             "sessions": reports.sessions_in_range(db, instance_id, start, end, now, limit=TABLE_ROWS),
         }
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner="Splitting the costs among consumers…")
+def consumer_report(db_path: str, instance_id: int | None, start: date, end: date, ttl_s: float) -> dict:
+    # Cached like the cost report: one pass over the period's sessions and requests.
+    with LEDGER.read() as db:
+        return consumers.report(db, instance_id, start, end, _now(), ttl_s)
+
+
+def consumers_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Consumer": [r["consumer"] for r in rows],
+            "Requests": [r["requests"] if r["kind"] == consumers.CONSUMER else None for r in rows],
+            "Tokens": [r["prompt_tokens"] + r["completion_tokens"] if r["kind"] == consumers.CONSUMER else None for r in rows],
+            "Hours": [r["busy_hours"] for r in rows],
+            "Cost ($)": [r["cost_usd"] for r in rows],
+            "Share (%)": [r["share"] * 100 for r in rows],
+            "$ per 1M tokens": [r["usd_per_million_tokens"] for r in rows],
+        }
+    )
 
 
 def sessions_csv_data(led, instance_id: int | None, start: date, end: date) -> str:
@@ -223,6 +244,47 @@ with right:
         key="months_csv",
         help="Whole UTC months around the period; column names carry their units.",
     )
+
+st.subheader("Consumers")
+split = consumer_report(DB, IID, start, end, cfg.vast_request_ttl_s)
+left, right = st.columns(2)
+with left:
+    draw(charts.consumer_costs(split["rows"]), "chart_consumers")
+with right:
+    if split["rows"]:
+        st.dataframe(
+            consumers_frame(split["rows"]),
+            hide_index=True,
+            column_config={
+                "Requests": st.column_config.NumberColumn(format="%d", help="requests that started in the period"),
+                "Tokens": st.column_config.NumberColumn(format="%d", help="prompt + completion tokens"),
+                "Hours": st.column_config.NumberColumn(
+                    format="%.2f",
+                    help="a consumer's share of the busy time (a second with two requests counts half for each); start-up and idle: their own",
+                ),
+                "Cost ($)": st.column_config.NumberColumn(format="$%.3f"),
+                "Share (%)": st.column_config.NumberColumn(format="%.1f"),
+                "$ per 1M tokens": st.column_config.NumberColumn(format="$%.3f"),
+            },
+            key="consumers_table",
+        )
+    else:
+        st.caption("No sessions in this period.")
+    st.download_button(
+        "Consumers (CSV)",
+        data=consumers.csv_text(split),
+        file_name=charts.consumers_csv_name(start, end, today),
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="consumers_csv",
+        disabled=not split["rows"],
+        help="Cost per consumer in the period, with the start-up and idle lines; they add up to the cost in the period.",
+    )
+st.caption(
+    "Each session's cost is split among the requests in flight (a second with two of them is shared), by the consumer the gateway "
+    "named; time with no request is start-up (before the start settled) or idle."
+)
 
 st.subheader("Sessions")
 shown = len(report["sessions"])

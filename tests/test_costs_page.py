@@ -157,16 +157,51 @@ def test_an_empty_period_says_so_instead_of_drawing_bare_axes(ledger, drawn):
         "chart_per_day": "empty",
         "chart_cumulative": "empty",
         "chart_lengths": "empty",
+        "chart_consumers": "empty",
     }
+    assert drawn["chart_consumers"].message == "No session costs in this period"
     assert drawn["chart_per_day"].message == "No costs in this period"
     assert drawn["chart_cumulative"].message == "No session costs in this period"
     assert drawn["chart_lengths"].message == "No sessions in this period"
     for chart in drawn.values():
         assert not chart.x_ticks and not chart.y_ticks and not chart.values  # no $0-$1, no -1 to 1 sessions
     svgs = [md.value for md in at.markdown if "<svg" in md.value]
-    assert len(svgs) == 3 and all("<line" not in s for s in svgs)
+    assert len(svgs) == 4 and all("<line" not in s for s in svgs)
     assert "No sessions in this period" in svgs[2]
     assert metrics(at)["Sessions"] == "0" and metrics(at)["Average session"] == "—"
+
+
+def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(ledger, drawn):
+    today = utcnow().date()
+    start = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=1)
+    add_session(ledger, start, 60)  # 00:00-01:00 yesterday, at $0.42/h; no settled start: start-up runs to the first request
+    with ledger.write() as tx:
+        tx.record_requests(INSTANCE_ID, [
+            {"request_id": "a", "consumer": "team-chat", "started_at": start + timedelta(minutes=6), "ended_at": start + timedelta(minutes=30),
+             "prompt_tokens": 1000, "completion_tokens": 3000},
+            {"request_id": "b", "consumer": "team-search", "started_at": start + timedelta(minutes=18), "ended_at": start + timedelta(minutes=30),
+             "prompt_tokens": 500},
+        ])  # fmt: skip
+    at = costs_page()
+    chart = drawn["chart_consumers"]
+    per_minute = 0.42 / 60
+    assert chart.kind == "columns"
+    # team-chat alone 12 min + half of 12 min shared; team-search the other half; 6 min start-up; 30 min idle
+    assert [(v["category"], v["kind"]) for v in chart.values] == [
+        ("team-chat", "consumer"), ("team-search", "consumer"), ("start-up", "start-up"), ("idle", "idle")
+    ]  # fmt: skip
+    assert [v["usd"] for v in chart.values] == pytest.approx([18 * per_minute, 6 * per_minute, 6 * per_minute, 30 * per_minute])
+    assert sum(v["share"] for v in chart.values) == pytest.approx(1.0)
+    assert [label for _, label in chart.x_ticks] == ["team-chat", "team-search", "start-up", "idle"]
+    assert chart.y_domain[0] == 0 and chart.y_domain[1] >= 30 * per_minute and chart.y_ticks[0][1] == "$0.000"
+    svg = next(md.value for md in at.markdown if 'data-chart="chart_consumers"' in md.value)
+    assert "team-chat: $0.13 (30.0 %), 1 request" in svg and charts.LINE_COLORS["idle"] in svg
+    [table] = [df.value for df in at.dataframe if "Consumer" in df.value.columns]
+    assert list(table["Consumer"]) == ["team-chat", "team-search", "start-up", "idle"]
+    assert sum(table["Cost ($)"]) == pytest.approx(0.42)
+    assert table["$ per 1M tokens"][0] == pytest.approx(18 * per_minute / 4000 * 1e6)
+    button = at.get("download_button")
+    assert any("Consumers (CSV)" in str(b.proto) for b in button)
 
 
 def test_a_60_day_period_draws_a_bar_per_day_with_whole_day_ticks(ledger, drawn):

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from helpers import INSTANCE_ID, make_control, make_settings
+from vastops import consumers, demo_history, reports
 from vastops import costs as costmath
-from vastops import demo_history, reports
 from vastops.clock import parse_isoz
 from vastops.ledger import Ledger
 from vastops.vocabulary import AUDIT_ACTORS, CAUSE_EVENTS, START_OUTCOMES, Actor, Cause, EndReason, Event
@@ -313,3 +313,41 @@ def test_the_product_carries_on_from_the_history(tmp_path, sim, clock):
     ]
     assert all("demo" not in r["meta"] for r in new)  # only the seeded rows are marked
     assert control.costs()["sessions_count"] == summary["sessions"] + 1
+
+
+def test_the_gateways_requests_come_from_named_consumers_marked_demo_inside_their_sessions(history):
+    ledger, summary, sessions, _ = history
+    with ledger.read() as db:
+        requests = list(db.query("SELECT * FROM requests ORDER BY started_at"))
+    assert len(requests) == summary["requests"] > 1000
+    assert all(r["request_id"].startswith(demo_history.DEMO_REQUEST_PREFIX) for r in requests)  # marked demo
+    assert set(summary["consumers"]) == {*demo_history.CONSUMERS, "unknown"}
+    assert {r["consumer"] for r in requests} == {*demo_history.CONSUMERS, None}
+    by_id = {s["id"]: s for s in sessions}
+    for r in requests:  # each inside the session it names, ended, with its tokens
+        s = by_id[r["session_id"]]
+        assert s["started_at"] <= r["started_at"] < r["ended_at"] <= s["ended_at"] and r["expired"] == 0
+        assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 and r["instance_id"] == IID
+    # batch-eval's requests run side by side: seconds shared between requests
+    batch = [r for r in requests if r["consumer"] == "batch-eval"]
+    assert any(a["session_id"] == b["session_id"] and b["started_at"] < a["ended_at"] for a, b in zip(batch, batch[1:]))
+    # the Costs page shows consumers from the first second: the last 30 days split among them, adding up
+    now = NOW
+    start, end = consumers.default_range(now)
+    with ledger.read() as db:
+        result = consumers.report(db, IID, start, end, now, 900.0)
+        page = reports.range_totals(db, IID, start, end, now)["cost_usd"]
+    names = [r["consumer"] for r in result["rows"] if r["kind"] == "consumer"]
+    assert set(names) >= set(demo_history.CONSUMERS)
+    assert all(r["cost_usd"] > 0 for r in result["rows"])
+    assert result["totals"]["cost_usd"] == pytest.approx(page, rel=1e-9) and page > 0
+
+
+def test_the_requests_leave_the_sessions_and_audit_trail_as_they_were(tmp_path, monkeypatch):
+    with_requests = seeded(tmp_path / "a.db")[0]
+    monkeypatch.setattr(demo_history._History, "write_requests", lambda self, p, sid: None)
+    without = seeded(tmp_path / "b.db")[0]
+    assert sessions_of(with_requests) == sessions_of(without)
+    assert [(r["ts"], r["event"], r["meta"]) for r in audit_of(with_requests)] == [
+        (r["ts"], r["event"], r["meta"]) for r in audit_of(without)
+    ]

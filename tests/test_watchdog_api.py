@@ -31,6 +31,7 @@ def api_for(settings, clock):
         ("post", "/infra/vast/power/off"),
         ("post", "/infra/vast/activity"),
         ("get", "/infra/vast/costs"),
+        ("get", "/infra/vast/consumers"),
         ("get", "/infra/vast/audit"),
     ],
 )

@@ -38,6 +38,7 @@ OPERATIONS = [
     "POST /infra/vast/keepalive",
     "POST /infra/vast/activity",
     "GET /infra/vast/costs",
+    "GET /infra/vast/consumers",
     "GET /infra/vast/audit",
     "GET /healthz",
     "GET /metrics",
@@ -50,6 +51,7 @@ WITH_INPUT = [
     "POST /infra/vast/power/reboot",
     "POST /infra/vast/keepalive",
     "POST /infra/vast/activity",
+    "GET /infra/vast/consumers",
     "GET /infra/vast/audit",
 ]
 AUTH = {"X-API-Key": CONTROL_KEY}
@@ -64,6 +66,7 @@ STATUS_CODES = {
     "POST /infra/vast/keepalive": {200, 400, 401, 409, 413, 422, 500, 503},  # no vast.ai call: no 502
     "POST /infra/vast/activity": {200, 400, 401, 413, 422},  # the optional body: a request's start or end
     "GET /infra/vast/costs": {200, 401, 413, 503},
+    "GET /infra/vast/consumers": {200, 401, 413, 422, 503},  # 422: a date that is not YYYY-MM-DD
     "GET /infra/vast/audit": {200, 401, 413, 422, 503},
     "GET /healthz": {200, 413, 503},  # 503: enforcement impaired, with the problems
     "GET /metrics": {200, 413},

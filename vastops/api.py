@@ -35,6 +35,7 @@ from . import __version__
 from .activity import ActivityPath
 from .activity import answer as activity_answer
 from .config import NotConfigured
+from .consumers import parse_day
 from .control import Control
 from .inflight import MAX_ID_CHARS, MAX_TOKENS
 from .lease import Lease
@@ -180,6 +181,42 @@ class CostsOut(BaseModel):
     total_cost_usd: float
     sessions_count: int
     avg_session_minutes: float
+
+
+class ConsumerLine(BaseModel):
+    consumer: str = Field(description="the gateway's consumer; 'unknown' for requests without one; 'start-up' or 'idle' for those lines")
+    kind: Literal["consumer", "start-up", "idle"] = Field(
+        description="consumer: its share of the busy time; start-up: before the session was ready; idle: no request in flight"
+    )
+    requests: int = Field(description="requests that started in the period")
+    prompt_tokens: int
+    completion_tokens: int
+    busy_hours: float = Field(
+        description="a consumer's share of the busy time (a second with k requests in flight counts 1/k for each); "
+        "for start-up and idle, their own hours"
+    )
+    cost_usd: float = Field(description="its part of the sessions' cost (compute + storage) in the period")
+    share: float = Field(ge=0, le=1, description="cost_usd over the period's cost")
+    usd_per_million_tokens: float | None = Field(description="cost_usd per million prompt + completion tokens; null without tokens")
+
+
+class ConsumerTotals(BaseModel):
+    sessions: int = Field(description="sessions that ran at some point in the period")
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    busy_hours: float = Field(description="hours with a request in flight")
+    hours: float = Field(description="hours of every line: the sessions' time in the period")
+    busy_cost_usd: float = Field(description="the consumers' lines together")
+    cost_usd: float = Field(description="every line: the sessions' cost in the period, as the Costs page counts it")
+    usd_per_million_tokens: float | None = Field(description="busy_cost_usd per million tokens; null without tokens")
+
+
+class ConsumersOut(BaseModel):
+    start: str = Field(description="first UTC day, YYYY-MM-DD")
+    end: str = Field(description="last UTC day, YYYY-MM-DD (included)")
+    rows: list[ConsumerLine] = Field(description="consumers, most expensive first, then start-up and idle")
+    totals: ConsumerTotals
 
 
 class AuditEntry(BaseModel):
@@ -364,6 +401,26 @@ async def activity(request: Request, watch: WatchDep) -> Any:
 async def costs(control: ControlDep) -> dict[str, Any]:
     """Runtime and cost over all sessions (an open session counts up to now)."""
     return await asyncio.to_thread(control.costs)
+
+
+DAY = {"format": "date"}  # RFC 3339 full-date (YYYY-MM-DD), parsed by consumers.parse_day
+
+
+@router.get("/consumers", response_model=ConsumersOut, responses={**INVALID, **LEDGER_ERRORS})
+async def consumers_route(
+    control: ControlDep,
+    start: Annotated[
+        str | None, Query(description="first UTC day, YYYY-MM-DD (default: 29 days before end)", json_schema_extra=DAY)
+    ] = None,
+    end: Annotated[str | None, Query(description="last UTC day, YYYY-MM-DD, included (default: today)", json_schema_extra=DAY)] = None,
+) -> dict[str, Any]:
+    """Cost per consumer over UTC days: each session's cost split by the consumers' share of its busy time,
+    with its start-up and idle time as lines of their own, so the lines add up to the period's cost."""
+    try:
+        first, last = parse_day(start, "start"), parse_day(end, "end")
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return await asyncio.to_thread(control.consumers, first, last)
 
 
 @router.get("/audit", response_model=list[AuditEntry], responses={**INVALID, **LEDGER_ERRORS})

@@ -1,4 +1,4 @@
-"""The ``vastops`` command: status, on, off, reboot, logs, costs, audit, and the simulator.
+"""The ``vastops`` command: status, on, off, reboot, logs, costs, consumers, audit, and the simulator.
 
 Human-readable by default, ``--json`` for scripts. Failures print one line that
 says what to do and exit non-zero, never a traceback:
@@ -16,11 +16,13 @@ import argparse
 import json
 import sqlite3
 import sys
+from datetime import date
 from typing import Any
 
-from . import __version__
+from . import __version__, consumers
 from .clock import parse_isoz
 from .config import ConfigError, NotConfigured, check_env_file, load_settings, require_ledger_folder, unknown_variables
+from .consumers import parse_day
 from .control import Control
 from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
 from .vast import VastError
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--kept", action="store_true", help="the tail kept at the last health timeout instead (no vast.ai call)")
     costs = sub.add_parser("costs", parents=[common], help="cost statistics; --csv writes the sessions to a file")
     costs.add_argument("--csv", metavar="FILE", help="write every session to FILE as CSV ('-' for stdout)")
+    who = sub.add_parser("consumers", parents=[common], help="cost per consumer over UTC days (default: the last 30 days)")
+    who.add_argument("--start", type=_day("--start"), help="first UTC day, YYYY-MM-DD (default: 29 days before --end)")
+    who.add_argument("--end", type=_day("--end"), help="last UTC day, YYYY-MM-DD, included (default: today)")
+    who.add_argument("--csv", metavar="FILE", help="write the lines to FILE as CSV ('-' for stdout)")
     audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
     audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default 50)")
 
@@ -94,6 +100,18 @@ def _positive_int(text: str) -> int:
     if not 1 <= value <= 10_000:
         raise argparse.ArgumentTypeError("expected a number from 1 to 10000")
     return value
+
+
+def _day(option: str):
+    def parse(text: str) -> date:
+        try:
+            day = parse_day(text, option)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        assert day is not None
+        return day
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +316,44 @@ def cmd_costs(control: Control, args) -> int:
     return _emit(args, stats, text)
 
 
+def cmd_consumers(control: Control, args) -> int:
+    result = control.consumers(args.start, args.end)
+    if args.csv:
+        text = consumers.csv_text(result)
+        if args.csv == "-":
+            sys.stdout.write(text)
+            return 0
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            fh.write(text)
+    head = ("consumer", "requests", "tokens", "busy", "cost", "share", "per 1M tokens")
+    table = [
+        (
+            r["consumer"],
+            f"{r['requests']:,}" if r["kind"] == consumers.CONSUMER else "",
+            f"{r['prompt_tokens'] + r['completion_tokens']:,}" if r["kind"] == consumers.CONSUMER else "",
+            duration(r["busy_hours"] * 3600),
+            usd(r["cost_usd"]),
+            f"{r['share'] * 100:.1f} %",
+            usd(r["usd_per_million_tokens"]) if r["kind"] == consumers.CONSUMER else "",
+        )
+        for r in result["rows"]
+    ]
+    t = result["totals"]
+    table.append(
+        ("total", f"{t['requests']:,}", f"{t['prompt_tokens'] + t['completion_tokens']:,}", duration(t["hours"] * 3600),
+         usd(t["cost_usd"]), "100.0 %" if t["cost_usd"] > 0 else "", usd(t["usd_per_million_tokens"]))
+    )  # fmt: skip
+    widths = [max(len(row[i]) for row in [head, *table]) for i in range(len(head))]
+    lines = [f"{result['start']} .. {result['end']} (UTC days), {t['sessions']:,} session{'s' if t['sessions'] != 1 else ''}"]
+    for row in [head, *table]:
+        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    if not result["rows"]:
+        lines.append("(no sessions in this period)")
+    if args.csv:
+        lines.append(f"wrote {args.csv}")
+    return _emit(args, result, "\n".join(lines))
+
+
 def cmd_audit(control: Control, args) -> int:
     rows = control.audit(args.limit)
     text = "\n".join(f"{r['ts']}  {r['actor']:<9} {r['event']:<24} {json.dumps(r['meta'], sort_keys=True)}" for r in rows)
@@ -312,6 +368,7 @@ COMMANDS = {
     "keepalive": cmd_keepalive,
     "logs": cmd_logs,
     "costs": cmd_costs,
+    "consumers": cmd_consumers,
     "audit": cmd_audit,
 }
 

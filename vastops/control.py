@@ -10,9 +10,10 @@ them.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import IO, Any
 
+from . import consumers
 from . import costs as costmath
 from .clock import isoz, parse_isoz
 from .power import Powering, budget_figures, refusal
@@ -173,6 +174,13 @@ class Control(Powering):
         where, params = ("instance_id = :iid", {"iid": self.instance_id}) if self.instance_id is not None else ("", {})
         with self.ledger.read() as db:  # the lines made by SQLite: the dashboard's writer, same text
             return costmath.stream_sessions_csv(db, fh, self.clock(), where, params)
+
+    def consumers(self, start: date | None = None, end: date | None = None) -> dict[str, Any]:
+        """Cost per consumer over UTC days (vastops/consumers.py); without dates, the last 30 days."""
+        now = self.clock()
+        first, last = consumers.default_range(now, start, end)
+        with self.ledger.read() as db:
+            return consumers.report(db, self.instance_id, first, last, now, self.settings.vast_request_ttl_s)
 
     def audit(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.ledger.view() as view:

@@ -26,8 +26,18 @@ As the history had it configured: ``VAST_AUTO_SHUTDOWN_MINUTES`` 30, warnings 5
 minutes ahead, ``VAST_MAX_SESSION_HOURS`` 8, a daily budget of about 9.5 hours of
 running (4 dollars at the default rates), ``VAST_WAIT_TIMEOUT_S`` 600, UTC.
 
-**Marked as demo data**: every audit row's meta has ``"demo": true``, and every
-session is named (``session_id``) by the ``demo: true`` row that records its end.
+**The gateway's requests** (the ``requests`` table, for costs per consumer): while a
+session is in use (from the settled start to the last LLM request) three consumers
+send requests as a gateway would report them (vastops/inflight.py): ``team-chat``
+(chat turns of a few seconds), ``team-search`` (short, frequent lookups) and, in some
+sessions, ``batch-eval`` (bursts of long requests side by side, so seconds are
+shared); now and then one without a consumer (``unknown``). They come from a random
+generator of their own, so the sessions and the audit trail are the same with or
+without them.
+
+**Marked as demo data**: every audit row's meta has ``"demo": true``, every
+session is named (``session_id``) by the ``demo: true`` row that records its end,
+and every request's id starts with ``demo-`` (the requests table has no meta).
 A session's costs are stored by the ledger (``Tx.end_session``, the one cost
 formula); the figures in the stop rows come from the same helper the product uses
 (``observe.end_session``). Nothing is written on the UTC day of ``now``, so a daily
@@ -50,6 +60,9 @@ from .observe import end_session
 from .vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status
 
 DEMO_META = {"demo": True}
+DEMO_REQUEST_PREFIX = "demo-"  # every seeded request's id: the requests table has no meta to mark
+CONSUMERS = ("team-chat", "team-search", "batch-eval")
+MODEL = "mistral-7b-instruct"  # the model the product's instance serves (docs/contract.md)
 
 IDLE_MINUTES = 30.0  # VAST_AUTO_SHUTDOWN_MINUTES, as the history had it
 WARNING_MINUTES = 5.0  # VAST_SHUTDOWN_WARNING_MINUTES
@@ -107,6 +120,7 @@ def seed(
         if count:
             raise ValueError(f"the ledger {ledger.path} already has {count} session(s): demo history is seeded only into a fresh ledger")
         history = _History(tx, instance_id, now, random.Random(seed), gpu_name, dph_base, storage_dph)
+        history.traffic = random.Random(seed * 7919 + 1)  # its own draws: the sessions stay what they are without it
         history.run(days)
         stats = costmath.statistics(tx.db, instance_id, now)
     return {
@@ -118,6 +132,8 @@ def seed(
         "total_runtime_hours": stats["total_runtime_hours"],
         "session_ids": history.session_ids,
         "end_reasons": {str(k): n for k, n in sorted(history.end_reasons.items())},
+        "requests": sum(history.consumers.values()),
+        "consumers": dict(sorted(history.consumers.items())),
         "events": {str(k): n for k, n in sorted(history.trail.events.items())},
     }
 
@@ -201,6 +217,8 @@ class _History:
         self.cursor = now  # nothing may start before this (the last end): set by run()
         self.cutoff = now  # everything ends before this: set by run()
         self.instance: dict[str, Any] = {"activity_count": 0}
+        self.traffic = random.Random(0)  # the requests' draws (seed() sets it)
+        self.consumers: Counter[str] = Counter()  # requests per consumer ("unknown": none named)
 
     # -- the calendar ------------------------------------------------------------------
 
@@ -390,6 +408,7 @@ class _History:
         for ts, event, actor, meta in sorted(self.middle(p, sid, request_id), key=lambda row: row[0]):
             trail.write(ts, event, actor, meta, exact=False)
         self.write_end(p, sid)
+        self.write_requests(p, sid)
         self.book(p)
         if p.budget_warning is not None:
             self.warned.add(p.s.date())
@@ -528,6 +547,55 @@ class _History:
         trail.write(p.end, Event.AUTO_SHUTDOWN_COMPLETE, Actor.SYSTEM, {"instance_id": iid, **figures, "cause": cause})
         self.instance["acted_at"] = isoz(p.end)
         self.end_reasons[reason] += 1
+
+    def write_requests(self, p: _Plan, sid: int) -> None:
+        """The gateway's requests while the session was in use, written as the watchdog's flush writes them."""
+        assert p.end is not None
+        rnd = self.traffic
+        begin, until = p.settle or p.s, min(p.active_to, p.end)
+        if not p.healthy or until <= begin:
+            return
+        batch = rnd.random() < 0.3  # a batch evaluation ran in this session
+        rows: list[dict[str, Any]] = []
+        t = _after(begin, rnd.uniform(5, 120))
+        while t < until:
+            who = rnd.choices(CONSUMERS, (55, 45, 0))[0]
+            burst = 1
+            if batch and rnd.random() < 0.2:
+                who, burst = "batch-eval", rnd.randint(2, 4)  # long requests side by side: their seconds are shared
+            for _ in range(burst):
+                seconds, prompt, completion = self.request_size(who)
+                start = _after(t, rnd.uniform(0, 3))
+                end = min(_after(start, seconds), until)
+                if end <= start:
+                    break
+                name = None if rnd.random() < 0.02 else who  # a gateway that named no consumer
+                rows.append(
+                    {
+                        "request_id": f"{DEMO_REQUEST_PREFIX}{sid}-{len(rows)}",
+                        "session_id": sid,
+                        "consumer": name,
+                        "model": MODEL,
+                        "started_at": _ms(start),
+                        "ended_at": _ms(end),
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                    }
+                )
+                self.consumers[name or "unknown"] += 1
+            t = _after(t, rnd.expovariate(1 / 25))  # a request every 25 s or so while it is in use
+        self.tx.record_requests(self.iid, rows)
+
+    def request_size(self, who: str) -> tuple[float, int, int]:
+        """(seconds, prompt tokens, completion tokens) of one request of ``who``."""
+        rnd = self.traffic
+        if who == "team-chat":
+            completion = rnd.randint(40, 700)
+            return completion / rnd.uniform(20, 45), rnd.randint(150, 2500), completion
+        if who == "team-search":
+            return rnd.uniform(0.3, 2.5), rnd.randint(20, 300), rnd.randint(5, 60)
+        completion = rnd.randint(300, 1200)
+        return completion / rnd.uniform(10, 25), rnd.randint(800, 3500), completion
 
     def book(self, p: _Plan) -> None:
         """Add the session's cost to the days it ran on, each its share (as the reports and budgets cut it)."""

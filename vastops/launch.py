@@ -16,6 +16,9 @@ settings, so a real VAST_API_KEY is never used. Those settings are written to
 ``<demo folder>/demo.env``, so ``vastops --env-file demo/demo.env status`` sees the
 demo's ledger. A demo holds ``<demo folder>/demo.lock`` (``flock``) for its life, its
 processes too: a second demo in the same folder is refused before it touches anything.
+With a watchdog, the demo also plays the gateway (vastops/demo_traffic.py): a few LLM
+requests from named consumers in the first minutes after each start (``--no-traffic``:
+none), so the Costs page's consumers grow live and the instance still stops when idle.
 """
 
 from __future__ import annotations
@@ -236,6 +239,9 @@ def add_demo_arguments(parser) -> None:
     parser.add_argument("--warning-minutes", type=float, default=2.0, help="warn this long before a stop (default 2)")
     parser.add_argument("--budget-daily", type=float, metavar="USD", help="a daily budget to watch it stop and refuse starts")
     parser.add_argument("--max-session-hours", type=float, metavar="H", help="a hard limit on each session")
+    parser.add_argument(
+        "--no-traffic", action="store_true", help="send no simulated LLM requests (default: a few from named consumers after each start)"
+    )
 
 
 @dataclass
@@ -531,6 +537,13 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
     if not demo.wait_ready(dashboard, f"http://127.0.0.1:{demo.dashboard_port}/_stcore/health", 60):
         return _died(demo, dashboard, received)
 
+    traffic = None
+    if watchdog_ok and not demo.args.no_traffic:
+        from .demo_traffic import CONSUMERS, WINDOW_S, Traffic
+
+        watchdog_url = f"http://127.0.0.1:{demo.watchdog_port}"
+        traffic = Traffic(f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.control_key, demo.stopping).start()
+        traffic_line = f"traffic     LLM requests from {', '.join(CONSUMERS)} for {WINDOW_S / 60:g} min after each start"
     lines = [
         f"dashboard   {demo.dashboard_url}",
         f"password    {demo.password}",
@@ -541,6 +554,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         *([f"proxy       {proxy_url}  (OpenAI base URL: a request wakes the stopped GPU)"] if proxy_url else []),
         f"ledger      {env['VASTOPS_DB']}",
         *([f"history     {demo.args.history_days} days of demo sessions (marked demo in the audit trail)"] if demo.history else []),
+        *([traffic_line] if traffic is not None else []),
         f"cli         vastops --env-file {demo.env_file} status",
         f"auto-stop   after {demo.args.minutes:g} idle minutes (warned {min(demo.args.warning_minutes, demo.args.minutes / 2):g} min before)",
         "webhook     the watchdog's notifications print here as 'notify | ...'",

@@ -1,0 +1,133 @@
+"""The live demo's gateway: a little LLM traffic from named consumers while the instance runs.
+
+``vastops demo`` runs this on a thread of its own (``--no-traffic``: not at all). While
+the simulated instance runs and its health URL answers, it sends an OpenAI chat
+request to the simulator's echo LLM (vastops/simllm.py) every ``gap`` seconds (20 to
+60), as one of three consumers, and reports each to the watchdog as the gateway does:
+``POST /infra/vast/activity`` with ``phase: start`` before, and ``phase: end`` with the
+consumer, the model and the answer's token counts after. So the Costs page's
+Consumers section (vastops/consumers.py) fills with live rows too.
+
+**It lets the demo stop itself.** Traffic runs only for the first ``window_s`` (3
+minutes) after each start, so the auto-shutdown of an unused demo instance still comes
+(``--minutes`` after the last request) and can be watched; start the instance again
+and the traffic comes back for its first minutes.
+
+Plain ``requests`` calls with timeouts; a failed call is skipped, never retried (the
+next tick tries again), and says nothing of the watchdog's key.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from .simllm import MODEL_ID
+
+CONSUMERS = ("team-chat", "team-search", "batch-eval")
+WORDS = {"team-chat": (60, 250), "team-search": (5, 30), "batch-eval": (300, 700)}  # the echo answers as many
+WEIGHTS = (50, 35, 15)
+WINDOW_S = 180.0
+GAP_S = (20.0, 60.0)
+TIMEOUT_S = 30.0
+_VOCABULARY = [
+    "gpu",
+    "cost",
+    "idle",
+    "token",
+    "session",
+    "budget",
+    "watchdog",
+    "request",
+    "answer",
+    "model",
+    "prompt",
+    "context",
+    "batch",
+    "eval",
+    "search",
+    "chat",
+]
+
+
+class Traffic:
+    """Sends the demo's requests on its own thread until ``stopping`` is set."""
+
+    def __init__(
+        self,
+        sim_url: str,
+        watchdog_url: str,
+        control_key: str,
+        stopping: threading.Event,
+        *,
+        say: Callable[[str], None] = lambda text: None,
+        window_s: float = WINDOW_S,
+        gap_s: tuple[float, float] = GAP_S,
+        rnd: random.Random | None = None,
+    ):
+        self.sim_url, self.watchdog_url = sim_url.rstrip("/"), watchdog_url.rstrip("/")
+        self.stopping, self.say = stopping, say
+        self.window_s, self.gap_s = window_s, gap_s
+        self.rnd = rnd or random.Random()
+        self.http = requests.Session()
+        self.headers = {"X-API-Key": control_key}
+        self.sent = 0
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> Traffic:
+        self.thread = threading.Thread(target=self.run, name="demo-traffic", daemon=True)
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.rnd.uniform(*self.gap_s)):
+            self.tick()
+
+    def tick(self) -> bool:
+        """One request, if the instance runs, is healthy and started less than ``window_s`` ago."""
+        target = self.target()
+        if target is None:
+            return False
+        try:
+            self.send(target)
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            return False  # the instance stopped under it, or the watchdog is away: the next tick tries again
+        return True
+
+    def target(self) -> str | None:
+        """The LLM's base URL while the instance is in the traffic window, else None."""
+        try:
+            state = self.http.get(f"{self.sim_url}/_sim/state", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return None
+        for inst in state.get("instances") or []:
+            since = inst.get("running_since")
+            if inst.get("healthy") and inst.get("llm_url") and since is not None and state["now"] - since < self.window_s:
+                return inst["llm_url"]
+        return None
+
+    def send(self, llm_url: str) -> None:
+        consumer = self.rnd.choices(CONSUMERS, WEIGHTS)[0]
+        words = " ".join(self.rnd.choices(_VOCABULARY, k=self.rnd.randint(*WORDS[consumer])))
+        rid = f"demo-live-{self.rnd.getrandbits(48):012x}"
+        self.report({"request_id": rid, "phase": "start", "consumer": consumer, "model": MODEL_ID})
+        usage: dict[str, Any] = {}
+        try:
+            answer = self.http.post(
+                f"{llm_url}/chat/completions",
+                json={"model": MODEL_ID, "messages": [{"role": "user", "content": words}]},
+                timeout=TIMEOUT_S,
+            )
+            usage = answer.json().get("usage") or {}
+        finally:  # an end even when the answer failed: the request holds the instance no longer
+            end = {"request_id": rid, "phase": "end", "consumer": consumer, "model": MODEL_ID}
+            end.update({k: usage[k] for k in ("prompt_tokens", "completion_tokens") if isinstance(usage.get(k), int)})
+            self.report(end)
+        self.sent += 1
+
+    def report(self, body: dict[str, Any]) -> None:
+        self.http.post(f"{self.watchdog_url}/infra/vast/activity", json=body, headers=self.headers, timeout=5).raise_for_status()
