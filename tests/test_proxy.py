@@ -296,3 +296,16 @@ def test_a_request_is_peeked_for_stream_and_model_and_anything_else_goes_upstrea
     assert _peek(b'{"model": "m", "stream": "yes"}') == (False, "m")
     assert _peek(b"not json") == (False, None)
     assert _peek(b"") == (False, None)
+
+
+def test_the_dashboards_cold_start_figures_come_from_the_audit_trail():
+    from vastops.proxy import cold_starts
+
+    rows = [  # newest first, as Control.audit answers
+        {"ts": "2026-01-03T10:01:40.000Z", "event": "power_on_complete", "meta": {"startup_seconds": 95.2}},
+        {"ts": "2026-01-03T10:00:00.000Z", "event": "wake_requested", "meta": {"waiting_requests": 4}},
+        {"ts": "2026-01-02T09:00:00.000Z", "event": "power_on_complete", "meta": {"startup_seconds": 80.0}},  # a manual start
+        {"ts": "2026-01-01T09:00:00.000Z", "event": "wake_requested", "meta": {"waiting_requests": 9}},  # before the window
+    ]
+    assert cold_starts(rows, "2026-01-02T00:00:00.000Z") == {"wakes": 1, "waited": 4, "last_seconds": 95.2}
+    assert cold_starts(rows[2:], "2026-01-02T00:00:00.000Z") == {"wakes": 0, "waited": 0, "last_seconds": None}

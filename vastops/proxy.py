@@ -718,6 +718,26 @@ async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> 
     await _body(send, body, more=False)
 
 
+# -- the dashboard's figures -----------------------------------------------------------------
+
+
+def cold_starts(audit_rows: list[dict[str, Any]], since: str) -> dict[str, Any]:
+    """The wakes since ``since`` (ISO, Z) from audit rows (newest first, as ``Control.audit``):
+    how many, how many requests waited for them, and how long the last one took to be healthy."""
+    wakes, waited, last = 0, 0, None
+    open_wake = False
+    for row in reversed(audit_rows):
+        if row["ts"] < since:
+            continue
+        if row["event"] == "wake_requested":
+            wakes += 1
+            waited += int(row["meta"].get("waiting_requests") or 0)
+            open_wake = True
+        elif row["event"] == "power_on_complete" and open_wake:
+            last, open_wake = row["meta"].get("startup_seconds"), False
+    return {"wakes": wakes, "waited": waited, "last_seconds": last}
+
+
 # -- the command --------------------------------------------------------------------------
 
 
