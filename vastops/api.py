@@ -111,7 +111,7 @@ class PowerOnIn(BaseModel):
             raise ValueError("override_budget needs a reason")
         return self
 
-    @field_validator("health_port", mode="before")
+    @field_validator("health_port", "waiting_requests", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # JSON Schema's integer is any number with no fraction: 8000.0 is 8000.
