@@ -309,3 +309,57 @@ def test_the_dashboards_cold_start_figures_come_from_the_audit_trail():
     ]
     assert cold_starts(rows, "2026-01-02T00:00:00.000Z") == {"wakes": 1, "waited": 4, "last_seconds": 95.2}
     assert cold_starts(rows[2:], "2026-01-02T00:00:00.000Z") == {"wakes": 0, "waited": 0, "last_seconds": None}
+
+
+def test_headers_pass_on_without_hop_by_hop_ones_and_the_proxys_own(tmp_path):
+    """In process: the proxy app over ASGI, the watchdog and the instance behind a mock transport."""
+    import asyncio
+
+    import httpx2
+
+    from helpers import make_settings
+    from vastops.proxy import Proxy
+
+    seen: list[httpx2.Request] = []
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/infra/vast/status":
+            return httpx2.Response(200, json={"status": "running", "power_on_pending": False, "endpoint_base_url": "http://gpu:8000"})
+        if request.url.path == "/infra/vast/activity":
+            return httpx2.Response(200, json={"status": "recorded", "last_activity": "x"})
+        seen.append(request)
+
+        async def body():  # streamed, as a real connection's answer (the mock reads a plain body itself)
+            yield json.dumps({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}).encode()
+
+        headers = {"Content-Type": "application/json", "Connection": "close", "Keep-Alive": "timeout=5", "x-upstream": "yes"}
+        return httpx2.Response(200, content=body(), headers=headers)
+
+    settings = make_settings(tmp_path, None, vastops_proxy_key="proxy-KEY-0a1b2c3d4e", vastops_watchdog_url="http://watchdog:8787")
+    app = Proxy(settings, transport=httpx2.MockTransport(upstream))
+
+    async def call() -> httpx2.Response:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://proxy") as client:
+            return await client.post(
+                "/v1/chat/completions?x=1",
+                json={"model": "m"},
+                headers={
+                    "Authorization": "Bearer vllm-key",
+                    "X-Vastops-Proxy-Key": "proxy-KEY-0a1b2c3d4e",
+                    "X-Vastops-Consumer": "team-a",
+                    "TE": "trailers",
+                    "Proxy-Authorization": "Basic eA==",
+                    "Accept-Encoding": "gzip",
+                    "X-Custom": "kept",
+                },
+            )
+
+    answer = asyncio.run(call())
+    assert answer.status_code == 200 and answer.headers["x-upstream"] == "yes"
+    assert "keep-alive" not in answer.headers and "x-vastops-cold-start" not in answer.headers
+    [request] = seen
+    assert str(request.url) == "http://gpu:8000/v1/chat/completions?x=1"
+    sent = {k.lower() for k in request.headers}
+    assert request.headers["authorization"] == "Bearer vllm-key" and request.headers["x-custom"] == "kept"
+    assert not sent & {"x-vastops-proxy-key", "x-vastops-consumer", "te", "proxy-authorization"}
+    assert request.headers["accept-encoding"] == "identity", "identity upstream: the usage stays readable"

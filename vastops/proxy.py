@@ -202,6 +202,7 @@ class Proxy:
             if k.decode("latin-1").lower() not in NOT_UPSTREAM and k != self.consumer_header and (keep_auth or k != b"authorization")
         ]
         consumer = next((v.decode("latin-1") for k, v in headers if k == self.consumer_header), None)
+        upstream_headers.append((b"accept-encoding", b"identity"))  # else the client library asks for gzip itself
         request = Forward(scope, upstream_headers, body, streaming, model, consumer)
         failed: str | None = None
         for _ in range(2):  # a second time when the endpoint we knew has gone (the instance stopped or moved)
