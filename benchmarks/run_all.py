@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, Figure, format_table, machine, parse_figure_lines, progress
 
-SECTIONS = ("activity", "shutdown", "ledger", "dashboard")
+SECTIONS = ("activity", "shutdown", "ledger", "proxy", "dashboard")
 
 
 def run_dashboard(quick: bool, full: bool) -> tuple[list[Figure], str]:
@@ -171,6 +171,12 @@ def main(argv=None) -> int:
         result = section("ledger", lambda: bench_ledger.run(quick=args.quick, full=args.full))
         if result:
             figures["ledger"], raw["ledger"] = result["figures"], result["raw"]
+    if "proxy" in only:
+        import bench_proxy
+
+        result = section("proxy", lambda: bench_proxy.run(quick=args.quick, full=args.full))
+        if result:
+            figures["proxy"], raw["proxy"] = result["figures"], result["raw"]
     if "dashboard" in only:
         progress(
             "dashboard: running benchmarks/bench_dashboard.py"
@@ -185,7 +191,7 @@ def main(argv=None) -> int:
         raw["memory"] = {"activity_server": memory, "watchdog": watchdog_memory}
 
     elapsed = time.monotonic() - started
-    table = [f for name in ("activity", "shutdown", "ledger", "dashboard", "memory") for f in figures.get(name, [])]
+    table = [f for name in ("activity", "shutdown", "ledger", "proxy", "dashboard", "memory") for f in figures.get(name, [])]
     print(f"vastops benchmarks ({mode_name} run, {elapsed / 60:.1f} min)")
     print(
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, {info['os']}; "

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import html
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
@@ -52,6 +52,7 @@ from pages._common import (
     usd,
     watchdog_problem,
 )
+from vastops.clock import stamp
 from vastops.config import NotConfigured
 from vastops.ledger import LedgerError
 from vastops.observe import probe_health
@@ -97,6 +98,7 @@ BY: dict[str, str] = {
     Actor.CLI: "from the CLI",
     Actor.API: "through the REST API",
     Actor.SYSTEM: "by the watchdog",
+    Actor.PROXY: "by the wake proxy (an LLM request came)",
 }
 KEEPALIVE_DEFAULT_MINUTES = 60
 # A keepalive moves the idle stop only; the hard limits and the budgets come regardless.
@@ -607,6 +609,16 @@ TONE_ICONS = {
 }
 
 
+def _show_cold_starts(c, now: datetime) -> None:
+    """One line on the wake proxy's starts (vastops proxy), once there are any."""
+    from vastops.proxy import cold_starts
+
+    figures = cold_starts(c.audit(500), stamp(now - timedelta(days=7)))
+    if figures["wakes"]:
+        took = f" · the last took {figures['last_seconds']:.0f} s to answer" if figures["last_seconds"] is not None else ""
+        st.caption(f"Cold starts by the wake proxy, last 7 days: {figures['wakes']} · {figures['waited']} requests waited{took}")
+
+
 def _show_last_action(last: dict | None, s: dict, now: datetime, pending: bool) -> None:
     """One slot for the last action and, while a start is in progress, its steps."""
     with st.container(border=True, key="last_action"):
@@ -890,6 +902,9 @@ def live_status() -> None:
         )
 
     _show_budgets(s)
+
+    if configured:
+        _show_cold_starts(c, now)
 
     activity = s.get("last_activity")
     st.caption(

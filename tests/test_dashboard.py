@@ -430,6 +430,17 @@ def test_a_stale_or_missing_watchdog_heartbeat_shows_a_banner(env, settings):
     assert not any("Nobody is enforcing" in e.value for e in at.error)
 
 
+def test_the_status_page_counts_the_wake_proxys_cold_starts(env, settings, watcher):
+    now = utcnow()
+    with Ledger(settings.vastops_db).write() as tx:
+        tx.audit(now - timedelta(minutes=10), INSTANCE_ID, ev.WAKE_REQUESTED, "proxy", {"instance_id": INSTANCE_ID, "waiting_requests": 3})
+        tx.audit(
+            now - timedelta(minutes=8), INSTANCE_ID, ev.POWER_ON_COMPLETE, "system", {"instance_id": INSTANCE_ID, "startup_seconds": 95.0}
+        )
+    at = logged_in()
+    assert "Cold starts by the wake proxy, last 7 days: 1 · 3 requests waited · the last took 95 s to answer" in texts(at)
+
+
 # -- costs -----------------------------------------------------------------------------
 
 

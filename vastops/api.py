@@ -77,6 +77,10 @@ class StatusOut(BaseModel):
     session_runtime_minutes: float | None = None
     session_cost_usd: float | None = None
     requests_in_flight: int = Field(0, description="the gateway's requests started and not ended (within VAST_REQUEST_TTL_S)")
+    # The wake proxy (vastops/proxy.py) waits on these: a start is complete once it is no longer pending.
+    power_on_pending: bool = Field(False, description="a start (or reboot) awaits running and /health")
+    power_on_pending_s: float | None = Field(None, description="how long the pending start has waited so far, seconds")
+    observed_at: str | None = Field(None, description="when vast.ai was last looked at")
 
 
 class PowerOnIn(BaseModel):
@@ -95,6 +99,11 @@ class PowerOnIn(BaseModel):
     health_port: int | None = Field(None, ge=1, le=65535, description="defaults to VAST_HEALTH_PORT")
     override_budget: bool = Field(False, description="start although a budget is spent (audited; needs a reason)")
     reason: str | None = Field(None, min_length=1, max_length=500, pattern=r"\S", description="why (with override_budget); not blank")
+    # The wake proxy (vastops/proxy.py) says it is the one asking, and for how many requests.
+    actor: Literal["api", "proxy"] = Field("api", description="who asks: proxy for a start the wake proxy asks for (audited as such)")
+    waiting_requests: int | None = Field(
+        None, ge=0, le=1_000_000, description="with actor proxy: how many LLM requests wait for this start (audited as wake_requested)"
+    )
 
     @model_validator(mode="after")
     def _override_needs_reason(self) -> PowerOnIn:
@@ -102,7 +111,7 @@ class PowerOnIn(BaseModel):
             raise ValueError("override_budget needs a reason")
         return self
 
-    @field_validator("health_port", mode="before")
+    @field_validator("health_port", "waiting_requests", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # JSON Schema's integer is any number with no fraction: 8000.0 is 8000.
@@ -306,11 +315,12 @@ async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None 
     try:
         return await asyncio.to_thread(
             control.power_on,
-            Actor.API,
+            Actor(body.actor),
             wait_for_health=body.wait_for_health,
             health_path=body.health_path,
             health_port=body.health_port,
             override_reason=body.reason if body.override_budget else None,
+            waiting_requests=body.waiting_requests if body.actor == "proxy" else None,
         )
     finally:
         watch.done_acting()

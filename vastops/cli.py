@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     launch.add_watchdog_arguments(sub.add_parser("watchdog", parents=[common], help="run the watchdog: REST API and auto-shutdown"))
     launch.add_dashboard_arguments(sub.add_parser("dashboard", parents=[common], help="run the operators' dashboard (Streamlit)"))
+    from . import proxy
+
+    proxy.add_arguments(
+        sub.add_parser("proxy", parents=[common], help="run the wake proxy: the instance's OpenAI-compatible API, starting it on a request")
+    )
     launch.add_demo_arguments(sub.add_parser("demo", help="run simulator, watchdog and dashboard together on a fresh demo ledger"))
     return parser
 
@@ -124,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         args.env_file = args.env_file or DEFAULT_ENV_FILE
         for warning in unknown_variables(args.env_file):
             print(f"vastops: warning: {warning}", file=sys.stderr)
-    if args.command in ("watchdog", "dashboard", "demo"):
-        from . import launch
+    if args.command in ("watchdog", "dashboard", "demo", "proxy"):
+        from . import launch, proxy
 
-        runner = {"watchdog": launch.run_watchdog, "dashboard": launch.run_dashboard, "demo": launch.run_demo}[args.command]
+        runner = {"watchdog": launch.run_watchdog, "dashboard": launch.run_dashboard, "demo": launch.run_demo, "proxy": proxy.run}[
+            args.command
+        ]
         try:
             return runner(args)
         except ConfigError as exc:

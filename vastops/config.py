@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_API_URL = "https://console.vast.ai"
+DEFAULT_WATCHDOG_URL = "http://127.0.0.1:8787"
 MAX_WAIT_S = 24 * 3600.0  # a start that has not answered /health in a day never will
 MAX_IDLE_MINUTES = 7 * 24 * 60.0  # a week
 MIN_CONTROL_KEY_CHARS = 16  # the REST API's only lock: a short key is guessed
@@ -113,6 +114,22 @@ class Settings(BaseSettings):
         12.0, gt=0, le=24 * 30, allow_inf_nan=False, description="how long a dashboard login lasts (reloads and new tabs included)"
     )
 
+    # The wake proxy (vastops/proxy.py): where the watchdog is, and how it answers while the GPU boots.
+    vastops_watchdog_url: str = Field(DEFAULT_WATCHDOG_URL, description="the watchdog's base URL (the proxy and the LiteLLM callback)")
+    vastops_proxy_key: SecretStr | None = Field(None, description="the key clients must send to the proxy (unset: none)")
+    vastops_wake_on_request: bool = Field(True, description="the proxy starts a stopped instance when a request comes")
+    vastops_wake_hold_s: float = Field(
+        60.0, ge=0, le=3600, allow_inf_nan=False, description="how long the proxy holds a non-streaming request while the GPU boots"
+    )
+    # vast shows every start as scheduling for a moment (about 2 s); only a longer wait means a rented-out GPU.
+    vastops_wake_gpu_wait_s: float = Field(
+        10.0, ge=0.5, le=3600, allow_inf_nan=False, description="a start still scheduling this long after the ask waits for its GPU"
+    )
+    vastops_proxy_max_waiting: int = Field(100, ge=0, le=100_000, description="how many requests may wait for a start at once")
+    vastops_proxy_consumer_header: str = Field(
+        "x-vastops-consumer", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$", description="the request header naming the consumer"
+    )
+
     @field_validator("vast_health_path")
     @classmethod
     def _path_starts_with_slash(cls, v: str) -> str:
@@ -120,7 +137,7 @@ class Settings(BaseSettings):
             raise ValueError("a URL path starting with '/', e.g. /health")
         return v
 
-    @field_validator("vast_api_key", "control_api_key")
+    @field_validator("vast_api_key", "control_api_key", "vastops_proxy_key")
     @classmethod
     def _header_safe_key(cls, v: SecretStr | None) -> SecretStr | None:
         # Keys travel in HTTP headers, which carry ASCII only; say so now rather than
@@ -193,6 +210,14 @@ class Settings(BaseSettings):
             raise ValueError(f"a file vastops may write ({v} is not writable)")
         return v
 
+    @field_validator("vastops_watchdog_url")
+    @classmethod
+    def _watchdog_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// base URL, e.g. http://127.0.0.1:8787")
+        v = v.strip().rstrip("/")
+        return v.removesuffix("/infra/vast")  # the API's base is fine too
+
     @field_validator("vast_api_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
@@ -238,7 +263,7 @@ _EXPECTED = {
 
 # The LiteLLM callback's (vastops/integrations/litellm.py, in the gateway's environment,
 # which may be the same as vastops'): known names, so the CLI does not call them typos.
-INTEGRATION_VARIABLES = ("VASTOPS_WATCHDOG_URL", "VASTOPS_MODELS", "VASTOPS_REPORT_TIMEOUT_S")
+INTEGRATION_VARIABLES = ("VASTOPS_MODELS", "VASTOPS_REPORT_TIMEOUT_S")  # VASTOPS_WATCHDOG_URL is a setting (the proxy's)
 KNOWN_VARIABLES = tuple(name.upper() for name in Settings.model_fields) + INTEGRATION_VARIABLES
 
 

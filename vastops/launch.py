@@ -531,6 +531,8 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         except subprocess.TimeoutExpired:
             _signal_group(watchdog.proc, signal.SIGKILL)
 
+    proxy_url = _start_proxy(demo, env) if watchdog_ok else None
+
     dashboard = demo.start("dashboard", dashboard_command(demo.dashboard_port), env)
     if not demo.wait_ready(dashboard, f"http://127.0.0.1:{demo.dashboard_port}/_stcore/health", 60):
         return _died(demo, dashboard, received)
@@ -549,6 +551,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         f"watchdog    http://127.0.0.1:{demo.watchdog_port}/infra/vast/status"
         if watchdog_ok
         else "watchdog    not running (see the warning above)",
+        *([f"proxy       {proxy_url}  (OpenAI base URL: a request wakes the stopped GPU)"] if proxy_url else []),
         f"ledger      {env['VASTOPS_DB']}",
         *([f"history     {demo.args.history_days} days of demo sessions (marked demo in the audit trail)"] if demo.history else []),
         *([traffic_line] if traffic is not None else []),
@@ -568,6 +571,19 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
             if child.proc.poll() is not None:
                 return _died(demo, child, received)
     return 0 if received else 1
+
+
+def _start_proxy(demo: Demo, env: dict[str, str]) -> str | None:
+    """The wake proxy in front of the simulated instance; the demo goes on without it if it does not start."""
+    port = free_port(8788, avoid=(demo.sim_port, demo.watchdog_port, demo.dashboard_port))
+    proxy_env = {**env, "VASTOPS_WATCHDOG_URL": f"http://127.0.0.1:{demo.watchdog_port}"}
+    proxy = demo.start("proxy", _cli("proxy", "--host", "127.0.0.1", "--port", str(port)), proxy_env)
+    if demo.wait_ready(proxy, f"http://127.0.0.1:{port}/healthz", 30):
+        return f"http://127.0.0.1:{port}/v1"
+    demo.say("vastops demo: WARNING: the wake proxy did not start; going on without it")
+    _signal_group(proxy.proc, signal.SIGTERM)
+    demo.children.remove(proxy)
+    return None
 
 
 def _died(demo: Demo, child: Child, received: list[int]) -> int:

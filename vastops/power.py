@@ -180,10 +180,15 @@ class Powering(Observing):
         health_path: str | None = None,
         health_port: int | None = None,
         progress: Progress | None = None,
+        waiting_requests: int | None = None,
     ) -> dict[str, Any]:
         iid = self.target().instance_id
         health_path = health_path or self.settings.vast_health_path
         health_port = health_port or self.settings.vast_health_port
+        if waiting_requests is not None:
+            # The wake proxy's ask, before the guardrails: a refused wake is in the trail too.
+            with self.ledger.write() as tx:
+                tx.audit(self.clock(), iid, Event.WAKE_REQUESTED, actor, {"instance_id": iid, "waiting_requests": waiting_requests})
         self.check_budget(actor, iid, override_reason=override_reason)
         with self.ledger.write() as tx:
             now = self.clock()

@@ -94,6 +94,8 @@ class Event(StrEnum):
     BUDGET_STOP = "budget_stop"  # the stop decision: a budget is spent
     BUDGET_OVERRIDE = "budget_override"  # an operator started over a spent budget, with a reason
     NOTIFY_FAILED = "notify_failed"  # a notification could not be delivered (after its retries)
+    # The wake proxy (vastops/proxy.py): an LLM request found the instance stopped and asked for a start
+    WAKE_REQUESTED = "wake_requested"  # meta: waiting_requests, how many requests wait for this start
 
 
 SPEC_EVENTS = tuple(Event)[:7]
@@ -132,6 +134,7 @@ EVENT_WORDS: dict[str, str] = {
     Event.BUDGET_STOP: "Budget spent",
     Event.BUDGET_OVERRIDE: "Budget overridden",
     Event.NOTIFY_FAILED: "Notification failed",
+    Event.WAKE_REQUESTED: "Woken by a request",
 }
 
 
@@ -153,10 +156,11 @@ class Actor(StrEnum):
     API = "api"
     CLI = "cli"
     SYSTEM = "system"  # the watchdog, or whoever observed it
+    PROXY = "proxy"  # the wake proxy (vastops/proxy.py): a start asked for by an LLM request
     EXTERNAL = "external"  # vast's console or another client (sessions only)
 
 
-AUDIT_ACTORS = (Actor.DASHBOARD, Actor.API, Actor.CLI, Actor.SYSTEM)
+AUDIT_ACTORS = (Actor.DASHBOARD, Actor.API, Actor.CLI, Actor.SYSTEM, Actor.PROXY)
 
 
 class EndReason(StrEnum):
