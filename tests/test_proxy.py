@@ -143,6 +143,21 @@ def test_a_start_waiting_for_a_gpu_is_answered_fast_with_the_reason(tmp_path, pr
     assert len(stack.start_puts()) == 1
 
 
+def test_a_start_vast_answers_as_queued_is_answered_within_two_seconds(tmp_path, processes):
+    # vast.ai's other answer to a start whose GPU is rented out: success false, "queued" (docs/vast-api.md §9).
+    stack = Stack(processes, tmp_path, proxy={"VASTOPS_WAKE_HOLD_S": "60"})  # the default 10 s GPU wait: not what answers here
+    requests.post(stack.sim + "/_sim/config", json={"gpu_free_after_s": 120, "queued_start_answer": "queued"}, timeout=5).raise_for_status()
+    began = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        chat(stack.client(max_retries=0), "hi")
+    took = time.monotonic() - began
+    assert took < 2.5, f"answered after {took:.1f} s"  # 2 s, and a little for a loaded machine
+    assert caught.value.status_code == 503 and caught.value.response.headers["x-should-retry"] == "false"
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "gpu_unavailable" and "queued" in error["message"]
+    assert len(stack.start_puts()) == 1
+
+
 def test_a_spent_budget_is_answered_with_the_reason_and_starts_nothing(tmp_path, processes):
     stack = Stack(processes, tmp_path, watchdog={"VAST_BUDGET_DAILY_USD": "0.0000001"})
     # A session spends the tiny budget; the watchdog stops it for that (budget_stop).

@@ -137,6 +137,7 @@ class PowerOnOut(BaseModel):
     endpoint_base_url: str | None
     health_url: str | None
     message: str
+    queued: bool = Field(False, description="vast.ai answered that the start waits for its GPU (without wait_for_health)")
 
 
 class RebootIn(BaseModel):

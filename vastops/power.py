@@ -201,6 +201,7 @@ class Powering(Observing):
             )
             # Before vast.ai is called: a watchdog about to stop an idle instance sees it (Watch._peek).
             tx.update_instance(iid, acted_at=isoz(now))
+        queued = False  # vast.ai said the start waits for its GPU (a 200 with success: false, §9)
         try:
             self.client.start(iid)
         except VastError as exc:
@@ -208,6 +209,7 @@ class Powering(Observing):
                 with self.ledger.write() as tx:
                     tx.audit(self.clock(), iid, Event.POWER_ON_FAILED, actor, {"request_id": audit_id, "kind": exc.kind, "error": str(exc)})
                 raise
+            queued = True
             _say(progress, "queued", f"vast.ai queued the start ({exc}); it waits for its GPU")
         request_id = self._mark_pending(iid, "power_on", actor, audit_id, health_path, health_port)
         _say(progress, "requested", "vast.ai accepted the start")
@@ -218,7 +220,10 @@ class Powering(Observing):
                 "instance_id": iid,
                 "endpoint_base_url": None,
                 "health_url": None,
-                "message": "Start requested; the watchdog completes it once /health answers.",
+                "message": "Start requested; vast.ai queued it: it waits for its GPU, which is rented out (minutes, hours or never)."
+                if queued
+                else "Start requested; the watchdog completes it once /health answers.",
+                "queued": queued,
             }
         return self._wait_for_outcome(actor, request_id, progress)
 

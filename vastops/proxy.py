@@ -374,6 +374,11 @@ class Proxy:
             if answer.status_code != 200:
                 return Outcome(code="wake_refused", message=f"the GPU was not started: {_detail(answer)}")
             self.cold_starts_total += 1
+            started = _answer_json(answer)
+            if started.get("queued"):  # vast.ai said so at once: no need to watch scheduling drag on
+                log.info("vast.ai queued the start: its GPU is rented out")
+                why = started.get("message") or "vast.ai queued the start"
+                return Outcome(code="gpu_unavailable", message=f"the GPU is not free yet: {why}", retry_after=GPU_WAIT_RETRY_S)
             asked = True
             log.info("asked the watchdog for a start (%d requests wait)", self.waiting)
             status = await self.status()  # pending now: the answer before the ask said stopped
@@ -671,6 +676,14 @@ def _peek(body: bytes) -> tuple[bool, str | None]:
         return False, None
     model = data.get("model")
     return data.get("stream") is True, model if isinstance(model, str) and 0 < len(model) <= 200 else None
+
+
+def _answer_json(answer: httpx2.Response) -> dict[str, Any]:
+    try:
+        body = answer.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _detail(answer: httpx2.Response) -> str:
