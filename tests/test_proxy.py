@@ -144,7 +144,7 @@ def test_a_start_waiting_for_a_gpu_is_answered_fast_with_the_reason(tmp_path, pr
 
 
 def test_a_start_vast_answers_as_queued_is_answered_within_two_seconds(tmp_path, processes):
-    # vast.ai's other answer to a start whose GPU is rented out: success false, "queued" (docs/vast-api.md §9).
+    # vast.ai's other answer to a start whose GPU is rented out: success false, "queued" (docs/vast-api.md §6).
     stack = Stack(processes, tmp_path, proxy={"VASTOPS_WAKE_HOLD_S": "60"})  # the default 10 s GPU wait: not what answers here
     requests.post(stack.sim + "/_sim/config", json={"gpu_free_after_s": 120, "queued_start_answer": "queued"}, timeout=5).raise_for_status()
     began = time.monotonic()

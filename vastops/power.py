@@ -201,7 +201,7 @@ class Powering(Observing):
             )
             # Before vast.ai is called: a watchdog about to stop an idle instance sees it (Watch._peek).
             tx.update_instance(iid, acted_at=isoz(now))
-        queued = False  # vast.ai said the start waits for its GPU (a 200 with success: false, §9)
+        queued = False  # vast.ai said the start waits for its GPU (a 200 with success: false, docs/vast-api.md §6)
         try:
             self.client.start(iid)
         except VastError as exc:
