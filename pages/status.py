@@ -52,6 +52,7 @@ from pages._common import (
     usd,
     watchdog_problem,
 )
+from vastops import words
 from vastops.clock import stamp
 from vastops.config import NotConfigured
 from vastops.ledger import LedgerError
@@ -615,8 +616,16 @@ def _show_cold_starts(c, now: datetime) -> None:
 
     figures = cold_starts(c.audit(500), stamp(now - timedelta(days=7)))
     if figures["wakes"]:
-        took = f" · the last took {figures['last_seconds']:.0f} s to answer" if figures["last_seconds"] is not None else ""
-        st.caption(f"Cold starts by the wake proxy, last 7 days: {figures['wakes']} · {figures['waited']} requests waited{took}")
+        took = f" · the last took {words.duration(figures['last_seconds'])} to answer" if figures["last_seconds"] is not None else ""
+        recent = ", ".join(
+            f"{at_time(w['ts'], cfg.timezone, now)}: {words.duration(w['seconds']) if w['seconds'] is not None else 'no answer yet'}"
+            f" for {w['waited']} request{'s' if w['waited'] != 1 else ''}"
+            for w in figures["each"][:5]
+        )
+        st.caption(
+            f"Cold starts by the wake proxy, last 7 days: {figures['wakes']} · {figures['waited']} requests waited{took}"
+            f"  \nRecent: {recent}"
+        )
 
 
 def _show_last_action(last: dict | None, s: dict, now: datetime, pending: bool) -> None:

@@ -322,8 +322,13 @@ def test_the_dashboards_cold_start_figures_come_from_the_audit_trail():
         {"ts": "2026-01-02T09:00:00.000Z", "event": "power_on_complete", "meta": {"startup_seconds": 80.0}},  # a manual start
         {"ts": "2026-01-01T09:00:00.000Z", "event": "wake_requested", "meta": {"waiting_requests": 9}},  # before the window
     ]
-    assert cold_starts(rows, "2026-01-02T00:00:00.000Z") == {"wakes": 1, "waited": 4, "last_seconds": 95.2}
-    assert cold_starts(rows[2:], "2026-01-02T00:00:00.000Z") == {"wakes": 0, "waited": 0, "last_seconds": None}
+    assert cold_starts(rows, "2026-01-02T00:00:00.000Z") == {
+        "wakes": 1, "waited": 4, "last_seconds": 95.2, "each": [{"ts": "2026-01-03T10:00:00.000Z", "waited": 4, "seconds": 95.2}]
+    }  # fmt: skip
+    assert cold_starts(rows[2:], "2026-01-02T00:00:00.000Z") == {"wakes": 0, "waited": 0, "last_seconds": None, "each": []}
+    # two wakes: each with its own time; one still starting
+    later = [{"ts": "2026-01-03T12:00:00.000Z", "event": "wake_requested", "meta": {"waiting_requests": 1}}, *rows]
+    assert [(w["waited"], w["seconds"]) for w in cold_starts(later, "2026-01-02T00:00:00.000Z")["each"]] == [(1, None), (4, 95.2)]
 
 
 def test_headers_pass_on_without_hop_by_hop_ones_and_the_proxys_own(tmp_path):
