@@ -383,3 +383,41 @@ def test_headers_pass_on_without_hop_by_hop_ones_and_the_proxys_own(tmp_path):
     assert request.headers["authorization"] == "Bearer vllm-key" and request.headers["x-custom"] == "kept"
     assert not sent & {"x-vastops-proxy-key", "x-vastops-consumer", "te", "proxy-authorization"}
     assert request.headers["accept-encoding"] == "identity", "identity upstream: the usage stays readable"
+
+
+def test_a_quick_requests_end_is_never_reported_before_its_start(tmp_path):
+    """In process: the watchdog answers the start's post slowly; the end's post must still arrive after it
+    (an end first would leave the watchdog holding a start that never ends, until VAST_REQUEST_TTL_S)."""
+    import asyncio
+
+    import httpx2
+
+    from helpers import make_settings
+    from vastops.proxy import Proxy
+
+    arrived: list[str] = []
+
+    async def upstream(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/infra/vast/status":
+            return httpx2.Response(200, json={"status": "running", "power_on_pending": False, "endpoint_base_url": "http://gpu:8000"})
+        if request.url.path == "/infra/vast/activity":
+            phase = json.loads(request.content)["phase"]
+            if phase == "start":
+                await asyncio.sleep(0.3)  # a slow moment of the watchdog's
+            arrived.append(phase)
+            return httpx2.Response(200, json={"status": "recorded", "last_activity": "x"})
+
+        async def body():  # streamed, as a real connection's answer
+            yield b'{"object": "list", "data": []}'
+
+        return httpx2.Response(200, content=body(), headers={"Content-Type": "application/json"})  # a quick answer: /v1/models
+
+    app = Proxy(make_settings(tmp_path, None, vastops_watchdog_url="http://watchdog:8787"), transport=httpx2.MockTransport(upstream))
+
+    async def call() -> None:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://proxy") as client:
+            assert (await client.get("/v1/models")).status_code == 200
+        await app.aclose()  # waits for the reports on their way
+
+    asyncio.run(call())
+    assert arrived == ["start", "end"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -129,6 +130,7 @@ class Proxy:
         self._wake_started = 0.0
         self._refused: Outcome | None = None
         self._reports: set[asyncio.Task[None]] = set()
+        self._starts: dict[str, asyncio.Task[None]] = {}  # a start's post, which its end must follow
         self._warned_at: dict[str, float] = {}
         self.expected_start_s: float | None = None  # median start-to-healthy time from the audit trail
         # /metrics
@@ -458,11 +460,25 @@ class Proxy:
         if len(self._reports) >= MAX_REPORTS_IN_FLIGHT:
             self._warn("reports", "activity reports pile up (the watchdog is slow or down): dropping them")
             return
-        task = asyncio.create_task(self._deliver(body))
+        rid = str(body.get("request_id") or "")
+        # Posts run side by side, so a quick request's end could overtake its start, and
+        # the watchdog would then hold a start that never ends (until VAST_REQUEST_TTL_S):
+        # an end waits for its own start's post.
+        before = self._starts.pop(rid, None) if body.get("phase") == "end" else None
+        task = asyncio.create_task(self._deliver(body, after=before))
+        if body.get("phase") == "start" and rid:
+            self._starts[rid] = task
+            task.add_done_callback(functools.partial(self._forget_start, rid))
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
 
-    async def _deliver(self, body: dict[str, Any]) -> None:
+    def _forget_start(self, rid: str, done: asyncio.Task[None]) -> None:
+        if self._starts.get(rid) is done:  # delivered: its end needs to wait for nothing
+            del self._starts[rid]
+
+    async def _deliver(self, body: dict[str, Any], after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:
+            await asyncio.wait([after], timeout=REPORT_TIMEOUT_S * 2)
         try:
             answer = await self.http.post(self.api + "/activity", json=body, headers=self._control_headers, timeout=REPORT_TIMEOUT_S)
             if answer.status_code != 200:
