@@ -95,3 +95,25 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The charts the Costs page draws (pages/_charts.Chart), by key, as it draws them."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:  # the pages import each other from the checkout's root, as Streamlit runs them
+        sys.path.insert(0, root)
+    from pages import _charts
+
+    seen: dict = {}
+    html = _charts.html
+
+    def record(chart, key):
+        seen[key] = chart
+        return html(chart, key)
+
+    monkeypatch.setattr(_charts, "html", record)
+    return seen

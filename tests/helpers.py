@@ -269,3 +269,19 @@ def shot(page, name: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def ledger_page_env(monkeypatch, tmp_path, password: str) -> dict[str, str]:
+    """The environment of a dashboard page that reads only the ledger (Costs, Audit): a
+    configured instance whose vast.ai is never called, and the dashboard's password."""
+    values = {
+        "VASTOPS_DB": str(tmp_path / "ledger.db"),
+        "VAST_API_URL": "http://127.0.0.1:9",  # never called
+        "VAST_API_KEY": SIM_KEY,
+        "VAST_INSTANCE_ID": str(INSTANCE_ID),
+        "CONTROL_API_KEY": CONTROL_KEY,
+        "VASTOPS_DASHBOARD_PASSWORD": password,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values

@@ -21,7 +21,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot
+from helpers import INSTANCE_ID, clean_process_env, free_port, ledger_page_env, settle, shot
 from vastops import reports
 from vastops.clock import utcnow
 from vastops.ledger import Ledger
@@ -49,17 +49,7 @@ META = {
 
 @pytest.fixture
 def env(monkeypatch, tmp_path):
-    values = {
-        "VASTOPS_DB": str(tmp_path / "ledger.db"),
-        "VAST_API_URL": "http://127.0.0.1:9",  # never called: the Audit page reads the ledger only
-        "VAST_API_KEY": SIM_KEY,
-        "VAST_INSTANCE_ID": str(INSTANCE_ID),
-        "CONTROL_API_KEY": CONTROL_KEY,
-        "VASTOPS_DASHBOARD_PASSWORD": PASSWORD,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    return ledger_page_env(monkeypatch, tmp_path, PASSWORD)
 
 
 @pytest.fixture

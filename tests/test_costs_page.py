@@ -22,7 +22,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot
+from helpers import INSTANCE_ID, clean_process_env, free_port, ledger_page_env, settle, shot
 from vastops import costs as costmath
 from vastops import reports, words
 from vastops.clock import utcnow
@@ -40,16 +40,7 @@ DAY = 86400.0
 
 @pytest.fixture
 def env(monkeypatch, tmp_path):
-    values = {
-        "VASTOPS_DB": str(tmp_path / "ledger.db"),
-        "VAST_API_URL": "http://127.0.0.1:9",  # never called: the Costs page reads the ledger only
-        "VAST_API_KEY": SIM_KEY,
-        "VAST_INSTANCE_ID": str(INSTANCE_ID),
-        "CONTROL_API_KEY": CONTROL_KEY,
-        "VASTOPS_DASHBOARD_PASSWORD": PASSWORD,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
+    values = ledger_page_env(monkeypatch, tmp_path, PASSWORD)
     Ledger(tmp_path / "ledger.db")
     return values
 
@@ -57,20 +48,6 @@ def env(monkeypatch, tmp_path):
 @pytest.fixture
 def ledger(env):
     return Ledger(env["VASTOPS_DB"])
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """The charts the page draws, by key, as it draws them."""
-    seen: dict[str, charts.Chart] = {}
-    html = charts.html
-
-    def record(chart, key):
-        seen[key] = chart
-        return html(chart, key)
-
-    monkeypatch.setattr(charts, "html", record)
-    return seen
 
 
 def add_session(ledger, start: datetime, minutes: float, dph=0.40, sto=0.02, open_=False) -> None:

@@ -137,21 +137,6 @@ def charts_module():
     return _charts
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The charts the Costs page draws (pages/_charts.Chart), by key, as it draws them."""
-    _charts = charts_module()
-    charts: dict = {}
-    html = _charts.html
-
-    def record(chart, key):
-        charts[key] = chart
-        return html(chart, key)
-
-    monkeypatch.setattr(_charts, "html", record)
-    return charts
-
-
 def audit_rows(settings) -> list[tuple[str, str]]:
     return [(r["event"], r["actor"]) for r in reversed(Control(settings).audit(100))]
 
