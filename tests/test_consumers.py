@@ -366,3 +366,9 @@ def test_the_demos_traffic_reports_named_consumers_to_a_real_watchdog_only_in_it
     quiet = Traffic(sim_url, api_url.removesuffix("/infra/vast"), CONTROL_KEY, stopping, window_s=0)
     assert quiet.target() is None and not quiet.tick()
     stopping.set()
+
+
+def test_a_range_at_the_calendars_edges_is_clamped_not_overflowed():
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    assert consumers.default_range(now, None, date(1, 1, 1)) == (consumers.FIRST_DAY, consumers.FIRST_DAY)
+    assert consumers.default_range(now, date(9999, 12, 31), None) == (consumers.LAST_DAY, consumers.LAST_DAY)

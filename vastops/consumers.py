@@ -172,6 +172,8 @@ def default_range(now: datetime, start: date | None = None, end: date | None = N
     """The range a report covers: the dates given (in order), else the last ``DEFAULT_DAYS`` UTC days
     up to today (or to ``end``, or from ``start``); kept within ``FIRST_DAY`` .. ``LAST_DAY``."""
     today = now.astimezone(UTC).date()
+    # Within bounds before any arithmetic: end=0001-01-01 minus 29 days would overflow (a 500).
+    start, end = (None if d is None else min(max(d, FIRST_DAY), LAST_DAY) for d in (start, end))
     if end is None:
         end = max(today, start) if start is not None else today
     if start is None:
