@@ -136,6 +136,16 @@ def test_dashboard_reads_watchdog_activity_and_cli_audit_writes_at_once(tmp_path
         out, err = proc.communicate(timeout=60)
         cli_runs.append((command, proc.returncode, out + err))
 
+    # the CLIs can be quicker than the appender on a loaded machine: let it write enough rows
+    # to make the count below mean something before everything stops
+    def probes_in_ledger() -> int:
+        with Ledger(tmp_path / "ledger.db").read() as db:
+            return next(db.query("SELECT count(*) AS n FROM audit WHERE event = 'contention_probe'"))["n"]
+
+    deadline = time.monotonic() + MAX_S / 2
+    while probes_in_ledger() <= 150:
+        assert time.monotonic() < deadline, f"the appender wrote only {probes_in_ledger()} rows"
+        time.sleep(0.1)
     stop.touch()
     stop_load.set()
     loader.join(15)
