@@ -117,6 +117,62 @@ def test_a_start_answered_success_false_queued_is_pending_not_failed(control, si
     assert ev.POWER_ON_FAILED not in names(control)
 
 
+def offer_searches(sim) -> list[dict]:
+    return [c for c in sim.state()["calls"] if c["method"] == "POST" and c["path"].startswith("/api/v0/bundles")]
+
+
+def test_a_start_answered_plain_success_whose_gpu_is_rented_out_is_known_as_queued_at_once(control, sim, clock):
+    # vast's other answer to such a start is a plain success (§6): the machine's offers tell
+    sim.configure(gpu_free_after_s=3600)
+    result = control.power_on("proxy", wait_for_health=False)
+    assert result["queued"] is True and result["status"] == "scheduling"
+    machine = control.client.show_instance(INSTANCE_ID).machine_id
+    assert f"machine {machine} has no free GPU" in result["message"]
+    [search] = offer_searches(sim)
+    assert search["body"]["machine_id"] == {"eq": machine}
+    assert search["body"]["rented"] == {"eq": False}
+    assert control.status(observe=False)["power_on_pending"] is True  # waiting, not failed
+    assert ev.POWER_ON_FAILED not in names(control)
+
+
+def test_a_start_whose_gpu_is_free_is_not_queued_though_it_shows_scheduling_for_a_moment(control, sim, clock):
+    result = control.power_on("proxy", wait_for_health=False)
+    assert result["status"] == "scheduling" and result["queued"] is False  # the sim's 4 s of scheduling, GPU free
+    assert len(offer_searches(sim)) == 1
+    assert control.power_on("cli")["status"] == "running"
+
+
+def test_a_gpu_that_went_to_this_very_start_during_the_look_is_not_taken(control, sim, clock, monkeypatch):
+    # Between the look (scheduling) and the offer search the start gets its GPU: the machine
+    # then offers none, and only the second look shows the truth.
+    search = control.client.free_gpus
+
+    def slow_search(machine_id):
+        clock.advance(5)  # past the sim's 4 s of scheduling: the GPU is this instance's now
+        return search(machine_id)
+
+    monkeypatch.setattr(control.client, "free_gpus", slow_search)
+    result = control.power_on("proxy", wait_for_health=False)
+    assert result["queued"] is False and result["status"] != "scheduling"
+    assert len(offer_searches(sim)) == 1
+
+
+def test_an_offer_search_that_fails_leaves_the_start_to_the_scheduling_timeout(control, sim, clock):
+    sim.configure(gpu_free_after_s=3600)
+    sim.add_fault("500", count=10, method="POST", path_prefix="/api/v0/bundles")
+    result = control.power_on("proxy", wait_for_health=False)
+    assert result["queued"] is False and result["status"] == "scheduling"  # not known: no claim either way
+    assert control.status(observe=False)["power_on_pending"] is True
+
+
+def test_a_waiting_start_says_the_machine_has_no_free_gpu_in_its_progress(tmp_path, sim, clock):
+    control = waiting(tmp_path, sim, clock, vast_scheduling_timeout_s=60)
+    said = []
+    with pytest.raises(GpuUnavailable):
+        control.power_on("cli", progress=lambda status, words: said.append((status, words)))
+    assert ("queued", "the start waits for its GPU: machine 10000 has no free GPU: another client rents it") in said
+
+
 def test_a_clear_refusal_is_still_power_on_failed(tmp_path, sim, clock):
     control = make_control(make_settings(tmp_path, sim.url, vast_api_key="wrong-key"), clock)
     with pytest.raises(VastError) as err:

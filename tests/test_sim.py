@@ -799,6 +799,37 @@ def test_a_queued_start_can_answer_success_false_and_a_stop_cancels_it(make_sim,
     assert put(api, sim, {"state": "running"}).json() == {"success": True}  # the GPU is free: a plain start
 
 
+def free_offers(api, sim, machine_id):
+    r = api.post(f"{sim.url}/api/v0/bundles/", json={"machine_id": {"eq": machine_id}, "rented": {"eq": False}, "order": [["score", "desc"]]})
+    assert r.status_code == 200, r.text
+    return r.json()["offers"]
+
+
+def test_the_machines_offer_is_free_only_while_nobody_holds_its_gpu(make_sim, api, clock):
+    sim = make_sim(schedule_s=2, created_s=0.5, load_s=3, stop_s=1)
+    machine = show(api, sim)["machine_id"]
+    [offer] = free_offers(api, sim, machine)  # stopped: its GPU is back on the market
+    assert (offer["machine_id"], offer["num_gpus"], offer["rentable"], offer["rented"]) == (machine, 1, True, False)
+    assert offer["gpu_name"] == show(api, sim)["gpu_name"] and offer["dph_total"] > offer["dph_base"]
+    put(api, sim, {"state": "running"})
+    assert len(free_offers(api, sim, machine)) == 1  # scheduling, the GPU free: about to be this start's
+    clock.advance(2)
+    assert show(api, sim)["cur_state"] == "running" and free_offers(api, sim, machine) == []  # held by the instance
+    rows = api.post(f"{sim.url}/api/v0/bundles/", json={"machine_id": {"eq": machine}}).json()["offers"]
+    assert [o["rented"] for o in rows] == [True]  # listed, but rented
+    put(api, sim, {"state": "stopped"})
+    clock.advance(1)
+    assert len(free_offers(api, sim, machine)) == 1
+    sim.configure(gpu_free_after_s=60)  # another client rents it now
+    assert free_offers(api, sim, machine) == []
+    put(api, sim, {"state": "running"})
+    clock.advance(30)
+    assert show(api, sim)["cur_state"] == "stopped" and free_offers(api, sim, machine) == []  # the start waits for it
+    assert free_offers(api, sim, machine + 1) == []  # another machine: not this account's to see
+    r = api.post(f"{sim.url}/api/v0/bundles/", json={"machine_id": {"between": 1}})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_args"
+
+
 def test_the_gpu_wait_changes_at_run_time_over_http(make_sim, api, clock):
     sim = make_sim(schedule_s=0, created_s=0, load_s=0)
     assert requests.post(f"{sim.url}/_sim/config", json={"gpu_free_after_s": -1}).json() == {"success": True}

@@ -289,6 +289,18 @@ def test_a_start_that_waits_for_its_gpu_as_both_clients_see_it(world):
     agree(row, ours.show_instance(OTHER))
 
 
+def test_vastais_offer_search_finds_the_machine_and_says_when_its_gpu_is_rented(world):
+    sim, clock, vastai, ours = world
+    machine = ours.show_instance(IID).machine_id
+    [offer] = vastai.json("search", "offers", f"machine_id={machine}")  # the CLI's default filters included
+    assert (offer["machine_id"], offer["num_gpus"], offer["gpu_name"]) == (machine, 1, "RTX 3090")
+    assert ours.free_gpus(machine) == 1
+    assert f"{machine}" in vastai.run("search", "offers", f"machine_id={machine}")  # its table too
+    sim.configure(gpu_free_after_s=-1)  # another client rents the GPU
+    assert vastai.json("search", "offers", f"machine_id={machine} rented=False") == []
+    assert ours.free_gpus(machine) == 0
+
+
 def test_the_sdk_returns_what_the_simulator_holds(world):
     sim, clock, vastai, ours = world
     got = vastai.sdk(

@@ -137,7 +137,8 @@ class PowerOnOut(BaseModel):
     endpoint_base_url: str | None
     health_url: str | None
     message: str
-    queued: bool = Field(False, description="vast.ai answered that the start waits for its GPU (without wait_for_health)")
+    queued: bool = Field(False, description="the start waits for a GPU that is rented out (without wait_for_health)")
+    queued_reason: str | None = Field(None, description="how that is known: vast.ai's answer, or the machine's offers")
 
 
 class RebootIn(BaseModel):

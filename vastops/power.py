@@ -19,7 +19,7 @@ from .ledger import View
 from .observe import Observing
 from .stops import BUDGET_KINDS, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from .vast import VastError
-from .vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
+from .vocabulary import CAUSE_EVENTS, TRANSIENT_ERRORS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
 from .words import usd
 
 Progress = Callable[[str, str], None]
@@ -201,7 +201,8 @@ class Powering(Observing):
             )
             # Before vast.ai is called: a watchdog about to stop an idle instance sees it (Watch._peek).
             tx.update_instance(iid, acted_at=isoz(now))
-        queued = False  # vast.ai said the start waits for its GPU (a 200 with success: false, docs/vast-api.md §6)
+        queued = False  # the start waits for a rented-out GPU: vast.ai said so (a 200 with success: false) or a look found it (§6)
+        taken: str | None = None  # how that is known
         try:
             self.client.start(iid)
         except VastError as exc:
@@ -209,23 +210,30 @@ class Powering(Observing):
                 with self.ledger.write() as tx:
                     tx.audit(self.clock(), iid, Event.POWER_ON_FAILED, actor, {"request_id": audit_id, "kind": exc.kind, "error": str(exc)})
                 raise
-            queued = True
+            queued, taken = True, "vast.ai answered that the start is queued"
             _say(progress, "queued", f"vast.ai queued the start ({exc}); it waits for its GPU")
         request_id = self._mark_pending(iid, "power_on", actor, audit_id, health_path, health_port)
         _say(progress, "requested", "vast.ai accepted the start")
+        status: str | None = None
+        if not queued:
+            status, taken = self._look_at_the_gpu(actor)
+            if taken:
+                queued = True
+                _say(progress, "queued", f"the start waits for its GPU: {taken}")
         if not wait_for_health:
-            status = self.observe_quietly(actor)
+            status = status or self.observe_quietly(actor)
             return {
                 "status": status or Status.SCHEDULING,
                 "instance_id": iid,
                 "endpoint_base_url": None,
                 "health_url": None,
-                "message": "Start requested; vast.ai queued it: it waits for its GPU, which is rented out (minutes, hours or never)."
+                "message": f"Start requested; it waits for its GPU, which is rented out ({taken}): minutes, hours or never."
                 if queued
                 else "Start requested; the watchdog completes it once /health answers.",
                 "queued": queued,
+                "queued_reason": taken,
             }
-        return self._wait_for_outcome(actor, request_id, progress)
+        return self._wait_for_outcome(actor, request_id, progress, seen=status)
 
     def _mark_pending(self, iid: int, kind: str, actor: str, audit_id: int, health_path: str, health_port: int) -> int:
         """Mark a start (or reboot) pending, once vast accepted it, so no observer aborts it for
@@ -274,6 +282,33 @@ class Powering(Observing):
                     "message": "Reboot requested; the watchdog completes it once /health answers."}  # fmt: skip
         return self._wait_for_outcome(actor, request_id, progress)
 
+    def _look_at_the_gpu(self, actor: str) -> tuple[str | None, str | None]:
+        """After a plain "success": does the start wait for a GPU another client rents? vast says
+        so only sometimes (docs/vast-api.md §6), and every start shows scheduling for a moment,
+        so look instead of waiting: still scheduling, the machine offering fewer free GPUs than
+        the instance needs, and still scheduling after that (a GPU that went to this very start
+        in between was not taken). (The last status seen, why the GPU is taken or None.)"""
+        try:
+            first = self.observe(actor)
+            if first is None or first.status != Status.SCHEDULING or first.machine_id is None:
+                return (first.status if first else Status.NOT_FOUND), None
+            free = self.client.free_gpus(first.machine_id)
+            if free >= first.num_gpus:
+                return first.status, None
+            again = self.observe(actor)
+        except VastError as exc:
+            if exc.kind in TRANSIENT_ERRORS or exc.kind == ErrorKind.API:
+                return None, None  # not known: the scheduling timeout still holds
+            raise
+        if again is None or again.status != Status.SCHEDULING:
+            return (again.status if again else Status.NOT_FOUND), None
+        if first.num_gpus == 1:
+            return again.status, f"machine {first.machine_id} has no free GPU: another client rents it"
+        return (
+            again.status,
+            f"machine {first.machine_id} has {free} of the {first.num_gpus} GPUs it needs free: another client rents the rest",
+        )
+
     def _start_is_pending(self, iid: int) -> bool:
         """After an unclear start answer: does vast.ai hold the start (``intended_status`` running)?"""
         try:
@@ -282,11 +317,13 @@ class Powering(Observing):
             return False
         return instance.intended_status == "running"
 
-    def _wait_for_outcome(self, actor: str, request_id: int, progress: Progress | None) -> dict[str, Any]:
+    def _wait_for_outcome(self, actor: str, request_id: int, progress: Progress | None, seen: str | None = None) -> dict[str, Any]:
+        """Poll until the start's outcome is in the ledger. ``seen``: a status just observed
+        (the look at the GPU), used for the first round so vast's rate limit is not spent twice."""
         iid = self.target().instance_id
         last_status = None
         while True:
-            status = self.observe_quietly(actor)
+            status, seen = (seen, None) if seen is not None else (self.observe_quietly(actor), None)
             outcome = self._outcome(request_id)
             if outcome is None and status is None:
                 self.expire_if_overdue(request_id)  # vast unreachable: the timeout still holds

@@ -377,9 +377,9 @@ class Proxy:
                 return Outcome(code="wake_refused", message=f"the GPU was not started: {_detail(answer)}")
             self.cold_starts_total += 1
             started = _answer_json(answer)
-            if started.get("queued"):  # vast.ai said so at once: no need to watch scheduling drag on
-                log.info("vast.ai queued the start: its GPU is rented out")
-                why = started.get("message") or "vast.ai queued the start"
+            if started.get("queued"):  # known at once (vast's answer, or its offers): no need to watch scheduling drag on
+                why = started.get("queued_reason") or "vast.ai queued the start"
+                log.info("the start waits for its GPU: %s", why)
                 return Outcome(code="gpu_unavailable", message=f"the GPU is not free yet: {why}", retry_after=GPU_WAIT_RETRY_S)
             asked = True
             log.info("asked the watchdog for a start (%d requests wait)", self.waiting)

@@ -40,7 +40,11 @@ What it models:
   ``/_sim/`` over HTTP (loopback only).
 
 Where it still differs from the real service (docs/vast-api.md §8 keeps the same list):
-- No search, create, destroy, recycle, bulk PUT, volumes, serverless, templates, ssh keys,
+- Search offers (``POST /api/v0/bundles/``) lists only the machines of the account's instances,
+  one offer each of all its GPUs: ``rented`` while anyone holds them (another client while a
+  start waits for them, or the instance itself). Whether vast lists a stopped instance's
+  released GPUs like this is a guess (§9).
+- No create, destroy, recycle, bulk PUT, volumes, serverless, templates, ssh keys,
   teams, execute, copy or scheduled jobs: those paths answer 404 ``not_found``. New instances
   exist only as configured (``SimInstance.initial = "creating"`` plays a fresh rental).
 - What vast writes in ``status_msg`` and in the log for each phase, the text of its refusals
@@ -126,6 +130,7 @@ _ROUTES = [  # order matters: the bare v0 list must not be read as a show
     ("GET", re.compile(r"/api/v0/charges/?"), "charges"),
     ("GET", re.compile(r"/api/v1/invoices/?"), "invoices"),
     ("GET", re.compile(r"/api/v0/users/current/?"), "user"),
+    ("POST", re.compile(r"/api/v0/bundles/?"), "bundles"),
 ]
 _BAD_KEY_STATUS = {"charges": 404, "invoices": 404}  # §2: the status varies by endpoint; 401 elsewhere
 _FAULT_PAGES = {
@@ -271,6 +276,7 @@ class _Inst:
         self.intended = "stopped"
         self.phase = "stopped"
         self.until = INF  # when the phase ends by itself
+        self.gpu_at = 0.0  # while scheduling: when another client's rental of its GPU ends
         self.start_req = now  # when the current start was asked for
         self.created_len = 0.0  # how long this start shows "created"
         self.health_from: float | None = None  # when the model server started loading
@@ -331,6 +337,17 @@ class _Inst:
         if self.phase == "stopping" and self.compute:
             return self.compute[-1][0]
         return None
+
+
+def _like(value: Any, want: Any) -> Any:
+    """A filter value as the column's type: the CLI's query syntax sends numbers as strings
+    (``machine_id=10000`` -> ``{"eq": "10000"}``), which vast compares as numbers."""
+    if isinstance(want, str) and isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(want)
+        except ValueError:
+            return want
+    return want
 
 
 def _err(code: str, msg: str) -> dict:
@@ -943,7 +960,7 @@ class Simulator:
 
     def _schedule(self, inst: _Inst, t: float) -> bool:
         """(Re)compute when a start in scheduling ends; True when it waits for a taken GPU."""
-        gpu_at = self._gpu_free_at(t)
+        gpu_at = inst.gpu_at = self._gpu_free_at(t)
         first = inst.start_req + self.config.schedule_s - inst.created_len  # scheduling's own share of the start
         inst.until = max(t, gpu_at, first)
         return gpu_at > t
@@ -1587,6 +1604,7 @@ class Simulator:
 
     @staticmethod
     def _matches(value: Any, op: str, want: Any) -> bool:
+        want = [_like(value, w) for w in want] if isinstance(want, list) else _like(value, want)
         if op == "eq":
             return value == want
         if op in ("neq", "ne"):
@@ -1641,6 +1659,63 @@ class Simulator:
             "label_counts": labels,
             "next_token": next_token,
         }
+
+    def _gpu_rented_out(self, inst: _Inst, now: float) -> bool | None:
+        """Is the instance's GPU rented by another client? None: the instance holds it itself."""
+        if inst.phase == "scheduling":
+            return inst.gpu_at > now
+        if inst.phase == "stopped":  # what a start now would meet
+            return self._gpu_free_at(now) > now
+        return None
+
+    def _offer_json(self, inst: _Inst, now: float) -> dict:
+        """The machine's offer of the instance's GPUs (search offers, §9): ``rented`` while
+        anyone holds them, this instance included; free only while it is stopped or still
+        scheduling for a GPU nobody else holds."""
+        s, row = inst.spec, self._instance_json(inst, now)
+        rented = self._gpu_rented_out(inst, now) is not False
+        keys = (
+            "machine_id", "host_id", "gpu_name", "num_gpus", "gpu_ram", "gpu_totalram", "gpu_arch", "gpu_frac", "gpu_lanes",
+            "gpu_mem_bw", "cuda_max_good", "compute_cap", "cpu_name", "cpu_arch", "cpu_cores", "cpu_cores_effective",
+            "cpu_ram", "disk_space", "disk_name", "disk_bw", "dph_base", "storage_cost", "storage_total_cost",
+            "inet_up_cost", "inet_down_cost", "dlperf", "total_flops", "score", "geolocation", "public_ipaddr",
+            "direct_port_count", "reliability2", "verification",
+        )  # fmt: skip
+        offer = {k: row[k] for k in keys if k in row}
+        offer.update(
+            id=row["bundle_id"],
+            ask_contract_id=row["bundle_id"],
+            dph_total=s.dph_base + s.storage_total_cost,
+            reliability=row.get("reliability2"),
+            rentable=True,
+            rented=rented,
+            verified=row.get("verification") == "verified",
+            external=False,
+            is_bid=False,
+            hosting_type=0,
+        )
+        return offer
+
+    def _r_bundles(self, now, iid, query, body):
+        """Search offers (``vastai search offers``): every machine of the account's instances, as
+        the marketplace lists it; filters like the v1 list's, ``order`` and ``limit``."""
+        q = body if isinstance(body, dict) else {}
+        reserved = {"order", "type", "limit", "allocated_storage", "disable_bundling", "extra_ids"}
+        offers = [self._offer_json(i, now) for i in sorted(self._insts.values(), key=lambda i: i.spec.id) if i.offline_since is None]
+        try:
+            for col, cond in q.items():
+                if col in reserved:
+                    continue
+                conds = cond if isinstance(cond, dict) else {"eq": cond}
+                offers = [o for o in offers if all(self._matches(o.get(col), op, want) for op, want in conds.items())]
+            for col, direction in reversed(q.get("order") or []):
+                offers.sort(key=functools.partial(self._sort_key, col), reverse=str(direction).lower() == "desc")
+            limit = q.get("limit")
+            if limit is not None:
+                offers = offers[: int(limit)]
+        except (TypeError, ValueError) as e:
+            return 400, _err("invalid_args", str(e))
+        return 200, {"offers": offers}
 
     @staticmethod
     def _sort_key(col: str, row: dict) -> tuple:

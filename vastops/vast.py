@@ -83,6 +83,7 @@ class Instance:
     host_ports: dict[int, int] = field(default_factory=dict)  # container port -> host port
     message: str | None = None  # vast's status_msg, or why the status is what it is
     intended_status: str | None = None  # vast's own word for what was asked: "stopped" confirms a stop
+    machine_id: int | None = None  # the host machine, whose offers say whether its GPUs are free
 
     @property
     def dph_total(self) -> float:
@@ -140,6 +141,7 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         host_ports=host_ports,
         message=raw.get("status_msg") or None,
         intended_status=raw.get("intended_status") or None,
+        machine_id=raw["machine_id"] if isinstance(raw.get("machine_id"), int) else None,
     )
 
 
@@ -208,6 +210,18 @@ class VastClient:
         """Restart the container in place: the GPU is kept (docs/vast-api.md §2)."""
         self._call("PUT", f"/api/v0/instances/reboot/{instance_id}/", json_body={}, instance_id=instance_id)
 
+    def free_gpus(self, machine_id: int) -> int:
+        """How many GPUs the machine offers for rent right now (search offers, docs/vast-api.md §6):
+        0 when another client holds them. Its offers are slices of the same free GPUs, so the
+        largest one counts."""
+        query = {"machine_id": {"eq": machine_id}, "rentable": {"eq": True}, "rented": {"eq": False}, "type": "on-demand"}
+        body = self._call("POST", "/api/v0/bundles/", json_body=query, retries=0)  # a hint, not worth a wait
+        offers = body.get("offers") if isinstance(body, dict) else None
+        if not isinstance(offers, list):
+            raise VastError(ErrorKind.UNAVAILABLE, "vast.ai gave an unexpected answer to an offer search (no offers); try again shortly.")
+        counts = [o.get("num_gpus") for o in offers if isinstance(o, dict) and o.get("machine_id") == machine_id]
+        return max((n for n in counts if isinstance(n, int)), default=0)
+
     def credit(self) -> float:
         """The account's spendable credit in dollars (``users/current``; docs/vast-api.md §4)."""
         body = self._call("GET", "/api/v0/users/current/")
@@ -255,9 +269,11 @@ class VastClient:
 
     # -- transport ---------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, params=None, json_body=None, instance_id: int | None = None) -> Any:
+    def _call(
+        self, method: str, path: str, *, params=None, json_body=None, instance_id: int | None = None, retries: int | None = None
+    ) -> Any:
         url = self.base_url + path
-        attempts = self.retries + 1
+        attempts = (self.retries if retries is None else retries) + 1
         last: VastError | None = None
         for attempt in range(attempts):
             retry_after: float | None = None
