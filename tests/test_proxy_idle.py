@@ -18,7 +18,6 @@ import sqlite3
 import threading
 import time
 
-import pytest
 import requests
 from test_faults_enforcement import assert_stopped_on_time, stop_puts
 from test_proxy import Stack, chat
@@ -120,11 +119,6 @@ def test_a_stream_two_and_a_half_idle_limits_long_is_not_cut_and_the_stop_comes_
     assert_stopped_the_idle_limit_after_the_end(stack, result, before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the proxy reports a request's start only when the instance's answer headers come, and a whole "
-    "(non-streamed) answer's come when it is done: meanwhile the watchdog sees no request and stops the instance",
-)
 def test_a_whole_answer_longer_than_the_idle_limit_is_not_cut(tmp_path, processes):
     stack = idle_stack(processes, tmp_path)
     words = [f"w{i}" for i in range(int(IDLE_S * 2 / TOKEN_S))]  # 40 words: 4 s before the first byte of the answer

@@ -502,16 +502,7 @@ class Proxy:
         scope = request.scope
         url = endpoint + scope["path"] + (("?" + scope["query_string"].decode("latin-1")) if scope.get("query_string") else "")
         upstream = self.http.build_request(scope["method"], url, content=request.body, headers=request.headers)
-        try:
-            answer = await self.http.send(upstream, stream=True)
-        except httpx2.HTTPError as exc:
-            # No answer at all: a stopped instance's port refuses, or accepts and closes. The caller
-            # asks the watchdog where it runs now (and sends it again only to a new endpoint).
-            if not started:
-                return False
-            message = f"the instance started but its LLM server did not answer ({type(exc).__name__})"
-            await _body(send, b"data: " + error_body(message, "upstream_unavailable") + b"\n\n", more=False)
-            return True
+        # Reported before it is sent: a whole answer's headers come only when the answer is done.
         request_id = "proxy-" + secrets.token_hex(8)
         self._report(
             {
@@ -520,6 +511,17 @@ class Proxy:
                 if v
             }
         )
+        try:
+            answer = await self.http.send(upstream, stream=True)
+        except httpx2.HTTPError as exc:
+            self._report({"request_id": request_id, "phase": "end"})
+            # No answer at all: a stopped instance's port refuses, or accepts and closes. The caller
+            # asks the watchdog where it runs now (and sends it again only to a new endpoint).
+            if not started:
+                return False
+            message = f"the instance started but its LLM server did not answer ({type(exc).__name__})"
+            await _body(send, b"data: " + error_body(message, "upstream_unavailable") + b"\n\n", more=False)
+            return True
         usage = UsageScan(answer.headers.get("content-type", ""))
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
