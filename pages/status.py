@@ -58,6 +58,7 @@ from vastops.config import NotConfigured
 from vastops.ledger import LedgerError
 from vastops.observe import probe_health
 from vastops.power import BudgetExceeded, InvalidRequest, NothingRuns, NotRunning
+from vastops.reports import cold_starts
 from vastops.vast import VastError
 from vastops.vocabulary import CAN_START, CAN_STOP, CAUSE_WORDS, STATUS_WORDS, Actor, Cause, ErrorKind, Event, Status, status_words
 
@@ -612,8 +613,6 @@ TONE_ICONS = {
 
 def _show_cold_starts(c, now: datetime) -> None:
     """One line on the wake proxy's starts (vastops proxy), once there are any."""
-    from vastops.proxy import cold_starts
-
     figures = cold_starts(c.audit(500), stamp(now - timedelta(days=7)))
     if figures["wakes"]:
         took = f" · the last took {words.duration(figures['last_seconds'])} to answer" if figures["last_seconds"] is not None else ""

@@ -332,7 +332,7 @@ def test_a_request_is_peeked_for_stream_and_model_and_anything_else_goes_upstrea
 
 
 def test_the_dashboards_cold_start_figures_come_from_the_audit_trail():
-    from vastops.proxy import cold_starts
+    from vastops.reports import cold_starts
 
     rows = [  # newest first, as Control.audit answers
         {"ts": "2026-01-03T10:01:40.000Z", "event": "power_on_complete", "meta": {"startup_seconds": 95.2}},

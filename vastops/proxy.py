@@ -750,32 +750,6 @@ async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> 
     await _body(send, body, more=False)
 
 
-# -- the dashboard's figures -----------------------------------------------------------------
-
-
-def cold_starts(audit_rows: list[dict[str, Any]], since: str) -> dict[str, Any]:
-    """The wakes since ``since`` (ISO, Z) from audit rows (newest first, as ``Control.audit``):
-    how many, how many requests waited for them, how long the last one took to be healthy, and
-    ``each``: every wake, newest first, as {"ts", "waited", "seconds"} (seconds None while it
-    starts, or when it never became healthy)."""
-    each: list[dict[str, Any]] = []
-    for row in reversed(audit_rows):
-        if row["ts"] < since:
-            continue
-        if row["event"] == "wake_requested":
-            each.append({"ts": row["ts"], "waited": int(row["meta"].get("waiting_requests") or 0), "seconds": None, "open": True})
-        elif row["event"] == "power_on_complete" and each and each[-1]["open"]:
-            each[-1].update(seconds=row["meta"].get("startup_seconds"), open=False)
-    each.reverse()
-    done = [w["seconds"] for w in each if w["seconds"] is not None]
-    return {
-        "wakes": len(each),
-        "waited": sum(w["waited"] for w in each),
-        "last_seconds": done[0] if done else None,
-        "each": [{k: w[k] for k in ("ts", "waited", "seconds")} for w in each],
-    }
-
-
 # -- the command --------------------------------------------------------------------------
 
 

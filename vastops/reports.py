@@ -57,6 +57,7 @@ from .costs import (
     stream_sessions_csv,
 )
 from .ledger import sqlite_utils
+from .vocabulary import Event
 
 # -- dates ---------------------------------------------------------------------------
 
@@ -731,3 +732,26 @@ def _rounded_meta_json(text: str) -> str:
     except ValueError:
         return text
     return json.dumps(round_meta(meta), sort_keys=True)  # as the ledger writes it (Ledger.audit)
+
+
+def cold_starts(audit_rows: list[dict[str, Any]], since: str) -> dict[str, Any]:
+    """The wake proxy's cold starts since ``since`` (ISO, Z) from audit rows (newest first, as ``Control.audit``):
+    how many, how many requests waited for them, how long the last one took to be healthy, and
+    ``each``: every wake, newest first, as {"ts", "waited", "seconds"} (seconds None while it
+    starts, or when it never became healthy)."""
+    each: list[dict[str, Any]] = []
+    for row in reversed(audit_rows):
+        if row["ts"] < since:
+            continue
+        if row["event"] == Event.WAKE_REQUESTED:
+            each.append({"ts": row["ts"], "waited": int(row["meta"].get("waiting_requests") or 0), "seconds": None, "open": True})
+        elif row["event"] == Event.POWER_ON_COMPLETE and each and each[-1]["open"]:
+            each[-1].update(seconds=row["meta"].get("startup_seconds"), open=False)
+    each.reverse()
+    done = [w["seconds"] for w in each if w["seconds"] is not None]
+    return {
+        "wakes": len(each),
+        "waited": sum(w["waited"] for w in each),
+        "last_seconds": done[0] if done else None,
+        "each": [{k: w[k] for k in ("ts", "waited", "seconds")} for w in each],
+    }
