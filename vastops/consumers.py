@@ -61,6 +61,7 @@ from .vocabulary import Event
 CONSUMER, STARTUP, IDLE = "consumer", "start-up", "idle"  # a line's kind; start-up and idle are also their names
 UNKNOWN = "unknown"  # the consumer of a request whose gateway named none
 # The audit rows that say a start settled (healthy, or given up waiting): the idle clock starts there, so start-up ends there.
+QUIET_LINES: tuple[Line, Line] = ((STARTUP, STARTUP), (IDLE, IDLE))  # what quiet() gives, in its order
 READY_EVENTS = (Event.POWER_ON_COMPLETE, Event.POWER_ON_HEALTH_TIMEOUT)
 # A request that began before the first session of a range (the gateway's request woke a
 # stopped instance) is looked for this far back; later sessions' requests are all read anyway.
@@ -84,6 +85,13 @@ def ready_at(s0: float, s1: float, settled: float | None, first_request: float |
     if first_request is not None:
         return min(max(first_request, s0), s1)
     return s0
+
+
+def quiet(t0: float, t1: float, ready: float) -> tuple[float, float]:
+    """Seconds of [t0, t1) with no request in flight: (start-up, before ``ready``; idle, after it)."""
+    length = t1 - t0
+    before = min(max(ready - t0, 0.0), length)
+    return before, length - before
 
 
 def split(
@@ -117,11 +125,11 @@ def split(
                 key = (CONSUMER, name)
                 out[key] = out.get(key, 0.0) + length * m / k
             return
-        before = min(max(ready - t0, 0.0), length)  # the part before ready is start-up
+        before, after = quiet(t0, t1, ready)
         if before > 0:
             out[(STARTUP, STARTUP)] = out.get((STARTUP, STARTUP), 0.0) + before
-        if length - before > 0:
-            out[(IDLE, IDLE)] = out.get((IDLE, IDLE), 0.0) + (length - before)
+        if after > 0:
+            out[(IDLE, IDLE)] = out.get((IDLE, IDLE), 0.0) + after
 
     for when, delta, name in events:
         if when > t:
@@ -267,7 +275,16 @@ def _instance(
             pending = next(requests, None)
         mine = [r for r in carried if r[1] > s0 or r[0] >= s0]  # the zero-length end at s0 is activity too
         cost = compute + storage
-        if s1 > s0:
+        a, b = max(s0, lo), min(s1, hi)
+        if s1 > s0 and not mine:  # most sessions of a long period: no request, so no split to work out
+            if b > a:
+                rate = cost / (s1 - s0)
+                for line, secs in zip(QUIET_LINES, quiet(a, b, ready_at(s0, s1, _epoch(settled), None)), strict=True):
+                    if secs > 0:
+                        t = tallies.setdefault(line, _Tally())
+                        t.seconds += secs
+                        t.usd += secs * rate
+        elif s1 > s0:
             first_request = min((r[0] for r in mine), default=None)
             seconds = split(s0, s1, mine, ready_at(s0, s1, _epoch(settled), first_request), lo, hi)
             rate = cost / (s1 - s0)
