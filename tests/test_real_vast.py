@@ -165,6 +165,20 @@ def test_an_offer_search_that_fails_leaves_the_start_to_the_scheduling_timeout(c
     assert control.status(observe=False)["power_on_pending"] is True
 
 
+def test_a_key_that_may_not_search_offers_leaves_the_start_pending(control, sim, clock, monkeypatch, caplog):
+    # vast's keys can be scoped: one that manages instances but may not search gets a 401 there
+    def refused(machine_id):
+        raise VastError(ErrorKind.AUTH, "vast.ai rejected the API key (auth_error); check VAST_API_KEY.", 401)
+
+    monkeypatch.setattr(control.client, "free_gpus", refused)
+    sim.configure(gpu_free_after_s=3600)
+    with caplog.at_level(logging.WARNING, logger="vastops.power"):
+        result = control.power_on("proxy", wait_for_health=False)
+    assert result["queued"] is False and result["status"] == "scheduling"
+    assert control.status(observe=False)["power_on_pending"] is True
+    assert "offers could not be read" in caplog.text
+
+
 def test_a_waiting_start_says_the_machine_has_no_free_gpu_in_its_progress(tmp_path, sim, clock):
     control = waiting(tmp_path, sim, clock, vast_scheduling_timeout_s=60)
     said = []

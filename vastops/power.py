@@ -8,6 +8,7 @@ A stop closes the open session at once, with its runtime and cost.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,8 @@ from .stops import BUDGET_KINDS, Budget, Running, Stop, exhausted, next_stop, pe
 from .vast import VastError
 from .vocabulary import CAUSE_EVENTS, TRANSIENT_ERRORS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
 from .words import usd
+
+log = logging.getLogger("vastops.power")
 
 Progress = Callable[[str, str], None]
 
@@ -290,22 +293,26 @@ class Powering(Observing):
         in between was not taken). (The last status seen, why the GPU is taken or None.)"""
         try:
             first = self.observe(actor)
-            if first is None or first.status != Status.SCHEDULING or first.machine_id is None:
-                return (first.status if first else Status.NOT_FOUND), None
-            free = self.client.free_gpus(first.machine_id)
-            if free >= first.num_gpus:
-                return first.status, None
-            again = self.observe(actor)
         except VastError as exc:
-            if exc.kind in TRANSIENT_ERRORS or exc.kind == ErrorKind.API:
-                return None, None  # not known: the scheduling timeout still holds
-            raise
-        if again is None or again.status != Status.SCHEDULING:
-            return (again.status if again else Status.NOT_FOUND), None
+            if exc.kind in TRANSIENT_ERRORS:
+                return None, None
+            raise  # as any look after a start: a key vast.ai no longer takes is said at once
+        if first is None or first.status != Status.SCHEDULING or first.machine_id is None:
+            return (first.status if first else Status.NOT_FOUND), None
+        try:
+            free = self.client.free_gpus(first.machine_id)
+        except VastError as exc:  # a hint only: a key without the right to search, an outage
+            log.warning("the machine's offers could not be read (%s): a start that waits for its GPU shows only as scheduling", exc)
+            return first.status, None
+        if free >= first.num_gpus:
+            return first.status, None
+        again = self.observe_quietly(actor)
+        if again != Status.SCHEDULING:
+            return again or first.status, None
         if first.num_gpus == 1:
-            return again.status, f"machine {first.machine_id} has no free GPU: another client rents it"
+            return again, f"machine {first.machine_id} has no free GPU: another client rents it"
         return (
-            again.status,
+            again,
             f"machine {first.machine_id} has {free} of the {first.num_gpus} GPUs it needs free: another client rents the rest",
         )
 
