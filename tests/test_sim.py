@@ -800,7 +800,9 @@ def test_a_queued_start_can_answer_success_false_and_a_stop_cancels_it(make_sim,
 
 
 def free_offers(api, sim, machine_id):
-    r = api.post(f"{sim.url}/api/v0/bundles/", json={"machine_id": {"eq": machine_id}, "rented": {"eq": False}, "order": [["score", "desc"]]})
+    r = api.post(
+        f"{sim.url}/api/v0/bundles/", json={"machine_id": {"eq": machine_id}, "rented": {"eq": False}, "order": [["score", "desc"]]}
+    )
     assert r.status_code == 200, r.text
     return r.json()["offers"]
 
