@@ -371,6 +371,7 @@ def test_headers_pass_on_without_hop_by_hop_ones_and_the_proxys_own(tmp_path):
             yield json.dumps({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}).encode()
 
         headers = {"Content-Type": "application/json", "Connection": "close", "Keep-Alive": "timeout=5", "x-upstream": "yes"}
+        headers |= {"Date": "Wed, 02 Dec 2026 11:28:35 GMT", "Server": "vllm"}  # the proxy's server sends its own
         return httpx2.Response(200, content=body(), headers=headers)
 
     settings = make_settings(tmp_path, None, vastops_proxy_key="proxy-KEY-0a1b2c3d4e", vastops_watchdog_url="http://watchdog:8787")
@@ -395,6 +396,7 @@ def test_headers_pass_on_without_hop_by_hop_ones_and_the_proxys_own(tmp_path):
     answer = asyncio.run(call())
     assert answer.status_code == 200 and answer.headers["x-upstream"] == "yes"
     assert "keep-alive" not in answer.headers and "x-vastops-cold-start" not in answer.headers
+    assert "date" not in answer.headers and "server" not in answer.headers
     [request] = seen
     assert str(request.url) == "http://gpu:8000/v1/chat/completions?x=1"
     sent = {k.lower() for k in request.headers}

@@ -73,6 +73,8 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 NOT_UPSTREAM = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "x-vastops-proxy-key"}  # identity: usage stays readable
+# The proxy's own server sets Date and Server: upstream's would be a second of each (nginx hides them too).
+NOT_DOWNSTREAM = HOP_BY_HOP | {"date", "server"}
 COLD = (b"x-vastops-cold-start", b"true")
 ENDED_WITHOUT_START = (Status.STOPPED, Status.EXITED, Status.UNKNOWN)  # a wake asks for a start in these
 
@@ -531,7 +533,9 @@ class Proxy:
                     await _body(send, b"data: " + _as_error(answer) + b"\n\n", more=False)
                     return True
             else:
-                out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+                out = [
+                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.multi_items() if k.lower() not in NOT_DOWNSTREAM
+                ]
                 await send({"type": "http.response.start", "status": answer.status_code, "headers": out + ([COLD] if cold else [])})
             try:
                 async for chunk in answer.aiter_raw():
