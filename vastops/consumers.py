@@ -275,23 +275,20 @@ def _instance(
             pending = next(requests, None)
         mine = [r for r in carried if r[1] > s0 or r[0] >= s0]  # the zero-length end at s0 is activity too
         cost = compute + storage
-        a, b = max(s0, lo), min(s1, hi)
-        if s1 > s0 and not mine:  # most sessions of a long period: no request, so no split to work out
-            if b > a:
-                rate = cost / (s1 - s0)
-                for line, secs in zip(QUIET_LINES, quiet(a, b, ready_at(s0, s1, _epoch(settled), None)), strict=True):
-                    if secs > 0:
-                        t = tallies.setdefault(line, _Tally())
-                        t.seconds += secs
-                        t.usd += secs * rate
-        elif s1 > s0:
-            first_request = min((r[0] for r in mine), default=None)
-            seconds = split(s0, s1, mine, ready_at(s0, s1, _epoch(settled), first_request), lo, hi)
+        if s1 > s0:
+            ready = ready_at(s0, s1, _epoch(settled), min((r[0] for r in mine), default=None))
+            seconds: Iterable[tuple[Line, float]]
+            if mine:
+                seconds = split(s0, s1, mine, ready, lo, hi).items()
+            else:  # most sessions of a long period: no request, so no sweep to make
+                a, b = max(s0, lo), min(s1, hi)
+                seconds = zip(QUIET_LINES, quiet(a, b, ready), strict=True) if b > a else ()
             rate = cost / (s1 - s0)
-            for line, secs in seconds.items():
-                t = tallies.setdefault(line, _Tally())
-                t.seconds += secs
-                t.usd += secs * rate
+            for line, secs in seconds:
+                if secs > 0:
+                    t = tallies.setdefault(line, _Tally())
+                    t.seconds += secs
+                    t.usd += secs * rate
         elif lo <= s0 < hi and cost:  # no length but a cost (never by the formula): as the reports book it, whole
             tallies.setdefault((IDLE, IDLE), _Tally()).usd += cost
         carried = [r for r in mine if r[1] > s1]
