@@ -84,7 +84,11 @@ class Stack:
     def __init__(self, folder: Path):
         self.folder = folder
         self.processes = Processes(folder)
-        self.watchdog_port = free_port()
+        # The proxies must know the watchdog's port before it starts, and the simulator hands out
+        # ports meanwhile: the port stays bound (so no one else gets it) until the watchdog starts.
+        self.reserved = socket.socket()
+        self.reserved.bind(("127.0.0.1", 0))
+        self.watchdog_port = self.reserved.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.watchdog_port}/infra/vast"
         self.db = folder / "ledger.db"
 
@@ -97,6 +101,7 @@ class Stack:
             VAST_SHUTDOWN_WARNING_MINUTES="0",
             VAST_REQUEST_TTL_S="120",  # far beyond every request here: an end, not the TTL, releases the hold
         )
+        self.reserved.close()
         self.processes.start(
             "watchdog", "--port", str(self.watchdog_port), env=env, ready_url=self.base.removesuffix("/infra/vast") + "/healthz"
         )
@@ -107,8 +112,9 @@ class Stack:
     def activity_reports(self) -> float:
         """The watchdog's own count of POST /activity since it started."""
         text = requests.get(self.base.removesuffix("/infra/vast") + "/metrics", timeout=5).text
-        [line] = [li for li in text.splitlines() if li.startswith("vastops_activity_total")]
-        return float(line.split()[-1])
+        lines = [li for li in text.splitlines() if li.startswith("vastops_activity_total")]
+        assert len(lines) == 1, text[-2000:]
+        return float(lines[0].split()[-1])
 
     def status(self) -> dict:
         return requests.get(self.base + "/status", headers=AUTH, timeout=10).json()
@@ -175,6 +181,7 @@ def stack(tmp_path_factory):
         yield stack
     finally:
         stack.processes.stop_all()
+        stack.reserved.close()
         if hasattr(stack, "black_hole"):
             stack.black_hole.close()
 
