@@ -217,10 +217,9 @@ def on_override_confirmed() -> None:
     st.session_state.pop(OVERRIDE_REASON, None)
     try:
         result = control(cfg).power_on(Actor.DASHBOARD, wait_for_health=False, override_reason=reason)
-        _result(
-            "info",
-            f"Budget overridden (recorded with your reason) and start requested: {status_words(result['status'])}. {result['message']}",
-        )
+        # The core says whether anything was overridden (a budget that reset meanwhile is not).
+        done = "Budget overridden (recorded with your reason)" if result.get("budget_override") == "recorded" else "Nothing overridden"
+        _result("info", f"{done} and start requested: {status_words(result['status'])}. {result['message']}")
     except BudgetExceeded as exc:
         _result("error", f"**The start was refused: nothing was started.** {_refused(exc)}.")
     except (NotConfigured, VastError) as exc:
@@ -746,8 +745,11 @@ def _show_budgets(s: dict) -> None:
         state = b.get("state")
         if state == "spent":
             label = f":red[:material/block: **{label}: spent.**] Starts are refused until it resets (or an operator overrides it)."
-        elif state == "overridden":
-            label = f":violet[:material/lock_open: **{label}: spent, overridden for this period.**] It does not stop the instance until it resets."
+        elif state == "overridden":  # an operator's override, given at 80 % or more: it holds until the budget resets
+            label = (
+                f":violet[:material/lock_open: **{label}: {'spent, ' if percent >= 100 else ''}overridden for this period.**] "
+                "It does not stop the instance until it resets."
+            )
         elif state == "warning":
             label = f":orange[:material/warning: **{label}.**] At 100 % the instance is stopped and starts are refused."
         st.progress(min(1.0, max(0.0, percent / 100)), text=label)

@@ -360,3 +360,35 @@ def test_the_cli_writes_money_rates_and_durations_as_the_dashboard_does(tmp_path
     ), costs
     as_json = json.loads(main(capsys, "costs", "--json")[1])
     assert isinstance(as_json["total_runtime_hours"], float)  # JSON stays numbers
+
+
+# -- issue 20, item 15: a --csv path that cannot be written ------------------------------------
+
+
+@pytest.mark.parametrize("command", ["costs", "consumers"])
+def test_a_csv_path_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, command):
+    # The ledger alone: neither command asks vast.ai.
+    (tmp_path / ".env").write_text(f"VASTOPS_DB={tmp_path / 'ledger.db'}\n")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "folder").mkdir()
+    cases = [
+        ("missing/out.csv", "the folder missing does not exist"),
+        ("folder", "is a folder, not a file"),
+        ("missing/", "names a folder"),
+        ("a-file/out.csv", "a-file is not a folder"),
+        ("", "give a file name"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere: there, a place no one may write (sysfs)
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((str(locked / "out.csv"), "permission denied"))
+    elif os.path.isdir("/sys/kernel"):
+        cases.append(("/sys/kernel/vastops-out.csv", "cannot be written"))
+    for path, problem in cases:
+        result = run(tmp_path, command, "--csv", path)
+        line = one_line(result, 2, problem)
+        assert line.startswith(f"vastops: --csv {path}".rstrip()), line
+        assert result.stdout == ""
+    assert not (tmp_path / "missing").exists()
+    ok = run(tmp_path, command, "--csv", "folder/out.csv")
+    assert ok.returncode == 0 and (tmp_path / "folder" / "out.csv").read_text().startswith(("session_id", "consumer")), ok.stderr

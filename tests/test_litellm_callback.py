@@ -22,8 +22,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 
-from helpers import free_port, wait_until
+from helpers import CONTROL_KEY, free_port, start_sim, start_watchdog, wait_until
 from vastops.integrations.litellm import HEALTH_CHECK, Reporter, VastopsLiteLLMCallback, activity_url
 
 KEY = "ctl-KEY-litellm-5e1d"
@@ -33,7 +34,7 @@ MODULE = Path(__file__).parent.parent / "vastops" / "integrations" / "litellm.py
 class FakeWatchdog:
     """Records each POST (path, headers, JSON body); answers from a script (status, "hang", or ("redirect", url))."""
 
-    def __init__(self, *script: Any):
+    def __init__(self, *script: Any, port: int = 0):
         self.script = list(script) or [200]
         self.posts: list[tuple[str, dict[str, str], Any]] = []
         self.release = threading.Event()
@@ -64,7 +65,7 @@ class FakeWatchdog:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -309,9 +310,11 @@ def test_a_hanging_watchdog_never_blocks_a_hook_and_a_full_queue_drops_reports(w
     assert cb.reporter.sent >= 10
 
 
-def test_a_dead_watchdog_costs_the_request_nothing_and_the_reports_are_given_up(caplog):
+def test_a_dead_watchdog_costs_the_request_nothing_and_the_reports_are_given_up_once_stale(caplog):
     port = free_port()  # nothing listens
-    cb = VastopsLiteLLMCallback(environ={}, reporter=Reporter(activity_url(f"http://127.0.0.1:{port}"), KEY, retry_s=0.01))
+    ticks = iter(range(0, 10**6, 100))  # the reporter's clock: 100 s per look, so a report goes stale after a few tries
+    reporter = Reporter(activity_url(f"http://127.0.0.1:{port}"), KEY, retry_s=0.01, clock=lambda: float(next(ticks)))
+    cb = VastopsLiteLLMCallback(environ={}, reporter=reporter)
     began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="vastops.integrations.litellm"):
         pre_call(cb)
@@ -319,8 +322,27 @@ def test_a_dead_watchdog_costs_the_request_nothing_and_the_reports_are_given_up(
         assert time.monotonic() - began < 0.5  # a post would be refused at once; the hooks do not even wait for that
         settle(cb)
     assert cb.reporter.dropped == 2 and cb.reporter.sent == 0
-    assert "did not take a report" in caplog.text
-    assert caplog.text.count("did not take a report") == 1  # once a minute, not once per report
+    assert "retrying, in order" in caplog.text and "were dropped" in caplog.text
+    assert caplog.text.count("were dropped") == 1  # once a minute, not once per report
+
+
+def test_reports_made_while_the_watchdog_restarts_reach_it_when_it_is_back_in_order(watchdog):
+    port = free_port()  # the watchdog is down: its port refuses
+    cb = VastopsLiteLLMCallback(environ={}, reporter=Reporter(activity_url(f"http://127.0.0.1:{port}"), KEY, retry_s=0.01))
+    for i in range(5):  # five requests begin while it restarts; two of them end meanwhile
+        pre_call(cb, data=request(f"call-{i}"))
+    success(cb, logged("call-0"))
+    success(cb, logged("call-3"))
+    wait_until(lambda: cb.reporter.failed_posts >= 6, 30, what="tries beyond the old reporter's three")  # down for a while
+    assert cb.reporter.sent == 0 and cb.reporter.dropped == 0
+    back = FakeWatchdog(200, port=port)
+    try:
+        settle(cb)
+        phases = [(b["request_id"], b["phase"]) for b in back.bodies()]
+    finally:
+        back.stop()
+    assert phases == [(f"call-{i}", "start") for i in range(5)] + [("call-0", "end"), ("call-3", "end")]
+    assert cb.reporter.dropped == 0
 
 
 def test_a_failing_watchdog_is_tried_again_and_a_refusal_is_not(watchdog, caplog):
@@ -371,6 +393,20 @@ def test_long_names_are_cut_to_the_watchdogs_limit(watchdog):
     settle(cb)
     [body] = w.bodies()
     assert len(body["request_id"]) == len(body["consumer"]) == len(body["model"]) == 200
+
+
+def test_a_lone_surrogate_in_a_name_is_made_valid_so_the_watchdog_takes_the_report(tmp_path, processes):
+    # The real watchdog refuses a lone surrogate (422): the request would hold nothing.
+    _, api, _ = start_watchdog(processes, tmp_path, start_sim(processes))
+    cb = VastopsLiteLLMCallback(api.rsplit("/infra", 1)[0], CONTROL_KEY, environ={})
+    pre_call(cb, key=auth(key_alias="bob\ud800"), data=request("call-\udfff", model="mis\ud800tral"))
+    settle(cb)
+    assert cb.reporter.sent == 1 and cb.reporter.dropped == 0
+
+    def in_flight() -> int:
+        return requests.get(api + "/status", headers={"X-API-Key": CONTROL_KEY}, timeout=5).json()["requests_in_flight"]
+
+    wait_until(lambda: in_flight() == 1, 10, what="the request in flight")
 
 
 def test_the_module_needs_only_the_standard_library(tmp_path):

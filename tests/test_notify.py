@@ -6,6 +6,7 @@ injected so retries take no time.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -13,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import requests
 
 from helpers import Receiver, free_port, wait_until
 from vastops.ledger import Ledger
@@ -154,9 +154,9 @@ def test_backoff_doubles_up_to_its_cap():
     done = threading.Event()
     calls = []
 
-    def post(url, **kwargs):
-        calls.append(kwargs)
-        raise requests.ConnectionError("refused")
+    def post(url, body, deadline):
+        calls.append((body, deadline.seconds))
+        raise ConnectionRefusedError(f"refused: {url}")
 
     notifier = Notifier(
         "https://hooks.example.com/x",
@@ -174,8 +174,7 @@ def test_backoff_doubles_up_to_its_cap():
     finally:
         notifier.close()
     assert sleeps == [10, 20, 25, 25]
-    assert calls[0]["timeout"] == (2, 5.0)  # connect, read
-    assert calls[0]["json"] == payload(row(), "slack")
+    assert calls[0] == (json.dumps(payload(row(), "slack")).encode(), 5.0)  # 5 s for all of each post
 
 
 @pytest.mark.parametrize(("retry_after", "expected"), [("3", [3.0]), ("3600", [1.0]), ("soon", [1.0])])
@@ -234,8 +233,8 @@ def test_the_secret_path_never_appears_in_the_error_text_or_the_log(net, caplog,
     else:
         base, expected = "https://hooks.example.com", "connection failed"
 
-        def post(url, **kw):  # what requests' own messages look like: the full URL in them
-            raise requests.ConnectionError(f"HTTPSConnectionPool(host='hooks.example.com', port=443): Max retries exceeded with url: {url}")
+        def post(url, body, deadline):  # what some libraries' messages look like: the full URL in them
+            raise OSError(f"HTTPSConnectionPool(host='hooks.example.com', port=443): Max retries exceeded with url: {url}")
 
         kwargs["post"] = post
     url = base + SECRET_PATH
@@ -284,7 +283,8 @@ def test_offer_never_blocks_while_the_webhook_hangs_and_close_keeps_its_timeout(
     started = time.monotonic()
     notifier.close(timeout=0.5)
     assert time.monotonic() - started < 1.5
-    assert notifier.dropped == 10 and notifier.pending == 0
+    assert not notifier.running  # the post in flight was cut short after the 0.5 s
+    assert notifier.dropped == 11 and notifier.pending == 0  # the 10 queued and the one in flight
     assert notifier.offer(row(id=999)) is False  # closed
 
 
@@ -305,18 +305,18 @@ def test_close_cuts_a_backoff_short(net):
 # -- following the audit trail -------------------------------------------------------
 
 
-class Inbox:
-    """Stands in for a Notifier in the pump's tests: takes ``room`` rows, then refuses."""
+class Inbox(Notifier):
+    """A Notifier that is never started: its queue takes ``room`` rows, kept in ``rows`` too, then refuses."""
 
     def __init__(self, room: int):
-        self.room = room
+        super().__init__("http://127.0.0.1:9/x", queue_size=room)
         self.rows: list[dict] = []
 
     def offer(self, row: dict) -> bool:
-        if len(self.rows) >= self.room:
-            return False
-        self.rows.append(row)
-        return True
+        taken = super().offer(row)
+        if taken:
+            self.rows.append(row)
+        return taken
 
 
 def audit(ledger: Ledger, *events: str) -> list[int]:
@@ -329,20 +329,22 @@ def cursor(ledger: Ledger) -> int | None:
         return v.cursor("notify")
 
 
-def test_pump_starts_at_the_end_of_the_trail_and_offers_new_rows_in_order(tmp_path):
+def test_pump_starts_at_the_end_of_the_trail_and_offers_new_rows_in_order(net, tmp_path):
     ledger = Ledger(tmp_path / "l.db")
     history = audit(ledger, Event.POWER_ON_COMPLETE, Event.POWER_OFF_COMPLETE)
-    inbox = Inbox(100)
-    assert pump(inbox, ledger) == 0
-    assert inbox.rows == [] and cursor(ledger) == history[-1]  # history is not notified
+    receiver = net.receiver(200)
+    notifier = net.notifier(receiver.url, "json")
+    assert pump(notifier, ledger) == 0
+    assert cursor(ledger) == history[-1]  # history is not notified
     ids = audit(
         ledger, Event.POWER_ON_COMPLETE, Event.KEEPALIVE, Event.NOTIFY_FAILED, Event.AUTO_SHUTDOWN_WARNING, Event.POWER_ON_REQUESTED
     )
-    assert pump(inbox, ledger) == 2
-    assert [(r["id"], r["event"]) for r in inbox.rows] == [(ids[0], Event.POWER_ON_COMPLETE), (ids[3], Event.AUTO_SHUTDOWN_WARNING)]
-    assert cursor(ledger) == ids[-1]  # past the rows that are not notified too
-    assert pump(inbox, ledger) == 0
-    assert len(inbox.rows) == 2
+    assert pump(notifier, ledger) == 2
+    wait_until(lambda: notifier.sent == 2, 5, what="delivery")
+    assert [(b["id"], b["event"]) for b in receiver.bodies()] == [(ids[0], Event.POWER_ON_COMPLETE), (ids[3], Event.AUTO_SHUTDOWN_WARNING)]
+    assert pump(notifier, ledger) == 0
+    assert cursor(ledger) == ids[-1]  # past the rows that are not notified too, once the notified ones are delivered
+    assert len(receiver.bodies()) == 2
 
 
 def test_pump_on_an_empty_trail_starts_at_zero(tmp_path):
@@ -355,20 +357,23 @@ def test_pump_on_an_empty_trail_starts_at_zero(tmp_path):
     assert inbox.rows[0]["id"] == first
 
 
-def test_a_full_queue_stops_the_pump_and_the_refused_row_comes_next_time(tmp_path):
+def test_a_full_queue_stops_the_pump_and_the_refused_row_comes_next_time(net, tmp_path):
     ledger = Ledger(tmp_path / "l.db")
-    inbox = Inbox(2)
-    pump(inbox, ledger)
+    receiver = net.receiver(200)
+    notifier = net.notifier(receiver.url, "json", queue_size=2, start=False)
+    pump(notifier, ledger)
+    start = cursor(ledger)
     ids = audit(
         ledger, Event.POWER_ON_COMPLETE, Event.KEEPALIVE, Event.BUDGET_WARNING, Event.BUDGET_STOP, Event.KEEPALIVE, Event.POWER_OFF_COMPLETE
     )
-    assert pump(inbox, ledger, batch=2) == 2
-    assert cursor(ledger) == ids[2]  # the refused budget_stop is not passed
-    assert pump(inbox, ledger) == 0  # still full: nothing moves
-    assert cursor(ledger) == ids[2]
-    inbox.room = 100
-    assert pump(inbox, ledger, batch=2) == 2  # several batches in one call
-    assert [r["id"] for r in inbox.rows] == [ids[0], ids[2], ids[3], ids[5]]  # none lost, none twice
+    assert pump(notifier, ledger, batch=2) == 2
+    assert notifier.followed == ids[2]  # the refused budget_stop is not passed
+    assert pump(notifier, ledger) == 0  # still full: nothing moves
+    assert notifier.followed == ids[2] and cursor(ledger) == start  # nothing delivered yet
+    notifier.start()
+    wait_until(lambda: (pump(notifier, ledger, batch=2) or True) and notifier.sent == 4, 10, what="every row")
+    assert [b["id"] for b in receiver.bodies()] == [ids[0], ids[2], ids[3], ids[5]]  # none lost, none twice
+    pump(notifier, ledger)
     assert cursor(ledger) == ids[-1]
 
 

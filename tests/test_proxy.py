@@ -27,7 +27,7 @@ class Stack:
     def __init__(self, processes, tmp_path, *, sim: dict | None = None, watchdog: dict | None = None, proxy: dict | None = None):
         self.sim = start_sim(processes, **(sim or {"schedule_s": 0.3, "load_s": 0.5, "health_delay_s": 0.5}))
         self.db = tmp_path / "ledger.db"
-        _, self.api, env = start_watchdog(processes, tmp_path, self.sim, **(watchdog or {}))
+        self.watchdog, self.api, self.watchdog_env = start_watchdog(processes, tmp_path, self.sim, **(watchdog or {}))
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         proxy_env = clean_process_env(
@@ -37,6 +37,17 @@ class Stack:
         )
         self.proxy = processes.start("proxy", "--port", str(port), env=proxy_env, ready_url=self.url + "/healthz")
         self.processes = processes
+
+    def stop_watchdog(self) -> None:
+        """SIGTERM, as systemd stops it for an upgrade; returns once it has exited."""
+        self.watchdog.terminate()
+        self.watchdog.wait(20)
+
+    def start_watchdog_again(self) -> None:
+        """The same port, environment and ledger, as systemd starts it again."""
+        port = self.api.removesuffix("/infra/vast").rsplit(":", 1)[1]
+        healthz = self.api.removesuffix("/infra/vast") + "/healthz"
+        self.watchdog = self.processes.start("watchdog", "--port", port, env=self.watchdog_env, ready_url=healthz)
 
     def client(self, **kwargs) -> openai.OpenAI:
         kwargs.setdefault("api_key", UPSTREAM_SECRET)

@@ -12,6 +12,7 @@ import requests
 import helpers
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, wait_until
 from vastops.clock import parse_isoz
+from vastops.watch import REPORTERS_GRACE_S
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 
@@ -100,7 +101,7 @@ def test_kill_9_and_restart_keeps_the_session_and_the_deadline(tmp_path, process
     assert requests.get(base + "/costs", headers=AUTH).json()["sessions_count"] == 1
 
 
-def test_a_deadline_that_passed_while_down_stops_at_once(tmp_path, processes, sim_proc):
+def test_a_deadline_that_passed_while_down_stops_once_the_reporters_could_be_heard(tmp_path, processes, sim_proc):
     env = watchdog_env(tmp_path, sim_proc)  # 6 s
     port = free_port()
     first = start_watchdog(processes, env, port)
@@ -112,8 +113,10 @@ def test_a_deadline_that_passed_while_down_stops_at_once(tmp_path, processes, si
     assert stop_requests(sim_proc) == []
     restarted_at = time.time()
     start_watchdog(processes, env, port)
-    stop = wait_until(lambda: stop_requests(sim_proc), timeout=10)[0]
-    assert stop["ts"] - restarted_at < 5.0
+    # At once, but for REPORTERS_GRACE_S: requests that began while it was down (reported by
+    # retrying reporters) would hold it. The bound is the test's patience, not the promise.
+    stop = wait_until(lambda: stop_requests(sim_proc), timeout=REPORTERS_GRACE_S + 20)[0]
+    assert stop["ts"] - restarted_at >= REPORTERS_GRACE_S
 
 
 def test_sigterm_flushes_activity(tmp_path, processes, sim_proc):

@@ -39,7 +39,12 @@ def answer(watch: Watch, body: bytes) -> tuple[int, dict[str, Any]]:
     except BadReport as exc:
         watch.note_activity()  # a gateway's bug must never let the GPU stop under a user
         return exc.status, {"detail": exc.detail}
-    return 200, {"status": "recorded", "last_activity": isoz(watch.note_request(report))}
+    at = isoz(watch.note_request(report))
+    if report is None:
+        return 200, {"status": "recorded", "last_activity": at}  # the seed's answer, as it was
+    # A request's report also says which session it counts for (null: nothing runs), so the wake
+    # proxy never forwards to the endpoint of an instance that has stopped (vastops/proxy.py).
+    return 200, {"status": "recorded", "last_activity": at, "session_id": watch.session_id}
 
 
 class ActivityPath:
@@ -109,6 +114,10 @@ async def _send(send: Any, status: int, content: dict[str, Any]) -> None:
 
 
 def _render(content: dict[str, Any]) -> bytes:
-    if len(content) == 2 and content.get("status") == "recorded":  # the hot path's answer, without json.dumps
-        return b'{"status":"recorded","last_activity":"' + content["last_activity"].encode() + b'"}'
+    if content.get("status") == "recorded":  # the hot path's answers, without json.dumps
+        answer = b'{"status":"recorded","last_activity":"' + content["last_activity"].encode() + b'"'
+        if "session_id" in content:
+            sid = content["session_id"]
+            answer += b',"session_id":' + (b"null" if sid is None else str(int(sid)).encode())
+        return answer + b"}"
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()

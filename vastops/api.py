@@ -77,6 +77,7 @@ class StatusOut(BaseModel):
     session_runtime_minutes: float | None = None
     session_cost_usd: float | None = None
     requests_in_flight: int = Field(0, description="the gateway's requests started and not ended (within VAST_REQUEST_TTL_S)")
+    session_id: int | None = Field(None, description="the open session (the instance runs) or null; a new start is a new id")
     # The wake proxy (vastops/proxy.py) waits on these: a start is complete once it is no longer pending.
     power_on_pending: bool = Field(False, description="a start (or reboot) awaits running and /health")
     power_on_pending_s: float | None = Field(None, description="how long the pending start has waited so far, seconds")
@@ -97,7 +98,9 @@ class PowerOnIn(BaseModel):
     wait_for_health: bool = True
     health_path: str | None = Field(None, pattern=r"^/[\x21-\x7e]{0,200}$", description="defaults to VAST_HEALTH_PATH")
     health_port: int | None = Field(None, ge=1, le=65535, description="defaults to VAST_HEALTH_PORT")
-    override_budget: bool = Field(False, description="start although a budget is spent (audited; needs a reason)")
+    override_budget: bool = Field(
+        False, description="start over a budget that is spent or at 80 % or more, until it resets (audited; needs a reason)"
+    )
     reason: str | None = Field(None, min_length=1, max_length=500, pattern=r"\S", description="why (with override_budget); not blank")
     # The wake proxy (vastops/proxy.py) says it is the one asking, and for how many requests.
     actor: Literal["api", "proxy"] = Field("api", description="who asks: proxy for a start the wake proxy asks for (audited as such)")
@@ -139,6 +142,11 @@ class PowerOnOut(BaseModel):
     message: str
     queued: bool = Field(False, description="the start waits for a GPU that is rented out (without wait_for_health)")
     queued_reason: str | None = Field(None, description="how that is known: vast.ai's answer, or the machine's offers")
+    budget_override: Literal["recorded", "not_needed"] | None = Field(
+        None,
+        description="with override_budget: recorded (the budgets at 80 % or more are overridden until they reset), "
+        "or not_needed (none was near its limit, or it was overridden already: nothing was recorded); null otherwise",
+    )
 
 
 class RebootIn(BaseModel):
@@ -160,6 +168,11 @@ class PowerOffOut(BaseModel):
 class ActivityOut(BaseModel):
     status: str
     last_activity: str
+    session_id: int | None = Field(
+        None,
+        description="with a body only: the session open in the watchdog's memory (the instance runs), or null;"
+        " the wake proxy forwards only to the endpoint of the session it was told",
+    )
 
 
 class ActivityIn(BaseModel):

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, TextIO
 
 from . import __version__, consumers
 from .clock import parse_isoz
@@ -216,7 +218,8 @@ def cmd_status(control: Control, args) -> int:
     for w in s.get("warnings") or []:
         lines.append(f"  WARNING    {CAUSE_WORDS.get(w['cause'], w['cause'])}: stops in {duration(w['minutes_left'] * 60)} ({w['at']})")
     for b in s.get("budgets") or []:
-        state = {"spent": "SPENT: starts are refused", "warning": "over 80 %", "overridden": "spent, overridden", "ok": "ok"}[b["state"]]
+        overridden = "spent, overridden" if b["percent"] >= 100 else "overridden till it resets"
+        state = {"spent": "SPENT: starts are refused", "warning": "over 80 %", "overridden": overridden, "ok": "ok"}[b["state"]]
         lines.append(
             f"  budget     {b['budget']} {usd(b['spent_usd'])} of {usd(b['limit_usd'])} ({b['percent']:.0f} %, {state}; resets {b['resets_local']})"
         )
@@ -244,7 +247,10 @@ def _without_watchdog(control: Control, result: dict[str, Any], what: str) -> di
 
 
 def cmd_on(control: Control, args) -> int:
+    said: dict[str, str] = {}
+
     def progress(status: str, words: str) -> None:
+        said[status] = words
         if not args.json:
             print(f"  {status:<10} {words}", flush=True)
 
@@ -255,11 +261,13 @@ def cmd_on(control: Control, args) -> int:
         print(f"starting instance {iid} ...", flush=True)
     reason = args.reason if args.override_budget else None
     result = control.power_on(Actor.CLI, wait_for_health=not args.no_wait, progress=progress, override_reason=reason)
+    override = said.get("budget", "")  # what --override-budget did (recorded, or not needed), told as it happened
     if args.no_wait:
         result = _without_watchdog(control, result, "Start")
-    return _emit(
-        args, result, result["message"] + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else "")
-    )
+        if override and not result["message"].startswith(override):
+            result["message"] = f"{override} {result['message']}"  # --json keeps it in the message too
+    text = result["message"].removeprefix(override).lstrip()  # the text said it already, above
+    return _emit(args, result, text + (f"\n  endpoint   {result['endpoint_base_url']}" if result.get("endpoint_base_url") else ""))
 
 
 def cmd_reboot(control: Control, args) -> int:
@@ -298,33 +306,58 @@ def cmd_off(control: Control, args) -> int:
     return _emit(args, result, result["message"])
 
 
+def _write_file(option: str, path: str, write: Callable[[TextIO], Any]) -> None:
+    """Write a file the user named; a path that cannot be written is a bad argument (exit 2), said in one line."""
+    if not path.strip():
+        raise ConfigError(f"{option}: give a file name ('-' for stdout)")
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            write(fh)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {_cannot_write(exc, path)}") from None
+
+
+def _cannot_write(exc: OSError, path: str) -> str:
+    """Why ``path`` cannot be written, in words that say what to fix."""
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        return "is a folder, not a file: name a file in it"
+    if isinstance(exc, IsADirectoryError):  # "out/": a folder's name
+        return "names a folder, not a file: name a file"
+    if isinstance(exc, FileNotFoundError):
+        return f"the folder {folder} does not exist: create it or fix the path"
+    if isinstance(exc, NotADirectoryError):
+        return f"{folder} is not a folder: fix the path"
+    if isinstance(exc, PermissionError):
+        return "cannot be written (permission denied): choose a writable place"
+    return f"cannot be written ({exc.strerror or exc})"
+
+
 def cmd_costs(control: Control, args) -> int:
     stats = control.costs()
-    if args.csv:
+    if args.csv is not None:
         if args.csv == "-":
             control.write_sessions_csv(sys.stdout)
             return 0
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            control.write_sessions_csv(fh)
+        _write_file("--csv", args.csv, control.write_sessions_csv)
     text = (
         f"sessions   {stats['sessions_count']} (avg {duration(stats['avg_session_minutes'] * 60) if stats['sessions_count'] else DASH})\n"
         f"runtime    {duration(stats['total_runtime_hours'] * 3600)}\n"
         f"cost       {usd(stats['total_cost_usd'])}  (compute {usd(stats['compute_cost_usd'])}, storage {usd(stats['storage_cost_usd'])})"
     )
-    if args.csv:
+    if args.csv is not None:
         text += f"\nwrote {args.csv}"
     return _emit(args, stats, text)
 
 
 def cmd_consumers(control: Control, args) -> int:
     result = control.consumers(args.start, args.end)
-    if args.csv:
+    if args.csv is not None:
         text = consumers.csv_text(result)
         if args.csv == "-":
             sys.stdout.write(text)
             return 0
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            fh.write(text)
+        _write_file("--csv", args.csv, lambda fh: fh.write(text))
     head = ("consumer", "requests", "tokens", "busy", "cost", "share", "per 1M tokens")
     table = [
         (
@@ -349,7 +382,7 @@ def cmd_consumers(control: Control, args) -> int:
         lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     if not result["rows"]:
         lines.append("(no sessions in this period)")
-    if args.csv:
+    if args.csv is not None:
         lines.append(f"wrote {args.csv}")
     return _emit(args, result, "\n".join(lines))
 

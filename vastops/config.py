@@ -130,6 +130,16 @@ class Settings(BaseSettings):
         "x-vastops-consumer", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$", description="the request header naming the consumer"
     )
 
+    @field_validator("vastops_proxy_consumer_header")
+    @classmethod
+    def _not_a_credential_header(cls, v: str) -> str:
+        # The consumer is stored in the ledger and shown in reports: a header that carries a
+        # key (Authorization: Bearer sk-..., a cookie) would put the key there.
+        credentials = ("auth", "cookie", "key", "token", "secret", "passw", "credential", "session", "signature")
+        if any(word in v.lower() for word in credentials):
+            raise ValueError("a header naming the consumer, not one that carries credentials (its value is stored and shown in reports)")
+        return v
+
     @field_validator("vast_health_path")
     @classmethod
     def _path_starts_with_slash(cls, v: str) -> str:

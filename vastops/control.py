@@ -63,6 +63,7 @@ class Control(Powering):
             figures = costmath.session_costs(runtime, session["dph_base"], session["storage_dph"])
             answer["session_runtime_minutes"] = round(runtime / 60, 2)
             answer["session_cost_usd"] = round(figures["total"], 4)
+        answer["session_id"] = session["id"] if session else None
         answer["requests_in_flight"] = in_flight  # as of the watchdog's last flush (at most a second behind)
         answer["auto_shutdown_at"] = isoz(deadline)
         answer.update(self._guardrails(stops, running, inputs, now))
@@ -93,7 +94,7 @@ class Control(Powering):
             figures = budget_figures(budget, used)
             full, near = exhausted(used, budget.limit_usd), exhausted(used, budget.limit_usd * BUDGET_WARNING_SHARE)
             figures["state"] = (
-                "overridden" if budget.overridden and full else "spent" if full else "warning" if near else "ok"
+                "overridden" if budget.overridden and near else "spent" if full else "warning" if near else "ok"
             )  # fmt: skip
             budgets.append(figures)
         keepalive = inputs["keepalive_until"]

@@ -74,16 +74,26 @@ def parse_report(body: bytes) -> Report | None:
         data = _decode(body.decode())
     except ValueError:  # UnicodeDecodeError included
         raise BadReport(400, "the body is not valid JSON") from None
+    except RecursionError:  # "[[[[..." thousands deep: the parser's stack, not a server error
+        raise BadReport(400, "the body is not valid JSON (nested too deeply)") from None
     if type(data) is not dict:
         raise BadReport(422, "body: expected a JSON object")
     request_id, phase = data.get("request_id"), data.get("phase")
     # The common case first, checked cheaply: known fields, an id and a phase, nothing else or good values.
-    if FIELDS.issuperset(data) and type(request_id) is str and 0 < len(request_id) <= MAX_ID_CHARS and phase in PHASES:
+    # A JSON escape (\u) may spell a lone surrogate, which no UTF-8 ledger or answer can hold: such
+    # a body takes the slow path, where every string is checked.
+    if (
+        b"\\u" not in body
+        and FIELDS.issuperset(data)
+        and type(request_id) is str
+        and 0 < len(request_id) <= MAX_ID_CHARS
+        and phase in PHASES
+    ):
         if len(data) == 2:
             return Report(request_id, phase)
         problems: list[str] = []
     else:
-        problems = [f"{name}: unknown field" for name in data if name not in FIELDS]
+        problems = [f"{printable(name)}: unknown field" for name in data if name not in FIELDS]
         request_id = _text(data, "request_id", problems, required=True)
         if phase not in PHASES:
             problems.append("phase: required, 'start' or 'end'")
@@ -104,7 +114,25 @@ def _text(data: dict[str, Any], name: str, problems: list[str], *, required: boo
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_CHARS:
         problems.append(f"{name}: a string of 1 to {MAX_ID_CHARS} characters")
         return None
+    if not encodable(value):
+        problems.append(f"{name}: not valid Unicode text (a lone surrogate, as \\ud800)")
+        return None
     return value
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` can be stored and sent as UTF-8 (JSON's \\ud800 decodes to a lone surrogate, which cannot)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str, limit: int = 60) -> str:
+    """``text`` as an error message may quote it: UTF-8-safe (a lone surrogate escaped) and short."""
+    safe = text if encodable(text) else text.encode("utf-8", "backslashreplace").decode()
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
 
 
 def _count(data: dict[str, Any], name: str, problems: list[str]) -> int | None:

@@ -590,13 +590,17 @@ class Tx(View):
         """Clear the pending power-on that answers ``audit_id``; true for exactly one caller.
 
         However it settled (healthy, timed out, aborted), the idle clock starts no
-        earlier than ``settled_at`` (``idle_from``).
+        earlier than ``settled_at`` (``idle_from``). A start that settles with no session
+        open (stopped, cancelled or failed before vast.ai ran it) takes the keepalive given
+        for it along: the next start, whoever asks for it, must not inherit hours of GPU time.
         """
         cursor = self.db.execute(
             "UPDATE instances SET pending = NULL, pending_since = NULL, pending_actor = NULL, pending_audit_id = NULL,"
-            " pending_health_path = NULL, pending_health_port = NULL, pending_gpu_at = NULL, idle_from = ?"
-            " WHERE instance_id = ? AND pending_audit_id = ?",
-            [isoz(settled_at), instance_id, audit_id],
+            " pending_health_path = NULL, pending_health_port = NULL, pending_gpu_at = NULL, idle_from = :settled,"
+            " keepalive_until = CASE WHEN EXISTS (SELECT 1 FROM sessions s WHERE s.instance_id = :iid AND s.ended_at IS NULL)"
+            " THEN keepalive_until END"
+            " WHERE instance_id = :iid AND pending_audit_id = :audit_id",
+            {"settled": isoz(settled_at), "iid": instance_id, "audit_id": audit_id},
         )
         self.changed_state = True
         return cursor.rowcount == 1

@@ -6,13 +6,22 @@ own. Delivery never blocks or delays enforcement:
 
 * ``offer`` never waits: a bounded queue, and a full queue says no (``pump`` stops
   there and offers the same row again next time: back-pressure, nothing lost).
-* Each POST has a timeout; a failure is retried with backoff (doubling, capped;
-  a 429's ``Retry-After`` when it is small), then reported to ``on_failure`` (the
-  watchdog audits ``notify_failed``, which is not notified: no loops).
+* Each POST has one deadline for all of it (connect, send, read: every step's socket
+  timeout is what is left of it, so a webhook trickling a byte a second cannot hold
+  it), and reads at most ``MAX_ANSWER_BYTES`` of the answer, undecoded
+  (``Accept-Encoding: identity``; the body is never read): a huge or gzip-bombed
+  answer costs nothing.
+* A failure is retried with backoff (doubling, capped; a 429's ``Retry-After`` when
+  it is small), then reported to ``on_failure`` (the watchdog audits
+  ``notify_failed``, which is not notified: no loops).
+* The ledger's cursor moves past a row only once it was delivered or given up:
+  what was queued or in flight at a stop is sent by the next start (at most the
+  newest ``BACKLOG``). A row waiting longer than ``STALL_S`` is a stall, which the
+  watchdog reports as a problem (``/healthz``) until the queue drains.
 * The URL's path is a secret (Slack's webhooks are authorised by it). Only
   ``redact(url)`` (scheme, host and port) is ever logged or handed on, and error
   texts are built from the exception's type or the HTTP status, never from
-  ``str(exc)`` of ``requests`` (which quotes the URL).
+  ``str(exc)`` (which may quote the URL).
 
 Formats (``VAST_NOTIFY_FORMAT``): ``slack`` posts ``{"text": render_text(row)}``,
 ``json`` posts the audit row as it is.
@@ -20,23 +29,33 @@ Formats (``VAST_NOTIFY_FORMAT``): ``slack`` posts ``{"text": render_text(row)}``
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.client
+import io
+import json
 import logging
+import os
 import queue
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-import requests
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from .clock import parse_isoz
 from .vocabulary import Event
 from .words import duration, usd
 
 if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
     from .ledger import Ledger
 
 log = logging.getLogger("vastops.notify")
@@ -44,6 +63,9 @@ log = logging.getLogger("vastops.notify")
 FORMATS = ("slack", "json")
 CONNECT_TIMEOUT_S = 2.0
 POLL_S = 0.1  # how often an idle worker looks whether it was closed
+MAX_ANSWER_BYTES = 8192  # of a webhook's answer: its status line and headers; the body is never read
+STALL_S = 60.0  # the oldest undelivered notification has waited this long: a problem (/healthz)
+BACKLOG = 20  # a start sends at most this many notifications left undelivered (the newest)
 
 NOTIFY_EVENTS: frozenset[str] = frozenset(
     {
@@ -390,7 +412,184 @@ _RENDERERS: dict[str, Callable[[_Row], str]] = {
 }
 
 
+# -- one post ------------------------------------------------------------------------
+
+
+class Answer(NamedTuple):
+    """What is read of a webhook's answer: its status and ``Retry-After``, never its body."""
+
+    status: int
+    retry_after: str | None = None
+
+
+class DeadlineExceeded(TimeoutError):
+    """The post's deadline passed (or ``Notifier.close`` cut it short)."""
+
+
+class ConnectTimeout(TimeoutError):
+    """No connection within ``CONNECT_TIMEOUT_S``."""
+
+
+class Deadline:
+    """The end of one post, for all of it: connect, TLS handshake, send and read.
+
+    A socket timeout bounds one read, not the post: a webhook that trickles a byte a
+    second would hold it for ever. So each step's timeout is what is left until the
+    deadline, and each read checks it first. ``cut`` (``Notifier.close``) ends the post
+    now: it shuts the socket down, which wakes a read or a write under way.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._ends = time.monotonic() + seconds
+        self._cut = False
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self._cut or time.monotonic() >= self._ends
+
+    def left(self) -> float:
+        """The seconds left; raises ``DeadlineExceeded`` when none are."""
+        if self.passed:
+            raise DeadlineExceeded
+        return self._ends - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        """The socket ``cut`` shuts down."""
+        with self._lock:
+            self._sock = sock
+        self.left()  # cut meanwhile: end here
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            if self._sock is not None:
+                try:
+                    # socket.socket's own shutdown: an SSLSocket's would drop its TLS state under the reading thread
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass  # not connected (any more)
+
+    def end(self) -> None:
+        """The post is over: its socket is forgotten (it may be closed from now on)."""
+        with self._lock:
+            self._sock = None
+
+
+def http_post(url: str, body: bytes, deadline: Deadline) -> Answer:
+    """POST the JSON ``body`` to ``url``, all of it within ``deadline``; the answer's status and Retry-After.
+
+    At most ``MAX_ANSWER_BYTES`` of the answer are read, as sent: the post asks for
+    ``Accept-Encoding: identity``, the status line and headers are parsed from those
+    bytes, and the body is never read nor inflated (a huge or gzip-bombed answer costs
+    nothing). No redirect is followed; one connection per post. Exceptions propagate
+    (``DeadlineExceeded`` when the deadline cut the post short).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    headers = {
+        "Host": parts.netloc.rpartition("@")[2],
+        "User-Agent": "vastops-notify",
+        "Content-Type": "application/json",
+        "Accept-Encoding": "identity",
+        "Connection": "close",
+    }
+    if parts.username is not None:  # https://user:password@host/...: basic auth, as requests did
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    sock = _connect(host, port, deadline)
+    try:
+        if parts.scheme == "https":
+            sock = _tls_context().wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+            deadline.watch(sock)
+            sock.do_handshake()
+        conn = http.client.HTTPConnection(host, port)
+        conn.sock = sock  # ours, under the deadline (the connection would open its own)
+        sock.settimeout(deadline.left())
+        conn.request("POST", urlunsplit(("", "", parts.path or "/", parts.query, "")), body, headers)
+        answer = http.client.HTTPResponse(cast(socket.socket, _Capped(sock, MAX_ANSWER_BYTES, deadline)), method="POST")
+        answer.begin()
+        return Answer(answer.status, answer.getheader("Retry-After"))
+    except Exception as exc:
+        if deadline.passed:  # a timeout at the deadline, or whatever its cut broke
+            raise DeadlineExceeded from exc
+        raise
+    finally:
+        deadline.end()  # before the close: a cut from now on cannot touch a closed (and reused) descriptor
+        sock.close()
+
+
+def _connect(host: str, port: int, deadline: Deadline) -> socket.socket:
+    """A TCP connection within ``CONNECT_TIMEOUT_S`` and the deadline, watched by it.
+
+    The name lookup before it is the one step the deadline cannot end: the system
+    resolver's own timeouts bound it (and the stall check reports a notifier stuck there).
+    """
+    budget = min(CONNECT_TIMEOUT_S, deadline.left())
+    try:
+        sock = socket.create_connection((host, port), timeout=budget)
+    except TimeoutError as exc:
+        raise (ConnectTimeout if budget == CONNECT_TIMEOUT_S else DeadlineExceeded) from exc
+    try:
+        deadline.watch(sock)
+        sock.settimeout(deadline.left())  # the TLS handshake's bound (the send and each read set their own)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Capped(io.RawIOBase):
+    """A socket's reading side that ends after ``limit`` bytes and whose every read ends by the deadline.
+
+    All that http.client gets to parse of an answer: a status line and headers at most.
+    """
+
+    def __init__(self, sock: socket.socket, limit: int, deadline: Deadline):
+        self._sock = sock
+        self._left = limit
+        self._deadline = deadline
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        """What ``http.client.HTTPResponse`` reads the answer from (it takes a socket and asks for this)."""
+        return io.BufferedReader(self, buffer_size=min(self._left, io.DEFAULT_BUFFER_SIZE) or 1)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if self._left <= 0:
+            return 0  # the end, as far as the parser can tell
+        self._sock.settimeout(self._deadline.left())
+        with memoryview(buffer) as view:
+            n = self._sock.recv_into(view[: self._left])
+        self._left -= n
+        return n
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Certificates are checked against the CA bundle requests uses (certifi, or ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``)."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or DEFAULT_CA_BUNDLE_PATH
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
+
+
 # -- delivery ------------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Offered:
+    """A row in the notifier's hands (queued or being posted), and since when (the stall is the oldest's wait)."""
+
+    row: dict[str, Any]
+    at: float
 
 
 class Notifier:
@@ -400,6 +599,12 @@ class Notifier:
     could not be delivered after its tries; ``error_text`` names the failure and
     ``redact(url)``, nothing more. ``sleep`` waits between tries: the default waits on
     the close event, so ``close`` cuts a backoff short; a test passes its own.
+    ``post(url, body, deadline)`` makes one try (``http_post``; a test passes its own).
+
+    A row is *done* once it was delivered or given up (after ``on_failure`` returned);
+    ``settled`` is the audit id up to which every row is done, which is as far as
+    ``pump`` moves the ledger's cursor. ``stall`` says when the oldest row not done has
+    waited ``stall_s`` (``STALL_S``) or more.
     """
 
     def __init__(
@@ -413,7 +618,8 @@ class Notifier:
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         queue_size: int = 100,
-        post: Callable[..., Any] | None = None,
+        stall_s: float | None = None,
+        post: Callable[[str, bytes, Deadline], Answer] = http_post,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if fmt not in FORMATS:
@@ -422,20 +628,20 @@ class Notifier:
         self.fmt = fmt
         self.target = redact(url)
         self.on_failure = on_failure
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # for the whole post: connect, send and read
         self.attempts = max(1, int(attempts))
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.stall_s = STALL_S if stall_s is None else stall_s
         self.sent = 0
         self.failed = 0
         self.dropped = 0  # undelivered when closed
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max(1, int(queue_size)))
+        self.followed: int | None = None  # how far pump has read the audit trail (in this process)
+        self._queue: queue.Queue[_Offered] = queue.Queue(maxsize=max(1, int(queue_size)))
+        self._undone: deque[_Offered] = deque()  # offered, not done: queued or being posted, oldest first
+        self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._session: requests.Session | None = None
-        if post is None:
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = "vastops-notify"
-            post = self._session.post
+        self._current: Deadline | None = None  # the post under way
         self._post = post
         self._sleep = sleep
         self._thread: threading.Thread | None = None
@@ -465,17 +671,46 @@ class Notifier:
         """Queue ``row`` for delivery; False (at once) when the queue is full or the notifier is closed."""
         if self._closed.is_set():
             return False
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
-            return False
+        offered = _Offered(row, time.monotonic())
+        with self._lock:  # queued and undone together: the worker cannot finish it in between
+            try:
+                self._queue.put_nowait(offered)
+            except queue.Full:
+                return False
+            self._undone.append(offered)
         return True
 
+    def settled(self) -> int | None:
+        """The audit id up to which every row is done (delivered, given up, or not notified); None before ``pump``."""
+        with self._lock:
+            oldest = self._undone[0].row.get("id") if self._undone else None
+        if self.followed is None:
+            return None
+        return min(oldest - 1, self.followed) if isinstance(oldest, int) else self.followed
+
+    def stall(self) -> str | None:
+        """What to report when the oldest row not done has waited ``stall_s`` or more; None while it flows."""
+        with self._lock:
+            if not self._undone:
+                return None
+            waited = time.monotonic() - self._undone[0].at
+            behind = len(self._undone) - 1
+        if waited < self.stall_s:
+            return None
+        return f"notifications to {self.target} are stalled: the oldest undelivered one has waited {waited:.0f} s ({behind} more queued)"
+
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the worker (waiting at most ``timeout`` for a post in flight); what is still queued is dropped."""
+        """Stop the worker: a post in flight gets ``timeout`` to end, then it is cut short; what is queued is dropped.
+
+        Nothing dropped is done: ``settled`` stays before it, so the next start sends it again.
+        """
         self._closed.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            current = self._current
+            if self._thread.is_alive() and current is not None:
+                current.cut()
+                self._thread.join(1.0)
         dropped = 0
         while True:
             try:
@@ -485,29 +720,28 @@ class Notifier:
             dropped += 1
         self.dropped += dropped
         if dropped:
-            log.warning("notifier to %s closed: %d notification(s) not delivered", self.target, dropped)
-        if self._session is not None and not self.running:
-            self._session.close()
+            log.warning("notifier to %s closed: %d notification(s) not delivered, sent at the next start", self.target, dropped)
 
     # -- the worker ------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            while not self._closed.is_set():
-                try:
-                    row = self._queue.get(timeout=POLL_S)
-                except queue.Empty:
-                    continue
-                try:
-                    self._deliver(row)
-                except Exception as exc:  # the worker never dies; nothing of the URL in the log
-                    log.error("notification to %s: unexpected %s", self.target, type(exc).__name__)
-        finally:
-            if self._session is not None and self._closed.is_set():
-                self._session.close()
+        while not self._closed.is_set():
+            try:
+                offered = self._queue.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            try:
+                done = self._deliver(offered.row)
+            except Exception as exc:  # the worker never dies; nothing of the URL in the log
+                log.error("notification to %s: unexpected %s; not sent", self.target, type(exc).__name__)
+                done = True  # given up: a row that breaks the worker must not hold the cursor for ever
+            if done:
+                with self._lock:
+                    self._undone.remove(offered)
 
-    def _deliver(self, row: dict[str, Any]) -> None:
-        body = payload(row, self.fmt)
+    def _deliver(self, row: dict[str, Any]) -> bool:
+        """Post ``row`` with its retries; True when it is done (delivered or given up), False when dropped by close."""
+        body = json.dumps(payload(row, self.fmt), default=str).encode()
         what = f"notification {row.get('event')} #{row.get('id')}"
         error = ""
         tries = 0
@@ -516,31 +750,30 @@ class Notifier:
             retry_after: float | None = None
             retry = True
             try:
-                resp = self._post(self.url, json=body, timeout=(CONNECT_TIMEOUT_S, self.timeout_s), allow_redirects=False)
+                answer = self._try(body)
             except Exception as exc:
                 error = self._describe(exc)
             else:
-                status = int(getattr(resp, "status_code", 0) or 0)
-                if 200 <= status < 300:
+                if 200 <= answer.status < 300:
                     self.sent += 1
                     if attempt > 1:
                         log.info("%s delivered to %s on try %d", what, self.target, attempt)
-                    return
-                error = f"HTTP {status} from {self.target}"
-                retry = status >= 500 or status in _RETRYABLE_4XX or status < 400
-                if status == 429:
-                    retry_after = _retry_after(resp)
+                    return True
+                error = f"HTTP {answer.status} from {self.target}"
+                retry = answer.status >= 500 or answer.status in _RETRYABLE_4XX or answer.status < 400
+                if answer.status == 429:
+                    retry_after = _seconds(answer.retry_after)
             if self._closed.is_set():
                 self.dropped += 1
-                log.warning("%s to %s dropped: the notifier closed (%s)", what, self.target, error)
-                return
+                log.warning("%s to %s dropped: the notifier closed (%s); sent at the next start", what, self.target, error)
+                return False
             if not retry or attempt == self.attempts:
                 break
             log.info("%s failed (try %d of %d): %s", what, attempt, self.attempts, error)
             self._wait(self._backoff(attempt, retry_after))
             if self._closed.is_set():
                 self.dropped += 1
-                return
+                return False
         self.failed += 1
         log.warning("%s not delivered after %d tr%s: %s", what, tries, "y" if tries == 1 else "ies", error)
         if self.on_failure is not None:
@@ -548,6 +781,16 @@ class Notifier:
                 self.on_failure(row, error, tries)
             except Exception as exc:
                 log.error("recording the failed %s failed: %s: %s", what, type(exc).__name__, self._scrub(str(exc)))
+        return True
+
+    def _try(self, body: bytes) -> Answer:
+        """One post, under a deadline that ``close`` can cut short."""
+        deadline = Deadline(self.timeout_s)
+        self._current = deadline
+        try:
+            return self._post(self.url, body, deadline)
+        finally:
+            self._current = None
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None and 0 <= retry_after <= self.max_backoff_s:
@@ -561,22 +804,25 @@ class Notifier:
             self._sleep(seconds)
 
     def _describe(self, exc: BaseException) -> str:
-        """What went wrong, from the exception's type alone (``str(exc)`` of requests quotes the URL)."""
-        if isinstance(exc, requests.ConnectTimeout):
+        """What went wrong, from the exception's type alone (its text may quote the URL)."""
+        if isinstance(exc, ConnectTimeout):
             what = f"no connection within {_num(CONNECT_TIMEOUT_S)} s"
-        elif isinstance(exc, requests.Timeout):
+        elif isinstance(exc, TimeoutError):
             what = f"timed out after {_num(self.timeout_s)} s"
-        elif isinstance(exc, requests.exceptions.SSLError) or _caused_by(exc, ssl.SSLError):
+        elif isinstance(exc, ssl.SSLError):
             what = "TLS error"
-        elif isinstance(exc, requests.ConnectionError):
-            if _caused_by(exc, ConnectionRefusedError):
-                what = "connection refused"
-            elif _caused_by(exc, socket.gaierror):
-                what = "host name not resolved"
-            elif _caused_by(exc, TimeoutError, socket.timeout):
-                what = f"timed out after {_num(self.timeout_s)} s"
-            else:
-                what = "connection failed"
+        elif isinstance(exc, ConnectionRefusedError):
+            what = "connection refused"
+        elif isinstance(exc, socket.gaierror):
+            what = "host name not resolved"
+        elif isinstance(exc, http.client.RemoteDisconnected):
+            what = "closed without an answer"
+        elif isinstance(exc, http.client.InvalidURL | ValueError):
+            what = "invalid URL"
+        elif isinstance(exc, http.client.HTTPException):
+            what = "an answer that is not HTTP"
+        elif isinstance(exc, OSError):
+            what = "connection failed"
         else:
             what = type(exc).__name__
         return f"{what} ({self.target})"
@@ -587,25 +833,10 @@ class Notifier:
         return text
 
 
-def _caused_by(exc: BaseException, *types: type[BaseException]) -> bool:
-    """Whether ``exc`` wraps one of ``types`` (requests -> urllib3 -> socket: causes, contexts, reasons, args)."""
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        e = todo.pop()
-        if not isinstance(e, BaseException) or id(e) in seen or len(seen) > 20:
-            continue
-        seen.add(id(e))
-        if isinstance(e, types):
-            return True
-        todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args])
-    return False
-
-
-def _retry_after(resp: Any) -> float | None:
+def _seconds(value: str | None) -> float | None:
     try:
-        return float(resp.headers["Retry-After"])
-    except (AttributeError, KeyError, TypeError, ValueError):
+        return float(value) if value is not None else None
+    except ValueError:
         return None
 
 
@@ -615,33 +846,66 @@ def _retry_after(resp: Any) -> float | None:
 def pump(notifier: Notifier, ledger: Ledger, cursor: str = "notify", batch: int = 200) -> int:
     """Offer the audit rows written since the last call that are in ``NOTIFY_EVENTS``; how many were offered.
 
-    The cursor moves past every row handled, notified or not. A row the queue refuses
-    stops the pump and is offered again next call (nothing lost, nothing waits). The
-    first call ever starts at the end of the trail: history is not notified.
-    ``sqlite3.Error`` propagates.
+    The ledger's cursor says what is done: every row up to it was delivered, given up
+    (its ``notify_failed`` written) or is not notified. It moves only that far
+    (``Notifier.settled``), so what was queued or in flight when a watchdog stopped is
+    sent by the next one. Within a process the trail is followed in memory
+    (``notifier.followed``): nothing is offered twice. A row the queue refuses stops the
+    pump and is offered again next call. The first call ever (no cursor yet) starts at the
+    end of the trail: history is not notified. A later process's first call sends at most
+    the newest ``BACKLOG`` notifications left undone. ``sqlite3.Error`` propagates.
     """
     with ledger.view() as v:
-        position = v.cursor(cursor)
-        end = v.last_audit_id() if position is None else 0
-    if position is None:
-        with ledger.write() as tx:
-            tx.set_cursor(cursor, end)
-        return 0
+        stored = v.cursor(cursor)
+        end = v.last_audit_id() if stored is None and notifier.followed is None else 0
+    if notifier.followed is None:
+        if stored is None:  # the first watchdog ever
+            with ledger.write() as tx:
+                tx.set_cursor(cursor, end)
+            stored = end
+        notifier.followed = _past_the_backlog(ledger, stored, batch)
+    elif stored is not None and stored > notifier.followed:
+        notifier.followed = stored  # told by another watchdog while this one did not hold the lease
     offered = 0
     while True:
         with ledger.view() as v:
-            rows = v.audit_after(position, batch)
-        handled, refused = position, False
+            rows = v.audit_after(notifier.followed, batch)
+        refused = False
         for row in rows:
             if row["event"] in NOTIFY_EVENTS:
                 if not notifier.offer(row):
                     refused = True
                     break
                 offered += 1
-            handled = row["id"]
-        if handled != position:
-            with ledger.write() as tx:
-                tx.set_cursor(cursor, handled)
-            position = handled
+            notifier.followed = row["id"]
         if refused or len(rows) < batch:
-            return offered
+            break
+    settled = notifier.settled()
+    if settled is not None and (stored is None or settled > stored):  # forward only
+        with ledger.write() as tx:
+            tx.set_cursor(cursor, settled)
+    return offered
+
+
+def _past_the_backlog(ledger: Ledger, stored: int, batch: int) -> int:
+    """Where to start so that at most the newest ``BACKLOG`` notifications after ``stored`` are sent.
+
+    A watchdog down for a weekend would otherwise post every warning and stop of it at
+    once, most of them stale; the skipped ones are logged.
+    """
+    newest: deque[int] = deque(maxlen=max(1, BACKLOG))
+    skipped, position = 0, stored
+    while True:
+        with ledger.view() as v:
+            rows = v.audit_after(position, batch)
+        for row in rows:
+            if row["event"] in NOTIFY_EVENTS:
+                skipped += len(newest) == newest.maxlen
+                newest.append(row["id"])
+            position = row["id"]
+        if len(rows) < batch:
+            break
+    if not skipped:
+        return stored
+    log.warning("%d older undelivered notification(s) skipped: a start sends the newest %d", skipped, newest.maxlen)
+    return newest[0] - 1

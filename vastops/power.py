@@ -18,7 +18,7 @@ from . import costs as costmath
 from .clock import isoz, parse_isoz
 from .ledger import View
 from .observe import Observing
-from .stops import BUDGET_KINDS, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
+from .stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from .vast import VastError
 from .vocabulary import CAUSE_EVENTS, TRANSIENT_ERRORS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
 from .words import usd
@@ -52,6 +52,10 @@ def clear_refusal(exc: VastError) -> bool:
     the instance is looked at instead (docs/vast-api.md §6).
     """
     return exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or (exc.status is not None and 400 <= exc.status < 500)
+
+
+OVERRIDE_RECORDED = "recorded"  # power_on's budget_override: a budget_override row now holds the budgets near their limit
+OVERRIDE_NOT_NEEDED = "not_needed"  # none was near its limit (or all were overridden already): nothing was recorded
 
 
 class BudgetExceeded(Exception):
@@ -124,25 +128,52 @@ class Powering(Observing):
             if not b.overridden and exhausted(spent(b, running, now), b.limit_usd)
         ]
 
-    def check_budget(self, actor: str, iid: int, *, override_reason: str | None) -> None:
-        """Refuse a start while a budget is spent (``BudgetExceeded``), or record the operator's override."""
-        if self.settings.vast_budget_daily_usd is None and self.settings.vast_budget_monthly_usd is None:
-            return
-        with self.ledger.view() as view:
-            over = self.spent_budget(view, iid, self.clock())
-        if not over:
-            return
+    def check_budget(self, actor: str, iid: int, *, override_reason: str | None) -> tuple[str, str] | None:
+        """Refuse a start while a budget is spent (``BudgetExceeded``), or record the operator's override.
+
+        Without a reason nothing is written. With one, every budget in its warning zone
+        (``BUDGET_WARNING_SHARE`` of its limit or more, spent included) and not yet
+        overridden is overridden for its current period: one ``budget_override`` row, which
+        the watchdog reads, so in that period it neither refuses a start nor stops the
+        instance. A budget further from its limit is left as it is. What the answer says:
+        None without a reason, else (``recorded`` or ``not_needed``, in words).
+        """
+        configured = self.settings.vast_budget_daily_usd is not None or self.settings.vast_budget_monthly_usd is not None
         if not override_reason:
-            raise BudgetExceeded(refusal(over) + ": starts are refused; override with a reason (vastops on --override-budget --reason ...)")
-        with self.ledger.write() as tx:
+            if not configured:
+                return None
+            with self.ledger.view() as view:
+                over = self.spent_budget(view, iid, self.clock())
+            if over:
+                raise BudgetExceeded(
+                    refusal(over) + ": starts are refused; override with a reason (vastops on --override-budget --reason ...)"
+                )
+            return None
+        if not configured:
+            return OVERRIDE_NOT_NEEDED, "No budget override was needed, so none was recorded: no budget is configured."
+        with self.ledger.write() as tx:  # read and record in one transaction: what is overridden is what was read
             now = self.clock()
+            running = running_of(tx.open_session(iid))
+            near, held, far = [], [], []
+            for b in self.budgets(tx, iid, now):
+                used = spent(b, running, now)
+                figures = budget_figures(b, used)
+                if b.overridden:
+                    held.append(figures)
+                elif exhausted(used, b.limit_usd * BUDGET_WARNING_SHARE):
+                    near.append(figures)
+                else:
+                    far.append(figures)
+            if not near:
+                return OVERRIDE_NOT_NEEDED, not_needed(held, far)
             # One row names every budget it overrides, each for its period: the watchdog reads the last one.
             previous = (tx.last_event(iid, Event.BUDGET_OVERRIDE) or {}).get("meta", {}).get("periods", {})
-            periods = {**previous, **{b["budget"]: b["period"] for b in over}}
+            periods = {**previous, **{b["budget"]: b["period"] for b in near}}
             tx.audit(
                 now, iid, Event.BUDGET_OVERRIDE, actor,
-                {"reason": override_reason, "periods": periods, "budgets": over, "instance_id": iid},
+                {"reason": override_reason, "periods": periods, "budgets": near, "instance_id": iid},
             )  # fmt: skip
+        return OVERRIDE_RECORDED, recorded(near, far)
 
     def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
         """Hold the idle stop off: it comes no earlier than now + ``minutes`` (hard limits still apply)."""
@@ -192,7 +223,9 @@ class Powering(Observing):
             # The wake proxy's ask, before the guardrails: a refused wake is in the trail too.
             with self.ledger.write() as tx:
                 tx.audit(self.clock(), iid, Event.WAKE_REQUESTED, actor, {"instance_id": iid, "waiting_requests": waiting_requests})
-        self.check_budget(actor, iid, override_reason=override_reason)
+        override = self.check_budget(actor, iid, override_reason=override_reason)
+        if override is not None:
+            _say(progress, "budget", override[1])  # what the override did, before the wait
         with self.ledger.write() as tx:
             now = self.clock()
             audit_id = tx.audit(
@@ -225,7 +258,7 @@ class Powering(Observing):
                 _say(progress, "queued", f"the start waits for its GPU: {taken}")
         if not wait_for_health:
             status = status or self.observe_quietly(actor)
-            return {
+            result = {
                 "status": status or Status.SCHEDULING,
                 "instance_id": iid,
                 "endpoint_base_url": None,
@@ -236,7 +269,12 @@ class Powering(Observing):
                 "queued": queued,
                 "queued_reason": taken,
             }
-        return self._wait_for_outcome(actor, request_id, progress, seen=status)
+        else:
+            result = self._wait_for_outcome(actor, request_id, progress, seen=status)
+        if override is not None:  # asked to override: the answer says whether anything was
+            result["budget_override"], words = override
+            result["message"] = f"{words} {result['message']}"
+        return result
 
     def _mark_pending(self, iid: int, kind: str, actor: str, audit_id: int, health_path: str, health_port: int) -> int:
         """Mark a start (or reboot) pending, once vast accepted it, so no observer aborts it for
@@ -488,6 +526,32 @@ def refusal(spent_budgets: list[dict[str, Any]]) -> str:
         f"the {b['budget']} budget of {usd(b['limit_usd'])} is spent ({usd(b['spent_usd'])}, compute and storage)"
         f" until it resets at {b['resets_local']}"
         for b in spent_budgets
+    )
+
+
+def recorded(near: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
+    """What an override that was recorded holds, and what it does not."""
+    held = "; ".join(
+        f"the {b['budget']} budget ({usd(b['spent_usd'])} of {usd(b['limit_usd'])}, {b['percent']:g} %) neither stops the instance"
+        f" nor refuses a start until it resets at {b['resets_local']}"
+        for b in near
+    )
+    return f"Budget override recorded: {held}." + (f" Not overridden: {_far(far)}." if far else "")
+
+
+def not_needed(held: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
+    """Why an override that was asked for recorded nothing: each budget is overridden already, or far from its limit."""
+    parts = [f"the {b['budget']} budget is already overridden until it resets at {b['resets_local']}" for b in held]
+    if far:
+        parts.append(_far(far))
+    return "No budget override was needed, so none was recorded: " + "; ".join(parts) + "."
+
+
+def _far(far: list[dict[str, Any]]) -> str:
+    share = f"{BUDGET_WARNING_SHARE * 100:g} %"
+    return (
+        ", ".join(f"the {b['budget']} budget is at {b['percent']:g} %" for b in far)
+        + f" (an override is recorded from {share} of a budget): {'it' if len(far) == 1 else 'each'} still stops the instance when spent"
     )
 
 

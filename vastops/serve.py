@@ -17,6 +17,11 @@ accept. So:
   the cap the connection that has waited longest for its request is closed (as nginx
   reuses idle connections): a flood of half-sent requests cannot lock /healthz out;
 * the soft limit of open files is raised to the hard one.
+
+The wake proxy (vastops/proxy.py) serves with the same protocol but its own limits:
+it carries LLM streams, not the watchdog's API, so its connection cap is sized from
+the file-descriptor limit, and uvicorn's plain-text 503 is off (``limit_concurrency``
+None): the proxy answers the requests beyond its own limit itself, OpenAI-shaped.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ BACKLOG = 128
 SHED_WARNING_EVERY_S = 60.0  # a flood must not flood the log too
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, backlog: int = BACKLOG) -> socket.socket:
     """The listening socket, or ``OSError`` (the caller says the port is in use)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -53,7 +58,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         # Listening now, not when uvicorn starts: a second SO_REUSEADDR bind succeeds on
         # Linux while nothing listens, and that watchdog would go on to its start-up.
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
@@ -147,8 +152,12 @@ def make_server(
     access_log: bool = False,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
+    limit_concurrency: int | None = LIMIT_CONCURRENCY,
 ) -> uvicorn.Server:
-    """The uvicorn server ``run`` serves with (tests run it in a thread and stop it)."""
+    """The uvicorn server ``run`` serves with (tests run it in a thread and stop it).
+
+    ``limit_concurrency`` None: uvicorn never answers its own 503 (the app has a limit of its own).
+    """
 
     class Protocol(GuardedHttpProtocol):
         pass
@@ -156,22 +165,33 @@ def make_server(
     Protocol.request_timeout_s = request_timeout_s
     Protocol.max_connections = max_connections
     config = uvicorn.Config(
-        app, http=Protocol, log_level=log_level, access_log=access_log, limit_concurrency=LIMIT_CONCURRENCY, backlog=BACKLOG
+        app, http=Protocol, log_level=log_level, access_log=access_log, limit_concurrency=limit_concurrency, backlog=BACKLOG
     )
     return uvicorn.Server(config)
 
 
 def run(
-    app: Any, sock: socket.socket, *, log_level: str = "info", access_log: bool = False, request_timeout_s: float = REQUEST_TIMEOUT_S
+    app: Any,
+    sock: socket.socket,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    max_connections: int | None = None,
+    limit_concurrency: int | None = LIMIT_CONCURRENCY,
 ) -> None:
+    """Serve ``app`` on ``sock``. Without ``max_connections``, the watchdog's cap (see above)."""
     soft = raise_fd_limit()
-    # Connections, one accept burst, the ledger and vast.ai must all fit in the limit,
-    # whatever it is: connections get at most a quarter of it.
+    if max_connections is None:
+        # Connections, one accept burst, the ledger and vast.ai must all fit in the limit,
+        # whatever it is: connections get at most a quarter of it.
+        max_connections = min(MAX_CONNECTIONS, soft // 4)
     server = make_server(
         app,
         log_level=log_level,
         access_log=access_log,
         request_timeout_s=request_timeout_s,
-        max_connections=min(MAX_CONNECTIONS, soft // 4),
+        max_connections=max_connections,
+        limit_concurrency=limit_concurrency,
     )
     server.run(sockets=[sock])  # SIGTERM: uvicorn's graceful shutdown, then the lifespan's exit

@@ -18,10 +18,12 @@ the earliest candidate.
   activity or keepalives.
 * **daily_stop**: the first ``VAST_DAILY_STOP_AT`` (in ``VASTOPS_TIMEZONE``) after the
   session start; a keepalive does not move it, and a start after it is not stopped
-  until the next day's.
+  until the next day's. At a daylight-saving change: in a repeated hour the next of its
+  two occurrences, in a skipped one the moment the clock jumps (``wall_clock_reaches``).
 * **budget**: the moment the period's spend (compute and storage of the sessions,
   the open one up to now) reaches the budget; none once an operator overrode it for
-  the period. Its warning is due at 80 % of the budget.
+  the period (an override given at 80 % or more: ``Powering.check_budget``). Its
+  warning is due at 80 % of the budget. Days and months begin at local midnight.
 
 Warnings come ``VAST_SHUTDOWN_WARNING_MINUTES`` before a stop; for the idle stop at
 most half the idle time before it, so a warning is never due the moment a request
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -150,18 +152,45 @@ def budget_due(budget: Budget, running: Running | None, now: datetime, share: fl
 
 
 def daily_stop_after(started: datetime, settings: Settings) -> datetime | None:
-    """The first VAST_DAILY_STOP_AT after ``started`` (a start after today's is stopped tomorrow)."""
+    """The first VAST_DAILY_STOP_AT after ``started`` (a start after today's is stopped tomorrow).
+
+    The first moment after ``started`` at which the local clock reaches it: in the hour a
+    fall-back repeats, the next of its two occurrences (02:30 CET is 45 minutes after
+    02:45 CEST); on a day whose spring-forward skips it, the moment the clock jumps past
+    it (03:00 CEST for 02:30 in Berlin).
+    """
     at = settings.vast_daily_stop_at
     if at is None:
         return None
     tz = settings.timezone
-    local = started.astimezone(tz)
-    day = local.date()
+    day = started.astimezone(tz).date()
     while True:
-        candidate = datetime(day.year, day.month, day.day, at.hour, at.minute, tzinfo=tz).astimezone(UTC)
-        if candidate > started:
-            return candidate
+        for candidate in wall_clock_reaches(day, at, tz):
+            if candidate > started:
+                return candidate
         day += timedelta(days=1)
+
+
+def wall_clock_reaches(day: date, at: time, tz: Any) -> list[datetime]:
+    """When (UTC, in order) the clock in ``tz`` shows ``at`` on ``day``: once; twice in the hour a
+    fall-back repeats; in the hour a spring-forward skips, never, so the moment it jumps past it."""
+    first = datetime(day.year, day.month, day.day, at.hour, at.minute, tzinfo=tz)  # fold=0: the earlier offset's reading
+    early, late = first.astimezone(UTC), first.replace(fold=1).astimezone(UTC)
+    if early == late:
+        return [early]
+    if early < late:
+        return [early, late]  # repeated: both readings exist
+    # Skipped: no instant shows it; the jump lies between the two readings' instants (``late``
+    # before it, ``early`` after it): find it to the second (offsets change on whole seconds).
+    wall = first.replace(tzinfo=None)
+    lo, hi = int(late.timestamp()), int(early.timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return [datetime.fromtimestamp(hi, UTC)]
 
 
 def idle_deadline(

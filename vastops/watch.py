@@ -77,6 +77,12 @@ DUE_SLACK = timedelta(milliseconds=5)
 WARN_EVERY_S = 0.5  # how often the warnings are checked (a warning is due minutes before its stop)
 NOTIFY_EVERY_S = 1.0  # how often the audit trail is followed for notifications
 PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to act between decision and stop
+# Reporters (the wake proxy, the LiteLLM callback) retry a report every 2 s at most while the
+# watchdog is down (a restart, an upgrade). An idle stop that fell due while it was down waits
+# this long after start-up, so a request that began meanwhile is heard before the GPU stops
+# under it. Hard limits and budgets do not wait: no request moves them.
+REPORTERS_GRACE_S = 5.0
+HELD_BY_REQUESTS = (Cause.IDLE, Cause.KEEPALIVE)
 
 
 class Problems:
@@ -117,6 +123,7 @@ class Watch:
         self.clock = control.clock
         self.lease = lease
         self.started_at = self.clock()
+        self._grace_until = self.started_at + timedelta(seconds=REPORTERS_GRACE_S)
         self.problems = Problems()
         # activity in memory, not yet in the ledger
         self._latest_activity: datetime | None = None
@@ -161,6 +168,7 @@ class Watch:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        self._grace_until = self.clock() + timedelta(seconds=REPORTERS_GRACE_S)
         await asyncio.to_thread(self._housekeep_ledger)
         await self.restore_requests()
         if self.notifier is not None:
@@ -188,6 +196,8 @@ class Watch:
         await self.flush()  # a clean shutdown loses no activity
         if self.notifier is not None:
             await asyncio.to_thread(self.notifier.close)
+            if self.enforcing:  # the cursor stays before what was not delivered: the next start sends it
+                await asyncio.to_thread(self._pump)
         self._enforcer.shutdown(wait=False)
         if self.lease is not None and await asyncio.to_thread(self._lost_lease):
             return  # another watchdog took over: its heartbeat and lease are not ours to touch
@@ -223,6 +233,11 @@ class Watch:
             if self._sleeping_until is None or now + idle < self._sleeping_until:
                 self.wake()
         return now
+
+    @property
+    def session_id(self) -> int | None:
+        """The session open in memory (the instance runs as far as this watchdog knows), or None."""
+        return self._session["id"] if self._session else None
 
     def requests_in_flight(self) -> int:
         """How many requests are in flight now (on the event loop: expired ones are swept first)."""
@@ -265,10 +280,13 @@ class Watch:
         self._unflushed -= count  # taken now: a concurrent flush cannot write the same requests again
         try:
             await asyncio.to_thread(self.control.record_activity, latest, count, rows)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3.Error, or a row the ledger cannot take: never drop the batch
             self._unflushed += count  # kept for the next flush
             self.requests.put_back(rows)
-            self._ledger_failed(exc)
+            if isinstance(exc, sqlite3.Error):
+                self._ledger_failed(exc)
+            else:
+                self.problems.report("ledger", f"the ledger did not take the activity ({type(exc).__name__}: {exc}); it is kept in memory")
             if self.requests.dropped:
                 log.warning("%d request rows dropped while the ledger fails (the holds in memory are kept)", self.requests.dropped)
                 self.requests.dropped = 0
@@ -388,6 +406,8 @@ class Watch:
             return None
         if self._retry_at is not None and self.clock() < self._retry_at:
             return None
+        if self._hearing_reporters(stop):
+            return None
         session = self._session
         assert session is not None  # a stop needs an open session
         if PAUSE_BEFORE_STOP_S:
@@ -494,11 +514,18 @@ class Watch:
             self._ledger_failed(exc)
 
     async def _notify_loop(self) -> None:
+        assert self.notifier is not None
         while True:
             await asyncio.sleep(NOTIFY_EVERY_S)
             try:
                 if self.enforcing:
                     await asyncio.to_thread(self._pump)
+                # A webhook that holds every post is silent otherwise: no failure comes until it lets go.
+                stall = self.notifier.stall()
+                if stall:
+                    self.problems.report("notify", stall)
+                else:
+                    self.problems.clear("notify")
             except Exception:
                 log.exception("notification pump failed")
                 await asyncio.sleep(MIN_WAIT_S)
@@ -573,11 +600,18 @@ class Watch:
             except TimeoutError:
                 pass
 
+    def _hearing_reporters(self, stop: Stop) -> bool:
+        """Whether an idle stop waits for the reports retried across this watchdog's start-up (``REPORTERS_GRACE_S``)."""
+        return stop.cause in HELD_BY_REQUESTS and self.clock() < self._grace_until
+
     def next_wait(self, floor: float = 0.0) -> float:
         """How long the deadline loop sleeps (a wake cuts it short): exact, never a spin."""
         left = self.seconds_until_deadline()
         if left is None:
             return MAX_WAIT_S  # nothing due
+        stop = self.next_stop()
+        if stop is not None and self._hearing_reporters(stop):
+            left = max(left, (self._grace_until - self.clock()).total_seconds())
         if left > 0:
             return max(floor, min(left, MAX_WAIT_S))  # exact, and a resume from suspend is noticed soon
         # Due but not stopped (a retry pending, the lease lost, a last check said wait).

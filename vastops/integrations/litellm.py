@@ -63,8 +63,12 @@ HEALTH_CHECK = "litellm-internal-health-check"
 MAX_TEXT = 200  # the watchdog's limit on request_id, consumer and model
 QUEUE_SIZE = 1000  # reports waiting for the worker; beyond it new ones are dropped
 SEEN_IDS = 10_000  # call ids remembered to send one start and one end each
-TRIES = 3  # per report, for a watchdog that is restarting or briefly overloaded
-RETRY_S = 0.5  # the first pause between tries; it doubles
+# A report is tried until the watchdog takes it, for up to MAX_AGE_S: a watchdog that restarts
+# (an upgrade, systemd's restart, tens of seconds) must still hear of the requests that began
+# meanwhile, or it stops the GPU under them. The pause never grows past RETRY_MAX_S: the
+# restarted watchdog waits that long (and a little more) for retried reports before an idle stop.
+RETRY_S = 0.25  # the first pause between tries; it doubles
+RETRY_MAX_S = 2.0
 MAX_AGE_S = 300.0  # a report older than this is stale: its request's TTL has it covered
 WARN_EVERY_S = 60.0  # one log line per kind of trouble per minute, not one per request
 
@@ -120,7 +124,8 @@ class Reporter:
         self._queue: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue(queue_size)
         self._warned: dict[str, float] = {}
         self.sent = 0
-        self.dropped = 0  # queue full, stale, refused or failed after every try
+        self.dropped = 0  # queue full, stale or refused
+        self.failed_posts = 0  # posts the watchdog did not take (each retried, or the report dropped)
 
     def __repr__(self) -> str:  # never the key, whoever prints the proxy's callbacks
         return f"Reporter({_where(self.url)})"
@@ -173,7 +178,7 @@ class Reporter:
     def _deliver(self, queued_at: float, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         pause = self.retry_s
-        for attempt in range(1, TRIES + 1):
+        while True:
             if self._clock() - queued_at > MAX_AGE_S:
                 self.dropped += 1
                 self._warn(
@@ -185,12 +190,14 @@ class Reporter:
                 self.sent += 1
                 return
             retry, what = problem
-            if not retry or attempt == TRIES:
+            self.failed_posts += 1
+            if not retry:
                 self.dropped += 1
                 self._warn(what, "the watchdog at %s did not take a report: %s", _where(self.url), what)
                 return
+            self._warn("retrying", "the watchdog at %s does not take reports (%s): retrying, in order", _where(self.url), what)
             time.sleep(pause)
-            pause *= 2
+            pause = min(pause * 2, RETRY_MAX_S)
 
     def _post(self, data: bytes) -> tuple[bool, str] | None:
         """None when the watchdog took it, else (worth retrying, what went wrong) without the key."""
@@ -241,9 +248,10 @@ class _Seen:
 
 
 def _text(value: object) -> str | None:
-    """A non-empty string cut to the watchdog's limit, else None."""
+    """A non-empty string cut to the watchdog's limit and made valid UTF-8 (a lone surrogate
+    becomes ``?``: the watchdog refuses it, and the request would hold nothing), else None."""
     if isinstance(value, str) and value:
-        return value[:MAX_TEXT]
+        return value[:MAX_TEXT].encode("utf-8", "replace").decode()
     return None
 
 
