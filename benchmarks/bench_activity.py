@@ -2,7 +2,7 @@
 
     python benchmarks/bench_activity.py [--quick | --full] [--rounds N] [--seconds S]
 
-Six endpoints of one server process (the product's uvicorn stack: ``vastops.serve``'s
+Six endpoints of one server process (the product's uvicorn stack: ``vastops.watchdog.serve``'s
 protocol with its limits, access log off), measured alike, in the same run:
 
     raw           POST /bench/raw: a plain ASGI callable in front of the whole app that
@@ -109,11 +109,11 @@ def serve(port: int) -> None:
 
     from fastapi import Depends, Header, HTTPException
 
-    from vastops import serve as serving
-    from vastops.api import create_app
     from vastops.clock import isoz
     from vastops.config import load_settings
-    from vastops.control import Control
+    from vastops.control.answers import Control
+    from vastops.watchdog import serve as serving
+    from vastops.watchdog.app import create_app
 
     settings = load_settings(None)  # the environment only, never a developer's .env
     control = Control(settings)
@@ -418,7 +418,7 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
             metrics = requests.get(base + "/metrics", timeout=10).text
             counted = next((float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("vastops_activity_total")), None)
             procs.stop(server)  # SIGTERM: the watchdog flushes its buffered activity and requests
-            from vastops.ledger import Ledger
+            from vastops.ledger.store import Ledger
 
             with Ledger(work / "ledger.db").read() as db:
                 in_ledger = next(db.query("SELECT activity_count FROM instances WHERE instance_id = 12345"))["activity_count"]

@@ -221,7 +221,7 @@ def measure(db: Path, rounds: int, app: Path | None = None) -> dict[str, tuple[f
     """Median (cold, warm) seconds per case over ``rounds`` fresh dashboard processes."""
     from playwright import sync_api
 
-    from vastops.ledger import Ledger
+    from vastops.ledger.store import Ledger
 
     with Ledger(db).read() as ldb:
         n = next(ldb.query("SELECT COUNT(*) AS n FROM sessions"))["n"]
@@ -291,7 +291,7 @@ def main() -> int:
         return 0
     from bigledger import build
 
-    from vastops.ledger import Ledger
+    from vastops.ledger.store import Ledger
 
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "empty.db"

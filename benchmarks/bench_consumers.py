@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import Figure, Workdir, ms, print_table, progress
-from vastops import consumers, reports
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
+from vastops.reports import consumers
+from vastops.reports import periods as reports
 
 IID = 12345
 DAYS = 730

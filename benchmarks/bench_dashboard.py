@@ -88,7 +88,7 @@ def main() -> int:
     from bigledger import build
 
     from common import Figure
-    from vastops.ledger import Ledger
+    from vastops.ledger.store import Ledger
 
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "empty.db"

@@ -115,7 +115,7 @@ FROM e ORDER BY i
 
 def build(path: Path, n: int, now: datetime) -> dict:
     """A ledger of n sessions and n audit rows over the YEARS before now; one transaction."""
-    from vastops.ledger import Ledger
+    from vastops.ledger.store import Ledger
 
     Ledger(path)  # the product's schema, migrations, WAL
     t_now = now.timestamp()
@@ -179,7 +179,7 @@ def csv_memory(path: Path, now_iso: str) -> dict:
     from common import proc_status
     from vastops import costs
     from vastops.clock import parse_isoz
-    from vastops.ledger import Ledger
+    from vastops.ledger.store import Ledger
 
     now = parse_isoz(now_iso)
     ledger = Ledger(path)
@@ -218,7 +218,8 @@ def csv_memory_subprocess(path: Path, now: datetime) -> dict:
 
 def operations(ledger, control, now: datetime):
     """(name, callable) for every timed operation; each opens its own connection like the product."""
-    from vastops import costs, reports
+    from vastops import costs
+    from vastops.reports import periods as reports
 
     today = now.date()
     first_day = (now - timedelta(days=YEARS * 365)).date()
@@ -276,8 +277,8 @@ def label(n: int) -> str:
 
 def run(quick: bool = False, full: bool = False, sizes: list[int] | None = None) -> dict:
     from vastops.config import load_settings
-    from vastops.control import Control
-    from vastops.ledger import Ledger
+    from vastops.control.answers import Control
+    from vastops.ledger.store import Ledger
 
     sizes = sizes or default_sizes(quick, full)
     min_runs = 5 if full else 3

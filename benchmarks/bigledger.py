@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from vastops.clock import isoz
 from vastops.costs import session_costs
-from vastops.ledger import Ledger, connect
+from vastops.ledger.store import Ledger, connect
 from vastops.vocabulary import Event
 
 EVENTS = [(e, 1) for e in tuple(Event)]

@@ -19,9 +19,9 @@ import streamlit as st
 from vastops import words
 from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
-from vastops.control import Control
-from vastops.ledger import Ledger, LedgerError
-from vastops.login import THROTTLE, LoginTokens
+from vastops.control.answers import Control
+from vastops.dashboard.login import THROTTLE, LoginTokens
+from vastops.ledger.store import Ledger, LedgerError
 
 AUTH_KEY = "vastops_authenticated"  # single sign-on: this session passed the allow list
 TOKEN_KEY = "vastops_login_token"  # password: this session's login token (vastops/login.py)

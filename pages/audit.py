@@ -1,6 +1,6 @@
 """Audit: every action and what came of it, newest first, with filters, paging and CSV.
 
-Paging is keyset paging on the row id (``vastops.reports.audit_page``), so the
+Paging is keyset paging on the row id (``vastops.reports.periods.audit_page``), so the
 100th page of a million-row log is as quick as the first. Events are shown in words
 (``vastops.vocabulary.event_words``) and details as "key: value" in words
 (``pages/_charts.details``), in a static table that wraps them instead of cutting
@@ -15,7 +15,7 @@ import streamlit as st
 
 from pages import _charts as charts
 from pages._common import ledger, require_login, settings
-from vastops import reports
+from vastops.reports import periods as reports
 from vastops.vocabulary import AUDIT_ACTORS, Event
 
 CACHE_TTL_S = 10

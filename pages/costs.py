@@ -1,6 +1,6 @@
 """Costs: what the instance cost in a date range, charts, the sessions, and CSV exports.
 
-All figures come from one pass of SQL aggregates in ``vastops.reports`` (fast on
+All figures come from one pass of SQL aggregates in ``vastops.reports.periods`` (fast on
 100,000 sessions), cached for a few seconds. Days and months are UTC. The charts are
 SVG drawn from ``pages/_charts.py`` (why not a chart library: see there).
 """
@@ -14,7 +14,9 @@ import streamlit as st
 
 from pages import _charts as charts
 from pages._common import hours, ledger, require_login, settings
-from vastops import consumers, reports, words
+from vastops import words
+from vastops.reports import consumers
+from vastops.reports import periods as reports
 from vastops.vocabulary import EndReason
 
 CACHE_TTL_S = 15

@@ -55,10 +55,10 @@ from pages._common import (
 from vastops import words
 from vastops.clock import stamp
 from vastops.config import NotConfigured
-from vastops.ledger import LedgerError
-from vastops.observe import probe_health
-from vastops.power import BudgetExceeded, InvalidRequest, NothingRuns, NotRunning
-from vastops.reports import cold_starts
+from vastops.control.observe import probe_health
+from vastops.control.power import BudgetExceeded, InvalidRequest, NothingRuns, NotRunning
+from vastops.ledger.store import LedgerError
+from vastops.reports.periods import cold_starts
 from vastops.vast import VastError
 from vastops.vocabulary import CAN_START, CAN_STOP, CAUSE_WORDS, STATUS_WORDS, Actor, Cause, ErrorKind, Event, Status, status_words
 

@@ -19,7 +19,7 @@ from helpers import (
     start_sim,
 )
 from vastops.clock import FakeClock
-from vastops.sim import SimConfig, SimInstance, Simulator
+from vastops.sim.world import SimConfig, SimInstance, Simulator
 
 
 @pytest.fixture(autouse=True)

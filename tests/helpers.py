@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from vastops.config import load_settings
-from vastops.control import Control
+from vastops.control.answers import Control
 from vastops.vast import VastClient
 
 SIM_KEY = "sim-KEY-4c1f9e2b7d"

@@ -22,9 +22,9 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from helpers import INSTANCE_ID, clean_process_env, free_port, ledger_page_env, settle, shot
-from vastops import reports
 from vastops.clock import utcnow
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
+from vastops.reports import periods as reports
 from vastops.vocabulary import Event, event_words
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def log(env):
 def audit_page() -> AppTest:
     from streamlit import cache_data
 
-    from vastops.login import THROTTLE
+    from vastops.dashboard.login import THROTTLE
 
     THROTTLE.succeeded()
     cache_data.clear()

@@ -22,9 +22,9 @@ import requests
 
 from helpers import CHROMIUM, CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot
 from vastops.config import load_settings
-from vastops.control import Control
+from vastops.control.answers import Control
 from vastops.costs import SESSION_CSV_COLUMNS
-from vastops.reports import AUDIT_CSV_COLUMNS
+from vastops.reports.periods import AUDIT_CSV_COLUMNS
 
 PASSWORD = "browser-test-pw-41"
 

@@ -30,7 +30,7 @@ from helpers import (
     wait_until,
 )
 from vastops.config import load_settings
-from vastops.control import Control
+from vastops.control.answers import Control
 from vastops.vocabulary import Event
 
 PASSWORD = "ux-browser-pw-5150"

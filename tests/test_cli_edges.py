@@ -32,7 +32,7 @@ from helpers import (
 )
 from vastops import cli
 from vastops.config import load_settings
-from vastops.control import Control
+from vastops.control.answers import Control
 
 
 def run(cwd, *args, timeout=60, **env):

@@ -18,7 +18,7 @@ import requests
 
 from helpers import CONTROL_KEY, INSTANCE_ID, events, start_sim, start_watchdog, wait_until
 from vastops.clock import parse_isoz
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
 from vastops.vocabulary import Event as ev
 
 AUTH = {"X-API-Key": CONTROL_KEY}

@@ -18,12 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, INSTANCE_ID, make_control, make_settings
-from vastops import consumers, reports
-from vastops.api import create_app
 from vastops.clock import FakeClock
-from vastops.consumers import CONSUMER, IDLE, STARTUP, ready_at, split
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
+from vastops.reports import consumers
+from vastops.reports import periods as reports
+from vastops.reports.consumers import CONSUMER, IDLE, STARTUP, ready_at, split
 from vastops.vocabulary import Actor, Event
+from vastops.watchdog.app import create_app
 
 DAY0 = datetime(2026, 11, 10, tzinfo=UTC)
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -340,7 +341,7 @@ def test_the_demos_traffic_reports_named_consumers_to_a_real_watchdog_only_in_it
     import requests
 
     from helpers import start_sim, start_watchdog, wait_until
-    from vastops.demo_traffic import CONSUMERS, Traffic
+    from vastops.demo.traffic import CONSUMERS, Traffic
 
     sim_url = start_sim(processes, rate_limit_scale=0)
     _, api_url, env = start_watchdog(processes, tmp_path, sim_url)

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import make_control
-from vastops import costs, reports
+from vastops import costs
+from vastops.reports import periods as reports
 from vastops.vocabulary import Actor
 
 ROOT = Path(__file__).resolve().parent.parent

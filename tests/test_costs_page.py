@@ -24,9 +24,10 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import INSTANCE_ID, clean_process_env, free_port, ledger_page_env, settle, shot
 from vastops import costs as costmath
-from vastops import reports, words
+from vastops import words
 from vastops.clock import utcnow
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
+from vastops.reports import periods as reports
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the pages import each other as Streamlit runs them: from the checkout's root
@@ -60,7 +61,7 @@ def add_session(ledger, start: datetime, minutes: float, dph=0.40, sto=0.02, ope
 def costs_page(period: tuple[date, date] | str = "Last 30 days") -> AppTest:
     from streamlit import cache_data
 
-    from vastops.login import THROTTLE
+    from vastops.dashboard.login import THROTTLE
 
     THROTTLE.succeeded()
     cache_data.clear()  # the pages' read cache lives as long as the process: each test reads afresh

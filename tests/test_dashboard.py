@@ -18,11 +18,11 @@ from streamlit.testing.v1 import AppTest
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
 from vastops.clock import FakeClock, utcnow
 from vastops.config import load_settings
-from vastops.control import Control
-from vastops.ledger import Ledger
-from vastops.login import THROTTLE, LoginThrottle
-from vastops.power import GpuUnavailable
-from vastops.sim import SimConfig, SimInstance
+from vastops.control.answers import Control
+from vastops.control.power import GpuUnavailable
+from vastops.dashboard.login import THROTTLE, LoginThrottle
+from vastops.ledger.store import Ledger
+from vastops.sim.world import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 from vastops.vocabulary import event_words

@@ -24,9 +24,9 @@ from streamlit.testing.v1 import AppTest
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot, start_sim, wait_until
 from vastops.clock import FakeClock, parse_isoz, utcnow
 from vastops.config import load_settings
-from vastops.control import Control
-from vastops.ledger import Ledger
-from vastops.sim import SimConfig, SimInstance
+from vastops.control.answers import Control
+from vastops.ledger.store import Ledger
+from vastops.sim.world import SimConfig, SimInstance
 from vastops.vocabulary import Event as ev
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,10 +22,10 @@ from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
 from vastops import words
 from vastops.clock import FakeClock, utcnow
 from vastops.config import load_settings
-from vastops.control import Control
-from vastops.ledger import Ledger
-from vastops.login import THROTTLE, LoginTokens
-from vastops.sim import SimConfig, SimInstance
+from vastops.control.answers import Control
+from vastops.dashboard.login import THROTTLE, LoginTokens
+from vastops.ledger.store import Ledger
+from vastops.sim.world import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 

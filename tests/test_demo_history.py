@@ -1,4 +1,4 @@
-"""The demo's past (vastops.demo_history): about 60 days of sessions and audit rows, as vastops writes them."""
+"""The demo's past (vastops.demo.history): about 60 days of sessions and audit rows, as vastops writes them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from helpers import INSTANCE_ID, make_control, make_settings
-from vastops import consumers, demo_history, reports
 from vastops import costs as costmath
 from vastops.clock import parse_isoz
-from vastops.ledger import Ledger
+from vastops.demo import history as demo_history
+from vastops.ledger.store import Ledger
+from vastops.reports import consumers
+from vastops.reports import periods as reports
 from vastops.vocabulary import AUDIT_ACTORS, CAUSE_EVENTS, START_OUTCOMES, Actor, Cause, EndReason, Event
 
 IID = 12345

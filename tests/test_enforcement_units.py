@@ -14,13 +14,13 @@ from datetime import timedelta
 import pytest
 
 from helpers import make_control, make_settings
-from vastops import serve
-from vastops.lease import Lease
-from vastops.ledger import Ledger, LedgerError, LedgerGone
-from vastops.spool import Spool
+from vastops.ledger.spool import Spool
+from vastops.ledger.store import Ledger, LedgerError, LedgerGone
 from vastops.vocabulary import Actor
 from vastops.vocabulary import Event as ev
-from vastops.watch import MIN_WAIT_S, Watch
+from vastops.watchdog import serve
+from vastops.watchdog.engine import MIN_WAIT_S, Watch
+from vastops.watchdog.lease import Lease
 
 
 def run(coro):

@@ -36,11 +36,11 @@ from helpers import (
     wait_until,
     watchdog_env,
 )
-from vastops import serve
 from vastops.clock import parse_isoz
 from vastops.config import load_settings
-from vastops.control import Control
-from vastops.ledger import Ledger
+from vastops.control.answers import Control
+from vastops.ledger.store import Ledger
+from vastops.watchdog import serve
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 HALF_SENT = b"POST /infra/vast/activity HTTP/1.1\r\nHost: x\r\n"  # and then nothing

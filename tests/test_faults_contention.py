@@ -26,9 +26,9 @@ from collections import Counter
 import requests
 
 from helpers import CONTROL_KEY, VASTOPS, make_control, make_settings, start_sim, start_watchdog
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
 from vastops.vocabulary import Event as ev
-from vastops.watch import Watch
+from vastops.watchdog.engine import Watch
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
 CLI_COMMANDS = ("off", "status", "off")  # run at once, while everything else runs
@@ -39,7 +39,7 @@ READER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from vastops.config import load_settings
-    from vastops.control import Control
+    from vastops.control.answers import Control
 
     control = Control(load_settings(None))
     ready, stop, end = Path(sys.argv[1]), Path(sys.argv[2]), time.time() + float(sys.argv[3])
@@ -65,7 +65,7 @@ APPENDER = textwrap.dedent(
     from pathlib import Path
     from vastops.clock import utcnow
     from vastops.config import load_settings
-    from vastops.observe import open_ledger
+    from vastops.control.observe import open_ledger
 
     ledger = open_ledger(load_settings(None))
     ready, stop, end = Path(sys.argv[1]), Path(sys.argv[2]), time.time() + float(sys.argv[3])

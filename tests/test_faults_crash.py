@@ -24,7 +24,7 @@ import requests
 
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, wait_for_http, wait_until
 from vastops.clock import parse_isoz
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
 from vastops.vocabulary import START_OUTCOMES
 from vastops.vocabulary import Event as ev
 

@@ -35,7 +35,7 @@ WRAPPER = """
 import json, sys
 from datetime import timedelta
 import vastops.clock as clock
-import vastops.watch as watch
+import vastops.watchdog.engine as watch
 cfg = json.loads(sys.argv[1])
 if cfg.get("offset_file"):
     system = clock.utcnow

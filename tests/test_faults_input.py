@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port
 from vastops import cli
-from vastops.api import create_app
+from vastops.watchdog.app import create_app
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
 JSON = {**AUTH_HEADER, "Content-Type": "application/json"}

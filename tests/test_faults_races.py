@@ -24,11 +24,11 @@ import requests
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, make_control, make_settings, start_sim, start_watchdog
 from vastops.clock import parse_isoz
 from vastops.config import load_settings
-from vastops.control import Control
-from vastops.power import StartCancelled
-from vastops.sim import SimConfig, SimInstance
+from vastops.control.answers import Control
+from vastops.control.power import StartCancelled
+from vastops.sim.world import SimConfig, SimInstance
 from vastops.vocabulary import Event as ev
-from vastops.watch import Watch
+from vastops.watchdog.engine import Watch
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
 ROUNDS = 6

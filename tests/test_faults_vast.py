@@ -20,15 +20,15 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-import vastops.watch as watch_module
+import vastops.watchdog.engine as watch_module
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, make_control, make_settings, start_sim, start_watchdog
 from helpers import wait_until as _wait_until
-from vastops.control import Control
-from vastops.sim import BURST, RATE_INTERVALS
+from vastops.control.answers import Control
+from vastops.sim.world import BURST, RATE_INTERVALS
 from vastops.vast import VastClient, VastError
 from vastops.vocabulary import ErrorKind
 from vastops.vocabulary import Event as ev
-from vastops.watch import Watch
+from vastops.watchdog.engine import Watch
 
 AUTH_HEADER = {"X-API-Key": CONTROL_KEY}
 IDLE_MINUTES = 0.1  # 6 s

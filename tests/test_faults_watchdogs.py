@@ -27,8 +27,8 @@ import requests
 import helpers
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, start_sim, wait_until
 from vastops.clock import isoz, parse_isoz, utcnow
-from vastops.lease import EXPIRES_S
-from vastops.ledger import MIGRATIONS, Ledger
+from vastops.ledger.store import MIGRATIONS, Ledger
+from vastops.watchdog.lease import EXPIRES_S
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 SHOW_PATH = f"/api/v0/instances/{INSTANCE_ID}/"

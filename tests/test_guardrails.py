@@ -13,15 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, make_control, make_settings
-from vastops import reports
-from vastops.api import create_app
 from vastops.cli import EXIT_BUDGET, main
 from vastops.clock import parse_isoz
-from vastops.power import BudgetExceeded, InvalidRequest, NothingRuns
+from vastops.control.power import BudgetExceeded, InvalidRequest, NothingRuns
+from vastops.reports import periods as reports
 from vastops.stops import Budget, Running, budget_due, daily_stop_after, period_bounds, spent
 from vastops.vocabulary import Cause
 from vastops.vocabulary import Event as ev
-from vastops.watch import Watch
+from vastops.watchdog.app import create_app
+from vastops.watchdog.engine import Watch
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 
@@ -397,7 +397,7 @@ def test_a_watchdog_after_a_crash_is_audited_and_a_clean_one_is_not(tmp_path, si
 
 
 def test_vast_failing_for_a_minute_is_audited_once_per_outage(tmp_path, clock, monkeypatch):
-    import vastops.watch as watch_module
+    import vastops.watchdog.engine as watch_module
 
     control = make_control(make_settings(tmp_path, None), clock)  # vast.ai unreachable (port 9)
     monkeypatch.setattr(watch_module, "VAST_FAILING_S", 0.0)

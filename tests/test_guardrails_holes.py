@@ -17,14 +17,14 @@ from fastapi.testclient import TestClient
 from test_guardrails import guarded, rows, run
 
 from helpers import CONTROL_KEY, INSTANCE_ID, make_control, make_settings
-from vastops.api import create_app
 from vastops.cli import main
 from vastops.config import load_settings
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
 from vastops.stops import daily_stop_after, period_bounds
 from vastops.vocabulary import Cause
 from vastops.vocabulary import Event as ev
-from vastops.watch import Watch
+from vastops.watchdog.app import create_app
+from vastops.watchdog.engine import Watch
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 BERLIN = ZoneInfo("Europe/Berlin")

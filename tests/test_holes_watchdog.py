@@ -18,9 +18,9 @@ import pytest
 import requests
 
 from helpers import CONTROL_KEY, make_control, make_settings, start_sim, start_watchdog, wait_until
-from vastops.inflight import Report
 from vastops.vocabulary import Cause
-from vastops.watch import REPORTERS_GRACE_S, Watch
+from vastops.watchdog.engine import REPORTERS_GRACE_S, Watch
+from vastops.watchdog.inflight import Report
 
 HEADERS = {"X-API-Key": CONTROL_KEY}
 

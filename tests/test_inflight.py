@@ -17,11 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, make_control, make_settings
-from vastops.api import create_app
 from vastops.clock import isoz
-from vastops.inflight import BadReport, Report, parse_report
 from vastops.stops import idle_deadline
-from vastops.watch import Watch
+from vastops.watchdog.app import create_app
+from vastops.watchdog.engine import Watch
+from vastops.watchdog.inflight import BadReport, Report, parse_report
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 IDLE_S = 6.0  # VAST_AUTO_SHUTDOWN_MINUTES=0.1
@@ -371,7 +371,7 @@ async def asgi(app, method: str, path: str, headers: dict[str, str], chunks: lis
 
 @pytest.fixture
 def fast(held):
-    from vastops.activity import ActivityPath
+    from vastops.watchdog.activity import ActivityPath
 
     control, watch = held
     reached = []

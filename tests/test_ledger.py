@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from vastops.clock import FakeClock, utcnow
-from vastops.ledger import MIGRATIONS, Ledger
+from vastops.ledger.store import MIGRATIONS, Ledger
 
 
 def test_migrates_to_the_latest_version_once(tmp_path):
@@ -20,7 +20,7 @@ def test_migrates_to_the_latest_version_once(tmp_path):
 
 
 def test_a_ledger_from_an_older_version_is_upgraded_in_place_keeping_its_rows(tmp_path):
-    from vastops.ledger import _statements, connect
+    from vastops.ledger.store import _statements, connect
 
     path = tmp_path / "old.db"
     db = connect(path)

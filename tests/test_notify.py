@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from helpers import Receiver, free_port, wait_until
-from vastops.ledger import Ledger
-from vastops.notify import NOTIFY_EVENTS, Notifier, payload, pump, redact, render_text
+from vastops.ledger.store import Ledger
 from vastops.vocabulary import Actor, Event
+from vastops.watchdog.notify import NOTIFY_EVENTS, Notifier, payload, pump, redact, render_text
 
 SECRET_PATH = "/services/T000/B000/SECRETXYZ"
 T0 = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import requests
 
-import vastops.notify as notify
+import vastops.watchdog.notify as notify
 from helpers import Receiver, start_sim, start_watchdog, wait_until
-from vastops.ledger import Ledger
-from vastops.notify import Notifier, pump
+from vastops.ledger.store import Ledger
 from vastops.vocabulary import Actor, Event
+from vastops.watchdog.notify import Notifier, pump
 
 SECRET_PATH = "/services/T000/B000/SECRETXYZ"
 T0 = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
@@ -370,7 +370,7 @@ def test_what_another_watchdog_told_meanwhile_is_not_told_again(tmp_path, notifi
 # Runs `vastops ...` with notify.STALL_S set (a stall after 2 s instead of a minute).
 WRAPPER = """
 import sys
-import vastops.notify as notify
+import vastops.watchdog.notify as notify
 notify.STALL_S = float(sys.argv[1])
 from vastops.cli import main
 sys.exit(main(sys.argv[2:]))

@@ -10,7 +10,7 @@ import pytest
 from helpers import INSTANCE_ID, events, make_control, make_settings
 from vastops.clock import parse_isoz
 from vastops.config import NotConfigured
-from vastops.power import GpuUnavailable, HealthTimeout
+from vastops.control.power import GpuUnavailable, HealthTimeout
 from vastops.vast import VastError
 from vastops.vocabulary import ErrorKind
 from vastops.vocabulary import Event as ev

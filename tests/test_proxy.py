@@ -319,7 +319,7 @@ def test_beyond_max_waiting_requests_get_503_at_once_while_the_others_are_held(t
 
 
 def test_usage_is_read_from_a_json_answer_and_from_a_streams_usage_chunk():
-    from vastops.proxy import UsageScan
+    from vastops.proxy.app import UsageScan
 
     scan = UsageScan("application/json")
     scan.feed(b'{"id": "x", "usage": {"prompt_tokens": 3, ')
@@ -334,7 +334,7 @@ def test_usage_is_read_from_a_json_answer_and_from_a_streams_usage_chunk():
 
 
 def test_a_request_is_peeked_for_stream_and_model_and_anything_else_goes_upstream_as_it_is():
-    from vastops.proxy import _peek
+    from vastops.proxy.app import _peek
 
     assert _peek(b'{"model": "m", "stream": true}') == (True, "m")
     assert _peek(b'{"model": "m", "stream": "yes"}') == (False, "m")
@@ -343,7 +343,7 @@ def test_a_request_is_peeked_for_stream_and_model_and_anything_else_goes_upstrea
 
 
 def test_the_dashboards_cold_start_figures_come_from_the_audit_trail():
-    from vastops.reports import cold_starts
+    from vastops.reports.periods import cold_starts
 
     rows = [  # newest first, as Control.audit answers
         {"ts": "2026-01-03T10:01:40.000Z", "event": "power_on_complete", "meta": {"startup_seconds": 95.2}},
@@ -367,7 +367,7 @@ def test_headers_pass_on_without_hop_by_hop_ones_and_the_proxys_own(tmp_path):
     import httpx2
 
     from helpers import make_settings
-    from vastops.proxy import Proxy
+    from vastops.proxy.app import Proxy
 
     seen: list[httpx2.Request] = []
 
@@ -424,7 +424,7 @@ def test_a_quick_requests_end_is_never_reported_before_its_start(tmp_path):
     import httpx2
 
     from helpers import make_settings
-    from vastops.proxy import Proxy
+    from vastops.proxy.app import Proxy
 
     arrived: list[str] = []
 

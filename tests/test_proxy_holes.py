@@ -28,9 +28,9 @@ from test_faults_enforcement import assert_stopped_on_time, stop_puts
 from test_proxy import MODEL, UPSTREAM_SECRET, Stack, chat
 
 from helpers import CONTROL_KEY, VASTOPS, clean_process_env, free_port, make_settings, wait_until
-from vastops import proxy as proxy_module
-from vastops.inflight import MAX_ID_CHARS, parse_report
-from vastops.proxy import Proxy, limits, report_text, upstream_path
+from vastops.proxy import app as proxy_module
+from vastops.proxy.app import Proxy, limits, report_text, upstream_path
+from vastops.watchdog.inflight import MAX_ID_CHARS, parse_report
 
 CHAT = "/v1/chat/completions"
 
@@ -553,7 +553,7 @@ def limited(nofile: int, **patches) -> list[str]:
     code = (
         "import resource, sys; "
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
-        f"import vastops.proxy as p; {sets}"
+        f"import vastops.proxy.app as p; {sets}"
         "from vastops.cli import main; sys.exit(main())"
     )
     return [sys.executable, "-c", code]

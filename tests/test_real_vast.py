@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, INSTANCE_ID, events, make_control, make_settings
-from vastops.api import create_app
-from vastops.power import GpuUnavailable, NotRunning
+from vastops.control.power import GpuUnavailable, NotRunning
 from vastops.vast import VastError
 from vastops.vocabulary import ErrorKind
 from vastops.vocabulary import Event as ev
-from vastops.watch import CREDIT_EVERY_S, Watch
+from vastops.watchdog.app import create_app
+from vastops.watchdog.engine import CREDIT_EVERY_S, Watch
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 NEVER = {ev.POWER_ON_FAILED, ev.POWER_ON_HEALTH_TIMEOUT}

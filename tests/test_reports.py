@@ -1,4 +1,4 @@
-"""The Costs and Audit pages' SQL (vastops.reports) on a small ledger with known numbers."""
+"""The Costs and Audit pages' SQL (vastops.reports.periods) on a small ledger with known numbers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from vastops import costs as costmath
-from vastops import reports
-from vastops.ledger import Ledger
+from vastops.ledger.store import Ledger
+from vastops.reports import periods as reports
 
 IID = 12345
 

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from helpers import SIM_KEY, free_port, wait_until
-from vastops.sim import SimConfig, SimInstance, Simulator
-from vastops.simllm import MODEL_ID, TOKEN_HEADER
+from vastops.sim.llm import MODEL_ID, TOKEN_HEADER
+from vastops.sim.world import SimConfig, SimInstance, Simulator
 
 IID = 12345
 SLOW = 0.15  # s per token where a test needs the answer spread out in time

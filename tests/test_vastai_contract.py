@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, wait_for_http
-from vastops.sim import SimConfig, SimInstance, Simulator
+from vastops.sim.world import SimConfig, SimInstance, Simulator
 from vastops.vast import VastClient, parse_instance
 from vastops.vocabulary import Status
 

@@ -10,7 +10,7 @@ import pytest
 from helpers import make_control, make_settings
 from vastops.clock import isoz, parse_isoz
 from vastops.vocabulary import Event as ev
-from vastops.watch import Watch
+from vastops.watchdog.engine import Watch
 
 
 def run(coro):

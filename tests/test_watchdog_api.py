@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, make_control, make_settings
-from vastops.api import create_app
 from vastops.config import NotConfigured
+from vastops.watchdog.app import create_app
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 
@@ -174,7 +174,7 @@ def test_a_small_chunked_body_reaches_the_route_whole(api):
 def test_activity_without_an_instance_id_does_not_break_anything(tmp_path, sim, clock):
     import asyncio
 
-    from vastops.watch import Watch
+    from vastops.watchdog.engine import Watch
 
     control = make_control(make_settings(tmp_path, sim.url, vast_instance_id=None), clock)
     watch = Watch(control)

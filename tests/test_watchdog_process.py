@@ -12,7 +12,7 @@ import requests
 import helpers
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, wait_until
 from vastops.clock import parse_isoz
-from vastops.watch import REPORTERS_GRACE_S
+from vastops.watchdog.engine import REPORTERS_GRACE_S
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 
@@ -128,7 +128,7 @@ def test_sigterm_flushes_activity(tmp_path, processes, sim_proc):
     proc.send_signal(signal.SIGTERM)  # at once: before the once-a-second flush
     # uvicorn shuts down cleanly, then re-raises the signal: systemd counts that as a clean stop
     assert proc.wait(15) in (0, -signal.SIGTERM)
-    from vastops.ledger import Ledger
+    from vastops.ledger.store import Ledger
 
     with Ledger(tmp_path / "ledger.db").read() as db:
         assert next(db.query("SELECT last_activity FROM instances"))["last_activity"] == last
@@ -139,7 +139,7 @@ def test_sigterm_flushes_activity(tmp_path, processes, sim_proc):
 def test_a_start_from_elsewhere_is_completed_by_the_watchdog(tmp_path, processes, sim_proc):
     """The dashboard only records the start; the watchdog waits for /health and completes it."""
     from vastops.config import load_settings
-    from vastops.control import Control
+    from vastops.control.answers import Control
 
     env = watchdog_env(tmp_path, sim_proc, VAST_AUTO_SHUTDOWN_MINUTES="30")
     port = free_port()

@@ -25,10 +25,10 @@ from schemathesis.engine import Status, events
 from schemathesis.engine import from_schema as engine_for
 
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
-from vastops.api import create_app
 from vastops.config import load_settings
-from vastops.control import Control
-from vastops.sim import SimConfig, SimInstance, Simulator
+from vastops.control.answers import Control
+from vastops.sim.world import SimConfig, SimInstance, Simulator
+from vastops.watchdog.app import create_app
 
 OPERATIONS = [
     "GET /infra/vast/status",

@@ -21,15 +21,24 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, TextIO
 
-from . import __version__, consumers
-from .clock import parse_isoz
-from .config import ConfigError, NotConfigured, check_env_file, load_settings, require_ledger_folder, unknown_variables
-from .consumers import parse_day
-from .control import Control
-from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
-from .vast import VastError
-from .vocabulary import CAUSE_WORDS, Actor, Status, status_words
-from .words import DASH, ago, duration, rate, usd
+from vastops import __version__
+from vastops.clock import parse_isoz
+from vastops.config import ConfigError, NotConfigured, check_env_file, load_settings, require_ledger_folder, unknown_variables
+from vastops.control.answers import Control
+from vastops.control.power import (
+    BudgetExceeded,
+    GpuUnavailable,
+    HealthTimeout,
+    InvalidRequest,
+    NothingRuns,
+    NotRunning,
+    StartCancelled,
+)
+from vastops.reports import consumers
+from vastops.reports.consumers import parse_day
+from vastops.vast import VastError
+from vastops.vocabulary import CAUSE_WORDS, Actor, Status, status_words
+from vastops.words import DASH, ago, duration, rate, usd
 
 EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
 EXIT_GPU_UNAVAILABLE = 6
@@ -77,15 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
     audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default 50)")
 
-    from . import sim
+    from vastops.sim import world as sim
 
     sim.add_arguments(sub.add_parser("sim", help="run a local vast.ai simulator (for the demo and tests)"))
     # The long-running processes; each module owns its options.
-    from . import launch
+    from vastops import launch
 
     launch.add_watchdog_arguments(sub.add_parser("watchdog", parents=[common], help="run the watchdog: REST API and auto-shutdown"))
     launch.add_dashboard_arguments(sub.add_parser("dashboard", parents=[common], help="run the operators' dashboard (Streamlit)"))
-    from . import proxy
+    from vastops.proxy import app as proxy
 
     proxy.add_arguments(
         sub.add_parser("proxy", parents=[common], help="run the wake proxy: the instance's OpenAI-compatible API, starting it on a request")
@@ -119,7 +128,7 @@ def _day(option: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sim":
-        from . import sim
+        from vastops.sim import world as sim
 
         return sim.run(args)
     if args.command != "demo":  # the demo never reads an env file
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         for warning in unknown_variables(args.env_file):
             print(f"vastops: warning: {warning}", file=sys.stderr)
     if args.command in ("watchdog", "dashboard", "demo", "proxy"):
-        from . import launch, proxy
+        from vastops import launch
+        from vastops.proxy import app as proxy
 
         runner = {"watchdog": launch.run_watchdog, "dashboard": launch.run_dashboard, "demo": launch.run_demo, "proxy": proxy.run}[
             args.command

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
-from .clock import isoz
+from vastops.clock import isoz
 
 if TYPE_CHECKING:
     import sqlite_utils

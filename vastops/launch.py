@@ -1,6 +1,6 @@
 """``vastops watchdog``, ``vastops dashboard`` and ``vastops demo``: starting the long-running processes.
 
-``vastops watchdog`` serves the app of ``vastops.api`` with uvicorn.
+``vastops watchdog`` serves the app of ``vastops.watchdog.app`` with uvicorn.
 
 ``vastops dashboard`` runs ``streamlit run dashboard.py`` with the safe settings
 of ``.streamlit/config.toml`` passed as flags too (bind 127.0.0.1, headless, no
@@ -43,9 +43,8 @@ from pathlib import Path
 import requests
 
 import vastops
-
-from .clock import utcnow
-from .sim import port_number
+from vastops.clock import utcnow
+from vastops.sim.world import port_number
 
 SAFE_STREAMLIT_FLAGS = [
     "--server.headless", "true",
@@ -91,12 +90,12 @@ def add_watchdog_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_watchdog(args: argparse.Namespace) -> int:
-    from . import serve
-    from .api import create_app
-    from .clock import SteadyClock
-    from .config import NotConfigured, load_settings, require_ledger_folder
-    from .control import Control
-    from .lease import Lease, LeaseHeld
+    from vastops.clock import SteadyClock
+    from vastops.config import NotConfigured, load_settings, require_ledger_folder
+    from vastops.control.answers import Control
+    from vastops.watchdog import serve
+    from vastops.watchdog.app import create_app
+    from vastops.watchdog.lease import Lease, LeaseHeld
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = require_ledger_folder(load_settings(getattr(args, "env_file", ".env")))  # a ConfigError is reported by the CLI
@@ -183,7 +182,7 @@ def add_dashboard_arguments(parser) -> None:
 
 
 def run_dashboard(args) -> int:
-    from .config import load_settings, require_ledger_folder
+    from vastops.config import load_settings, require_ledger_folder
 
     script = dashboard_script()
     if not script.exists():
@@ -394,8 +393,8 @@ class Demo:
         days = self.args.history_days
         if days <= 0:
             return None
-        from .demo_history import seed
-        from .ledger import Ledger
+        from vastops.demo.history import seed
+        from vastops.ledger.store import Ledger
 
         # The simulator's demo instance: $0.40/h compute, 150 GB at $0.10/GB/month.
         return seed(Ledger(db), DEMO_INSTANCE_ID, utcnow(), days=days, dph_base=0.40, storage_dph=150 * 0.10 / 720)
@@ -539,7 +538,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
 
     traffic = None
     if watchdog_ok and not demo.args.no_traffic:
-        from .demo_traffic import CONSUMERS, WINDOW_S, Traffic
+        from vastops.demo.traffic import CONSUMERS, WINDOW_S, Traffic
 
         watchdog_url = f"http://127.0.0.1:{demo.watchdog_port}"
         traffic = Traffic(f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.control_key, demo.stopping).start()

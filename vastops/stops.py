@@ -38,11 +38,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from .costs import SECONDS_PER_HOUR, cost_usd
-from .vocabulary import Cause
+from vastops.costs import SECONDS_PER_HOUR, cost_usd
+from vastops.vocabulary import Cause
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from vastops.config import Settings
 
 BUDGET_WARNING_SHARE = 0.8
 BUDGET_TOLERANCE = 1e-5

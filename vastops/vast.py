@@ -53,8 +53,8 @@ from typing import Any
 
 import requests
 
-from .config import DEFAULT_API_URL
-from .vocabulary import TRANSIENT_ERRORS, ErrorKind, Status
+from vastops.config import DEFAULT_API_URL
+from vastops.vocabulary import TRANSIENT_ERRORS, ErrorKind, Status
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 ERROR_WORDS = ("error", "failed", "insufficient", "oci runtime", "cannot", "no space")

@@ -52,11 +52,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .clock import isoz
-from .costs import COMPUTE_SQL, MONEY_DECIMALS, SECONDS_PER_HOUR, STORAGE_SQL
-from .ledger import sqlite_utils
-from .reports import _overlapping, range_bounds
-from .vocabulary import Event
+from vastops.clock import isoz
+from vastops.costs import COMPUTE_SQL, MONEY_DECIMALS, SECONDS_PER_HOUR, STORAGE_SQL
+from vastops.ledger.store import sqlite_utils
+from vastops.reports.periods import _overlapping, range_bounds
+from vastops.vocabulary import Event
 
 CONSUMER, STARTUP, IDLE = "consumer", "start-up", "idle"  # a line's kind; start-up and idle are also their names
 UNKNOWN = "unknown"  # the consumer of a request whose gateway named none

@@ -49,14 +49,14 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
-from .clock import parse_isoz
-from .vocabulary import Event
-from .words import duration, usd
+from vastops.clock import parse_isoz
+from vastops.vocabulary import Event
+from vastops.words import duration, usd
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-    from .ledger import Ledger
+    from vastops.ledger.store import Ledger
 
 log = logging.getLogger("vastops.notify")
 

@@ -87,7 +87,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import simllm
+from vastops.sim import llm as simllm
 
 INF = math.inf
 # §5, vast's OAS x-rate-limit (seconds between calls per endpoint and identity)
@@ -2078,6 +2078,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m vastops.sim", description="Run a local vast.ai simulator.")
+    _parser = argparse.ArgumentParser(prog="python -m vastops.sim.world", description="Run a local vast.ai simulator.")
     add_arguments(_parser)
     raise SystemExit(run(_parser.parse_args()))

@@ -31,18 +31,26 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import __version__
-from .activity import ActivityPath
-from .activity import answer as activity_answer
-from .config import NotConfigured
-from .consumers import parse_day
-from .control import Control
-from .inflight import MAX_ID_CHARS, MAX_TOKENS
-from .lease import Lease
-from .power import BudgetExceeded, GpuUnavailable, HealthTimeout, InvalidRequest, NothingRuns, NotRunning, StartCancelled
-from .vast import VastError
-from .vocabulary import Actor, ErrorKind, Status
-from .watch import Watch
+from vastops import __version__
+from vastops.config import NotConfigured
+from vastops.control.answers import Control
+from vastops.control.power import (
+    BudgetExceeded,
+    GpuUnavailable,
+    HealthTimeout,
+    InvalidRequest,
+    NothingRuns,
+    NotRunning,
+    StartCancelled,
+)
+from vastops.reports.consumers import parse_day
+from vastops.vast import VastError
+from vastops.vocabulary import Actor, ErrorKind, Status
+from vastops.watchdog.activity import ActivityPath
+from vastops.watchdog.activity import answer as activity_answer
+from vastops.watchdog.engine import Watch
+from vastops.watchdog.inflight import MAX_ID_CHARS, MAX_TOKENS
+from vastops.watchdog.lease import Lease
 
 log = logging.getLogger("vastops.watchdog")
 

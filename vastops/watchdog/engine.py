@@ -45,16 +45,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from .clock import SteadyClock, isoz, parse_isoz
-from .config import NotConfigured
-from .control import Control
-from .inflight import InFlight, Report
-from .lease import Lease, describe_holder
-from .notify import Notifier, pump
-from .power import audit_op, budget_figures, running_of
-from .stops import Budget, Stop, candidates, spent
-from .vast import VastError
-from .vocabulary import CAUSE_EVENTS, TRANSITIONAL, Actor, Cause, Event
+from vastops.clock import SteadyClock, isoz, parse_isoz
+from vastops.config import NotConfigured
+from vastops.control.answers import Control
+from vastops.control.power import audit_op, budget_figures, running_of
+from vastops.stops import Budget, Stop, candidates, spent
+from vastops.vast import VastError
+from vastops.vocabulary import CAUSE_EVENTS, TRANSITIONAL, Actor, Cause, Event
+from vastops.watchdog.inflight import InFlight, Report
+from vastops.watchdog.lease import Lease, describe_holder
+from vastops.watchdog.notify import Notifier, pump
 
 log = logging.getLogger("vastops.watchdog")
 

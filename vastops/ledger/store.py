@@ -40,10 +40,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .clock import isoz, parse_isoz, stamp, utcnow
-from .costs import cost_sql, runtime_seconds, session_costs
-from .spool import Spool
-from .vocabulary import START_OUTCOMES, Actor, Event
+from vastops.clock import isoz, parse_isoz, stamp, utcnow
+from vastops.costs import cost_sql, runtime_seconds, session_costs
+from vastops.ledger.spool import Spool
+from vastops.vocabulary import START_OUTCOMES, Actor, Event
 
 
 def _import_sqlite_utils() -> ModuleType:

@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from .simllm import MODEL_ID
+from vastops.sim.llm import MODEL_ID
 
 CONSUMERS = ("team-chat", "team-search", "batch-eval")
 WORDS = {"team-chat": (60, 250), "team-search": (5, 30), "batch-eval": (300, 700)}  # the echo answers as many

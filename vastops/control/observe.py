@@ -27,12 +27,12 @@ from typing import Any
 
 import requests
 
-from . import costs as costmath
-from .clock import Clock, isoz, parse_isoz, utcnow
-from .config import ConfigError, Settings, VastTarget
-from .ledger import Ledger, LedgerError, Tx
-from .vast import Instance, VastClient, VastError
-from .vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Status
+from vastops import costs as costmath
+from vastops.clock import Clock, isoz, parse_isoz, utcnow
+from vastops.config import ConfigError, Settings, VastTarget
+from vastops.ledger.store import Ledger, LedgerError, Tx
+from vastops.vast import Instance, VastClient, VastError
+from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Status
 
 # A session ends on a confirmed stop: a second not-running look at least this long after the first.
 STOP_CONFIRM_S = 10.0

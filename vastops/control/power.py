@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import costs as costmath
-from .clock import isoz, parse_isoz
-from .ledger import View
-from .observe import Observing
-from .stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
-from .vast import VastError
-from .vocabulary import CAUSE_EVENTS, TRANSIENT_ERRORS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
-from .words import usd
+from vastops import costs as costmath
+from vastops.clock import isoz, parse_isoz
+from vastops.control.observe import Observing
+from vastops.ledger.store import View
+from vastops.stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
+from vastops.vast import VastError
+from vastops.vocabulary import CAUSE_EVENTS, TRANSIENT_ERRORS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
+from vastops.words import usd
 
 log = logging.getLogger("vastops.power")
 

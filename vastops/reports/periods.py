@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .clock import isoz, parse_isoz, stamp
-from .costs import (
+from vastops.clock import isoz, parse_isoz, stamp
+from vastops.costs import (
     COMPUTE_SQL,
     MINUTES_DECIMALS,
     MONEY_DECIMALS,
@@ -56,8 +56,8 @@ from .costs import (
     cost_usd,
     stream_sessions_csv,
 )
-from .ledger import sqlite_utils
-from .vocabulary import Event
+from vastops.ledger.store import sqlite_utils
+from vastops.vocabulary import Event
 
 # -- dates ---------------------------------------------------------------------------
 

@@ -53,11 +53,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from . import costs as costmath
-from .clock import isoz, stamp
-from .ledger import Ledger, Tx
-from .observe import end_session
-from .vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status
+from vastops import costs as costmath
+from vastops.clock import isoz, stamp
+from vastops.ledger.store import Ledger, Tx
+from vastops.control.observe import end_session
+from vastops.vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status
 
 DEMO_META = {"demo": True}
 DEMO_REQUEST_PREFIX = "demo-"  # every seeded request's id: the requests table has no meta to mark

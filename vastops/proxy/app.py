@@ -68,10 +68,10 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import httpx2
 
-from .clock import parse_isoz
-from .config import ConfigError, Settings
-from .inflight import MAX_ID_CHARS
-from .vocabulary import Status
+from vastops.clock import parse_isoz
+from vastops.config import ConfigError, Settings
+from vastops.vocabulary import Status
+from vastops.watchdog.inflight import MAX_ID_CHARS
 
 log = logging.getLogger("vastops.proxy")
 
@@ -1132,15 +1132,15 @@ async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .sim import port_number
+    from vastops.sim.world import port_number
 
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=8788, help="port (default 8788)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import serve
-    from .config import load_settings
+    from vastops.config import load_settings
+    from vastops.watchdog import serve
 
     settings = load_settings(getattr(args, "env_file", ".env"))  # a ConfigError is reported by the CLI
     if settings.vastops_proxy_key is None and not _loopback(args.host):

@@ -4,7 +4,7 @@ It is on every LLM request's path. Through FastAPI it cost six times what uvicor
 itself costs (docs/performance.md): the key's check as a dependency (a hop through the
 thread pool per request), FastAPI's per-request telemetry check, Starlette's
 middleware stack, the routing, pydantic. So this handler answers that one route before
-FastAPI sees it (``vastops.api.WatchdogApp`` asks it first), on the event loop, with
+FastAPI sees it (``vastops.watchdog.app.WatchdogApp`` asks it first), on the event loop, with
 the same rules and answers:
 
 * a body over ``MAX_BODY_BYTES`` (by ``Content-Length``, or read so far when chunked)
@@ -24,9 +24,9 @@ import hmac
 import json
 from typing import Any
 
-from .clock import isoz
-from .inflight import BadReport, parse_report
-from .watch import Watch
+from vastops.clock import isoz
+from vastops.watchdog.engine import Watch
+from vastops.watchdog.inflight import BadReport, parse_report
 
 PATH = "/infra/vast/activity"
 UNAUTHORIZED = "missing or wrong X-API-Key header"

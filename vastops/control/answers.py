@@ -13,12 +13,12 @@ import json
 from datetime import date, datetime
 from typing import IO, Any
 
-from . import consumers
-from . import costs as costmath
-from .clock import isoz, parse_isoz
-from .power import Powering, budget_figures, refusal
-from .stops import BUDGET_WARNING_SHARE, candidates, exhausted, minutes_left, spent
-from .vocabulary import Event, Status
+from vastops import costs as costmath
+from vastops.clock import isoz, parse_isoz
+from vastops.control.power import Powering, budget_figures, refusal
+from vastops.reports import consumers
+from vastops.stops import BUDGET_WARNING_SHARE, candidates, exhausted, minutes_left, spent
+from vastops.vocabulary import Event, Status
 
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
 
@@ -240,7 +240,7 @@ class Control(Powering):
         ``request_id``; a stop's the next completion, else its newest failure), or None
         while it is under way. From the ledger, so it survives a reload and every tab sees it.
         """
-        from .vocabulary import CAUSE_EVENTS, START_OUTCOMES
+        from vastops.vocabulary import CAUSE_EVENTS, START_OUTCOMES
 
         if self.instance_id is None:
             return None

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .clock import Clock, parse_isoz
-from .ledger import Ledger
-from .vocabulary import Actor, Event
+from vastops.clock import Clock, parse_isoz
+from vastops.ledger.store import Ledger
+from vastops.vocabulary import Actor, Event
 
 EXPIRES_S = 15.0
 
