@@ -115,7 +115,7 @@ def dashboard(port: int, app: Path | None) -> tuple[list[str], dict[str, str]]:
     checkout's ``dashboard.py`` with its own ``vastops`` package first on the path."""
     if app is None:
         return [VASTOPS, "dashboard", "--port", str(port)], {}
-    from vastops.launch import SAFE_STREAMLIT_FLAGS
+    from vastops.dashboard.run import SAFE_STREAMLIT_FLAGS
 
     argv = [sys.executable, "-m", "streamlit", "run", str(app / "dashboard.py"), "--server.address", "127.0.0.1",
             "--server.port", str(port), *SAFE_STREAMLIT_FLAGS]  # fmt: skip

@@ -14,18 +14,18 @@ so per-day buckets stay 730 while the rows per day grow.
 Timed, each on a fresh connection as the product opens it (median of several runs):
 
     Ledger.read()              the floor: open and close a connection as the product does
-    costs.statistics           GET /costs, the status page's totals
+    sessions.statistics        GET /costs, the status page's totals
     reports.cost_per_day       the Costs page's per-day report: today only, the last 30 days
                                (the page's default), and all time
     Control.audit(50)          GET /audit
-    reports.audit_page         the Audit page: newest 50, a page deep in the log (keyset),
+    audit.audit_page           the Audit page: newest 50, a page deep in the log (keyset),
                                filtered by event + actor, and a text search in meta
-    reports.audit_count        the Audit page's "matching rows" count, unfiltered and with a text search
-    CSV export                 costs.sessions() + costs.write_sessions_csv() to memory (the CLI's
-                               path: dict rows formatted in Python); reports.write_sessions_csv()
-                               (the dashboard's: each line made by SQLite's printf, written in
-                               batches); each also as rows/s; and the peak memory of the first,
-                               measured once in a fresh process (VmHWM growth)
+    audit.audit_count          the Audit page's "matching rows" count, unfiltered and with a text search
+    CSV export                 Control.write_sessions_csv() to memory (the CLI's path) and
+                               sessions.sessions_csv() (the dashboard's, over a date range): each
+                               line made by SQLite's printf, written in batches; each also as
+                               rows/s; and the peak memory of the first, measured once in a
+                               fresh process (VmHWM growth)
 
 The figure that survives a noisy machine is the growth: each time over the same
 operation's time at 1k.
@@ -177,19 +177,19 @@ def timed(fn, *, min_runs: int = 3, budget_s: float = 0.5, max_runs: int = 25, s
 def csv_memory(path: Path, now_iso: str) -> dict:
     """Run the CSV export once in THIS process (a fresh one) and report its peak RSS growth."""
     from common import proc_status
-    from vastops import costs
     from vastops.clock import parse_isoz
     from vastops.ledger.store import Ledger
+    from vastops.reports import sessions
 
     now = parse_isoz(now_iso)
     ledger = Ledger(path)
     with ledger.read() as db:  # import and connect first, so the baseline includes them
-        costs.statistics(db, IID, now)
+        sessions.statistics(db, IID, now)
     base = proc_status(os.getpid())
     t0 = time.perf_counter()
     with ledger.read() as db:
         buf = io.StringIO()
-        costs.write_sessions_csv(costs.sessions(db, IID, now), buf)
+        sessions.stream_sessions_csv(db, buf, now, "instance_id = :iid", {"iid": IID})  # what the CLI writes
         size = buf.tell()
     seconds = time.perf_counter() - t0
     peak = proc_status(os.getpid())
@@ -218,7 +218,7 @@ def csv_memory_subprocess(path: Path, now: datetime) -> dict:
 
 def operations(ledger, control, now: datetime):
     """(name, callable) for every timed operation; each opens its own connection like the product."""
-    from vastops import costs
+    from vastops.reports import audit, sessions
     from vastops.reports import periods as reports
 
     today = now.date()
@@ -233,38 +233,36 @@ def operations(ledger, control, now: datetime):
 
         return run
 
-    def csv_export(db):
+    def csv_export():
         buf = io.StringIO()
-        costs.write_sessions_csv(costs.sessions(db, IID, now), buf)
+        control.write_sessions_csv(buf)
         return buf.tell()
 
-    def csv_sql_lines(db):
-        buf = io.StringIO()
-        reports.write_sessions_csv(db, IID, first_day - timedelta(days=1), today, now, buf)
-        return buf.tell()
+    def csv_dashboard():
+        return len(sessions.sessions_csv(ledger, IID, first_day - timedelta(days=1), today, now))
 
-    filtered = reports.AuditFilter(events=("power_off_failed",), actors=("api",))
-    text = reports.AuditFilter(text="rate_limited")
+    filtered = audit.AuditFilter(events=("power_off_failed",), actors=("api",))
+    text = audit.AuditFilter(text="rate_limited")
     return [
         ("baseline: Ledger.read() open + close", with_db(lambda db: None)),
-        ("costs.statistics (GET /costs)", with_db(lambda db: costs.statistics(db, IID, now))),
+        ("sessions.statistics (GET /costs)", with_db(lambda db: sessions.statistics(db, IID, now))),
         ("reports.cost_per_day, today only", with_db(lambda db: reports.cost_per_day(db, IID, today, today, now))),
         ("reports.cost_per_day, last 30 days", with_db(lambda db: reports.cost_per_day(db, IID, today - timedelta(days=29), today, now))),
         (f"reports.cost_per_day, all {YEARS * 365} days", with_db(lambda db: reports.cost_per_day(db, IID, first_day, today, now))),
         ("Control.audit(50) (GET /audit)", lambda: control.audit(50)),
-        ("reports.audit_page, newest 50", with_db(lambda db: reports.audit_page(db, limit=50))),
-        ("reports.audit_page, 50 from the middle", with_db(lambda db: reports.audit_page(db, older_than=mid_id, limit=50))),
-        ("reports.audit_page, event+actor filter", with_db(lambda db: reports.audit_page(db, filtered, limit=50))),
-        ("reports.audit_page, text search in meta", with_db(lambda db: reports.audit_page(db, text, limit=50))),
-        ("reports.audit_count (unfiltered)", with_db(lambda db: reports.audit_count(db))),
-        ("reports.audit_count, text search", with_db(lambda db: reports.audit_count(db, text))),
-        ("CSV export: costs.sessions + write_sessions_csv", with_db(csv_export)),
-        (CSV_SQL, with_db(csv_sql_lines)),
+        ("audit.audit_page, newest 50", lambda: audit.audit_page(ledger, limit=50)),
+        ("audit.audit_page, 50 from the middle", lambda: audit.audit_page(ledger, older_than=mid_id, limit=50)),
+        ("audit.audit_page, event+actor filter", lambda: audit.audit_page(ledger, filtered, limit=50)),
+        ("audit.audit_page, text search in meta", lambda: audit.audit_page(ledger, text, limit=50)),
+        ("audit.audit_count (unfiltered)", lambda: audit.audit_count(ledger)),
+        ("audit.audit_count, text search", lambda: audit.audit_count(ledger, text)),
+        (CSV_CLI, csv_export),
+        (CSV_SQL, csv_dashboard),
     ]
 
 
-CSV_CLI = "CSV export: costs.sessions + write_sessions_csv"
-CSV_SQL = "CSV export: reports.write_sessions_csv (SQL lines)"
+CSV_CLI = "CSV export: Control.write_sessions_csv (the CLI)"
+CSV_SQL = "CSV export: sessions.sessions_csv (the dashboard)"
 
 
 def default_sizes(quick: bool, full: bool) -> list[int]:

@@ -1,6 +1,6 @@
 """Run every benchmark in sequence and print one table (``./dev bench``).
 
-    python benchmarks/run_all.py [--quick | --full] [--only activity,shutdown,ledger,dashboard]
+    python benchmarks/run_all.py [--quick | --full] [--only activity,shutdown,ledger,proxy,cli,dashboard]
                                  [--trials N] [--json results.json]
 
     --quick   a smoke run (about a minute): short loads, 3 shutdown trials, ledgers of 1k and 10k
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, Figure, format_table, machine, parse_figure_lines, progress
 
-SECTIONS = ("activity", "shutdown", "ledger", "proxy", "dashboard")
+SECTIONS = ("activity", "shutdown", "ledger", "proxy", "cli", "dashboard")
 
 
 def run_dashboard(quick: bool, full: bool) -> tuple[list[Figure], str]:
@@ -177,6 +177,12 @@ def main(argv=None) -> int:
         result = section("proxy", lambda: bench_proxy.run(quick=args.quick, full=args.full))
         if result:
             figures["proxy"], raw["proxy"] = result["figures"], result["raw"]
+    if "cli" in only:
+        import bench_cli
+
+        result = section("cli", lambda: bench_cli.run(quick=args.quick, full=args.full))
+        if result:
+            figures["cli"], raw["cli"] = result["figures"], result["raw"]
     if "dashboard" in only:
         progress(
             "dashboard: running benchmarks/bench_dashboard.py"
@@ -191,7 +197,7 @@ def main(argv=None) -> int:
         raw["memory"] = {"activity_server": memory, "watchdog": watchdog_memory}
 
     elapsed = time.monotonic() - started
-    table = [f for name in ("activity", "shutdown", "ledger", "proxy", "dashboard", "memory") for f in figures.get(name, [])]
+    table = [f for name in ("activity", "shutdown", "ledger", "proxy", "cli", "dashboard", "memory") for f in figures.get(name, [])]
     print(f"vastops benchmarks ({mode_name} run, {elapsed / 60:.1f} min)")
     print(
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, {info['os']}; "

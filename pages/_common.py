@@ -21,7 +21,9 @@ from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
 from vastops.control.answers import Control
 from vastops.dashboard.login import THROTTLE, LoginTokens
+from vastops.errors import VastError, shown
 from vastops.ledger.store import Ledger, LedgerError
+from vastops.vocabulary import Enforcement, ErrorKind
 
 AUTH_KEY = "vastops_authenticated"  # single sign-on: this session passed the allow list
 TOKEN_KEY = "vastops_login_token"  # password: this session's login token (vastops/login.py)
@@ -29,7 +31,6 @@ LOGGED_OUT_KEY = "vastops_logged_out"  # this session logged out: the browser's 
 LOGIN_COOKIE = "vastops_login"
 COOKIE_SLOT = "vastops_login_cookie"
 COOKIE_WRITTEN = "vastops_cookie_written"  # the login cookie this session last wrote ("" once cleared)
-WATCHDOG_STALE_S = 30.0
 
 
 def settings() -> Settings:
@@ -68,6 +69,24 @@ def control(s: Settings) -> Control:
     return Control(s, ledger=ledger(s))
 
 
+# How a vast.ai failure is explained, by kind: what happened, then what to do.
+VAST_ERROR_ADVICE = {
+    ErrorKind.AUTH: "vast.ai rejected the API key. Check `VAST_API_KEY` in `.env`, then restart the dashboard and the watchdog.",
+    ErrorKind.NOT_FOUND: "vast.ai does not know this instance. Check `VAST_INSTANCE_ID` (vast.ai console → Instances).",
+    ErrorKind.RATE_LIMITED: "vast.ai is rate-limiting requests. Wait a minute and try again; the watchdog keeps observing meanwhile.",
+    ErrorKind.UNAVAILABLE: "vast.ai did not answer (unreachable or a server error). Try again in a minute.",
+    ErrorKind.API: "vast.ai refused the call. Check the instance in vast.ai's console.",
+}
+
+
+def explain(exc: Exception) -> str:
+    """What an action's failure says on a page: vastops/errors.py's sentence, a vast.ai failure with advice."""
+    if isinstance(exc, VastError) and exc.kind in VAST_ERROR_ADVICE:
+        return f"{VAST_ERROR_ADVICE[exc.kind]} (vast.ai said: {exc})"
+    how = shown(exc)
+    return how.dashboard.format(exc) if how is not None else f"Unexpected error: {type(exc).__name__}."
+
+
 def require_login() -> None:
     """Every page starts with this. The entry point's gate normally ran already (then it
     returns at once), but a page must never render without it, e.g. if Streamlit runs a
@@ -96,23 +115,33 @@ def _run_without_the_entry_script() -> bool:
     return False
 
 
-def watchdog_problem(heartbeat: dict | None) -> str | None:
-    """The banner text when nobody enforces auto-shutdown, else None."""
-    if heartbeat is None:
+def watchdog_problem(enforcement: dict) -> str | None:
+    """The banner text when nobody enforces auto-shutdown or enforcement is impaired, else None.
+
+    ``enforcement`` is ``Control.enforcement()``'s answer: the rule is the control layer's
+    (the CLI says the same); this says it for the page.
+    """
+    state, pid = enforcement["state"], enforcement.get("pid")
+    if state == Enforcement.MISSING:
         return (
             "**Nobody is enforcing auto-shutdown**: the watchdog has never run against this ledger. "
             "Start it with `vastops watchdog` (same `.env`), or an idle instance keeps running and billing."
         )
-    if heartbeat["age_s"] > WATCHDOG_STALE_S:
+    if state == Enforcement.STOPPED:
         return (
-            f"**Nobody is enforcing auto-shutdown**: the watchdog's last heartbeat was {ago(heartbeat['age_s'])} "
-            f"(pid {heartbeat.get('pid')}). Check that `vastops watchdog` is running; until it is, an idle "
+            f"**Nobody is enforcing auto-shutdown**: the watchdog (pid {pid}) was shut down {ago(enforcement['age_s'])}. "
+            "Start it again with `vastops watchdog`; until it is, an idle instance keeps running and billing, "
+            "and starts are not completed."
+        )
+    if state == Enforcement.STALE:
+        return (
+            f"**Nobody is enforcing auto-shutdown**: the watchdog's last heartbeat was {ago(enforcement['age_s'])} "
+            f"(pid {pid}). Check that `vastops watchdog` is running; until it is, an idle "
             "instance keeps running and billing, and starts are not completed."
         )
-    problems = heartbeat.get("info", {}).get("problems") or []
-    if problems:
-        listed = "".join(f"\n- {p}" for p in problems)
-        return f"**Auto-shutdown is impaired.** The watchdog runs (pid {heartbeat.get('pid')}) but says:{listed}"
+    if state == Enforcement.DEGRADED:
+        listed = "".join(f"\n- {p}" for p in enforcement["problems"])
+        return f"**Auto-shutdown is impaired.** The watchdog runs (pid {pid}) but says:{listed}"
     return None
 
 

@@ -1,6 +1,6 @@
 """Audit: every action and what came of it, newest first, with filters, paging and CSV.
 
-Paging is keyset paging on the row id (``vastops.reports.periods.audit_page``), so the
+Paging is keyset paging on the row id (``vastops.reports.audit.audit_page``), so the
 100th page of a million-row log is as quick as the first. Events are shown in words
 (``vastops.vocabulary.event_words``) and details as "key: value" in words
 (``pages/_charts.details``), in a static table that wraps them instead of cutting
@@ -15,7 +15,7 @@ import streamlit as st
 
 from pages import _charts as charts
 from pages._common import ledger, require_login, settings
-from vastops.reports import periods as reports
+from vastops.reports import audit as reports
 from vastops.vocabulary import AUDIT_ACTORS, Event
 
 CACHE_TTL_S = 10
@@ -31,32 +31,28 @@ DB = str(LEDGER.path)
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_page(db_path: str, flt: reports.AuditFilter, cursor: tuple | None, limit: int) -> reports.AuditPage:
-    with LEDGER.read() as db:
-        if cursor is None:
-            return reports.audit_page(db, flt, limit=limit)
-        direction, row_id = cursor
-        if direction == "older":
-            return reports.audit_page(db, flt, older_than=row_id, limit=limit)
-        return reports.audit_page(db, flt, newer_than=row_id, limit=limit)
+    # db_path keys the cache; LEDGER is the same file.
+    if cursor is None:
+        return reports.audit_page(LEDGER, flt, limit=limit)
+    direction, row_id = cursor
+    if direction == "older":
+        return reports.audit_page(LEDGER, flt, older_than=row_id, limit=limit)
+    return reports.audit_page(LEDGER, flt, newer_than=row_id, limit=limit)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def count_rows(db_path: str, flt: reports.AuditFilter) -> int:
-    with LEDGER.read() as db:
-        return reports.audit_count(db, flt)
+    return reports.audit_count(LEDGER, flt)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def first_day(db_path: str) -> date | None:
-    with LEDGER.read() as db:  # the oldest row, through audit_by_ts
-        first = next(db.query("SELECT MIN(ts) AS ts FROM audit"))["ts"]
-    return date.fromisoformat(first[:10]) if first else None
+    return reports.first_day(LEDGER)
 
 
 def csv_data(led, flt: reports.AuditFilter) -> str:
     # Deferred: runs only when the download is clicked, in another thread, on its own connection.
-    with led.read() as db:
-        return reports.audit_csv(db, flt)
+    return reports.audit_csv(led, flt)
 
 
 def reset_paging() -> None:

@@ -15,7 +15,7 @@ import streamlit as st
 from pages import _charts as charts
 from pages._common import hours, ledger, require_login, settings
 from vastops import words
-from vastops.reports import consumers
+from vastops.reports import consumers, sessions
 from vastops.reports import periods as reports
 from vastops.vocabulary import EndReason
 
@@ -44,45 +44,33 @@ def _now() -> datetime:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def first_session_day(db_path: str, instance_id: int | None) -> date | None:
-    with LEDGER.read() as db:
-        return reports.first_session_day(db, instance_id)
+    return reports.first_day(LEDGER, instance_id)
 
 
 @st.cache_data(ttl=HISTORY_TTL_S, max_entries=4, show_spinner=False)
 def history(db_path: str, instance_id: int | None, first: date, until: date, fingerprint: tuple) -> reports.Scan:
     """The settled days [first, until) of a long period, read once and kept while the ledger's
     fingerprint holds (reports.settled): "All time" then reads only the last days."""
-    with LEDGER.read() as db:
-        return reports.Scan(db, instance_id, first, until - timedelta(days=1), _now())
+    return reports.history_scan(LEDGER, instance_id, first, until - timedelta(days=1), _now())
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Adding up the costs…")
 def cost_report(db_path: str, instance_id: int | None, start: date, end: date) -> dict:
     # db_path keys the cache; LEDGER is the same file.
     now = _now()
-    with LEDGER.read() as db:
-        first, last = reports.report_range(start, end, now)
-        kept = None
-        if (last - first).days > HISTORY_AFTER_DAYS:
-            until, fingerprint = reports.settled(db, instance_id, now)
-            if (until - first).days > HISTORY_AFTER_DAYS:
-                kept = history(db_path, instance_id, first, until, fingerprint)
-        period = reports.period_report(db, instance_id, start, end, now, history=kept)
-        return {
-            "now": now,
-            "totals": period["totals"],
-            "months": period["months"],
-            "month": reports.month_to_date(db, instance_id, now),
-            "lengths": period["lengths"],
-            "sessions": reports.sessions_in_range(db, instance_id, start, end, now, limit=TABLE_ROWS),
-        }
+    first, last = reports.report_range(start, end, now)
+    kept = None
+    if (last - first).days > HISTORY_AFTER_DAYS:
+        until, fingerprint = reports.settled_until(LEDGER, instance_id, now)
+        if (until - first).days > HISTORY_AFTER_DAYS:
+            kept = history(db_path, instance_id, first, until, fingerprint)
+    return {"now": now, **reports.costs_report(LEDGER, instance_id, start, end, now, history=kept, rows=TABLE_ROWS)}
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Splitting the costs among consumers…")
 def consumer_report(db_path: str, instance_id: int | None, start: date, end: date, ttl_s: float) -> dict:
     # Cached like the cost report: one pass over the period's sessions and requests.
-    with LEDGER.read() as db:
-        return consumers.report(db, instance_id, start, end, _now(), ttl_s)
+    return consumers.report_from(LEDGER, instance_id, start, end, _now(), ttl_s)
 
 
 CONSUMER_COLUMNS = ["Consumer", "Requests", "Tokens", "Busy", "Cost", "Share", "$ per 1M tokens"]
@@ -111,8 +99,7 @@ def consumers_table(rows: list[dict]) -> str:
 def sessions_csv_data(led, instance_id: int | None, start: date, end: date) -> str:
     # Called only when the button is clicked (deferred), from another thread: it opens
     # its own connection and calls no Streamlit function.
-    with led.read() as db:
-        return reports.sessions_csv(db, instance_id, start, end, _now())
+    return sessions.sessions_csv(led, instance_id, start, end, _now())
 
 
 def months_csv_data(rows: list[dict]) -> str:

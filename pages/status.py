@@ -26,12 +26,16 @@ warning is due, or, while a spent budget refuses starts, the refusal with **Over
 the budget**. Both ask for a reason before anything is done. The budgets' spend is
 shown below the figures. Money and durations are written as the CLI writes them
 (vastops/words.py), times relative to now.
+
+This module is the layout and the live fragment. The buttons' callbacks and the form
+state they keep are in ``pages/_status_actions.py``; the last action and the guardrails in
+words, pure and testable without AppTest, in ``pages/_status_words.py`` (both start with
+``_``: Streamlit would show any other .py file in pages/ as a page).
 """
 
 from __future__ import annotations
 
 import html
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import streamlit as st
@@ -48,30 +52,42 @@ from pages._common import (
     require_login,
     seconds_since,
     settings,
-    time_left,
     usd,
     watchdog_problem,
 )
+from pages._status_actions import (
+    CONFIRM_KEEPALIVE,
+    CONFIRM_OVERRIDE,
+    CONFIRM_REBOOT,
+    CONFIRM_STOP,
+    FORM_ERROR,
+    KEEPALIVE_MINUTES,
+    KEEPALIVE_REASON,
+    OVERRIDE_REASON,
+    RESULT,
+    on_keep_running_clicked,
+    on_keepalive_cancelled,
+    on_keepalive_confirmed,
+    on_override_cancelled,
+    on_override_clicked,
+    on_override_confirmed,
+    on_reboot_cancelled,
+    on_reboot_clicked,
+    on_reboot_confirmed,
+    on_refresh,
+    on_start,
+    on_stop_cancelled,
+    on_stop_clicked,
+    on_stop_confirmed,
+)
+from pages._status_words import cause_words, last_action_words, money, stop_phrase, why_not_moved
 from vastops import words
 from vastops.clock import stamp
-from vastops.config import NotConfigured
 from vastops.control.observe import probe_health
-from vastops.control.power import BudgetExceeded, InvalidRequest, NothingRuns, NotRunning
-from vastops.ledger.store import LedgerError
-from vastops.reports.periods import cold_starts
-from vastops.vast import VastError
-from vastops.vocabulary import CAN_START, CAN_STOP, CAUSE_WORDS, STATUS_WORDS, Actor, Cause, ErrorKind, Event, Status, status_words
+from vastops.reports.audit import cold_starts
+from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, Cause, Status, status_words
 
 REFRESH_EVERY_S = 3
-RESULT = "status_result"  # (kind, text, action id): what this tab's last action did; stays until the next action
-CONFIRM_STOP = "status_confirm_stop"
-CONFIRM_REBOOT = "status_confirm_reboot"
-CONFIRM_KEEPALIVE = "status_confirm_keepalive"
-CONFIRM_OVERRIDE = "status_confirm_override"
-FORM_ERROR = "status_form_error"  # why the open keepalive or override form did nothing
-KEEPALIVE_MINUTES = "keepalive_minutes"
-KEEPALIVE_REASON = "keepalive_reason"
-OVERRIDE_REASON = "override_reason"
 
 GUARDRAIL_SLOT_PX = 124  # the guardrails' slot keeps this height, whatever it holds
 LOG_STYLE = (
@@ -94,26 +110,9 @@ STATUS_COLOURS = {
     Status.STOPPED: "gray",
     Status.UNKNOWN: "gray",
 }
-# Who did it, in the last action's words.
-BY: dict[str, str] = {
-    Actor.DASHBOARD: "from the dashboard",
-    Actor.CLI: "from the CLI",
-    Actor.API: "through the REST API",
-    Actor.SYSTEM: "by the watchdog",
-    Actor.PROXY: "by the wake proxy (an LLM request came)",
-}
 KEEPALIVE_DEFAULT_MINUTES = 60
 # A keepalive moves the idle stop only; the hard limits and the budgets come regardless.
 KEEPALIVE_MOVES = frozenset({Cause.IDLE, Cause.KEEPALIVE})
-
-# How a vast.ai failure is explained, by kind: what happened, then what to do.
-VAST_ERROR_ADVICE = {
-    ErrorKind.AUTH: "vast.ai rejected the API key. Check `VAST_API_KEY` in `.env`, then restart the dashboard and the watchdog.",
-    ErrorKind.NOT_FOUND: "vast.ai does not know this instance. Check `VAST_INSTANCE_ID` (vast.ai console → Instances).",
-    ErrorKind.RATE_LIMITED: "vast.ai is rate-limiting requests. Wait a minute and try again; the watchdog keeps observing meanwhile.",
-    ErrorKind.UNAVAILABLE: "vast.ai did not answer (unreachable or a server error). Try again in a minute.",
-    ErrorKind.API: "vast.ai refused the call. Check the instance in vast.ai's console.",
-}
 
 # The steps of a start, in order, as the status moves through them.
 START_STEPS = [
@@ -126,209 +125,6 @@ START_STEPS = [
 
 require_login()
 cfg = settings()
-
-
-def _explain(exc: Exception) -> str:
-    if isinstance(exc, NotRunning | NothingRuns | InvalidRequest | BudgetExceeded | LedgerError):
-        return f"{exc}."
-    if isinstance(exc, NotConfigured):
-        return f"{exc} Then restart the dashboard."
-    if isinstance(exc, VastError):
-        advice = VAST_ERROR_ADVICE.get(exc.kind, "")
-        return f"{advice} (vast.ai said: {exc})" if advice else str(exc)
-    return f"Unexpected error: {type(exc).__name__}."
-
-
-def _forget_cached_reports() -> None:
-    # The Costs and Audit pages cache reads briefly; an action should show at once.
-    st.cache_data.clear()
-
-
-def _new_action() -> None:
-    """Every action starts here: what the last one left on the page gives way to this one."""
-    st.session_state.pop(RESULT, None)
-    st.session_state.pop(FORM_ERROR, None)
-
-
-def _result(kind: str, text: str) -> None:
-    """What the action did: shown through every refresh of the panel, until the next action.
-
-    The next action may be another's (another tab, the CLI, the watchdog's stop): the
-    result is kept with the audit id of the newest action it knew of, and gives way once
-    the ledger has a newer one.
-    """
-    try:
-        last = control(cfg).last_action()
-    except (LedgerError, sqlite3.Error):  # the ledger fails: the result stays until this tab acts again
-        last = None
-    st.session_state[RESULT] = (kind, text, last["id"] if last else 0)
-
-
-def _close_forms() -> None:
-    for key in (CONFIRM_STOP, CONFIRM_REBOOT, CONFIRM_KEEPALIVE, CONFIRM_OVERRIDE):
-        st.session_state[key] = False
-
-
-def _refused(exc: BudgetExceeded) -> str:
-    # The core's text ends with the CLI's way to override; the dashboard offers its own.
-    return str(exc).partition("; override with a reason")[0]
-
-
-def on_start() -> None:
-    _new_action()
-    _close_forms()
-    try:
-        control(cfg).power_on(Actor.DASHBOARD, wait_for_health=False)
-        _result(
-            "info", "Start requested: vast.ai accepted it; the watchdog completes the start once /health answers (its steps are below)."
-        )
-    except BudgetExceeded as exc:
-        _result(
-            "error",
-            f"**The start was refused: nothing was started.** {_refused(exc)}. "
-            "Override the budget below, with a reason, or wait until it resets.",
-        )
-        st.session_state[CONFIRM_OVERRIDE] = True
-    except (NotConfigured, VastError) as exc:
-        _result("error", f"**Start failed.** {_explain(exc)}")
-    _forget_cached_reports()
-
-
-def on_override_clicked() -> None:
-    _new_action()
-    _close_forms()
-    st.session_state[CONFIRM_OVERRIDE] = True
-
-
-def on_override_cancelled() -> None:
-    _new_action()
-    st.session_state[CONFIRM_OVERRIDE] = False
-
-
-def on_override_confirmed() -> None:
-    _new_action()
-    reason = str(st.session_state.get(OVERRIDE_REASON) or "").strip()
-    if not reason:
-        st.session_state[FORM_ERROR] = (
-            "**A reason is required to override the budget.** Say why it must run now: it goes into the audit trail. Nothing was started."
-        )
-        return
-    st.session_state[CONFIRM_OVERRIDE] = False
-    st.session_state.pop(OVERRIDE_REASON, None)
-    try:
-        result = control(cfg).power_on(Actor.DASHBOARD, wait_for_health=False, override_reason=reason)
-        # The core says whether anything was overridden (a budget that reset meanwhile is not).
-        done = "Budget overridden (recorded with your reason)" if result.get("budget_override") == "recorded" else "Nothing overridden"
-        _result("info", f"{done} and start requested: {status_words(result['status'])}. {result['message']}")
-    except BudgetExceeded as exc:
-        _result("error", f"**The start was refused: nothing was started.** {_refused(exc)}.")
-    except (NotConfigured, VastError) as exc:
-        _result("error", f"**Start failed.** {_explain(exc)}")
-    _forget_cached_reports()
-
-
-def on_keep_running_clicked() -> None:
-    _new_action()
-    _close_forms()
-    st.session_state[CONFIRM_KEEPALIVE] = True
-
-
-def on_keepalive_cancelled() -> None:
-    _new_action()
-    st.session_state[CONFIRM_KEEPALIVE] = False
-
-
-def on_keepalive_confirmed() -> None:
-    _new_action()
-    reason = str(st.session_state.get(KEEPALIVE_REASON) or "").strip()
-    if not reason:
-        st.session_state[FORM_ERROR] = (
-            "**A reason is required.** Say why it must keep running: it goes into the audit trail. Nothing was changed."
-        )
-        return
-    try:
-        result = control(cfg).keepalive(Actor.DASHBOARD, float(st.session_state.get(KEEPALIVE_MINUTES) or 0), reason)
-    except InvalidRequest as exc:  # the form stays open: the value can be fixed
-        st.session_state[FORM_ERROR] = f"**Not kept running.** {_explain(exc)}"
-        return
-    except (NothingRuns, NotConfigured, LedgerError) as exc:
-        st.session_state[CONFIRM_KEEPALIVE] = False
-        _result("error", f"**Keep running failed.** {_explain(exc)}")
-        return
-    st.session_state[CONFIRM_KEEPALIVE] = False
-    st.session_state.pop(KEEPALIVE_REASON, None)
-    _result("success", _kept_words(result))
-    _forget_cached_reports()
-
-
-def _kept_words(result: dict) -> str:
-    text = f"Kept running until at least {at_time(result['keepalive_until'], cfg.timezone)}."
-    if result.get("next_stop_at"):
-        left = -(seconds_since(result["next_stop_at"]) or 0.0)
-        text += (
-            f" Next stop in {time_left(left)} ({at_time(result['next_stop_at'], cfg.timezone)}): {_cause_words(result['next_stop_cause'])}."
-        )
-    return text
-
-
-def on_stop_clicked() -> None:
-    _new_action()
-    _close_forms()
-    st.session_state[CONFIRM_STOP] = True
-
-
-def on_stop_cancelled() -> None:
-    _new_action()
-    st.session_state[CONFIRM_STOP] = False
-
-
-def on_stop_confirmed() -> None:
-    _new_action()
-    st.session_state[CONFIRM_STOP] = False
-    try:
-        result = control(cfg).power_off(Actor.DASHBOARD)
-        message = result["message"]
-        if result.get("session_runtime_minutes"):  # the session's figures, written as the rest of the page writes them
-            message = f"Instance stopped. Session: {minutes(result['session_runtime_minutes'])}, {usd(result.get('session_cost_usd'))}."
-        if result.get("ledger_problem"):  # stopped all the same; the bookkeeping follows
-            _result("error", f"{message} **But** {result['ledger_problem']}.")
-        else:
-            _result("success", message)
-    except (NotConfigured, VastError) as exc:
-        _result("error", f"**Stop failed.** {_explain(exc)}")
-    _forget_cached_reports()
-
-
-def on_reboot_clicked() -> None:
-    _new_action()
-    _close_forms()
-    st.session_state[CONFIRM_REBOOT] = True
-
-
-def on_reboot_cancelled() -> None:
-    _new_action()
-    st.session_state[CONFIRM_REBOOT] = False
-
-
-def on_reboot_confirmed() -> None:
-    _new_action()
-    st.session_state[CONFIRM_REBOOT] = False
-    try:
-        result = control(cfg).reboot(Actor.DASHBOARD, wait_for_health=False)
-        _result("info", result["message"])
-    except (NotConfigured, NotRunning, VastError) as exc:
-        _result("error", f"**Reboot failed.** {_explain(exc)}")
-    _forget_cached_reports()
-
-
-def on_refresh() -> None:
-    _new_action()
-    try:
-        s = control(cfg).status(observe=True)
-        _result("info", f"Asked vast.ai: {status_words(s['status'])}.")
-    except (NotConfigured, VastError) as exc:
-        _result("error", f"**Refresh failed.** {_explain(exc)}")
-    _forget_cached_reports()
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -481,128 +277,6 @@ def _show_result(last: dict | None) -> None:
 # -- the last action, from the audit trail ---------------------------------------------------
 
 
-def _md(text: object) -> str:
-    """Text from elsewhere (an error, a reason) shown as it is: no Markdown, no colour directive, no LaTeX."""
-    return "".join("\\" + ch if ch in "\\`*_[]<>#|:$~" else ch for ch in str(text))
-
-
-def _sentence(text: object) -> str:
-    """Text from elsewhere as a sentence of ours: escaped, and ending in a full stop."""
-    text = str(text).strip()
-    return _md(text if text.endswith((".", "!", "?")) else text + ".")
-
-
-def _money(amount: float | None) -> str:
-    return usd(amount).replace("$", "\\$")  # a $ pair would be read as LaTeX
-
-
-def _when(ts: str | None, now: datetime) -> str:
-    return f"at {at_time(ts, cfg.timezone, now)}, {ago(seconds_since(ts, now))}"
-
-
-def _by(actor: str) -> str:
-    return BY.get(actor, f"by {actor}")
-
-
-def _idle(minutes_idle: float | None) -> str:
-    if minutes_idle is None:
-        return "idle"
-    if minutes_idle >= 1 and minutes_idle == int(minutes_idle):
-        return f"{int(minutes_idle)} idle minute{'s' if minutes_idle != 1 else ''}"
-    return f"{minutes(minutes_idle)} without a request"
-
-
-def _session_figures(meta: dict) -> str:
-    if meta.get("session_runtime_minutes") is not None:
-        return f"; the session ran {minutes(meta['session_runtime_minutes'])} and cost {_money(meta.get('session_cost_usd'))}"
-    return "; no session was running" if meta.get("already_stopped") else ""
-
-
-def _stopped_by(cause: str | None, meta: dict) -> str:
-    """Who stopped it, in words with the cause's figures: 'auto-shutdown after 30 idle minutes'."""
-    if cause == Cause.IDLE:
-        return f"auto-shutdown after {_idle(meta.get('idle_minutes') or meta.get('inactive_minutes'))}"
-    if cause == Cause.KEEPALIVE:
-        return f"auto-shutdown once the keepalive ran out ({_idle(meta.get('idle_minutes') or meta.get('inactive_minutes'))})"
-    if cause == Cause.MAX_SESSION:
-        limit = meta.get("limit_hours")
-        return f"the session limit of {minutes(limit * 60) if limit else '—'} (VAST_MAX_SESSION_HOURS)"
-    if cause == Cause.DAILY_STOP:
-        return f"the daily stop at {meta.get('stop_at') or '—'} {meta.get('timezone') or ''} (VAST_DAILY_STOP_AT)".replace("  ", " ")
-    if cause == Cause.BUDGET:
-        return f"the {meta.get('budget') or ''} budget: {_money(meta.get('spent_usd'))} of {_money(meta.get('limit_usd'))} spent".replace(
-            "  ", " "
-        )
-    return "the watchdog"
-
-
-def _start_words(a: dict, outcome: dict | None, now: datetime, pending: bool) -> tuple[str, str]:
-    """(tone, words) of a start or reboot and how it ended."""
-    reboot = a["event"] == Event.REBOOT_REQUESTED
-    noun, done = ("Reboot", "Rebooted") if reboot else ("Start", "Started")
-    who = f"{_by(a['actor'])} {_when(a['ts'], now)}"
-    if outcome is None:
-        return ("info", f"{noun} requested {who}: in progress.") if pending else ("info", f"{noun} requested {who}.")
-    event, meta = outcome["event"], outcome["meta"]
-    if event in (Event.POWER_ON_COMPLETE, Event.REBOOT_COMPLETE):
-        return "ok", f"{done} {who}: healthy after {minutes((meta.get('startup_seconds') or 0) / 60)}."
-    if event in (Event.POWER_ON_FAILED, Event.REBOOT_FAILED):
-        return "failed", f"{noun} {who} failed: {_sentence(meta.get('error') or meta.get('kind') or 'vast.ai refused it')}"
-    if event == Event.POWER_ON_HEALTH_TIMEOUT:
-        why = f" ({_md(meta['reason'])})" if meta.get("reason") else ""
-        waited = minutes((meta.get("waited_seconds") or 0) / 60)
-        return (
-            "failed",
-            f"{noun} {who} gave up: /health did not answer within {waited}{why}; it bills until it is stopped or auto-shutdown stops it.",
-        )
-    if event == Event.POWER_ON_UNAVAILABLE:
-        waited = minutes((meta.get("waited_seconds") or 0) / 60)
-        return "failed", (
-            f"**The last start was cancelled: the GPU on the instance's host is taken.** Requested {who}, it waited {waited} "
-            "for it (VAST_SCHEDULING_TIMEOUT_S). Start again later, or move the instance to another machine in vast.ai's console."
-        )
-    return "warning", f"{noun} {who} was cancelled: the instance was stopped before /health answered."
-
-
-def _last_action_words(a: dict, now: datetime, pending: bool) -> tuple[str, str]:
-    """(tone, words) of the last action: 'ok', 'info', 'warning' or 'failed', and one sentence or two."""
-    event, meta, outcome = a["event"], a["meta"], a.get("outcome")
-    if event in (Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED):
-        return _start_words(a, outcome, now, pending)
-    if event == Event.POWER_OFF_REQUESTED:
-        who = _by(a["actor"])
-        if outcome is None:
-            return "info", f"Stop requested {who} {_when(a['ts'], now)}."
-        if outcome["event"] == Event.POWER_OFF_FAILED:
-            return "failed", (
-                f"Stop {who} {_when(a['ts'], now)} failed: {_sentence(outcome['meta'].get('error') or 'vast.ai refused it')} "
-                "It may still run, and bill."
-            )
-        return "ok", f"Stopped {who} {_when(outcome['ts'], now)}{_session_figures(outcome['meta'])}."
-    if event == Event.KEEPALIVE:
-        until = at_time(meta.get("until"), cfg.timezone, now)
-        return "info", (
-            f"Kept running {_by(a['actor'])} {_when(a['ts'], now)}: the idle stop no earlier than {until} "
-            f"({minutes(meta.get('minutes'))}), for “{_md(meta.get('reason') or '')}”."
-        )
-    if event == Event.EXTERNAL_START:
-        return "info", f"Started outside vastops (vast.ai's console or another client), seen {_when(a['ts'], now)}."
-    if event == Event.EXTERNAL_STOP:
-        return "info", f"Stopped outside vastops (vast.ai's console or another client), seen {_when(a['ts'], now)}{_session_figures(meta)}."
-    if event == Event.CREDIT_EXHAUSTED_STOP:
-        return "failed", f"Stopped by vast.ai: the account's credit ran out, seen {_when(a['ts'], now)}{_session_figures(meta)}."
-    # a stop the watchdog decided (auto_shutdown, max_session_stop, scheduled_stop, budget_stop)
-    by = _stopped_by(meta.get("cause"), meta)
-    if outcome is None:
-        return "info", f"Stopping: {by}, decided {_when(a['ts'], now)}."
-    if outcome["event"] == Event.POWER_OFF_FAILED:
-        return "failed", (
-            f"Stop by {by} decided {_when(a['ts'], now)}, but vast.ai did not stop it: "
-            f"{_sentence(outcome['meta'].get('error') or 'the call failed')} The watchdog retries until it stops."
-        )
-    return "ok", f"Stopped by {by} {_when(outcome['ts'], now)}{_session_figures(outcome['meta'])}."
-
-
 TONE_ICONS = {
     "ok": ":green[:material/check_circle:]",
     "info": ":blue[:material/info:]",
@@ -632,7 +306,7 @@ def _show_last_action(last: dict | None, s: dict, now: datetime, pending: bool) 
         if last is None:
             st.markdown(":gray[:material/history:] **Last action:** none yet.")
         else:
-            tone, text = _last_action_words(last, now, pending)
+            tone, text = last_action_words(last, now, pending, cfg.timezone)
             if tone == "failed":
                 st.warning(f"**Last action:** {text}", icon=":material/error:")
             else:
@@ -642,24 +316,6 @@ def _show_last_action(last: dict | None, s: dict, now: datetime, pending: bool) 
 
 
 # -- the guardrails ----------------------------------------------------------------------
-
-
-def _cause_words(cause: str | None, budget: str | None = None) -> str:
-    if cause == Cause.BUDGET and budget:
-        return f"the {budget} budget is spent"
-    return CAUSE_WORDS.get(cause or "", cause or "—")
-
-
-def _why_not_moved(cause: str) -> str:
-    if cause == Cause.BUDGET:
-        return "A keepalive does not move it: the budget's stop comes when it is spent, whatever the activity."
-    return f"A keepalive does not move it: it is {_cause_words(cause)}, whatever the activity."
-
-
-def _stop_phrase(at: str, now: datetime) -> str:
-    left = -(seconds_since(at, now) or 0.0)
-    when = f"in {time_left(left)}" if left > 0 else "now"
-    return f"{when} ({at_time(at, cfg.timezone, now)})"
 
 
 def _keep_running_button(col, enabled: bool, why_not: str = "", primary: bool = False) -> None:
@@ -681,20 +337,20 @@ def _show_warning_banner(s: dict, now: datetime) -> None:
     first, *others = s["warnings"]
     cause = first["cause"]
     keepalive = f" (kept running until {at_time(s['keepalive_until'], cfg.timezone, now)})" if cause == Cause.KEEPALIVE else ""
-    lines = [f"**Auto-shutdown {_stop_phrase(first['at'], now)}**: {_cause_words(cause, first.get('budget'))}{keepalive}."]
+    lines = [f"**Auto-shutdown {stop_phrase(first['at'], now, cfg.timezone)}**: {cause_words(cause, first.get('budget'))}{keepalive}."]
     if cause in KEEPALIVE_MOVES:
         lines.append("An LLM request moves it later; **Keep running** holds it off for a while, with a reason.")
     else:
-        lines.append(_why_not_moved(cause) + " Stop it yourself, or let it stop.")
-    lines += [f"Also: {_cause_words(w['cause'], w.get('budget'))}, {_stop_phrase(w['at'], now)}." for w in others]
+        lines.append(why_not_moved(cause) + " Stop it yourself, or let it stop.")
+    lines += [f"Also: {cause_words(w['cause'], w.get('budget'))}, {stop_phrase(w['at'], now, cfg.timezone)}." for w in others]
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.warning("  \n".join(lines), icon=":material/timer:")
-    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else _why_not_moved(cause), primary=True)
+    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause), primary=True)
 
 
 def _show_next_stop(s: dict, now: datetime) -> None:
     cause = s["next_stop_cause"]
-    line = f":material/timer: **Stops {_stop_phrase(s['next_stop_at'], now)}**: {_cause_words(cause)}"
+    line = f":material/timer: **Stops {stop_phrase(s['next_stop_at'], now, cfg.timezone)}**: {cause_words(cause)}"
     kept = s.get("keepalive_until")
     if kept and cause == Cause.KEEPALIVE:
         line += f" (kept running until {at_time(kept, cfg.timezone, now)})"
@@ -702,7 +358,7 @@ def _show_next_stop(s: dict, now: datetime) -> None:
         line += f"  \nKept running until {at_time(kept, cfg.timezone, now)}, but this stop comes first."
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.markdown(line)
-    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else _why_not_moved(cause))
+    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause))
 
 
 def _show_start_refused(s: dict) -> None:
@@ -847,7 +503,7 @@ def live_status() -> None:
     _show_result(last)
 
     if configured:
-        problem = watchdog_problem(c.heartbeat("watchdog"))
+        problem = watchdog_problem(c.enforcement())
         if problem:
             st.error(problem, icon=":material/warning:")
     _show_problem(s, pending)
@@ -873,7 +529,7 @@ def live_status() -> None:
         deadline.metric(
             "Auto-shutdown in",
             countdown(left) if left > 0 else "due now",
-            help=f"Stops at {clock_time(s['auto_shutdown_at'])}: {_cause_words(cause)}"
+            help=f"Stops at {clock_time(s['auto_shutdown_at'])}: {cause_words(cause)}"
             + (
                 f". LLM requests move it later ({cfg.vast_auto_shutdown_minutes:g} idle minutes allowed)."
                 if cause in KEEPALIVE_MOVES
@@ -919,7 +575,7 @@ def live_status() -> None:
     activity = s.get("last_activity")
     st.caption(
         f"Last activity: {ago(seconds_since(activity, now)) if activity else 'none yet'}"
-        f" · totals: {minutes(s['total_runtime_hours'] * 60)}, {_money(s['total_cost_usd'])}"
+        f" · totals: {minutes(s['total_runtime_hours'] * 60)}, {money(s['total_cost_usd'])}"
         + (f" · observed {ago(seconds_since(s['observed_at'], now))}" if s.get("observed_at") else "")
         + f" · this panel refreshes every {REFRESH_EVERY_S} s",
         help=f"Last activity at {clock_time(activity)}" if activity else None,

@@ -19,7 +19,8 @@ from helpers import (
     start_sim,
 )
 from vastops.clock import FakeClock
-from vastops.sim.world import SimConfig, SimInstance, Simulator
+from vastops.sim.config import SimConfig, SimInstance
+from vastops.sim.world import Simulator
 
 
 @pytest.fixture(autouse=True)

@@ -47,6 +47,14 @@ def make_control(settings, clock, **kwargs) -> Control:
     return Control(settings, client=client, clock=clock, sleep=clock.advance, **kwargs)
 
 
+def fire_if_due(watch) -> dict[str, Any] | None:
+    """The watchdog's auto-shutdown, the one path a user runs (``Watch.fire_if_due``), on what the ledger holds now."""
+    import asyncio
+
+    watch.refresh()
+    return asyncio.run(watch.fire_if_due())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -23,8 +23,8 @@ import requests
 from helpers import CHROMIUM, CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot
 from vastops.config import load_settings
 from vastops.control.answers import Control
-from vastops.costs import SESSION_CSV_COLUMNS
-from vastops.reports.periods import AUDIT_CSV_COLUMNS
+from vastops.reports.audit import AUDIT_CSV_COLUMNS
+from vastops.reports.sessions import SESSION_CSV_COLUMNS
 
 PASSWORD = "browser-test-pw-41"
 

@@ -178,7 +178,7 @@ def test_the_demo_writes_an_env_file_that_shows_the_cli_its_ledger(demo):
 def test_the_demo_lock_goes_with_its_holder_and_names_it(tmp_path):
     from argparse import Namespace
 
-    from vastops.launch import Demo, DemoRunning
+    from vastops.demo.run import Demo, DemoRunning
 
     folder = tmp_path / "demo"
     first, second = Demo(Namespace(dir=str(folder))), Demo(Namespace(dir=str(folder)))

@@ -16,10 +16,11 @@ from datetime import timedelta
 import pytest
 import requests
 
-from helpers import CONTROL_KEY, INSTANCE_ID, events, start_sim, start_watchdog, wait_until
+from helpers import CONTROL_KEY, INSTANCE_ID, events, fire_if_due, start_sim, start_watchdog, wait_until
 from vastops.clock import parse_isoz
 from vastops.ledger.store import Ledger
 from vastops.vocabulary import Event as ev
+from vastops.watchdog.engine import Watch
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 STOP_CONFIRM_S = 10.0
@@ -59,6 +60,7 @@ def running(control, clock):
 
 
 def test_one_odd_answer_changes_nothing(control, clock, sim, running):
+    watch = Watch(control)
     clock.advance(5)
     deadline = control.deadline()
     odd_look(control, sim)
@@ -74,9 +76,9 @@ def test_one_odd_answer_changes_nothing(control, clock, sim, running):
     assert control.deadline() == deadline
     # and auto-shutdown fires at the deadline it had before the odd answer
     clock.advance((deadline - clock()).total_seconds() - 1)
-    assert control.enforce_idle_deadline() is None
+    assert fire_if_due(watch) is None
     clock.advance(1)
-    assert control.enforce_idle_deadline()["status"] == "stopped"
+    assert fire_if_due(watch)["status"] == "stopped"
     [session] = sessions(control)
     assert session["end_reason"] == "auto_shutdown"
     assert parse_isoz(session["ended_at"]) == deadline

@@ -23,11 +23,11 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from helpers import INSTANCE_ID, clean_process_env, free_port, ledger_page_env, settle, shot
-from vastops import costs as costmath
 from vastops import words
 from vastops.clock import utcnow
 from vastops.ledger.store import Ledger
 from vastops.reports import periods as reports
+from vastops.reports import sessions
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the pages import each other as Streamlit runs them: from the checkout's root
@@ -291,18 +291,36 @@ def test_month_to_date_waits_three_days(tmp_path):
 # -- CSVs ------------------------------------------------------------------------------------
 
 
-def test_the_sessions_csv_is_rounded_and_the_fast_writer_writes_what_the_cli_writes(ledger):
+def python_csv(rows: list[dict]) -> str:
+    """The sessions CSV written in Python, field by field: the oracle for the lines SQLite makes."""
+    money, minutes = "{:.6f}".format, "{:.4f}".format
+    out = io.StringIO()
+    out.write(sessions.SESSION_CSV_HEADER)
+    writer = csv.writer(out, lineterminator="\n")
+    for row in rows:
+        runtime = row["runtime_s"]
+        writer.writerow(
+            (
+                row["session_id"], row["instance_id"], row["started_at"], row["ended_at"],
+                "" if runtime is None else minutes(runtime / 60.0), row["gpu_name"],
+                *("" if row[k] is None else money(row[k]) for k in ("dph_base", "storage_dph", "compute_cost_usd", "storage_cost_usd", "cost_usd")),
+                row["end_reason"], row["started_by"], row["ended_by"],
+            )
+        )  # fmt: skip
+    return out.getvalue()
+
+
+def test_the_sessions_csv_is_rounded_and_its_lines_are_what_python_writes(ledger):
     now = utcnow()
     add_session(ledger, now - timedelta(hours=5), 61.123456, dph=0.4, sto=150 * 0.10 / 720)  # 0.020833333333333332 $/h
     add_session(ledger, now - timedelta(hours=1), 0, dph=0.75, sto=0.03, open_=True)
+    text = sessions.sessions_csv(ledger, INSTANCE_ID, now.date() - timedelta(days=1), now.date(), now)
     with ledger.read() as db:
-        text = reports.sessions_csv(db, INSTANCE_ID, now.date() - timedelta(days=1), now.date(), now)
-        cli = io.StringIO()
-        costmath.write_sessions_csv(costmath.sessions(db, INSTANCE_ID, now), cli)
-    assert text == cli.getvalue()  # the dashboard's SQL-made lines and the CLI's, to the character
+        by_python = python_csv(sessions.sessions(db, INSTANCE_ID, now))
+    assert text == by_python  # the lines SQLite makes and the same rows formatted in Python, to the character
     assert not re.search(r"\d\.\d{7,}", text)  # never 0.020833333333333332
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == [column for _, column in costmath.SESSION_CSV_COLUMNS]
+    assert list(rows[0]) == [column for _, column in sessions.SESSION_CSV_COLUMNS]
     older = rows[1]
     assert older["storage_rate_usd_per_hour"] == "0.020833"
     assert older["runtime_minutes"] == "61.1235"

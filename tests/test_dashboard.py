@@ -22,7 +22,7 @@ from vastops.control.answers import Control
 from vastops.control.power import GpuUnavailable
 from vastops.dashboard.login import THROTTLE, LoginThrottle
 from vastops.ledger.store import Ledger
-from vastops.sim.world import SimConfig, SimInstance
+from vastops.sim.config import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 from vastops.vocabulary import event_words

@@ -26,7 +26,7 @@ from vastops.clock import FakeClock, parse_isoz, utcnow
 from vastops.config import load_settings
 from vastops.control.answers import Control
 from vastops.ledger.store import Ledger
-from vastops.sim.world import SimConfig, SimInstance
+from vastops.sim.config import SimConfig, SimInstance
 from vastops.vocabulary import Event as ev
 
 ROOT = Path(__file__).resolve().parent.parent

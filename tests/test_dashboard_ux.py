@@ -18,16 +18,17 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, fire_if_due
 from vastops import words
 from vastops.clock import FakeClock, utcnow
 from vastops.config import load_settings
 from vastops.control.answers import Control
 from vastops.dashboard.login import THROTTLE, LoginTokens
 from vastops.ledger.store import Ledger
-from vastops.sim.world import SimConfig, SimInstance
+from vastops.sim.config import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
+from vastops.watchdog.engine import REPORTERS_GRACE_S, Watch
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "ux-apptest-pw-2718"
@@ -171,7 +172,10 @@ def test_the_stop_result_keeps_the_sessions_cost_and_gives_way_to_anyone_elses_n
 def test_after_an_auto_shutdown_status_says_who_stopped_it_when_why_and_what_the_session_cost(env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 142)  # running for 2 h 22 min, never used: its idle stop passed long ago
     stopped_at = utcnow() - timedelta(minutes=12)
-    result = Control(settings, clock=FakeClock(stopped_at)).enforce_idle_deadline()
+    watchdog_clock = FakeClock(stopped_at - timedelta(seconds=REPORTERS_GRACE_S))  # a watchdog that has heard its reporters
+    watch = Watch(Control(settings, clock=watchdog_clock))
+    watchdog_clock.advance(REPORTERS_GRACE_S)
+    result = fire_if_due(watch)
     assert result is not None and result["status"] == "stopped"
     Control(settings).status()  # the watchdog sees it stopped
     at = logged_in()

@@ -15,6 +15,7 @@ from vastops.demo import history as demo_history
 from vastops.ledger.store import Ledger
 from vastops.reports import consumers
 from vastops.reports import periods as reports
+from vastops.reports import sessions as session_reports
 from vastops.vocabulary import AUDIT_ACTORS, CAUSE_EVENTS, START_OUTCOMES, Actor, Cause, EndReason, Event
 
 IID = 12345
@@ -97,7 +98,7 @@ def test_day_and_month_reports_add_up_to_the_sessions(history):
     with ledger.read() as db:
         days = reports.cost_per_day(db, IID, first, NOW.date(), NOW)
         months = reports.month_summary(db, IID, NOW)
-        stats = costmath.statistics(db, IID, NOW)
+        stats = session_reports.statistics(db, IID, NOW)
     assert sum(d["cost_usd"] for d in days) == pytest.approx(total, rel=1e-9)
     assert days[-1]["cumulative_usd"] == pytest.approx(total, rel=1e-9)
     assert sum(d["sessions_started"] for d in days) == len(sessions)

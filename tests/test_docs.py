@@ -102,3 +102,46 @@ def test_event_has_words(event):
     from vastops.vocabulary import EVENT_WORDS
 
     assert event in EVENT_WORDS, f"vastops/vocabulary.py EVENT_WORDS has no words for {event}"
+
+
+# -- the map: every module is named, with its job, where a newcomer looks -------------------
+
+PACKAGE = ROOT / "vastops"
+MODULES = sorted(
+    p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py") and "__pycache__" not in p.parts
+)
+PACKAGES = sorted(p.parent.relative_to(PACKAGE) for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE)
+
+
+def _docstring(init: Path) -> str:
+    import ast
+
+    return ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+
+
+def _lists(doc: str, name: str) -> bool:
+    """Whether a map's docstring has a line for ``name`` (a module, or ``name/`` for a package)."""
+    return re.search(rf"^\s*(?:[-*]\s+)?(?:``)?{re.escape(name)}(?:``)?[\s:]", doc + "\n", re.MULTILINE) is not None
+
+
+@pytest.mark.parametrize("module", [str(m) for m in MODULES])
+def test_every_module_is_on_its_packages_map(module):
+    path = Path(module)
+    init = PACKAGE / path.parent / "__init__.py"
+    assert _lists(_docstring(init), path.stem), f"{init.relative_to(ROOT)}'s docstring has no line for {path.stem}"
+
+
+@pytest.mark.parametrize("package", [str(p) for p in PACKAGES])
+def test_every_package_is_on_the_root_map(package):
+    assert _lists(_docstring(PACKAGE / "__init__.py"), f"{package}/"), f"vastops/__init__.py's docstring has no line for {package}/"
+
+
+@pytest.mark.parametrize("module", [str(m) for m in MODULES])
+def test_every_module_is_in_the_design(module):
+    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    assert f"`vastops/{module}`" in design, f"docs/design.md does not name `vastops/{module}`"
+
+
+def test_the_root_stays_small():
+    root = [m for m in MODULES if len(m.parts) == 1]
+    assert len(root) <= 12, f"{len(root)} modules at vastops/'s root: {', '.join(m.stem for m in root)}"

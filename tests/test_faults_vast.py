@@ -24,7 +24,7 @@ import vastops.watchdog.engine as watch_module
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, free_port, make_control, make_settings, start_sim, start_watchdog
 from helpers import wait_until as _wait_until
 from vastops.control.answers import Control
-from vastops.sim.world import BURST, RATE_INTERVALS
+from vastops.sim.routes import BURST, RATE_INTERVALS
 from vastops.vast import VastClient, VastError
 from vastops.vocabulary import ErrorKind
 from vastops.vocabulary import Event as ev

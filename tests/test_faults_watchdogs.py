@@ -27,7 +27,8 @@ import requests
 import helpers
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, VASTOPS, clean_process_env, free_port, start_sim, wait_until
 from vastops.clock import isoz, parse_isoz, utcnow
-from vastops.ledger.store import MIGRATIONS, Ledger
+from vastops.ledger.schema import MIGRATIONS
+from vastops.ledger.store import Ledger
 from vastops.watchdog.lease import EXPIRES_S
 
 AUTH = {"X-API-Key": CONTROL_KEY}

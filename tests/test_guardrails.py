@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, make_control, make_settings
-from vastops.cli import EXIT_BUDGET, main
+from vastops.cli import main
 from vastops.clock import parse_isoz
-from vastops.control.power import BudgetExceeded, InvalidRequest, NothingRuns
+from vastops.errors import EXIT_BUDGET, BudgetExceeded, InvalidRequest, NothingRuns
 from vastops.reports import periods as reports
 from vastops.stops import Budget, Running, budget_due, daily_stop_after, period_bounds, spent
 from vastops.vocabulary import Cause
@@ -86,7 +86,7 @@ def test_no_warning_when_turned_off_and_a_restarted_watch_does_not_warn_twice(tm
     assert len(watch.warn_if_due()) == 1
     restarted = Watch(control)
     restarted.refresh()
-    restarted._seed_warned()
+    restarted.housekeeping.seed_warned()
     assert restarted.warn_if_due() == []
 
 
@@ -303,10 +303,10 @@ def test_the_cli_refuses_a_start_over_budget_with_exit_7_and_overrides_with_a_re
     )
     # The CLI's Control runs on the real clock: the ledger's session is in January 2026, so
     # move the budget's month there by pointing the CLI at the fake clock.
-    import vastops.cli as cli
+    import vastops.control.answers as answers  # the CLI takes its Control from there when a command runs
 
-    real = cli.Control
-    cli.Control = lambda settings: make_control(settings, clock)  # type: ignore[assignment]
+    real = answers.Control
+    answers.Control = lambda settings: make_control(settings, clock)  # type: ignore[assignment,misc]
     try:
         assert main(["--env-file", str(env), "on", "--no-wait"]) == EXIT_BUDGET
         err = capsys.readouterr().err
@@ -314,7 +314,7 @@ def test_the_cli_refuses_a_start_over_budget_with_exit_7_and_overrides_with_a_re
         assert main(["--env-file", str(env), "on", "--no-wait", "--override-budget"]) == 2
         assert main(["--env-file", str(env), "on", "--no-wait", "--override-budget", "--reason", "month-end report"]) == 0
     finally:
-        cli.Control = real
+        answers.Control = real  # type: ignore[misc]
     [override] = rows(control, ev.BUDGET_OVERRIDE)
     assert override["actor"] == "cli" and override["meta"]["periods"] == {"monthly": "2026-01"}
 
@@ -325,15 +325,15 @@ def test_budget_periods_follow_the_time_zone_and_add_up_to_the_sessions(tmp_path
     control.power_off("cli")
     tz = control.settings.timezone
     with control.ledger.read() as db:
-        from vastops.costs import ended_spend
+        from vastops.ledger.queries import View
 
         days = {d["day"]: d["cost_usd"] for d in reports.cost_per_day(db, None, date(2026, 1, 15), date(2026, 1, 16), clock())}
         for day in ("2026-01-15", "2026-01-16"):
             lo, hi, name = period_bounds("daily", datetime.fromisoformat(day + "T12:00:00+00:00"), tz)
             assert name == day
-            assert ended_spend(db, 12345, lo, hi) == pytest.approx(days[day], rel=1e-9)
+            assert View(db).ended_spend(12345, lo, hi) == pytest.approx(days[day], rel=1e-9)
         month = period_bounds("monthly", clock(), tz)
-        assert ended_spend(db, 12345, month[0], month[1]) == pytest.approx(control.costs()["total_cost_usd"], abs=1e-4)
+        assert View(db).ended_spend(12345, month[0], month[1]) == pytest.approx(control.costs()["total_cost_usd"], abs=1e-4)
 
 
 def test_the_budget_rule_counts_the_open_session_inside_the_period_only():
@@ -362,15 +362,15 @@ def test_the_watch_tells_a_real_webhook_of_the_warning_and_the_stop_without_its_
     control, watch = guarded(tmp_path, sim, clock, vast_auto_shutdown_minutes=10, vast_notify_webhook_url=receiver.url + secret)
     try:
         watch.notifier.start()
-        watch._pump()  # the first look sets the cursor at the end: the start before it is history
+        watch.housekeeping.pump()  # the first look sets the cursor at the end: the start before it is history
         deadline = watch.deadline()
         clock.now = deadline - timedelta(minutes=5)
         watch.warn_if_due()
-        watch._pump()
+        watch.housekeeping.pump()
         wait_until(lambda: any("stops in 5 min" in (b or {}).get("text", "") for b in receiver.bodies()), 5, what="the warning")
         clock.now = deadline
         run(watch.fire_if_due())
-        watch._pump()
+        watch.housekeeping.pump()
         # the decision, then the stop with the session's cost (two rows, told in order)
         wait_until(lambda: any("cost $" in b["text"] for b in receiver.bodies()), 5, what="the stop with its cost")
         texts = [b["text"] for b in receiver.bodies()]
@@ -385,13 +385,13 @@ def test_the_watch_tells_a_real_webhook_of_the_warning_and_the_stop_without_its_
 def test_a_watchdog_after_a_crash_is_audited_and_a_clean_one_is_not(tmp_path, sim, clock):
     control, watch = guarded(tmp_path, sim, clock)
     control.beat("watchdog", {"stopped": True})
-    watch._after_crash()
+    watch.housekeeping.after_crash()
     assert rows(control, ev.WATCHDOG_RECOVERED) == []
     control.beat("watchdog", {"problems": []})
     with control.ledger.write() as tx:
         tx.db.execute("UPDATE heartbeats SET pid = 999999")  # another process's last beat, then silence
     clock.advance(120)
-    watch._after_crash()
+    watch.housekeeping.after_crash()
     [row] = rows(control, ev.WATCHDOG_RECOVERED)
     assert row["meta"]["previous_pid"] == 999999 and row["meta"]["down_seconds"] == pytest.approx(120, abs=1)
 

@@ -117,7 +117,6 @@ def test_an_override_far_from_every_budget_records_nothing_and_says_so(tmp_path,
 
 
 def test_the_cli_says_whether_its_override_was_recorded(tmp_path, sim, clock, capsys, monkeypatch):
-    import vastops.cli as cli
 
     control = make_control(make_settings(tmp_path, sim.url, vast_budget_daily_usd=1.0, vast_auto_shutdown_minutes=600), clock)
     s = control.settings
@@ -126,7 +125,7 @@ def test_the_cli_says_whether_its_override_was_recorded(tmp_path, sim, clock, ca
         f"VAST_API_KEY={s.vast_api_key.get_secret_value()}\nVAST_INSTANCE_ID={s.vast_instance_id}\nVAST_API_URL={sim.url}\n"
         f"VASTOPS_DB={s.vastops_db}\nVAST_BUDGET_DAILY_USD=1.0\n"
     )
-    monkeypatch.setattr(cli, "Control", lambda settings: make_control(settings, clock))
+    monkeypatch.setattr("vastops.control.answers.Control", lambda settings: make_control(settings, clock))  # the CLI's, when a command runs
     argv = ["--env-file", str(env), "on", "--no-wait", "--override-budget", "--reason", "late run"]
     assert main(argv) == 0
     assert "No budget override was needed, so none was recorded" in capsys.readouterr().out

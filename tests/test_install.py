@@ -186,6 +186,7 @@ def test_the_wheel_ships_the_dashboard_and_no_stray_top_level_modules(installed)
     assert "watchdog" not in top_level and "pages" not in top_level  # either would shadow a real module
     assert top_level == {"vastops"}, top_level
     assert "vastops/_dashboard/dashboard.py" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), "the MIT licence travels with the wheel"
     shipped_pages = {name.removeprefix("vastops/_dashboard/pages/") for name in names if name.startswith("vastops/_dashboard/pages/")}
     assert shipped_pages == {p.name for p in (ROOT / "pages").glob("*.py")}
 
@@ -221,6 +222,8 @@ def test_the_cli_talks_to_the_simulator(installed, vast_env):
     version = installed.run(installed.bin("vastops"), "--version")
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == "vastops 0.1.0"
+    as_module = installed.run(installed.bin("python"), "-m", "vastops", "--version")  # where the script is not on PATH
+    assert (as_module.returncode, as_module.stdout.strip()) == (0, "vastops 0.1.0"), as_module.stderr
     status = installed.run(installed.bin("vastops"), "status", env=installed.env(**vast_env))
     assert status.returncode == 0, status.stderr
     assert f"instance {INSTANCE_ID}" in status.stdout and "stopped" in status.stdout.lower(), status.stdout
@@ -239,7 +242,7 @@ def test_the_dashboard_serves_from_the_venv(installed, vast_env):
 APPTEST = textwrap.dedent(
     """
     import json, sys
-    from vastops.launch import dashboard_script
+    from vastops.dashboard.run import dashboard_script
     from streamlit.testing.v1 import AppTest
 
     script = dashboard_script()

@@ -1,4 +1,4 @@
-"""Webhook notifications (vastops/notify.py): what is posted, retries, back-pressure, the URL's secret, the pump.
+"""Webhook notifications (vastops/watchdog/notify.py, messages.py, webhook.py): what is posted, retries, back-pressure, the URL's secret, the pump.
 
 Delivery is tested against a real local webhook receiver over HTTP; backoff sleeps are
 injected so retries take no time.
@@ -18,7 +18,9 @@ import pytest
 from helpers import Receiver, free_port, wait_until
 from vastops.ledger.store import Ledger
 from vastops.vocabulary import Actor, Event
-from vastops.watchdog.notify import NOTIFY_EVENTS, Notifier, payload, pump, redact, render_text
+from vastops.watchdog.messages import NOTIFY_EVENTS, payload, render_text
+from vastops.watchdog.notify import Notifier, pump
+from vastops.watchdog.webhook import redact
 
 SECRET_PATH = "/services/T000/B000/SECRETXYZ"
 T0 = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)

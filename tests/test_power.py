@@ -7,13 +7,14 @@ from datetime import UTC, timedelta
 
 import pytest
 
-from helpers import INSTANCE_ID, events, make_control, make_settings
+from helpers import INSTANCE_ID, events, fire_if_due, make_control, make_settings
 from vastops.clock import parse_isoz
 from vastops.config import NotConfigured
 from vastops.control.power import GpuUnavailable, HealthTimeout
 from vastops.vast import VastError
 from vastops.vocabulary import ErrorKind
 from vastops.vocabulary import Event as ev
+from vastops.watchdog.engine import Watch
 
 
 def sessions(control):
@@ -115,6 +116,7 @@ def test_no_wait_returns_at_once_and_a_later_observer_completes_the_start(contro
 def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
     sim.configure(health_delay_s=10_000)
     control = make_control(make_settings(tmp_path, sim.url, vast_wait_timeout_s=60), clock)
+    watch = Watch(control)
     with pytest.raises(HealthTimeout, match="ssh to the instance"):
         control.power_on("cli")
     timeout, kept = control.audit(2)[1], control.audit(2)[0]  # the log's tail is kept after the timeout
@@ -126,7 +128,7 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
     assert sessions(control)[0]["ended_at"] is None
     assert control.deadline() == parse_isoz(timeout["ts"]) + timedelta(minutes=control.settings.vast_auto_shutdown_minutes)
     clock.advance(minutes=control.settings.vast_auto_shutdown_minutes)
-    assert control.enforce_idle_deadline()["status"] == "stopped"
+    assert fire_if_due(watch)["status"] == "stopped"
 
 
 def test_the_idle_rule_counts_from_the_latest_of_start_activity_and_settling_and_never_while_starting():
@@ -147,13 +149,14 @@ def test_the_idle_rule_counts_from_the_latest_of_start_activity_and_settling_and
 def test_no_deadline_while_a_start_is_pending(tmp_path, sim, clock):
     sim.configure(health_delay_s=10_000)
     control = make_control(make_settings(tmp_path, sim.url, vast_auto_shutdown_minutes=1, vast_wait_timeout_s=600), clock)
+    watch = Watch(control)
     control.power_on("cli", wait_for_health=False)
     clock.advance(30)
     status = control.status()
     assert status["status"] == "running" and status["power_on_pending"] is True and sessions(control)
     clock.advance(minutes=5)
     assert control.status()["auto_shutdown_in_minutes"] is None and control.deadline() is None
-    assert control.enforce_idle_deadline() is None
+    assert fire_if_due(watch) is None
 
 
 def test_stuck_in_scheduling_is_cancelled_and_says_the_gpu_is_taken(tmp_path, sim, clock):
@@ -193,16 +196,17 @@ def test_a_stale_observation_does_not_reopen_a_stopped_session(control, clock):
 
 
 def test_idle_deadline_fires_only_after_the_idle_minutes(control, clock):
+    watch = Watch(control)
     control.power_on("cli")
     started = clock() - timedelta(seconds=4)  # the session began when vast said running
-    assert control.enforce_idle_deadline() is None
+    assert fire_if_due(watch) is None
     clock.advance(minutes=20)
     control.record_activity()
     clock.advance(minutes=29.9)
-    assert control.enforce_idle_deadline() is None
+    assert fire_if_due(watch) is None
     assert control.deadline() == clock() + timedelta(minutes=0.1)
     clock.advance(minutes=0.2)
-    result = control.enforce_idle_deadline()
+    result = fire_if_due(watch)
     assert result["status"] == "stopped"
     assert result["session_runtime_minutes"] == pytest.approx((clock() - started).total_seconds() / 60, abs=0.01)
     shutdown, complete = [r for r in reversed(control.audit(10)) if r["event"].startswith("auto_shutdown")]
@@ -213,9 +217,10 @@ def test_idle_deadline_fires_only_after_the_idle_minutes(control, clock):
 
 def test_auto_shutdown_can_be_disabled(tmp_path, sim, clock):
     control = make_control(make_settings(tmp_path, sim.url, vast_auto_shutdown=False), clock)
+    watch = Watch(control)
     control.power_on("cli")
     clock.advance(minutes=600)
-    assert control.enforce_idle_deadline() is None
+    assert fire_if_due(watch) is None
     assert control.status()["auto_shutdown_in_minutes"] is None
 
 

@@ -319,7 +319,7 @@ def test_beyond_max_waiting_requests_get_503_at_once_while_the_others_are_held(t
 
 
 def test_usage_is_read_from_a_json_answer_and_from_a_streams_usage_chunk():
-    from vastops.proxy.app import UsageScan
+    from vastops.proxy.forward import UsageScan
 
     scan = UsageScan("application/json")
     scan.feed(b'{"id": "x", "usage": {"prompt_tokens": 3, ')
@@ -334,16 +334,16 @@ def test_usage_is_read_from_a_json_answer_and_from_a_streams_usage_chunk():
 
 
 def test_a_request_is_peeked_for_stream_and_model_and_anything_else_goes_upstream_as_it_is():
-    from vastops.proxy.app import _peek
+    from vastops.proxy.forward import peek
 
-    assert _peek(b'{"model": "m", "stream": true}') == (True, "m")
-    assert _peek(b'{"model": "m", "stream": "yes"}') == (False, "m")
-    assert _peek(b"not json") == (False, None)
-    assert _peek(b"") == (False, None)
+    assert peek(b'{"model": "m", "stream": true}') == (True, "m")
+    assert peek(b'{"model": "m", "stream": "yes"}') == (False, "m")
+    assert peek(b"not json") == (False, None)
+    assert peek(b"") == (False, None)
 
 
 def test_the_dashboards_cold_start_figures_come_from_the_audit_trail():
-    from vastops.reports.periods import cold_starts
+    from vastops.reports.audit import cold_starts
 
     rows = [  # newest first, as Control.audit answers
         {"ts": "2026-01-03T10:01:40.000Z", "event": "power_on_complete", "meta": {"startup_seconds": 95.2}},

@@ -28,8 +28,12 @@ from test_faults_enforcement import assert_stopped_on_time, stop_puts
 from test_proxy import MODEL, UPSTREAM_SECRET, Stack, chat
 
 from helpers import CONTROL_KEY, VASTOPS, clean_process_env, free_port, make_settings, wait_until
-from vastops.proxy import app as proxy_module
-from vastops.proxy.app import Proxy, limits, report_text, upstream_path
+from vastops.proxy import reports as reports_module
+from vastops.proxy import run as run_module
+from vastops.proxy.app import Proxy
+from vastops.proxy.forward import upstream_path
+from vastops.proxy.reports import report_text
+from vastops.proxy.run import limits
 from vastops.watchdog.inflight import MAX_ID_CHARS, parse_report
 
 CHAT = "/v1/chat/completions"
@@ -263,9 +267,9 @@ def test_after_a_stop_the_old_port_is_never_used_again_and_the_request_wakes_the
 # -- B: reports are retried until the watchdog takes them ------------------------------------------
 
 
-def run_reports(monkeypatch, script: dict[str, list], **fields) -> tuple[list[tuple[str, object]], proxy_module.Reporter, object]:
+def run_reports(monkeypatch, script: dict[str, list], **fields) -> tuple[list[tuple[str, object]], reports_module.Reporter, object]:
     """A start and its end through a Reporter against a watchdog that answers from ``script`` (per phase, in turn)."""
-    monkeypatch.setattr(proxy_module, "REPORT_RETRY_FIRST_S", 0.01)  # the waits' sequence is tested on its own
+    monkeypatch.setattr(reports_module, "REPORT_RETRY_FIRST_S", 0.01)  # the waits' sequence is tested on its own
     posts: list[tuple[str, object]] = []
     warnings: list[str] = []
 
@@ -279,7 +283,7 @@ def run_reports(monkeypatch, script: dict[str, list], **fields) -> tuple[list[tu
 
     async def scenario():
         async with httpx2.AsyncClient(transport=httpx2.MockTransport(watchdog)) as http:
-            reporter = proxy_module.Reporter(http, "http://watchdog/infra/vast/activity", {}, lambda kind, *a: warnings.append(kind))
+            reporter = reports_module.Reporter(http, "http://watchdog/infra/vast/activity", {}, lambda kind, *a: warnings.append(kind))
             report = reporter.start({"consumer": "team-a", "model": None})
             seen = await report.seen(5.0)
             reporter.end(report, fields)
@@ -304,7 +308,7 @@ def test_a_report_is_retried_until_the_watchdog_takes_it_and_the_end_follows_the
         ("end", "down"),
         ("end", 200),
     ]
-    assert seen == proxy_module.UNANSWERED, "the request went on at the first attempt's failure"
+    assert seen == reports_module.UNANSWERED, "the request went on at the first attempt's failure"
     assert reporter.in_flight == 0
 
 
@@ -315,7 +319,7 @@ def test_a_refused_report_is_not_retried_and_its_end_is_not_posted(monkeypatch):
 
 
 def test_a_report_is_given_up_after_its_time_and_its_end_is_not_posted(monkeypatch):
-    monkeypatch.setattr(proxy_module, "REPORT_RETRY_FOR_S", 0.05)
+    monkeypatch.setattr(reports_module, "REPORT_RETRY_FOR_S", 0.05)
     posts, reporter, (_, warnings) = run_reports(monkeypatch, {"start": ["down"], "end": [200]})
     assert {phase for phase, _ in posts} == {"start"} and len(posts) >= 2
     assert reporter.in_flight == 0 and "report-given-up" in warnings
@@ -323,16 +327,16 @@ def test_a_report_is_given_up_after_its_time_and_its_end_is_not_posted(monkeypat
 
 def test_the_session_open_in_the_watchdog_is_read_from_the_start_reports_answer(monkeypatch):
     _, _, (seen, _) = run_reports(monkeypatch, {"start": [200], "end": [200]})
-    assert seen == proxy_module.Seen(answered=True, knows_session=True, session_id=7)
+    assert seen == reports_module.Seen(answered=True, knows_session=True, session_id=7)
 
 
 def test_retries_come_at_most_two_seconds_apart():
-    delays = proxy_module.retry_delays()
+    delays = reports_module.retry_delays()
     assert [next(delays) for _ in range(7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
 
 
 def test_beyond_the_reports_in_flight_a_request_is_not_reported_at_all(monkeypatch):
-    monkeypatch.setattr(proxy_module, "MAX_REPORTS_IN_FLIGHT", 1)
+    monkeypatch.setattr(reports_module, "MAX_REPORTS_IN_FLIGHT", 1)
 
     async def scenario():
         hang = asyncio.Event()
@@ -342,7 +346,7 @@ def test_beyond_the_reports_in_flight_a_request_is_not_reported_at_all(monkeypat
             return httpx2.Response(200, json={"status": "recorded", "last_activity": "x", "session_id": None})
 
         async with httpx2.AsyncClient(transport=httpx2.MockTransport(watchdog)) as http:
-            reporter = proxy_module.Reporter(http, "http://watchdog/infra/vast/activity", {}, lambda *a: None)
+            reporter = reports_module.Reporter(http, "http://watchdog/infra/vast/activity", {}, lambda *a: None)
             first, second = reporter.start({}), reporter.start({})
             assert second.task is None and reporter.dropped_total == 1
             reporter.end(second)  # nothing: its start was never posted
@@ -600,7 +604,7 @@ def test_the_limits_keep_within_the_open_files():
     for nofile in (256, 1024, 20_000, 1_048_576):
         connections, at_once = limits(nofile)
         assert at_once < connections, "the proxy answers before its sockets run out"
-        assert connections + at_once + proxy_module.RESERVED_FDS <= nofile, "a request in progress holds two descriptors"
+        assert connections + at_once + run_module.RESERVED_FDS <= nofile, "a request in progress holds two descriptors"
 
 
 # -- G: clients that leave ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Costs and Audit pages' SQL (vastops.reports.periods) on a small ledger with known numbers."""
+"""The Costs and Audit pages' SQL (vastops.reports: periods, sessions, audit) on a small ledger with known numbers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from vastops import costs as costmath
 from vastops.ledger.store import Ledger
+from vastops.reports import audit, sessions
 from vastops.reports import periods as reports
 
 IID = 12345
@@ -102,7 +102,7 @@ def test_a_long_session_from_days_before_the_range_is_still_counted_for_one_inst
             tx.end_session(sid, at(f"2026-01-0{day}T09:00:00"), "cli", "manual", 3600)
     now = at("2026-01-09T12:00:00")
     with ledger.read() as db:
-        [mine] = reports.sessions_in_range(db, 1, date(2026, 1, 9), date(2026, 1, 9), now)
+        [mine] = sessions.sessions_in_range(db, 1, date(2026, 1, 9), date(2026, 1, 9), now)
         assert mine["started_at"] == "2026-01-01T00:00:00.000Z"
         everyone = reports.range_totals(db, None, date(2026, 1, 8), date(2026, 1, 9), now)
         assert everyone["sessions_count"] == 2  # instance 1's open session and instance 2's on the 8th
@@ -117,7 +117,7 @@ def test_month_summary_adds_up_to_the_session_totals(db):
     assert jan["storage_usd"] == pytest.approx(0.02 + 0.02 + 0.03)
     assert feb["cost_usd"] == pytest.approx(0.63 + 0.63)
     assert [m["sessions_started"] for m in months] == [3, 1]
-    stats = costmath.statistics(db, IID, NOW)
+    stats = sessions.statistics(db, IID, NOW)
     assert sum(m["cost_usd"] for m in months) == pytest.approx(stats["total_cost_usd"], abs=1e-4)
     assert sum(m["runtime_hours"] for m in months) == pytest.approx(stats["total_runtime_hours"], abs=1e-4)
     assert sum(m["sessions_started"] for m in months) == stats["sessions_count"]
@@ -146,14 +146,14 @@ def test_month_to_date_projects_the_pace_to_the_whole_month_only_after_three_day
     assert mtd["projected_usd"] == pytest.approx((1.26 + 24 * 0.42) * 28 * 24 / elapsed_h)
 
 
-def test_sessions_in_range_are_whole_newest_first_with_the_csv_columns(db):
-    rows = reports.sessions_in_range(db, IID, date(2026, 1, 11), date(2026, 2, 3), NOW)
+def test_sessions_in_range_are_whole_newest_first_with_the_csv_columns(ledger, db):
+    rows = sessions.sessions_in_range(db, IID, date(2026, 1, 11), date(2026, 2, 3), NOW)
     assert [r["started_at"][:16] for r in rows] == ["2026-02-03T09:00", "2026-01-31T23:00", "2026-01-10T23:30"]
     assert rows[0]["end_reason"] == "open" and rows[0]["cost_usd"] == pytest.approx(0.63)
     assert rows[2]["cost_usd"] == pytest.approx(0.42)  # whole, though half of it was on Jan 10
-    text = reports.sessions_csv(db, IID, date(2026, 1, 11), date(2026, 2, 3), NOW)
+    text = sessions.sessions_csv(ledger, IID, date(2026, 1, 11), date(2026, 2, 3), NOW)
     parsed = list(csv.DictReader(io.StringIO(text)))
-    assert list(parsed[0]) == [column for _, column in costmath.SESSION_CSV_COLUMNS]
+    assert list(parsed[0]) == [column for _, column in sessions.SESSION_CSV_COLUMNS]
     assert "runtime_minutes" in parsed[0] and "cost_usd" in parsed[0]
     assert [float(r["runtime_minutes"]) for r in parsed] == pytest.approx([90, 120, 60])
     assert sum(float(r["cost_usd"]) for r in parsed) == pytest.approx(0.63 + 1.26 + 0.42)
@@ -161,7 +161,7 @@ def test_sessions_in_range_are_whole_newest_first_with_the_csv_columns(db):
 
 
 def test_session_length_histogram(db):
-    buckets = reports.session_length_histogram(db, IID, date(2026, 1, 1), date(2026, 2, 3), NOW)
+    buckets = reports.period_report(db, IID, date(2026, 1, 1), date(2026, 2, 3), NOW)["lengths"]
     counts = {b["bucket"]: b["sessions"] for b in buckets}
     assert counts["30-60 min"] == 0 and counts["1-2 h"] == 3 and counts["2-4 h"] == 1
     assert sum(counts.values()) == 4
@@ -180,7 +180,7 @@ AUDIT_ACTORS = ["dashboard", "api", "cli", "system"]
 
 
 @pytest.fixture
-def audit_db(tmp_path):
+def audit_ledger(tmp_path):
     """130 rows, one every 6 h from 2026-01-01; every 10th mentions 'rate_limited', one a literal '50%'."""
     ledger = Ledger(tmp_path / "audit.db")
     start = at("2026-01-01T00:00:00")
@@ -190,83 +190,83 @@ def audit_db(tmp_path):
             if i == 7:
                 meta["note"] = "disk 50% full"
             tx.audit(start + timedelta(hours=6 * i), IID, AUDIT_EVENTS[i % 4], AUDIT_ACTORS[(i // 4) % 4], meta)
-    with ledger.read() as db:
-        yield db
+    return ledger
 
 
-def all_pages(db, flt, limit):
-    pages, page = [], reports.audit_page(db, flt, limit=limit)
+def all_pages(ledger, flt, limit):
+    pages, page = [], audit.audit_page(ledger, flt, limit=limit)
     while True:
         pages.append(page)
         if not page.has_older:
             return pages
-        page = reports.audit_page(db, flt, older_than=page.last_id, limit=limit)
+        page = audit.audit_page(ledger, flt, older_than=page.last_id, limit=limit)
 
 
-def test_audit_pages_walk_the_whole_log_newest_first_without_gaps(audit_db):
-    pages = all_pages(audit_db, reports.AuditFilter(), 50)
+def test_audit_pages_walk_the_whole_log_newest_first_without_gaps(audit_ledger):
+    pages = all_pages(audit_ledger, audit.AuditFilter(), 50)
     assert [len(p.rows) for p in pages] == [50, 50, 30]
     ids = [r["id"] for p in pages for r in p.rows]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == 130
     assert pages[0].has_newer is False and pages[1].has_newer and pages[2].has_newer
     assert pages[0].rows[0]["meta"] == {"n": 129, "kind": "ok"}  # meta decoded
     # and back up again
-    back = reports.audit_page(audit_db, reports.AuditFilter(), newer_than=pages[2].first_id, limit=50)
+    back = audit.audit_page(audit_ledger, audit.AuditFilter(), newer_than=pages[2].first_id, limit=50)
     assert [r["id"] for r in back.rows] == [r["id"] for r in pages[1].rows]
     assert back.has_newer and back.has_older
-    top = reports.audit_page(audit_db, reports.AuditFilter(), newer_than=back.first_id, limit=50)
+    top = audit.audit_page(audit_ledger, audit.AuditFilter(), newer_than=back.first_id, limit=50)
     assert [r["id"] for r in top.rows] == [r["id"] for r in pages[0].rows] and top.has_newer is False
 
 
-def test_audit_filters_by_event_actor_dates_and_text(audit_db):
+def test_audit_filters_by_event_actor_dates_and_text(audit_ledger):
     def ids(flt):
-        return [r["id"] for p in all_pages(audit_db, flt, 20) for r in p.rows]
+        return [r["id"] for p in all_pages(audit_ledger, flt, 20) for r in p.rows]
 
-    by_event = reports.AuditFilter(events=("power_off_complete",))
-    assert len(ids(by_event)) == reports.audit_count(audit_db, by_event) == 32
-    rows = [r for p in all_pages(audit_db, by_event, 20) for r in p.rows]
+    by_event = audit.AuditFilter(events=("power_off_complete",))
+    assert len(ids(by_event)) == audit.audit_count(audit_ledger, by_event) == 32
+    rows = [r for p in all_pages(audit_ledger, by_event, 20) for r in p.rows]
     assert {r["event"] for r in rows} == {"power_off_complete"}
 
-    by_actor = reports.AuditFilter(actors=("cli", "system"))
-    rows = [r for p in all_pages(audit_db, by_actor, 20) for r in p.rows]
-    assert {r["actor"] for r in rows} == {"cli", "system"} and len(rows) == reports.audit_count(audit_db, by_actor) == 64
+    by_actor = audit.AuditFilter(actors=("cli", "system"))
+    rows = [r for p in all_pages(audit_ledger, by_actor, 20) for r in p.rows]
+    assert {r["actor"] for r in rows} == {"cli", "system"} and len(rows) == audit.audit_count(audit_ledger, by_actor) == 64
 
     # 2026-01-02 and -03, both whole: rows 4..11
-    by_days = reports.AuditFilter(start=date(2026, 1, 2), end=date(2026, 1, 3))
-    rows = [r for p in all_pages(audit_db, by_days, 20) for r in p.rows]
+    by_days = audit.AuditFilter(start=date(2026, 1, 2), end=date(2026, 1, 3))
+    rows = [r for p in all_pages(audit_ledger, by_days, 20) for r in p.rows]
     assert sorted(r["meta"]["n"] for r in rows) == list(range(4, 12))
 
-    by_text = reports.AuditFilter(text="RATE_LIMITED")  # not case-sensitive
-    assert reports.audit_count(audit_db, by_text) == 13
-    assert reports.audit_count(audit_db, reports.AuditFilter(text="50%")) == 1  # % is literal, not a wildcard
-    assert reports.audit_count(audit_db, reports.AuditFilter(text="5_%")) == 0
+    by_text = audit.AuditFilter(text="RATE_LIMITED")  # not case-sensitive
+    assert audit.audit_count(audit_ledger, by_text) == 13
+    assert audit.audit_count(audit_ledger, audit.AuditFilter(text="50%")) == 1  # % is literal, not a wildcard
+    assert audit.audit_count(audit_ledger, audit.AuditFilter(text="5_%")) == 0
 
-    combined = reports.AuditFilter(events=("power_on_requested",), actors=("dashboard",), text="rate_limited")
-    rows = reports.audit_page(audit_db, combined).rows
+    combined = audit.AuditFilter(events=("power_on_requested",), actors=("dashboard",), text="rate_limited")
+    rows = audit.audit_page(audit_ledger, combined).rows
     assert rows and all(
         r["event"] == "power_on_requested" and r["actor"] == "dashboard" and r["meta"]["kind"] == "rate_limited" for r in rows
     )
 
 
-def test_audit_csv_has_the_filtered_rows(audit_db):
-    flt = reports.AuditFilter(events=("power_on_complete",), start=date(2026, 1, 10))
-    parsed = list(csv.DictReader(io.StringIO(reports.audit_csv(audit_db, flt))))
-    assert list(parsed[0]) == reports.AUDIT_CSV_COLUMNS
-    assert len(parsed) == reports.audit_count(audit_db, flt) > 0
+def test_audit_csv_has_the_filtered_rows(audit_ledger):
+    flt = audit.AuditFilter(events=("power_on_complete",), start=date(2026, 1, 10))
+    parsed = list(csv.DictReader(io.StringIO(audit.audit_csv(audit_ledger, flt))))
+    assert list(parsed[0]) == audit.AUDIT_CSV_COLUMNS
+    assert len(parsed) == audit.audit_count(audit_ledger, flt) > 0
     assert {r["event"] for r in parsed} == {"power_on_complete"}
     assert all(r["ts_utc"] >= "2026-01-10" for r in parsed)
     assert json.loads(parsed[0]["meta_json"])["n"] == 129  # newest first (129 % 4 == 1: power_on_complete)
 
 
-def test_audit_paging_is_an_index_search_however_deep(audit_db):
+def test_audit_paging_is_an_index_search_however_deep(audit_ledger):
     """Keyset paging: the page query seeks by rowid, it never counts past skipped rows."""
-    where, params = reports.AuditFilter(events=("power_on_complete",)).where()
-    plan = " ".join(
-        r["detail"]
-        for r in audit_db.query(
-            f"EXPLAIN QUERY PLAN SELECT * FROM audit WHERE {where} AND id < :cursor ORDER BY id DESC LIMIT 51", {**params, "cursor": 10}
+    where, params = audit.AuditFilter(events=("power_on_complete",)).where()
+    with audit_ledger.read() as db:
+        plan = " ".join(
+            r["detail"]
+            for r in db.query(
+                f"EXPLAIN QUERY PLAN SELECT * FROM audit WHERE {where} AND id < :cursor ORDER BY id DESC LIMIT 51", {**params, "cursor": 10}
+            )
         )
-    )
     assert "USING INTEGER PRIMARY KEY" in plan and "TEMP B-TREE" not in plan
 
 

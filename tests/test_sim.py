@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from vastops.sim.world import SimConfig, SimInstance, Simulator
+from vastops.sim.config import SimConfig, SimInstance
+from vastops.sim.world import Simulator
 
 KEY = "sim-key"
 IID = 12345
@@ -468,7 +469,7 @@ def test_cli_module_prints_env_and_exits_cleanly_on_sigterm():
         [
             sys.executable,
             "-m",
-            "vastops.sim.world",
+            "vastops.sim",
             "--port",
             "0",
             "--api-key",
@@ -848,7 +849,7 @@ def test_the_gpu_wait_changes_at_run_time_over_http(make_sim, api, clock):
 
 def test_cli_flags_for_the_gpu_wait_credit_and_initial_state():
     from vastops.cli import build_parser
-    from vastops.sim.world import config_from_args
+    from vastops.sim.run import config_from_args
 
     args = build_parser().parse_args(
         ["sim", "--gpu-taken-s", "120", "--queued-start-answer", "queued", "--credit", "3.5", "--initial", "running", "--reboot-s", "4"]

@@ -1,4 +1,4 @@
-"""The simulated instance's LLM (vastops/simllm.py behind the container ports), driven by the real
+"""The simulated instance's LLM (vastops/sim/llm.py behind the container ports), driven by the real
 ``openai`` client over real HTTP.
 
 The time per token is real time (the simulator's clock plays no part), so timing checks are lower
@@ -16,8 +16,9 @@ import pytest
 import requests
 
 from helpers import SIM_KEY, free_port, wait_until
+from vastops.sim.config import SimConfig, SimInstance
 from vastops.sim.llm import MODEL_ID, TOKEN_HEADER
-from vastops.sim.world import SimConfig, SimInstance, Simulator
+from vastops.sim.world import Simulator
 
 IID = 12345
 SLOW = 0.15  # s per token where a test needs the answer spread out in time

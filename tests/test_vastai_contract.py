@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, wait_for_http
-from vastops.sim.world import SimConfig, SimInstance, Simulator
+from vastops.sim.config import SimConfig, SimInstance
+from vastops.sim.world import Simulator
 from vastops.vast import VastClient, parse_instance
 from vastops.vocabulary import Status
 

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, make_control, make_settings
-from vastops.config import NotConfigured
+from vastops.errors import NotConfigured
 from vastops.watchdog.app import create_app
 
 AUTH = {"X-API-Key": CONTROL_KEY}

@@ -27,7 +27,8 @@ from schemathesis.engine import from_schema as engine_for
 from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
 from vastops.config import load_settings
 from vastops.control.answers import Control
-from vastops.sim.world import SimConfig, SimInstance, Simulator
+from vastops.sim.config import SimConfig, SimInstance
+from vastops.sim.world import Simulator
 from vastops.watchdog.app import create_app
 
 OPERATIONS = [

@@ -1,17 +1,29 @@
-"""vastops: run a rented vast.ai GPU without burning money.
+"""vastops: run rented vast.ai GPUs without burning money.
 
-The core library. Every rule lives here; the dashboard (dashboard.py, pages/) and
-the watchdog sidecar (watchdog/) only show and serve what these modules decide.
+The map (read this first; tests/test_docs.py keeps it true). The foundation at the
+root is imported by everything and imports nothing of the components; each component
+is a package whose own ``__init__`` lists its modules.
 
-    config    settings from the environment / .env, validated
-    clock     "now" as an injectable function, ISO-8601 formatting
-    vast      the vast.ai client: requests, errors, status mapping
-    ledger    the SQLite ledger shared by all processes
-    costs     session cost maths and statistics
-    deadline  the idle rule: when does auto-shutdown fire
-    power     the use cases: status, power on/off, activity, audit
-    sim       a local, faithful vast.ai for the demo and the tests
-    cli       the `vastops` command
+    config        every variable, typed and bounded; one message naming a bad one
+    clock         "now" as an injectable function, the steady clock, ISO-8601
+    vocabulary    every word the ledger stores or the API sends, and their groupings
+    words         money, rates, durations and stop causes in words, one way
+    errors        every error a shell shows, with its HTTP status and exit code
+    costs         the cost formula, in Python and in SQL
+    stops         the stop rules as plain functions: idle, keepalive, limits, budgets
+    vast          the vast.ai client: the only code that knows vast's paths and fields
+    cli           the ``vastops`` command tree; each command imports what it runs
+    processes     starting and watching the long-running processes (ports, signals)
+
+    ledger/       the SQLite ledger: schema, migrations, connections, named queries, spool
+    reports/      read-only reports: periods, sessions and CSV, audit pages, consumers
+    control/      the use cases the shells call: observe vast.ai, power on/off, answers
+    watchdog/     the watchdog process: the enforcing engine, its HTTP API, notifications
+    proxy/        the wake proxy: an OpenAI-compatible front that starts a stopped GPU
+    dashboard/    what the Streamlit dashboard's process needs: login, run
+    sim/          a local, faithful vast.ai for the demo and the tests
+    demo/         the demo: a simulated past, a live gateway, the three processes
+    integrations/ drop-in reporters for LLM gateways (LiteLLM), standard library only
 """
 
 __version__ = "0.1.0"

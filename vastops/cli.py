@@ -8,48 +8,49 @@ says what to do and exit non-zero, never a traceback:
     5  stopped while the start waited            6  the GPU is taken: the start was cancelled
     7  a budget is spent (start refused)         8  the ledger failed
     9  not running (a reboot, a keepalive)
+
+Each failure's code and line are vastops/errors.py's table (``SHOWN``), shared with the API.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
-import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from vastops import __version__
+# Only light modules here (the standard library and vastops' foundation): every command
+# builds the argument tree, so what it imports, `vastops status` pays for. Each command
+# imports what it runs, when it runs (tests/test_cli_startup.py keeps it so).
+from vastops import __version__, errors
 from vastops.clock import parse_isoz
-from vastops.config import ConfigError, NotConfigured, check_env_file, load_settings, require_ledger_folder, unknown_variables
-from vastops.control.answers import Control
-from vastops.control.power import (
-    BudgetExceeded,
-    GpuUnavailable,
-    HealthTimeout,
-    InvalidRequest,
-    NothingRuns,
-    NotRunning,
-    StartCancelled,
-)
-from vastops.reports import consumers
-from vastops.reports.consumers import parse_day
-from vastops.vast import VastError
+from vastops.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_UNCONFIGURED, EXIT_VAST, ConfigError, VastError  # codes: errors.SHOWN
 from vastops.vocabulary import CAUSE_WORDS, Actor, Status, status_words
 from vastops.words import DASH, ago, duration, rate, usd
 
-EXIT_VAST, EXIT_CONFIG, EXIT_UNCONFIGURED, EXIT_TIMEOUT, EXIT_CANCELLED = 1, 2, 3, 4, 5
-EXIT_GPU_UNAVAILABLE = 6
-EXIT_BUDGET = 7  # a spent budget refused the start (--override-budget --reason ... starts all the same)
-EXIT_LEDGER = 8
-EXIT_NOT_RUNNING = 9
+if TYPE_CHECKING:
+    from vastops.control.answers import Control
+
 DEFAULT_ENV_FILE = ".env"  # may be missing; a file named with --env-file may not
 ENFORCING = ("ok", "degraded")  # Control.enforcement() states in which a watchdog runs
 
+# The long-running processes: each run module owns its options (``add_arguments``) and
+# its program (``run``), and is imported only when its command is the one given.
+PROCESSES = {
+    "sim": "vastops.sim.run",
+    "watchdog": "vastops.watchdog.run",
+    "dashboard": "vastops.dashboard.run",
+    "proxy": "vastops.proxy.run",
+    "demo": "vastops.demo.run",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command tree; a process command's options are added when ``argv`` names it (None: all of them)."""
     parser = argparse.ArgumentParser(prog="vastops", description="Run a rented vast.ai GPU without burning money.")
     parser.add_argument("--version", action="version", version=f"vastops {__version__}")
     parser.add_argument("--env-file", default=None, help="configuration file to read (default: .env, if there is one)")
@@ -86,20 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
     audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default 50)")
 
-    from vastops.sim import world as sim
-
-    sim.add_arguments(sub.add_parser("sim", help="run a local vast.ai simulator (for the demo and tests)"))
-    # The long-running processes; each module owns its options.
-    from vastops import launch
-
-    launch.add_watchdog_arguments(sub.add_parser("watchdog", parents=[common], help="run the watchdog: REST API and auto-shutdown"))
-    launch.add_dashboard_arguments(sub.add_parser("dashboard", parents=[common], help="run the operators' dashboard (Streamlit)"))
-    from vastops.proxy import app as proxy
-
-    proxy.add_arguments(
-        sub.add_parser("proxy", parents=[common], help="run the wake proxy: the instance's OpenAI-compatible API, starting it on a request")
-    )
-    launch.add_demo_arguments(sub.add_parser("demo", help="run simulator, watchdog and dashboard together on a fresh demo ledger"))
+    # The long-running processes.
+    named = None if argv is None else _command(argv)
+    for name, parents, help in (
+        ("sim", [], "run a local vast.ai simulator (for the demo and tests)"),
+        ("watchdog", [common], "run the watchdog: REST API and auto-shutdown"),
+        ("dashboard", [common], "run the operators' dashboard (Streamlit)"),
+        ("proxy", [common], "run the wake proxy: the instance's OpenAI-compatible API, starting it on a request"),
+        ("demo", [], "run simulator, watchdog and dashboard together on a fresh demo ledger"),
+    ):
+        process = sub.add_parser(name, parents=parents, help=help)
+        if argv is None or named == name:
+            importlib.import_module(PROCESSES[name]).add_arguments(process)
     return parser
 
 
@@ -113,8 +112,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command that ``argv`` names: its first word that is neither an option nor --env-file's value."""
+    value_next = False
+    for word in argv:
+        if value_next:
+            value_next = False
+        elif len(word) > 2 and "--env-file".startswith(word):  # argparse takes --env for --env-file
+            value_next = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def _day(option: str):
     def parse(text: str) -> date:
+        from vastops.reports.consumers import parse_day
+
         try:
             day = parse_day(text, option)
         except ValueError as exc:
@@ -126,11 +140,11 @@ def _day(option: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     if args.command == "sim":
-        from vastops.sim import world as sim
+        return importlib.import_module(PROCESSES["sim"]).run(args)
+    from vastops.config import check_env_file, load_settings, require_ledger_folder, unknown_variables
 
-        return sim.run(args)
     if args.command != "demo":  # the demo never reads an env file
         if args.env_file is not None:
             try:
@@ -140,43 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         args.env_file = args.env_file or DEFAULT_ENV_FILE
         for warning in unknown_variables(args.env_file):
             print(f"vastops: warning: {warning}", file=sys.stderr)
-    if args.command in ("watchdog", "dashboard", "demo", "proxy"):
-        from vastops import launch
-        from vastops.proxy import app as proxy
-
-        runner = {"watchdog": launch.run_watchdog, "dashboard": launch.run_dashboard, "demo": launch.run_demo, "proxy": proxy.run}[
-            args.command
-        ]
+    if args.command in PROCESSES:
+        runner = importlib.import_module(PROCESSES[args.command]).run
         try:
             return runner(args)
         except ConfigError as exc:
             return _fail(str(exc), EXIT_CONFIG)
+    from vastops.control.answers import Control
+
     try:
         settings = require_ledger_folder(load_settings(args.env_file))
         control = Control(settings)
         return COMMANDS[args.command](control, args)
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    except NotConfigured as exc:
-        return _fail(str(exc), EXIT_UNCONFIGURED)
-    except HealthTimeout as exc:
-        return _fail(str(exc), EXIT_TIMEOUT)
-    except StartCancelled as exc:
-        return _fail(str(exc), EXIT_CANCELLED)
-    except GpuUnavailable as exc:
-        return _fail(str(exc), EXIT_GPU_UNAVAILABLE)
-    except (NotRunning, NothingRuns) as exc:
-        return _fail(str(exc), EXIT_NOT_RUNNING)
-    except BudgetExceeded as exc:
-        return _fail(str(exc), EXIT_BUDGET)
-    except InvalidRequest as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    except VastError as exc:
-        return _fail(str(exc), EXIT_VAST)
-    except sqlite3.Error as exc:  # the ledger failed: say which file and what, never a traceback
-        return _fail(f"the ledger failed ({exc}); check VASTOPS_DB and its disk", EXIT_LEDGER)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        shown = errors.shown(exc)  # each failure's line and exit code: vastops/errors.py
+        if shown is None:
+            raise  # not a failure the CLI knows: a bug, whose traceback is what to report
+        return _fail(shown.cli.format(exc), shown.exit)
 
 
 def _fail(message: str, code: int) -> int:
@@ -361,6 +357,8 @@ def cmd_costs(control: Control, args) -> int:
 
 
 def cmd_consumers(control: Control, args) -> int:
+    from vastops.reports import consumers
+
     result = control.consumers(args.start, args.end)
     if args.csv is not None:
         text = consumers.csv_text(result)

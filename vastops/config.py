@@ -23,19 +23,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vastops.errors import ConfigError, NotConfigured  # defined with their codes; raised here
+
 DEFAULT_API_URL = "https://console.vast.ai"
 DEFAULT_WATCHDOG_URL = "http://127.0.0.1:8787"
 MAX_WAIT_S = 24 * 3600.0  # a start that has not answered /health in a day never will
 MAX_IDLE_MINUTES = 7 * 24 * 60.0  # a week
 MIN_CONTROL_KEY_CHARS = 16  # the REST API's only lock: a short key is guessed
-
-
-class ConfigError(Exception):
-    """A configuration value is missing or malformed; the message says which and why."""
-
-
-class NotConfigured(Exception):
-    """VAST_API_KEY or VAST_INSTANCE_ID is missing (the API's 500)."""
 
 
 @dataclass(frozen=True)

@@ -54,19 +54,11 @@ from typing import Any
 import requests
 
 from vastops.config import DEFAULT_API_URL
+from vastops.errors import VastError as VastError  # defined with its codes; raised here
 from vastops.vocabulary import TRANSIENT_ERRORS, ErrorKind, Status
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 ERROR_WORDS = ("error", "failed", "insufficient", "oci runtime", "cannot", "no space")
-
-
-class VastError(Exception):
-    """A vast.ai call failed; ``kind`` says how, the message says what to do."""
-
-    def __init__(self, kind: ErrorKind, message: str, status: int | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,20 @@ CAUSE_EVENTS: dict[Cause, tuple[Event, Event, EndReason]] = {
 }
 
 
+class Enforcement(StrEnum):
+    """Whether a watchdog enforces the stops now, from its heartbeat (``Control.enforcement``)."""
+
+    MISSING = "missing"  # no watchdog ever ran against this ledger
+    STOPPED = "stopped"  # the last one shut down cleanly
+    STALE = "stale"  # its heartbeat is older than HEARTBEAT_STALE_S: it crashed or hangs
+    DEGRADED = "degraded"  # it runs, but something impairs enforcement (its problems say what)
+    OK = "ok"
+
+
+# A watchdog runs in these states (degraded: it runs, impaired).
+ENFORCING = frozenset({Enforcement.OK, Enforcement.DEGRADED})
+
+
 class ErrorKind(StrEnum):
     """How a vast.ai call failed. Callers branch on these, never on HTTP codes."""
 

@@ -1,1 +1,11 @@
-"""control."""
+"""The control layer: the use cases every shell (the CLI, the dashboard, the watchdog, the wake proxy) calls.
+
+By composition: ``Control`` holds an ``Observer`` and a ``Power`` and passes calls on by name.
+
+- ``answers``: ``Control``, the one door the shells call; the status answer, activity,
+  heartbeats (whether a watchdog enforces) and the reports.
+- ``observe``: ``Observer``, the wiring (settings, ledger, vast.ai client, clock) and the
+  observation of vast.ai that opens and closes sessions and advances a pending start.
+- ``power``: ``Power``, start, stop, reboot and keepalive under the guardrails (budgets), the
+  stop rules' inputs from the ledger (``StopInputs``), and the watchdog's stops as recorded.
+"""

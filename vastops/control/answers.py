@@ -1,34 +1,174 @@
-"""``Control``: the use cases the CLI, the dashboard and the watchdog call.
+"""``Control``: the one door the CLI, the dashboard and the watchdog call.
 
-It is the last of three layers, each a module of its own concern:
-``Observing`` (vastops/observe.py: wiring, configuration, observing vast.ai),
-``Powering`` (vastops/power.py: start, stop, auto-shutdown) and this one: the status
-answer, activity, heartbeats and the reports. Each rule is written once, in one of
-them.
+It holds the two other parts of the control layer and answers the rest itself:
+the ``Observer`` (vastops/control/observe.py: the wiring, observing vast.ai and
+bringing the ledger in line), ``Power`` (vastops/control/power.py: start, stop,
+keepalive, the guardrails and the stops the rules decide), and here the status
+answer, activity, heartbeats (whether a watchdog enforces) and the reports. Each
+rule is written once, in one of them; ``Control`` passes the calls on by name.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import IO, Any
 
 from vastops import costs as costmath
-from vastops.clock import isoz, parse_isoz
-from vastops.control.power import Powering, budget_figures, refusal
+from vastops.clock import Clock, isoz, parse_isoz, utcnow
+from vastops.config import Settings, VastTarget
+from vastops.control.observe import Observer, probe_health
+from vastops.control.power import Power, Progress, StopInputs, budget_figures, refusal
+from vastops.ledger.queries import View
+from vastops.ledger.store import Ledger
 from vastops.reports import consumers
-from vastops.stops import BUDGET_WARNING_SHARE, candidates, exhausted, minutes_left, spent
-from vastops.vocabulary import Event, Status
+from vastops.reports import sessions as session_reports
+from vastops.stops import BUDGET_WARNING_SHARE, Budget, Running, Stop, candidates, exhausted, minutes_left, spent
+from vastops.vast import Instance, VastClient
+from vastops.vocabulary import CAUSE_EVENTS, START_OUTCOMES, Actor, Enforcement, Event, Status
+from vastops.words import ago, duration
 
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
 
 
-class Control(Powering):
+class Control:
+    """The control layer's use cases, by name: an ``Observer`` and a ``Power`` held, the answers given here."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger | None = None,
+        client: VastClient | None = None,
+        *,
+        clock: Clock = utcnow,
+        health: Callable[[str], bool] = probe_health,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 2.0,  # vast allows one show call per 2 s (docs/vast-api.md, rate limits)
+    ):
+        self._observer = Observer(settings, ledger, client, clock=clock, health=health, sleep=sleep, poll_interval=poll_interval)
+        self._power = Power(self._observer)
+
+    # -- the wiring (the observer's) ------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self._observer.settings
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._observer.ledger
+
+    @property
+    def clock(self) -> Clock:
+        return self._observer.clock
+
+    @property
+    def instance_id(self) -> int | None:
+        """None when unconfigured: the reports then cover every instance in the ledger."""
+        return self._observer.instance_id
+
+    @property
+    def client(self) -> VastClient:
+        return self._observer.client
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        return self._observer.sleep
+
+    @sleep.setter
+    def sleep(self, sleep: Callable[[float], None]) -> None:  # tests pace a waiting start with it
+        self._observer.sleep = sleep
+
+    def target(self) -> VastTarget:
+        """The key and instance id, or ``NotConfigured``: every call to vast.ai starts here."""
+        return self._observer.target()
+
+    def unconfigured_reason(self) -> str | None:
+        return self._observer.unconfigured_reason()
+
+    def vast_error_counts(self) -> dict[str, int]:
+        return self._observer.vast_error_counts()
+
+    # -- observing (the Observer) ---------------------------------------------------
+
+    def observe(self, actor: str = Actor.SYSTEM) -> Instance | None:
+        """Ask vast.ai for the instance and bring the ledger in line. None = not found."""
+        return self._observer.observe(actor)
+
+    def reconcile(self, instance: Instance | None, asked_at: datetime, actor: str = Actor.SYSTEM) -> None:
+        """Bring the ledger in line with one observation (``Observer.reconcile``)."""
+        self._observer.reconcile(instance, asked_at, actor)
+
+    def keep_log(self, request_id: int | None = None) -> str | None:
+        """Keep the instance's log tail in the audit trail (``Observer.keep_log``)."""
+        return self._observer.keep_log(request_id)
+
+    def advance(self) -> None:
+        """Expire a pending power-on whose time ran out (the watchdog calls this when vast is down)."""
+        self._observer.advance()
+
+    # -- acting (Power) -------------------------------------------------------------
+
+    def power_on(
+        self,
+        actor: str,
+        *,
+        wait_for_health: bool = True,
+        override_reason: str | None = None,
+        health_path: str | None = None,
+        health_port: int | None = None,
+        progress: Progress | None = None,
+        waiting_requests: int | None = None,
+    ) -> dict[str, Any]:
+        return self._power.power_on(
+            actor,
+            wait_for_health=wait_for_health,
+            override_reason=override_reason,
+            health_path=health_path,
+            health_port=health_port,
+            progress=progress,
+            waiting_requests=waiting_requests,
+        )
+
+    def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+        return self._power.reboot(actor, wait_for_health=wait_for_health, progress=progress)
+
+    def power_off(self, actor: str) -> dict[str, Any]:
+        return self._power.power_off(actor)
+
+    def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
+        return self._power.keepalive(actor, minutes, reason)
+
+    def auto_shutdown(
+        self, session_id: int | None, stop: Stop, decided_at: datetime, *, record_decision: bool = True, running: Running | None = None
+    ) -> dict[str, Any]:
+        """The watchdog's stop for ``stop``'s cause (``Watch.fire_if_due`` decides when)."""
+        return self._power.auto_shutdown(session_id, stop, decided_at, record_decision=record_decision, running=running)
+
+    def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> dict[str, Any]:
+        return self._power.stop_figures(stop, now, running)
+
+    def budgets(self, view: View, iid: int, now: datetime) -> tuple[Budget, ...]:
+        return self._power.budgets(view, iid, now)
+
+    def stop_inputs(self, view: View, iid: int, now: datetime) -> StopInputs:
+        return self._power.stop_inputs(view, iid, now)
+
+    def next_stop(self) -> Stop | None:
+        """The next stop the watchdog will make, from the ledger, or None."""
+        return self._power.next_stop()
+
+    def deadline(self) -> datetime | None:
+        """When the next stop (of any cause) is due, or None."""
+        return self._power.deadline()
+
     # -- status ------------------------------------------------------------------
 
     def status(self, *, observe: bool = True) -> dict[str, Any]:
         """The contract's status answer. observe=False answers from the ledger alone (no vast call)."""
-        reason = self.unconfigured_reason()
+        reason = self._observer.unconfigured_reason()
         if reason:
             return _status_answer(self.instance_id, Status.UNCONFIGURED, message=reason)
         iid = self.target().instance_id
@@ -38,11 +178,11 @@ class Control(Powering):
         with self.ledger.view() as view:
             row = view.instance(iid) or {}
             session = view.open_session(iid)
-            totals = costmath.statistics(view.db, iid, now)
-            running, inputs = self.stop_inputs(view, iid, now)
-            in_flight, _ = view.requests_held(iid, now, self.settings.vast_request_ttl_s)
+            totals = session_reports.statistics(view.db, iid, now)
+            inputs = self._power.stop_inputs(view, iid, now)
+        running, in_flight = inputs.running, inputs.requests_in_flight
         status = row.get("status") or Status.UNKNOWN
-        stops = candidates(self.settings, running, **inputs)
+        stops = candidates(self.settings, running, **inputs.rules(now))
         deadline = stops[0].at if stops else None
         left = minutes_left(deadline, now)
         answer = _status_answer(
@@ -75,7 +215,7 @@ class Control(Powering):
         answer["observed_at"] = row.get("observed_at")
         return answer
 
-    def _guardrails(self, stops: list, running: Any, inputs: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def _guardrails(self, stops: list[Stop], running: Running | None, inputs: StopInputs, now: datetime) -> dict[str, Any]:
         """The next stop and its cause, the warnings due, the keepalive, and the spend against each budget."""
         first = stops[0] if stops else None
         warnings = [
@@ -89,7 +229,7 @@ class Control(Powering):
             if stop.warn_at is not None and stop.warn_at <= now
         ]
         budgets = []
-        for budget in inputs["budgets"]:
+        for budget in inputs.budgets:
             used = spent(budget, running, now)
             figures = budget_figures(budget, used)
             full, near = exhausted(used, budget.limit_usd), exhausted(used, budget.limit_usd * BUDGET_WARNING_SHARE)
@@ -97,7 +237,7 @@ class Control(Powering):
                 "overridden" if budget.overridden and near else "spent" if full else "warning" if near else "ok"
             )  # fmt: skip
             budgets.append(figures)
-        keepalive = inputs["keepalive_until"]
+        keepalive = inputs.keepalive_until
         blocked = [b for b in budgets if b["state"] == "spent"]
         return {
             "next_stop_at": isoz(first.at) if first else None,
@@ -143,38 +283,41 @@ class Control(Powering):
         return {"component": component, "ts": row["ts"], "age_s": age, "pid": row["pid"], "info": json.loads(row["info"])}
 
     def enforcement(self) -> dict[str, Any]:
-        """Whether a watchdog enforces auto-shutdown now, from its heartbeat: the CLI and the dashboard say it."""
+        """Whether a watchdog enforces the stops now, from its heartbeat: the one rule the CLI and the dashboard say.
+
+        ``state`` (``vocabulary.Enforcement``), the watchdog's ``problems``, a ``summary`` in
+        words, and the heartbeat's ``age_s`` and ``pid`` (None when none ever beat).
+        """
         beat = self.heartbeat("watchdog")
         if beat is None:
-            return {"state": "missing", "problems": [], "summary": "none has run against this ledger: nothing enforces auto-shutdown"}
-        age, problems = beat["age_s"], list(beat["info"].get("problems") or [])
+            summary = "none has run against this ledger: nothing enforces auto-shutdown"
+            return {"state": Enforcement.MISSING, "problems": [], "summary": summary, "age_s": None, "pid": None}
+        age, pid, problems = beat["age_s"], beat["pid"], list(beat["info"].get("problems") or [])
         if beat["info"].get("stopped"):
-            return {"state": "stopped", "problems": [], "summary": f"stopped {age:.0f} s ago: nothing enforces auto-shutdown"}
-        if age > HEARTBEAT_STALE_S:
-            return {
-                "state": "stale",
-                "problems": problems,
-                "summary": f"last heartbeat {age:.0f} s ago (pid {beat['pid']}): is it running?",
-            }
-        if problems:
-            return {"state": "degraded", "problems": problems, "summary": f"DEGRADED (pid {beat['pid']}): enforcement is impaired"}
-        return {"state": "ok", "problems": [], "summary": f"enforcing (pid {beat['pid']}, heartbeat {age:.0f} s ago)"}
+            state, problems, summary = Enforcement.STOPPED, [], f"stopped {ago(age)}: nothing enforces auto-shutdown"
+        elif age > HEARTBEAT_STALE_S:
+            state, summary = Enforcement.STALE, f"last heartbeat {ago(age)} (pid {pid}): is it running?"
+        elif problems:
+            state, summary = Enforcement.DEGRADED, f"DEGRADED (pid {pid}): enforcement is impaired"
+        else:
+            state, summary = Enforcement.OK, f"enforcing (pid {pid}, heartbeat {ago(age)})"
+        return {"state": state, "problems": problems, "summary": summary, "age_s": age, "pid": pid}
 
     # -- reports -----------------------------------------------------------------
 
     def costs(self) -> dict[str, Any]:
         with self.ledger.read() as db:
-            return costmath.statistics(db, self.instance_id, self.clock())
+            return session_reports.statistics(db, self.instance_id, self.clock())
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         with self.ledger.read() as db:
-            return list(costmath.sessions(db, self.instance_id, self.clock(), limit))
+            return list(session_reports.sessions(db, self.instance_id, self.clock(), limit))
 
     def write_sessions_csv(self, fh: IO[str]) -> int:
         """Stream every session to ``fh`` as CSV (constant memory, however long the ledger)."""
         where, params = ("instance_id = :iid", {"iid": self.instance_id}) if self.instance_id is not None else ("", {})
         with self.ledger.read() as db:  # the lines made by SQLite: the dashboard's writer, same text
-            return costmath.stream_sessions_csv(db, fh, self.clock(), where, params)
+            return session_reports.stream_sessions_csv(db, fh, self.clock(), where, params)
 
     def consumers(self, start: date | None = None, end: date | None = None) -> dict[str, Any]:
         """Cost per consumer over UTC days (vastops/consumers.py); without dates, the last 30 days."""
@@ -192,9 +335,9 @@ class Control(Powering):
             return f"vast.ai has no instance {instance_id}: check VAST_INSTANCE_ID."
         if status == Status.SCHEDULING:
             since = parse_isoz(row.get("pending_since"))
-            waited = f" for {_duration((now - since).total_seconds())}" if since and row.get("pending") else ""
+            waited = f" for {duration((now - since).total_seconds())}" if since and row.get("pending") else ""
             limit = self.settings.vast_scheduling_timeout_s
-            then = f"; the start is cancelled after {_duration(limit)} (VAST_SCHEDULING_TIMEOUT_S)" if limit else ""
+            then = f"; the start is cancelled after {duration(limit)} (VAST_SCHEDULING_TIMEOUT_S)" if limit else ""
             return f"Waiting for its GPU on the host{waited}: the GPU is rented out and vast.ai starts it once it is free{then}."
         if status == Status.EXITED and row.get("message"):
             return f"vast.ai says: {row['message']}"
@@ -240,8 +383,6 @@ class Control(Powering):
         ``request_id``; a stop's the next completion, else its newest failure), or None
         while it is under way. From the ledger, so it survives a reload and every tab sees it.
         """
-        from vastops.vocabulary import CAUSE_EVENTS, START_OUTCOMES
-
         if self.instance_id is None:
             return None
         requests = {Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED}
@@ -277,15 +418,6 @@ class Control(Powering):
         with self.ledger.write() as tx:
             tx.update_instance(iid, credit_usd=credit, credit_seen_at=isoz(self.clock()))
         return credit
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _status_answer(instance_id: int | None, status: str, **fields: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Observing vast.ai and bringing the ledger in line: the first layer of ``Control``.
+"""Observing vast.ai and bringing the ledger in line: ``Observer``, one part of ``Control``.
 
 Sessions follow what vast.ai reports, whoever caused it: an observation of
 ``running`` opens the session (if none is open), an observation of an ended status
@@ -12,10 +12,10 @@ A power-on is "pending" from the start request until the instance runs *and* its
 (``power_on_health_timeout``). Whoever observes the instance advances it: the caller
 that waits, the watchdog, or a status call.
 
-The layers: ``Observing`` (this module: wiring, configuration, observation) <-
-``Powering`` (vastops/power.py: start, stop, auto-shutdown) <- ``Control``
-(vastops/control.py: status, activity, heartbeats, reports). The CLI, the dashboard
-and the watchdog use ``Control``.
+The ``Observer`` also holds the wiring every part shares (the settings, the ledger, the
+vast.ai client, the clock). ``Power`` (vastops/control/power.py) acts through it, and
+``Control`` (vastops/control/answers.py), which the CLI, the dashboard and the watchdog
+call, holds both.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import requests
 from vastops import costs as costmath
 from vastops.clock import Clock, isoz, parse_isoz, utcnow
 from vastops.config import ConfigError, Settings, VastTarget
-from vastops.ledger.store import Ledger, LedgerError, Tx
+from vastops.ledger.queries import Tx
+from vastops.ledger.store import Ledger, LedgerError
 from vastops.vast import Instance, VastClient, VastError
 from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Status
 
@@ -56,7 +57,9 @@ def open_ledger(settings: Settings) -> Ledger:
         raise ConfigError(f"VASTOPS_DB: {exc}") from None
 
 
-class Observing:
+class Observer:
+    """The wiring (settings, ledger, client, clock) and the observation of vast.ai."""
+
     def __init__(
         self,
         settings: Settings,

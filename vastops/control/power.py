@@ -1,25 +1,39 @@
-"""Acting on the instance: power on, power off, and auto-shutdown (the second layer of ``Control``).
+"""Acting on the instance: ``Power`` starts, stops and keeps it running, under the guardrails.
 
 Every action writes audit events with its actor (``vocabulary.Actor``). A start is
 recorded (``power_on_requested``), sent to vast.ai, and marked pending once vast.ai
-accepted it; whoever observes the instance then completes it (vastops/observe.py).
-A stop closes the open session at once, with its runtime and cost.
+accepted it; whoever observes the instance then completes it (``Observer``,
+vastops/control/observe.py, which ``Power`` acts through). A stop closes the open
+session at once, with its runtime and cost. The stops the rules decide
+(vastops/stops.py) are the watchdog's to make (``Watch.fire_if_due``): this module
+records and sends them (``auto_shutdown``) and reads the rules' inputs from the ledger.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from vastops import costs as costmath
-from vastops.clock import isoz, parse_isoz
-from vastops.control.observe import Observing
-from vastops.ledger.store import View
+from vastops.clock import Clock, isoz, parse_isoz
+from vastops.config import Settings, VastTarget
+from vastops.control.observe import Observer
+from vastops.errors import (  # defined with their codes in errors.py; raised here, and still importable from here
+    BudgetExceeded,
+    GpuUnavailable,
+    HealthTimeout,
+    InvalidRequest,
+    NothingRuns,
+    NotRunning,
+    StartCancelled,
+)
+from vastops.ledger.queries import View
+from vastops.ledger.store import Ledger
 from vastops.stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
-from vastops.vast import VastError
+from vastops.vast import VastClient, VastError
 from vastops.vocabulary import CAUSE_EVENTS, TRANSIENT_ERRORS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
 from vastops.words import usd
 
@@ -28,23 +42,7 @@ log = logging.getLogger("vastops.power")
 Progress = Callable[[str, str], None]
 
 
-class HealthTimeout(Exception):
-    """The instance did not become healthy within VAST_WAIT_TIMEOUT_S (the API's 504)."""
-
-
-class StartCancelled(Exception):
-    """The instance was stopped (elsewhere) while its start waited for /health (the API's 409)."""
-
-
-class NotRunning(Exception):
-    """A reboot asked for an instance that is not running (the API's 409, exit 9)."""
-
-
-class GpuUnavailable(Exception):
-    """The start waited VAST_SCHEDULING_TIMEOUT_S for its GPU and was cancelled (the API's 503, exit 6)."""
-
-
-def clear_refusal(exc: VastError) -> bool:
+def _clear_refusal(exc: VastError) -> bool:
     """A start answer that certainly changed nothing: a bad key, an unknown id, a 4xx (billing).
 
     Anything else (a 200 with ``success: false``, a timeout, a 5xx) may have queued or
@@ -58,19 +56,69 @@ OVERRIDE_RECORDED = "recorded"  # power_on's budget_override: a budget_override 
 OVERRIDE_NOT_NEEDED = "not_needed"  # none was near its limit (or all were overridden already): nothing was recorded
 
 
-class BudgetExceeded(Exception):
-    """A budget is spent: starts are refused until it resets, or until overridden with a reason (the API's 409, exit 7)."""
+@dataclass(frozen=True)
+class StopInputs:
+    """The stop rules' inputs (vastops/stops.py) as the ledger holds them, read in one place
+    (``Power.stop_inputs``) for the status answer and for the watchdog's memory (``Watch.refresh``)."""
+
+    session: dict[str, Any] | None  # the open session's row
+    last_activity: datetime | None
+    idle_from: datetime | None  # when the last start settled
+    starting: bool  # a start (or a reboot) is pending
+    pending_since: datetime | None
+    acted_at: datetime | None  # the last start or stop requested
+    keepalive_until: datetime | None
+    budgets: tuple[Budget, ...]
+    requests_until: datetime | None  # the latest moment a request in flight holds the instance
+    requests_in_flight: int
+
+    @property
+    def running(self) -> Running | None:
+        return running_of(self.session)
+
+    def rules(self, now: datetime) -> dict[str, Any]:
+        """The keyword arguments of ``stops.candidates``."""
+        return {
+            "now": now,
+            "last_activity": self.last_activity,
+            "idle_from": self.idle_from,
+            "starting": self.starting,
+            "keepalive_until": self.keepalive_until,
+            "budgets": self.budgets,
+            "requests_until": self.requests_until,
+        }
 
 
-class InvalidRequest(ValueError):
-    """A value out of range (the API's 422): the message names it and what it expected."""
+class Power:
+    """Start, stop, reboot and keepalive, the budgets' guardrail, and the stops the rules decide."""
 
+    def __init__(self, observer: Observer):
+        self._observer = observer
 
-class NothingRuns(Exception):
-    """A keepalive for an instance that neither runs nor is starting (the API's 409)."""
+    # the wiring is the observer's: one settings, one ledger, one client, one clock
+    @property
+    def settings(self) -> Settings:
+        return self._observer.settings
 
+    @property
+    def ledger(self) -> Ledger:
+        return self._observer.ledger
 
-class Powering(Observing):
+    @property
+    def clock(self) -> Clock:
+        return self._observer.clock
+
+    @property
+    def instance_id(self) -> int | None:
+        return self._observer.instance_id
+
+    @property
+    def client(self) -> VastClient:
+        return self._observer.client
+
+    def target(self) -> VastTarget:
+        return self._observer.target()
+
     # -- the rules' inputs (vastops/stops.py), from the ledger -------------------
 
     def budgets(self, view: View, iid: int, now: datetime) -> tuple[Budget, ...]:
@@ -86,31 +134,35 @@ class Powering(Observing):
             if limit is None:
                 continue
             starts, resets, period = period_bounds(kind, now, self.settings.timezone)
-            closed = costmath.ended_spend(view.db, iid, starts, resets)
+            closed = view.ended_spend(iid, starts, resets)
             out.append(Budget(kind, limit, period, starts, resets, closed, overridden.get(kind) == period, self.settings.vastops_timezone))
         return tuple(out)
 
-    def stop_inputs(self, view: View, iid: int, now: datetime) -> tuple[Running | None, dict[str, Any]]:
-        """What the stop rules need, as the ledger has it: the open session and the rest."""
+    def stop_inputs(self, view: View, iid: int, now: datetime) -> StopInputs:
+        """What the stop rules need, as the ledger has it (the status answer's, and the watchdog's memory)."""
         session, row = view.open_session(iid), view.instance(iid) or {}
-        _, requests_until = view.requests_held(iid, now, self.settings.vast_request_ttl_s)
-        return running_of(session), {
-            "now": now,
-            "last_activity": parse_isoz(row.get("last_activity")),
-            "idle_from": parse_isoz(row.get("idle_from")),
-            "starting": row.get("pending") is not None,
-            "keepalive_until": parse_isoz(row.get("keepalive_until")),
-            "budgets": self.budgets(view, iid, now),
-            "requests_until": requests_until,
-        }
+        in_flight, requests_until = view.requests_held(iid, now, self.settings.vast_request_ttl_s)
+        return StopInputs(
+            session=session,
+            last_activity=parse_isoz(row.get("last_activity")),
+            idle_from=parse_isoz(row.get("idle_from")),
+            starting=row.get("pending") is not None,
+            pending_since=parse_isoz(row.get("pending_since")),
+            acted_at=parse_isoz(row.get("acted_at")),
+            keepalive_until=parse_isoz(row.get("keepalive_until")),
+            budgets=self.budgets(view, iid, now),
+            requests_until=requests_until,
+            requests_in_flight=in_flight,
+        )
 
     def next_stop(self) -> Stop | None:
         """The next stop the watchdog will make, from the ledger, or None."""
         if self.instance_id is None:
             return None
         with self.ledger.view() as view:
-            running, inputs = self.stop_inputs(view, self.instance_id, self.clock())
-        return next_stop(self.settings, running, **inputs)
+            now = self.clock()
+            inputs = self.stop_inputs(view, self.instance_id, now)
+        return next_stop(self.settings, inputs.running, **inputs.rules(now))
 
     def deadline(self) -> datetime | None:
         """When the next stop (of any cause) is due, or None."""
@@ -119,7 +171,7 @@ class Powering(Observing):
 
     # -- guardrails: a spent budget refuses starts; a keepalive holds the idle stop off --
 
-    def spent_budget(self, view: View, iid: int, now: datetime) -> list[dict[str, Any]]:
+    def _spent_budget(self, view: View, iid: int, now: datetime) -> list[dict[str, Any]]:
         """The budgets spent now and not overridden (none: a start may go ahead)."""
         running = running_of(view.open_session(iid))
         return [
@@ -128,7 +180,7 @@ class Powering(Observing):
             if not b.overridden and exhausted(spent(b, running, now), b.limit_usd)
         ]
 
-    def check_budget(self, actor: str, iid: int, *, override_reason: str | None) -> tuple[str, str] | None:
+    def _check_budget(self, actor: str, iid: int, *, override_reason: str | None) -> tuple[str, str] | None:
         """Refuse a start while a budget is spent (``BudgetExceeded``), or record the operator's override.
 
         Without a reason nothing is written. With one, every budget in its warning zone
@@ -143,7 +195,7 @@ class Powering(Observing):
             if not configured:
                 return None
             with self.ledger.view() as view:
-                over = self.spent_budget(view, iid, self.clock())
+                over = self._spent_budget(view, iid, self.clock())
             if over:
                 raise BudgetExceeded(
                     refusal(over) + ": starts are refused; override with a reason (vastops on --override-budget --reason ...)"
@@ -165,7 +217,7 @@ class Powering(Observing):
                 else:
                     far.append(figures)
             if not near:
-                return OVERRIDE_NOT_NEEDED, not_needed(held, far)
+                return OVERRIDE_NOT_NEEDED, _not_needed(held, far)
             # One row names every budget it overrides, each for its period: the watchdog reads the last one.
             previous = (tx.last_event(iid, Event.BUDGET_OVERRIDE) or {}).get("meta", {}).get("periods", {})
             periods = {**previous, **{b["budget"]: b["period"] for b in near}}
@@ -173,7 +225,7 @@ class Powering(Observing):
                 now, iid, Event.BUDGET_OVERRIDE, actor,
                 {"reason": override_reason, "periods": periods, "budgets": near, "instance_id": iid},
             )  # fmt: skip
-        return OVERRIDE_RECORDED, recorded(near, far)
+        return OVERRIDE_RECORDED, _recorded(near, far)
 
     def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
         """Hold the idle stop off: it comes no earlier than now + ``minutes`` (hard limits still apply)."""
@@ -223,7 +275,7 @@ class Powering(Observing):
             # The wake proxy's ask, before the guardrails: a refused wake is in the trail too.
             with self.ledger.write() as tx:
                 tx.audit(self.clock(), iid, Event.WAKE_REQUESTED, actor, {"instance_id": iid, "waiting_requests": waiting_requests})
-        override = self.check_budget(actor, iid, override_reason=override_reason)
+        override = self._check_budget(actor, iid, override_reason=override_reason)
         if override is not None:
             _say(progress, "budget", override[1])  # what the override did, before the wait
         with self.ledger.write() as tx:
@@ -242,7 +294,7 @@ class Powering(Observing):
         try:
             self.client.start(iid)
         except VastError as exc:
-            if clear_refusal(exc) or not self._start_is_pending(iid):
+            if _clear_refusal(exc) or not self._start_is_pending(iid):
                 with self.ledger.write() as tx:
                     tx.audit(self.clock(), iid, Event.POWER_ON_FAILED, actor, {"request_id": audit_id, "kind": exc.kind, "error": str(exc)})
                 raise
@@ -257,7 +309,7 @@ class Powering(Observing):
                 queued = True
                 _say(progress, "queued", f"the start waits for its GPU: {taken}")
         if not wait_for_health:
-            status = status or self.observe_quietly(actor)
+            status = status or self._observer.observe_quietly(actor)
             result = {
                 "status": status or Status.SCHEDULING,
                 "instance_id": iid,
@@ -305,7 +357,7 @@ class Powering(Observing):
         """
         iid = self.target().instance_id
         health_path, health_port = self.settings.vast_health_path, self.settings.vast_health_port
-        status = self.observe_quietly(actor)  # nothing is recorded for a reboot that cannot be one
+        status = self._observer.observe_quietly(actor)  # nothing is recorded for a reboot that cannot be one
         if status != Status.RUNNING:
             raise NotRunning(f"the instance is {status or 'not answering'}, not running: only a running instance can be rebooted")
         with self.ledger.write() as tx:
@@ -330,7 +382,7 @@ class Powering(Observing):
         the instance needs, and still scheduling after that (a GPU that went to this very start
         in between was not taken). (The last status seen, why the GPU is taken or None.)"""
         try:
-            first = self.observe(actor)
+            first = self._observer.observe(actor)
         except VastError as exc:
             if exc.kind in TRANSIENT_ERRORS:
                 return None, None
@@ -344,7 +396,7 @@ class Powering(Observing):
             return first.status, None
         if free >= first.num_gpus:
             return first.status, None
-        again = self.observe_quietly(actor)
+        again = self._observer.observe_quietly(actor)
         if again != Status.SCHEDULING:
             return again or first.status, None
         if first.num_gpus == 1:
@@ -368,17 +420,17 @@ class Powering(Observing):
         iid = self.target().instance_id
         last_status = None
         while True:
-            status, seen = (seen, None) if seen is not None else (self.observe_quietly(actor), None)
+            status, seen = (seen, None) if seen is not None else (self._observer.observe_quietly(actor), None)
             outcome = self._outcome(request_id)
             if outcome is None and status is None:
-                self.expire_if_overdue(request_id)  # vast unreachable: the timeout still holds
+                self._observer.expire_if_overdue(request_id)  # vast unreachable: the timeout still holds
                 outcome = self._outcome(request_id)
             if outcome is not None:
                 break
             if status and status != last_status:
                 _say(progress, status, "waiting for /health" if status == Status.RUNNING else status_words(status))
                 last_status = status
-            self.sleep(self.poll_interval)
+            self._observer.sleep(self._observer.poll_interval)
         event, meta = outcome
         if event in (Event.POWER_ON_COMPLETE, Event.REBOOT_COMPLETE):
             _say(progress, "healthy", meta.get("health_url") or "")
@@ -422,25 +474,7 @@ class Powering(Observing):
         """Stop the instance (disk kept). Harmless when it is already stopped."""
         iid = self.target().instance_id
         requested = audit_op(self.clock(), iid, Event.POWER_OFF_REQUESTED, actor, {"instance_id": iid})
-        return self.stop(actor, EndReason.MANUAL, Event.POWER_OFF_COMPLETE, before=[requested])
-
-    def enforce_idle_deadline(self) -> dict[str, Any] | None:
-        """Stop the instance if the ledger says its next stop is due; None if it is not.
-
-        For a process without a watchdog's memory (the watchdog decides from what it
-        holds in memory, ``Watch.fire_if_due``). A failed stop that is retried does not
-        record a second decision for the same deadline.
-        """
-        iid = self.target().instance_id
-        with self.ledger.view() as view:
-            session = view.open_session(iid)
-            now = self.clock()
-            running, inputs = self.stop_inputs(view, iid, now)
-            stop = next_stop(self.settings, running, **inputs)
-            if session is None or stop is None or now < stop.at:
-                return None
-            decided = view.shutdown_decided(iid, session, CAUSE_EVENTS[stop.cause][1], stop.at)
-        return self.auto_shutdown(session["id"], stop, now, record_decision=not decided, running=running)
+        return self._stop(actor, EndReason.MANUAL, Event.POWER_OFF_COMPLETE, before=[requested])
 
     def auto_shutdown(
         self, session_id: int | None, stop: Stop, decided_at: datetime, *, record_decision: bool = True, running: Running | None = None
@@ -457,7 +491,7 @@ class Powering(Observing):
             **self.stop_figures(stop, decided_at, running),
         }
         before = [audit_op(decided_at, iid, decision, Actor.SYSTEM, meta)] if record_decision else []
-        return self.stop(Actor.SYSTEM, reason, Event.AUTO_SHUTDOWN_COMPLETE, before=before, cause=stop.cause)
+        return self._stop(Actor.SYSTEM, reason, Event.AUTO_SHUTDOWN_COMPLETE, before=before, cause=stop.cause)
 
     def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> dict[str, Any]:
         """What a stop's (or its warning's) audit row says about its cause."""
@@ -473,7 +507,7 @@ class Powering(Observing):
         assert stop.budget is not None
         return budget_figures(stop.budget, spent(stop.budget.rolled(now), running, now))
 
-    def stop(
+    def _stop(
         self, actor: str, reason: str, complete_event: str, *, before: list[dict[str, Any]], cause: str | None = None
     ) -> dict[str, Any]:
         """Ask vast.ai to stop, then record the stop (or keep it in the spool).
@@ -529,7 +563,7 @@ def refusal(spent_budgets: list[dict[str, Any]]) -> str:
     )
 
 
-def recorded(near: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
+def _recorded(near: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
     """What an override that was recorded holds, and what it does not."""
     held = "; ".join(
         f"the {b['budget']} budget ({usd(b['spent_usd'])} of {usd(b['limit_usd'])}, {b['percent']:g} %) neither stops the instance"
@@ -539,7 +573,7 @@ def recorded(near: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
     return f"Budget override recorded: {held}." + (f" Not overridden: {_far(far)}." if far else "")
 
 
-def not_needed(held: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
+def _not_needed(held: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
     """Why an override that was asked for recorded nothing: each budget is overridden already, or far from its limit."""
     parts = [f"the {b['budget']} budget is already overridden until it resets at {b['resets_local']}" for b in held]
     if far:

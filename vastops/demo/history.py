@@ -55,8 +55,10 @@ from typing import Any
 
 from vastops import costs as costmath
 from vastops.clock import isoz, stamp
-from vastops.ledger.store import Ledger, Tx
 from vastops.control.observe import end_session
+from vastops.ledger.queries import Tx
+from vastops.ledger.store import Ledger
+from vastops.reports import sessions as session_reports
 from vastops.vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status
 
 DEMO_META = {"demo": True}
@@ -122,7 +124,7 @@ def seed(
         history = _History(tx, instance_id, now, random.Random(seed), gpu_name, dph_base, storage_dph)
         history.traffic = random.Random(seed * 7919 + 1)  # its own draws: the sessions stay what they are without it
         history.run(days)
-        stats = costmath.statistics(tx.db, instance_id, now)
+        stats = session_reports.statistics(tx.db, instance_id, now)
     return {
         "sessions": len(history.session_ids),
         "audit_rows": history.trail.rows,

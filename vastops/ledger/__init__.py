@@ -1,1 +1,10 @@
-"""ledger."""
+"""The ledger: the one SQLite file the watchdog, the dashboard and the CLI share, and all its SQL.
+
+    store     ``Ledger``: opens and migrates the file, hands out connections (read, view,
+              write), writes records and drains the spool; ``Database``, ``connect``
+    schema    the tables and the append-only migrations (``PRAGMA user_version``)
+    queries   the named queries: ``View`` (reads) and ``Tx`` (writes, in one transaction)
+    spool     records kept while the ledger fails, written once it works again
+
+Nothing is imported here: ``from vastops.ledger.store import Ledger`` names the module.
+"""

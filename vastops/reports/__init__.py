@@ -1,1 +1,11 @@
-"""reports."""
+"""The reports: read-only figures over the ledger for the dashboard, the API and the CLI, in SQL.
+
+    ranges      UTC days as ledger timestamps, and the sessions overlapping a range
+    periods     cost per UTC day and month (one pass over a range's sessions), this
+                month so far, settled days; the Costs page's questions
+    sessions    the totals of GET /costs, the sessions list, the sessions CSV (made by SQLite)
+    audit       the Audit page: filters, keyset paging, the audit CSV; the proxy's cold starts
+    consumers   cost per consumer: the one split rule, its report over UTC days, its CSV
+
+Nothing here writes, and nothing is imported here: callers name the module they mean.
+"""

@@ -1,7 +1,7 @@
 """Cost per consumer: each session's cost split among the gateway's consumers by busy time.
 
 The gateway's ``end`` says who sent a request and how many tokens it took
-(vastops/inflight.py); the ledger's ``requests`` table keeps each request's start and
+(vastops/watchdog/inflight.py); the ledger's ``requests`` table keeps each request's start and
 end. This module is **the one place of the split rule**; the API, the CLI and the
 Costs page ask ``report`` and only format.
 
@@ -28,7 +28,7 @@ the one cost formula of vastops/costs.py):
 So the lines of a session, consumers plus ``start-up`` plus ``idle``, add up to its
 cost (to float rounding), and their hours to its length.
 
-**Ranges are UTC days**, as on the Costs page (vastops/reports.py): [start 00:00, the
+**Ranges are UTC days**, as on the Costs page (vastops/reports/periods.py): [start 00:00, the
 day after end 00:00). A session over the range's edge is cut there in proportion to its
 length, as the reports cut sessions at midnight (the same sessions, the same fraction
 of the same cost), so a range's lines add up to the Costs page's "Cost in period".
@@ -53,9 +53,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from vastops.clock import isoz
-from vastops.costs import COMPUTE_SQL, MONEY_DECIMALS, SECONDS_PER_HOUR, STORAGE_SQL
-from vastops.ledger.store import sqlite_utils
-from vastops.reports.periods import _overlapping, range_bounds
+from vastops.costs import COMPUTE_SQL, SECONDS_PER_HOUR, STORAGE_SQL
+from vastops.ledger.store import Database, Ledger
+from vastops.reports.ranges import overlapping, range_bounds
+from vastops.reports.sessions import MONEY_DECIMALS
 from vastops.vocabulary import Event
 
 CONSUMER, STARTUP, IDLE = "consumer", "start-up", "idle"  # a line's kind; start-up and idle are also their names
@@ -207,7 +208,7 @@ WHERE instance_id = :iid AND started_at >= :rlo AND started_at < :hi ORDER BY st
 """
 
 
-def report(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime, ttl_s: float) -> dict[str, Any]:
+def report(db: Database, instance_id: int | None, start: date, end: date, now: datetime, ttl_s: float) -> dict[str, Any]:
     """Cost per consumer over the UTC days [start, end] (both included; in either order).
 
     ``rows``: one per consumer (most expensive first), then ``start-up`` and ``idle``;
@@ -234,8 +235,14 @@ def report(db: sqlite_utils.Database, instance_id: int | None, start: date, end:
     return _rows(tallies, start, end, sessions)
 
 
+def report_from(ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime, ttl_s: float) -> dict[str, Any]:
+    """``report`` on its own connection: the Costs page asks this, and never holds one."""
+    with ledger.read() as db:
+        return report(db, instance_id, start, end, now, ttl_s)
+
+
 def _instance(
-    db: sqlite_utils.Database,
+    db: Database,
     iid: int,
     start: date,
     end: date,
@@ -246,12 +253,12 @@ def _instance(
     tallies: dict[Line, _Tally],
 ) -> int:
     """Add one instance's lines over [lo, hi) to ``tallies``; the number of its sessions there."""
-    overlap, params = _overlapping(db, iid, start, end, now)
+    overlap, params = overlapping(db, iid, start, end, now)
     now_s = now.timestamp()
     floor = _epoch(params["floor"])  # the first session that can reach into the range starts here, or later
     assert floor is not None
     rlo = isoz(datetime.fromtimestamp(min(floor, lo) - LOOKBACK_S, UTC))
-    # Plain cursors (tuples, not sqlite-utils' dicts): a third of the time on a million requests.
+    # Plain cursors (tuples, not the ledger's dict rows): a third of the time on a million requests.
     requests = _requests(db.conn.execute(_REQUESTS, {"iid": iid, "rlo": rlo, "hi": params["hi"]}), now_s, ttl_s)
     pending = next(requests, None)
     carried: list[tuple[float, float, str]] = []  # started before the current session's end; may reach into the next

@@ -1,8 +1,9 @@
-"""Read-only reports for the dashboard's Costs and Audit pages, aggregated in SQL.
+"""What the instance cost per UTC day and month, aggregated in SQL: the Costs page's figures.
 
-Every function takes a sqlite-utils database (``with ledger.read() as db``) and
-plain arguments, and returns plain rows, so the pages only format and the CLI or a
-script can ask the same questions. Nothing here writes.
+The functions take a connection (``with ledger.read() as db``) and plain arguments, and
+return plain rows, so several figures can be read on one connection and the CLI or a
+script can ask the same questions; the Costs page asks through the few that take the
+``Ledger`` (the end of this module) and never holds a connection. Nothing here writes.
 
 **Days are UTC days.** A date range ``start``..``end`` covers both dates whole
 (``end`` inclusive). Costs are counted on the day they accrue: a session that runs
@@ -25,9 +26,6 @@ the seconds of the day (up to ``now``, and from the instance's first session on)
 when no session ran, at the storage rate of the latest session started by then. It is an estimate (vastops does not know when an instance was destroyed),
 so it is never added into the session totals.
 
-**Audit paging** is keyset paging on the audit row id (newest first): a page is
-"the N rows older than id X" (or "newer than id Y"), so page 1,000 costs what page
-1 costs, however large the log.
 """
 
 from __future__ import annotations
@@ -38,40 +36,14 @@ import copy
 import csv
 import io
 import json
-import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from vastops.clock import isoz, parse_isoz, stamp
-from vastops.costs import (
-    COMPUTE_SQL,
-    MINUTES_DECIMALS,
-    MONEY_DECIMALS,
-    RUNTIME_SQL,
-    SECONDS_PER_HOUR,
-    SESSION_SELECT,
-    STORAGE_SQL,
-    cost_usd,
-    stream_sessions_csv,
-)
-from vastops.ledger.store import sqlite_utils
-from vastops.vocabulary import Event
-
-# -- dates ---------------------------------------------------------------------------
-
-
-def day_start(day: date) -> str:
-    """The ledger's timestamp text for 00:00 UTC of ``day``."""
-    return stamp(datetime(day.year, day.month, day.day, tzinfo=UTC))
-
-
-def range_bounds(start: date, end: date) -> tuple[str, str]:
-    """[start 00:00, the day after end 00:00) as ledger timestamps; end is inclusive."""
-    if end < start:
-        start, end = end, start
-    return day_start(start), day_start(end + timedelta(days=1))
+from vastops.clock import parse_isoz
+from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, cost_usd
+from vastops.ledger.store import Database, Ledger
+from vastops.reports.ranges import overlapping, range_bounds, scope_sql
+from vastops.reports.sessions import sessions_in_range
 
 
 def _days(start: date, end: date) -> list[date]:
@@ -149,31 +121,6 @@ WHERE ((started_at >= :floor AND started_at < :lo AND COALESCE(ended_at, :now) >
 """
 
 
-def _scope(instance_id: int | None, column: str = "instance_id") -> tuple[str, dict[str, Any]]:
-    if instance_id is None:
-        return "", {}
-    return f"AND {column} = :iid", {"iid": instance_id}
-
-
-def _overlapping(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause (and its parameters) for the sessions overlapping the range.
-
-    One instance's sessions never overlap (one open session at a time), so of those
-    that started before the range only the last one can reach into it. Its start
-    bounds the index search from below: a report on "today" reads today's sessions,
-    not every session since the first.
-    """
-    lo, hi = range_bounds(start, end)
-    scope, params = _scope(instance_id)
-    params = {**params, "lo": lo, "hi": hi, "now": isoz(now)}
-    if instance_id is not None:
-        sql = "SELECT MAX(started_at) AS f FROM sessions WHERE instance_id = :iid AND started_at < :lo"
-    else:
-        sql = "SELECT MIN(s) AS f FROM (SELECT MAX(started_at) AS s FROM sessions WHERE started_at < :lo GROUP BY instance_id)"
-    params["floor"] = next(db.query(sql, params))["f"] or lo
-    return f"started_at >= :floor AND started_at < :hi AND COALESCE(ended_at, :now) > :lo {scope}", params
-
-
 def _midnight_after(t: datetime) -> datetime:
     return datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
 
@@ -189,9 +136,9 @@ class Scan:
     each side, and counted once.
     """
 
-    def __init__(self, db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime):
-        overlap, params = _overlapping(db, instance_id, start, end, now)
-        scope = _scope(instance_id)[0]
+    def __init__(self, db: Database, instance_id: int | None, start: date, end: date, now: datetime):
+        overlap, params = overlapping(db, instance_id, start, end, now)
+        scope = scope_sql(instance_id)[0]
         lo, hi = parse_isoz(params["lo"]), parse_isoz(params["hi"])
         assert lo is not None and hi is not None
         self.instance_id, self.start, self.end = instance_id, start, end
@@ -272,7 +219,7 @@ class Scan:
         return n, runtime, lengths
 
 
-def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[dict[str, Any]]:
+def cost_per_day(db: Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[dict[str, Any]]:
     """One row per UTC day of the range (days with nothing included), oldest first.
 
     Keys: ``day`` (YYYY-MM-DD), ``compute_usd``, ``storage_usd``, ``cost_usd``
@@ -285,7 +232,7 @@ def cost_per_day(db: sqlite_utils.Database, instance_id: int | None, start: date
     return _per_day(db, instance_id, start, end, now, Scan(db, instance_id, start, end, now))
 
 
-def _per_day(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime, scan: Scan) -> list[dict[str, Any]]:
+def _per_day(db: Database, instance_id: int | None, start: date, end: date, now: datetime, scan: Scan) -> list[dict[str, Any]]:
     rates, first_seen = _storage_rates(db, instance_id, start, end)
     out, running = [], 0.0
     for day in _days(start, end):
@@ -308,7 +255,7 @@ def _per_day(db: sqlite_utils.Database, instance_id: int | None, start: date, en
     return out
 
 
-def _storage_rates(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date) -> tuple[dict[str, float], datetime | None]:
+def _storage_rates(db: Database, instance_id: int | None, start: date, end: date) -> tuple[dict[str, float], datetime | None]:
     """The storage rate ($/h) in force on each day (that of the latest session started by
     its end), and when the instance's first session started (nothing is billed before)."""
     if instance_id is None:
@@ -339,7 +286,7 @@ def _stopped_storage(day: date, running_s: float, rate: float | None, first_seen
 
 
 def range_totals(
-    db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime, days: list[dict[str, Any]] | None = None
+    db: Database, instance_id: int | None, start: date, end: date, now: datetime, days: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """Totals for a date range: what accrued inside it, and the sessions that overlap it.
 
@@ -352,7 +299,7 @@ def range_totals(
         start, end = end, start
     if days is None:
         return period_report(db, instance_id, start, end, now, months=False)["totals"]
-    overlap, params = _overlapping(db, instance_id, start, end, now)
+    overlap, params = overlapping(db, instance_id, start, end, now)
     row = next(db.query(f"SELECT COUNT(*) AS n, SUM({RUNTIME_SQL}) AS s FROM sessions WHERE {overlap}", params))
     return _totals(days, row["n"], row["s"] or 0.0)
 
@@ -381,7 +328,7 @@ def report_range(start: date, end: date, now: datetime, months: bool = True) -> 
 
 
 def period_report(
-    db: sqlite_utils.Database,
+    db: Database,
     instance_id: int | None,
     start: date,
     end: date,
@@ -422,7 +369,7 @@ def period_report(
     }
 
 
-def settled(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -> tuple[date, tuple[int, int, int]]:
+def settled(db: Database, instance_id: int | None, now: datetime) -> tuple[date, tuple[int, int, int]]:
     """Up to which day (exclusive) the ledger's past is settled, and a fingerprint of the ledger.
 
     Before yesterday, and before the open session's start day, no session changes by itself: a ``Scan`` of those days stays right for as long as the
@@ -430,7 +377,7 @@ def settled(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -
     ones) and every audit row (a start, a stop, a stop recorded late that corrects an
     end): all cheap to read (an index's last entry, or a partial index).
     """
-    scope, params = _scope(instance_id)
+    scope, params = scope_sql(instance_id)
     row = next(
         db.query(
             f"""SELECT (SELECT MIN(started_at) FROM sessions WHERE ended_at IS NULL {scope}) AS open_since,
@@ -451,7 +398,7 @@ def settled(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -
 PROJECT_AFTER_DAYS = 3
 
 
-def month_to_date(db: sqlite_utils.Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
+def month_to_date(db: Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
     """This UTC month's session cost so far, and a projection for the whole month at the same pace.
 
     ``projected_usd`` is None until ``PROJECT_AFTER_DAYS`` of the month have passed.
@@ -474,7 +421,7 @@ def month_to_date(db: sqlite_utils.Database, instance_id: int | None, now: datet
 
 
 def month_summary(
-    db: sqlite_utils.Database, instance_id: int | None, now: datetime, start: date | None = None, end: date | None = None
+    db: Database, instance_id: int | None, now: datetime, start: date | None = None, end: date | None = None
 ) -> list[dict[str, Any]]:
     """One row per UTC month (oldest first) from the first session (or ``start``) to ``end`` / now.
 
@@ -489,9 +436,9 @@ def month_summary(
     return months_from_days(cost_per_day(db, instance_id, start, end, now))
 
 
-def first_session_day(db: sqlite_utils.Database, instance_id: int | None) -> date | None:
+def first_session_day(db: Database, instance_id: int | None) -> date | None:
     """The UTC day of the first session (of the instance, or of any), or None before the first."""
-    scope, params = _scope(instance_id)
+    scope, params = scope_sql(instance_id)
     first = next(db.query(f"SELECT MIN(started_at) AS s FROM sessions WHERE 1 {scope}", params))["s"]
     return date.fromisoformat(first[:10]) if first else None
 
@@ -528,230 +475,38 @@ def month_summary_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-# -- sessions --------------------------------------------------------------------------
+# -- the Costs page's questions, each on its own connection -----------------------------
 
 
-def session_length_histogram(
-    db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime
-) -> list[dict[str, Any]]:
-    """How many sessions overlapping the range lasted how long: ``bucket``, ``sessions``, ``cost_usd``
-    (in the order of ``LENGTH_BUCKETS``; a session counts whole)."""
-    if end < start:
-        start, end = end, start
-    return Scan(db, instance_id, start, end, now).sessions(start, end)[2]
+def first_day(ledger: Ledger, instance_id: int | None) -> date | None:
+    """``first_session_day``, for the page's "All time"."""
+    with ledger.read() as db:
+        return first_session_day(db, instance_id)
 
 
-def sessions_in_range(
-    db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime, limit: int | None = None
-) -> list[dict[str, Any]]:
-    """Sessions overlapping the range, newest first, whole (not cut at the range's edges).
-
-    Rows have the keys of ``vastops.costs.sessions`` (so ``vastops.costs.session_csv_row``
-    and ``SESSION_CSV_COLUMNS`` apply), with an open session's runtime and cost up to now.
-    """
-    overlap, params = _overlapping(db, instance_id, start, end, now)
-    sql = f"{SESSION_SELECT} WHERE {overlap} ORDER BY started_at DESC, id DESC"
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    return list(db.query(sql, params))
+def history_scan(ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime) -> Scan:
+    """A ``Scan`` of the range, for the page to keep as a long period's settled ``history``."""
+    with ledger.read() as db:
+        return Scan(db, instance_id, start, end, now)
 
 
-def sessions_csv(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime) -> str:
-    """Every session overlapping the range as CSV (newest first, whole), with ``SESSION_CSV_COLUMNS``' names and units."""
-    out = io.StringIO()
-    write_sessions_csv(db, instance_id, start, end, now, out)
-    return out.getvalue()
+def settled_until(ledger: Ledger, instance_id: int | None, now: datetime) -> tuple[date, tuple[int, int, int]]:
+    """``settled``: up to which day a kept ``scan`` stays right, and the fingerprint it holds for."""
+    with ledger.read() as db:
+        return settled(db, instance_id, now)
 
 
-def write_sessions_csv(db: sqlite_utils.Database, instance_id: int | None, start: date, end: date, now: datetime, fh) -> int:
-    """``sessions_csv`` written to ``fh`` as it is read (constant memory); returns the row count."""
-    if end < start:
-        start, end = end, start
-    overlap, params = _overlapping(db, instance_id, start, end, now)
-    return stream_sessions_csv(db, fh, now, overlap, params)
-
-
-# -- audit -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """Which audit rows to show; every part is optional and they combine with AND."""
-
-    events: tuple[str, ...] = ()
-    actors: tuple[str, ...] = ()
-    start: date | None = None  # first UTC day, inclusive
-    end: date | None = None  # last UTC day, inclusive
-    text: str = ""  # case-insensitive substring of the meta JSON
-    instance_id: int | None = None
-
-    def where(self) -> tuple[str, dict[str, Any]]:
-        clauses: list[str] = []
-        params: dict[str, Any] = {}
-        if self.events:
-            names = [f":ev{i}" for i in range(len(self.events))]
-            clauses.append(f"event IN ({', '.join(names)})")
-            params.update({n[1:]: v for n, v in zip(names, self.events)})
-        if self.actors:
-            names = [f":ac{i}" for i in range(len(self.actors))]
-            clauses.append(f"actor IN ({', '.join(names)})")
-            params.update({n[1:]: v for n, v in zip(names, self.actors)})
-        if self.start is not None:
-            clauses.append("ts >= :ts_lo")
-            params["ts_lo"] = day_start(self.start)
-        if self.end is not None:
-            clauses.append("ts < :ts_hi")
-            params["ts_hi"] = day_start(self.end + timedelta(days=1))
-        if self.text.strip():
-            clauses.append("meta LIKE :text ESCAPE '\\'")
-            params["text"] = "%" + _like_escape(self.text.strip()) + "%"
-        if self.instance_id is not None:
-            clauses.append("instance_id = :iid")
-            params["iid"] = self.instance_id
-        return (" AND ".join(clauses) or "1"), params
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-@dataclass(frozen=True)
-class AuditPage:
-    rows: list[dict[str, Any]]  # newest first; meta decoded
-    has_older: bool
-    has_newer: bool
-
-    @property
-    def first_id(self) -> int | None:
-        return self.rows[0]["id"] if self.rows else None
-
-    @property
-    def last_id(self) -> int | None:
-        return self.rows[-1]["id"] if self.rows else None
-
-
-def audit_page(
-    db: sqlite_utils.Database,
-    flt: AuditFilter = AuditFilter(),
-    *,
-    older_than: int | None = None,
-    newer_than: int | None = None,
-    limit: int = 50,
-) -> AuditPage:
-    """A page of matching audit rows, newest first (keyset paging on the row id).
-
-    No cursor: the newest rows. ``older_than=id``: the next page down (the rows
-    after a page whose last row is ``id``). ``newer_than=id``: the page above.
-    """
-    where, params = flt.where()
-    params = {**params, "n": int(limit) + 1}
-    if newer_than is not None:
-        sql = f"SELECT * FROM audit WHERE {where} AND id > :cursor ORDER BY id ASC LIMIT :n"
-        rows = list(db.query(sql, {**params, "cursor": newer_than}))
-        more_newer = len(rows) > limit
-        rows = list(reversed(rows[:limit]))
-        has_older = bool(rows) or _exists(db, where, params, "id <= :cursor", newer_than)
-        return AuditPage([_decode(r) for r in rows], has_older=has_older, has_newer=more_newer)
-    cursor_clause = "AND id < :cursor" if older_than is not None else ""
-    sql = f"SELECT * FROM audit WHERE {where} {cursor_clause} ORDER BY id DESC LIMIT :n"
-    rows = list(db.query(sql, {**params, "cursor": older_than}))
-    more_older = len(rows) > limit
-    rows = rows[:limit]
-    has_newer = older_than is not None and _exists(db, where, params, "id >= :cursor", older_than)
-    return AuditPage([_decode(r) for r in rows], has_older=more_older, has_newer=has_newer)
-
-
-def _exists(db, where: str, params: dict[str, Any], clause: str, cursor: int) -> bool:
-    row = next(db.query(f"SELECT EXISTS(SELECT 1 FROM audit WHERE {where} AND {clause}) AS e", {**params, "cursor": cursor}))
-    return bool(row["e"])
-
-
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    try:
-        meta = json.loads(row["meta"])
-    except (TypeError, ValueError):
-        meta = {"raw": row["meta"]}
-    return {"id": row["id"], "ts": row["ts"], "instance_id": row["instance_id"], "event": row["event"], "actor": row["actor"], "meta": meta}
-
-
-def audit_count(db: sqlite_utils.Database, flt: AuditFilter = AuditFilter()) -> int:
-    where, params = flt.where()
-    return next(db.query(f"SELECT COUNT(*) AS n FROM audit WHERE {where}", params))["n"]
-
-
-AUDIT_CSV_COLUMNS = ["id", "ts_utc", "instance_id", "event", "actor", "meta_json"]
-
-
-def iter_audit_rows(db: sqlite_utils.Database, flt: AuditFilter = AuditFilter(), max_rows: int | None = None) -> Iterator[dict[str, Any]]:
-    where, params = flt.where()
-    sql = f"SELECT id, ts, instance_id, event, actor, meta FROM audit WHERE {where} ORDER BY id DESC"
-    if max_rows:
-        sql += f" LIMIT {int(max_rows)}"
-    yield from db.query(sql, params)
-
-
-def audit_csv(db: sqlite_utils.Database, flt: AuditFilter = AuditFilter(), max_rows: int | None = None) -> str:
-    """The matching audit rows as CSV (newest first), columns ``AUDIT_CSV_COLUMNS``; meta as JSON text
-    (its numbers rounded as the sessions CSV rounds them, see ``round_meta``); the event's own name."""
-    out = io.StringIO()
-    write_audit_csv(iter_audit_rows(db, flt, max_rows), out)
-    return out.getvalue()
-
-
-def write_audit_csv(rows: Iterable[dict[str, Any]], fh) -> int:
-    writer = csv.writer(fh, lineterminator="\n")
-    writer.writerow(AUDIT_CSV_COLUMNS)
-    n = 0
-    for r in rows:
-        meta = r["meta"]
-        if meta and _LONG_DECIMAL.search(meta):  # the rare row with a float like 0.020833333333333332
-            meta = _rounded_meta_json(meta)
-        writer.writerow([r["id"], r["ts"], r["instance_id"], r["event"], r["actor"], meta])
-        n += 1
-    return n
-
-
-_LONG_DECIMAL = re.compile(r"\d\.\d{7}")
-
-
-def round_meta(value: Any, key: str = "") -> Any:
-    """An audit row's meta with its floats rounded: minutes to 4 decimals, everything else
-    (money, rates, seconds) to 6. Integers, text and the structure stay as they are."""
-    if isinstance(value, float):
-        return round(value, MINUTES_DECIMALS if key.endswith("minutes") else MONEY_DECIMALS)
-    if isinstance(value, dict):
-        return {k: round_meta(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [round_meta(v, key) for v in value]
-    return value
-
-
-def _rounded_meta_json(text: str) -> str:
-    try:
-        meta = json.loads(text)
-    except ValueError:
-        return text
-    return json.dumps(round_meta(meta), sort_keys=True)  # as the ledger writes it (Ledger.audit)
-
-
-def cold_starts(audit_rows: list[dict[str, Any]], since: str) -> dict[str, Any]:
-    """The wake proxy's cold starts since ``since`` (ISO, Z) from audit rows (newest first, as ``Control.audit``):
-    how many, how many requests waited for them, how long the last one took to be healthy, and
-    ``each``: every wake, newest first, as {"ts", "waited", "seconds"} (seconds None while it
-    starts, or when it never became healthy)."""
-    each: list[dict[str, Any]] = []
-    for row in reversed(audit_rows):
-        if row["ts"] < since:
-            continue
-        if row["event"] == Event.WAKE_REQUESTED:
-            each.append({"ts": row["ts"], "waited": int(row["meta"].get("waiting_requests") or 0), "seconds": None, "open": True})
-        elif row["event"] == Event.POWER_ON_COMPLETE and each and each[-1]["open"]:
-            each[-1].update(seconds=row["meta"].get("startup_seconds"), open=False)
-    each.reverse()
-    done = [w["seconds"] for w in each if w["seconds"] is not None]
-    return {
-        "wakes": len(each),
-        "waited": sum(w["waited"] for w in each),
-        "last_seconds": done[0] if done else None,
-        "each": [{k: w[k] for k in ("ts", "waited", "seconds")} for w in each],
-    }
+def costs_report(
+    ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime, *, history: Scan | None, rows: int
+) -> dict[str, Any]:
+    """What the Costs page shows for a range, on one connection: ``period_report``'s ``totals``,
+    ``months`` and ``lengths``, this month so far (``month``) and the newest ``rows`` sessions."""
+    with ledger.read() as db:
+        period = period_report(db, instance_id, start, end, now, history=history)
+        return {
+            "totals": period["totals"],
+            "months": period["months"],
+            "month": month_to_date(db, instance_id, now),
+            "lengths": period["lengths"],
+            "sessions": sessions_in_range(db, instance_id, start, end, now, limit=rows),
+        }

@@ -1,6 +1,6 @@
 """The simulated instance's LLM: a deterministic echo model behind an OpenAI-compatible API.
 
-``vastops sim`` serves it on the container's LLM ports (vastops/sim.py does the HTTP and
+``vastops sim`` serves it on the container's LLM ports (vastops/sim/containers.py does the HTTP and
 the timing); this module only turns a request body into an answer, so it has no sockets,
 no clock of its own and no sleeps.
 

@@ -1,1 +1,21 @@
-"""watchdog."""
+"""The watchdog process (``vastops watchdog``): the one process that enforces auto-shutdown.
+
+    engine        ``Watch``: the deadline timer, activity in memory, the looks at vast.ai,
+                  the stop made before anything is written
+    housekeeping  what it does besides stopping: heartbeat and lease, the spool, clock
+                  steps, warnings, the notification pump
+    problems      ``Problems``: what impairs enforcement now (``/healthz``, heartbeat, log)
+    inflight      the gateway's requests in flight: the body's rules, their holds, their rows
+    lease         one enforcer per instance: the lease in the ledger
+    activity      the request body's limit and ``POST /infra/vast/activity``'s fast path
+    app           the REST API of docs/contract.md around a ``Watch``: routes, error handlers
+    schemas       the API's wire models (what it reads and answers)
+    metrics       ``/metrics``: the Prometheus text exposition
+    notify        webhook notifications: the queue, the worker, the cursor, the stall
+    webhook       one webhook post under one deadline, a capped answer
+    messages      what each notified event says, in each format
+    serve         binding and serving with uvicorn, with the limits a service needs
+    run           the ``vastops watchdog`` command
+
+Nothing is imported here: ``from vastops.watchdog.engine import Watch`` names the module.
+"""

@@ -1,65 +1,61 @@
-"""The watchdog's engine: auto-shutdown that cannot be fooled, activity buffering, reconciliation, heartbeat.
+"""The watchdog's engine (``Watch``): auto-shutdown that cannot be fooled, activity buffering, reconciliation.
 
-No web framework here; ``vastops/api.py`` serves HTTP around a ``Watch``. The rules
-are the core's (``Control``); this module decides *when* to apply them, and it keeps
-enforcing when the ledger fails:
+No web framework here; vastops/watchdog/app.py serves HTTP around a ``Watch``. The
+rules are the control layer's (``Control``, vastops/stops.py); this module decides
+*when* to apply them, and it keeps enforcing when the ledger fails:
 
-* **Enforcement needs no ledger to decide.** The watch holds what the idle deadline
-  needs in memory (the open session, the last activity, when the last start settled,
-  whether one is pending), refreshed from the ledger once a second while the ledger
-  works, and kept as it is when it does not.
+* **Enforcement needs no ledger to decide.** The watch holds what the deadline needs in
+  memory (``Control.stop_inputs``: the open session, the last activity, when the last
+  start settled, whether one is pending), refreshed from the ledger once a second while
+  the ledger works, and kept as it is when it does not.
 * **Activity** (the gateway's hot path) only updates memory; it reaches the ledger
   once a second. A burst of requests costs one small write. So do the gateway's
-  requests in flight (vastops/inflight.py): held in memory, which the deadline reads,
-  and written to the ledger's ``requests`` table by the same flush.
+  requests in flight (vastops/watchdog/inflight.py): held in memory, which the deadline
+  reads, and written to the ledger's ``requests`` table by the same flush.
 * **Auto-shutdown** is a timer aimed at the deadline itself, not a 60 s poll. When it
-  fires, the decision is made from memory and made again at the last moment
-  (activity, a start, a stop elsewhere, a start pending in the ledger), then the stop
-  is sent to vast.ai *before* anything is written (``Control.auto_shutdown``). What
-  could not be written is kept in the spool (vastops/spool.py).
+  fires (``fire_if_due``, the one path that makes the watchdog's stops), the decision
+  is made from memory and made again at the last moment (activity, a start, a stop
+  elsewhere, a start pending in the ledger), then the stop is sent to vast.ai *before*
+  anything is written (``Control.auto_shutdown``). What could not be written is kept in
+  the spool (vastops/ledger/spool.py).
 * **Time** is the steady clock (vastops/clock.py ``SteadyClock``): a step of the system
-  clock moves neither the deadline nor a session's booked runtime; it is audited
-  (``clock_step``) and the clock rebased once nothing is being measured.
+  clock moves neither the deadline nor a session's booked runtime.
 * **A failed stop** is retried with backoff (2 s doubling to 60 s) for as long as the
   instance runs. Every loop waits at least ``MIN_WAIT_S`` after a failure.
 * **Reconciliation** looks at vast.ai every 3 s while something is in transition and
   every 20 s otherwise, backing off while vast fails; all looks (and ``GET /status``)
   share one look per 2 s (vast allows one show call per 2 s per key: docs/vast-api.md
   §5).
-* **Heartbeat** every 5 s, which also renews the lease (vastops/lease.py) and carries
-  the current problems, so the dashboard and ``vastops status`` can show them.
-* **Problems** (``Problems``) are what makes enforcement impaired: the ledger not
-  writable, vast.ai failing for over a minute, no key while a session is open, the
-  lease lost to another watchdog. ``/healthz`` answers 503 while there are any; each
-  is logged when it starts, when it ends, and at most once a minute in between.
+
+Beside it: the heartbeat, the ledger's drain, the clock's steps, the warnings and the
+notifications (``Housekeeping``, vastops/watchdog/housekeeping.py), and what impairs
+enforcement (``Problems``, vastops/watchdog/problems.py), which ``/healthz`` answers 503 for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from vastops.clock import SteadyClock, isoz, parse_isoz
 from vastops.config import NotConfigured
 from vastops.control.answers import Control
-from vastops.control.power import audit_op, budget_figures, running_of
-from vastops.stops import Budget, Stop, candidates, spent
+from vastops.control.power import audit_op, running_of
+from vastops.stops import Budget, Stop, candidates
 from vastops.vast import VastError
-from vastops.vocabulary import CAUSE_EVENTS, TRANSITIONAL, Actor, Cause, Event
+from vastops.vocabulary import TRANSITIONAL, Actor, Cause, Event
+from vastops.watchdog.housekeeping import MIN_WAIT_S, Housekeeping
 from vastops.watchdog.inflight import InFlight, Report
 from vastops.watchdog.lease import Lease, describe_holder
-from vastops.watchdog.notify import Notifier, pump
+from vastops.watchdog.notify import Notifier
+from vastops.watchdog.problems import Problems
 
 log = logging.getLogger("vastops.watchdog")
 
-FLUSH_EVERY_S = 1.0
-BEAT_EVERY_S = 5.0
 POLL_FAST_S = 3.0
 POLL_SLOW_S = 20.0
 CREDIT_EVERY_S = 60.0  # the account's credit: once a minute is plenty (it moves at cents per minute)
@@ -67,15 +63,10 @@ POLL_MAX_BACKOFF_S = 60.0
 STOP_RETRY_FIRST_S = 2.0
 STOP_RETRY_MAX_S = 60.0
 LOOK_EVERY_S = 2.0  # vast allows one show call per 2 s per key: looks closer together share one
-MIN_WAIT_S = 1.0  # the floor of every retry loop's wait after a failure
 MAX_WAIT_S = 5.0  # the deadline timer's longest sleep: asyncio's timers stand still while the host is suspended
 VAST_FAILING_S = 60.0  # vast.ai failing this long is a problem, not a blip
-CLOCK_STEP_S = 2.0  # a system clock this far off the steady clock has stepped
-PROBLEM_LOG_EVERY_S = 60.0
 ACTED_WINS_S = 30.0  # a start or stop requested elsewhere after the deadline holds the stop off this long
 DUE_SLACK = timedelta(milliseconds=5)
-WARN_EVERY_S = 0.5  # how often the warnings are checked (a warning is due minutes before its stop)
-NOTIFY_EVERY_S = 1.0  # how often the audit trail is followed for notifications
 PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to act between decision and stop
 # Reporters (the wake proxy, the LiteLLM callback) retry a report every 2 s at most while the
 # watchdog is down (a restart, an upgrade). An idle stop that fell due while it was down waits
@@ -83,37 +74,6 @@ PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to a
 # under it. Hard limits and budgets do not wait: no request moves them.
 REPORTERS_GRACE_S = 5.0
 HELD_BY_REQUESTS = (Cause.IDLE, Cause.KEEPALIVE)
-
-
-class Problems:
-    """What impairs enforcement now, by kind; logged when it starts, when it ends, and once a minute between."""
-
-    def __init__(self) -> None:
-        self._open: dict[str, tuple[str, float]] = {}  # kind -> (text, when last logged)
-
-    def report(self, kind: str, text: str) -> None:
-        now = time.monotonic()
-        if kind not in self._open:
-            log.warning("%s", text)
-            self._open[kind] = (text, now)
-        elif now - self._open[kind][1] >= PROBLEM_LOG_EVERY_S:
-            log.warning("still: %s", text)
-            self._open[kind] = (text, now)
-        else:
-            self._open[kind] = (text, self._open[kind][1])
-
-    def clear(self, kind: str) -> None:
-        if self._open.pop(kind, None) is not None:
-            log.warning("resolved: %s", kind.replace("_", " "))
-
-    def __contains__(self, kind: str) -> bool:
-        return kind in self._open
-
-    def texts(self) -> list[str]:
-        return [text for text, _ in self._open.values()]
-
-    def kinds(self) -> list[str]:
-        return list(self._open)
 
 
 class Watch:
@@ -142,12 +102,14 @@ class Watch:
         self._acted_at: datetime | None = None  # the last start/stop in the ledger
         self._keepalive_until: datetime | None = None
         self._budgets: tuple[Budget, ...] = ()  # what ended sessions spent in each budget's period
-        self._warned: set[str] = set()  # the stops (Stop.key) whose warning is recorded
         self._vast_failing_told = False  # this outage's vast_failing row is written
         # The stop's own thread: a ledger that blocks every other worker never holds it up.
         self._enforcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vastops-stop")
+        self.housekeeping = Housekeeping(self)  # heartbeat, the ledger's drain, the clock, warnings, notifications
         url = self.settings.vast_notify_webhook_url
-        self.notifier = Notifier(url.get_secret_value(), self.settings.vast_notify_format, on_failure=self._notify_failed) if url else None
+        self.notifier = (
+            Notifier(url.get_secret_value(), self.settings.vast_notify_format, on_failure=self.housekeeping.notify_failed) if url else None
+        )
         self._decided: datetime | None = None  # the deadline whose decision is already recorded
         # Sessions this watch stopped whose record may still be in the spool: the ledger
         # shows them open until it takes the record, and they must not come back to life.
@@ -160,7 +122,6 @@ class Watch:
         self._credit_looked = -CREDIT_EVERY_S  # monotonic
         self._look_error: VastError | None = None
         self._vast_failing_since: float | None = None  # monotonic
-        self._step_reported = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self.last_error: str | None = None
         self.spooled = 0
@@ -169,25 +130,25 @@ class Watch:
 
     async def start(self) -> None:
         self._grace_until = self.clock() + timedelta(seconds=REPORTERS_GRACE_S)
-        await asyncio.to_thread(self._housekeep_ledger)
+        await asyncio.to_thread(self.housekeeping.drain)
         await self.restore_requests()
         if self.notifier is not None:
             self.notifier.start()
-            await asyncio.to_thread(self._pump)  # sets the cursor first: what happens from here on is told
-        await asyncio.to_thread(self._after_crash)
+            await asyncio.to_thread(self.housekeeping.pump)  # sets the cursor first: what happens from here on is told
+        await asyncio.to_thread(self.housekeeping.after_crash)
         if self.control.unconfigured_reason() is None:
             # Look before enforcing: a session left open while we were down may have
             # been stopped elsewhere in the meantime.
             await self.look(force=True, quiet=True)
-        await asyncio.to_thread(self._beat)
+        await asyncio.to_thread(self.housekeeping.beat)
         self._tasks = [
             asyncio.create_task(self._deadline_loop(), name="deadline"),
             asyncio.create_task(self._poll_loop(), name="poll"),
-            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
-            asyncio.create_task(self._warning_loop(), name="warnings"),
+            asyncio.create_task(self.housekeeping.loop(), name="housekeeping"),
+            asyncio.create_task(self.housekeeping.warning_loop(), name="warnings"),
         ]
         if self.notifier is not None:
-            self._tasks.append(asyncio.create_task(self._notify_loop(), name="notify"))
+            self._tasks.append(asyncio.create_task(self.housekeeping.notify_loop(), name="notify"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -197,11 +158,11 @@ class Watch:
         if self.notifier is not None:
             await asyncio.to_thread(self.notifier.close)
             if self.enforcing:  # the cursor stays before what was not delivered: the next start sends it
-                await asyncio.to_thread(self._pump)
+                await asyncio.to_thread(self.housekeeping.pump)
         self._enforcer.shutdown(wait=False)
         if self.lease is not None and await asyncio.to_thread(self._lost_lease):
             return  # another watchdog took over: its heartbeat and lease are not ours to touch
-        await asyncio.to_thread(self._beat, {"stopped": True})
+        await asyncio.to_thread(self.housekeeping.beat, {"stopped": True})
         if self.lease is not None:
             try:
                 await asyncio.to_thread(self.lease.release)
@@ -257,7 +218,7 @@ class Watch:
         try:
             rows, until = await asyncio.to_thread(read)
         except sqlite3.Error as exc:
-            self._ledger_failed(exc)
+            self.ledger_failed(exc)
             return
         # On the loop: the hot path changes the same memory. The latest expiry counts too
         # (idle runs from it). Starts whose TTL ran out while no watchdog ran expire at the next sweep.
@@ -284,14 +245,14 @@ class Watch:
             self._unflushed += count  # kept for the next flush
             self.requests.put_back(rows)
             if isinstance(exc, sqlite3.Error):
-                self._ledger_failed(exc)
+                self.ledger_failed(exc)
             else:
                 self.problems.report("ledger", f"the ledger did not take the activity ({type(exc).__name__}: {exc}); it is kept in memory")
             if self.requests.dropped:
                 log.warning("%d request rows dropped while the ledger fails (the holds in memory are kept)", self.requests.dropped)
                 self.requests.dropped = 0
             return
-        self._ledger_wrote()
+        self.ledger_wrote()
         if count == 0 or latest is None:
             return
         if self._ledger_activity is None or latest > self._ledger_activity:
@@ -311,26 +272,25 @@ class Watch:
             return
         try:
             with self.control.ledger.view() as view:
-                session = view.open_session(iid)
-                row = view.instance(iid) or {}
-                budgets = self.control.budgets(view, iid, self.clock())
+                inputs = self.control.stop_inputs(view, iid, self.clock())
         except sqlite3.Error as exc:
-            self._ledger_failed(exc)
+            self.ledger_failed(exc)
             return
-        self._budgets = budgets
-        self._keepalive_until = parse_isoz(row.get("keepalive_until"))
+        self._budgets = inputs.budgets
+        self._keepalive_until = inputs.keepalive_until
+        session = inputs.session
         if session is not None and session["id"] in self._stopped_ids:
             session = None  # stopped here; its end is on its way to the ledger
         elif session is None:
             self._stopped_ids.clear()
         self._session = session
-        self._ledger_activity = parse_isoz(row.get("last_activity"))
-        self._idle_from = parse_isoz(row.get("idle_from"))
-        self._starting = row.get("pending") is not None  # a start or a reboot
-        self._pending_since = parse_isoz(row.get("pending_since"))
-        self._acted_at = parse_isoz(row.get("acted_at"))
+        self._ledger_activity = inputs.last_activity
+        self._idle_from = inputs.idle_from
+        self._starting = inputs.starting  # a start or a reboot
+        self._pending_since = inputs.pending_since
+        self._acted_at = inputs.acted_at
 
-    def _aim(self) -> tuple[Any, ...]:
+    def aim(self) -> tuple[Any, ...]:
         """What the deadline depends on, apart from activity (which only moves it later)."""
         return (self._session and self._session["id"], self._idle_from, self._starting)
 
@@ -457,102 +417,6 @@ class Watch:
         await self.changed()
         return result
 
-    # -- warnings before a stop, and notifications -------------------------------------
-
-    async def _warning_loop(self) -> None:
-        """Record each stop's warning once when it is due (its own task: a slow ledger never delays a stop)."""
-        await asyncio.to_thread(self._seed_warned)
-        while True:
-            await asyncio.sleep(WARN_EVERY_S)
-            try:
-                if self.enforcing:
-                    await asyncio.to_thread(self.warn_if_due)
-            except Exception:
-                log.exception("warning check failed")
-                await asyncio.sleep(MIN_WAIT_S)
-
-    def warn_if_due(self) -> list[dict[str, Any]]:
-        """Write the warning of every foreseen stop whose warning time has come; the rows written."""
-        now = self.clock()
-        written = []
-        session = self._session
-        for stop in self.stops():
-            if stop.warn_at is None or now < stop.warn_at or now >= stop.at or stop.key in self._warned:
-                continue
-            warning = CAUSE_EVENTS[stop.cause][0]
-            meta: dict[str, Any] = {
-                "cause": stop.cause,
-                "deadline": isoz(stop.at),
-                "minutes_left": round((stop.at - now).total_seconds() / 60, 2),
-                "session_id": session and session["id"],
-                "key": stop.key,
-                "instance_id": self.control.instance_id,
-            }
-            if stop.budget is not None:
-                meta.update(budget_figures(stop.budget, spent(stop.budget.rolled(now), running_of(session), now)))
-            elif stop.cause in (Cause.IDLE, Cause.KEEPALIVE):
-                meta.update(self.control.stop_figures(stop, now))
-            op = audit_op(now, self.control.instance_id, warning, Actor.SYSTEM, meta)
-            self._warned.add(stop.key)  # one warning per stop, whatever the ledger says
-            self.note_record({"ledger_problem": self.control.ledger.record([op])[1]})
-            log.info("warning: %s stop at %s", stop.cause.replace("_", " "), isoz(stop.at))
-            written.append(op)
-        return written
-
-    def _seed_warned(self) -> None:
-        """The warnings already written (by an earlier run of the watchdog) are not written again."""
-        iid = self.control.instance_id
-        if iid is None:
-            return
-        try:
-            with self.control.ledger.view() as view:
-                for event in {warning for warning, _, _ in CAUSE_EVENTS.values()}:
-                    row = view.last_event(iid, event)
-                    if row and row["meta"].get("key"):
-                        self._warned.add(row["meta"]["key"])
-        except sqlite3.Error as exc:
-            self._ledger_failed(exc)
-
-    async def _notify_loop(self) -> None:
-        assert self.notifier is not None
-        while True:
-            await asyncio.sleep(NOTIFY_EVERY_S)
-            try:
-                if self.enforcing:
-                    await asyncio.to_thread(self._pump)
-                # A webhook that holds every post is silent otherwise: no failure comes until it lets go.
-                stall = self.notifier.stall()
-                if stall:
-                    self.problems.report("notify", stall)
-                else:
-                    self.problems.clear("notify")
-            except Exception:
-                log.exception("notification pump failed")
-                await asyncio.sleep(MIN_WAIT_S)
-
-    def _pump(self) -> None:
-        assert self.notifier is not None
-        try:
-            pump(self.notifier, self.control.ledger)
-        except sqlite3.Error as exc:
-            log.debug("notifications wait for the ledger: %s", exc)
-
-    def _notify_failed(self, row: dict[str, Any], error: str, attempts: int) -> None:
-        meta = {"event": row.get("event"), "audit_id": row.get("id"), "error": error, "attempts": attempts}
-        self.control.ledger.record([audit_op(self.clock(), self.control.instance_id, Event.NOTIFY_FAILED, Actor.SYSTEM, meta)])
-
-    def _after_crash(self) -> None:
-        """Audit a start after a watchdog that ended without saying so (``watchdog_recovered``)."""
-        try:
-            beat = self.control.heartbeat("watchdog")
-        except sqlite3.Error:
-            return
-        if beat is None or beat["info"].get("stopped") or beat["pid"] == os.getpid():
-            return
-        meta = {"previous_pid": beat["pid"], "last_heartbeat": beat["ts"], "down_seconds": round(beat["age_s"], 1)}
-        log.warning("the last watchdog (pid %s) ended without a clean shutdown %.0f s ago", beat["pid"], beat["age_s"])
-        self.control.ledger.record([audit_op(self.clock(), self.control.instance_id, Event.WATCHDOG_RECOVERED, Actor.SYSTEM, meta)])
-
     def _peek(self, deadline: datetime) -> bool:
         """The last look before a stop, by a read of the ledger (no write lock; a failing ledger
         is not waited for), memory refreshed: whether someone started or stopped the instance
@@ -579,7 +443,7 @@ class Watch:
         if problem:
             self.problems.report("ledger", problem)
         else:
-            self._ledger_wrote()
+            self.ledger_wrote()
 
     async def _deadline_loop(self) -> None:
         while True:
@@ -655,7 +519,7 @@ class Watch:
             await asyncio.to_thread(self._advance)  # a start's timeout holds while vast is down
         except sqlite3.Error as exc:
             self._look_error = None  # vast answered; only the bookkeeping failed
-            self._ledger_failed(exc)
+            self.ledger_failed(exc)
         else:
             self._look_error, self._vast_failing_since, self.last_error = None, None, None
             self._vast_failing_told = False
@@ -669,7 +533,7 @@ class Watch:
         try:
             self.control.advance()
         except sqlite3.Error as exc:
-            self._ledger_failed(exc)
+            self.ledger_failed(exc)
 
     def _transitional(self) -> bool:
         iid = self.control.instance_id
@@ -712,118 +576,31 @@ class Watch:
         except (VastError, sqlite3.Error) as exc:
             log.debug("could not read the account's credit: %s", exc)
 
-    # -- housekeeping ----------------------------------------------------------------
+    # -- what the housekeeping (vastops/watchdog/housekeeping.py) asks of the watch -------
 
-    async def _housekeeping_loop(self) -> None:
-        last_beat = time.monotonic()
-        while True:
-            await asyncio.sleep(FLUSH_EVERY_S)
-            try:
-                # The heartbeat (and the lease's renewal) first: the writes after it may each
-                # wait out the busy timeout, and the lease must not expire meanwhile.
-                if time.monotonic() - last_beat >= BEAT_EVERY_S:
-                    await asyncio.to_thread(self._beat)
-                    last_beat = time.monotonic()
-                await asyncio.to_thread(self._housekeep_ledger)
-                await self.flush()
-                # A session opened or closed, or a start settled, in another process
-                # re-aims the timer within a second.
-                before = self._aim()
-                await asyncio.to_thread(self.refresh)
-                if self._aim() != before:
-                    self._retry_at, self._stop_retry_s = None, 0.0  # a new situation: no stale retry
-                    self.wake()
-                await asyncio.to_thread(self._watch_clock)
-                self._watch_configuration()
-            except Exception:
-                log.exception("housekeeping failed")
-                await asyncio.sleep(MIN_WAIT_S)
+    def ledger_failed(self, exc: Exception) -> None:
+        self.problems.ledger_failed(self.control.ledger.path, exc)
 
-    def _housekeep_ledger(self) -> None:
-        """Write what was kept while the ledger failed; say whether the ledger works."""
-        ledger = self.control.ledger
-        try:
-            if ledger.drain():
-                self._ledger_wrote()
-        except sqlite3.Error as exc:
-            self._ledger_failed(exc)
-        self.spooled = len(ledger.spool.pending())
-        if self.spooled:
-            where = ledger.spool.file_error or f"in {ledger.spool.path}"
-            self.problems.report("spool", f"{self.spooled} record(s) not yet in the ledger ({where})")
-        else:
-            self.problems.clear("spool")
+    def ledger_wrote(self) -> None:
+        self.problems.ledger_wrote()
 
-    def _ledger_failed(self, exc: Exception) -> None:
-        self.problems.report("ledger", f"the ledger {self.control.ledger.path} is not writable: {exc}")
+    def warn_if_due(self) -> list[dict[str, Any]]:
+        """Write the warning of every foreseen stop whose warning time has come (``Housekeeping.warn_if_due``)."""
+        return self.housekeeping.warn_if_due()
 
-    def _ledger_wrote(self) -> None:
-        # Only a write proves the ledger works again (a read succeeds on a full disk).
-        self.problems.clear("ledger")
+    @property
+    def session(self) -> dict[str, Any] | None:
+        """The open session's row as held in memory, or None."""
+        return self._session
 
-    def _watch_clock(self) -> None:
-        """Audit a step of the system clock; rebase the steady clock once nothing is measured."""
-        if not isinstance(self.clock, SteadyClock):
-            return
-        step = self.clock.step()
-        if abs(step - self._step_reported) >= CLOCK_STEP_S:
-            now = self.clock()
-            meta = {
-                "seconds": round(step - self._step_reported, 3),
-                "system_clock": isoz(self.clock.system_time()),
-                "vastops_clock": isoz(now),
-            }
-            log.warning(
-                "the system clock stepped by %+.1f s; idle time and session time keep to the monotonic clock", step - self._step_reported
-            )
-            self.note_record(
-                {
-                    "ledger_problem": self.control.ledger.record(
-                        [audit_op(now, self.control.instance_id, Event.CLOCK_STEP, Actor.SYSTEM, meta)]
-                    )[1]
-                }
-            )
-            self._step_reported = step
-        if self._step_reported and self._session is None and not self._starting:
-            self.clock.rebase()
-            self._step_reported = 0.0
+    @property
+    def starting(self) -> bool:
+        """A start (or a reboot) is pending, as held in memory."""
+        return self._starting
 
-    def _watch_configuration(self) -> None:
-        reason = self.control.unconfigured_reason()
-        if reason and self._session is not None:
-            self.problems.report("unconfigured", f"a session is open but nothing can stop it: {reason}")
-        elif "unconfigured" in self.problems:
-            self.problems.clear("unconfigured")
-
-    def _beat(self, extra: dict[str, Any] | None = None) -> None:
-        if self.lease is not None and not (extra or {}).get("stopped"):
-            try:
-                holder = self.lease.renew()
-            except sqlite3.Error as exc:
-                self._ledger_failed(exc)
-                return
-            if holder is not None:
-                self.problems.report(
-                    "lease", f"another watchdog holds the lease now ({describe_holder(holder)}): this one does not enforce"
-                )
-                return
-            self.problems.clear("lease")
-        info = {
-            "pid": os.getpid(),
-            "started_at": isoz(self.started_at),
-            "auto_shutdown": self.settings.vast_auto_shutdown,
-            "deadline": isoz(self.deadline()),
-            "next_stop_cause": (stop := self.next_stop()) and stop.cause,
-            "last_error": self.last_error,
-            "problems": self.problems.texts(),
-            **(extra or {}),
-        }
-        try:
-            self.control.beat("watchdog", info)
-        except sqlite3.Error as exc:
-            self._ledger_failed(exc)
-        else:
-            self._ledger_wrote()
+    def forget_retry(self) -> None:
+        """A new situation (a session opened or closed, a start settled): no stale retry of a failed stop."""
+        self._retry_at, self._stop_retry_s = None, 0.0
 
     @property
     def enforcing(self) -> bool:

@@ -1,24 +1,18 @@
-"""``vastops watchdog``, ``vastops dashboard`` and ``vastops demo``: starting the long-running processes.
+"""``vastops demo``: the simulator, the watchdog and the dashboard on a fresh demo ledger.
 
-``vastops watchdog`` serves the app of ``vastops.watchdog.app`` with uvicorn.
-
-``vastops dashboard`` runs ``streamlit run dashboard.py`` with the safe settings
-of ``.streamlit/config.toml`` passed as flags too (bind 127.0.0.1, headless, no
-usage statistics, no file watcher, no error details in the browser), so they hold
-whatever directory it is started from.
-
-``vastops demo`` starts three processes on a fresh demo ledger: the vast.ai
-simulator (short timings: a start takes about 10 s), the watchdog and the
-dashboard. Their output is prefixed with their name. Ctrl-C (or SIGTERM) stops all
-three; if one of them dies, the demo says so and stops the others. The demo does
-not read your ``.env``: its processes run in the demo folder with only the demo's
-settings, so a real VAST_API_KEY is never used. Those settings are written to
-``<demo folder>/demo.env``, so ``vastops --env-file demo/demo.env status`` sees the
-demo's ledger. A demo holds ``<demo folder>/demo.lock`` (``flock``) for its life, its
-processes too: a second demo in the same folder is refused before it touches anything.
-With a watchdog, the demo also plays the gateway (vastops/demo_traffic.py): a few LLM
-requests from named consumers in the first minutes after each start (``--no-traffic``:
-none), so the Costs page's consumers grow live and the instance still stops when idle.
+It starts the vast.ai simulator (short timings: a start takes about 10 s), the
+watchdog, the wake proxy in front of the simulated instance and the dashboard (with
+``vastops.dashboard.run``'s command line), each as a process of its own. Their output
+is prefixed with their name. Ctrl-C (or SIGTERM) stops all of them; if one of them
+dies, the demo says so and stops the others. The demo does not read your ``.env``: its processes run in the demo
+folder with only the demo's settings, so a real VAST_API_KEY is never used. Those
+settings are written to ``<demo folder>/demo.env``, so ``vastops --env-file
+demo/demo.env status`` sees the demo's ledger. A demo holds ``<demo folder>/demo.lock``
+(``flock``) for its life, its processes too: a second demo in the same folder is
+refused before it touches anything. With a watchdog, the demo also plays the gateway
+(vastops/demo/traffic.py): a few LLM requests from named consumers in the first
+minutes after each start (``--no-traffic``: none), so the Costs page's consumers grow
+live and the instance still stops when idle.
 """
 
 from __future__ import annotations
@@ -26,208 +20,28 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import logging
 import os
 import secrets
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-import vastops
 from vastops.clock import utcnow
-from vastops.sim.world import port_number
-
-SAFE_STREAMLIT_FLAGS = [
-    "--server.headless", "true",
-    "--server.fileWatcherType", "none",
-    "--server.runOnSave", "false",
-    "--server.enableCORS", "true",
-    "--server.enableXsrfProtection", "true",
-    "--browser.gatherUsageStats", "false",
-    "--client.showErrorDetails", "none",
-    "--client.toolbarMode", "viewer",
-    # Streamlit collects garbage after every script run; the Status page's live part reruns
-    # every few seconds in every open tab, and a full collection with pandas loaded costs
-    # tens of milliseconds each time. Python's own collector still runs as usual.
-    "--runner.postScriptGC", "false",
-    "--runner.magicEnabled", "false",
-]  # fmt: skip
+from vastops.dashboard.run import dashboard_command, dashboard_script
+from vastops.processes import free_port, port_number, signal_group
 
 DEMO_INSTANCE_ID = 12345
 DEMO_LOCK = "demo.lock"  # flock'd for the demo's life: two demos never share a ledger
 DEMO_ENV = "demo.env"  # the demo's settings, for `vastops --env-file demo/demo.env ...`
 
 
-def dashboard_script() -> Path:
-    """The dashboard's entry script: shipped in the wheel, or the checkout's own.
-
-    A wheel carries ``dashboard.py`` and ``pages/`` as package data in
-    ``vastops/_dashboard/`` (pyproject.toml); an editable install (``uv sync``) runs
-    the checkout's top-level files, so an edit shows without a rebuild.
-    """
-    package = Path(vastops.__file__).resolve().parent
-    shipped = package / "_dashboard" / "dashboard.py"
-    return shipped if shipped.exists() else package.parent / "dashboard.py"
-
-
-# -- vastops watchdog ------------------------------------------------------------------
-
-
-def add_watchdog_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=port_number, default=8787, help="port (default: 8787)")
-    parser.add_argument("--access-log", action="store_true", help="log every request (off: the gateway calls /activity constantly)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-
-
-def run_watchdog(args: argparse.Namespace) -> int:
-    from vastops.clock import SteadyClock
-    from vastops.config import NotConfigured, load_settings, require_ledger_folder
-    from vastops.control.answers import Control
-    from vastops.watchdog import serve
-    from vastops.watchdog.app import create_app
-    from vastops.watchdog.lease import Lease, LeaseHeld
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = require_ledger_folder(load_settings(getattr(args, "env_file", ".env")))  # a ConfigError is reported by the CLI
-    if settings.control_api_key is None:
-        print(
-            "vastops watchdog: CONTROL_API_KEY is not configured: the watchdog refuses to serve an open API. Set it in .env.",
-            file=sys.stderr,
-        )
-        return 2
-    # The port first: a watchdog that cannot serve must not touch the ledger at all.
-    try:
-        sock = serve.bind(args.host, args.port)
-    except OSError as exc:
-        print(
-            f"vastops watchdog: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; is another watchdog running?",
-            file=sys.stderr,
-        )
-        return 2
-    # Idle time and session time are measured on the monotonic clock (docs/design.md).
-    control = Control(settings, clock=SteadyClock())
-    lease = None
-    if settings.vast_instance_id is not None:
-        try:
-            lease = Lease.acquire(control.ledger, settings.vast_instance_id, control.clock)
-        except (LeaseHeld, sqlite3.Error) as exc:
-            print(f"vastops watchdog: {exc}", file=sys.stderr)
-            sock.close()
-            return 2
-    with suppress(sqlite3.Error):  # what a process that died kept (it stays kept if this fails)
-        control.ledger.drain()
-    try:
-        app = create_app(control, lease=lease)
-    except NotConfigured as exc:
-        print(f"vastops watchdog: {exc}", file=sys.stderr)
-        if lease is not None:
-            lease.release()
-        return 2
-    print(f"vastops watchdog: serving http://{args.host}:{args.port}/infra/vast (docs at /docs)", flush=True)
-    # uvicorn turns SIGTERM/SIGINT into a clean shutdown, which runs the lifespan's
-    # exit: the buffered activity is flushed, a last heartbeat written, the lease released.
-    serve.run(app, sock, log_level=args.log_level, access_log=args.access_log)
-    return 0
-
-
-def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    return [
-        sys.executable, "-m", "streamlit", "run", str(dashboard_script()),
-        "--server.address", host, "--server.port", str(port), *SAFE_STREAMLIT_FLAGS,
-    ]  # fmt: skip
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        # As the servers bind: a port with only TIME_WAIT leftovers of a stopped server is free.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(preferred: int | None = None, host: str = "127.0.0.1", avoid: tuple[int, ...] = ()) -> int:
-    """The preferred port if it is free, else any free one."""
-    if preferred and preferred not in avoid and port_is_free(preferred, host):
-        return preferred
-    while True:
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in avoid:
-            return port
-
-
-# -- vastops dashboard ----------------------------------------------------------------
-
-
-def add_dashboard_arguments(parser) -> None:
-    parser.add_argument("--port", type=port_number, default=8501, help="port to serve on (default 8501)")
-    parser.add_argument(
-        "--host", default="127.0.0.1",
-        help="address to bind (default 127.0.0.1: this machine only; put a TLS reverse proxy in front to share it)",
-    )  # fmt: skip
-
-
-def run_dashboard(args) -> int:
-    from vastops.config import load_settings, require_ledger_folder
-
-    script = dashboard_script()
-    if not script.exists():
-        print(f"vastops: {script} is missing: this installation of vastops is incomplete; reinstall it", file=sys.stderr)
-        return 2
-    env_file = getattr(args, "env_file", ".env")
-    settings = require_ledger_folder(load_settings(env_file))  # a ConfigError is reported by the CLI
-    if settings.vastops_dashboard_password is None:
-        print("vastops: VASTOPS_DASHBOARD_PASSWORD is not set: the dashboard will only say how to set it.", file=sys.stderr)
-    if not port_is_free(args.port, args.host):
-        print(f"vastops: port {args.port} is in use; choose another with --port", file=sys.stderr)
-        return 2
-    env = dict(os.environ)
-    if env_file and env_file != ".env" and Path(env_file).exists():
-        # The pages read .env from the working directory; hand another file's values on
-        # as environment variables (the real environment still wins).
-        from dotenv import dotenv_values
-
-        env = {**{k: v for k, v in dotenv_values(env_file).items() if v is not None}, **env}
-    print(f"vastops dashboard on http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}", flush=True)
-    proc = subprocess.Popen(dashboard_command(args.port, args.host), env=env)
-    return _wait_forwarding_signals(proc)
-
-
-def _wait_forwarding_signals(proc: subprocess.Popen) -> int:
-    def forward(signum, _frame):
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:  # pragma: no cover - the handler above normally takes it
-                proc.send_signal(signal.SIGINT)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-# -- vastops demo ---------------------------------------------------------------------
-
-
-def add_demo_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port_number, default=8501, help="dashboard port (default 8501; another free one if taken)")
     parser.add_argument("--sim-port", type=port_number, default=8900, help="simulator port (default 8900; another free one if taken)")
     parser.add_argument("--watchdog-port", type=port_number, default=8787, help="watchdog port (default 8787; another free one if taken)")
@@ -437,35 +251,25 @@ class Demo:
         self.stopping.set()
         for child in reversed(self.children):
             if child.proc.poll() is None:
-                _signal_group(child.proc, signal.SIGTERM)
+                signal_group(child.proc, signal.SIGTERM)
         deadline = time.monotonic() + 8
         for child in reversed(self.children):
             try:
                 child.proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.say(f"vastops demo: {child.name} did not stop in time; killing it")
-                _signal_group(child.proc, signal.SIGKILL)
+                signal_group(child.proc, signal.SIGKILL)
                 child.proc.wait()
         for child in self.children:
             for t in child.threads:
                 t.join(timeout=2)
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "vastops.cli", *args]
 
 
-def run_demo(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if not dashboard_script().exists():
         print(f"vastops: {dashboard_script()} is missing: this installation of vastops is incomplete; reinstall it", file=sys.stderr)
         return 2
@@ -523,12 +327,12 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
             " and nothing enforces auto-shutdown (the dashboard shows a banner)."
         )
         if code is None:
-            _signal_group(watchdog.proc, signal.SIGTERM)
+            signal_group(watchdog.proc, signal.SIGTERM)
         demo.children.remove(watchdog)
         try:
             watchdog.proc.wait(5)
         except subprocess.TimeoutExpired:
-            _signal_group(watchdog.proc, signal.SIGKILL)
+            signal_group(watchdog.proc, signal.SIGKILL)
 
     proxy_url = _start_proxy(demo, env) if watchdog_ok else None
 
@@ -580,7 +384,7 @@ def _start_proxy(demo: Demo, env: dict[str, str]) -> str | None:
     if demo.wait_ready(proxy, f"http://127.0.0.1:{port}/healthz", 30):
         return f"http://127.0.0.1:{port}/v1"
     demo.say("vastops demo: WARNING: the wake proxy did not start; going on without it")
-    _signal_group(proxy.proc, signal.SIGTERM)
+    signal_group(proxy.proc, signal.SIGTERM)
     demo.children.remove(proxy)
     return None
 

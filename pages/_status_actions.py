@@ -1,0 +1,216 @@
+"""The Status page's buttons: their callbacks and the form state they keep in the session.
+
+Every action starts by clearing what the last one left (``_new_action``); what it did
+is kept (``RESULT``) through every refresh of the panel until the next action, of this
+tab or another's. Stop, Reboot, Keep running and Override ask first: their forms are
+open while their ``CONFIRM_*`` key is set, and a form's refusal (``FORM_ERROR``) keeps
+it open. Callbacks run before the page's next run, so each reads the settings itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import streamlit as st
+
+from pages._common import control, explain, minutes, settings, usd
+from pages._status_words import kept_words
+from vastops.control.answers import Control
+from vastops.errors import BudgetExceeded, InvalidRequest, LedgerError, NotConfigured, NothingRuns, NotRunning, VastError
+from vastops.vocabulary import Actor, status_words
+
+RESULT = "status_result"  # (kind, text, action id): what this tab's last action did; stays until the next action
+CONFIRM_STOP = "status_confirm_stop"
+CONFIRM_REBOOT = "status_confirm_reboot"
+CONFIRM_KEEPALIVE = "status_confirm_keepalive"
+CONFIRM_OVERRIDE = "status_confirm_override"
+FORM_ERROR = "status_form_error"  # why the open keepalive or override form did nothing
+KEEPALIVE_MINUTES = "keepalive_minutes"
+KEEPALIVE_REASON = "keepalive_reason"
+OVERRIDE_REASON = "override_reason"
+
+
+def _control() -> Control:
+    return control(settings())
+
+
+def _forget_cached_reports() -> None:
+    # The Costs and Audit pages cache reads briefly; an action should show at once.
+    st.cache_data.clear()
+
+
+def _new_action() -> None:
+    """Every action starts here: what the last one left on the page gives way to this one."""
+    st.session_state.pop(RESULT, None)
+    st.session_state.pop(FORM_ERROR, None)
+
+
+def _result(kind: str, text: str) -> None:
+    """What the action did: shown through every refresh of the panel, until the next action.
+
+    The next action may be another's (another tab, the CLI, the watchdog's stop): the
+    result is kept with the audit id of the newest action it knew of, and gives way once
+    the ledger has a newer one.
+    """
+    try:
+        last = _control().last_action()
+    except (LedgerError, sqlite3.Error):  # the ledger fails: the result stays until this tab acts again
+        last = None
+    st.session_state[RESULT] = (kind, text, last["id"] if last else 0)
+
+
+def _close_forms() -> None:
+    for key in (CONFIRM_STOP, CONFIRM_REBOOT, CONFIRM_KEEPALIVE, CONFIRM_OVERRIDE):
+        st.session_state[key] = False
+
+
+def _refused(exc: BudgetExceeded) -> str:
+    # The core's text ends with the CLI's way to override; the dashboard offers its own.
+    return str(exc).partition("; override with a reason")[0]
+
+
+def on_start() -> None:
+    _new_action()
+    _close_forms()
+    try:
+        _control().power_on(Actor.DASHBOARD, wait_for_health=False)
+        _result(
+            "info", "Start requested: vast.ai accepted it; the watchdog completes the start once /health answers (its steps are below)."
+        )
+    except BudgetExceeded as exc:
+        _result(
+            "error",
+            f"**The start was refused: nothing was started.** {_refused(exc)}. "
+            "Override the budget below, with a reason, or wait until it resets.",
+        )
+        st.session_state[CONFIRM_OVERRIDE] = True
+    except (NotConfigured, VastError) as exc:
+        _result("error", f"**Start failed.** {explain(exc)}")
+    _forget_cached_reports()
+
+
+def on_override_clicked() -> None:
+    _new_action()
+    _close_forms()
+    st.session_state[CONFIRM_OVERRIDE] = True
+
+
+def on_override_cancelled() -> None:
+    _new_action()
+    st.session_state[CONFIRM_OVERRIDE] = False
+
+
+def on_override_confirmed() -> None:
+    _new_action()
+    reason = str(st.session_state.get(OVERRIDE_REASON) or "").strip()
+    if not reason:
+        st.session_state[FORM_ERROR] = (
+            "**A reason is required to override the budget.** Say why it must run now: it goes into the audit trail. Nothing was started."
+        )
+        return
+    st.session_state[CONFIRM_OVERRIDE] = False
+    st.session_state.pop(OVERRIDE_REASON, None)
+    try:
+        result = _control().power_on(Actor.DASHBOARD, wait_for_health=False, override_reason=reason)
+        # The core says whether anything was overridden (a budget that reset meanwhile is not).
+        done = "Budget overridden (recorded with your reason)" if result.get("budget_override") == "recorded" else "Nothing overridden"
+        _result("info", f"{done} and start requested: {status_words(result['status'])}. {result['message']}")
+    except BudgetExceeded as exc:
+        _result("error", f"**The start was refused: nothing was started.** {_refused(exc)}.")
+    except (NotConfigured, VastError) as exc:
+        _result("error", f"**Start failed.** {explain(exc)}")
+    _forget_cached_reports()
+
+
+def on_keep_running_clicked() -> None:
+    _new_action()
+    _close_forms()
+    st.session_state[CONFIRM_KEEPALIVE] = True
+
+
+def on_keepalive_cancelled() -> None:
+    _new_action()
+    st.session_state[CONFIRM_KEEPALIVE] = False
+
+
+def on_keepalive_confirmed() -> None:
+    _new_action()
+    reason = str(st.session_state.get(KEEPALIVE_REASON) or "").strip()
+    if not reason:
+        st.session_state[FORM_ERROR] = (
+            "**A reason is required.** Say why it must keep running: it goes into the audit trail. Nothing was changed."
+        )
+        return
+    try:
+        result = _control().keepalive(Actor.DASHBOARD, float(st.session_state.get(KEEPALIVE_MINUTES) or 0), reason)
+    except InvalidRequest as exc:  # the form stays open: the value can be fixed
+        st.session_state[FORM_ERROR] = f"**Not kept running.** {explain(exc)}"
+        return
+    except (NothingRuns, NotConfigured, LedgerError) as exc:
+        st.session_state[CONFIRM_KEEPALIVE] = False
+        _result("error", f"**Keep running failed.** {explain(exc)}")
+        return
+    st.session_state[CONFIRM_KEEPALIVE] = False
+    st.session_state.pop(KEEPALIVE_REASON, None)
+    _result("success", kept_words(result, settings().timezone))
+    _forget_cached_reports()
+
+
+def on_stop_clicked() -> None:
+    _new_action()
+    _close_forms()
+    st.session_state[CONFIRM_STOP] = True
+
+
+def on_stop_cancelled() -> None:
+    _new_action()
+    st.session_state[CONFIRM_STOP] = False
+
+
+def on_stop_confirmed() -> None:
+    _new_action()
+    st.session_state[CONFIRM_STOP] = False
+    try:
+        result = _control().power_off(Actor.DASHBOARD)
+        message = result["message"]
+        if result.get("session_runtime_minutes"):  # the session's figures, written as the rest of the page writes them
+            message = f"Instance stopped. Session: {minutes(result['session_runtime_minutes'])}, {usd(result.get('session_cost_usd'))}."
+        if result.get("ledger_problem"):  # stopped all the same; the bookkeeping follows
+            _result("error", f"{message} **But** {result['ledger_problem']}.")
+        else:
+            _result("success", message)
+    except (NotConfigured, VastError) as exc:
+        _result("error", f"**Stop failed.** {explain(exc)}")
+    _forget_cached_reports()
+
+
+def on_reboot_clicked() -> None:
+    _new_action()
+    _close_forms()
+    st.session_state[CONFIRM_REBOOT] = True
+
+
+def on_reboot_cancelled() -> None:
+    _new_action()
+    st.session_state[CONFIRM_REBOOT] = False
+
+
+def on_reboot_confirmed() -> None:
+    _new_action()
+    st.session_state[CONFIRM_REBOOT] = False
+    try:
+        result = _control().reboot(Actor.DASHBOARD, wait_for_health=False)
+        _result("info", result["message"])
+    except (NotConfigured, NotRunning, VastError) as exc:
+        _result("error", f"**Reboot failed.** {explain(exc)}")
+    _forget_cached_reports()
+
+
+def on_refresh() -> None:
+    _new_action()
+    try:
+        s = _control().status(observe=True)
+        _result("info", f"Asked vast.ai: {status_words(s['status'])}.")
+    except (NotConfigured, VastError) as exc:
+        _result("error", f"**Refresh failed.** {explain(exc)}")
+    _forget_cached_reports()

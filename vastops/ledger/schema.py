@@ -1,0 +1,208 @@
+"""The ledger's schema: its tables, and the append-only migrations that build them.
+
+Tables (every row keyed by ``instance_id``, so a fleet is configuration, not a
+migration):
+
+    sessions    one row per running period: start, end, rates seen at the start,
+                compute / storage cost, how it ended and who ended it. A partial
+                unique index allows one open session per instance, so two
+                processes can never open it twice.
+    audit       the append-only audit trail (triggers refuse UPDATE and DELETE).
+    instances   the last observation of each instance, its last activity, and a
+                power-on in flight ("pending") that the watchdog completes.
+    heartbeats  each long-running component's latest sign of life.
+    leases      one enforcer per instance: the watchdog that holds it.
+    applied     the spooled records already written (each once).
+    cursors     how far a reader of the audit trail got (the notifier).
+    requests    the gateway's LLM requests: start, end, consumer, model, tokens;
+                one row per request id, written by the watchdog once a second.
+
+The file's ``PRAGMA user_version`` is the number of migrations applied. A new
+release appends a migration and never edits an old one: a ledger written by any
+earlier release upgrades in place, keeping its rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vastops.errors import LedgerError
+
+if TYPE_CHECKING:
+    from vastops.ledger.store import Database
+
+# Versioned migrations: index i upgrades user_version i -> i+1. Append only.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        gpu_name TEXT,
+        dph_base REAL NOT NULL DEFAULT 0,       -- $/h compute, as vast quoted it at the start
+        storage_dph REAL NOT NULL DEFAULT 0,    -- $/h disk, as vast quoted it at the start
+        started_by TEXT NOT NULL,               -- actor, or 'external' (vast's console)
+        ended_by TEXT,
+        end_reason TEXT,                        -- manual | auto_shutdown | external
+        runtime_s REAL,
+        compute_cost_usd REAL,
+        storage_cost_usd REAL,
+        cost_usd REAL
+    );
+    CREATE UNIQUE INDEX sessions_one_open ON sessions(instance_id) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_by_start ON sessions(instance_id, started_at);
+
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL,
+        instance_id INTEGER,
+        event TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        meta TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_by_ts ON audit(ts);
+    CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+
+    CREATE TABLE instances (
+        instance_id INTEGER PRIMARY KEY,
+        status TEXT,
+        gpu_name TEXT,
+        dph_base REAL,
+        storage_dph REAL,
+        endpoint_base_url TEXT,
+        message TEXT,
+        observed_at TEXT,
+        acted_at TEXT,                -- when vastops last started/stopped it; older observations are stale
+        last_activity TEXT,
+        activity_count INTEGER NOT NULL DEFAULT 0,
+        pending TEXT,                 -- 'power_on' while a start awaits running + /health
+        pending_since TEXT,
+        pending_actor TEXT,
+        pending_audit_id INTEGER,     -- the power_on_requested row it answers
+        pending_health_path TEXT,
+        pending_health_port INTEGER
+    );
+
+    CREATE TABLE heartbeats (
+        component TEXT PRIMARY KEY,
+        ts TEXT NOT NULL,
+        pid INTEGER,
+        info TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
+    """
+    -- when the last start settled (healthy, or gave up waiting): the idle clock starts no earlier
+    ALTER TABLE instances ADD COLUMN idle_from TEXT;
+    -- when the last observation applied was asked: an answer asked before it is stale
+    ALTER TABLE instances ADD COLUMN observation_asked_at TEXT;
+    -- reports over every instance bound started_at without an instance id
+    CREATE INDEX sessions_by_start_any_instance ON sessions(started_at);
+    """,
+    """
+    -- one enforcer per instance: the watchdog that holds the lease (renewed by its heartbeat)
+    CREATE TABLE leases (
+        instance_id INTEGER PRIMARY KEY,
+        holder TEXT NOT NULL,          -- a random token of the holding process
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        renewed_at TEXT NOT NULL
+    );
+    -- records written after the fact (spooled while the ledger failed): each applied once
+    CREATE TABLE applied (
+        id TEXT PRIMARY KEY,
+        applied_at TEXT NOT NULL
+    );
+    -- when vast.ai was first seen not running while a session was open: a stop is
+    -- confirmed by a second look at least 10 s later (or by intended_status stopped)
+    ALTER TABLE instances ADD COLUMN not_running_since TEXT;
+    """,
+    """
+    -- when a pending start got its GPU (left scheduling): its health timeout counts from then
+    ALTER TABLE instances ADD COLUMN pending_gpu_at TEXT;
+    -- the account's credit as vast.ai last said it, and when
+    ALTER TABLE instances ADD COLUMN credit_usd REAL;
+    ALTER TABLE instances ADD COLUMN credit_seen_at TEXT;
+    """,
+    """
+    -- a keepalive: the idle stop comes no earlier than this (cleared when a session ends)
+    ALTER TABLE instances ADD COLUMN keepalive_until TEXT;
+    -- "the last row of this event" (a budget's override, a warning, the kept log) without a scan
+    CREATE INDEX audit_by_event ON audit(instance_id, event, id);
+    -- how far a reader of the audit trail got (the notifier: vastops/notify.py)
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    );
+    """,
+    """
+    -- the gateway's LLM requests (POST /infra/vast/activity with a body: vastops/inflight.py),
+    -- written by the watchdog's once-a-second flush; costs per consumer are computed from it
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER,
+        session_id INTEGER,                    -- the open session when it started
+        request_id TEXT NOT NULL,              -- the gateway's id
+        consumer TEXT,
+        model TEXT,
+        started_at TEXT,                       -- an end without a start seen: its end (zero busy time)
+        ended_at TEXT,                         -- NULL while in flight
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        expired INTEGER NOT NULL DEFAULT 0,    -- 1: no end came, the TTL ended it (ended_at = started_at + TTL)
+        UNIQUE(instance_id, request_id)
+    );
+    CREATE INDEX requests_by_start ON requests(instance_id, started_at);
+    CREATE INDEX requests_in_flight ON requests(instance_id, started_at) WHERE ended_at IS NULL;
+    -- the latest TTL expiry (the idle clock runs from it) without a scan
+    CREATE INDEX requests_expired ON requests(instance_id, ended_at) WHERE expired = 1;
+    """,
+]
+
+
+def schema_version(db: Database, path: Path) -> int:
+    """The file's schema version; ``LedgerError`` when a newer vastops wrote it (nothing is changed then)."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise LedgerError(
+            f"the ledger {path} has schema version {version}, and this vastops understands versions up to "
+            f"{len(MIGRATIONS)}: a newer vastops wrote it; upgrade vastops (or point VASTOPS_DB elsewhere)"
+        )
+    return version
+
+
+def migrate(db: Database, path: Path) -> None:
+    """Bring the file up to ``len(MIGRATIONS)``, all in one transaction."""
+    db.execute("BEGIN IMMEDIATE")  # two processes starting at once migrate once
+    try:
+        version = schema_version(db, path)  # again, under the lock: another process may have migrated
+        for number in range(version, len(MIGRATIONS)):
+            for statement in statements(MIGRATIONS[number]):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={number + 1}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def statements(script: str) -> list[str]:
+    """Split a migration into statements (triggers contain ';' inside BEGIN ... END)."""
+    out, buf = [], ""
+    for line in script.splitlines():
+        line = line.split("--", 1)[0].rstrip() if "--" in line else line.rstrip()
+        if not line.strip():
+            continue
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

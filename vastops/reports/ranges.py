@@ -1,0 +1,51 @@
+"""The ranges every report reads: UTC days as ledger timestamps, and the sessions overlapping a range.
+
+Shared by the period costs (periods.py), the sessions list and CSV (sessions.py), the
+audit filter (audit.py) and the consumers' split (consumers.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from vastops.clock import isoz, stamp
+from vastops.ledger.store import Database
+
+
+def day_start(day: date) -> str:
+    """The ledger's timestamp text for 00:00 UTC of ``day``."""
+    return stamp(datetime(day.year, day.month, day.day, tzinfo=UTC))
+
+
+def range_bounds(start: date, end: date) -> tuple[str, str]:
+    """[start 00:00, the day after end 00:00) as ledger timestamps; end is inclusive."""
+    if end < start:
+        start, end = end, start
+    return day_start(start), day_start(end + timedelta(days=1))
+
+
+def scope_sql(instance_id: int | None, column: str = "instance_id") -> tuple[str, dict[str, Any]]:
+    """ "AND instance_id = :iid" (and its parameter) for one instance; nothing for every instance."""
+    if instance_id is None:
+        return "", {}
+    return f"AND {column} = :iid", {"iid": instance_id}
+
+
+def overlapping(db: Database, instance_id: int | None, start: date, end: date, now: datetime) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (and its parameters) for the sessions overlapping the range (sessions, consumers, the CSV).
+
+    One instance's sessions never overlap (one open session at a time), so of those
+    that started before the range only the last one can reach into it. Its start
+    bounds the index search from below: a report on "today" reads today's sessions,
+    not every session since the first.
+    """
+    lo, hi = range_bounds(start, end)
+    scope, params = scope_sql(instance_id)
+    params = {**params, "lo": lo, "hi": hi, "now": isoz(now)}
+    if instance_id is not None:
+        sql = "SELECT MAX(started_at) AS f FROM sessions WHERE instance_id = :iid AND started_at < :lo"
+    else:
+        sql = "SELECT MIN(s) AS f FROM (SELECT MAX(started_at) AS s FROM sessions WHERE started_at < :lo GROUP BY instance_id)"
+    params["floor"] = next(db.query(sql, params))["f"] or lo
+    return f"started_at >= :floor AND started_at < :hi AND COALESCE(ended_at, :now) > :lo {scope}", params

@@ -1,0 +1,164 @@
+"""Sessions as the reports list them: the totals of GET /costs, the sessions list, and the sessions CSV.
+
+A session row carries its runtime and costs, an open one up to ``now``, computed by the
+SQL of the one cost formula (vastops/costs.py). The CSV has stable column names with
+their units, the same for the CLI (``Control.write_sessions_csv``) and the dashboard
+(``sessions_csv``): both are written by ``stream_sessions_csv``, whose lines SQLite
+makes itself.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import date, datetime
+from typing import IO, Any
+
+from vastops.clock import isoz
+from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, TOTAL_SQL
+from vastops.ledger.store import Database, Ledger
+from vastops.reports.ranges import overlapping
+
+# How the CSVs round: money and rates to a millionth of a dollar, minutes to four
+# decimals (6 ms), always with that many decimals. Never 0.020833333333333332.
+MONEY_DECIMALS = 6
+MINUTES_DECIMALS = 4
+
+
+def statistics(db: Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
+    """Totals for GET /costs: runtime, cost, number and average length of sessions."""
+    where, params = _scope(instance_id)
+    row = next(
+        db.query(
+            f"""
+            SELECT COUNT(*) AS n,
+                   COALESCE(SUM({RUNTIME_SQL}), 0) AS runtime_s,
+                   COALESCE(SUM({COMPUTE_SQL}), 0) AS compute,
+                   COALESCE(SUM({STORAGE_SQL}), 0) AS storage
+            FROM sessions {where}
+            """,
+            {**params, "now": isoz(now)},
+        )
+    )
+    n = row["n"]
+    return {
+        "total_runtime_hours": round(row["runtime_s"] / SECONDS_PER_HOUR, 4),
+        "total_cost_usd": round(row["compute"] + row["storage"], 4),
+        "sessions_count": n,
+        "avg_session_minutes": round(row["runtime_s"] / 60.0 / n, 2) if n else 0.0,
+        "compute_cost_usd": round(row["compute"], 4),
+        "storage_cost_usd": round(row["storage"], 4),
+    }
+
+
+# A session row with its runtime and costs (an open one up to :now): sessions and
+# sessions_in_range list the same columns, which SESSION_CSV_COLUMNS names.
+SESSION_SELECT = f"""
+    SELECT id AS session_id, instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph,
+           {RUNTIME_SQL} AS runtime_s, {COMPUTE_SQL} AS compute_cost_usd, {STORAGE_SQL} AS storage_cost_usd,
+           {TOTAL_SQL} AS cost_usd, COALESCE(end_reason, 'open') AS end_reason, started_by, ended_by
+    FROM sessions
+"""
+
+
+def sessions(db: Database, instance_id: int | None, now: datetime, limit: int | None = None) -> list[dict[str, Any]]:
+    """Sessions newest first (all of them, or the newest ``limit``), each with runtime and costs (an open one up to now)."""
+    where, params = _scope(instance_id)
+    sql = f"{SESSION_SELECT} {where} ORDER BY started_at DESC, id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return list(db.query(sql, {**params, "now": isoz(now)}))
+
+
+def sessions_in_range(
+    db: Database, instance_id: int | None, start: date, end: date, now: datetime, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Sessions overlapping the range, newest first, whole (not cut at the range's edges).
+
+    Rows have the keys of ``sessions`` (so ``SESSION_CSV_COLUMNS`` apply), with an open
+    session's runtime and cost up to now.
+    """
+    overlap, params = overlapping(db, instance_id, start, end, now)
+    sql = f"{SESSION_SELECT} WHERE {overlap} ORDER BY started_at DESC, id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return list(db.query(sql, params))
+
+
+def _scope(instance_id: int | None) -> tuple[str, dict[str, Any]]:
+    if instance_id is None:
+        return "", {}
+    return "WHERE instance_id = :iid", {"iid": instance_id}
+
+
+# -- the CSV ---------------------------------------------------------------------------
+
+# CSV export: stable column names with their units, shared by the CLI and the dashboard.
+SESSION_CSV_COLUMNS = [
+    ("session_id", "session_id"),
+    ("instance_id", "instance_id"),
+    ("started_at", "started_at_utc"),
+    ("ended_at", "ended_at_utc"),
+    ("runtime_s", "runtime_minutes"),
+    ("gpu_name", "gpu_name"),
+    ("dph_base", "compute_rate_usd_per_hour"),
+    ("storage_dph", "storage_rate_usd_per_hour"),
+    ("compute_cost_usd", "compute_cost_usd"),
+    ("storage_cost_usd", "storage_cost_usd"),
+    ("cost_usd", "cost_usd"),
+    ("end_reason", "end_reason"),
+    ("started_by", "started_by"),
+    ("ended_by", "ended_by"),
+]
+SESSION_CSV_HEADER = ",".join(column for _, column in SESSION_CSV_COLUMNS) + "\n"
+
+
+def _csv_text(column: str) -> str:
+    """SQL for a text column as a CSV field: quoted (and its quotes doubled) only when it must be."""
+    return (
+        f"(CASE WHEN instr({column}, ',') OR instr({column}, '\"') OR instr({column}, char(10)) OR instr({column}, char(13))"
+        f" THEN '\"' || replace({column}, '\"', '\"\"') || '\"' ELSE {column} END)"
+    )
+
+
+# One session's CSV line, made by SQLite itself: one printf per row instead of fourteen
+# Python conversions, every number with its fixed decimals. An ended session's runtime
+# and costs are the ones stored when it ended (written by cost_sql, so the same numbers
+# COMPUTE_SQL gives); an open one's up to :now.
+SESSION_CSV_LINE = (
+    f"printf('%d,%d,%s,%s,%.{MINUTES_DECIMALS}f,%s,%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,"
+    f"%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,%s,%s,%s', "
+    f"id, instance_id, started_at, ended_at, {RUNTIME_SQL} / 60.0, {_csv_text('gpu_name')}, dph_base, storage_dph, "
+    f"COALESCE(compute_cost_usd, {COMPUTE_SQL}), COALESCE(storage_cost_usd, {STORAGE_SQL}), COALESCE(cost_usd, {TOTAL_SQL}), "
+    f"COALESCE(end_reason, 'open'), {_csv_text('started_by')}, {_csv_text('ended_by')})"
+)
+
+
+def stream_sessions_csv(db: Database, fh: IO[str], now: datetime, where: str = "", params: dict[str, Any] | None = None) -> int:
+    """Write the sessions matching ``where`` (SQL on the sessions table; all without) as CSV,
+    newest first, with ``SESSION_CSV_COLUMNS``' names; returns the row count.
+
+    The lines come from SQLite ready-made and are written in batches, so this runs at
+    hundreds of thousands of rows a second in constant memory (docs/performance.md).
+    """
+    sql = f"SELECT {SESSION_CSV_LINE} FROM sessions {'WHERE ' + where if where else ''} ORDER BY started_at DESC, id DESC"
+    cursor = db.conn.execute(sql, {**(params or {}), "now": isoz(now)})
+    fh.write(SESSION_CSV_HEADER)
+    count = 0
+    while batch := cursor.fetchmany(10_000):
+        fh.write("\n".join([line for (line,) in batch]))
+        fh.write("\n")
+        count += len(batch)
+    return count
+
+
+def sessions_csv(ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime) -> str:
+    """Every session overlapping the range as CSV (newest first, whole), with ``SESSION_CSV_COLUMNS``' names and units.
+
+    Opens its own connection: the dashboard calls it from the download's thread."""
+    if end < start:
+        start, end = end, start
+    out = io.StringIO()
+    with ledger.read() as db:
+        overlap, params = overlapping(db, instance_id, start, end, now)
+        stream_sessions_csv(db, out, now, overlap, params)
+    return out.getvalue()

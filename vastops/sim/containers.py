@@ -1,0 +1,214 @@
+"""The container's ports: on each start every container port (22, 8000, 8001) gets a new loopback
+listener, so a new host port, as at vast (§3, §10). 22 answers an SSH banner; 8000 and 8001 serve
+the health path and the LLM (vastops/sim/llm.py) once the model server is up, and answer ``token_s``
+a token for real. A port that is gone answers nothing and cuts an answer it is streaming."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from vastops.sim import llm as simllm
+from vastops.sim.instance import InstanceState
+from vastops.sim.servers import Handler, Server
+
+if TYPE_CHECKING:
+    from vastops.sim.world import Simulator
+
+CONTAINER_PORTS = (22, 8000, 8001)
+HEALTH_CONTAINER_PORT = 8001  # what /_sim/state's health_port/health_url refer to (vastops' default)
+LLM_CONTAINER_PORT = 8000  # what /_sim/state's llm_url refers to (vLLM's port; 8001 serves the same)
+
+
+class BannerServer(socketserver.ThreadingTCPServer):
+    """The container's port 22: an SSH banner, then the connection closes."""
+
+    daemon_threads = True
+
+    def __init__(self, addr, sim: Simulator):
+        self.sim, self.retired = sim, False
+        super().__init__(addr, _BannerHandler)
+
+    def handle_error(self, request, client_address):
+        if self.sim.config.verbose:
+            super().handle_error(request, client_address)
+
+
+class _BannerHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        if not getattr(self.server, "retired", False):
+            self.request.sendall(b"SSH-2.0-OpenSSH_8.9p1 vastops-sim\r\n")
+
+
+class ContainerHandler(Handler):
+    """A container port (8000, 8001): the health path and the LLM server's OpenAI-compatible API."""
+
+    def do_GET(self) -> None:
+        self._serve(b"")
+
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        self._serve(self.rfile.read(length) if length > 0 else b"")
+
+    def _serve(self, raw: bytes) -> None:
+        srv = self.server
+        inst = srv.inst
+        assert inst is not None
+        received = len(self.requestline) + 4 + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) + len(raw)
+        answer = container_answer(srv.sim, srv, self.command, urlsplit(self.path).path, raw, self.headers)
+        if answer is None:  # the port is gone (stopped, crashed, host lost): no answer at all
+            self.close_connection = True
+            return
+        counted = [received]  # what came in is counted with the first bytes that go out
+
+        def count(sent: int) -> None:
+            srv.sim._count_traffic(inst, sent, counted.pop() if counted else 0)
+
+        if isinstance(answer, simllm.Completion):
+            self._complete(answer, count)
+        else:
+            self.reply(*answer, count=count)
+
+    def _complete(self, c: simllm.Completion, count: Callable[[int], None]) -> None:
+        """Answer a completion as the model produces it: ``token_s`` per token of the reply, for
+        real (not on the simulator's clock, which a test may hold still); streamed, each chunk
+        goes out as it is made. A port that goes away meanwhile cuts the answer off.
+
+        The answer is counted as served just before its last part goes out, so a client that
+        has read it all finds it counted in /_sim/state."""
+        srv, sim = self.server, self.server.sim
+        assert srv.inst is not None
+        inst = srv.inst
+        if not c.stream:
+            # token by token, as a stream: a stop that lands meanwhile is seen within a token's time
+            if any(srv.gone.wait(c.token_s) or not llm_serving(sim, srv) for _ in c.words) or not llm_serving(sim, srv):
+                self.close_connection = True  # the connection closes with no answer, as a dying server's does
+                llm_count(sim, inst, c, whole=False)
+                return
+            llm_count(sim, inst, c, whole=True)
+            self.reply(200, c.body(), count=count)
+            return
+        ctype = "text/event-stream; charset=utf-8"
+        # Chunked, so the connection stays reusable and the client sees a cut-off answer as one.
+        head = f"HTTP/1.1 200 OK\r\nServer: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
+        head += f"Content-Type: {ctype}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+        done = simllm.sse("[DONE]")
+        whole = False
+        try:
+            count(len(head))
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            frames = [(simllm.sse(chunk), is_token) for chunk, is_token in c.chunks()]
+            for payload, is_token in [*frames, (done, False), (b"", False)]:
+                if (is_token and srv.gone.wait(c.token_s)) or not llm_serving(sim, srv):
+                    raise ConnectionAbortedError("the port went away mid-answer")
+                if payload is done:
+                    whole = True
+                    llm_count(sim, inst, c, whole=True)
+                frame = b"%x\r\n%s\r\n" % (len(payload), payload)  # the empty one ends the body
+                count(len(frame))
+                self.wfile.write(frame)
+                self.wfile.flush()
+        except OSError:  # the port went away, or the client hung up: the answer stops there
+            self.close_connection = True
+            if not whole:
+                llm_count(sim, inst, c, whole=False)
+
+
+def open_ports(sim: Simulator, inst: InstanceState) -> None:
+    """New listeners, so new host ports, for every container port (as on each start at vast)."""
+    retire_ports(sim, inst)
+    if not sim._started:
+        return
+    for cport in CONTAINER_PORTS:
+        srv: Any
+        if cport == 22:
+            srv = BannerServer((sim.config.host, 0), sim)
+        else:
+            srv = Server((sim.config.host, 0), ContainerHandler, sim, inst, cport)
+        inst.listeners[cport], inst.host_ports[cport] = srv, srv.server_address[1]
+        sim._serve(srv)
+
+
+def retire_ports(sim: Simulator, inst: InstanceState) -> None:
+    for srv in inst.listeners.values():
+        srv.retired = True
+
+        def close(s=srv) -> None:
+            s.shutdown()
+            s.server_close()
+
+        t = threading.Thread(target=close, daemon=True)
+        t.start()
+        sim._retiring = [r for r in sim._retiring if r.is_alive()] + [t]
+    inst.listeners.clear()
+    inst.host_ports.clear()
+
+
+def container_answer(
+    sim: Simulator, srv: Server, method: str, path: str, raw: bytes = b"", headers: Any = None
+) -> tuple[int, Any] | simllm.Completion | None:
+    """A container port's answer: (status, body), a completion to send, or None: no answer."""
+    with sim._lock:
+        now = sim._now()
+        inst = srv.inst
+        assert inst is not None
+        if srv.retired or inst.listeners.get(srv.cport) is not srv:
+            return None
+        # the LLM's own routes win over a health path set to one of them
+        routes = {sim.config.health_path: "GET", simllm.MODELS_PATH: "GET", **dict.fromkeys(simllm.POST_PATHS, "POST")}
+        if path not in routes:
+            return 404, {"detail": "Not Found"}
+        if routes[path] != method:
+            return 405, {"detail": "Method Not Allowed"}
+        if not healthy(sim, inst, now):  # the container is starting, rebooting, frozen, or the model still loading
+            return 503, {"status": "unavailable"}
+        if path == simllm.MODELS_PATH:
+            return 200, simllm.models_body()
+        if path not in simllm.POST_PATHS:
+            return 200, {"status": "ok"}
+        inst.llm["last_request_at"] = now
+        try:
+            token_s = simllm.token_seconds((headers or {}).get(simllm.TOKEN_HEADER), sim.config.token_s)
+            return simllm.plan(path, raw, now, token_s)
+        except simllm.LLMError as e:
+            inst.llm["errors"] += 1
+            return e.status, e.body()
+
+
+def llm_serving(sim: Simulator, srv: Server) -> bool:
+    """The LLM behind this port still answers: the port is current and the server up."""
+    with sim._lock:
+        now = sim._now()
+        inst = srv.inst
+        assert inst is not None
+        return not srv.retired and inst.listeners.get(srv.cport) is srv and healthy(sim, inst, now)
+
+
+def llm_count(sim: Simulator, inst: InstanceState, c: simllm.Completion, whole: bool) -> None:
+    with sim._lock:
+        if not whole:
+            inst.llm["cut"] += 1
+            return
+        inst.llm["chat_completions" if c.chat else "completions"] += 1
+        inst.llm["prompt_tokens"] += c.usage["prompt_tokens"]
+        inst.llm["completion_tokens"] += c.usage["completion_tokens"]
+
+
+def healthy(sim: Simulator, inst: InstanceState, now: float) -> bool:
+    return (
+        inst.offline_since is None
+        and inst.phase in ("running", "stopping")
+        and inst.health_from is not None
+        and now - inst.health_from >= sim.config.health_delay_s
+        and not sim.config.health_never
+    )

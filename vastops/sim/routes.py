@@ -1,0 +1,515 @@
+"""vast's REST API as the simulator answers it (§2, §4, §5): the routes and their bodies, the
+key check (the bad-key status varies by endpoint), per-endpoint rate limits, injected faults,
+the call log, and the simulator's own control routes under ``/_sim/`` (loopback only)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+from vastops.sim import logs, queries
+from vastops.sim.config import to_bool
+from vastops.sim.instance import GB
+from vastops.sim.rows import actual_status, instance_json, offer_json
+from vastops.sim.servers import Handler
+
+if TYPE_CHECKING:
+    from vastops.sim.world import Simulator
+
+# §5, vast's OAS x-rate-limit (seconds between calls per endpoint and identity)
+RATE_INTERVALS = {"show": 2.0, "put": 1.0, "reboot": 1.0, "list": 1.0, "charges": 1.0}
+BURST = 3
+FAULT_KINDS = ("429", "500", "502", "503", "delay", "drop", "status")
+# "status" leaves the HTTP answer alone: the next show answers report ``value`` as their
+# actual_status (a host that missed a heartbeat reads "unknown"); the state is untouched.
+QUEUED_MSG = (
+    "Resources for this instance are currently unavailable (its GPU is rented by another client); "
+    "the state change to running has been queued and happens once the GPU is free. Stop it to cancel."
+)
+LOG_URLS = 256  # result_url texts kept
+MAX_CHARGES_LIMIT = 500
+MAX_INVOICES_LIMIT = 500
+
+_ROUTES = [  # order matters: the bare v0 list must not be read as a show
+    ("GET", re.compile(r"/api/v0/instances/?"), "v0_list"),
+    ("GET", re.compile(r"/api/v0/instances/filters/?"), "filters"),
+    ("GET", re.compile(r"/api/v0/instances/(\d+)/?"), "show"),
+    ("PUT", re.compile(r"/api/v0/instances/(\d+)/?"), "put"),
+    ("PUT", re.compile(r"/api/v0/instances/reboot/(\d+)/?"), "reboot"),
+    ("PUT", re.compile(r"/api/v0/instances/request_logs/(\d+)/?"), "logs"),
+    ("GET", re.compile(r"/api/v0/instances/balance/(\d+)/?"), "deposit"),
+    ("GET", re.compile(r"/api/v1/instances/?"), "list"),
+    ("GET", re.compile(r"/api/v0/charges/?"), "charges"),
+    ("GET", re.compile(r"/api/v1/invoices/?"), "invoices"),
+    ("GET", re.compile(r"/api/v0/users/current/?"), "user"),
+    ("POST", re.compile(r"/api/v0/bundles/?"), "bundles"),
+]
+_BAD_KEY_STATUS = {"charges": 404, "invoices": 404}  # §2: the status varies by endpoint; 401 elsewhere
+_FAULT_PAGES = {
+    "500": "<html><body><h1>Server Error (500)</h1></body></html>",
+    "502": "<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>",
+    "503": "<html><head><title>503 Service Unavailable</title></head><body>503</body></html>",
+}
+
+
+def _err(code: str, msg: str) -> dict:
+    return {"success": False, "error": code, "msg": msg}
+
+
+class ApiHandler(Handler):
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        sim = self.server.sim
+        if urlsplit(self.path).path.startswith("/_sim/"):
+            self.reply(*control(sim, self.command, self.path, raw, self.client_address[0]))
+            return
+        answer = api(sim, self.command, self.path, raw, self.headers, self.client_address[0])
+        if answer is None:  # "drop" fault: close without a status line
+            self.close_connection = True
+        else:
+            self.reply(*answer)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
+
+
+def api(sim: Simulator, method: str, target: str, raw: bytes, headers, ip: str):
+    """Answer one API call as (status, body[, content type]), or None to drop it."""
+    split = urlsplit(target)
+    query = parse_qs(split.query)
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = ValueError  # marks an unparseable body; logged as null
+    auth = headers.get("Authorization", "")
+    header_key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+    query_key = query.get("api_key", [None])[0]
+    entry = {
+        "ts": sim.clock(),
+        "method": method,
+        "path": target,
+        "status": None,
+        "body": None if body is ValueError else body,
+        "fault": None,
+        "auth": "header+query" if header_key and query_key else "header" if header_key else "query" if query_key else None,
+    }
+    with sim._lock:
+        sim._calls.append(entry)
+        fault = take_fault(sim, method, split.path)
+        entry["fault"] = fault and fault["kind"]
+    if fault and fault["kind"] == "drop":
+        return None
+    if fault and fault["kind"] == "delay":
+        time.sleep(fault["delay_s"])  # real time: the point is to make the client wait
+    if fault and fault["kind"] in _FAULT_PAGES:
+        answer = (int(fault["kind"]), _FAULT_PAGES[fault["kind"]], "text/html")
+    elif fault and fault["kind"] == "429":
+        answer = (429, "API requests too frequent: endpoint threshold=1.0", "text/plain")
+    else:
+        answer = vast_answer(sim, method, split.path, query, body, header_key or query_key, ip)
+    with sim._lock:
+        entry["status"] = answer[0]
+    return answer
+
+
+def take_fault(sim: Simulator, method: str, path: str, *, status: bool = False) -> dict | None:
+    """The first matching fault, consumed once. ``status`` faults are taken only where a
+    show answer is built (``status=True``); every other kind before the answer."""
+    for f in sim._faults:
+        if (f["kind"] == "status") != status:
+            continue
+        if f["method"] in (None, method) and (not f["path_prefix"] or path.startswith(f["path_prefix"])):
+            f["count"] -= 1
+            if f["count"] <= 0:
+                sim._faults.remove(f)
+            return f
+    return None
+
+
+def vast_answer(sim: Simulator, method, path, query, body, key, ip):
+    route, iid = None, None
+    for m, pattern, name in _ROUTES:
+        match = pattern.fullmatch(path)
+        if m == method and match:
+            route, iid = name, int(match.group(1)) if match.groups() else None
+            break
+    if route is None:
+        return 404, _err("not_found", f"no endpoint {method} {path}")
+    if route == "v0_list":
+        return 410, _err("deprecated_endpoint", "use /api/v1/instances/")
+    with sim._lock:
+        now = sim._now()
+        if not key:
+            return 403, _err("auth_error", "This action requires login.")
+        if key != sim.config.api_key:
+            return _BAD_KEY_STATUS.get(route, 401), _err("auth_error", "Invalid user key")
+        limited = rate_limit(sim, route, key, ip, now)
+        if limited:
+            return limited
+        return _HANDLERS[route](sim, now, iid, query, body)
+
+
+def rate_limit(sim: Simulator, kind: str, key: str, ip: str, now: float):
+    interval = RATE_INTERVALS.get(kind, 0.0) * sim.config.rate_limit_scale
+    if interval <= 0:
+        return None
+    tokens, last = sim._buckets.get((kind, key, ip), (float(BURST), now))
+    tokens = min(float(BURST), tokens + max(0.0, now - last) / interval)
+    if tokens < 1.0:
+        sim._buckets[(kind, key, ip)] = (tokens, now)
+        text = f"API requests too frequent: endpoint threshold={round(interval, 6)}"
+        return 429, text, "text/plain"
+    sim._buckets[(kind, key, ip)] = (tokens - 1.0, now)
+    return None
+
+
+def _show(sim: Simulator, now, iid, query, body):
+    inst = sim._insts.get(iid)
+    if inst is None:
+        return 200, {"instances": None}
+    answer = instance_json(sim, inst, now)
+    fault = take_fault(sim, "GET", f"/api/v0/instances/{iid}/", status=True)
+    if fault:  # what this answer says, not what the instance does
+        answer["actual_status"] = fault["value"]
+    return 200, {"instances": answer}
+
+
+def _put(sim: Simulator, now, iid, query, body):
+    inst = sim._insts.get(iid)
+    if inst is None:
+        return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
+    if not isinstance(body, dict) or not {"state", "label"} & body.keys():
+        return 400, _err("invalid_args", 'body must be {"state": "running"|"stopped"} or {"label": str}')
+    state, label = body.get("state"), body.get("label", inst.label)
+    if "state" in body and state not in ("running", "stopped"):
+        return 400, _err("invalid_args", f"state must be running or stopped, not {state!r}")
+    if label is not None and not isinstance(label, str):
+        return 400, _err("invalid_args", "label must be a string")
+    if label is not None and len(label) > 1024:
+        return 400, _err("label_too_long", "label must be at most 1024 characters")
+    if state == "running" and inst.intended != "running" and sim._credit_out:
+        return 400, _err("insufficient_credit", "Your account has no credit left: add credit before starting an instance.")
+    inst.label = label
+    if state == "running":
+        if sim._start(inst, now, "api") and sim.config.queued_start_answer == "queued":
+            return 200, {"success": False, "msg": QUEUED_MSG}
+    elif state == "stopped":
+        sim._stop(inst, now, "api")
+    return 200, {"success": True}
+
+
+def _reboot(sim: Simulator, now, iid, query, body):
+    inst = sim._insts.get(iid)
+    if inst is None:
+        return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
+    refusal = sim._reboot(inst, now, "api")
+    if refusal:
+        return 400, _err("invalid_state", refusal)
+    return 200, {"success": True}
+
+
+def _logs(sim: Simulator, now, iid, query, body):
+    inst = sim._insts.get(iid)
+    if inst is None:
+        return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
+    body = body if isinstance(body, dict) else {}
+    lines = logs.log_lines(sim, inst, now)
+    if to_bool(body.get("daemon_logs", False)):
+        lines = [(ts, line) for ts, line in lines if line.startswith("[vast]")]
+    if body.get("filter"):
+        lines = [(ts, line) for ts, line in lines if str(body["filter"]) in line]
+    if body.get("tail") not in (None, ""):
+        try:
+            tail = int(body["tail"])
+        except (TypeError, ValueError):
+            return 400, _err("invalid_args", f"tail must be a number of lines, not {body['tail']!r}")
+        lines = lines[-tail:] if tail > 0 else []
+    token = secrets.token_hex(12)
+    sim._logs[token] = logs.text(lines)
+    while len(sim._logs) > LOG_URLS:
+        sim._logs.popitem(last=False)
+    return 200, {"success": True, "result_url": f"{sim.url}/_sim/logs/{token}.log"}
+
+
+def _deposit(sim: Simulator, now, iid, query, body):
+    if iid not in sim._insts:
+        return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
+    return 200, {"success": True, "refundable_deposit": 0.0, "total_discount": 0.0, "discount_months": 0}
+
+
+def _filters(sim: Simulator, now, iid, query, body):
+    combos: dict[tuple, int] = {}
+    for inst in sim._insts.values():
+        key = (actual_status(sim, inst, now), "verified", inst.spec.gpu_name)
+        combos[key] = combos.get(key, 0) + 1
+    filters = [{"actual_status": a, "verification": v, "gpu_name": g, "count": n} for (a, v, g), n in combos.items()]
+    return 200, {"success": True, "filters": filters}
+
+
+def _list(sim: Simulator, now, iid, query, body):
+    filters = queries.arg(query, "select_filters", {}) or {}
+    order = queries.arg(query, "order_by", None) or [{"col": "id", "dir": "asc"}]
+    cols = queries.arg(query, "select_cols", None)
+    if not isinstance(filters, dict):
+        return 400, _err("invalid_args", 'select_filters must be a JSON object such as {"actual_status": {"eq": "running"}}')
+    if isinstance(order, dict):
+        order = [order]
+    if not isinstance(order, list) or not all(isinstance(o, dict) and "col" in o for o in order):
+        return 400, _err("invalid_args", 'order_by must be a list like [{"col": "id", "dir": "asc"}]')
+    if cols is not None and not (isinstance(cols, list) and all(isinstance(c, str) for c in cols)):
+        return 400, _err("invalid_args", "select_cols must be a list of column names")
+    everyone = sorted(sim._insts.values(), key=lambda i: i.spec.id)
+    rows = [instance_json(sim, i, now) for i in everyone]
+    try:
+        for col, cond in filters.items():
+            conds = cond if isinstance(cond, dict) else {"eq": cond}
+            rows = [r for r in rows if all(queries.matches(r.get(col), op, want) for op, want in conds.items())]
+        for o in reversed(order):  # stable sorts, last key first
+            rows.sort(key=functools.partial(queries.sort_key, o["col"]))
+            if str(o.get("dir", "asc")).lower() == "desc":
+                rows.reverse()
+        page, found, next_token = queries.page(rows, query, 25, 25)
+    except (TypeError, ValueError) as e:
+        return 400, _err("invalid_args", str(e))
+    if cols is not None:
+        page = [{c: r.get(c) for c in cols} for r in page]
+    labels: dict[str, int] = {}
+    for i in everyone:
+        if i.label:
+            labels[i.label] = labels.get(i.label, 0) + 1
+    return 200, {
+        "success": True,
+        "instances": page,
+        "instances_found": found,
+        "total_instances": len(everyone),
+        "label_counts": labels,
+        "next_token": next_token,
+    }
+
+
+def _bundles(sim: Simulator, now, iid, query, body):
+    """Search offers (``vastai search offers``): every machine of the account's instances, as
+    the marketplace lists it; filters like the v1 list's, ``order`` and ``limit``."""
+    q = body if isinstance(body, dict) else {}
+    reserved = {"order", "type", "limit", "allocated_storage", "disable_bundling", "extra_ids"}
+    offers = [offer_json(sim, i, now) for i in sorted(sim._insts.values(), key=lambda i: i.spec.id) if i.offline_since is None]
+    try:
+        for col, cond in q.items():
+            if col in reserved:
+                continue
+            conds = cond if isinstance(cond, dict) else {"eq": cond}
+            offers = [o for o in offers if all(queries.matches(o.get(col), op, want) for op, want in conds.items())]
+        for col, direction in reversed(q.get("order") or []):
+            offers.sort(key=functools.partial(queries.sort_key, col), reverse=str(direction).lower() == "desc")
+        limit = q.get("limit")
+        if limit is not None:
+            offers = offers[: int(limit)]
+    except (TypeError, ValueError) as e:
+        return 400, _err("invalid_args", str(e))
+    return 200, {"offers": offers}
+
+
+def _charges(sim: Simulator, now, iid, query, body):
+    filters = queries.arg(query, "select_filters")
+    try:
+        t0, t1 = queries.time_range(filters, "day")
+    except (KeyError, TypeError, ValueError):
+        return 400, _err("invalid_args", "Must provide both 'day' gte and lte filters for instance charges (epoch s)")
+    if queries.arg(query, "format", "table") not in ("table", "tree"):
+        return 400, _err("invalid_args", "format must be table or tree")
+    try:
+        wanted = queries.wanted(filters, "type", "instance")
+    except ValueError as e:
+        return 400, _err("invalid_args", str(e))
+    results = []
+    for inst in sorted(sim._insts.values(), key=lambda i: i.spec.id) if wanted else []:
+        start, end = max(t0, inst.created), min(t1, now)
+        if end <= start:
+            continue
+        s = inst.spec
+        # vast's own billing, as the simulator plays it: deliberately not vastops.costs,
+        # so a mistake in vastops' formula shows against it instead of being copied.
+        gpu_h = inst.compute_seconds(now, t0, t1) / 3600
+        disk_h = inst.storage_seconds(now, t0, t1) / 3600
+        up_gb, down_gb = (b / GB for b in inst.traffic_bytes(t0, t1))
+
+        def item(kind: str, description: str, amount: float, start: float = start, end: float = end) -> dict:
+            return {
+                "start": start,
+                "end": end,
+                "type": kind,
+                "source": None,
+                "description": description,
+                "amount": amount,
+                "metadata": {},
+                "items": [],
+            }
+
+        items = []
+        if gpu_h > 0:
+            items.append(item("gpu", f"{gpu_h:.3f} hours at ${s.dph_base:.3f}/hour", gpu_h * s.dph_base))
+        items.append(item("disk", f"{disk_h:.3f} hours at ${s.storage_total_cost:.5f}/hour", disk_h * s.storage_total_cost))
+        if up_gb > 0:
+            items.append(item("bwu", f"{up_gb:.6f} GB at ${s.inet_up_cost:.4f}/GB", up_gb * s.inet_up_cost))
+        if down_gb > 0:
+            items.append(item("bwd", f"{down_gb:.6f} GB at ${s.inet_down_cost:.4f}/GB", down_gb * s.inet_down_cost))
+        days = max(1, math.ceil((end - start) / 86400))
+        results.append(
+            {
+                "start": start,
+                "end": end,
+                "type": "instance",
+                "source": f"instance-{s.id}",
+                "description": f"Instance {s.id} Charges - {days} day{'s' if days > 1 else ''}",
+                "amount": sum(i["amount"] for i in items),
+                "metadata": {"template_id": 10_000 + inst.index, "label": inst.label},
+                "items": items,
+            }
+        )
+    if to_bool(queries.arg(query, "latest_first", True)):
+        results.sort(key=lambda r: (r["start"], r["source"]), reverse=True)
+    try:
+        page, total, next_token = queries.page(results, query, 100, MAX_CHARGES_LIMIT)
+    except ValueError as e:
+        return 400, _err("invalid_args", str(e))
+    return 200, {"success": True, "count": len(page), "total": total, "next_token": next_token, "results": page}
+
+
+def _invoices(sim: Simulator, now, iid, query, body):
+    filters = queries.arg(query, "select_filters")
+    try:
+        t0, t1 = queries.time_range(filters, "when")
+    except (KeyError, TypeError, ValueError):  # vast answers a bad range with 200 and success: false (§4)
+        return 200, _err("invalid_args", "select_filters needs a 'when' range with gte <= lte (epoch s)")
+    try:
+        wanted = queries.wanted(filters, "service", "stripe_payments")
+    except ValueError as e:
+        return 200, _err("invalid_args", str(e))
+    results = []
+    for inv in sim._invoices if wanted else []:
+        if not t0 <= inv["when"] <= t1:
+            continue
+        results.append(
+            {
+                "start": inv["when"],
+                "end": inv["paid_on"],
+                "type": "credit",
+                "source": "stripe",
+                "description": f"Credit purchase of ${inv['amount']:.2f} from VISA ending in 4242 (simulated)",
+                "amount": -inv["amount"],  # vast lists money paid in as negative
+                "metadata": {"invoice_id": inv["id"], "service": "stripe_payments", "last4": "4242", "network": "visa"},
+                "items": [],
+            }
+        )
+    if to_bool(queries.arg(query, "latest_first", True)):
+        results.reverse()
+    try:
+        page, total, next_token = queries.page(results, query, 100, MAX_INVOICES_LIMIT)
+    except ValueError as e:
+        return 200, _err("invalid_args", str(e))
+    return 200, {"success": True, "count": len(page), "total": total, "results": page, "next_token": next_token}
+
+
+def _user(sim: Simulator, now, iid, query, body):
+    credit = sim._credit_left(now)
+    return 200, {
+        "id": 424242,
+        "username": "vastops-sim",
+        "email": "sim@vastops.invalid",
+        "email_verified": True,
+        "fullname": "vastops simulator",
+        "balance": credit,
+        "credit": credit,
+        "balance_threshold": 5.0,
+        "balance_threshold_enabled": False,
+        "autobill_threshold": None,
+        "billed_expected": 0.0,
+        "billed_verified": 0.0,
+        "paid_expected": 0.0,
+        "paid_verified": 0.0,
+        "billing_creditonly": 0,
+        "can_pay": True,
+        "has_billing": True,
+        "has_payout": False,
+        "got_signup_credit": False,
+        "host_agreement_accepted": False,
+        "last4": "4242",
+        "password_resettable": True,
+        "paypal_email": None,
+        "billaddress_line1": None,
+        "billaddress_line2": None,
+        "billaddress_city": None,
+        "billaddress_zip": None,
+        "billaddress_country": None,
+        "user": "vastops-sim",
+        "ssh_key": "ssh-ed25519 AAAAsimulated vastops-sim",
+    }
+
+
+def control(sim: Simulator, method: str, target: str, raw: bytes, ip: str):
+    if not (ip.startswith("127.") or ip == "::1"):
+        return 403, _err("forbidden", "/_sim/ is loopback only")
+    path = urlsplit(target).path.rstrip("/")
+    if method == "GET" and path.startswith("/_sim/logs/"):
+        token = path.removeprefix("/_sim/logs/").removesuffix(".log")
+        with sim._lock:
+            text = sim._logs.get(token)
+        if text is None:
+            return 404, "<Error><Code>NoSuchKey</Code></Error>", "application/xml"
+        return 200, text, "text/plain; charset=utf-8"
+    try:
+        data = json.loads(raw) if raw else {}
+        if not isinstance(data, dict):
+            raise ValueError("body must be a JSON object")
+        if (method, path) == ("GET", "/_sim/state"):
+            return 200, sim.state()
+        if method != "POST":
+            return 404, _err("not_found", f"no control endpoint {method} {path}")
+        if path == "/_sim/console":
+            iid = int(data["instance_id"])
+            action = data.get("action")
+            if action is None:
+                sim.console(iid, data["state"])
+            elif action in ("freeze", "reboot", "host_offline", "host_online"):
+                getattr(sim, action)(iid)
+            elif action == "crash":
+                sim.crash(iid, data.get("msg"))
+            else:
+                raise ValueError(f"action must be freeze, reboot, crash, host_offline or host_online, not {action!r}")
+        elif path == "/_sim/fault":
+            keys = ("kind", "count", "method", "path_prefix", "delay_s", "value")
+            sim.add_fault(**{k: data[k] for k in keys if k in data})
+        elif path == "/_sim/revoke_key":
+            sim.revoke_key(str(data["new_key"]))
+        elif path == "/_sim/config":
+            sim.configure(**data)
+        elif path == "/_sim/deposit":
+            sim.deposit(data["amount"])
+        elif path == "/_sim/reset":
+            sim.reset()
+        else:
+            return 404, _err("not_found", f"no control endpoint {method} {path}")
+    except (KeyError, TypeError, ValueError) as e:
+        return 400, _err("invalid_args", str(e))
+    return 200, {"success": True}
+
+
+_HANDLERS = {
+    "show": _show,
+    "put": _put,
+    "reboot": _reboot,
+    "logs": _logs,
+    "deposit": _deposit,
+    "filters": _filters,
+    "list": _list,
+    "bundles": _bundles,
+    "charges": _charges,
+    "invoices": _invoices,
+    "user": _user,
+}

@@ -1,0 +1,168 @@
+"""``vastops sim`` (and ``python -m vastops.sim``): its options, the config they make, the env
+file it prints, and the run until SIGINT or SIGTERM. Importing this is cheap (the CLI
+builds its command tree with it): the simulator itself is imported only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vastops.processes import port_number
+from vastops.sim.config import INITIAL_STATES, SimConfig, SimInstance
+
+if TYPE_CHECKING:
+    from vastops.sim.world import Simulator
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    c, i = SimConfig(), SimInstance()
+    a = parser.add_argument
+    a("--host", default=c.host, help="address to bind (default %(default)s)")
+    a("--port", type=port_number, default=8900, help="API port, 0 = any free port (default %(default)s)")
+    a("--api-key", default=c.api_key, help="key the simulator accepts (default %(default)s)")
+    a("--instance-id", type=int, action="append", metavar="ID", help=f"instance id; repeat for several (default {i.id})")
+    a(
+        "--initial",
+        choices=INITIAL_STATES,
+        default=i.initial,
+        help="every instance's state at start: stopped, running or creating (just rented)",
+    )
+    a("--gpu-name", default=i.gpu_name)
+    a("--dph-base", type=float, default=i.dph_base, help="compute $/h")
+    a("--disk-gb", type=float, default=i.disk_space, help="allocated disk, GB")
+    a("--storage-cost", type=float, default=i.storage_cost, help="$/GB/month")
+    a("--inet-up-cost", type=float, default=i.inet_up_cost, help="$/GB sent")
+    a("--inet-down-cost", type=float, default=i.inet_down_cost, help="$/GB received")
+    a("--credit", type=float, default=c.credit, help="the account's starting credit, $ (at zero vast stops every instance)")
+    a("--schedule-s", type=float, default=c.schedule_s, help="time in scheduling after a start")
+    a("--created-s", type=float, default=c.created_s, help="how much of it shows actual_status 'created'")
+    a("--load-s", type=float, default=c.load_s, help="time loading before running")
+    a("--stop-s", type=float, default=c.stop_s, help="time until a stop completes")
+    a("--reboot-s", type=float, default=c.reboot_s, help="time 'rebooting' before loading again")
+    a("--health-delay-s", type=float, default=c.health_delay_s, help="health answers 200 this long after running")
+    a("--health-never", action="store_true", help="the model server never becomes healthy (the log says why)")
+    a("--token-s", type=float, default=c.token_s, help="the simulated LLM's time per token of a reply (default %(default)s)")
+    a(
+        "--gpu-taken-s",
+        type=float,
+        default=c.gpu_free_after_s,
+        help="a start waits this long for its GPU; -1 = forever (default: free at once)",
+    )
+    a("--stall-scheduling", action="store_true", help="a start never gets its GPU (the same as --gpu-taken-s -1)")
+    a(
+        "--queued-start-answer",
+        choices=("success", "queued"),
+        default=c.queued_start_answer,
+        help="what a start that must wait for its GPU answers",
+    )
+    a("--traffic-scale", type=float, default=c.traffic_scale, help="billed bytes per byte the container ports serve")
+    a("--traffic-gb-per-h", type=float, nargs=2, metavar=("UP", "DOWN"), default=(0.0, 0.0), help="simulated traffic while running, GB/h")
+    a("--rate-limit-scale", type=float, default=c.rate_limit_scale, help="multiplies vast's rate-limit intervals; 0 disables")
+    a("--verbose", action="store_true", help="log every request to stderr")
+    a("--ledger", default="vastops-sim.db", metavar="FILE", help="the VASTOPS_DB of the env file it prints (default %(default)s)")
+    a("--settings-in", metavar="FILE", help=argparse.SUPPRESS)  # the demo: its settings are in FILE; print no env block of our own
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    ids = args.instance_id or [SimInstance().id]
+    instance = dict(
+        gpu_name=args.gpu_name,
+        dph_base=args.dph_base,
+        disk_space=args.disk_gb,
+        storage_cost=args.storage_cost,
+        inet_up_cost=args.inet_up_cost,
+        inet_down_cost=args.inet_down_cost,
+        initial=args.initial,
+    )
+    return SimConfig(
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        instances=[SimInstance(id=n, **instance) for n in ids],
+        credit=args.credit,
+        schedule_s=args.schedule_s,
+        created_s=args.created_s,
+        load_s=args.load_s,
+        stop_s=args.stop_s,
+        reboot_s=args.reboot_s,
+        health_delay_s=args.health_delay_s,
+        health_never=args.health_never,
+        token_s=args.token_s,
+        gpu_free_after_s=args.gpu_taken_s,
+        stall_scheduling=args.stall_scheduling,
+        queued_start_answer=args.queued_start_answer,
+        traffic_scale=args.traffic_scale,
+        traffic_up_gb_per_h=args.traffic_gb_per_h[0],
+        traffic_down_gb_per_h=args.traffic_gb_per_h[1],
+        rate_limit_scale=args.rate_limit_scale,
+        verbose=args.verbose,
+    )
+
+
+def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db", settings_in: str | None = None) -> str:
+    """What ``vastops sim`` prints: an env file as it is (``vastops sim > sim.env``), every other line a comment.
+
+    It names a ledger of its own and a fresh CONTROL_API_KEY, so the CLI and a watchdog
+    started with ``--env-file sim.env`` share one ledger, and no real ``.env`` is needed.
+    """
+    db = Path(ledger).resolve()  # never $VASTOPS_DB: that may be a real ledger
+    lines = [f"# vastops simulator: vast.ai API on {sim.url}  (control: {sim.url}/_sim/state)"]
+    for row in sim.state()["instances"]:
+        where = f"health at {row['health_url']}, LLM at {row['llm_url']}" if row["health_url"] else "its ports are handed out on each start"
+        lines.append(f"#   instance {row['id']}: {row['phase']}, {where}")
+    if settings_in:  # run by the demo: its own env file has the watchdog's key; a fresh one here would mislead
+        return "\n".join([*lines, f"# the settings that reach it: {settings_in}"])
+    others = [str(i.id) for i in config.instances[1:]]
+    lines += [
+        "# An env file that points vastops at it; save it as a file of its own (not your .env), e.g.",
+        "#   vastops sim ... > sim.env   then   vastops --env-file sim.env status",
+        f"VAST_API_URL={sim.url}",
+        f"VAST_API_KEY={config.api_key}",
+        f"VAST_INSTANCE_ID={config.instances[0].id}",
+        *([f"# other instances: {', '.join(others)}"] if others else []),
+        f"VASTOPS_DB={db}",
+        f"CONTROL_API_KEY={secrets.token_hex(32)}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vastops.sim.world import Simulator
+
+    config = config_from_args(args)
+    sim = Simulator(config)
+    try:
+        sim.start()
+    except OSError as exc:
+        api_failed = not sim._servers  # else an instance's port (handed out by the system) failed
+        sim.stop()
+        where = f"{config.host}:{config.port}" if api_failed else "an instance's port"
+        hint = "; choose another with --port" if api_failed else ""
+        print(f"vastops sim: cannot listen on {where}: {exc.strerror or exc}{hint}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: done.set())
+    try:
+        print(env_block(sim, config, getattr(args, "ledger", "vastops-sim.db"), getattr(args, "settings_in", None)), flush=True)
+        while not done.wait(0.2):  # a timed wait lets the signal handler run promptly
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sim.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vastops.sim``: the same as ``vastops sim``."""
+    parser = argparse.ArgumentParser(prog="python -m vastops.sim", description="Run a local vast.ai simulator.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

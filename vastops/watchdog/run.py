@@ -1,0 +1,76 @@
+"""``vastops watchdog``: serve the app of ``vastops.watchdog.app`` with uvicorn.
+
+The port is bound first, then the instance's lease taken, then the app built: a
+watchdog that cannot serve never touches the ledger, and a second watchdog for the
+same instance is refused before it does anything. Importing this module is cheap
+(the CLI reads its options for ``vastops watchdog --help``); the app, the engine and
+uvicorn are imported only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+from contextlib import suppress
+
+from vastops.processes import port_number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=port_number, default=8787, help="port (default: 8787)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off: the gateway calls /activity constantly)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from vastops.clock import SteadyClock
+    from vastops.config import NotConfigured, load_settings, require_ledger_folder
+    from vastops.control.answers import Control
+    from vastops.watchdog import serve
+    from vastops.watchdog.app import create_app
+    from vastops.watchdog.lease import Lease, LeaseHeld
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = require_ledger_folder(load_settings(getattr(args, "env_file", ".env")))  # a ConfigError is reported by the CLI
+    if settings.control_api_key is None:
+        print(
+            "vastops watchdog: CONTROL_API_KEY is not configured: the watchdog refuses to serve an open API. Set it in .env.",
+            file=sys.stderr,
+        )
+        return 2
+    # The port first: a watchdog that cannot serve must not touch the ledger at all.
+    try:
+        sock = serve.bind(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"vastops watchdog: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; is another watchdog running?",
+            file=sys.stderr,
+        )
+        return 2
+    # Idle time and session time are measured on the monotonic clock (docs/design.md).
+    control = Control(settings, clock=SteadyClock())
+    lease = None
+    if settings.vast_instance_id is not None:
+        try:
+            lease = Lease.acquire(control.ledger, settings.vast_instance_id, control.clock)
+        except (LeaseHeld, sqlite3.Error) as exc:
+            print(f"vastops watchdog: {exc}", file=sys.stderr)
+            sock.close()
+            return 2
+    with suppress(sqlite3.Error):  # what a process that died kept (it stays kept if this fails)
+        control.ledger.drain()
+    try:
+        app = create_app(control, lease=lease)
+    except NotConfigured as exc:
+        print(f"vastops watchdog: {exc}", file=sys.stderr)
+        if lease is not None:
+            lease.release()
+        return 2
+    print(f"vastops watchdog: serving http://{args.host}:{args.port}/infra/vast (docs at /docs)", flush=True)
+    # uvicorn turns SIGTERM/SIGINT into a clean shutdown, which runs the lifespan's
+    # exit: the buffered activity is flushed, a last heartbeat written, the lease released.
+    serve.run(app, sock, log_level=args.log_level, access_log=args.access_log)
+    return 0
