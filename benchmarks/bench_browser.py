@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_browser.py [--big /tmp/big.db] [--rounds 3]
 
 The real thing: ``vastops dashboard`` as its own process and Debian's chromium under
-Playwright (as tests/test_browser.py drives it). Each round starts a fresh dashboard
+Playwright (as tests/dashboard/test_browser.py drives it). Each round starts a fresh dashboard
 process, lets one throwaway browser log in and waits until the server is idle (its
 imports and first runs done, as after the first operator of the day), then a NEW
 browser context (an empty HTTP cache: no JavaScript chunk loaded yet) logs in and

@@ -293,3 +293,23 @@ def ledger_page_env(monkeypatch, tmp_path, password: str) -> dict[str, str]:
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+# -- the promise, checked against the simulator's own record of calls -------------------------
+
+ON_TIME_S = 2.0  # a stop reaches vast.ai within this of its true deadline
+
+
+def stop_puts(sim_url: str) -> list[float]:
+    calls = requests.get(sim_url + "/_sim/state", timeout=5).json()["calls"]
+    return [c["ts"] for c in calls if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped"]
+
+
+def assert_stopped_on_time(sim_url: str, deadline: float) -> float:
+    wait = max(0.0, deadline - time.time()) + ON_TIME_S + 8
+    [stop] = wait_until(lambda: stop_puts(sim_url), timeout=wait, what="the stop PUT")[:1]
+    print(f"stop overrun: {stop - deadline:+.3f} s")  # the figure, with pytest -s
+    assert abs(stop - deadline) <= ON_TIME_S, f"stop {stop - deadline:+.2f} s from its true deadline"
+    time.sleep(0.5)
+    assert len(stop_puts(sim_url)) == 1, "one stop, not two"
+    return stop

@@ -1,6 +1,6 @@
 """vastops: run rented vast.ai GPUs without burning money.
 
-The map (read this first; tests/test_docs.py keeps it true). The foundation at the
+The map (read this first; tests/core/test_docs.py keeps it true). The foundation at the
 root is imported by everything and imports nothing of the components; each component
 is a package whose own ``__init__`` lists its modules.
 

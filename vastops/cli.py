@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 # Only light modules here (the standard library and vastops' foundation): every command
 # builds the argument tree, so what it imports, `vastops status` pays for. Each command
-# imports what it runs, when it runs (tests/test_cli_startup.py keeps it so).
+# imports what it runs, when it runs (tests/cli/test_cli_startup.py keeps it so).
 from vastops import __version__, errors
 from vastops.clock import parse_isoz
 from vastops.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_UNCONFIGURED, EXIT_VAST, ConfigError, VastError  # codes: errors.SHOWN

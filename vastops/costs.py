@@ -15,7 +15,7 @@ that cover a date range.
 Python, and ``RUNTIME_SQL`` and ``cost_sql`` for the SQL that the ledger and the
 reports run (vastops/ledger/, vastops/reports/), both spelled from the same constant
 and operation order, so a session's stored cost and a report's recomputed one are the
-same floating-point number (tests/test_costs.py). Aggregates run in SQL so they stay
+same floating-point number (tests/core/test_costs.py). Aggregates run in SQL so they stay
 fast on a ledger of 100,000 sessions. An open session counts with its runtime so far.
 This module holds the formula and nothing else: no queries, no formats.
 """

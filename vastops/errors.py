@@ -4,7 +4,7 @@ The core raises these; the three shells only translate them: the watchdog's REST
 into a status code and ``{"detail": ...}`` (docs/contract.md), the CLI into one line on
 stderr and an exit code (README, "CLI"), the dashboard into a sentence. ``SHOWN``
 holds all three per exception, so a new failure is mapped once, here, and
-tests/test_errors.py checks the table against the documented codes.
+tests/core/test_errors.py checks the table against the documented codes.
 
 The classes are defined here (the modules that raise them re-export them, so
 ``from vastops.control.power import BudgetExceeded`` keeps working); ``sqlite3.Error``,

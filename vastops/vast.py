@@ -18,7 +18,7 @@ Status mapping: vast describes an instance with ``intended_status`` (what the us
 asked for), ``actual_status`` (what the container does) and ``cur_state`` (the
 hardware contract: is the GPU held?). vastops reports one word of the contract
 (``vocabulary.Status``), first rule that applies (docs/vast-api.md §3, §6;
-tests/test_status_table.py covers every combination):
+tests/core/test_status_table.py covers every combination):
 
     ===============  ===================  ============  ============  ==========================
     intended         actual               cur_state     status        why

@@ -1,4 +1,4 @@
-"""The docs keep up with the code (in the style of sqlite-utils' tests/test_docs.py).
+"""The docs keep up with the code (in the style of sqlite-utils' tests/core/test_docs.py).
 
 One test per name, so a failure names what is missing: every CLI command, every
 configuration variable and every audit event is in docs/contract.md, every variable
@@ -17,7 +17,7 @@ from vastops.cli import build_parser
 from vastops.config import Settings
 from vastops.vocabulary import Event
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "docs" / "contract.md"
 
 SUBCOMMANDS = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices

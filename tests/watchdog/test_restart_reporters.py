@@ -5,7 +5,7 @@ the LiteLLM callback's own code (``VastopsLiteLLMCallback``: the hooks LiteLLM c
 around a real stream from the instance with the ``openai`` client. The watchdog is
 stopped (SIGTERM) before the request begins and restarted on the same port and ledger
 while it streams; the callback retries its reports until the watchdog is back. The wake
-proxy's side of the same promise is in tests/test_proxy_holes.py.
+proxy's side of the same promise is in tests/proxy/test_proxy_holes.py.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import time
 
 import openai
 import requests
-from test_faults_enforcement import assert_stopped_on_time, stop_puts
 
-from helpers import CONTROL_KEY, SIM_KEY, free_port, wait_until, watchdog_env
+from helpers import CONTROL_KEY, SIM_KEY, assert_stopped_on_time, free_port, stop_puts, wait_until, watchdog_env
 from vastops.integrations.litellm import VastopsLiteLLMCallback
 
 AUTH = {"X-API-Key": CONTROL_KEY}

@@ -16,7 +16,7 @@ from vastops.reports import periods as reports
 from vastops.reports import sessions
 from vastops.vocabulary import Actor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # vast.ai's own words and billing, as the simulator plays them, are vast's, not vastops'.
 VAST_SIDE = {"vast.py", "sim.py"}
 SOURCES = [

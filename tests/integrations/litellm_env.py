@@ -17,7 +17,7 @@ number does not install. To move to another version: change requirements.in, the
 -o tests/litellm/requirements.txt``, and read the release notes for the hooks
 vastops/integrations/litellm.py relies on.
 
-``python tests/litellm_env.py`` builds it ahead (it prints the proxy's path).
+``python tests/integrations/litellm_env.py`` builds it ahead (it prints the proxy's path).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "tests" / "litellm" / "requirements.txt"
 BAD_VERSIONS = ("1.82.7", "1.82.8", "1.107.0")
 

@@ -31,7 +31,7 @@ VAST_KEY = "vastKEY-canary-7f3a9"
 CONTROL_KEY = "ctlKEY-canary-51bd"
 PASSWORD = "dashboard-password-canary-0c2e"
 SECRETS = (VAST_KEY, CONTROL_KEY)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def leaks(text: str | bytes) -> list[str]:

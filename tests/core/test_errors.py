@@ -34,7 +34,7 @@ from vastops.errors import (
 from vastops.ledger.store import LedgerGone
 from vastops.vocabulary import ErrorKind
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # (the exception, the API's status or None when no route meets it, the CLI's exit code, how the API's detail starts)
 CONTRACT: list[tuple[Exception, int | None, int, str]] = [

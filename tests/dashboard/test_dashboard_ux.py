@@ -4,7 +4,7 @@ the status coloured by state, the safe action as the primary button, one money f
 
 The pages use the real clock, so what a test puts in the ledger is placed relative to
 now; the simulator runs on the test's fake clock. The real-browser half is
-tests/test_browser_ux.py.
+tests/dashboard/test_browser_ux.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 from vastops.watchdog.engine import REPORTERS_GRACE_S, Watch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "ux-apptest-pw-2718"
 RATE = 0.40 + 150 * 0.10 / 720  # the simulated instance's dph_total
 

@@ -1,7 +1,7 @@
 """Holes an adversarial test found in the guardrails (issue 20): an override near a budget's
 limit, and a daily stop or a budget's day at a daylight-saving change.
 
-As tests/test_guardrails.py: the watchdog's engine (``Watch``) and the core (``Control``)
+As tests/control/test_guardrails.py: the watchdog's engine (``Watch``) and the core (``Control``)
 against the simulator over real HTTP, on a fake clock; the rules alone where a rule is the
 question.
 """

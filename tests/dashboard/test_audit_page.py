@@ -27,7 +27,7 @@ from vastops.ledger.store import Ledger
 from vastops.reports import audit as reports
 from vastops.vocabulary import Event, event_words
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the pages import each other as Streamlit runs them: from the checkout's root
     sys.path.insert(0, str(ROOT))
 

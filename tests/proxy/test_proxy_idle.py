@@ -19,10 +19,9 @@ import threading
 import time
 
 import requests
-from test_faults_enforcement import assert_stopped_on_time, stop_puts
 from test_proxy import Stack, chat
 
-from helpers import wait_until
+from helpers import assert_stopped_on_time, stop_puts, wait_until
 from vastops.clock import parse_isoz
 
 IDLE_S = 2.0  # VAST_AUTO_SHUTDOWN_MINUTES, in seconds

@@ -27,7 +27,7 @@ from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 from vastops.vocabulary import event_words
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from test_faults_enforcement import assert_stopped_on_time, power_on, stop_puts, wrapped
+from test_faults_enforcement import power_on, wrapped
 
-from helpers import CONTROL_KEY, Receiver, wait_until
+from helpers import CONTROL_KEY, Receiver, assert_stopped_on_time, stop_puts, wait_until
 from vastops.clock import isoz, parse_isoz
 
 AUTH = {"X-API-Key": CONTROL_KEY}

@@ -23,7 +23,7 @@ import requests
 
 from helpers import CONTROL_KEY, SIM_KEY, clean_process_env, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_ID = 5
 PASSWORD = "installed horse battery staple"
 AUTH = {"X-API-Key": CONTROL_KEY}

@@ -2,7 +2,7 @@
 
 Every piece is a real process talking HTTP: `vastops sim` (its instance running from the
 start, its echo LLM streaming a word every TOKEN_S), the pinned LiteLLM proxy (its own
-venv: tests/litellm_env.py) with `callbacks: ["vastops.integrations.litellm.handler"]`,
+venv: tests/integrations/litellm_env.py) with `callbacks: ["vastops.integrations.litellm.handler"]`,
 `vastops watchdog`, and the `openai` client. A second proxy reports to a watchdog that
 never answers, to show the LLM call does not notice.
 
@@ -27,9 +27,19 @@ import litellm_env
 import openai
 import pytest
 import requests
-from test_faults_enforcement import assert_stopped_on_time, stop_puts
 
-from helpers import CONTROL_KEY, SIM_KEY, Processes, clean_process_env, free_port, wait_for_http, wait_until, watchdog_env
+from helpers import (
+    CONTROL_KEY,
+    SIM_KEY,
+    Processes,
+    assert_stopped_on_time,
+    clean_process_env,
+    free_port,
+    stop_puts,
+    wait_for_http,
+    wait_until,
+    watchdog_env,
+)
 from vastops.clock import parse_isoz
 
 # The whole module shares one simulator and two proxies (a proxy takes 10 to 30 s to

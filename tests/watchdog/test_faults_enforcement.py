@@ -21,12 +21,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import CONTROL_KEY, VASTOPS, start_sim, start_watchdog, wait_until
+from helpers import CONTROL_KEY, VASTOPS, assert_stopped_on_time, start_sim, start_watchdog, stop_puts, wait_until
 from vastops.clock import parse_isoz
 
 AUTH = {"X-API-Key": CONTROL_KEY}
 IDLE_MINUTES = 0.15  # 9 s
-ON_TIME_S = 2.0
 
 # Runs `vastops ...` after stepping the process's wall clock by the seconds in a file, and
 # with a pause between the stop decision and the stop call: faults injected into a real
@@ -76,21 +75,6 @@ def settled_at(base: str, nth: int = 1) -> float:
     completes = sorted(parse_isoz(a["ts"]).timestamp() for a in audit if a["event"] == "power_on_complete")
     assert len(completes) >= nth, audit
     return completes[nth - 1]
-
-
-def stop_puts(sim_url: str) -> list[float]:
-    calls = requests.get(sim_url + "/_sim/state", timeout=5).json()["calls"]
-    return [c["ts"] for c in calls if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped"]
-
-
-def assert_stopped_on_time(sim_url: str, deadline: float) -> float:
-    wait = max(0.0, deadline - time.time()) + ON_TIME_S + 8
-    [stop] = wait_until(lambda: stop_puts(sim_url), timeout=wait, what="the stop PUT")[:1]
-    print(f"stop overrun: {stop - deadline:+.3f} s")  # the figure, with pytest -s
-    assert abs(stop - deadline) <= ON_TIME_S, f"stop {stop - deadline:+.2f} s from its true deadline"
-    time.sleep(0.5)
-    assert len(stop_puts(sim_url)) == 1, "one stop, not two"
-    return stop
 
 
 def healthz(base: str) -> tuple[int, dict]:

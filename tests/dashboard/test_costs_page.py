@@ -29,7 +29,7 @@ from vastops.ledger.store import Ledger
 from vastops.reports import periods as reports
 from vastops.reports import sessions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the pages import each other as Streamlit runs them: from the checkout's root
     sys.path.insert(0, str(ROOT))
 

@@ -11,10 +11,10 @@ import sqlite3
 import time
 
 import requests
-from test_faults_enforcement import assert_stopped_on_time, power_on, stop_puts
+from test_faults_enforcement import power_on
 from test_guardrails_process import start
 
-from helpers import CONTROL_KEY
+from helpers import CONTROL_KEY, assert_stopped_on_time, stop_puts
 from vastops.clock import parse_isoz
 
 AUTH = {"X-API-Key": CONTROL_KEY}

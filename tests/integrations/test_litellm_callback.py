@@ -2,7 +2,7 @@
 
 The watchdog here is a small real HTTP server that records each post with its headers;
 the callback posts to it over real sockets from its background thread. The real proxy
-in front of the real watchdog is tests/test_litellm.py.
+in front of the real watchdog is tests/integrations/test_litellm.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from helpers import CONTROL_KEY, free_port, start_sim, start_watchdog, wait_unti
 from vastops.integrations.litellm import HEALTH_CHECK, Reporter, VastopsLiteLLMCallback, activity_url
 
 KEY = "ctl-KEY-litellm-5e1d"
-MODULE = Path(__file__).parent.parent / "vastops" / "integrations" / "litellm.py"
+MODULE = Path(__file__).resolve().parents[2] / "vastops" / "integrations" / "litellm.py"
 
 
 class FakeWatchdog:

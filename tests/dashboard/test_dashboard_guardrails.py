@@ -29,7 +29,7 @@ from vastops.ledger.store import Ledger
 from vastops.sim.config import SimConfig, SimInstance
 from vastops.vocabulary import Event as ev
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "guardrails-pw-7731"
 LEFT = re.compile(r"Auto-shutdown in (?:(\d+) min )?(\d+) s")
 

@@ -24,10 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx2
 import pytest
 import requests
-from test_faults_enforcement import assert_stopped_on_time, stop_puts
 from test_proxy import MODEL, UPSTREAM_SECRET, Stack, chat
 
-from helpers import CONTROL_KEY, VASTOPS, clean_process_env, free_port, make_settings, wait_until
+from helpers import CONTROL_KEY, VASTOPS, assert_stopped_on_time, clean_process_env, free_port, make_settings, stop_puts, wait_until
 from vastops.proxy import reports as reports_module
 from vastops.proxy import run as run_module
 from vastops.proxy.app import Proxy

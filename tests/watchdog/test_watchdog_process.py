@@ -42,7 +42,7 @@ def test_streamlits_watchdog_dependency_stays_importable(tmp_path):
     import subprocess
     import sys
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run(
         [sys.executable, "-c", "import watchdog.observers, watchdog; print(watchdog.__file__)"], cwd=repo, capture_output=True, text=True
     )
