@@ -12,7 +12,7 @@ protocol with its limits, access log off), measured alike, in the same run:
     noop          POST /bench/noop: a FastAPI route with the X-API-Key check as a sync
                   dependency, returning a small dict: how /activity was served before
                   its fast path (a thread-pool hop per request).
-    activity      POST /infra/vast/activity, no body: the product's route (vastops/activity.py:
+    activity      POST /infra/vast/activity, no body: the product's route (vastops/watchdog/activity.py:
                   plain ASGI in front of FastAPI; memory only, flushed once a second).
     activity+body the same with a body: each connection alternates a request's start and
                   its end (with consumer, model and tokens), ids unique per run.
@@ -120,7 +120,7 @@ def serve(port: int) -> None:
     app = create_app(control)
     expected_key = settings.control_api_key.get_secret_value().encode()
 
-    # The same dependency style as vastops/api.py's require_key.
+    # The same dependency style as vastops/watchdog/app.py's require_key.
     def require_key(x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> None:
         if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected_key):
             raise HTTPException(401, "missing or wrong X-API-Key header")

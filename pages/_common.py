@@ -20,13 +20,14 @@ from vastops import words
 from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
 from vastops.control.answers import Control
+from vastops.control.status import EnforcementAnswer
 from vastops.dashboard.login import THROTTLE, LoginTokens
 from vastops.errors import VastError, shown
 from vastops.ledger.store import Ledger, LedgerError
 from vastops.vocabulary import Enforcement, ErrorKind
 
 AUTH_KEY = "vastops_authenticated"  # single sign-on: this session passed the allow list
-TOKEN_KEY = "vastops_login_token"  # password: this session's login token (vastops/login.py)
+TOKEN_KEY = "vastops_login_token"  # password: this session's login token (vastops/dashboard/login.py)
 LOGGED_OUT_KEY = "vastops_logged_out"  # this session logged out: the browser's cookie no longer counts
 LOGIN_COOKIE = "vastops_login"
 COOKIE_SLOT = "vastops_login_cookie"
@@ -115,7 +116,7 @@ def _run_without_the_entry_script() -> bool:
     return False
 
 
-def watchdog_problem(enforcement: dict) -> str | None:
+def watchdog_problem(enforcement: EnforcementAnswer) -> str | None:
     """The banner text when nobody enforces auto-shutdown or enforcement is impaired, else None.
 
     ``enforcement`` is ``Control.enforcement()``'s answer: the rule is the control layer's

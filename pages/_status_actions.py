@@ -210,7 +210,7 @@ def on_refresh() -> None:
     _new_action()
     try:
         s = _control().status(observe=True)
-        _result("info", f"Asked vast.ai: {status_words(s['status'])}.")
+        _result("info", f"Asked vast.ai: {status_words(s.status)}.")
     except (NotConfigured, VastError) as exc:
         _result("error", f"**Refresh failed.** {explain(exc)}")
     _forget_cached_reports()

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 
 from pages._common import ago, at_time, minutes, seconds_since, time_left, usd
-from vastops.vocabulary import CAUSE_WORDS, Actor, Cause, Event
+from vastops.vocabulary import CAUSE_WORDS, STOP_CAUSES, Actor, Cause, Event
+from vastops.vocabulary import stopped_by as stopped_by_words
 
 # Who did it, in the last action's words.
 BY: dict[str, str] = {
@@ -61,21 +62,27 @@ def session_figures(meta: dict) -> str:
 
 
 def stopped_by(cause: str | None, meta: dict) -> str:
-    """Who stopped it, in words with the cause's figures: 'auto-shutdown after 30 idle minutes'."""
-    if cause == Cause.IDLE:
-        return f"auto-shutdown after {idle(meta.get('idle_minutes') or meta.get('inactive_minutes'))}"
-    if cause == Cause.KEEPALIVE:
-        return f"auto-shutdown once the keepalive ran out ({idle(meta.get('idle_minutes') or meta.get('inactive_minutes'))})"
-    if cause == Cause.MAX_SESSION:
+    """Who stopped it, in words with the cause's figures: 'auto-shutdown after 30 idle minutes'.
+
+    The words are the vocabulary's (``STOP_CAUSES``); this adds the figures of the stop's row.
+    """
+    try:
+        s = STOP_CAUSES[Cause(cause or "")]
+    except ValueError:
+        return stopped_by_words(cause)  # "the watchdog"
+    setting = f" ({s.setting})" if s.setting else ""
+    if s.held_by_requests:
+        inactive = idle(meta.get("idle_minutes") or meta.get("inactive_minutes"))
+        return f"{s.stopper} after {inactive}" if s.cause == Cause.IDLE else f"{s.stopper} ({inactive})"
+    if s.cause == Cause.MAX_SESSION:
         limit = meta.get("limit_hours")
-        return f"the session limit of {minutes(limit * 60) if limit else '—'} (VAST_MAX_SESSION_HOURS)"
-    if cause == Cause.DAILY_STOP:
-        return f"the daily stop at {meta.get('stop_at') or '—'} {meta.get('timezone') or ''} (VAST_DAILY_STOP_AT)".replace("  ", " ")
-    if cause == Cause.BUDGET:
-        return f"the {meta.get('budget') or ''} budget: {money(meta.get('spent_usd'))} of {money(meta.get('limit_usd'))} spent".replace(
-            "  ", " "
-        )
-    return "the watchdog"
+        return f"{s.stopper} of {minutes(limit * 60) if limit else '—'}{setting}"
+    if s.cause == Cause.DAILY_STOP:
+        return f"{s.stopper} at {meta.get('stop_at') or '—'} {meta.get('timezone') or ''}{setting}".replace("  ", " ")
+    # a budget: which one, and its figures
+    return f"the {meta.get('budget') or ''} budget: {money(meta.get('spent_usd'))} of {money(meta.get('limit_usd'))} spent".replace(
+        "  ", " "
+    )
 
 
 def start_words(a: dict, outcome: dict | None, now: datetime, pending: bool, tz: tzinfo) -> tuple[str, str]:

@@ -26,7 +26,7 @@ TABLE_ROWS = 500
 PRESETS = ["Last 7 days", "Last 30 days", "This month", "Last month", "This year", "All time", "Custom"]
 HOW_ENDED = {
     EndReason.MANUAL: "manual",
-    EndReason.AUTO_SHUTDOWN: "auto-shutdown",
+    EndReason.IDLE: "auto-shutdown",
     EndReason.EXTERNAL: "external",
     EndReason.OPEN: "running now",
 }

@@ -84,8 +84,10 @@ from pages._status_words import cause_words, last_action_words, money, stop_phra
 from vastops import words
 from vastops.clock import stamp
 from vastops.control.observe import probe_health
+from vastops.control.status import StatusAnswer
+from vastops.ledger.rows import LastAction
 from vastops.reports.audit import cold_starts
-from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, Cause, Status, status_words
+from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, BudgetState, Cause, Pending, Status, status_words
 
 REFRESH_EVERY_S = 3
 
@@ -99,7 +101,7 @@ LAST_ACTION_SLOT_REM = 7.5  # the last action's slot is at least this high: a st
 
 # The status word's colour: green while it runs (and bills), blue on the way up, orange
 # when it needs a look, red when it cannot be managed, grey when nothing runs.
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     Status.RUNNING: "green",
     Status.SCHEDULING: "blue",
     Status.LOADING: "blue",
@@ -133,30 +135,31 @@ def health_answers(url: str) -> bool:
     return probe_health(url, timeout=1.5)
 
 
-def _start_step(s: dict) -> int:
-    status = s["status"]
+def _start_step(s: StatusAnswer) -> int:
+    status = s.status
     if status == Status.RUNNING:
         return 3
-    return {Status.SCHEDULING: 1, Status.CREATING: 1, Status.LOADING: 2}.get(status, 0)
+    steps: dict[str, int] = {Status.SCHEDULING: 1, Status.CREATING: 1, Status.LOADING: 2}
+    return steps.get(status, 0)
 
 
-def _show_start_progress(s: dict) -> None:
+def _show_start_progress(s: StatusAnswer) -> None:
     current = _start_step(s)
     text = "**Starting:** " + " → ".join(
         f"**{label}**" if i == current else (f"~~{label}~~" if i < current else label) for i, (_, label) in enumerate(START_STEPS)
     )
-    if s["status"] == Status.SCHEDULING and s.get("message"):  # how long it waited for its GPU, and how long it may
-        text += f"  \n{s['message']}"
+    if s.status == Status.SCHEDULING and s.message:  # how long it waited for its GPU, and how long it may
+        text += f"  \n{s.message}"
     st.progress((current + 0.5) / len(START_STEPS), text=text)
 
 
-def _show_problem(s: dict, pending: bool) -> None:
-    status = s["status"]
+def _show_problem(s: StatusAnswer, pending: bool) -> None:
+    status = s.status
     if status == Status.UNCONFIGURED:
-        st.error(f"**Not configured.** {s.get('message')} Then restart the dashboard.", icon=":material/settings:")
+        st.error(f"**Not configured.** {s.message} Then restart the dashboard.", icon=":material/settings:")
     elif status == Status.NOT_FOUND:
         st.error(
-            f"**vast.ai does not know instance {s['instance_id']}.** Check `VAST_INSTANCE_ID` in `.env` "
+            f"**vast.ai does not know instance {s.instance_id}.** Check `VAST_INSTANCE_ID` in `.env` "
             "(vast.ai console → Instances), then restart the dashboard and the watchdog.",
             icon=":material/search_off:",
         )
@@ -166,11 +169,11 @@ def _show_problem(s: dict, pending: bool) -> None:
         )
     elif status == Status.SCHEDULING:
         if not pending:  # a start of ours says it in its progress instead
-            st.warning(s.get("message") or STATUS_WORDS[Status.SCHEDULING])
+            st.warning(s.message or STATUS_WORDS[Status.SCHEDULING])
     elif status == Status.EXITED:
-        st.warning(f"The instance has exited. {s.get('message') or ''} Start it again, or look at it in vast.ai's console.")
-    elif s.get("message"):  # e.g. the credit below VAST_LOW_CREDIT_USD
-        st.warning(s["message"], icon=":material/savings:")
+        st.warning(f"The instance has exited. {s.message or ''} Start it again, or look at it in vast.ai's console.")
+    elif s.message:  # e.g. the credit below VAST_LOW_CREDIT_USD
+        st.warning(s.message, icon=":material/savings:")
 
 
 def _show_kept_log(c, now: datetime) -> None:
@@ -189,16 +192,16 @@ def _show_kept_log(c, now: datetime) -> None:
 # -- the status and the buttons: the top of the page, always in the same place -------------
 
 
-def _show_headline(s: dict, pending: bool) -> None:
-    status = s["status"]
+def _show_headline(s: StatusAnswer, pending: bool) -> None:
+    status = s.status
     colour = STATUS_COLOURS.get(status, "gray")
     with st.container(horizontal=True, vertical_alignment="bottom", gap="large", key="status_headline"):
         st.metric("Status", f":{colour}[{status.replace('_', ' ')}]", help="What vast.ai last reported for the instance.", width="content")
-        st.metric("Instance", str(s["instance_id"] or "—"), width="content")
+        st.metric("Instance", str(s.instance_id or "—"), width="content")
     words = status_words(status)
     words = words.partition(": ")[2] or words
     if pending:
-        words = "a reboot is in progress" if s.get("pending") == "reboot" else "a start is in progress"
+        words = "a reboot is in progress" if s.pending == Pending.REBOOT else "a start is in progress"
     st.markdown(f":{colour}[**{words[:1].upper() + words[1:]}.**]")
 
 
@@ -240,14 +243,14 @@ def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reb
         )
 
 
-def _show_confirmations(s: dict, *, can_stop: bool, can_reboot: bool) -> None:
+def _show_confirmations(s: StatusAnswer, *, can_stop: bool, can_reboot: bool) -> None:
     if st.session_state.get(CONFIRM_STOP) and can_stop:
         with st.container(border=True):
             so_far = ""
-            if s.get("session_runtime_minutes") is not None:
-                so_far = f" This session: {minutes(s['session_runtime_minutes'])}, {usd(s.get('session_cost_usd'))}."
+            if s.session_runtime_minutes is not None:
+                so_far = f" This session: {minutes(s.session_runtime_minutes)}, {usd(s.session_cost_usd)}."
             st.warning(
-                f"**Stop instance {s['instance_id']}?** The GPU is released and its billing ends; the disk is kept (and still billed).{so_far}"
+                f"**Stop instance {s.instance_id}?** The GPU is released and its billing ends; the disk is kept (and still billed).{so_far}"
             )
             with st.container(horizontal=True, gap="small"):
                 st.button("Yes, stop it", key="stop_confirm", type="primary", on_click=on_stop_confirmed)
@@ -255,7 +258,7 @@ def _show_confirmations(s: dict, *, can_stop: bool, can_reboot: bool) -> None:
     if st.session_state.get(CONFIRM_REBOOT) and can_reboot:
         with st.container(border=True):
             st.warning(
-                f"**Reboot instance {s['instance_id']}?** The LLM server restarts and does not answer until /health does again; "
+                f"**Reboot instance {s.instance_id}?** The LLM server restarts and does not answer until /health does again; "
                 "the GPU is kept and billed throughout."
             )
             with st.container(horizontal=True, gap="small"):
@@ -263,7 +266,7 @@ def _show_confirmations(s: dict, *, can_stop: bool, can_reboot: bool) -> None:
                 st.button("Cancel", key="reboot_cancel", on_click=on_reboot_cancelled)
 
 
-def _show_result(last: dict | None) -> None:
+def _show_result(last: LastAction | None) -> None:
     result = st.session_state.get(RESULT)
     if not result:
         return
@@ -300,13 +303,13 @@ def _show_cold_starts(c, now: datetime) -> None:
         )
 
 
-def _show_last_action(last: dict | None, s: dict, now: datetime, pending: bool) -> None:
+def _show_last_action(last: LastAction | None, s: StatusAnswer, now: datetime, pending: bool) -> None:
     """One slot for the last action and, while a start is in progress, its steps."""
     with st.container(border=True, key="last_action"):
         if last is None:
             st.markdown(":gray[:material/history:] **Last action:** none yet.")
         else:
-            tone, text = last_action_words(last, now, pending, cfg.timezone)
+            tone, text = last_action_words(dict(last), now, pending, cfg.timezone)
             if tone == "failed":
                 st.warning(f"**Last action:** {text}", icon=":material/error:")
             else:
@@ -332,38 +335,38 @@ def _keep_running_button(col, enabled: bool, why_not: str = "", primary: bool = 
     )
 
 
-def _show_warning_banner(s: dict, now: datetime) -> None:
+def _show_warning_banner(s: StatusAnswer, now: datetime) -> None:
     """The warnings due (VAST_SHUTDOWN_WARNING_MINUTES before a stop, 80 % of a budget), earliest first."""
-    first, *others = s["warnings"]
-    cause = first["cause"]
-    keepalive = f" (kept running until {at_time(s['keepalive_until'], cfg.timezone, now)})" if cause == Cause.KEEPALIVE else ""
-    lines = [f"**Auto-shutdown {stop_phrase(first['at'], now, cfg.timezone)}**: {cause_words(cause, first.get('budget'))}{keepalive}."]
+    first, *others = s.warnings
+    cause = first.cause
+    keepalive = f" (kept running until {at_time(s.keepalive_until, cfg.timezone, now)})" if cause == Cause.KEEPALIVE else ""
+    lines = [f"**Auto-shutdown {stop_phrase(first.at, now, cfg.timezone)}**: {cause_words(cause, first.budget)}{keepalive}."]
     if cause in KEEPALIVE_MOVES:
         lines.append("An LLM request moves it later; **Keep running** holds it off for a while, with a reason.")
     else:
         lines.append(why_not_moved(cause) + " Stop it yourself, or let it stop.")
-    lines += [f"Also: {cause_words(w['cause'], w.get('budget'))}, {stop_phrase(w['at'], now, cfg.timezone)}." for w in others]
+    lines += [f"Also: {cause_words(w.cause, w.budget)}, {stop_phrase(w.at, now, cfg.timezone)}." for w in others]
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.warning("  \n".join(lines), icon=":material/timer:")
     _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause), primary=True)
 
 
-def _show_next_stop(s: dict, now: datetime) -> None:
-    cause = s["next_stop_cause"]
-    line = f":material/timer: **Stops {stop_phrase(s['next_stop_at'], now, cfg.timezone)}**: {cause_words(cause)}"
-    kept = s.get("keepalive_until")
+def _show_next_stop(s: StatusAnswer, now: datetime) -> None:
+    cause = s.next_stop_cause
+    line = f":material/timer: **Stops {stop_phrase(s.next_stop_at or '', now, cfg.timezone)}**: {cause_words(cause)}"
+    kept = s.keepalive_until
     if kept and cause == Cause.KEEPALIVE:
         line += f" (kept running until {at_time(kept, cfg.timezone, now)})"
     elif kept:
         line += f"  \nKept running until {at_time(kept, cfg.timezone, now)}, but this stop comes first."
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.markdown(line)
-    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause))
+    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause or ""))
 
 
-def _show_start_refused(s: dict) -> None:
+def _show_start_refused(s: StatusAnswer) -> None:
     text, button = st.columns([4, 1], vertical_alignment="center")
-    text.error(f"**Start refused: a budget is spent.** {s['start_refused']}.", icon=":material/block:")
+    text.error(f"**Start refused: a budget is spent.** {s.start_refused}.", icon=":material/block:")
     button.button(
         "Override the budget",
         key="override_budget",
@@ -374,14 +377,14 @@ def _show_start_refused(s: dict) -> None:
     )
 
 
-def _show_guardrails(s: dict, now: datetime, *, running: bool, can_start: bool, pending: bool) -> None:
+def _show_guardrails(s: StatusAnswer, now: datetime, *, running: bool, can_start: bool, pending: bool) -> None:
     """One slot of a fixed height: what it holds changes, the layout below it does not."""
     with st.container(height=GUARDRAIL_SLOT_PX, border=False, key="guardrails"):
-        if running and s.get("warnings"):
+        if running and s.warnings:
             _show_warning_banner(s, now)
-        elif running and s.get("next_stop_at"):
+        elif running and s.next_stop_at:
             _show_next_stop(s, now)
-        elif s.get("start_refused") and can_start:
+        elif s.start_refused and can_start:
             _show_start_refused(s)
         elif pending:
             st.markdown(":material/timer: No stop is due while the start is in progress: the idle clock starts once /health answers.")
@@ -391,31 +394,29 @@ def _show_guardrails(s: dict, now: datetime, *, running: bool, can_start: bool, 
             st.markdown(":material/timer: Nothing runs: no stop is due.")
 
 
-def _show_budgets(s: dict) -> None:
+def _show_budgets(s: StatusAnswer) -> None:
     """Each configured budget: what its period has spent of it, and when it resets."""
-    for b in s.get("budgets") or []:
-        spent_usd, percent = b.get("spent_usd") or 0.0, b.get("percent") or 0.0
-        label = (
-            f"{b['budget'].capitalize()} budget: {usd(spent_usd)} of {usd(b['limit_usd'])} ({percent:.0f} %), resets {b['resets_local']}"
-        )
-        state = b.get("state")
-        if state == "spent":
+    for b in s.budgets:
+        spent_usd, percent = b.spent_usd, b.percent
+        label = f"{b.budget.capitalize()} budget: {usd(spent_usd)} of {usd(b.limit_usd)} ({percent:.0f} %), resets {b.resets_local}"
+        state = b.state
+        if state == BudgetState.SPENT:
             label = f":red[:material/block: **{label}: spent.**] Starts are refused until it resets (or an operator overrides it)."
-        elif state == "overridden":  # an operator's override, given at 80 % or more: it holds until the budget resets
+        elif state == BudgetState.OVERRIDDEN:  # an operator's override, given at 80 % or more: it holds until the budget resets
             label = (
                 f":violet[:material/lock_open: **{label}: {'spent, ' if percent >= 100 else ''}overridden for this period.**] "
                 "It does not stop the instance until it resets."
             )
-        elif state == "warning":
+        elif state == BudgetState.WARNING:
             label = f":orange[:material/warning: **{label}.**] At 100 % the instance is stopped and starts are refused."
         st.progress(min(1.0, max(0.0, percent / 100)), text=label)
 
 
-def _show_keepalive_form(s: dict) -> None:
+def _show_keepalive_form(s: StatusAnswer) -> None:
     most = max(1, int(cfg.vast_keepalive_max_minutes))
     with st.container(border=True):
         st.markdown(
-            f"**Keep instance {s['instance_id']} running.** The idle stop comes no earlier than the minutes you give "
+            f"**Keep instance {s.instance_id} running.** The idle stop comes no earlier than the minutes you give "
             "(it keeps billing meanwhile); the hard limits and the budgets still apply."
         )
         with st.form("keepalive_form", border=False):
@@ -444,8 +445,8 @@ def _show_keepalive_form(s: dict) -> None:
             c.form_submit_button("Cancel", key="keepalive_cancel", on_click=on_keepalive_cancelled, width="stretch")
 
 
-def _show_override_form(s: dict) -> None:
-    refused = s.get("start_refused")
+def _show_override_form(s: StatusAnswer) -> None:
+    refused = s.start_refused
     with st.container(border=True):
         st.warning(
             f"**Start over the spent budget?** {refused + '. ' if refused else ''}The override is recorded in the audit trail "
@@ -484,10 +485,10 @@ def live_status() -> None:
     c = control(cfg)
     s = c.status(observe=False)
     now = datetime.now(UTC)
-    status = s["status"]
+    status = s.status
     configured = status != Status.UNCONFIGURED
-    pending = bool(s.get("power_on_pending"))
-    running = s.get("session_runtime_minutes") is not None  # a session is open: it bills, a stop is foreseen
+    pending = bool(s.power_on_pending)
+    running = s.session_runtime_minutes is not None  # a session is open: it bills, a stop is foreseen
     can_start = configured and status in CAN_START and not pending
     can_stop = configured and (status in CAN_STOP or pending)
     can_refresh = configured
@@ -497,7 +498,7 @@ def live_status() -> None:
     # The top: never moves (whatever comes and goes is below the buttons).
     _show_headline(s, pending)
     _show_buttons(
-        can_start=can_start, can_stop=can_stop, can_refresh=can_refresh, can_reboot=can_reboot, start_refused=bool(s.get("start_refused"))
+        can_start=can_start, can_stop=can_stop, can_refresh=can_refresh, can_reboot=can_reboot, start_refused=bool(s.start_refused)
     )
     _show_confirmations(s, can_stop=can_stop, can_reboot=can_reboot)
     _show_result(last)
@@ -519,17 +520,17 @@ def live_status() -> None:
         _show_kept_log(c, now)
 
     gpu, price, runtime, cost, deadline = st.columns(5)
-    gpu.metric("GPU", s.get("gpu_name") or "—")
-    price.metric("Price", rate(s.get("dph_total")), help="dph_total: compute plus disk, per hour")
-    runtime.metric("This session", minutes(s["session_runtime_minutes"]) if running else "no session")
-    cost.metric("Session cost so far", usd(s.get("session_cost_usd")))
-    if s.get("auto_shutdown_at"):
-        left = -(seconds_since(s["auto_shutdown_at"], now) or 0.0)
-        cause = s.get("next_stop_cause")
+    gpu.metric("GPU", s.gpu_name or "—")
+    price.metric("Price", rate(s.dph_total), help="dph_total: compute plus disk, per hour")
+    runtime.metric("This session", minutes(s.session_runtime_minutes) if running else "no session")
+    cost.metric("Session cost so far", usd(s.session_cost_usd))
+    if s.auto_shutdown_at:
+        left = -(seconds_since(s.auto_shutdown_at, now) or 0.0)
+        cause = s.next_stop_cause
         deadline.metric(
             "Auto-shutdown in",
             countdown(left) if left > 0 else "due now",
-            help=f"Stops at {clock_time(s['auto_shutdown_at'])}: {cause_words(cause)}"
+            help=f"Stops at {clock_time(s.auto_shutdown_at)}: {cause_words(cause)}"
             + (
                 f". LLM requests move it later ({cfg.vast_auto_shutdown_minutes:g} idle minutes allowed)."
                 if cause in KEEPALIVE_MOVES
@@ -543,7 +544,7 @@ def live_status() -> None:
             help="Counts down while a session runs, from when its start answers /health.",
         )
 
-    endpoint = s.get("endpoint_base_url")
+    endpoint = s.endpoint_base_url
     if endpoint:
         health_url = endpoint + cfg.vast_health_path
         if pending:
@@ -556,27 +557,25 @@ def live_status() -> None:
     else:
         st.markdown("Endpoint: none (the instance is not running)")
 
-    if s.get("credit_usd") is not None:
+    if s.credit_usd is not None:
         credit, hours = st.columns([1, 4])
         credit.metric(
             "Credit",
-            usd(s["credit_usd"]),
-            help=f"The vast.ai account's credit, read {ago(seconds_since(s['credit_seen_at'], now))}; at zero vast.ai stops the instance.",
+            usd(s.credit_usd),
+            help=f"The vast.ai account's credit, read {ago(seconds_since(s.credit_seen_at, now))}; at zero vast.ai stops the instance.",
         )
-        hours.metric(
-            "Lasts", f"{s['credit_hours_left']:,.1f} h" if s.get("credit_hours_left") is not None else "—", help="at the current rate"
-        )
+        hours.metric("Lasts", f"{s.credit_hours_left:,.1f} h" if s.credit_hours_left is not None else "—", help="at the current rate")
 
     _show_budgets(s)
 
     if configured:
         _show_cold_starts(c, now)
 
-    activity = s.get("last_activity")
+    activity = s.last_activity
     st.caption(
         f"Last activity: {ago(seconds_since(activity, now)) if activity else 'none yet'}"
-        f" · totals: {minutes(s['total_runtime_hours'] * 60)}, {money(s['total_cost_usd'])}"
-        + (f" · observed {ago(seconds_since(s['observed_at'], now))}" if s.get("observed_at") else "")
+        f" · totals: {minutes(s.total_runtime_hours * 60)}, {money(s.total_cost_usd)}"
+        + (f" · observed {ago(seconds_since(s.observed_at, now))}" if s.observed_at else "")
         + f" · this panel refreshes every {REFRESH_EVERY_S} s",
         help=f"Last activity at {clock_time(activity)}" if activity else None,
     )

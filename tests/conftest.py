@@ -1,12 +1,27 @@
-"""Shared fixtures: a clean environment, a fake clock, and the simulator over real HTTP.
+"""Shared fixtures: a clean environment, a fake clock, and the simulator over real HTTP; the
+markers that tell the slow tiers apart, applied from the fixtures a test uses.
 
 Helpers that tests import by name (keys, settings, processes, polling) are in helpers.py.
+
+The tiers (``./dev test --fast`` leaves the three slow ones out):
+- ``process``: the test starts real processes. It (or a fixture it uses, at any scope)
+  requests ``real_processes``; ``processes`` and ``sim_proc`` do. A test that starts a
+  process without it fails, saying so (``pytest_runtest_setup``/``_call`` below), so the
+  fast tier never holds one by mistake.
+- ``apptest``: the test runs the dashboard under Streamlit's AppTest (the ``apptest`` fixture).
+- ``browser``: the test drives Debian's chromium (the ``browser`` fixture).
+
+Under pytest-xdist (``-n N --dist loadgroup``) each test file is one group, so a
+module's fixtures are built once, and the timing-sensitive files share the ``timing``
+group: they run one after another on one worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +36,81 @@ from helpers import (
 from vastops.clock import FakeClock
 from vastops.sim.config import SimConfig, SimInstance
 from vastops.sim.world import Simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Files whose figures (a stop within 2 s of its deadline, a watchdog's reaction time)
+# are the promise itself: under xdist they run one after another on one worker.
+TIMING = (
+    "tests/watchdog/test_faults_",
+    "tests/watchdog/test_guardrails_process.py",
+    "tests/watchdog/test_watchdog_process.py",
+    "tests/control/test_confirmed_stop.py",
+    "tests/proxy/test_proxy_idle.py",
+    "tests/integrations/test_litellm.py",
+    "tests/dashboard/test_browser",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if "real_processes" in used:
+            item.add_marker(pytest.mark.process)
+        if "apptest" in used:
+            item.add_marker(pytest.mark.apptest)
+        if "browser" in used:
+            item.add_marker(pytest.mark.browser)
+        path = item.path.relative_to(ROOT).as_posix()
+        timing = path.startswith(TIMING) and "real_processes" in used
+        item.add_marker(pytest.mark.xdist_group("timing" if timing else path))
+
+
+class UnmarkedProcess(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def _processes_allowed(item):
+    """Fail a test that starts a process (subprocess, multiprocessing, Playwright's driver)
+    without being marked ``process`` or ``browser``: ``-m "not process"`` would keep it."""
+    if item.get_closest_marker("process") or item.get_closest_marker("browser"):
+        yield
+        return
+    import _posixsubprocess
+    import subprocess
+
+    fork_exec = _posixsubprocess.fork_exec  # multiprocessing calls it by this name, subprocess by its own
+
+    def refuse(*args, **kwargs):
+        raise UnmarkedProcess(
+            f"{item.nodeid} starts a process ({args[0]!r:.200}) but is not marked `process`: "
+            "request the `real_processes` fixture (tests/conftest.py), in the test or in the fixture that starts it"
+        )
+
+    _posixsubprocess.fork_exec = subprocess._fork_exec = refuse
+    try:
+        yield
+    finally:
+        _posixsubprocess.fork_exec = subprocess._fork_exec = fork_exec
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _processes_allowed(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _processes_allowed(item):
+        yield
+
+
+@pytest.fixture(scope="session")
+def real_processes():
+    """Request it where a test or fixture starts processes of its own: the test is then marked
+    ``process`` (and left out of ``./dev test --fast``)."""
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +160,7 @@ def control(settings, clock):
 
 
 @pytest.fixture
-def processes(tmp_path):
+def processes(tmp_path, real_processes):
     procs = Processes(tmp_path)
     yield procs
     procs.stop_all()
@@ -98,13 +188,51 @@ def browser():
             b.close()
 
 
+class Dashboard:
+    """The dashboard (dashboard.py) under Streamlit's AppTest: ``apptest()`` is a fresh browser
+    session, ``apptest.logged_in(page)`` one past the login gate (with the password the test's
+    environment gives the dashboard), on ``page`` if one is named."""
+
+    def __init__(self, script: Path = ROOT / "dashboard.py"):
+        self.script = script
+
+    def __call__(self):
+        from streamlit.testing.v1 import AppTest
+
+        return AppTest.from_file(str(self.script), default_timeout=30)
+
+    def logged_in(self, page: str | None = None):
+        at = self().run()
+        at.text_input(key="login_password").input(os.environ["VASTOPS_DASHBOARD_PASSWORD"])
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        if page:
+            at.switch_page(page).run()
+            assert not at.exception, at.exception
+        return at
+
+
+@pytest.fixture
+def apptest():
+    """The dashboard under AppTest (``Dashboard``); the test is marked ``apptest``. AppTest runs
+    the dashboard in this process: the login throttle and the pages' read cache are the
+    process's, so each test starts with them fresh, as a new dashboard process would."""
+    from streamlit import cache_data
+
+    from vastops.dashboard.login import THROTTLE
+
+    THROTTLE.succeeded()
+    cache_data.clear()
+    yield Dashboard()
+    THROTTLE.succeeded()
+
+
 @pytest.fixture
 def drawn(monkeypatch):
     """The charts the Costs page draws (pages/_charts.Chart), by key, as it draws them."""
     import sys
-    from pathlib import Path
 
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(ROOT)
     if root not in sys.path:  # the pages import each other from the checkout's root, as Streamlit runs them
         sys.path.insert(0, root)
     from pages import _charts

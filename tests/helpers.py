@@ -25,6 +25,7 @@ from vastops.vast import VastClient
 SIM_KEY = "sim-KEY-4c1f9e2b7d"
 CONTROL_KEY = "ctl-KEY-93a8e0d5f1"
 INSTANCE_ID = 12345
+DASHBOARD_PASSWORD = "dashboard-apptest-pw-2718"  # the AppTest tests' (tests/dashboard/conftest.py)
 
 
 def make_settings(tmp_path, sim_url: str | None, **overrides):
@@ -59,6 +60,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def running_since(settings, sim, clock, minutes_ago: float) -> None:
+    """The instance runs (started in vast's console), observed as if ``minutes_ago`` minutes ago:
+    for pages on the real clock, whose session then began that long ago."""
+    from datetime import timedelta
+
+    from vastops.clock import FakeClock, utcnow
+
+    sim.console(INSTANCE_ID, "running")
+    clock.advance(10)
+    Control(settings, clock=FakeClock(utcnow() - timedelta(minutes=minutes_ago))).status()
 
 
 def events(control: Control) -> list[tuple[str, str]]:
@@ -146,6 +159,19 @@ def start_sim(processes, *, schedule_s=0.3, load_s=0.3, health_delay_s=0.3, stop
         timings += ["--rate-limit-scale", str(rate_limit_scale)]
     processes.start("sim", "--port", str(port), "--api-key", SIM_KEY, *timings, ready_url=url + "/_sim/state")
     return url
+
+
+def uv_command() -> list[str]:
+    """uv on PATH, else ``python3 -m uv``; the first that answers ``--version``."""
+    import shutil
+
+    import pytest
+
+    candidates = [[shutil.which("uv")], [shutil.which("python3"), "-m", "uv"], [sys.executable, "-m", "uv"]]
+    for command in candidates:
+        if command[0] and subprocess.run([*command, "--version"], capture_output=True, check=False).returncode == 0:
+            return command
+    pytest.fail("uv is needed here: neither `uv` nor `python3 -m uv` works (./dev setup installs it)")
 
 
 def watchdog_env(tmp_path, sim_url, **extra) -> dict:
@@ -300,9 +326,15 @@ def ledger_page_env(monkeypatch, tmp_path, password: str) -> dict[str, str]:
 ON_TIME_S = 2.0  # a stop reaches vast.ai within this of its true deadline
 
 
-def stop_puts(sim_url: str) -> list[float]:
+def stop_requests(sim_url: str) -> list[dict[str, Any]]:
+    """The stop PUTs the simulator (a `vastops sim` process) received, as it recorded them, oldest first."""
     calls = requests.get(sim_url + "/_sim/state", timeout=5).json()["calls"]
-    return [c["ts"] for c in calls if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped"]
+    return [c for c in calls if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped"]
+
+
+def stop_puts(sim_url: str) -> list[float]:
+    """When each stop PUT reached the simulator, by its own clock."""
+    return [c["ts"] for c in stop_requests(sim_url)]
 
 
 def assert_stopped_on_time(sim_url: str, deadline: float) -> float:

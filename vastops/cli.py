@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 from vastops import __version__, errors
 from vastops.clock import parse_isoz
 from vastops.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_UNCONFIGURED, EXIT_VAST, ConfigError, VastError  # codes: errors.SHOWN
-from vastops.vocabulary import CAUSE_WORDS, Actor, Status, status_words
+from vastops.vocabulary import CAUSE_WORDS, ENFORCING, Actor, BudgetState, Pending, Status, status_words
 from vastops.words import DASH, ago, duration, rate, usd
 
 if TYPE_CHECKING:
     from vastops.control.answers import Control
 
 DEFAULT_ENV_FILE = ".env"  # may be missing; a file named with --env-file may not
-ENFORCING = ("ok", "degraded")  # Control.enforcement() states in which a watchdog runs
 
 # The long-running processes: each run module owns its options (``add_arguments``) and
 # its program (``run``), and is imported only when its command is the one given.
@@ -192,53 +191,60 @@ def cmd_status(control: Control, args) -> int:
         except VastError:
             pass  # the credit is shown as last kept; the status below says what is wrong with vast.ai
     s = control.status()
-    enforcement = control.enforcement() if s["status"] != Status.UNCONFIGURED else None
-    lines = [f"instance {s['instance_id']}  {status_words(s['status'])}"]
-    if s.get("gpu_name"):
-        lines.append(f"  gpu        {s['gpu_name']}  {rate(s['dph_total'])}")
-    if s.get("endpoint_base_url"):
-        lines.append(f"  endpoint   {s['endpoint_base_url']}")
-    if s.get("session_runtime_minutes") is not None:
-        lines.append(f"  session    {duration(s['session_runtime_minutes'] * 60)}, {usd(s['session_cost_usd'])} so far")
-    if s.get("power_on_pending"):
-        what = "reboot" if s.get("pending") == "reboot" else "start"
-        waited = f", {duration(s['power_on_pending_s'])} so far" if s.get("power_on_pending_s") is not None else ""
+    enforcement = control.enforcement() if s.status != Status.UNCONFIGURED else None
+    lines = [f"instance {s.instance_id}  {status_words(s.status)}"]
+    if s.gpu_name:
+        lines.append(f"  gpu        {s.gpu_name}  {rate(s.dph_total)}")
+    if s.endpoint_base_url:
+        lines.append(f"  endpoint   {s.endpoint_base_url}")
+    if s.session_runtime_minutes is not None:
+        lines.append(f"  session    {duration(s.session_runtime_minutes * 60)}, {usd(s.session_cost_usd)} so far")
+    if s.power_on_pending:
+        what = "reboot" if s.pending == Pending.REBOOT else "start"
+        waited = f", {duration(s.power_on_pending_s)} so far" if s.power_on_pending_s is not None else ""
         lines.append(f"  {what:<10} in progress{waited} (completes when /health answers; the idle clock starts then)")
-    if s.get("credit_usd") is not None:
-        left = f", about {duration(s['credit_hours_left'] * 3600)} at the current rate" if s.get("credit_hours_left") is not None else ""
-        lines.append(f"  credit     {usd(s['credit_usd'])}{left}")
-    last = parse_isoz(s.get("last_activity"))
+    if s.credit_usd is not None:
+        left = f", about {duration(s.credit_hours_left * 3600)} at the current rate" if s.credit_hours_left is not None else ""
+        lines.append(f"  credit     {usd(s.credit_usd)}{left}")
+    last = parse_isoz(s.last_activity)
     if last is not None:
-        lines.append(f"  activity   last at {s['last_activity']} ({ago((control.clock() - last).total_seconds())})")
+        lines.append(f"  activity   last at {s.last_activity} ({ago((control.clock() - last).total_seconds())})")
     unenforced = enforcement is not None and enforcement["state"] not in ENFORCING
-    if s.get("auto_shutdown_in_minutes") is not None:
-        cause = CAUSE_WORDS.get(s.get("next_stop_cause") or "", "")
-        left = duration(s["auto_shutdown_in_minutes"] * 60)
+    if s.auto_shutdown_in_minutes is not None:
+        cause = CAUSE_WORDS.get(s.next_stop_cause or "", "")
+        left = duration(s.auto_shutdown_in_minutes * 60)
         if unenforced:
-            lines.append(f"  auto-stop  due in {left} ({s['auto_shutdown_at']}): {cause}, but no watchdog is running: nothing will stop it")
+            lines.append(f"  auto-stop  due in {left} ({s.auto_shutdown_at}): {cause}, but no watchdog is running: nothing will stop it")
             lines.append("  WARNING    no watchdog enforces auto-shutdown: start one (vastops watchdog), or stop it yourself (vastops off)")
         else:
-            lines.append(f"  auto-stop  in {left} ({s['auto_shutdown_at']}): {cause}")
-    if s.get("keepalive_until"):
-        lines.append(f"  keepalive  until {s['keepalive_until']}")
-    for w in s.get("warnings") or []:
-        lines.append(f"  WARNING    {CAUSE_WORDS.get(w['cause'], w['cause'])}: stops in {duration(w['minutes_left'] * 60)} ({w['at']})")
-    for b in s.get("budgets") or []:
-        overridden = "spent, overridden" if b["percent"] >= 100 else "overridden till it resets"
-        state = {"spent": "SPENT: starts are refused", "warning": "over 80 %", "overridden": overridden, "ok": "ok"}[b["state"]]
+            lines.append(f"  auto-stop  in {left} ({s.auto_shutdown_at}): {cause}")
+    if s.keepalive_until:
+        lines.append(f"  keepalive  until {s.keepalive_until}")
+    for w in s.warnings:
+        lines.append(f"  WARNING    {CAUSE_WORDS.get(w.cause, w.cause)}: stops in {duration(w.minutes_left * 60)} ({w.at})")
+    for b in s.budgets:
+        overridden = "spent, overridden" if b.percent >= 100 else "overridden till it resets"
+        state = {
+            BudgetState.SPENT: "SPENT: starts are refused",
+            BudgetState.WARNING: "over 80 %",
+            BudgetState.OVERRIDDEN: overridden,
+            BudgetState.OK: "ok",
+        }[b.state]
         lines.append(
-            f"  budget     {b['budget']} {usd(b['spent_usd'])} of {usd(b['limit_usd'])} ({b['percent']:.0f} %, {state}; resets {b['resets_local']})"
+            f"  budget     {b.budget} {usd(b.spent_usd)} of {usd(b.limit_usd)} ({b.percent:.0f} %, {state}; resets {b.resets_local})"
         )
-    lines.append(f"  totals     {duration(s['total_runtime_hours'] * 3600)}, {usd(s['total_cost_usd'])}")
-    if s.get("message"):
-        lines.append(f"  note       {s['message']}")
+    lines.append(f"  totals     {duration(s.total_runtime_hours * 3600)}, {usd(s.total_cost_usd)}")
+    if s.message:
+        lines.append(f"  note       {s.message}")
+    data: dict[str, object] = s.as_json()
     if enforcement is not None:
-        s["enforcement"] = enforcement
+        data["enforcement"] = enforcement
         lines.append(f"  watchdog   {enforcement['summary']}")
         lines.extend(f"             - {problem}" for problem in enforcement["problems"])
-    _emit(args, s, "\n".join(lines))
+    _emit(args, data, "\n".join(lines))
     # A script asking "is it there?" gets a non-zero answer when it is not.
-    return {Status.NOT_FOUND: EXIT_VAST, Status.UNCONFIGURED: EXIT_UNCONFIGURED}.get(s["status"], 0)
+    codes: dict[str, int] = {Status.NOT_FOUND: EXIT_VAST, Status.UNCONFIGURED: EXIT_UNCONFIGURED}
+    return codes.get(s.status, 0)
 
 
 def _without_watchdog(control: Control, result: dict[str, Any], what: str) -> dict[str, Any]:

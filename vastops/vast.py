@@ -179,19 +179,6 @@ class VastClient:
             raise self._not_found(instance_id)
         return parse_instance(body["instances"])
 
-    def list_instances(self) -> list[Instance]:
-        out: list[Instance] = []
-        token = None
-        while True:
-            params = {"limit": 25}
-            if token:
-                params["after_token"] = token
-            body = self._call("GET", "/api/v1/instances/", params=params)
-            out.extend(parse_instance(raw) for raw in body.get("instances") or [])
-            token = body.get("next_token")
-            if not token:
-                return out
-
     def start(self, instance_id: int) -> None:
         self._call("PUT", f"/api/v0/instances/{instance_id}/", json_body={"state": "running"}, instance_id=instance_id)
 
@@ -239,6 +226,8 @@ class VastClient:
 
     def charges(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Per-contract charges in [start, end], as vast bills them (for reconciliation)."""
+        # Only tests call this yet: it stays for the next issue, the reconciliation of the
+        # ledger's costs with what vast.ai charged, which reads these rows.
         filters = {"day": {"gte": int(start.timestamp()), "lte": int(end.timestamp())}}
         body = self._call("GET", "/api/v0/charges/", params={"select_filters": json.dumps(filters)})
         results = []

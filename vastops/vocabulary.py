@@ -9,6 +9,7 @@ list of its own. The contract behind each word is ``docs/contract.md``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -65,8 +66,8 @@ class Event(StrEnum):
     POWER_ON_HEALTH_TIMEOUT = "power_on_health_timeout"
     POWER_OFF_REQUESTED = "power_off_requested"
     POWER_OFF_COMPLETE = "power_off_complete"
-    AUTO_SHUTDOWN = "auto_shutdown"  # the stop decision, with inactive_minutes
-    AUTO_SHUTDOWN_COMPLETE = "auto_shutdown_complete"
+    IDLE_STOP = "auto_shutdown"  # the idle stop's decision, with inactive_minutes (the contract's word: "auto-shutdown")
+    WATCHDOG_STOP_COMPLETE = "auto_shutdown_complete"  # any stop the watchdog decided is done (meta: cause)
 
     POWER_ON_FAILED = "power_on_failed"  # vast.ai refused or failed the start call
     POWER_ON_ABORTED = "power_on_aborted"  # stopped before it became healthy
@@ -84,17 +85,17 @@ class Event(StrEnum):
     WATCHDOG_RECOVERED = "watchdog_recovered"  # a watchdog started after the last one ended without saying so (a crash)
     VAST_FAILING = "vast_failing"  # vast.ai has failed for over a minute (once per outage)
     # Guardrails (vastops/stops.py): a warning before each stop, and the stops of the hard limits
-    AUTO_SHUTDOWN_WARNING = "auto_shutdown_warning"  # the idle stop is near (VAST_SHUTDOWN_WARNING_MINUTES)
+    IDLE_WARNING = "auto_shutdown_warning"  # the idle stop is near (VAST_SHUTDOWN_WARNING_MINUTES)
     KEEPALIVE = "keepalive"  # someone asked to keep it running for N minutes (a snooze of the idle stop)
     MAX_SESSION_WARNING = "max_session_warning"  # the session nears VAST_MAX_SESSION_HOURS
     MAX_SESSION_STOP = "max_session_stop"  # the stop decision: the session reached VAST_MAX_SESSION_HOURS
-    SCHEDULED_STOP_WARNING = "scheduled_stop_warning"  # the daily stop (VAST_DAILY_STOP_AT) is near
-    SCHEDULED_STOP = "scheduled_stop"  # the stop decision: the daily stop time came
+    DAILY_STOP_WARNING = "scheduled_stop_warning"  # the daily stop (VAST_DAILY_STOP_AT) is near
+    DAILY_STOP = "scheduled_stop"  # the stop decision: the daily stop time came
     BUDGET_WARNING = "budget_warning"  # 80 % of a budget is spent
     BUDGET_STOP = "budget_stop"  # the stop decision: a budget is spent
     BUDGET_OVERRIDE = "budget_override"  # an operator started over a spent budget, with a reason
     NOTIFY_FAILED = "notify_failed"  # a notification could not be delivered (after its retries)
-    # The wake proxy (vastops/proxy.py): an LLM request found the instance stopped and asked for a start
+    # The wake proxy (vastops/proxy/): an LLM request found the instance stopped and asked for a start
     WAKE_REQUESTED = "wake_requested"  # meta: waiting_requests, how many requests wait for this start
 
 
@@ -107,8 +108,8 @@ EVENT_WORDS: dict[str, str] = {
     Event.POWER_ON_HEALTH_TIMEOUT: "Start timed out waiting for health",
     Event.POWER_OFF_REQUESTED: "Stop requested",
     Event.POWER_OFF_COMPLETE: "Stopped",
-    Event.AUTO_SHUTDOWN: "Auto-shutdown decided (idle)",
-    Event.AUTO_SHUTDOWN_COMPLETE: "Stopped by the watchdog",
+    Event.IDLE_STOP: "Auto-shutdown decided (idle)",
+    Event.WATCHDOG_STOP_COMPLETE: "Stopped by the watchdog",
     Event.POWER_ON_FAILED: "Start failed",
     Event.POWER_ON_ABORTED: "Start aborted",
     Event.POWER_OFF_FAILED: "Stop failed",
@@ -124,12 +125,12 @@ EVENT_WORDS: dict[str, str] = {
     Event.WATCHDOG_TAKEOVER: "Watchdog took over",
     Event.WATCHDOG_RECOVERED: "Watchdog back after a crash",
     Event.VAST_FAILING: "vast.ai failing",
-    Event.AUTO_SHUTDOWN_WARNING: "Auto-shutdown warning",
+    Event.IDLE_WARNING: "Auto-shutdown warning",
     Event.KEEPALIVE: "Keep running",
     Event.MAX_SESSION_WARNING: "Session limit warning",
     Event.MAX_SESSION_STOP: "Session limit reached",
-    Event.SCHEDULED_STOP_WARNING: "Daily stop warning",
-    Event.SCHEDULED_STOP: "Daily stop",
+    Event.DAILY_STOP_WARNING: "Daily stop warning",
+    Event.DAILY_STOP: "Daily stop",
     Event.BUDGET_WARNING: "Budget warning (80 %)",
     Event.BUDGET_STOP: "Budget spent",
     Event.BUDGET_OVERRIDE: "Budget overridden",
@@ -156,7 +157,7 @@ class Actor(StrEnum):
     API = "api"
     CLI = "cli"
     SYSTEM = "system"  # the watchdog, or whoever observed it
-    PROXY = "proxy"  # the wake proxy (vastops/proxy.py): a start asked for by an LLM request
+    PROXY = "proxy"  # the wake proxy (vastops/proxy/): a start asked for by an LLM request
     EXTERNAL = "external"  # vast's console or another client (sessions only)
 
 
@@ -167,7 +168,7 @@ class EndReason(StrEnum):
     """Why a session ended (``sessions.end_reason``)."""
 
     MANUAL = "manual"  # a stop from the dashboard, the CLI or the API
-    AUTO_SHUTDOWN = "auto_shutdown"  # idle (a keepalive ran out included)
+    IDLE = "auto_shutdown"  # the idle stop (a keepalive ran out included)
     MAX_SESSION = "max_session"  # VAST_MAX_SESSION_HOURS reached
     DAILY_STOP = "daily_stop"  # VAST_DAILY_STOP_AT came
     BUDGET = "budget"  # a budget was spent
@@ -185,23 +186,82 @@ class Cause(StrEnum):
     BUDGET = "budget"  # a daily or monthly budget is spent
 
 
-# Why the next stop comes, in words (the CLI and the dashboard).
-CAUSE_WORDS: dict[str, str] = {
-    Cause.IDLE: "idle: no LLM requests",
-    Cause.KEEPALIVE: "idle, once the keepalive runs out",
-    Cause.MAX_SESSION: "the session's hard limit (VAST_MAX_SESSION_HOURS)",
-    Cause.DAILY_STOP: "the daily stop (VAST_DAILY_STOP_AT)",
-    Cause.BUDGET: "a budget is spent",
-}
+@dataclass(frozen=True)
+class StopCause:
+    """One stop cause under every name it has: the one place a cause's events, end reason and words are written.
 
-# For each cause: the warning before it, the stop decision, and the session's end reason.
-CAUSE_EVENTS: dict[Cause, tuple[Event, Event, EndReason]] = {
-    Cause.IDLE: (Event.AUTO_SHUTDOWN_WARNING, Event.AUTO_SHUTDOWN, EndReason.AUTO_SHUTDOWN),
-    Cause.KEEPALIVE: (Event.AUTO_SHUTDOWN_WARNING, Event.AUTO_SHUTDOWN, EndReason.AUTO_SHUTDOWN),
-    Cause.MAX_SESSION: (Event.MAX_SESSION_WARNING, Event.MAX_SESSION_STOP, EndReason.MAX_SESSION),
-    Cause.DAILY_STOP: (Event.SCHEDULED_STOP_WARNING, Event.SCHEDULED_STOP, EndReason.DAILY_STOP),
-    Cause.BUDGET: (Event.BUDGET_WARNING, Event.BUDGET_STOP, EndReason.BUDGET),
-}
+    "Auto-shutdown" is the idle stop (``idle``, ``keepalive``: its events keep the
+    contract's ``auto_shutdown*`` strings); a stop of any cause the watchdog made is a
+    *watchdog stop* (``auto_shutdown_complete``, with the cause in its meta).
+    """
+
+    cause: Cause
+    warning: Event  # the warning before it (VAST_SHUTDOWN_WARNING_MINUTES, 80 % of a budget)
+    decision: Event  # the stop decision's audit row
+    end_reason: EndReason  # the stopped session's end_reason
+    name: str  # the cause in two words or so, for a log line or a sentence that knows nothing more
+    why: str  # why the next stop comes (the CLI's and the dashboard's countdown)
+    stopper: str  # what stopped it: "stopped by {stopper}" with its figures added by each shell
+    setting: str  # the variable that sets it, shown after the stopper ("" when none alone does)
+    held_by_requests: bool  # the idle stop: LLM requests and keepalives move it; the others come whatever the activity
+
+
+STOP_CAUSES: dict[Cause, StopCause] = {
+    s.cause: s
+    for s in (
+        StopCause(
+            Cause.IDLE, Event.IDLE_WARNING, Event.IDLE_STOP, EndReason.IDLE,
+            "idle", "idle: no LLM requests", "auto-shutdown", "", True,
+        ),
+        StopCause(
+            Cause.KEEPALIVE, Event.IDLE_WARNING, Event.IDLE_STOP, EndReason.IDLE,
+            "keepalive", "idle, once the keepalive runs out", "auto-shutdown once the keepalive ran out", "", True,
+        ),
+        StopCause(
+            Cause.MAX_SESSION, Event.MAX_SESSION_WARNING, Event.MAX_SESSION_STOP, EndReason.MAX_SESSION,
+            "max session", "the session's hard limit (VAST_MAX_SESSION_HOURS)", "the session limit", "VAST_MAX_SESSION_HOURS", False,
+        ),
+        StopCause(
+            Cause.DAILY_STOP, Event.DAILY_STOP_WARNING, Event.DAILY_STOP, EndReason.DAILY_STOP,
+            "daily stop", "the daily stop (VAST_DAILY_STOP_AT)", "the daily stop", "VAST_DAILY_STOP_AT", False,
+        ),
+        StopCause(
+            Cause.BUDGET, Event.BUDGET_WARNING, Event.BUDGET_STOP, EndReason.BUDGET,
+            "budget", "a budget is spent", "a spent budget", "", False,
+        ),
+    )
+}  # fmt: skip
+
+# What the rules ask of the table, derived from it (never a list of their own):
+# for each cause, the warning before it, the stop decision, and the session's end reason;
+CAUSE_EVENTS: dict[Cause, tuple[Event, Event, EndReason]] = {c: (s.warning, s.decision, s.end_reason) for c, s in STOP_CAUSES.items()}
+# why the next stop comes, in words (the CLI and the dashboard);
+CAUSE_WORDS: dict[str, str] = {c: s.why for c, s in STOP_CAUSES.items()}
+# the idle stop's causes: activity (and a keepalive) moves them;
+IDLE_CAUSES = frozenset(c for c, s in STOP_CAUSES.items() if s.held_by_requests)
+# the watchdog's warnings and stop decisions;
+STOP_WARNINGS = frozenset(s.warning for s in STOP_CAUSES.values())
+STOP_DECISIONS = frozenset(s.decision for s in STOP_CAUSES.values())
+# a warning's cause when its row does not say (the idle warning's is idle: the first that has it).
+WARNING_CAUSE: dict[str, Cause] = {s.warning: s.cause for s in reversed(STOP_CAUSES.values())}
+
+
+def cause_name(cause: str) -> str:
+    """A stop cause in a few words ("max session"); an unknown one as it is, underscores as spaces."""
+    try:
+        return STOP_CAUSES[Cause(cause)].name
+    except ValueError:
+        return cause.replace("_", " ")
+
+
+def stopped_by(cause: str | None) -> str:
+    """What a watchdog stop of ``cause`` was, after "stopped by": "the daily stop (VAST_DAILY_STOP_AT)";
+    "the watchdog" when the cause is missing or unknown."""
+    try:
+        s = STOP_CAUSES[Cause(cause or "")]
+    except ValueError:
+        return "the watchdog"
+    return f"{s.stopper} ({s.setting})" if s.setting else s.stopper
 
 
 class Enforcement(StrEnum):
@@ -230,3 +290,36 @@ class ErrorKind(StrEnum):
 
 # A failure that a later look may not repeat: a caller that polls treats it as "no news".
 TRANSIENT_ERRORS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.UNAVAILABLE})
+
+
+# -- the remaining states (issue 21): StrEnums, so the stored and sent strings are these words ---
+
+
+class Pending(StrEnum):
+    """What a pending start awaits running and /health for (``instances.pending``; the status answer's ``pending``)."""
+
+    POWER_ON = "power_on"
+    REBOOT = "reboot"
+
+
+class BudgetKind(StrEnum):
+    """A budget's period (``VAST_BUDGET_DAILY_USD``, ``VAST_BUDGET_MONTHLY_USD``), in the local timezone."""
+
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+class BudgetState(StrEnum):
+    """A budget's line in the status answer: its spend against its limit."""
+
+    OK = "ok"
+    WARNING = "warning"  # at 80 % (BUDGET_WARNING_SHARE) or more
+    SPENT = "spent"  # at its limit: starts are refused
+    OVERRIDDEN = "overridden"  # at 80 % or more, and an operator's override holds until it resets
+
+
+class BudgetOverride(StrEnum):
+    """What a start with ``override_budget`` did (power_on's ``budget_override``)."""
+
+    RECORDED = "recorded"  # a budget_override row now holds the budgets near their limit
+    NOT_NEEDED = "not_needed"  # none was near its limit (or all were overridden already): nothing was recorded

@@ -24,7 +24,7 @@ def run(cwd, *args, timeout=60):
 
 
 @pytest.fixture
-def sim_process(tmp_path):
+def sim_process(real_processes, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -132,25 +132,25 @@ def test_unknown_instance_id(tmp_path, sim_process):
     assert status.returncode == 1 and "not found" in status.stdout
 
 
-def test_unreachable_vast(tmp_path):
+def test_unreachable_vast(real_processes, tmp_path):
     write_env(tmp_path, f"http://127.0.0.1:{free_port()}")
     one_clear_line(run(tmp_path, "status", timeout=120), "unreachable")
 
 
-def test_bad_config_value(tmp_path):
+def test_bad_config_value(real_processes, tmp_path):
     write_env(tmp_path, "http://127.0.0.1:9", VAST_AUTO_SHUTDOWN_MINUTES="half-an-hour")
     one_clear_line(run(tmp_path, "status"), "VAST_AUTO_SHUTDOWN_MINUTES", "number")
     assert run(tmp_path, "status").returncode == 2
 
 
-def test_missing_key_is_unconfigured(tmp_path):
+def test_missing_key_is_unconfigured(real_processes, tmp_path):
     (tmp_path / ".env").write_text("VAST_INSTANCE_ID=1\n")
     one_clear_line(run(tmp_path, "on"), "VAST_API_KEY", ".env")
     status = run(tmp_path, "status")
     assert status.returncode == 3 and "unconfigured" in status.stdout
 
 
-def test_help_lists_every_command():
+def test_help_lists_every_command(real_processes):
     out = subprocess.run([VASTOPS, "--help"], capture_output=True, text=True).stdout
     for command in ("status", "on", "off", "reboot", "logs", "costs", "audit", "sim"):
         assert command in out

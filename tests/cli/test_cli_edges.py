@@ -116,7 +116,7 @@ class RunningDemo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(real_processes, tmp_path_factory):
     running = RunningDemo(tmp_path_factory.mktemp("demo-home") / "demo")
     yield running
     running.stop()
@@ -196,7 +196,7 @@ def test_the_demo_lock_goes_with_its_holder_and_names_it(tmp_path):
 # -- 12. the simulator: a busy port, an env file of its own -----------------------------------
 
 
-def test_sim_on_a_busy_port_says_so_in_one_line_and_exits_2(tmp_path, held_port):
+def test_sim_on_a_busy_port_says_so_in_one_line_and_exits_2(real_processes, tmp_path, held_port):
     result = run(tmp_path, "sim", "--port", str(held_port), timeout=30)
     one_line(result, 2, f"127.0.0.1:{held_port}", "--port")
     assert "OSError" not in result.stderr
@@ -231,7 +231,7 @@ def test_sim_prints_an_env_file_that_can_be_used_as_it_is(tmp_path, processes, c
 # -- 13. the watchdog on a busy port; the configuration's edges -------------------------------
 
 
-def test_watchdog_on_a_busy_port_exits_2_with_one_line(tmp_path, held_port):
+def test_watchdog_on_a_busy_port_exits_2_with_one_line(real_processes, tmp_path, held_port):
     result = run(
         tmp_path, "watchdog", "--port", str(held_port), timeout=30,
         VAST_API_URL="http://127.0.0.1:9", VAST_API_KEY=SIM_KEY, VAST_INSTANCE_ID=INSTANCE_ID,
@@ -366,7 +366,7 @@ def test_the_cli_writes_money_rates_and_durations_as_the_dashboard_does(tmp_path
 
 
 @pytest.mark.parametrize("command", ["costs", "consumers"])
-def test_a_csv_path_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, command):
+def test_a_csv_path_that_cannot_be_written_is_one_line_and_exit_2(real_processes, tmp_path, command):
     # The ledger alone: neither command asks vast.ai.
     (tmp_path / ".env").write_text(f"VASTOPS_DB={tmp_path / 'ledger.db'}\n")
     (tmp_path / "a-file").write_text("")

@@ -51,7 +51,7 @@ def test_status_imports_no_simulator_proxy_or_web_framework(processes, tmp_path)
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["status", "--help"], ["costs", "--help"]])
-def test_the_argument_tree_imports_no_component(args, tmp_path):
+def test_the_argument_tree_imports_no_component(real_processes, args, tmp_path):
     done, modules = imported(*args, env=watchdog_env(tmp_path, "http://127.0.0.1:9"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert heavy(modules) == []
@@ -59,7 +59,7 @@ def test_the_argument_tree_imports_no_component(args, tmp_path):
     assert [m for m in modules if m.startswith(("vastops.control", "vastops.ledger", "requests", "pydantic"))] == []
 
 
-def test_a_process_command_imports_its_own_run_module_only(tmp_path):
+def test_a_process_command_imports_its_own_run_module_only(real_processes, tmp_path):
     done, modules = imported("watchdog", "--help", env=watchdog_env(tmp_path, "http://127.0.0.1:9"), cwd=tmp_path)
     assert done.returncode == 0 and "--access-log" in done.stdout, done.stderr
     assert "vastops.watchdog.run" in modules

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,21 +20,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import CONTROL_KEY, SIM_KEY, clean_process_env, free_port, wait_until
+from helpers import CONTROL_KEY, SIM_KEY, clean_process_env, free_port, uv_command, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_ID = 5
 PASSWORD = "installed horse battery staple"
 AUTH = {"X-API-Key": CONTROL_KEY}
-
-
-def uv_command() -> list[str]:
-    """uv on PATH, else ``python3 -m uv``; the first that answers ``--version``."""
-    candidates = [[shutil.which("uv")], [shutil.which("python3"), "-m", "uv"], [sys.executable, "-m", "uv"]]
-    for command in candidates:
-        if command[0] and subprocess.run([*command, "--version"], capture_output=True, check=False).returncode == 0:
-            return command
-    pytest.fail("uv is needed to build and install the wheel: neither `uv` nor `python3 -m uv` works (./dev setup installs it)")
 
 
 def uv(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
@@ -148,7 +138,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installed(real_processes, tmp_path_factory):
     base = tmp_path_factory.mktemp("installed")
     assert not base.resolve().is_relative_to(ROOT), "the venv must live outside the checkout"
     inst = Installed(base)

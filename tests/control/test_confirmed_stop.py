@@ -252,7 +252,7 @@ def test_odd_answers_every_few_seconds_do_not_move_the_real_watchdogs_deadline(t
     assert rate > 0
     assert session["cost_usd"] == pytest.approx(runtime * rate / 3600, abs=rate / 3600)  # within 1 s of runtime
     assert ev.EXTERNAL_STOP not in names and ev.EXTERNAL_START not in names
-    assert names.count(ev.AUTO_SHUTDOWN_COMPLETE) == 1
+    assert names.count(ev.WATCHDOG_STOP_COMPLETE) == 1
     sim_inst = _sim_state(sim_url)["instances"][0]
     print(f"session runtime {session['runtime_s']:.3f} s, vast billed compute {sim_inst['compute_seconds']:.3f} s")
     log_lines = processes.output(watchdog).splitlines()

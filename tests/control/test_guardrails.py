@@ -57,14 +57,14 @@ def test_the_idle_warning_comes_once_at_its_time_and_activity_rearms_it(tmp_path
     deadline = watch.deadline()
     clock.now = deadline - timedelta(minutes=5, seconds=1)
     assert watch.warn_if_due() == []
-    assert control.status(observe=False)["warnings"] == []
+    assert control.status(observe=False).as_json()["warnings"] == []
     clock.advance(1)
     [written] = watch.warn_if_due()
     assert watch.warn_if_due() == []  # one warning per deadline
-    [row] = rows(control, ev.AUTO_SHUTDOWN_WARNING)
+    [row] = rows(control, ev.IDLE_WARNING)
     assert row["meta"]["deadline"] == written["meta"]["deadline"] and parse_isoz(row["meta"]["deadline"]) == deadline
     assert row["meta"]["minutes_left"] == pytest.approx(5.0) and row["meta"]["cause"] == "idle"
-    status = control.status(observe=False)
+    status = control.status(observe=False).as_json()
     assert status["next_stop_cause"] == "idle" and status["warnings"][0]["minutes_left"] == pytest.approx(5.0)
     # activity moves the deadline: the warning is re-armed for the new one
     at = watch.note_activity()
@@ -73,13 +73,13 @@ def test_the_idle_warning_comes_once_at_its_time_and_activity_rearms_it(tmp_path
     clock.now = at + timedelta(minutes=25)
     [again] = watch.warn_if_due()
     assert parse_isoz(again["meta"]["deadline"]) == at + timedelta(minutes=30)
-    assert len(rows(control, ev.AUTO_SHUTDOWN_WARNING)) == 2
+    assert len(rows(control, ev.IDLE_WARNING)) == 2
 
 
 def test_no_warning_when_turned_off_and_a_restarted_watch_does_not_warn_twice(tmp_path, sim, clock):
     control, watch = guarded(tmp_path, sim, clock, vast_auto_shutdown_minutes=10, vast_shutdown_warning_minutes=0)
     clock.now = watch.deadline() - timedelta(seconds=1)
-    assert watch.warn_if_due() == [] and control.status(observe=False)["warnings"] == []
+    assert watch.warn_if_due() == [] and control.status(observe=False).as_json()["warnings"] == []
 
     control, watch = guarded(tmp_path / "b", sim, clock, vast_auto_shutdown_minutes=10, vast_shutdown_warning_minutes=2.5)
     clock.now = watch.deadline() - timedelta(minutes=2)
@@ -118,10 +118,10 @@ def test_keepalive_holds_the_idle_stop_off_and_is_audited_with_who_and_why(tmp_p
     clock.advance(1)
     result = run(watch.fire_if_due())
     assert result["status"] == "stopped"
-    [decision] = rows(control, ev.AUTO_SHUTDOWN)
+    [decision] = rows(control, ev.IDLE_STOP)
     assert decision["meta"]["cause"] == "keepalive"
     # the keepalive belonged to that session: the next one starts without it
-    assert control.status(observe=False)["keepalive_until"] is None
+    assert control.status(observe=False).as_json()["keepalive_until"] is None
 
 
 def test_keepalive_refuses_bad_minutes_a_missing_reason_and_a_stopped_instance(tmp_path, sim, clock):
@@ -188,7 +188,7 @@ def test_a_session_over_the_hard_limit_stops_whatever_the_activity_and_keepalive
     assert result["status"] == "stopped"
     [decision] = rows(control, ev.MAX_SESSION_STOP)
     assert decision["meta"]["limit_hours"] == 2 and decision["meta"]["overrun_seconds"] == 0
-    [complete] = rows(control, ev.AUTO_SHUTDOWN_COMPLETE)
+    [complete] = rows(control, ev.WATCHDOG_STOP_COMPLETE)
     assert complete["meta"]["cause"] == "max_session"
     assert control.sessions(1)[0]["end_reason"] == "max_session"
 
@@ -204,10 +204,10 @@ def test_the_daily_stop_comes_at_its_local_time_and_a_start_after_it_runs_till_t
     watch.refresh()
     assert watch.deadline() == today
     clock.now = today - timedelta(minutes=5)
-    assert [w["event"] for w in watch.warn_if_due()] == [ev.SCHEDULED_STOP_WARNING]
+    assert [w["event"] for w in watch.warn_if_due()] == [ev.DAILY_STOP_WARNING]
     clock.now = today
     assert run(watch.fire_if_due())["status"] == "stopped"
-    [decision] = rows(control, ev.SCHEDULED_STOP)
+    [decision] = rows(control, ev.DAILY_STOP)
     assert decision["meta"]["stop_at"] == "18:00" and decision["meta"]["timezone"] == "Europe/Berlin"
     # an operator's explicit start after it: stopped at tomorrow's 18:00, not now
     clock.advance(minutes=30)
@@ -243,7 +243,7 @@ def test_a_budget_warns_at_80_percent_stops_at_100_and_refuses_starts(tmp_path, 
     [warning] = watch.warn_if_due()
     assert warning["event"] == ev.BUDGET_WARNING and warning["meta"]["budget"] == "daily"
     assert warning["meta"]["percent"] == pytest.approx(80, abs=0.5)
-    [b] = control.status(observe=False)["budgets"]
+    [b] = control.status(observe=False).as_json()["budgets"]
     assert b["state"] == "warning" and b["limit_usd"] == 0.05
     clock.now = stop.at
     result = run(watch.fire_if_due())
@@ -256,7 +256,7 @@ def test_a_budget_warns_at_80_percent_stops_at_100_and_refuses_starts(tmp_path, 
     # every start is refused until the next period, naming the budget, the spend and the reset
     with pytest.raises(BudgetExceeded, match=r"daily budget of \$0.05 is spent \(\$0.05.*2026-01-16 00:00 UTC"):
         control.power_on("cli")
-    status = control.status(observe=False)
+    status = control.status(observe=False).as_json()
     assert status["start_refused"] and status["budgets"][0]["state"] == "spent"
     assert rows(control, ev.POWER_ON_REQUESTED)[0]["ts"] < decision["ts"]  # no request was recorded for the refusal
     with TestClient(create_app(control, run_watch=False)) as api:
@@ -283,7 +283,7 @@ def test_an_override_with_a_reason_starts_and_holds_until_the_period_ends(tmp_pa
     assert override["meta"]["periods"] == {"daily": "2026-01-15"}
     watch.refresh()
     assert watch.next_stop() is None or watch.next_stop().cause != Cause.BUDGET
-    assert control.status(observe=False)["budgets"][0]["state"] == "overridden"
+    assert control.status(observe=False).as_json()["budgets"][0]["state"] == "overridden"
     # past midnight the override is over, and the new day's budget counts from zero
     clock.now = datetime(2026, 1, 16, 0, 0, tzinfo=UTC)
     watch.refresh()

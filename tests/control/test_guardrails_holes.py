@@ -66,7 +66,7 @@ def test_an_override_seconds_before_the_budget_is_spent_is_recorded_and_holds(tm
         watch.refresh()
         assert run(watch.fire_if_due()) is None
     assert rows(control, ev.BUDGET_STOP) == [] and rows(control, ev.BUDGET_WARNING) == []
-    [b] = control.status(observe=False)["budgets"]
+    [b] = control.status(observe=False).as_json()["budgets"]
     assert b["state"] == "overridden" and b["percent"] > 100
     # the next day the budget counts again, from zero
     clock.now = datetime(2026, 1, 16, 0, 0, tzinfo=UTC)
@@ -103,7 +103,7 @@ def test_an_override_far_from_every_budget_records_nothing_and_says_so(tmp_path,
     assert result["budget_override"] == "not_needed"
     assert result["message"].startswith("No budget override was needed, so none was recorded: the daily budget is at 0")
     assert rows(control, ev.BUDGET_OVERRIDE) == []
-    [b] = control.status(observe=False)["budgets"]
+    [b] = control.status(observe=False).as_json()["budgets"]
     assert b["overridden"] is False and b["state"] == "ok"  # nothing holds it: it still stops the instance when spent
     # the REST answer says so too; without budgets there is nothing to override
     plain = make_control(make_settings(tmp_path / "plain", sim.url), clock)
@@ -222,4 +222,4 @@ def test_a_budget_rolls_over_at_local_midnight_after_a_fall_back(tmp_path, sim, 
     assert b.starts == datetime(2026, 10, 24, 22, 0, tzinfo=UTC)  # the day began in summer time
     clock.now = datetime(2026, 10, 25, 23, 0, tzinfo=UTC)
     watch.refresh()
-    assert control.status(observe=False)["budgets"][0]["period"] == "2026-10-26"
+    assert control.status(observe=False).as_json()["budgets"][0]["period"] == "2026-10-26"

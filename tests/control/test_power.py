@@ -48,7 +48,7 @@ def test_power_on_waits_through_the_states_until_healthy(control, clock):
 def test_status_reports_the_spec_fields_and_the_countdown(control, clock):
     control.power_on("dashboard")
     clock.advance(minutes=10)
-    status = control.status()
+    status = control.status().as_json()
     assert set(status) >= {
         "instance_id",
         "status",
@@ -70,8 +70,8 @@ def test_status_reports_the_spec_fields_and_the_countdown(control, clock):
     assert status["total_runtime_hours"] == pytest.approx((10 * 60 + 4) / 3600, abs=1e-4)
     # activity pushes the deadline back to a full 30 minutes from now
     control.record_activity()
-    assert control.status(observe=False)["auto_shutdown_in_minutes"] == pytest.approx(30.0)
-    assert control.status(observe=False)["last_activity"].endswith("Z")
+    assert control.status(observe=False).as_json()["auto_shutdown_in_minutes"] == pytest.approx(30.0)
+    assert control.status(observe=False).as_json()["last_activity"].endswith("Z")
 
 
 def test_power_off_closes_the_session_with_costs_matching_the_simulator(control, clock, sim):
@@ -104,11 +104,11 @@ def test_power_off_when_already_stopped_is_harmless(control):
 def test_no_wait_returns_at_once_and_a_later_observer_completes_the_start(control, clock):
     result = control.power_on("api", wait_for_health=False)
     assert result["status"] == "scheduling"
-    assert control.status(observe=False)["power_on_pending"] is True
+    assert control.status(observe=False).as_json()["power_on_pending"] is True
     for _ in range(10):
         clock.advance(2)
-        control.status()
-    assert control.status(observe=False)["power_on_pending"] is False
+        control.status().as_json()
+    assert control.status(observe=False).as_json()["power_on_pending"] is False
     assert events(control) == [(ev.POWER_ON_REQUESTED, "api"), (ev.POWER_ON_COMPLETE, "system")]
     assert sessions(control)[0]["started_by"] == "api"
 
@@ -122,7 +122,7 @@ def test_health_timeout_raises_and_is_audited(tmp_path, sim, sim_config, clock):
     timeout, kept = control.audit(2)[1], control.audit(2)[0]  # the log's tail is kept after the timeout
     assert (timeout["event"], kept["event"]) == (ev.POWER_ON_HEALTH_TIMEOUT, ev.INSTANCE_LOG)
     assert timeout["meta"]["status"] == "running"
-    assert control.status(observe=False)["power_on_pending"] is False
+    assert control.status(observe=False).as_json()["power_on_pending"] is False
     # the instance runs and is billed, so its session is open: auto-shutdown will still stop it,
     # counting idle minutes from when the start gave up waiting (not from the session start)
     assert sessions(control)[0]["ended_at"] is None
@@ -152,10 +152,10 @@ def test_no_deadline_while_a_start_is_pending(tmp_path, sim, clock):
     watch = Watch(control)
     control.power_on("cli", wait_for_health=False)
     clock.advance(30)
-    status = control.status()
+    status = control.status().as_json()
     assert status["status"] == "running" and status["power_on_pending"] is True and sessions(control)
     clock.advance(minutes=5)
-    assert control.status()["auto_shutdown_in_minutes"] is None and control.deadline() is None
+    assert control.status().as_json()["auto_shutdown_in_minutes"] is None and control.deadline() is None
     assert fire_if_due(watch) is None
 
 
@@ -166,18 +166,18 @@ def test_stuck_in_scheduling_is_cancelled_and_says_the_gpu_is_taken(tmp_path, si
     control = make_control(make_settings(tmp_path, sim.url, vast_wait_timeout_s=30), clock)
     with pytest.raises(GpuUnavailable, match="GPU on the instance's host is taken"):
         control.power_on("cli")
-    assert control.status()["status"] == "stopped"
+    assert control.status().as_json()["status"] == "stopped"
     assert [e for e, _ in events(control)] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_UNAVAILABLE]
 
 
 def test_starts_and_stops_made_in_vasts_console_open_and_close_sessions(control, clock, sim):
     sim.console(INSTANCE_ID, "running")
     clock.advance(20)
-    assert control.status()["status"] == "running"
+    assert control.status().as_json()["status"] == "running"
     clock.advance(minutes=5)
     sim.console(INSTANCE_ID, "stopped")
     clock.advance(2)
-    assert control.status()["status"] == "stopped"
+    assert control.status().as_json()["status"] == "stopped"
     [session] = sessions(control)
     assert session["started_by"] == "external" and session["end_reason"] == "external"
     assert session["runtime_s"] == pytest.approx(5 * 60 + 2)
@@ -211,7 +211,7 @@ def test_idle_deadline_fires_only_after_the_idle_minutes(control, clock):
     assert result["session_runtime_minutes"] == pytest.approx((clock() - started).total_seconds() / 60, abs=0.01)
     shutdown, complete = [r for r in reversed(control.audit(10)) if r["event"].startswith("auto_shutdown")]
     assert shutdown["actor"] == "system" and shutdown["meta"]["inactive_minutes"] == pytest.approx(30.1, abs=0.01)
-    assert complete["event"] == ev.AUTO_SHUTDOWN_COMPLETE and complete["meta"]["session_runtime_minutes"] > 49
+    assert complete["event"] == ev.WATCHDOG_STOP_COMPLETE and complete["meta"]["session_runtime_minutes"] > 49
     assert sessions(control)[0]["end_reason"] == "auto_shutdown"
 
 
@@ -221,7 +221,7 @@ def test_auto_shutdown_can_be_disabled(tmp_path, sim, clock):
     control.power_on("cli")
     clock.advance(minutes=600)
     assert fire_if_due(watch) is None
-    assert control.status()["auto_shutdown_in_minutes"] is None
+    assert control.status().as_json()["auto_shutdown_in_minutes"] is None
 
 
 def test_activity_never_moves_the_deadline_earlier(control, clock):
@@ -255,17 +255,17 @@ def test_two_processes_stopping_at_once_close_the_session_once(control, settings
 
 def test_unconfigured_is_a_status_not_an_error(tmp_path, clock):
     control = make_control(make_settings(tmp_path, None, vast_api_key=None), clock)
-    status = control.status()
+    status = control.status().as_json()
     assert status["status"] == "unconfigured" and "VAST_API_KEY" in status["message"]
     with pytest.raises(NotConfigured, match="VAST_API_KEY"):
         control.power_on("cli")
     control = make_control(make_settings(tmp_path, None, vast_instance_id=None), clock)
-    assert "VAST_INSTANCE_ID" in control.status()["message"]
+    assert "VAST_INSTANCE_ID" in control.status().as_json()["message"]
 
 
 def test_unknown_instance_is_not_found(tmp_path, sim, clock):
     control = make_control(make_settings(tmp_path, sim.url, vast_instance_id=999), clock)
-    status = control.status()
+    status = control.status().as_json()
     assert status["status"] == "not_found"
     assert "999" in status["message"]
 
@@ -277,7 +277,7 @@ def test_wrong_key_fails_clearly_and_leaves_no_pending_start(tmp_path, sim, cloc
     assert err.value.kind == ErrorKind.AUTH
     assert "wrong-key" not in str(err.value)
     assert [e for e, _ in events(control)] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_FAILED]
-    assert control.status(observe=False)["power_on_pending"] is False
+    assert control.status(observe=False).as_json()["power_on_pending"] is False
 
 
 def test_a_stop_during_the_start_aborts_it(control, clock, sim):
@@ -285,7 +285,7 @@ def test_a_stop_during_the_start_aborts_it(control, clock, sim):
     clock.advance(5)
     sim.console(INSTANCE_ID, "stopped")
     clock.advance(2)
-    control.status()
+    control.status().as_json()
     assert [e for e, _ in events(control)][-1] == ev.POWER_ON_ABORTED
     assert sessions(control) == []
 

@@ -39,7 +39,7 @@ def test_the_endpoint_is_the_llm_ports_and_the_health_url_the_health_ports(tmp_p
     assert hosts[8000] != hosts[8001]  # like vast: one host port per container port
     assert result["endpoint_base_url"] == f"http://127.0.0.1:{hosts[8000]}"
     assert result["health_url"] == f"http://127.0.0.1:{hosts[8001]}/health"
-    assert control.status()["endpoint_base_url"] == f"http://127.0.0.1:{hosts[8000]}"
+    assert control.status().as_json()["endpoint_base_url"] == f"http://127.0.0.1:{hosts[8000]}"
 
 
 def test_without_an_endpoint_port_the_endpoint_is_the_health_ports(control, sim):
@@ -60,14 +60,14 @@ def test_a_start_whose_gpu_is_taken_waits_as_scheduling_then_is_cancelled(tmp_pa
     control = waiting(tmp_path, sim, clock)  # VAST_SCHEDULING_TIMEOUT_S: 300 by default
     assert control.power_on("cli", wait_for_health=False)["status"] == "scheduling"
     for waited in (120, 240, 290):  # far past VAST_WAIT_TIMEOUT_S (30 s): waiting for a GPU is not failing
-        clock.advance(waited - (control.status(observe=False)["power_on_pending_s"] or 0))
-        s = control.status()
+        clock.advance(waited - (control.status(observe=False).as_json()["power_on_pending_s"] or 0))
+        s = control.status().as_json()
         assert s["status"] == "scheduling" and s["power_on_pending"] is True
         assert s["power_on_pending_s"] == pytest.approx(waited, abs=1)
         assert f"for {round(waited / 60)} min" in s["message"] and "VAST_SCHEDULING_TIMEOUT_S" in s["message"]
         assert not NEVER & set(names(control))
     clock.advance(15)
-    s = control.status()
+    s = control.status().as_json()
     assert s["status"] == "stopped" and s["power_on_pending"] is False
     assert names(control) == [ev.POWER_ON_REQUESTED, ev.POWER_ON_UNAVAILABLE]
     assert control.audit(1)[0]["meta"]["waited_seconds"] >= 300
@@ -96,13 +96,13 @@ def test_with_a_scheduling_timeout_of_0_a_start_waits_forever_and_completes_when
     control.power_on("api", wait_for_health=False)
     for _ in range(10):
         clock.advance(3600)
-        s = control.status()
+        s = control.status().as_json()
         assert s["status"] == "scheduling" and s["power_on_pending"] is True
     assert "cancelled" not in s["message"] and "for 10 h:" in s["message"]  # durations as vastops/words.py writes them
     sim.configure(stall_scheduling=False)  # the GPU frees up
     for _ in range(10):
         clock.advance(2)
-        control.status()
+        control.status().as_json()
     assert names(control) == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE]  # the caller's start, not an external one
     [complete] = [r for r in control.audit(10) if r["event"] == ev.POWER_ON_COMPLETE]
     assert complete["meta"]["startup_seconds"] > 10 * 3600
@@ -112,7 +112,7 @@ def test_a_start_answered_success_false_queued_is_pending_not_failed(control, si
     sim.configure(queued_start_answer="queued", gpu_free_after_s=20)  # the GPU is taken for 20 s more
     result = control.power_on("cli", wait_for_health=False)
     assert result["status"] == "scheduling"
-    assert control.status(observe=False)["power_on_pending"] is True
+    assert control.status(observe=False).as_json()["power_on_pending"] is True
     assert control.power_on("cli")["status"] == "running"  # joins the pending start, which completes
     assert ev.POWER_ON_FAILED not in names(control)
 
@@ -131,7 +131,7 @@ def test_a_start_answered_plain_success_whose_gpu_is_rented_out_is_known_as_queu
     [search] = offer_searches(sim)
     assert search["body"]["machine_id"] == {"eq": machine}
     assert search["body"]["rented"] == {"eq": False}
-    assert control.status(observe=False)["power_on_pending"] is True  # waiting, not failed
+    assert control.status(observe=False).as_json()["power_on_pending"] is True  # waiting, not failed
     assert ev.POWER_ON_FAILED not in names(control)
 
 
@@ -162,7 +162,7 @@ def test_an_offer_search_that_fails_leaves_the_start_to_the_scheduling_timeout(c
     sim.add_fault("500", count=10, method="POST", path_prefix="/api/v0/bundles")
     result = control.power_on("proxy", wait_for_health=False)
     assert result["queued"] is False and result["status"] == "scheduling"  # not known: no claim either way
-    assert control.status(observe=False)["power_on_pending"] is True
+    assert control.status(observe=False).as_json()["power_on_pending"] is True
 
 
 def test_a_key_that_may_not_search_offers_leaves_the_start_pending(control, sim, clock, monkeypatch, caplog):
@@ -175,7 +175,7 @@ def test_a_key_that_may_not_search_offers_leaves_the_start_pending(control, sim,
     with caplog.at_level(logging.WARNING, logger="vastops.power"):
         result = control.power_on("proxy", wait_for_health=False)
     assert result["queued"] is False and result["status"] == "scheduling"
-    assert control.status(observe=False)["power_on_pending"] is True
+    assert control.status(observe=False).as_json()["power_on_pending"] is True
     assert "offers could not be read" in caplog.text
 
 
@@ -193,28 +193,28 @@ def test_a_clear_refusal_is_still_power_on_failed(tmp_path, sim, clock):
         control.power_on("cli")
     assert err.value.kind == ErrorKind.AUTH
     assert names(control) == [ev.POWER_ON_REQUESTED, ev.POWER_ON_FAILED]
-    assert control.status(observe=False)["power_on_pending"] is False
+    assert control.status(observe=False).as_json()["power_on_pending"] is False
 
 
 # -- credit --------------------------------------------------------------------------------
 
 
 def test_credit_is_read_and_lasts_at_the_current_rate(control, sim, clock):
-    assert control.status(observe=False)["credit_usd"] is None  # never read yet
+    assert control.status(observe=False).as_json()["credit_usd"] is None  # never read yet
     assert control.observe_credit() == pytest.approx(100.0, abs=0.01)  # the simulator's starting credit
     storage = 150 * 0.10 / 720
-    s = control.status()
+    s = control.status().as_json()
     assert s["credit_usd"] == pytest.approx(100.0, abs=0.01)
     assert s["credit_hours_left"] == pytest.approx(100 / storage, rel=0.01)  # stopped: the disk alone
     control.power_on("cli")
     control.observe_credit()
-    assert control.status()["credit_hours_left"] == pytest.approx(100 / (0.40 + storage), rel=0.01)
+    assert control.status().as_json()["credit_hours_left"] == pytest.approx(100 / (0.40 + storage), rel=0.01)
 
 
 def test_low_credit_warns_in_the_status_message(tmp_path, sim, clock):
     control = make_control(make_settings(tmp_path, sim.url, vast_low_credit_usd=150), clock)
     control.observe_credit()
-    message = control.status()["message"]
+    message = control.status().as_json()["message"]
     assert "$100.00" in message and "VAST_LOW_CREDIT_USD" in message
 
 
@@ -223,7 +223,7 @@ def test_the_watchdog_reads_the_credit_once_a_minute_and_quietly_when_it_fails(c
     asyncio.run(watch.observe_credit())  # reads
     asyncio.run(watch.observe_credit())  # too soon: once a minute
     calls = [c for c in sim.state()["calls"] if "users/current" in c["path"]]
-    assert len(calls) == 1 and control.status(observe=False)["credit_usd"] is not None
+    assert len(calls) == 1 and control.status(observe=False).as_json()["credit_usd"] is not None
     sim.add_fault("503", count=10, path_prefix="/api/v0/users/current")
     watch._credit_looked -= CREDIT_EVERY_S  # a minute later
     with caplog.at_level(logging.DEBUG, logger="vastops.watchdog"):
@@ -240,7 +240,7 @@ def test_a_stop_by_vast_at_zero_credit_is_credit_exhausted_stop(control, sim, cl
     sim.console(INSTANCE_ID, "stopped")  # vast stops every instance of an account out of credit
     for _ in range(10):
         clock.advance(2)
-        control.status()
+        control.status().as_json()
     assert names(control)[-1] == ev.CREDIT_EXHAUSTED_STOP
 
 
@@ -253,7 +253,7 @@ def test_reboot_restarts_in_place_and_waits_for_health(control, sim, clock):
     assert result["status"] == "running" and result["message"] == "Instance running and healthy"
     assert names(control) == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.REBOOT_REQUESTED, ev.REBOOT_COMPLETE]
     assert [e["state"] for e in sim.state()["events"]] == ["running", "rebooting"]
-    s = control.status()
+    s = control.status().as_json()
     assert s["session_runtime_minutes"] is not None and s["pending"] is None  # the same session goes on: the GPU was kept
     assert control.costs()["sessions_count"] == 1
 

@@ -58,7 +58,7 @@ def rendered(at: AppTest) -> str:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+def scenario(real_processes, tmp_path_factory):
     """Runs the whole story once; returns (folder, [(where, what was seen)], the simulator's call log)."""
     tmp_path = tmp_path_factory.mktemp("secrets")
     processes = Processes(tmp_path)
@@ -202,10 +202,10 @@ def test_the_vast_key_travels_only_in_the_authorization_header(scenario):
         assert VAST_KEY not in json.dumps(call["body"])
 
 
-def test_no_key_on_any_dashboard_page(scenario, monkeypatch):
+def test_no_key_on_any_dashboard_page(apptest, scenario, monkeypatch):
     folder, _, _ = scenario
     monkeypatch.chdir(folder)  # where the dashboard reads .env, with the scenario's ledger
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30).run()
+    at = apptest().run()
     at.text_input(key="login_password").input(PASSWORD)
     at.button[0].click().run()
     assert not at.exception, at.exception

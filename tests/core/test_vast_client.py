@@ -181,21 +181,6 @@ def test_error_text_echoing_the_key_is_scrubbed(client):
 
 
 @responses.activate
-def test_list_pages_until_next_token_is_null(client):
-    responses.get(
-        f"{BASE}/api/v1/instances/",
-        match=[matchers.query_param_matcher({"limit": "25"})],
-        json={"success": True, "instances": [running_instance(id=1)], "next_token": "t2"},
-    )
-    responses.get(
-        f"{BASE}/api/v1/instances/",
-        match=[matchers.query_param_matcher({"limit": "25", "after_token": "t2"})],
-        json={"success": True, "instances": [running_instance(id=2)], "next_token": None},
-    )
-    assert [i.id for i in client.list_instances()] == [1, 2]
-
-
-@responses.activate
 def test_charges_parse_items(client):
     from datetime import datetime
 

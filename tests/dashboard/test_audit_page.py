@@ -59,23 +59,16 @@ def log(env):
     now = utcnow()
     with ledger.write() as tx:
         tx.audit(now - timedelta(days=2), INSTANCE_ID, Event.POWER_ON_REQUESTED, "dashboard", {"instance_id": INSTANCE_ID})
-        tx.audit(now - timedelta(days=1), INSTANCE_ID, Event.AUTO_SHUTDOWN_COMPLETE, "system", META)
+        tx.audit(now - timedelta(days=1), INSTANCE_ID, Event.WATCHDOG_STOP_COMPLETE, "system", META)
         tx.audit(now, INSTANCE_ID, Event.POWER_OFF_FAILED, "api", {"kind": "rate_limited", "error": TRICKY})
     return ledger
 
 
-def audit_page() -> AppTest:
+def audit_page(apptest) -> AppTest:
     from streamlit import cache_data
 
-    from vastops.dashboard.login import THROTTLE
-
-    THROTTLE.succeeded()
-    cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30).run()
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
-    at.switch_page("pages/audit.py").run()
-    assert not at.exception, at.exception
+    cache_data.clear()  # the pages' read cache lives as long as the process: each page reads afresh
+    at = apptest.logged_in("pages/audit.py")
     return at
 
 
@@ -86,12 +79,12 @@ def rows(at) -> dict[str, list[str]]:
     return {column: [r[column] for r in found] for column in found[0]}
 
 
-def test_events_are_in_words_and_details_are_key_value_in_words(log):
-    at = audit_page()
+def test_events_are_in_words_and_details_are_key_value_in_words(apptest, log):
+    at = audit_page(apptest)
     shown = rows(at)
     assert not at.dataframe and not at.table  # (a data grid cuts the details off)
     events = shown["Event"]
-    assert events == [event_words(Event.POWER_OFF_FAILED), event_words(Event.AUTO_SHUTDOWN_COMPLETE), event_words(Event.POWER_ON_REQUESTED)]
+    assert events == [event_words(Event.POWER_OFF_FAILED), event_words(Event.WATCHDOG_STOP_COMPLETE), event_words(Event.POWER_ON_REQUESTED)]
     assert "_" not in "".join(events)
     details = shown["Details"][1]
     assert set(details.split(" · ")) >= {
@@ -110,12 +103,12 @@ def test_events_are_in_words_and_details_are_key_value_in_words(log):
     assert "<img" not in html and "<a " not in html and "&lt;b&gt;" in html
 
 
-def test_times_in_details_read_as_the_time_column_and_bookkeeping_keys_stay_in_the_csv(env):
+def test_times_in_details_read_as_the_time_column_and_bookkeeping_keys_stay_in_the_csv(apptest, env):
     ledger = Ledger(env["VASTOPS_DB"])
     meta = {"deadline": "2026-12-01T19:42:18.913Z", "key": "keepalive:2026-12-01T19:42:18.913000+00:00", "minutes_left": 5}
     with ledger.write() as tx:
-        tx.audit(utcnow(), INSTANCE_ID, Event.AUTO_SHUTDOWN_WARNING, "system", meta)
-    at = audit_page()
+        tx.audit(utcnow(), INSTANCE_ID, Event.IDLE_WARNING, "system", meta)
+    at = audit_page(apptest)
     assert rows(at)["Details"] == ["deadline: 2026-12-01 19:42:18 UTC · minutes left: 5"]
     [html] = [el.proto.body for el in at.get("html") if 'class="vastops-table"' in el.proto.body]
     # the short columns never wrap into "syst em" / "12 34 5"
@@ -126,8 +119,8 @@ def test_times_in_details_read_as_the_time_column_and_bookkeeping_keys_stay_in_t
     assert json.loads(row["meta_json"])["key"] == meta["key"]
 
 
-def test_the_filters_are_labelled_in_words_and_no_future_day_can_be_picked(log):
-    at = audit_page()
+def test_the_filters_are_labelled_in_words_and_no_future_day_can_be_picked(apptest, log):
+    at = audit_page(apptest)
     events = at.multiselect(key="audit_events")
     assert event_words(Event.POWER_ON_REQUESTED) in events.options and "power_on_requested" not in events.options
     assert events.proto.wrap  # chips wrap onto more rows instead of being clipped
@@ -138,14 +131,14 @@ def test_the_filters_are_labelled_in_words_and_no_future_day_can_be_picked(log):
     assert size.label == "Rows per page" and size.proto.label_visibility.value == 0  # VISIBLE
     for widget in (events, days, size, at.multiselect(key="audit_actors"), at.text_input(key="audit_text")):
         assert widget.label and widget.proto.label_visibility.value == 0
-    events.select(Event.AUTO_SHUTDOWN_COMPLETE).run()  # the raw value is still what filters
-    assert rows(at)["Event"] == [event_words(Event.AUTO_SHUTDOWN_COMPLETE)]
+    events.select(Event.WATCHDOG_STOP_COMPLETE).run()  # the raw value is still what filters
+    assert rows(at)["Event"] == [event_words(Event.WATCHDOG_STOP_COMPLETE)]
 
 
 def test_the_csv_keeps_raw_event_names_and_rounds_its_numbers(log):
     text = reports.audit_csv(log)
     parsed = list(csv.DictReader(io.StringIO(text)))
-    assert [r["event"] for r in parsed] == [Event.POWER_OFF_FAILED, Event.AUTO_SHUTDOWN_COMPLETE, Event.POWER_ON_REQUESTED]
+    assert [r["event"] for r in parsed] == [Event.POWER_OFF_FAILED, Event.WATCHDOG_STOP_COMPLETE, Event.POWER_ON_REQUESTED]
     meta = json.loads(parsed[1]["meta_json"])
     assert meta["storage_dph"] == 0.020833 and meta["inactive_minutes"] == 30.02 and meta["session_cost_usd"] == 0.4213
     assert not re.search(r"\d\.\d{7,}", text)  # never 0.020833333333333332
@@ -199,7 +192,7 @@ def test_chips_labels_and_details_fit_and_the_csv_is_named_in_a_real_browser(log
         page.get_by_role("link", name="Audit").click()
         page.locator("table.vastops-table td").first.wait_for(timeout=30_000)
         settle(page)
-        for event in (Event.POWER_ON_REQUESTED, Event.AUTO_SHUTDOWN_COMPLETE, Event.POWER_ON_HEALTH_TIMEOUT):
+        for event in (Event.POWER_ON_REQUESTED, Event.WATCHDOG_STOP_COMPLETE, Event.POWER_ON_HEALTH_TIMEOUT):
             page.get_by_test_id("stMultiSelect").filter(has_text="Event type").get_by_role("combobox").click()
             page.get_by_role("option", name=event_words(event), exact=True).click()
             settle(page)

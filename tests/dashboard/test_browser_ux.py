@@ -285,7 +285,7 @@ def test_after_an_auto_shutdown_the_status_page_says_who_stopped_it_why_and_what
         where["auto-shutdown"] = buttons_y(page)
         shot(page, "ux-4-auto-shutdown")
         assert len(set(where.values())) == 1, where  # whatever came and went, Start and Stop stayed put
-        [complete] = [r for r in stack.control().audit(50) if r["event"] == Event.AUTO_SHUTDOWN_COMPLETE]
+        [complete] = [r for r in stack.control().audit(50) if r["event"] == Event.WATCHDOG_STOP_COMPLETE]
         assert f"{complete['meta']['session_cost_usd']:.4f}" in text
 
         page.reload()  # it survives a reload, and reaches a new tab

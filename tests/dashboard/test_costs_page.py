@@ -58,18 +58,11 @@ def add_session(ledger, start: datetime, minutes: float, dph=0.40, sto=0.02, ope
             tx.end_session(sid, start + timedelta(minutes=minutes), "dashboard", "manual", minutes * 60)
 
 
-def costs_page(period: tuple[date, date] | str = "Last 30 days") -> AppTest:
+def costs_page(apptest, period: tuple[date, date] | str = "Last 30 days") -> AppTest:
     from streamlit import cache_data
 
-    from vastops.dashboard.login import THROTTLE
-
-    THROTTLE.succeeded()
-    cache_data.clear()  # the pages' read cache lives as long as the process: each test reads afresh
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30).run()
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
-    at.switch_page("pages/costs.py").run()
-    assert not at.exception, at.exception
+    cache_data.clear()  # the pages' read cache lives as long as the process: each page reads afresh
+    at = apptest.logged_in("pages/costs.py")
     if isinstance(period, tuple):
         at.selectbox(key="costs_preset").select("Custom").run()
         at.date_input(key="costs_range").set_value(period).run()
@@ -94,11 +87,11 @@ def whole(ticks) -> bool:
 # -- the three periods of the issue ----------------------------------------------------------
 
 
-def test_a_one_day_period_draws_a_whole_bar_and_a_ramp(ledger, drawn):
+def test_a_one_day_period_draws_a_whole_bar_and_a_ramp(apptest, ledger, drawn):
     today = utcnow().date()
     start = datetime(today.year, today.month, today.day, tzinfo=UTC)
     add_session(ledger, start, 1)  # 00:00-00:01 today: always in the past
-    costs_page((today, today))
+    costs_page(apptest, (today, today))
     per_day, cumulative = drawn["chart_per_day"], drawn["chart_cumulative"]
 
     # the axis is the day, 00:00 to 24:00, and its one bar fills it (no sliver, nothing cut)
@@ -131,8 +124,8 @@ def test_a_one_day_period_draws_a_whole_bar_and_a_ramp(ledger, drawn):
     assert ticks[:3] == ["<5", "5–15", "15–30"] and all(len(t) <= charts._fits(len(ticks)) for t in ticks)
 
 
-def test_an_empty_period_says_so_instead_of_drawing_bare_axes(ledger, drawn):
-    at = costs_page()
+def test_an_empty_period_says_so_instead_of_drawing_bare_axes(apptest, ledger, drawn):
+    at = costs_page(apptest)
     assert {key: chart.kind for key, chart in drawn.items()} == {
         "chart_per_day": "empty",
         "chart_cumulative": "empty",
@@ -151,7 +144,7 @@ def test_an_empty_period_says_so_instead_of_drawing_bare_axes(ledger, drawn):
     assert metrics(at)["Sessions"] == "0" and metrics(at)["Average session"] == "—"
 
 
-def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(ledger, drawn):
+def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(apptest, ledger, drawn):
     today = utcnow().date()
     start = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=1)
     add_session(ledger, start, 60)  # 00:00-01:00 yesterday, at $0.42/h; no settled start: start-up runs to the first request
@@ -162,7 +155,7 @@ def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(ledg
             {"request_id": "b", "consumer": "team-search", "started_at": start + timedelta(minutes=18), "ended_at": start + timedelta(minutes=30),
              "prompt_tokens": 500},
         ])  # fmt: skip
-    at = costs_page()
+    at = costs_page(apptest)
     chart = drawn["chart_consumers"]
     per_minute = 0.42 / 60
     assert chart.kind == "columns"
@@ -187,13 +180,13 @@ def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(ledg
     assert any("Consumers (CSV)" in str(b.proto) for b in button)
 
 
-def test_a_60_day_period_draws_a_bar_per_day_with_whole_day_ticks(ledger, drawn):
+def test_a_60_day_period_draws_a_bar_per_day_with_whole_day_ticks(apptest, ledger, drawn):
     today = utcnow().date()
     start = today - timedelta(days=59)
     for i in range(0, 58, 3):  # 20 sessions of 90 minutes at 09:00, every third day from the first on
         day = start + timedelta(days=i)
         add_session(ledger, datetime(day.year, day.month, day.day, 9, tzinfo=UTC), 90)
-    costs_page((start, today))
+    costs_page(apptest, (start, today))
     per_day = drawn["chart_per_day"]
     assert per_day.title == "Cost per day (UTC)"
     assert per_day.x_domain == (midnight(start), midnight(today) + DAY)
@@ -220,7 +213,7 @@ def test_a_60_day_period_draws_a_bar_per_day_with_whole_day_ticks(ledger, drawn)
     assert whole(drawn["chart_lengths"].y_ticks)
 
 
-def test_a_long_period_charts_months_and_keeps_its_settled_days(ledger, drawn, monkeypatch):
+def test_a_long_period_charts_months_and_keeps_its_settled_days(apptest, ledger, drawn, monkeypatch):
     today = utcnow().date()
     for back in (400, 200, 30, 2):
         day = today - timedelta(days=back)
@@ -233,7 +226,7 @@ def test_a_long_period_charts_months_and_keeps_its_settled_days(ledger, drawn, m
         real(self, db, instance_id, start, end, now)
 
     monkeypatch.setattr(reports.Scan, "__init__", counting)
-    at = costs_page("All time")
+    at = costs_page(apptest, "All time")
     per = drawn["chart_per_day"]
     assert per.title == "Cost per month (UTC)"
     assert all(label[-4:].isdigit() for _, label in per.x_ticks)  # "Mar 2026": months, with their year
@@ -269,14 +262,14 @@ def test_a_report_from_kept_history_is_the_report_read_whole(ledger):
 # -- the projection --------------------------------------------------------------------------
 
 
-def test_the_month_is_projected_only_after_three_days(ledger, monkeypatch):
+def test_the_month_is_projected_only_after_three_days(apptest, ledger, monkeypatch):
     add_session(ledger, utcnow() - timedelta(hours=3), 60)
     monkeypatch.setattr(reports, "PROJECT_AFTER_DAYS", 32)  # never that far into a month: too early
-    at = costs_page()
+    at = costs_page(apptest)
     projected = next(m for m in at.metric if m.label == "Projected for the month")
     assert projected.value == "too early" and "Too early to project" in projected.proto.help
     monkeypatch.setattr(reports, "PROJECT_AFTER_DAYS", 0)
-    at = costs_page()
+    at = costs_page(apptest)
     assert metrics(at)["Projected for the month"].startswith("$")
 
 

@@ -15,84 +15,19 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY
+from helpers import CONTROL_KEY, DASHBOARD_PASSWORD, INSTANCE_ID, SIM_KEY
 from vastops.clock import FakeClock, utcnow
 from vastops.config import load_settings
 from vastops.control.answers import Control
 from vastops.control.power import GpuUnavailable
 from vastops.dashboard.login import THROTTLE, LoginThrottle
 from vastops.ledger.store import Ledger
-from vastops.sim.config import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 from vastops.vocabulary import event_words
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def sim_config():
-    # No rate limit: the simulator's token bucket runs on the fake clock, which the
-    # dashboard's own calls do not move.
-    return SimConfig(
-        api_key=SIM_KEY,
-        instances=[SimInstance(id=INSTANCE_ID, gpu_name="RTX 3090", dph_base=0.40, disk_space=150.0, storage_cost=0.10)],
-        schedule_s=2.0, load_s=2.0, stop_s=1.0, health_delay_s=2.0, rate_limit_scale=0.0,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, sim):
-    """The dashboard's configuration, as a real deployment would give it: environment variables."""
-    values = {
-        "VASTOPS_DB": str(tmp_path / "ledger.db"),
-        "VAST_API_URL": sim.url,
-        "VAST_API_KEY": SIM_KEY,
-        "VAST_INSTANCE_ID": str(INSTANCE_ID),
-        "CONTROL_API_KEY": CONTROL_KEY,
-        "VASTOPS_DASHBOARD_PASSWORD": PASSWORD,
-        "VAST_AUTO_SHUTDOWN_MINUTES": "30",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture(autouse=True)
-def fresh_login_throttle():
-    """AppTest runs the dashboard in this process: one test's wrong passwords must not slow the next."""
-    THROTTLE.succeeded()
-    yield
-    THROTTLE.succeeded()
-
-
-@pytest.fixture
-def settings(env):
-    return load_settings(None)
-
-
-@pytest.fixture
-def watcher(settings):
-    """What the watchdog does: observe vast.ai (real clock, like the dashboard) and beat."""
-    control = Control(settings)
-    control.beat("watchdog")
-    return control
-
-
-def new_app() -> AppTest:
-    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30)
-
-
-def logged_in(page: str | None = None) -> AppTest:
-    at = new_app().run()
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
-    assert not at.exception, at.exception
-    if page:
-        at.switch_page(page).run()
-        assert not at.exception, at.exception
-    return at
+PASSWORD = DASHBOARD_PASSWORD  # the one tests/dashboard/conftest.py's `env` gives the dashboard
 
 
 def metrics(at) -> dict[str, str]:
@@ -144,9 +79,9 @@ def audit_rows(settings) -> list[tuple[str, str]]:
 # -- the login gate --------------------------------------------------------------------
 
 
-def test_without_a_configured_password_nothing_is_shown(env, monkeypatch):
+def test_without_a_configured_password_nothing_is_shown(apptest, env, monkeypatch):
     monkeypatch.delenv("VASTOPS_DASHBOARD_PASSWORD")
-    at = new_app().run()
+    at = apptest().run()
     assert "VASTOPS_DASHBOARD_PASSWORD" in at.error[0].value
     assert not at.text_input and not at.metric and not at.button
     at.switch_page("pages/costs.py").run()  # a page's own URL shows nothing but the gate either
@@ -154,8 +89,8 @@ def test_without_a_configured_password_nothing_is_shown(env, monkeypatch):
     assert not at.text_input and not at.metric and not at.button and not any("vastops-chart" in m.value for m in at.markdown)
 
 
-def test_the_login_gate_blocks_a_wrong_password_and_lets_the_right_one_in(env):
-    at = new_app().run()
+def test_the_login_gate_blocks_a_wrong_password_and_lets_the_right_one_in(apptest, env):
+    at = apptest().run()
     assert not at.metric  # nothing but the form
     at.text_input(key="login_password").input("wrong").run()
     at.button[0].click().run()
@@ -163,7 +98,7 @@ def test_the_login_gate_blocks_a_wrong_password_and_lets_the_right_one_in(env):
     assert not at.metric
     at.switch_page("pages/audit.py").run()  # every page is behind the gate
     assert not at.metric and not at.dataframe and at.text_input(key="login_password")
-    at = new_app().run()
+    at = apptest().run()
     at.text_input(key="login_password").input(PASSWORD)
     at.button[0].click().run()
     assert not at.exception
@@ -225,8 +160,8 @@ def throttle(monkeypatch):
     THROTTLE.succeeded()
 
 
-def test_after_many_wrong_passwords_even_the_right_one_waits_its_turn(env, throttle):
-    at = new_app().run()
+def test_after_many_wrong_passwords_even_the_right_one_waits_its_turn(apptest, env, throttle):
+    at = apptest().run()
 
     def log_in(password):
         at.text_input(key="login_password").input(password)
@@ -244,8 +179,8 @@ def test_after_many_wrong_passwords_even_the_right_one_waits_its_turn(env, throt
     assert THROTTLE.wait_s() == 0  # the right password reset it
 
 
-def test_logging_out_shows_the_gate_again(env):
-    at = logged_in()
+def test_logging_out_shows_the_gate_again(apptest, env):
+    at = apptest.logged_in()
     at.sidebar.button[0].click().run()
     assert not at.metric and at.text_input(key="login_password")
 
@@ -259,8 +194,8 @@ OIDC = {
 }
 
 
-def oidc_app(user: dict, allowed: list[str] | None) -> AppTest:
-    at = new_app()
+def oidc_app(apptest, user: dict, allowed: list[str] | None) -> AppTest:
+    at = apptest()
     at.secrets["auth"] = OIDC
     if allowed is not None:
         at.secrets["vastops"] = {"allowed_emails": allowed}
@@ -268,27 +203,27 @@ def oidc_app(user: dict, allowed: list[str] | None) -> AppTest:
     return at.run()
 
 
-def test_with_single_sign_on_only_the_listed_operators_get_in(env, monkeypatch):
+def test_with_single_sign_on_only_the_listed_operators_get_in(apptest, env, monkeypatch):
     monkeypatch.delenv("VASTOPS_DASHBOARD_PASSWORD")  # not needed with SSO
-    at = oidc_app({"is_logged_in": False}, ["alice@example.com"])
+    at = oidc_app(apptest, {"is_logged_in": False}, ["alice@example.com"])
     assert [b.label for b in at.button] == ["Log in"] and not at.text_input and not at.metric
 
-    at = oidc_app({"is_logged_in": True, "email": "Alice@Example.com"}, ["alice@example.com"])
+    at = oidc_app(apptest, {"is_logged_in": True, "email": "Alice@Example.com"}, ["alice@example.com"])
     assert not at.exception and "Status" in metrics(at)
     assert "Logged in as Alice@Example.com" in at.sidebar.caption[0].value
 
-    at = oidc_app({"is_logged_in": True, "email": "mallory@example.com"}, ["alice@example.com"])
+    at = oidc_app(apptest, {"is_logged_in": True, "email": "mallory@example.com"}, ["alice@example.com"])
     assert "not an operator" in at.error[0].value and not at.metric
 
-    at = oidc_app({"is_logged_in": True, "email": "alice@example.com"}, None)
+    at = oidc_app(apptest, {"is_logged_in": True, "email": "alice@example.com"}, None)
     assert "nobody is allowed in" in at.error[0].value and not at.metric
 
 
 # -- status and power ------------------------------------------------------------------
 
 
-def test_start_records_the_dashboard_and_the_transition_is_visible(env, settings, sim, clock, watcher):
-    at = logged_in()
+def test_start_records_the_dashboard_and_the_transition_is_visible(apptest, env, settings, sim, clock, watcher):
+    at = apptest.logged_in()
     assert metrics(at)["Status"] == "unknown"
     assert not at.button(key="start").disabled
     at.button(key="start").click().run()
@@ -324,11 +259,11 @@ def test_start_records_the_dashboard_and_the_transition_is_visible(env, settings
     assert [e for e, _ in audit_rows(settings)] == [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE]
 
 
-def test_stop_asks_for_confirmation_and_records_the_dashboard(env, settings, sim, clock, watcher):
+def test_stop_asks_for_confirmation_and_records_the_dashboard(apptest, env, settings, sim, clock, watcher):
     sim.console(INSTANCE_ID, "running")  # running already (started in vast's console)
     clock.advance(10)
     watcher.status()
-    at = logged_in()
+    at = apptest.logged_in()
     assert metrics(at)["Status"] == "running"
     assert at.button(key="start").disabled
 
@@ -351,8 +286,8 @@ def test_stop_asks_for_confirmation_and_records_the_dashboard(env, settings, sim
     assert session["ended_by"] == "dashboard" and session["end_reason"] == "manual"
 
 
-def test_refresh_asks_vast_and_shows_what_it_said(env, settings, sim, watcher):
-    at = logged_in()
+def test_refresh_asks_vast_and_shows_what_it_said(apptest, env, settings, sim, watcher):
+    at = apptest.logged_in()
     assert metrics(at)["Status"] == "unknown"
     at.button(key="refresh").click().run()
     assert metrics(at)["Status"] == "stopped"
@@ -360,18 +295,18 @@ def test_refresh_asks_vast_and_shows_what_it_said(env, settings, sim, watcher):
     assert at.button(key="stop").disabled and not at.button(key="start").disabled
 
 
-def test_unknown_instance_says_to_check_the_instance_id(env, monkeypatch, watcher):
+def test_unknown_instance_says_to_check_the_instance_id(apptest, env, monkeypatch, watcher):
     monkeypatch.setenv("VAST_INSTANCE_ID", "999")
-    at = logged_in()
+    at = apptest.logged_in()
     at.button(key="refresh").click().run()
     assert metrics(at)["Status"] == "not found"
     assert any("does not know instance 999" in e.value and "VAST_INSTANCE_ID" in e.value for e in at.error)
     assert at.button(key="start").disabled and at.button(key="stop").disabled
 
 
-def test_unconfigured_says_what_to_set_and_disables_the_buttons(env, monkeypatch):
+def test_unconfigured_says_what_to_set_and_disables_the_buttons(apptest, env, monkeypatch):
     monkeypatch.delenv("VAST_API_KEY")
-    at = logged_in()
+    at = apptest.logged_in()
     assert metrics(at)["Status"] == "unconfigured"
     assert any("VAST_API_KEY" in e.value and "restart" in e.value for e in at.error)
     assert all(at.button(key=k).disabled for k in ("start", "stop", "refresh"))
@@ -387,20 +322,20 @@ def test_unconfigured_says_what_to_set_and_disables_the_buttons(env, monkeypatch
         ("not_found", "Check `VAST_INSTANCE_ID`"),
     ],
 )
-def test_vast_errors_say_what_to_do(env, monkeypatch, watcher, kind, advice):
+def test_vast_errors_say_what_to_do(apptest, env, monkeypatch, watcher, kind, advice):
     def refuse(self, *args, **kwargs):
         raise VastError(kind, f"vast.ai said no ({kind}).")
 
     monkeypatch.setattr(Control, "power_on", refuse)
-    at = logged_in()
+    at = apptest.logged_in()
     at.button(key="start").click().run()
     assert not at.exception
     [error] = [e.value for e in at.error]
     assert error.startswith("**Start failed.**") and advice in error
 
 
-def test_a_stale_or_missing_watchdog_heartbeat_shows_a_banner(env, settings):
-    at = logged_in()
+def test_a_stale_or_missing_watchdog_heartbeat_shows_a_banner(apptest, env, settings):
+    at = apptest.logged_in()
     assert "Nobody is enforcing auto-shutdown" in at.error[0].value
     assert "never run" in at.error[0].value
 
@@ -415,14 +350,14 @@ def test_a_stale_or_missing_watchdog_heartbeat_shows_a_banner(env, settings):
     assert not any("Nobody is enforcing" in e.value for e in at.error)
 
 
-def test_the_status_page_counts_the_wake_proxys_cold_starts(env, settings, watcher):
+def test_the_status_page_counts_the_wake_proxys_cold_starts(apptest, env, settings, watcher):
     now = utcnow()
     with Ledger(settings.vastops_db).write() as tx:
         tx.audit(now - timedelta(minutes=10), INSTANCE_ID, ev.WAKE_REQUESTED, "proxy", {"instance_id": INSTANCE_ID, "waiting_requests": 3})
         tx.audit(
             now - timedelta(minutes=8), INSTANCE_ID, ev.POWER_ON_COMPLETE, "system", {"instance_id": INSTANCE_ID, "startup_seconds": 95.0}
         )
-    at = logged_in()
+    at = apptest.logged_in()
     shown = texts(at)
     assert "Cold starts by the wake proxy, last 7 days: 1 · 3 requests waited · the last took 2 min to answer" in shown
     assert "2 min for 3 requests" in shown  # each recent one with its own time
@@ -451,8 +386,8 @@ def history(settings, watcher):
     return ledger
 
 
-def test_costs_shows_totals_charts_and_sessions_for_the_period(env, history, drawn):
-    at = logged_in("pages/costs.py")
+def test_costs_shows_totals_charts_and_sessions_for_the_period(apptest, env, history, drawn):
+    at = apptest.logged_in("pages/costs.py")
     m = metrics(at)
     expected = 0.42 + 0.21 + 1.26
     assert m["Cost in period"] == f"${expected:.2f}"
@@ -478,8 +413,8 @@ def test_costs_shows_totals_charts_and_sessions_for_the_period(env, history, dra
     assert {b.label for b in at.get("download_button")} >= {"Sessions (CSV)", "Month summary (CSV)"}
 
 
-def test_costs_period_changes_the_figures(env, history):
-    at = logged_in("pages/costs.py")
+def test_costs_period_changes_the_figures(apptest, env, history):
+    at = apptest.logged_in("pages/costs.py")
     at.selectbox(key="costs_preset").select("All time").run()
     assert metrics(at)["Sessions"] == "4"
     at.selectbox(key="costs_preset").select("Custom").run()
@@ -499,7 +434,7 @@ def audit_log(settings, watcher):
     """120 rows over the last 5 days: 4 event types x 4 actors; every 7th mentions 'gpu-xyz'."""
     ledger = Ledger(settings.vastops_db)
     start = utcnow() - timedelta(days=5)
-    events = [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.POWER_OFF_REQUESTED, ev.AUTO_SHUTDOWN]
+    events = [ev.POWER_ON_REQUESTED, ev.POWER_ON_COMPLETE, ev.POWER_OFF_REQUESTED, ev.IDLE_STOP]
     actors = ["dashboard", "api", "cli", "system"]
     with ledger.write() as tx:
         for i in range(120):
@@ -508,8 +443,8 @@ def audit_log(settings, watcher):
     return ledger
 
 
-def test_audit_shows_the_newest_first_and_pages_through_the_log(env, audit_log):
-    at = logged_in("pages/audit.py")
+def test_audit_shows_the_newest_first_and_pages_through_the_log(apptest, env, audit_log):
+    at = apptest.logged_in("pages/audit.py")
     rows = table(at, "Details")
     assert len(rows) == 50
     assert detail(rows["Details"][0], "n") == "119"
@@ -527,15 +462,15 @@ def test_audit_shows_the_newest_first_and_pages_through_the_log(env, audit_log):
     assert detail(table(at, "Details")["Details"][0], "n") == "119"
 
 
-def test_audit_filters_change_the_rows(env, audit_log):
-    at = logged_in("pages/audit.py")
-    at.multiselect(key="audit_events").select(ev.AUTO_SHUTDOWN).run()
+def test_audit_filters_change_the_rows(apptest, env, audit_log):
+    at = apptest.logged_in("pages/audit.py")
+    at.multiselect(key="audit_events").select(ev.IDLE_STOP).run()
     rows = table(at, "Details")
-    assert set(rows["Event"]) == {event_words(ev.AUTO_SHUTDOWN)} and len(rows) == 30
+    assert set(rows["Event"]) == {event_words(ev.IDLE_STOP)} and len(rows) == 30
     at.multiselect(key="audit_actors").select("cli").run()
     rows = table(at, "Details")
-    assert set(rows["Actor"]) == {"cli"} and set(rows["Event"]) == {event_words(ev.AUTO_SHUTDOWN)}
-    at.multiselect(key="audit_events").unselect(ev.AUTO_SHUTDOWN).run()
+    assert set(rows["Actor"]) == {"cli"} and set(rows["Event"]) == {event_words(ev.IDLE_STOP)}
+    at.multiselect(key="audit_events").unselect(ev.IDLE_STOP).run()
     at.multiselect(key="audit_actors").unselect("cli").run()
     at.text_input(key="audit_text").input("GPU-XYZ").run()  # search in meta, not case-sensitive
     rows = table(at, "Details")
@@ -551,8 +486,8 @@ def test_audit_filters_change_the_rows(env, audit_log):
     assert at.get("download_button")[0].proto.disabled
 
 
-def test_actions_on_the_status_page_show_in_the_audit_at_once(env, settings, watcher, sim):
-    at = logged_in("pages/audit.py")
+def test_actions_on_the_status_page_show_in_the_audit_at_once(apptest, env, settings, watcher, sim):
+    at = apptest.logged_in("pages/audit.py")
     assert not any("vastops-table" in el.proto.body for el in at.get("html"))  # empty log (cached for a few seconds)
     at.switch_page("pages/status.py").run()
     at.button(key="start").click().run()
@@ -561,8 +496,8 @@ def test_actions_on_the_status_page_show_in_the_audit_at_once(env, settings, wat
     assert (rows["Event"][0], rows["Actor"][0]) == (event_words(ev.POWER_ON_REQUESTED), "dashboard")
 
 
-def test_no_page_shows_a_secret(env, history, audit_log):
-    at = logged_in()
+def test_no_page_shows_a_secret(apptest, env, history, audit_log):
+    at = apptest.logged_in()
     for page in ("pages/status.py", "pages/costs.py", "pages/audit.py"):
         at.switch_page(page).run()
         shown = texts(at) + " ".join(m.value + m.label for m in at.metric)
@@ -614,7 +549,7 @@ def gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z" if Path(f"/proc/{pid}/stat").exists() else True
 
 
-def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(tmp_path):
+def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(real_processes, tmp_path):
     import signal
 
     import requests
@@ -642,7 +577,7 @@ def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(tmp
     assert all(gone(pid) for pid in pids.values())
 
 
-def test_demo_stops_everything_when_one_process_dies(tmp_path):
+def test_demo_stops_everything_when_one_process_dies(real_processes, tmp_path):
     import signal
 
     proc, lines, found, pids = start_demo(tmp_path)
@@ -660,11 +595,11 @@ def test_demo_stops_everything_when_one_process_dies(tmp_path):
 # -- real vast.ai: reboot, credit, the kept log (issue 11) ---------------------------------
 
 
-def test_reboot_asks_for_confirmation_and_records_the_dashboard(env, settings, sim, clock, watcher):
+def test_reboot_asks_for_confirmation_and_records_the_dashboard(apptest, env, settings, sim, clock, watcher):
     sim.console(INSTANCE_ID, "running")
     clock.advance(10)
     watcher.status()
-    at = logged_in()
+    at = apptest.logged_in()
     assert not at.button(key="reboot").disabled
     at.button(key="reboot").click().run()
     assert "Reboot instance 12345?" in at.warning[0].value
@@ -680,35 +615,35 @@ def test_reboot_asks_for_confirmation_and_records_the_dashboard(env, settings, s
     assert at.button(key="reboot").disabled  # while it settles
 
 
-def test_reboot_is_disabled_while_stopped(env, settings, sim, watcher):
+def test_reboot_is_disabled_while_stopped(apptest, env, settings, sim, watcher):
     watcher.status()
-    assert logged_in().button(key="reboot").disabled
+    assert apptest.logged_in().button(key="reboot").disabled
 
 
-def test_credit_and_low_credit_warning_are_shown(env, monkeypatch, settings, sim, watcher):
+def test_credit_and_low_credit_warning_are_shown(apptest, env, monkeypatch, settings, sim, watcher):
     monkeypatch.setenv("VAST_LOW_CREDIT_USD", "500")
     watcher.observe_credit()
     watcher.status()
-    at = logged_in()
+    at = apptest.logged_in()
     m = metrics(at)
     assert m["Credit"] == "$100.00" and m["Lasts"].endswith(" h")
     assert any("VAST_LOW_CREDIT_USD" in w.value for w in at.warning)
 
 
-def test_the_log_kept_at_a_health_timeout_is_in_an_expander(env, settings, sim, watcher):
+def test_the_log_kept_at_a_health_timeout_is_in_an_expander(apptest, env, settings, sim, watcher):
     sim.write_log(INSTANCE_ID, ["vllm: starting", "CUDA error: out of memory"])
     watcher.keep_log(request_id=None)
-    at = logged_in()
+    at = apptest.logged_in()
     [expander] = [e for e in at.expander if "Instance log kept" in e.label]
     assert "CUDA error: out of memory" in expander.get("html")[0].proto.body
 
 
-def test_a_start_cancelled_for_a_taken_gpu_is_said_in_words(env, monkeypatch, settings, sim, watcher):
+def test_a_start_cancelled_for_a_taken_gpu_is_said_in_words(apptest, env, monkeypatch, settings, sim, watcher):
     monkeypatch.setenv("VAST_SCHEDULING_TIMEOUT_S", "1")
     sim.configure(stall_scheduling=True)
     control = Control(load_settings(None), poll_interval=0.3)  # the real clock, like the dashboard
     with pytest.raises(GpuUnavailable):
         control.power_on("cli")
-    at = logged_in()
+    at = apptest.logged_in()
     assert metrics(at)["Status"] == "stopped"
     assert any("the GPU on the instance's host is taken" in w.value for w in at.warning)

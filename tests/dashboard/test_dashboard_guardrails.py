@@ -19,67 +19,38 @@ from pathlib import Path
 
 import pytest
 import requests
-from streamlit.testing.v1 import AppTest
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_env, free_port, settle, shot, start_sim, wait_until
+from helpers import (
+    CONTROL_KEY,
+    DASHBOARD_PASSWORD,
+    INSTANCE_ID,
+    SIM_KEY,
+    clean_process_env,
+    free_port,
+    running_since,
+    settle,
+    shot,
+    start_sim,
+    wait_until,
+)
 from vastops.clock import FakeClock, parse_isoz, utcnow
 from vastops.config import load_settings
 from vastops.control.answers import Control
 from vastops.ledger.store import Ledger
-from vastops.sim.config import SimConfig, SimInstance
 from vastops.vocabulary import Event as ev
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "guardrails-pw-7731"
+PASSWORD = DASHBOARD_PASSWORD  # the one tests/dashboard/conftest.py's `env` gives the dashboard
 LEFT = re.compile(r"Auto-shutdown in (?:(\d+) min )?(\d+) s")
 
 
 @pytest.fixture
-def sim_config():
-    # No rate limit: the simulator's token bucket runs on the fake clock, which the page's calls do not move.
-    return SimConfig(
-        api_key=SIM_KEY,
-        instances=[SimInstance(id=INSTANCE_ID, gpu_name="RTX 3090", dph_base=0.40, disk_space=150.0, storage_cost=0.10)],
-        schedule_s=2.0, load_s=2.0, stop_s=1.0, health_delay_s=2.0, rate_limit_scale=0.0,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, sim):
-    """The dashboard's environment: 10 idle minutes, warnings 5 minutes before a stop."""
-    values = {
-        "VASTOPS_DB": str(tmp_path / "ledger.db"),
-        "VAST_API_URL": sim.url,
-        "VAST_API_KEY": SIM_KEY,
-        "VAST_INSTANCE_ID": str(INSTANCE_ID),
-        "CONTROL_API_KEY": CONTROL_KEY,
-        "VASTOPS_DASHBOARD_PASSWORD": PASSWORD,
-        "VAST_AUTO_SHUTDOWN_MINUTES": "10",
-        "VAST_SHUTDOWN_WARNING_MINUTES": "5",
-    }
+def env(env, monkeypatch):
+    """The dashboard's environment (tests/dashboard/conftest.py) with 10 idle minutes, warnings 5 minutes before a stop."""
+    values = {"VAST_AUTO_SHUTDOWN_MINUTES": "10", "VAST_SHUTDOWN_WARNING_MINUTES": "5"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture
-def settings(env):
-    return load_settings(None)
-
-
-@pytest.fixture
-def watcher(settings):
-    """The watchdog's heartbeat (no banner about a missing one) and its looks at vast.ai, on the real clock."""
-    control = Control(settings)
-    control.beat("watchdog")
-    return control
-
-
-def running_since(settings, sim, clock, minutes_ago: float) -> None:
-    """The instance runs (started in vast's console), observed as if ``minutes_ago`` minutes ago."""
-    sim.console(INSTANCE_ID, "running")
-    clock.advance(10)
-    Control(settings, clock=FakeClock(utcnow() - timedelta(minutes=minutes_ago))).status()
+    return {**env, **values}
 
 
 def spent_today(settings, usd: float) -> None:
@@ -89,14 +60,6 @@ def spent_today(settings, usd: float) -> None:
     with Ledger(settings.vastops_db).write() as tx:
         sid = tx.start_session(INSTANCE_ID, start, "RTX 3090", 60.0 * usd, 0.0, "dashboard")
         tx.end_session(sid, start + timedelta(minutes=1), "dashboard", "manual", 60.0)
-
-
-def logged_in() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30).run()
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
-    assert not at.exception, at.exception
-    return at
 
 
 def banner(at) -> str:
@@ -137,9 +100,9 @@ def forms_keys(at) -> set[str]:
 # -- the warning banner and Keep running ------------------------------------------------
 
 
-def test_the_banner_counts_down_to_the_idle_stop_and_names_its_cause(env, settings, sim, clock, watcher):
+def test_the_banner_counts_down_to_the_idle_stop_and_names_its_cause(apptest, env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 8)  # 10 idle minutes: the stop is 2 minutes away, the warning due
-    at = logged_in()
+    at = apptest.logged_in()
     text = banner(at)
     assert "idle: no LLM requests" in text and "Keep running" in text
     first = seconds_left(text)
@@ -150,13 +113,13 @@ def test_the_banner_counts_down_to_the_idle_stop_and_names_its_cause(env, settin
     at.run()  # what the panel's refresh does
     assert seconds_left(banner(at)) < first
     # the stop time is there, in VASTOPS_TIMEZONE (UTC)
-    deadline = parse_isoz(Control(settings).status(observe=False)["next_stop_at"])
+    deadline = parse_isoz(Control(settings).status(observe=False).as_json()["next_stop_at"])
     assert f"{deadline:%H:%M} UTC)" in banner(at)  # (with the day before it if that is tomorrow)
 
 
-def test_keep_running_with_minutes_and_a_reason_records_who_and_why_and_moves_the_stop(env, settings, sim, clock, watcher):
+def test_keep_running_with_minutes_and_a_reason_records_who_and_why_and_moves_the_stop(apptest, env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 8)
-    at = logged_in()
+    at = apptest.logged_in()
     assert banner(at)
     at.button(key="keep_running").click().run()
     assert at.number_input(key="keepalive_minutes").value == 60  # the default
@@ -169,7 +132,7 @@ def test_keep_running_with_minutes_and_a_reason_records_who_and_why_and_moves_th
     [row] = rows(settings, ev.KEEPALIVE)
     assert row["actor"] == "dashboard"
     assert row["meta"]["reason"] == "a long eval that sends no requests" and row["meta"]["minutes"] == 90
-    status = Control(settings).status(observe=False)
+    status = Control(settings).status(observe=False).as_json()
     assert status["next_stop_cause"] == "keepalive" and status["warnings"] == []
     left = (parse_isoz(status["next_stop_at"]) - utcnow()).total_seconds()
     assert 89 * 60 < left <= 90 * 60
@@ -184,16 +147,16 @@ def test_keep_running_with_minutes_and_a_reason_records_who_and_why_and_moves_th
     assert "idle, once the keepalive runs out" in markdown(at) and banner(at) == ""
 
 
-def test_keep_running_without_a_reason_says_so_and_writes_nothing(env, settings, sim, clock, watcher):
+def test_keep_running_without_a_reason_says_so_and_writes_nothing(apptest, env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 8)
-    at = logged_in()
+    at = apptest.logged_in()
     at.button(key="keep_running").click().run()
     at.text_input(key="keepalive_reason").input("   ")
     at.button(key="keepalive_confirm").click().run()
     assert not at.exception, at.exception
     assert any("A reason is required" in e.value and "Nothing was changed" in e.value for e in at.error)
     assert rows(settings, ev.KEEPALIVE) == []
-    assert Control(settings).status(observe=False)["keepalive_until"] is None
+    assert Control(settings).status(observe=False).as_json()["keepalive_until"] is None
     assert "keepalive_confirm" in forms_keys(at) and banner(at)  # still open, still warned
     at.button(key="keepalive_cancel").click().run()
     assert "keepalive_confirm" not in forms_keys(at)
@@ -201,12 +164,12 @@ def test_keep_running_without_a_reason_says_so_and_writes_nothing(env, settings,
     assert rows(settings, ev.KEEPALIVE) == []
 
 
-def test_a_hard_limit_is_warned_but_keep_running_is_not_offered_for_it(env, monkeypatch, settings, sim, clock, watcher):
+def test_a_hard_limit_is_warned_but_keep_running_is_not_offered_for_it(apptest, env, monkeypatch, settings, sim, clock, watcher):
     monkeypatch.setenv("VAST_MAX_SESSION_HOURS", "0.1")  # 6 minutes
     monkeypatch.setenv("VAST_AUTO_SHUTDOWN_MINUTES", "60")
     settings = load_settings(None)
     running_since(settings, sim, clock, 4)
-    at = logged_in()
+    at = apptest.logged_in()
     text = banner(at)
     assert "the session's hard limit (VAST_MAX_SESSION_HOURS)" in text
     assert "A keepalive does not move it" in text
@@ -214,9 +177,9 @@ def test_a_hard_limit_is_warned_but_keep_running_is_not_offered_for_it(env, monk
     assert at.button(key="keep_running").disabled
 
 
-def test_the_next_stop_is_shown_while_it_runs_without_a_banner(env, settings, sim, clock, watcher):
+def test_the_next_stop_is_shown_while_it_runs_without_a_banner(apptest, env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 1)  # 9 minutes left: no warning yet
-    at = logged_in()
+    at = apptest.logged_in()
     assert banner(at) == ""
     shown = markdown(at)
     assert re.search(r"Stops in (8 min \d\d s|9 min 00 s) \((\w{3} \d\d \w{3} )?\d\d:\d\d UTC\)\*\*: idle: no LLM requests", shown), shown
@@ -226,13 +189,13 @@ def test_the_next_stop_is_shown_while_it_runs_without_a_banner(env, settings, si
 # -- budgets ----------------------------------------------------------------------------
 
 
-def test_the_budgets_show_their_spend_in_warning_and_error_styles(env, monkeypatch, settings, watcher):
+def test_the_budgets_show_their_spend_in_warning_and_error_styles(apptest, env, monkeypatch, settings, watcher):
     monkeypatch.setenv("VAST_BUDGET_DAILY_USD", "0.50")
     monkeypatch.setenv("VAST_BUDGET_MONTHLY_USD", "1.20")
     settings = load_settings(None)
     spent_today(settings, 1.00)
     watcher.status()
-    at = logged_in()
+    at = apptest.logged_in()
     bars = budget_bars(at)
     assert set(bars) == {"Daily", "Monthly"}
     daily, monthly = bars["Daily"], bars["Monthly"]
@@ -246,12 +209,12 @@ def test_the_budgets_show_their_spend_in_warning_and_error_styles(env, monkeypat
 # -- a start refused by a spent budget, and its override -----------------------------------
 
 
-def test_a_spent_budget_refuses_the_start_until_overridden_with_a_reason(env, monkeypatch, settings, sim, watcher):
+def test_a_spent_budget_refuses_the_start_until_overridden_with_a_reason(apptest, env, monkeypatch, settings, sim, watcher):
     monkeypatch.setenv("VAST_BUDGET_DAILY_USD", "0.50")
     settings = load_settings(None)
     spent_today(settings, 1.00)
     watcher.status()
-    at = logged_in()
+    at = apptest.logged_in()
     [refusal] = [e.value for e in at.error if "Start refused" in e.value]
     assert "the daily budget of $0.50 is spent ($1.00" in refusal
     assert not at.button(key="start").disabled and not at.button(key="override_budget").disabled
@@ -287,12 +250,12 @@ def test_a_spent_budget_refuses_the_start_until_overridden_with_a_reason(env, mo
     assert daily.startswith(":violet[") and "overridden for this period" in daily
 
 
-def test_the_refusal_gives_way_to_the_next_action(env, monkeypatch, settings, sim, watcher):
+def test_the_refusal_gives_way_to_the_next_action(apptest, env, monkeypatch, settings, sim, watcher):
     monkeypatch.setenv("VAST_BUDGET_DAILY_USD", "0.50")
     settings = load_settings(None)
     spent_today(settings, 1.00)
     watcher.status()
-    at = logged_in()
+    at = apptest.logged_in()
     at.button(key="start").click().run()
     assert any(e.value.startswith("**The start was refused") for e in at.error)
     at.button(key="override_cancel").click().run()
@@ -329,7 +292,7 @@ def test_keep_running_in_a_real_browser_against_the_real_watchdog(processes, tmp
     # Running since 8 minutes ago, as the ledger has it: the idle stop is 2 minutes away.
     requests.post(sim_url + "/_sim/console", json={"instance_id": INSTANCE_ID, "state": "running"}, timeout=5).raise_for_status()
     past = Control(settings, clock=FakeClock(utcnow() - timedelta(minutes=8)))
-    wait_until(lambda: past.status()["status"] == "running", 10, 0.1, "running (it loads first)")
+    wait_until(lambda: past.status().as_json()["status"] == "running", 10, 0.1, "running (it loads first)")
     Control(settings).observe_credit()  # the credit row is there from the start: the layout does not wait for it
     env = clean_process_env(**values)
     watchdog_port, port = free_port(), free_port()

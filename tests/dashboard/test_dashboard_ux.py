@@ -16,83 +16,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, fire_if_due
+from helpers import DASHBOARD_PASSWORD, INSTANCE_ID, fire_if_due, running_since
 from vastops import words
 from vastops.clock import FakeClock, utcnow
-from vastops.config import load_settings
 from vastops.control.answers import Control
-from vastops.dashboard.login import THROTTLE, LoginTokens
+from vastops.dashboard.login import LoginTokens
 from vastops.ledger.store import Ledger
-from vastops.sim.config import SimConfig, SimInstance
 from vastops.vast import VastError
 from vastops.vocabulary import Event as ev
 from vastops.watchdog.engine import REPORTERS_GRACE_S, Watch
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "ux-apptest-pw-2718"
+PASSWORD = DASHBOARD_PASSWORD  # the one tests/dashboard/conftest.py's `env` gives the dashboard
 RATE = 0.40 + 150 * 0.10 / 720  # the simulated instance's dph_total
-
-
-@pytest.fixture
-def sim_config():
-    # No rate limit: the simulator's token bucket runs on the fake clock, which the page's calls do not move.
-    return SimConfig(
-        api_key=SIM_KEY,
-        instances=[SimInstance(id=INSTANCE_ID, gpu_name="RTX 3090", dph_base=0.40, disk_space=150.0, storage_cost=0.10)],
-        schedule_s=2.0, load_s=2.0, stop_s=1.0, health_delay_s=2.0, rate_limit_scale=0.0,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, sim):
-    values = {
-        "VASTOPS_DB": str(tmp_path / "ledger.db"),
-        "VAST_API_URL": sim.url,
-        "VAST_API_KEY": SIM_KEY,
-        "VAST_INSTANCE_ID": str(INSTANCE_ID),
-        "CONTROL_API_KEY": CONTROL_KEY,
-        "VASTOPS_DASHBOARD_PASSWORD": PASSWORD,
-        "VAST_AUTO_SHUTDOWN_MINUTES": "30",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture(autouse=True)
-def fresh_login_throttle():
-    THROTTLE.succeeded()
-    yield
-    THROTTLE.succeeded()
-
-
-@pytest.fixture
-def settings(env):
-    return load_settings(None)
-
-
-@pytest.fixture
-def watcher(settings):
-    """The watchdog's heartbeat (no banner about a missing one), on the real clock."""
-    control = Control(settings)
-    control.beat("watchdog")
-    return control
-
-
-def new_app() -> AppTest:
-    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=30)
-
-
-def logged_in(page: str | None = None) -> AppTest:
-    at = new_app().run()
-    at.text_input(key="login_password").input(PASSWORD)
-    at.button[0].click().run()
-    assert not at.exception, at.exception
-    if page:
-        at.switch_page(page).run()
-    return at
 
 
 def status_word(at) -> str:
@@ -105,13 +42,6 @@ def last_action(at) -> str:
     found += [w.value for w in at.warning if "**Last action:**" in w.value]
     assert len(found) == 1, found
     return found[0]
-
-
-def running_since(settings, sim, clock, minutes_ago: float) -> None:
-    """The instance runs (started in vast's console), observed as if ``minutes_ago`` minutes ago."""
-    sim.console(INSTANCE_ID, "running")
-    clock.advance(10)
-    Control(settings, clock=FakeClock(utcnow() - timedelta(minutes=minutes_ago))).status()
 
 
 def audit(settings, minutes_ago: float, event: str, actor: str, meta: dict) -> int:
@@ -132,12 +62,12 @@ def session_figures(minutes: float, cost: float) -> dict:
 # -- an action's result stays until the next action --------------------------------------------
 
 
-def test_a_failed_start_says_why_through_every_refresh_until_the_next_action(env, monkeypatch, watcher):
+def test_a_failed_start_says_why_through_every_refresh_until_the_next_action(apptest, env, monkeypatch, watcher):
     def refuse(self, *args, **kwargs):
         raise VastError("auth", "vast.ai rejected the API key (Invalid user key); check VAST_API_KEY.")
 
     monkeypatch.setattr(Control, "power_on", refuse)
-    at = logged_in()
+    at = apptest.logged_in()
     at.button(key="start").click().run()
     for _ in range(3):  # what the panel's refresh does every 3 s
         [error] = [e.value for e in at.error]
@@ -148,9 +78,9 @@ def test_a_failed_start_says_why_through_every_refresh_until_the_next_action(env
     assert any(i.value.startswith("Asked vast.ai:") for i in at.info)
 
 
-def test_the_stop_result_keeps_the_sessions_cost_and_gives_way_to_anyone_elses_next_action(env, settings, sim, clock, watcher):
+def test_the_stop_result_keeps_the_sessions_cost_and_gives_way_to_anyone_elses_next_action(apptest, env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 20)
-    at = logged_in()
+    at = apptest.logged_in()
     at.button(key="stop").click().run()
     at.button(key="stop_confirm").click().run()
     for _ in range(2):
@@ -169,7 +99,7 @@ def test_the_stop_result_keeps_the_sessions_cost_and_gives_way_to_anyone_elses_n
 # -- the last action, from the ledger ------------------------------------------------------------
 
 
-def test_after_an_auto_shutdown_status_says_who_stopped_it_when_why_and_what_the_session_cost(env, settings, sim, clock, watcher):
+def test_after_an_auto_shutdown_status_says_who_stopped_it_when_why_and_what_the_session_cost(apptest, env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 142)  # running for 2 h 22 min, never used: its idle stop passed long ago
     stopped_at = utcnow() - timedelta(minutes=12)
     watchdog_clock = FakeClock(stopped_at - timedelta(seconds=REPORTERS_GRACE_S))  # a watchdog that has heard its reporters
@@ -177,8 +107,8 @@ def test_after_an_auto_shutdown_status_says_who_stopped_it_when_why_and_what_the
     watchdog_clock.advance(REPORTERS_GRACE_S)
     result = fire_if_due(watch)
     assert result is not None and result["status"] == "stopped"
-    Control(settings).status()  # the watchdog sees it stopped
-    at = logged_in()
+    Control(settings).status().as_json()  # the watchdog sees it stopped
+    at = apptest.logged_in()
     assert status_word(at) == ":gray[stopped]"
     text = last_action(at)
     cost = words.usd(130 / 60 * RATE).replace("$", "\\$")
@@ -186,7 +116,7 @@ def test_after_an_auto_shutdown_status_says_who_stopped_it_when_why_and_what_the
         f":green[:material/check_circle:] **Last action:** Stopped by auto-shutdown after 30 idle minutes at "
         f"{stopped_at:%H:%M} UTC, 12 min ago; the session ran 2 h 10 min and cost {cost}."
     )
-    other = logged_in()  # every tab says it, and it survives a reload (a new session)
+    other = apptest.logged_in()  # every tab says it, and it survives a reload (a new session)
     assert last_action(other) == text
 
 
@@ -194,14 +124,14 @@ def test_after_an_auto_shutdown_status_says_who_stopped_it_when_why_and_what_the
     "decision, meta, said",
     [
         (
-            ev.AUTO_SHUTDOWN,
+            ev.IDLE_STOP,
             {"cause": "keepalive", "idle_minutes": 30.0},
             "Stopped by auto-shutdown once the keepalive ran out (30 idle minutes)",
         ),
-        (ev.AUTO_SHUTDOWN, {"cause": "idle", "idle_minutes": 0.5}, "Stopped by auto-shutdown after 30 s without a request"),
+        (ev.IDLE_STOP, {"cause": "idle", "idle_minutes": 0.5}, "Stopped by auto-shutdown after 30 s without a request"),
         (ev.MAX_SESSION_STOP, {"cause": "max_session", "limit_hours": 2.0}, "Stopped by the session limit of 2 h (VAST_MAX_SESSION_HOURS)"),
         (
-            ev.SCHEDULED_STOP,
+            ev.DAILY_STOP,
             {"cause": "daily_stop", "stop_at": "18:00", "timezone": "Europe/Berlin"},
             "Stopped by the daily stop at 18:00 Europe/Berlin (VAST_DAILY_STOP_AT)",
         ),
@@ -212,19 +142,19 @@ def test_after_an_auto_shutdown_status_says_who_stopped_it_when_why_and_what_the
         ),
     ],
 )
-def test_each_stop_of_the_watchdog_is_said_with_its_cause_and_figures(env, settings, watcher, decision, meta, said):
+def test_each_stop_of_the_watchdog_is_said_with_its_cause_and_figures(apptest, env, settings, watcher, decision, meta, said):
     audit(settings, 75, decision, "system", {"session_id": 1, "deadline": "x", **meta})
-    audit(settings, 75, ev.AUTO_SHUTDOWN_COMPLETE, "system", {"cause": meta["cause"], **session_figures(130.0, 0.95)})
-    text = last_action(logged_in())
+    audit(settings, 75, ev.WATCHDOG_STOP_COMPLETE, "system", {"cause": meta["cause"], **session_figures(130.0, 0.95)})
+    text = last_action(apptest.logged_in())
     assert said in text, text
     assert re.search(r" at \d\d:\d\d UTC, 1 h 15 min ago; the session ran 2 h 10 min and cost \\\$0\.95\.$", text), text
 
 
-def test_a_stop_that_vast_refuses_is_said_and_the_retries_do_not_hide_it(env, settings, watcher):
-    audit(settings, 3, ev.AUTO_SHUTDOWN, "system", {"cause": "idle", "idle_minutes": 30.0})
+def test_a_stop_that_vast_refuses_is_said_and_the_retries_do_not_hide_it(apptest, env, settings, watcher):
+    audit(settings, 3, ev.IDLE_STOP, "system", {"cause": "idle", "idle_minutes": 30.0})
     for ago in (3, 2, 1):
         audit(settings, ago, ev.POWER_OFF_FAILED, "system", {"kind": "unavailable", "error": "vast.ai did not answer (HTTP 503)"})
-    at = logged_in()
+    at = apptest.logged_in()
     text = last_action(at)
     assert [w.value for w in at.warning if "Last action" in w.value] == [text]  # a failure is a warning
     assert "Stop by auto-shutdown after 30 idle minutes decided at " in text and ", 3 min ago, but vast.ai did not stop it" in text
@@ -254,14 +184,14 @@ def test_a_stop_that_vast_refuses_is_said_and_the_retries_do_not_hide_it(env, se
         ([(ev.CREDIT_EXHAUSTED_STOP, "system", session_figures(30.0, 0.21))], r"Stopped by vast\.ai: the account's credit ran out"),
     ],
 )
-def test_manual_and_outside_actions_are_said_with_who_and_when(env, settings, watcher, rows, said):
+def test_manual_and_outside_actions_are_said_with_who_and_when(apptest, env, settings, watcher, rows, said):
     for event, actor, meta in rows:
         audit(settings, 5, event, actor, meta)
-    assert re.search(said, last_action(logged_in())), last_action(logged_in())
+    assert re.search(said, last_action(apptest.logged_in())), last_action(apptest.logged_in())
 
 
-def test_a_start_is_followed_from_its_request_to_its_outcome(env, settings, sim, clock, watcher):
-    at = logged_in()
+def test_a_start_is_followed_from_its_request_to_its_outcome(apptest, env, settings, sim, clock, watcher):
+    at = apptest.logged_in()
     assert last_action(at) == ":gray[:material/history:] **Last action:** none yet."
     at.button(key="start").click().run()
     assert re.search(
@@ -279,10 +209,10 @@ def test_a_start_is_followed_from_its_request_to_its_outcome(env, settings, sim,
     assert not at.get("progress")
 
 
-def test_a_start_that_failed_elsewhere_is_a_warning_with_vasts_words(env, settings, watcher):
+def test_a_start_that_failed_elsewhere_is_a_warning_with_vasts_words(apptest, env, settings, watcher):
     request = audit(settings, 2, ev.POWER_ON_REQUESTED, "cli", {})
     audit(settings, 2, ev.POWER_ON_FAILED, "cli", {"request_id": request, "kind": "auth", "error": "vast.ai rejected the API key"})
-    at = logged_in()
+    at = apptest.logged_in()
     text = last_action(at)
     assert "Start from the CLI at " in text and "failed: vast.ai rejected the API key." in text
     assert any(w.value == text for w in at.warning)
@@ -298,14 +228,14 @@ def test_the_core_matches_each_action_to_its_outcome(env, settings):
     assert last["id"] == second and last["outcome"] is None  # the first start's outcome is not the second's
     audit(settings, 7, ev.POWER_ON_COMPLETE, "system", {"request_id": second, "startup_seconds": 40})
     assert c.last_action()["outcome"]["meta"]["startup_seconds"] == 40
-    audit(settings, 6, ev.AUTO_SHUTDOWN, "system", {"cause": "idle"})
+    audit(settings, 6, ev.IDLE_STOP, "system", {"cause": "idle"})
     audit(settings, 5, ev.POWER_OFF_FAILED, "system", {"error": "first"})
     audit(settings, 4, ev.POWER_OFF_FAILED, "system", {"error": "second"})
     assert c.last_action()["outcome"]["meta"]["error"] == "second"  # the newest failure while it retries
-    audit(settings, 3, ev.AUTO_SHUTDOWN_COMPLETE, "system", {"cause": "idle"})
-    assert c.last_action()["outcome"]["event"] == ev.AUTO_SHUTDOWN_COMPLETE  # then the stop that worked
-    audit(settings, 2, ev.AUTO_SHUTDOWN_WARNING, "system", {})  # not an action
-    assert c.last_action()["event"] == ev.AUTO_SHUTDOWN
+    audit(settings, 3, ev.WATCHDOG_STOP_COMPLETE, "system", {"cause": "idle"})
+    assert c.last_action()["outcome"]["event"] == ev.WATCHDOG_STOP_COMPLETE  # then the stop that worked
+    audit(settings, 2, ev.IDLE_WARNING, "system", {})  # not an action
+    assert c.last_action()["event"] == ev.IDLE_STOP
 
 
 def metrics_status(at) -> str:
@@ -315,9 +245,9 @@ def metrics_status(at) -> str:
 # -- the status coloured, the safe action primary, one money format -------------------------------
 
 
-def test_the_status_word_is_coloured_and_the_primary_button_is_the_one_that_saves_money(env, settings, sim, clock, watcher):
+def test_the_status_word_is_coloured_and_the_primary_button_is_the_one_that_saves_money(apptest, env, settings, sim, clock, watcher):
     watcher.status()  # stopped
-    at = logged_in()
+    at = apptest.logged_in()
     assert status_word(at) == ":gray[stopped]"
     assert at.button(key="start").proto.type == "primary" and at.button(key="stop").proto.type == "secondary"
     running_since(settings, sim, clock, 5)
@@ -326,10 +256,10 @@ def test_the_status_word_is_coloured_and_the_primary_button_is_the_one_that_save
     assert at.button(key="stop").proto.type == "primary" and at.button(key="start").proto.type == "secondary"
 
 
-def test_sub_cent_money_and_relative_times_on_the_status_page(env, settings, sim, clock, watcher):
+def test_sub_cent_money_and_relative_times_on_the_status_page(apptest, env, settings, sim, clock, watcher):
     running_since(settings, sim, clock, 0.5)  # 30 s: a fraction of a cent
     Control(settings, clock=FakeClock(utcnow() - timedelta(minutes=4))).record_activity()
-    at = logged_in()
+    at = apptest.logged_in()
     cost = next(m.value for m in at.metric if m.label == "Session cost so far")
     assert re.fullmatch(r"\$0\.00\d\d", cost), cost  # never "$0.00" while it costs something
     [caption] = [c.value for c in at.caption if c.value.startswith("Last activity")]
@@ -392,12 +322,12 @@ def test_the_secret_is_kept_beside_the_ledger_readable_by_its_owner_only_and_a_l
     assert first.valid(first.issue("pw", 12), "pw", 12)  # others are not affected
 
 
-def test_a_session_with_a_token_needs_no_password_and_logging_out_elsewhere_ends_it(env, settings, watcher):
-    at = logged_in()
+def test_a_session_with_a_token_needs_no_password_and_logging_out_elsewhere_ends_it(apptest, env, settings, watcher):
+    at = apptest.logged_in()
     token = at.session_state["vastops_login_token"]
     assert token and PASSWORD not in token
     # a second tab of the same browser: Streamlit gives it the cookie; here the session starts holding the token
-    tab = new_app()
+    tab = apptest()
     tab.session_state["vastops_login_token"] = token
     tab.run()
     assert not tab.exception and "Status" in [m.label for m in tab.metric] and not tab.text_input
@@ -413,20 +343,20 @@ def test_a_session_with_a_token_needs_no_password_and_logging_out_elsewhere_ends
     assert not tokens.valid(token, PASSWORD, settings.vastops_dashboard_session_hours)
 
 
-def test_a_changed_password_ends_every_login(env, monkeypatch, watcher):
-    at = logged_in()
+def test_a_changed_password_ends_every_login(apptest, env, monkeypatch, watcher):
+    at = apptest.logged_in()
     assert at.metric
     monkeypatch.setenv("VASTOPS_DASHBOARD_PASSWORD", "a new password")
     at.run()
     assert not at.metric and at.text_input(key="login_password")
 
 
-def test_a_bookmarked_page_shows_the_login_or_with_a_login_itself(env, watcher):
-    at = new_app().run()
+def test_a_bookmarked_page_shows_the_login_or_with_a_login_itself(apptest, env, watcher):
+    at = apptest().run()
     at.switch_page("pages/costs.py").run()  # no "page not found": the login form
     assert not at.exception and at.text_input(key="login_password") and not at.metric
-    token = logged_in().session_state["vastops_login_token"]
-    tab = new_app()
+    token = apptest.logged_in().session_state["vastops_login_token"]
+    tab = apptest()
     tab.session_state["vastops_login_token"] = token  # what the cookie gives a new tab
     tab.switch_page("pages/costs.py").run()
     assert not tab.exception and "Cost in period" in [m.label for m in tab.metric] and not tab.text_input
@@ -437,8 +367,8 @@ def cookie_scripts(at) -> list[str]:
     return [h.proto.body for h in at.get("html") if "document.cookie" in h.proto.body]
 
 
-def test_the_login_is_written_to_a_strict_cookie_once_and_cleared_at_logout(env, settings, watcher):
-    at = logged_in()
+def test_the_login_is_written_to_a_strict_cookie_once_and_cleared_at_logout(apptest, env, settings, watcher):
+    at = apptest.logged_in()
     token = at.session_state["vastops_login_token"]
     [script] = cookie_scripts(at)
     assert f'"vastops_login={token}; Max-Age=43200; Path=/; SameSite=Strict"' in script  # 12 h: VASTOPS_DASHBOARD_SESSION_HOURS

@@ -20,7 +20,7 @@ from vastops.vocabulary import AUDIT_ACTORS, CAUSE_EVENTS, START_OUTCOMES, Actor
 
 IID = 12345
 NOW = datetime(2026, 3, 4, 10, 17, 23, tzinfo=UTC)  # a Wednesday; the history spans a month end
-STOP_EVENTS = {Event.POWER_OFF_COMPLETE, Event.AUTO_SHUTDOWN_COMPLETE, Event.EXTERNAL_STOP}
+STOP_EVENTS = {Event.POWER_OFF_COMPLETE, Event.WATCHDOG_STOP_COMPLETE, Event.EXTERNAL_STOP}
 FIGURES = ("session_id", "session_runtime_minutes", "session_cost_usd", "compute_cost_usd", "storage_cost_usd")
 
 
@@ -97,7 +97,7 @@ def test_day_and_month_reports_add_up_to_the_sessions(history):
     first = at(sessions[0]["started_at"]).date()
     with ledger.read() as db:
         days = reports.cost_per_day(db, IID, first, NOW.date(), NOW)
-        months = reports.month_summary(db, IID, NOW)
+        months = reports.period_report(db, IID, first, NOW.date(), NOW)["months"]  # the Costs page's months
         stats = session_reports.statistics(db, IID, NOW)
     assert sum(d["cost_usd"] for d in days) == pytest.approx(total, rel=1e-9)
     assert days[-1]["cumulative_usd"] == pytest.approx(total, rel=1e-9)
@@ -172,7 +172,7 @@ def test_events_are_the_vocabulary_and_each_session_has_its_start_and_stop_rows(
             assert stop["event"] == Event.EXTERNAL_STOP and stop["ts"] >= s["ended_at"] and s["ended_by"] == Actor.SYSTEM
             assert stop["meta"]["confirmed_by"] in ("intended_status", "second_look")
         else:
-            assert stop["event"] == Event.AUTO_SHUTDOWN_COMPLETE and stop["ts"] == s["ended_at"] and s["ended_by"] == Actor.SYSTEM
+            assert stop["event"] == Event.WATCHDOG_STOP_COMPLETE and stop["ts"] == s["ended_at"] and s["ended_by"] == Actor.SYSTEM
             cause = Cause(stop["meta"]["cause"])
             warning, decision, end_reason = CAUSE_EVENTS[cause]
             assert reason == end_reason
@@ -198,11 +198,11 @@ def test_the_mix_of_starts_and_stops(history):
     reasons = summary["end_reasons"]
     assert reasons == {r: sum(1 for s in sessions if s["end_reason"] == r) for r in reasons}
     assert set(reasons) <= set(EndReason) - {EndReason.OPEN}
-    assert max(reasons, key=reasons.__getitem__) == EndReason.AUTO_SHUTDOWN and reasons[EndReason.AUTO_SHUTDOWN] > len(sessions) / 2
-    assert {EndReason.MANUAL, EndReason.AUTO_SHUTDOWN} <= set(reasons) and len(reasons) >= 4
+    assert max(reasons, key=reasons.__getitem__) == EndReason.IDLE and reasons[EndReason.IDLE] > len(sessions) / 2
+    assert {EndReason.MANUAL, EndReason.IDLE} <= set(reasons) and len(reasons) >= 4
     assert {s["started_by"] for s in sessions} == {Actor.DASHBOARD, Actor.CLI, Actor.API, Actor.EXTERNAL}
     events = {r["event"] for r in rows}
-    assert {Event.AUTO_SHUTDOWN_WARNING, Event.AUTO_SHUTDOWN, Event.POWER_OFF_REQUESTED, Event.EXTERNAL_START} <= events
+    assert {Event.IDLE_WARNING, Event.IDLE_STOP, Event.POWER_OFF_REQUESTED, Event.EXTERNAL_START} <= events
     assert {Event.KEEPALIVE, Event.BUDGET_WARNING} <= events
     for r in rows:
         if r["event"] == Event.KEEPALIVE:
@@ -298,7 +298,7 @@ def test_the_product_carries_on_from_the_history(tmp_path, sim, clock):
     settings = make_settings(tmp_path, sim.url, vast_budget_daily_usd=1.0)
     control = make_control(settings, clock)
     summary = demo_history.seed(control.ledger, INSTANCE_ID, clock())
-    status = control.status(observe=False)
+    status = control.status(observe=False).as_json()
     assert status["status"] == "stopped" and status["start_refused"] is None
     assert status["total_cost_usd"] == pytest.approx(summary["total_cost_usd"], abs=1e-4)
     control.power_on("cli")
@@ -339,7 +339,7 @@ def test_the_gateways_requests_come_from_named_consumers_marked_demo_inside_thei
     start, end = consumers.default_range(now)
     with ledger.read() as db:
         result = consumers.report(db, IID, start, end, now, 900.0)
-        page = reports.range_totals(db, IID, start, end, now)["cost_usd"]
+        page = reports.period_report(db, IID, start, end, now, months=False)["totals"]["cost_usd"]
     names = [r["consumer"] for r in result["rows"] if r["kind"] == "consumer"]
     assert set(names) >= set(demo_history.CONSUMERS)
     assert all(r["cost_usd"] > 0 for r in result["rows"])

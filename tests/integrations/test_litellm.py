@@ -162,7 +162,7 @@ def start_proxy(stack: Stack, python: Path, name: str, watchdog_url: str, *, bac
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(real_processes, tmp_path_factory):
     try:
         python = litellm_env.litellm_python()
     except litellm_env.LiteLLMUnavailable as e:

@@ -409,7 +409,7 @@ def test_a_lone_surrogate_in_a_name_is_made_valid_so_the_watchdog_takes_the_repo
     wait_until(lambda: in_flight() == 1, 10, what="the request in flight")
 
 
-def test_the_module_needs_only_the_standard_library(tmp_path):
+def test_the_module_needs_only_the_standard_library(real_processes, tmp_path):
     # LiteLLM's environment has none of vastops' dependencies: the module imports with the
     # standard library alone (-S: no site-packages), as a package module and as a copied file.
     probe = (

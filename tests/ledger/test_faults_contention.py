@@ -46,7 +46,7 @@ READER = textwrap.dedent(
     loops, errors = 0, []
     while not stop.exists() and time.time() < end:
         try:
-            control.status(observe=False)
+            control.status(observe=False).as_json()
             control.costs()
             control.audit(50)
             control.sessions()

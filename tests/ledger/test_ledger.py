@@ -115,7 +115,7 @@ def _hammer(path, worker, rounds, barrier, errors):
     errors.put(("opened", opened))
 
 
-def test_two_processes_write_at_once_without_locks_or_lost_rows(tmp_path):
+def test_two_processes_write_at_once_without_locks_or_lost_rows(real_processes, tmp_path):
     path = tmp_path / "shared.db"
     Ledger(path)
     ctx = mp.get_context("spawn")

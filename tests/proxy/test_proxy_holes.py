@@ -537,7 +537,7 @@ def test_a_credential_header_is_refused_as_the_consumer_header(tmp_path, header)
     assert "VASTOPS_PROXY_CONSUMER_HEADER" in str(caught.value) and "credentials" in str(caught.value)
 
 
-def test_the_proxy_does_not_start_with_a_credential_header_as_the_consumer(tmp_path):
+def test_the_proxy_does_not_start_with_a_credential_header_as_the_consumer(real_processes, tmp_path):
     env = clean_process_env(CONTROL_API_KEY=CONTROL_KEY, VASTOPS_PROXY_CONSUMER_HEADER="authorization")
     done = subprocess.run([VASTOPS, "proxy", "--port", str(free_port())], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
@@ -675,7 +675,7 @@ def test_the_bodies_held_while_waiting_are_bounded_in_bytes(processes):
 # -- I: an open proxy ---------------------------------------------------------------------------------
 
 
-def test_without_a_proxy_key_the_proxy_refuses_a_non_loopback_address(tmp_path):
+def test_without_a_proxy_key_the_proxy_refuses_a_non_loopback_address(real_processes, tmp_path):
     # The port is held on 127.0.0.1, so a proxy that went on to bind 0.0.0.0 would fail there
     # with another message: the refusal must come first, without binding anything.
     with socket.socket() as held:

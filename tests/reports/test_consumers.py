@@ -174,7 +174,7 @@ def test_a_request_in_flight_is_busy_up_to_now_and_at_most_its_ttl(ledger):
     rows = by_name(run(ledger, DAY0.date(), DAY0.date(), now=later))
     assert rows["a"]["busy_hours"] == pytest.approx(TTL / 3600)  # no end came: the TTL ends it
     with ledger.read() as db:  # the open session's cost so far, as the Costs page counts it
-        so_far = reports.range_totals(db, INSTANCE_ID, DAY0.date(), DAY0.date(), later)["cost_usd"]
+        so_far = reports.period_report(db, INSTANCE_ID, DAY0.date(), DAY0.date(), later, months=False)["totals"]["cost_usd"]
     assert sum(r["cost_usd"] for r in rows.values()) == pytest.approx(so_far, rel=1e-9)
 
 
@@ -205,7 +205,7 @@ def test_a_range_cuts_a_session_at_midnight_as_the_costs_page_does(ledger):
     assert by_name(first)["a"]["requests"] == 1 and by_name(second)["a"]["requests"] == 0  # counted where it started
     for day, result in ((day1, first), (day2, second)):
         with ledger.read() as db:
-            page = reports.range_totals(db, INSTANCE_ID, day, day, NOW)["cost_usd"]
+            page = reports.period_report(db, INSTANCE_ID, day, day, NOW, months=False)["totals"]["cost_usd"]
         assert sum(r["cost_usd"] for r in result["rows"]) == pytest.approx(page, rel=1e-9)
     assert first["totals"]["cost_usd"] + second["totals"]["cost_usd"] == pytest.approx(session_cost(240), rel=1e-9)
 
@@ -228,7 +228,7 @@ def test_many_sessions_over_a_range_add_up_to_the_costs_page(ledger):
     for lo, hi in ((DAY0.date(), now.date()), (DAY0.date() + timedelta(days=2), DAY0.date() + timedelta(days=4))):
         result = run(ledger, lo, hi, now=now)
         with ledger.read() as db:
-            page = reports.range_totals(db, INSTANCE_ID, lo, hi, now)
+            page = reports.period_report(db, INSTANCE_ID, lo, hi, now, months=False)["totals"]
         assert sum(r["cost_usd"] for r in result["rows"]) == pytest.approx(page["cost_usd"], rel=1e-9)
         assert result["totals"]["sessions"] == page["sessions_count"]
         assert result["totals"]["hours"] == pytest.approx(page["runtime_hours"], rel=1e-6)
@@ -305,7 +305,7 @@ def test_the_api_needs_the_key(api):
     assert api.get("/infra/vast/consumers").status_code == 401
 
 
-def test_the_cli_prints_the_table_and_writes_the_csv(tmp_path):
+def test_the_cli_prints_the_table_and_writes_the_csv(real_processes, tmp_path):
     db = tmp_path / "ledger.db"
     ledger = Ledger(db)
     session(ledger, at(0), 60, ready=at(1))

@@ -78,7 +78,7 @@ def test_storage_while_stopped_is_estimated_apart(db):
 
 
 def test_a_range_counts_only_what_accrued_inside_it(db):
-    totals = reports.range_totals(db, IID, date(2026, 2, 1), date(2026, 2, 1), NOW)
+    totals = reports.period_report(db, IID, date(2026, 2, 1), date(2026, 2, 1), NOW, months=False)["totals"]
     assert totals["compute_usd"] == pytest.approx(0.60)  # the second hour of the session across the month end
     assert totals["storage_usd"] == pytest.approx(0.03)
     assert totals["runtime_hours"] == pytest.approx(1.0)
@@ -104,13 +104,13 @@ def test_a_long_session_from_days_before_the_range_is_still_counted_for_one_inst
     with ledger.read() as db:
         [mine] = sessions.sessions_in_range(db, 1, date(2026, 1, 9), date(2026, 1, 9), now)
         assert mine["started_at"] == "2026-01-01T00:00:00.000Z"
-        everyone = reports.range_totals(db, None, date(2026, 1, 8), date(2026, 1, 9), now)
+        everyone = reports.period_report(db, None, date(2026, 1, 8), date(2026, 1, 9), now, months=False)["totals"]
         assert everyone["sessions_count"] == 2  # instance 1's open session and instance 2's on the 8th
         assert everyone["compute_usd"] == pytest.approx((24 + 12) * 1.0 + 0.5)
 
 
 def test_month_summary_adds_up_to_the_session_totals(db):
-    months = reports.month_summary(db, IID, NOW)
+    months = reports.period_report(db, IID, reports.first_session_day(db, IID), NOW.date(), NOW)["months"]
     assert [m["month"] for m in months] == ["2026-01", "2026-02"]
     jan, feb = months
     assert jan["compute_usd"] == pytest.approx(0.40 + 0.40 + 0.60)
@@ -124,7 +124,7 @@ def test_month_summary_adds_up_to_the_session_totals(db):
 
 
 def test_month_summary_csv_has_stable_columns_with_units(db):
-    text = reports.month_summary_csv(reports.month_summary(db, IID, NOW))
+    text = reports.month_summary_csv(reports.period_report(db, IID, reports.first_session_day(db, IID), NOW.date(), NOW)["months"])
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == [
         "month_utc", "sessions_started", "runtime_hours", "compute_cost_usd", "storage_cost_usd", "cost_usd",
@@ -273,7 +273,7 @@ def test_audit_paging_is_an_index_search_however_deep(audit_ledger):
 def test_period_report_cuts_once_and_agrees_with_the_separate_reports(db):
     start, end = date(2026, 1, 11), date(2026, 2, 1)
     period = reports.period_report(db, IID, start, end, NOW)
-    separate = reports.range_totals(db, IID, start, end, NOW)
+    separate = reports.period_report(db, IID, start, end, NOW, months=False)["totals"]
     assert {k: v for k, v in period["totals"].items() if k != "days"} == pytest.approx({k: v for k, v in separate.items() if k != "days"})
     assert [d["cumulative_usd"] for d in period["totals"]["days"]] == pytest.approx([d["cumulative_usd"] for d in separate["days"]])
     # the month summary covers the whole months around the range

@@ -464,7 +464,7 @@ def test_keep_alive_two_requests_on_one_socket(sim):
             assert body["instances"]["id"] == IID
 
 
-def test_cli_module_prints_env_and_exits_cleanly_on_sigterm():
+def test_cli_module_prints_env_and_exits_cleanly_on_sigterm(real_processes):
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, wait_for_http
+from helpers import free_port, uv_command, wait_for_http
 from vastops.sim.config import SimConfig, SimInstance
 from vastops.sim.world import Simulator
 from vastops.vast import VastClient, parse_instance
@@ -42,15 +41,8 @@ DAY = 86400
 pytestmark = pytest.mark.timeout(300)
 
 
-def uv_command() -> list[str]:
-    for command in ([shutil.which("uv")], [shutil.which("python3"), "-m", "uv"], [sys.executable, "-m", "uv"]):
-        if command[0] and subprocess.run([*command, "--version"], capture_output=True, check=False).returncode == 0:
-            return command
-    pytest.fail("uv is needed to install vastai for the contract test (./dev setup installs it)")
-
-
 @pytest.fixture(scope="module")
-def vastai_home(tmp_path_factory) -> Path:
+def vastai_home(real_processes, tmp_path_factory) -> Path:
     """A fresh venv with vastai 1.9.1 in it, and a HOME for its CLI (key, role and caches)."""
     base = tmp_path_factory.mktemp("vastai")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
@@ -174,7 +166,7 @@ def test_the_official_client_drives_the_simulator_and_agrees_with_ours(world):
     # show instances (the SDK's full rows) and one instance, as the table views draw them
     rows = vastai.json("show", "instances")
     assert [(r["id"], r["actual_status"], r["intended_status"]) for r in rows] == [(IID, "exited", "stopped"), (OTHER, "exited", "stopped")]
-    assert [parse_instance(r).status for r in rows] == [i.status for i in ours.list_instances()] == [Status.STOPPED] * 2
+    assert [parse_instance(r).status for r in rows] == [ours.show_instance(r["id"]).status for r in rows] == [Status.STOPPED] * 2
     table = vastai.run("show", "instances")
     assert str(IID) in table and str(OTHER) in table and "Filterable Values" in table and "Total: 2 instances" in table
     assert str(IID) in vastai.run("show", "instance", str(IID))

@@ -32,6 +32,7 @@ from helpers import (
     VASTOPS,
     free_port,
     start_sim,
+    stop_requests,
     wait_for_http,
     wait_until,
     watchdog_env,
@@ -91,18 +92,13 @@ def start_limited_watchdog(processes, tmp_path, sim_url) -> tuple[subprocess.Pop
     return proc, port
 
 
-def stop_requests(sim_url):
-    calls = requests.get(sim_url + "/_sim/state", timeout=5).json()["calls"]
-    return [c for c in calls if c["method"] == "PUT" and (c.get("body") or {}).get("state") == "stopped"]
-
-
 def true_deadline(tmp_path, sim_url) -> float:
     """The idle deadline as the rule computes it from the ledger (Control.deadline_for)."""
     settings = load_settings(
         None, vast_api_url=sim_url, vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID, vastops_db=tmp_path / "ledger.db",
         vast_auto_shutdown_minutes=IDLE_MINUTES,
     )  # fmt: skip
-    return parse_isoz(Control(settings).status(observe=False)["auto_shutdown_at"]).timestamp()
+    return parse_isoz(Control(settings).status(observe=False).as_json()["auto_shutdown_at"]).timestamp()
 
 
 def open_fds(pid: int) -> int:

@@ -187,10 +187,10 @@ def test_killed_during_a_power_on_the_restarted_watchdog_completes_it_and_the_de
     [session] = watchdog.sessions()
     deadline = parse_isoz(session["started_at"]).timestamp() + 3.0
     assert deadline - 0.05 <= stop["ts"] <= max(deadline, watchdog.ready_at) + 3.0
-    wait_until(lambda: watchdog.events(ev.AUTO_SHUTDOWN_COMPLETE), timeout=10)
+    wait_until(lambda: watchdog.events(ev.WATCHDOG_STOP_COMPLETE), timeout=10)
     [session] = watchdog.sessions()
     assert session["ended_at"] is not None and session["end_reason"] == "auto_shutdown" and session["started_by"] == "api"
-    names = [a["event"] for a in watchdog.audit() if a["event"] != ev.AUTO_SHUTDOWN_WARNING]
+    names = [a["event"] for a in watchdog.audit() if a["event"] != ev.IDLE_WARNING]
     # the restarted watchdog took over the dead one's lease (same host, pid gone) and said so,
     # and that the one before it ended without a clean shutdown
     assert names == [
@@ -198,8 +198,8 @@ def test_killed_during_a_power_on_the_restarted_watchdog_completes_it_and_the_de
         ev.WATCHDOG_TAKEOVER,
         ev.WATCHDOG_RECOVERED,
         ev.POWER_ON_COMPLETE,
-        ev.AUTO_SHUTDOWN,
-        ev.AUTO_SHUTDOWN_COMPLETE,
+        ev.IDLE_STOP,
+        ev.WATCHDOG_STOP_COMPLETE,
     ]
     assert watchdog.get("/costs")["sessions_count"] == 1
     assert_clean(watchdog)
@@ -312,10 +312,10 @@ def test_killed_under_activity_load_loses_at_most_the_last_second_counts_nothing
     stop = wait_until(lambda: stop_calls(sim, answered=True), timeout=30, what="the auto-shutdown stop")[0]
     assert stop["ts"] >= in_ledger + idle_s - 0.05, "stopped before the idle deadline"
     assert stop["ts"] <= max(last_ack + idle_s, watchdog.ready_at) + 3.0
-    wait_until(lambda: watchdog.events(ev.AUTO_SHUTDOWN_COMPLETE), timeout=10)
+    wait_until(lambda: watchdog.events(ev.WATCHDOG_STOP_COMPLETE), timeout=10)
     [session] = watchdog.sessions()
     assert session["ended_at"] is not None and session["end_reason"] == "auto_shutdown"
-    [shutdown] = watchdog.events(ev.AUTO_SHUTDOWN)
+    [shutdown] = watchdog.events(ev.IDLE_STOP)
     assert shutdown["meta"]["inactive_minutes"] >= idle_s / 60 - 0.001
     assert watchdog.get("/costs")["sessions_count"] == 1
     assert_clean(watchdog)

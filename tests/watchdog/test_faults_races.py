@@ -114,17 +114,17 @@ def test_a_dashboard_stop_racing_auto_shutdown_closes_each_session_exactly_once(
         session = sessions[-1]
         assert session["ended_at"] is not None
         assert names[ev.POWER_OFF_REQUESTED] == 1 and names[ev.POWER_OFF_COMPLETE] == 1
-        assert names[ev.AUTO_SHUTDOWN] == names[ev.AUTO_SHUTDOWN_COMPLETE] <= 1
+        assert names[ev.IDLE_STOP] == names[ev.WATCHDOG_STOP_COMPLETE] <= 1
         assert not names.keys() & {ev.POWER_OFF_FAILED, ev.EXTERNAL_STOP, ev.EXTERNAL_START, ev.POWER_ON_ABORTED}
         # exactly one "complete" carries the session's figures; the other (if any) found it stopped
-        completes = [r for r in rows if r["event"] in (ev.POWER_OFF_COMPLETE, ev.AUTO_SHUTDOWN_COMPLETE)]
+        completes = [r for r in rows if r["event"] in (ev.POWER_OFF_COMPLETE, ev.WATCHDOG_STOP_COMPLETE)]
         closers = [r for r in completes if "session_id" in r["meta"]]
         assert len(closers) == 1 and closers[0]["meta"]["session_id"] == session["id"]
         assert all(r["meta"].get("already_stopped") is True for r in completes if r is not closers[0])
         winner = closers[0]["event"]
-        assert session["end_reason"] == {ev.POWER_OFF_COMPLETE: "manual", ev.AUTO_SHUTDOWN_COMPLETE: "auto_shutdown"}[winner]
+        assert session["end_reason"] == {ev.POWER_OFF_COMPLETE: "manual", ev.WATCHDOG_STOP_COMPLETE: "auto_shutdown"}[winner]
         assert session["ended_by"] == ("dashboard" if winner == ev.POWER_OFF_COMPLETE else "system")
-        assert (auto_result is not None) == (names[ev.AUTO_SHUTDOWN_COMPLETE] == 1)
+        assert (auto_result is not None) == (names[ev.WATCHDOG_STOP_COMPLETE] == 1)
         winners[winner] += 1
         clock.advance(1)
     assert dashboard.costs()["sessions_count"] == ROUNDS
@@ -179,10 +179,10 @@ def test_two_vastops_on_processes_at_once_open_one_session(tmp_path, sim_proc):
         load_settings(None, vast_api_url=sim_proc, vast_api_key=SIM_KEY, vast_instance_id=INSTANCE_ID, vastops_db=tmp_path / "ledger.db")
     )
     deadline = time.monotonic() + 30
-    while control.status()["power_on_pending"]:
+    while control.status().as_json()["power_on_pending"]:
         assert time.monotonic() < deadline, "the start was never completed"
         time.sleep(2.1)  # vast's show limit
-    assert control.status(observe=False)["status"] == "running"
+    assert control.status(observe=False).as_json()["status"] == "running"
     control.power_off("cli")
 
     [session] = all_sessions(control)
@@ -228,9 +228,9 @@ def test_a_console_stop_while_the_start_waits_for_health_aborts_it_and_closes_th
         (ev.EXTERNAL_STOP, "system"),
         (ev.POWER_ON_ABORTED, "system"),
     ]
-    assert control.status()["power_on_pending"] is False
+    assert control.status().as_json()["power_on_pending"] is False
     clock.advance(60)  # later looks change nothing
-    assert control.status()["status"] == "stopped"
+    assert control.status().as_json()["status"] == "stopped"
     assert len(all_sessions(control)) == 1 and control.costs()["sessions_count"] == 1
 
 
@@ -276,7 +276,7 @@ def test_a_late_running_answer_does_not_reopen_a_session_closed_by_a_newer_look(
     control.reconcile(slow_answer, asked_at)  # the first observer's answer is applied late
     assert len(all_sessions(control)) == 1
     assert all(s["ended_at"] is not None for s in all_sessions(control))
-    assert control.status(observe=False)["status"] == "stopped"
+    assert control.status(observe=False).as_json()["status"] == "stopped"
 
 
 def test_after_the_clock_steps_back_observations_still_count(control, clock, sim):
@@ -289,7 +289,7 @@ def test_after_the_clock_steps_back_observations_still_count(control, clock, sim
     assert control.observe().status == "stopped"
     [session] = all_sessions(control)
     assert session["ended_at"] is not None and session["end_reason"] == "external"
-    assert control.status(observe=False)["status"] == "stopped"
+    assert control.status(observe=False).as_json()["status"] == "stopped"
 
 
 # -- the idle timer while a start is still waiting for /health ---------------------------------
@@ -303,13 +303,13 @@ def test_auto_shutdown_does_not_stop_an_instance_whose_start_is_still_pending(tm
     watch = Watch(control)
     clock.advance(5)
     run(watch.observe_now())  # running: the session is open, /health not yet
-    assert control.status(observe=False)["power_on_pending"] is True
+    assert control.status(observe=False).as_json()["power_on_pending"] is True
     for _ in range(7):  # the watchdog's looks and timer over the next 7 minutes
         clock.advance(60)
         run(watch.observe_now())
         run(watch.fire_if_due())
     names = [r["event"] for r in audit_since(control, 0)]
-    assert ev.AUTO_SHUTDOWN not in names and ev.POWER_ON_ABORTED not in names
+    assert ev.IDLE_STOP not in names and ev.POWER_ON_ABORTED not in names
     assert names[-1] == ev.POWER_ON_COMPLETE
     assert sim.state()["instances"][0]["intended_status"] == "running"
     # from the moment /health answered, the idle minutes count as usual

@@ -223,9 +223,9 @@ def test_a_failing_stop_is_audited_with_its_kind_retried_with_backoff_and_lands_
     assert_within_rate_limit(calls, RATE_INTERVALS["put"])
     assert no_self_inflicted_429(sim.state()["calls"]) == []
     # one decision and exactly one stop recorded, for the one session
-    [decision] = audit_events(control, ev.AUTO_SHUTDOWN)
+    [decision] = audit_events(control, ev.IDLE_STOP)
     assert decision["meta"]["session_id"] == session_id
-    [complete] = audit_events(control, ev.AUTO_SHUTDOWN_COMPLETE)
+    [complete] = audit_events(control, ev.WATCHDOG_STOP_COMPLETE)
     assert complete["meta"]["session_id"] == session_id
     [session] = sessions(control)
     assert session["ended_at"] is not None and session["end_reason"] == "auto_shutdown"
@@ -266,7 +266,7 @@ def test_a_read_timeout_is_a_failed_stop_and_the_retry_finishes_what_vast_did_an
     assert result["status"] == "stopped"
     [session] = sessions(control)
     assert session["ended_at"] is not None and session["end_reason"] == "auto_shutdown"
-    assert len(audit_events(control, ev.AUTO_SHUTDOWN_COMPLETE)) == 1
+    assert len(audit_events(control, ev.WATCHDOG_STOP_COMPLETE)) == 1
     assert audit_events(control, ev.EXTERNAL_STOP) == []
 
 
@@ -294,7 +294,7 @@ def test_connection_refused_while_vast_is_down_then_the_stop_lands_when_it_is_ba
     assert sim.state()["instances"][0]["intended_status"] == "stopped"
     [session] = sessions(control)
     assert session["end_reason"] == "auto_shutdown"
-    assert len(audit_events(control, ev.AUTO_SHUTDOWN_COMPLETE)) == 1
+    assert len(audit_events(control, ev.WATCHDOG_STOP_COMPLETE)) == 1
     run(watch.observe_now())
     assert watch.last_error is None
 
@@ -328,7 +328,7 @@ def test_a_key_revoked_mid_session_is_not_retried_per_call_but_the_stop_is_until
     sim.revoke_key(SIM_KEY)  # the key is valid again: vast.ai answers
     result = tick_until_stopped(watch, clock, limit=200)
     assert result["status"] == "stopped"
-    assert len(audit_events(control, ev.AUTO_SHUTDOWN_COMPLETE)) == 1
+    assert len(audit_events(control, ev.WATCHDOG_STOP_COMPLETE)) == 1
     assert sessions(control)[-1]["end_reason"] == "auto_shutdown"
 
 
@@ -346,7 +346,7 @@ def test_a_start_that_timed_out_but_happened_is_still_tracked_and_stopped_when_i
         control.power_on("api")
     assert err.value.kind == ErrorKind.UNAVAILABLE
     assert [r["event"] for r in control.audit(10)] == [ev.POWER_ON_FAILED, ev.POWER_ON_REQUESTED]
-    assert control.status(observe=False)["power_on_pending"] is False
+    assert control.status(observe=False).as_json()["power_on_pending"] is False
     deadline = time.monotonic() + 5
     while sim.state()["instances"][0]["intended_status"] != "running":
         assert time.monotonic() < deadline

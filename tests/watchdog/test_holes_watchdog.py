@@ -37,7 +37,7 @@ def test_a_keepalive_given_to_a_start_that_was_stopped_before_it_ran_is_not_inhe
     control.power_on("api", wait_for_health=False)  # pending: scheduling on the simulator's clock
     assert control.keepalive("api", 480, "a batch job")["keepalive_until"]
     control.power_off("api")  # before any session opened
-    assert control.status(observe=False)["keepalive_until"] is None
+    assert control.status(observe=False).as_json()["keepalive_until"] is None
     clock.advance(60)
     control.power_on("cli")  # an ordinary start later: the next stop is the idle one
     watch = Watch(control)
@@ -53,7 +53,7 @@ def test_a_keepalive_given_during_a_start_still_holds_the_session_that_start_ope
     for _ in range(100):  # the simulator's start runs on the fake clock
         clock.advance(1)
         control.observe()
-        if control.status(observe=False)["session_id"] is not None and not control.status(observe=False)["power_on_pending"]:
+        if control.status(observe=False).session_id is not None and not control.status(observe=False).power_on_pending:
             break
     watch = Watch(control)
     watch.refresh()
@@ -67,8 +67,8 @@ def test_a_keepalive_given_to_a_start_cancelled_for_want_of_a_gpu_is_not_inherit
     assert control.power_on("api", wait_for_health=False)["status"] == "scheduling"
     control.keepalive("api", 600, "a long eval")
     clock.advance(75)
-    assert control.status()["power_on_pending"] is False  # cancelled: VAST_SCHEDULING_TIMEOUT_S
-    assert control.status(observe=False)["keepalive_until"] is None
+    assert control.status().as_json()["power_on_pending"] is False  # cancelled: VAST_SCHEDULING_TIMEOUT_S
+    assert control.status(observe=False).as_json()["keepalive_until"] is None
     sim.configure(stall_scheduling=False)
     control.power_on("proxy")  # the wake proxy's start for one request
     watch = Watch(control)

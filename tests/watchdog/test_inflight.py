@@ -1,4 +1,4 @@
-"""Requests in flight: `POST /infra/vast/activity` with a body holds the instance awake (vastops/inflight.py).
+"""Requests in flight: `POST /infra/vast/activity` with a body holds the instance awake (vastops/watchdog/inflight.py).
 
 The watchdog's engine and the API on a fake clock, against the simulator over real
 HTTP (as test_watch.py): a start holds past the idle limit, idle runs from the end, a
@@ -336,7 +336,7 @@ def test_status_and_metrics_show_the_requests_in_flight(api, clock):
     assert status["auto_shutdown_in_minutes"] == pytest.approx((TTL_S + IDLE_S) / 60, abs=0.01)
     assert "vastops_requests_in_flight 1" in api.get("/metrics").text
     # another process (the CLI, the dashboard) sees it from the ledger
-    assert make_control(api.control.settings, clock).status(observe=False)["requests_in_flight"] == 1
+    assert make_control(api.control.settings, clock).status(observe=False).as_json()["requests_in_flight"] == 1
     clock.advance(30)
     post(api, b'{"request_id": "r1", "phase": "end", "prompt_tokens": 3, "completion_tokens": 4}')
     run(api.watch.flush())
@@ -346,7 +346,7 @@ def test_status_and_metrics_show_the_requests_in_flight(api, clock):
     assert "vastops_requests_in_flight 0" in api.get("/metrics").text
 
 
-# -- the fast path (vastops/activity.py): answered before FastAPI ----------------------------
+# -- the fast path (vastops/watchdog/activity.py): answered before FastAPI ----------------------------
 
 
 async def asgi(app, method: str, path: str, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict]:
@@ -363,7 +363,8 @@ async def asgi(app, method: str, path: str, headers: dict[str, str], chunks: lis
         sent.append(message)
 
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    await app({"type": "http", "method": method, "path": path, "headers": raw}, receive, send)
+    scope = {"type": "http", "method": method, "path": path, "headers": raw, "query_string": b"", "root_path": ""}
+    await app(scope, receive, send)
     import json
 
     return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
@@ -371,17 +372,21 @@ async def asgi(app, method: str, path: str, headers: dict[str, str], chunks: lis
 
 @pytest.fixture
 def fast(held):
+    """The product's front door (``WatchdogApp``, its ``ActivityPath`` first), FastAPI behind it
+    with one catch-all route that notes what reached it: the hot path must not get there."""
     from vastops.watchdog.activity import ActivityPath
+    from vastops.watchdog.app import WatchdogApp
 
     control, watch = held
     reached = []
+    app = WatchdogApp()
+    app.front = ActivityPath(watch=watch, key=CONTROL_KEY.encode(), max_body=64 * 1024)
 
-    async def fastapi(scope, receive, send):  # stands in for the FastAPI app: the hot path must not get here
-        reached.append(scope["path"])
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b"null"})
+    @app.api_route("/{rest:path}", methods=["GET", "POST"])
+    async def fastapi(rest: str) -> None:
+        reached.append("/" + rest)
 
-    return ActivityPath(fastapi, watch=watch, key=CONTROL_KEY.encode(), max_body=64 * 1024), watch, reached
+    return app, watch, reached
 
 
 def test_the_fast_path_answers_activity_itself_and_passes_the_rest_on(fast, clock):

@@ -26,7 +26,7 @@ SECRET_PATH = "/services/T000/B000/SECRETXYZ"
 T0 = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
 
 
-def row(event: str = Event.AUTO_SHUTDOWN_COMPLETE, meta: dict | None = None, *, id: int = 1, instance_id: int | None = 123, actor="system"):
+def row(event: str = Event.WATCHDOG_STOP_COMPLETE, meta: dict | None = None, *, id: int = 1, instance_id: int | None = 123, actor="system"):
     return {"id": id, "ts": "2026-12-02T14:02:00.000Z", "instance_id": instance_id, "event": str(event), "actor": actor, "meta": meta or {}}
 
 
@@ -83,7 +83,7 @@ class Failures:
 def test_slack_body_is_one_text_line_with_the_instance_the_cause_and_the_session_s_runtime_and_cost(net):
     receiver = net.receiver(200)
     notifier = net.notifier(receiver.url + "/hook")
-    assert notifier.offer(row(Event.AUTO_SHUTDOWN_COMPLETE, STOP_META))
+    assert notifier.offer(row(Event.WATCHDOG_STOP_COMPLETE, STOP_META))
     wait_until(lambda: notifier.sent == 1, 5, what="delivery")
     [(path, body)] = receiver.requests
     assert path == "/hook"
@@ -338,12 +338,10 @@ def test_pump_starts_at_the_end_of_the_trail_and_offers_new_rows_in_order(net, t
     notifier = net.notifier(receiver.url, "json")
     assert pump(notifier, ledger) == 0
     assert cursor(ledger) == history[-1]  # history is not notified
-    ids = audit(
-        ledger, Event.POWER_ON_COMPLETE, Event.KEEPALIVE, Event.NOTIFY_FAILED, Event.AUTO_SHUTDOWN_WARNING, Event.POWER_ON_REQUESTED
-    )
+    ids = audit(ledger, Event.POWER_ON_COMPLETE, Event.KEEPALIVE, Event.NOTIFY_FAILED, Event.IDLE_WARNING, Event.POWER_ON_REQUESTED)
     assert pump(notifier, ledger) == 2
     wait_until(lambda: notifier.sent == 2, 5, what="delivery")
-    assert [(b["id"], b["event"]) for b in receiver.bodies()] == [(ids[0], Event.POWER_ON_COMPLETE), (ids[3], Event.AUTO_SHUTDOWN_WARNING)]
+    assert [(b["id"], b["event"]) for b in receiver.bodies()] == [(ids[0], Event.POWER_ON_COMPLETE), (ids[3], Event.IDLE_WARNING)]
     assert pump(notifier, ledger) == 0
     assert cursor(ledger) == ids[-1]  # past the rows that are not notified too, once the notified ones are delivered
     assert len(receiver.bodies()) == 2
@@ -398,22 +396,22 @@ SAMPLE_META: dict[str, dict[str, Any]] = {
     Event.EXTERNAL_START: {"gpu_name": "RTX 4090", "dph_base": 0.35},
     Event.REBOOT_COMPLETE: {"startup_seconds": 40},
     Event.POWER_OFF_COMPLETE: {"session_runtime_minutes": 0.23, "session_cost_usd": 0.0042},
-    Event.AUTO_SHUTDOWN_COMPLETE: {**STOP_META, "cause": "budget"},
+    Event.WATCHDOG_STOP_COMPLETE: {**STOP_META, "cause": "budget"},
     Event.EXTERNAL_STOP: {"status": "stopped", "session_runtime_minutes": 61, "session_cost_usd": 0.41},
     Event.CREDIT_EXHAUSTED_STOP: {"session_runtime_minutes": 61, "session_cost_usd": 0.41},
     Event.POWER_ON_HEALTH_TIMEOUT: {"status": "loading", "waited_seconds": 600},
     Event.POWER_ON_UNAVAILABLE: {"waited_seconds": 600},
-    Event.AUTO_SHUTDOWN: {"inactive_minutes": 30.02, "deadline": "2026-12-02T14:02:00.000Z"},
-    Event.AUTO_SHUTDOWN_WARNING: {"deadline": "2026-12-02T14:02:00.000Z", "cause": "keepalive", "minutes_left": 5},
+    Event.IDLE_STOP: {"inactive_minutes": 30.02, "deadline": "2026-12-02T14:02:00.000Z"},
+    Event.IDLE_WARNING: {"deadline": "2026-12-02T14:02:00.000Z", "cause": "keepalive", "minutes_left": 5},
     Event.MAX_SESSION_WARNING: {"deadline": "2026-12-02T14:02:00.000Z", "cause": "max_session", "minutes_left": 10, "limit_hours": 12},
     Event.MAX_SESSION_STOP: {"limit_hours": 12, "session_hours": 12.01},
-    Event.SCHEDULED_STOP_WARNING: {
+    Event.DAILY_STOP_WARNING: {
         "deadline": "2026-12-02T17:00:00.000Z",
         "minutes_left": 10,
         "stop_at": "18:00",
         "timezone": "Europe/Berlin",
     },
-    Event.SCHEDULED_STOP: {"stop_at": "18:00", "timezone": "Europe/Berlin"},
+    Event.DAILY_STOP: {"stop_at": "18:00", "timezone": "Europe/Berlin"},
     Event.BUDGET_WARNING: {"budget": "daily", "limit_usd": 5, "spent_usd": 4, "percent": 80, "resets_at": "2026-12-03T00:00:00.000Z"},
     Event.BUDGET_STOP: {"budget": "monthly", "limit_usd": 50, "spent_usd": 50.2, "resets_at": "2027-01-01T00:00:00.000Z"},
     Event.BUDGET_OVERRIDE: {"budget": "daily", "limit_usd": 5, "spent_usd": 5.2, "reason": "the demo for the board"},
@@ -426,17 +424,17 @@ SAMPLE_WORDS: dict[str, list[str]] = {
     Event.EXTERNAL_START: ["outside vastops", "RTX 4090", "$0.35/h"],
     Event.REBOOT_COMPLETE: ["restarted", "40 s"],
     Event.POWER_OFF_COMPLETE: ["stopped", "14 s", "$0.0042"],
-    Event.AUTO_SHUTDOWN_COMPLETE: ["budget", "2 h 10 min", "$0.95"],
+    Event.WATCHDOG_STOP_COMPLETE: ["budget", "2 h 10 min", "$0.95"],
     Event.EXTERNAL_STOP: ["outside vastops", "1 h 1 min", "$0.41"],
     Event.CREDIT_EXHAUSTED_STOP: ["credit", "$0.41"],
     Event.POWER_ON_HEALTH_TIMEOUT: ["healthy", "10 min", "loading"],
     Event.POWER_ON_UNAVAILABLE: ["GPU", "10 min"],
-    Event.AUTO_SHUTDOWN: ["auto-shutdown", "idle for 30 min"],
-    Event.AUTO_SHUTDOWN_WARNING: ["stops in 5 min", "14:02:00 UTC", "keepalive"],
+    Event.IDLE_STOP: ["auto-shutdown", "idle for 30 min"],
+    Event.IDLE_WARNING: ["stops in 5 min", "14:02:00 UTC", "keepalive"],
     Event.MAX_SESSION_WARNING: ["stops in 10 min", "12 h"],
     Event.MAX_SESSION_STOP: ["12 h", "VAST_MAX_SESSION_HOURS"],
-    Event.SCHEDULED_STOP_WARNING: ["stops in 10 min", "18:00", "Europe/Berlin"],
-    Event.SCHEDULED_STOP: ["18:00", "Europe/Berlin"],
+    Event.DAILY_STOP_WARNING: ["stops in 10 min", "18:00", "Europe/Berlin"],
+    Event.DAILY_STOP: ["18:00", "Europe/Berlin"],
     Event.BUDGET_WARNING: ["80 %", "daily budget", "$4.00 of $5.00", "2026-12-03 00:00 UTC"],
     Event.BUDGET_STOP: ["monthly budget", "$50.20 of $50.00", "2027-01-01 00:00 UTC"],
     Event.BUDGET_OVERRIDE: ["daily budget", "$5.20 of $5.00", "the demo for the board", "dashboard"],
@@ -480,9 +478,7 @@ def test_render_text_tolerates_missing_and_odd_meta(event, meta):
 
 
 def test_render_text_examples():
-    warning = row(
-        Event.AUTO_SHUTDOWN_WARNING, {"deadline": "2026-12-02T14:02:00.000Z", "cause": "idle", "minutes_left": 5, "inactive_minutes": 25}
-    )
+    warning = row(Event.IDLE_WARNING, {"deadline": "2026-12-02T14:02:00.000Z", "cause": "idle", "minutes_left": 5, "inactive_minutes": 25})
     assert render_text(warning) == (
         "vastops: instance 123 stops in 5 min (at 14:02:00 UTC): idle for 25 min. Keep it running: vastops keepalive N --reason ..."
     )

@@ -175,7 +175,7 @@ def notifiers():
         n.close(timeout=2)
 
 
-def row(id: int = 1, event: str = Event.AUTO_SHUTDOWN_COMPLETE) -> dict[str, Any]:
+def row(id: int = 1, event: str = Event.WATCHDOG_STOP_COMPLETE) -> dict[str, Any]:
     return {"id": id, "ts": "2026-12-02T14:02:00.000Z", "instance_id": 123, "event": str(event), "actor": "system", "meta": {"n": id}}
 
 

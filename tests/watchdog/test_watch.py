@@ -60,11 +60,11 @@ def test_fires_at_the_deadline_not_before(quick, clock, sim):
     result = run(watch.fire_if_due())
     assert result["status"] == "stopped"
     assert len(stop_calls(sim)) == 1
-    shutdown = next(r for r in control.audit(10) if r["event"] == ev.AUTO_SHUTDOWN)
+    shutdown = next(r for r in control.audit(10) if r["event"] == ev.IDLE_STOP)
     assert shutdown["meta"]["inactive_minutes"] == pytest.approx(0.1)
     assert shutdown["meta"]["overrun_seconds"] == pytest.approx(0.0)
     # the buffered activity reached the ledger (right after the stop, which waits on nothing)
-    assert control.status(observe=False)["last_activity"] == isoz(at)
+    assert control.status(observe=False).as_json()["last_activity"] == isoz(at)
     assert watch.deadline() is None  # nothing runs any more
 
 
@@ -95,7 +95,7 @@ def test_a_failed_stop_is_retried_with_backoff_and_audited(quick, clock, sim):
     clock.advance(2)  # vast.ai answers again
     result = run(watch.fire_if_due())
     assert result and result["status"] == "stopped"
-    assert [r["event"] for r in control.audit(3)][:1] == [ev.AUTO_SHUTDOWN_COMPLETE]
+    assert [r["event"] for r in control.audit(3)][:1] == [ev.WATCHDOG_STOP_COMPLETE]
 
 
 def test_a_restarted_watch_keeps_the_deadline(quick, clock, sim):

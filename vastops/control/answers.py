@@ -21,13 +21,15 @@ from vastops.clock import Clock, isoz, parse_isoz, utcnow
 from vastops.config import Settings, VastTarget
 from vastops.control.observe import Observer, probe_health
 from vastops.control.power import Power, Progress, StopInputs, budget_figures, refusal
+from vastops.control.status import Beat, BudgetLine, Credit, EnforcementAnswer, StatusAnswer, StopWarning
 from vastops.ledger.queries import View
+from vastops.ledger.rows import AuditLine, AuditRow, LastAction, StopFigures
 from vastops.ledger.store import Ledger
 from vastops.reports import consumers
 from vastops.reports import sessions as session_reports
 from vastops.stops import BUDGET_WARNING_SHARE, Budget, Running, Stop, candidates, exhausted, minutes_left, spent
 from vastops.vast import Instance, VastClient
-from vastops.vocabulary import CAUSE_EVENTS, START_OUTCOMES, Actor, Enforcement, Event, Status
+from vastops.vocabulary import START_OUTCOMES, STOP_DECISIONS, Actor, BudgetState, Enforcement, Event, Status
 from vastops.words import ago, duration
 
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
@@ -141,13 +143,13 @@ class Control:
     def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
         return self._power.keepalive(actor, minutes, reason)
 
-    def auto_shutdown(
+    def watchdog_stop(
         self, session_id: int | None, stop: Stop, decided_at: datetime, *, record_decision: bool = True, running: Running | None = None
     ) -> dict[str, Any]:
         """The watchdog's stop for ``stop``'s cause (``Watch.fire_if_due`` decides when)."""
-        return self._power.auto_shutdown(session_id, stop, decided_at, record_decision=record_decision, running=running)
+        return self._power.watchdog_stop(session_id, stop, decided_at, record_decision=record_decision, running=running)
 
-    def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> dict[str, Any]:
+    def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> StopFigures:
         return self._power.stop_figures(stop, now, running)
 
     def budgets(self, view: View, iid: int, now: datetime) -> tuple[Budget, ...]:
@@ -166,11 +168,23 @@ class Control:
 
     # -- status ------------------------------------------------------------------
 
-    def status(self, *, observe: bool = True) -> dict[str, Any]:
+    def status(self, *, observe: bool = True) -> StatusAnswer:
         """The contract's status answer. observe=False answers from the ledger alone (no vast call)."""
         reason = self._observer.unconfigured_reason()
         if reason:
-            return _status_answer(self.instance_id, Status.UNCONFIGURED, message=reason)
+            return StatusAnswer(
+                instance_id=self.instance_id,
+                status=Status.UNCONFIGURED,
+                gpu_name=None,
+                dph_total=None,
+                endpoint_base_url=None,
+                last_activity=None,
+                auto_shutdown_in_minutes=None,
+                total_runtime_hours=0.0,
+                total_cost_usd=0.0,
+                message=reason,
+                requests_in_flight=0,
+            )
         iid = self.target().instance_id
         if observe:
             self.observe()
@@ -180,14 +194,20 @@ class Control:
             session = view.open_session(iid)
             totals = session_reports.statistics(view.db, iid, now)
             inputs = self._power.stop_inputs(view, iid, now)
-        running, in_flight = inputs.running, inputs.requests_in_flight
+        running = inputs.running
         status = row.get("status") or Status.UNKNOWN
         stops = candidates(self.settings, running, **inputs.rules(now))
         deadline = stops[0].at if stops else None
         left = minutes_left(deadline, now)
-        answer = _status_answer(
-            iid,
-            status,
+        first = stops[0] if stops else None
+        budgets = self._budget_lines(running, inputs, now)
+        blocked = [b for b in budgets if b.state == BudgetState.SPENT]
+        keepalive = inputs.keepalive_until
+        pending = row.get("pending")
+        since = parse_isoz(row.get("pending_since"))
+        answer = StatusAnswer(
+            instance_id=iid,
+            status=status,
             gpu_name=row.get("gpu_name"),
             dph_total=round((row.get("dph_base") or 0) + (row.get("storage_dph") or 0), 6) if row.get("gpu_name") else None,
             endpoint_base_url=row.get("endpoint_base_url"),
@@ -196,64 +216,57 @@ class Control:
             total_runtime_hours=totals["total_runtime_hours"],
             total_cost_usd=totals["total_cost_usd"],
             message=self._status_message(iid, status, row, now),
+            requests_in_flight=inputs.requests_in_flight,  # as of the watchdog's last flush (at most a second behind)
+            session_id=session["id"] if session else None,
+            auto_shutdown_at=isoz(deadline),
+            next_stop_at=isoz(first.at) if first else None,
+            next_stop_cause=first.cause if first else None,
+            warnings=[
+                StopWarning(
+                    cause=stop.cause,
+                    at=isoz(stop.at) or "",
+                    minutes_left=round(max(0.0, (stop.at - now).total_seconds()) / 60, 2),
+                    budget=stop.budget.kind if stop.budget else None,
+                )
+                for stop in stops
+                if stop.warn_at is not None and stop.warn_at <= now
+            ],
+            keepalive_until=isoz(keepalive) if keepalive and keepalive > now else None,
+            budgets=budgets,
+            start_refused=refusal([b.figures() for b in blocked]) if blocked else None,
+            power_on_pending=pending is not None,
+            pending=pending,
+            power_on_pending_s=round((now - since).total_seconds(), 1) if since and pending is not None else None,
+            **self._credit(row, session),
+            observed_at=row.get("observed_at"),
         )
-        if session:
+        if session:  # the session's figures are set only while one is open (``StatusAnswer.as_json``)
             started = parse_isoz(session["started_at"])
             runtime = costmath.runtime_seconds(started, now) if started else 0.0
             figures = costmath.session_costs(runtime, session["dph_base"], session["storage_dph"])
-            answer["session_runtime_minutes"] = round(runtime / 60, 2)
-            answer["session_cost_usd"] = round(figures["total"], 4)
-        answer["session_id"] = session["id"] if session else None
-        answer["requests_in_flight"] = in_flight  # as of the watchdog's last flush (at most a second behind)
-        answer["auto_shutdown_at"] = isoz(deadline)
-        answer.update(self._guardrails(stops, running, inputs, now))
-        answer["power_on_pending"] = row.get("pending") is not None
-        answer["pending"] = row.get("pending")  # "power_on" or "reboot"
-        since = parse_isoz(row.get("pending_since"))
-        answer["power_on_pending_s"] = round((now - since).total_seconds(), 1) if since and answer["power_on_pending"] else None
-        answer.update(self._credit(row, session))
-        answer["observed_at"] = row.get("observed_at")
+            answer.session_runtime_minutes = round(runtime / 60, 2)
+            answer.session_cost_usd = round(figures["total"], 4)
         return answer
 
-    def _guardrails(self, stops: list[Stop], running: Running | None, inputs: StopInputs, now: datetime) -> dict[str, Any]:
-        """The next stop and its cause, the warnings due, the keepalive, and the spend against each budget."""
-        first = stops[0] if stops else None
-        warnings = [
-            {
-                "cause": stop.cause,
-                "at": isoz(stop.at),
-                "minutes_left": round(max(0.0, (stop.at - now).total_seconds()) / 60, 2),
-                "budget": stop.budget.kind if stop.budget else None,
-            }
-            for stop in stops
-            if stop.warn_at is not None and stop.warn_at <= now
-        ]
-        budgets = []
+    def _budget_lines(self, running: Running | None, inputs: StopInputs, now: datetime) -> list[BudgetLine]:
+        """The spend against each budget, and its state."""
+        lines = []
         for budget in inputs.budgets:
             used = spent(budget, running, now)
-            figures = budget_figures(budget, used)
             full, near = exhausted(used, budget.limit_usd), exhausted(used, budget.limit_usd * BUDGET_WARNING_SHARE)
-            figures["state"] = (
-                "overridden" if budget.overridden and near else "spent" if full else "warning" if near else "ok"
+            state = (
+                BudgetState.OVERRIDDEN if budget.overridden and near
+                else BudgetState.SPENT if full else BudgetState.WARNING if near else BudgetState.OK
             )  # fmt: skip
-            budgets.append(figures)
-        keepalive = inputs.keepalive_until
-        blocked = [b for b in budgets if b["state"] == "spent"]
-        return {
-            "next_stop_at": isoz(first.at) if first else None,
-            "next_stop_cause": first.cause if first else None,
-            "warnings": warnings,
-            "keepalive_until": isoz(keepalive) if keepalive and keepalive > now else None,
-            "budgets": budgets,
-            "start_refused": refusal(blocked) if blocked else None,
-        }
+            lines.append(BudgetLine(**budget_figures(budget, used), state=state))
+        return lines
 
     # -- activity ----------------------------------------------------------------
 
     def record_activity(self, at: datetime | None = None, count: int = 1, requests: list[dict[str, Any]] | None = None) -> datetime:
         """Note activity (an LLM request); pushes the idle deadline back. Never moves it earlier.
 
-        ``requests``: the gateway's requests that started or ended (vastops/inflight.py),
+        ``requests``: the gateway's requests that started or ended (vastops/watchdog/inflight.py),
         written in the same transaction (the watchdog's flush: one write a second).
         """
         at = at or self.clock()
@@ -272,7 +285,7 @@ class Control:
         with self.ledger.write() as tx:
             tx.beat(component, self.clock(), info)
 
-    def heartbeat(self, component: str = "watchdog") -> dict[str, Any] | None:
+    def heartbeat(self, component: str = "watchdog") -> Beat | None:
         """The component's last sign of life with its age in seconds, or None if it never beat."""
         with self.ledger.view() as view:
             row = view.heartbeat(component)
@@ -282,7 +295,7 @@ class Control:
         age = (self.clock() - beat_at).total_seconds()
         return {"component": component, "ts": row["ts"], "age_s": age, "pid": row["pid"], "info": json.loads(row["info"])}
 
-    def enforcement(self) -> dict[str, Any]:
+    def enforcement(self) -> EnforcementAnswer:
         """Whether a watchdog enforces the stops now, from its heartbeat: the one rule the CLI and the dashboard say.
 
         ``state`` (``vocabulary.Enforcement``), the watchdog's ``problems``, a ``summary`` in
@@ -320,13 +333,13 @@ class Control:
             return session_reports.stream_sessions_csv(db, fh, self.clock(), where, params)
 
     def consumers(self, start: date | None = None, end: date | None = None) -> dict[str, Any]:
-        """Cost per consumer over UTC days (vastops/consumers.py); without dates, the last 30 days."""
+        """Cost per consumer over UTC days (vastops/reports/consumers.py); without dates, the last 30 days."""
         now = self.clock()
         first, last = consumers.default_range(now, start, end)
         with self.ledger.read() as db:
             return consumers.report(db, self.instance_id, first, last, now, self.settings.vast_request_ttl_s)
 
-    def audit(self, limit: int = 50) -> list[dict[str, Any]]:
+    def audit(self, limit: int = 50) -> list[AuditLine]:
         with self.ledger.view() as view:
             return view.recent_audit(limit)
 
@@ -346,7 +359,7 @@ class Control:
             return f"The vast.ai credit is ${row['credit_usd']:.2f}, below VAST_LOW_CREDIT_USD (${low:.2f}): at zero vast.ai stops the instance."
         return None
 
-    def _credit(self, row: dict[str, Any], session: dict[str, Any] | None) -> dict[str, Any]:
+    def _credit(self, row: dict[str, Any], session: dict[str, Any] | None) -> Credit:
         """The account's credit as last seen, and how long it lasts at the current rate."""
         credit = row.get("credit_usd")
         if credit is None:
@@ -356,14 +369,14 @@ class Control:
         hours = round(max(0.0, credit) / rate, 1) if rate > 0 else None
         return {"credit_usd": round(credit, 2), "credit_hours_left": hours, "credit_seen_at": row.get("credit_seen_at")}
 
-    def kept_log(self) -> dict[str, Any] | None:
+    def kept_log(self) -> AuditRow | None:
         """The newest log tail kept in the audit trail (``instance_log``), if any."""
         if self.instance_id is None:
             return None
         with self.ledger.view() as view:
             return view.last_event(self.instance_id, Event.INSTANCE_LOG)
 
-    def unavailable_start(self) -> dict[str, Any] | None:
+    def unavailable_start(self) -> AuditRow | None:
         """The newest start's ``power_on_unavailable``, if that is how it ended (the GPU was taken)."""
         if self.instance_id is None:
             return None
@@ -374,7 +387,7 @@ class Control:
             return cancelled
         return None
 
-    def last_action(self) -> dict[str, Any] | None:
+    def last_action(self) -> LastAction | None:
         """The newest action on the instance and how it ended, from the audit trail (None before any).
 
         An action is a start, stop, reboot or keepalive (by its actor), a stop the watchdog
@@ -386,10 +399,10 @@ class Control:
         if self.instance_id is None:
             return None
         requests = {Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED}
-        stops = {Event.POWER_OFF_REQUESTED, *(decision for _, decision, _ in CAUSE_EVENTS.values())}
+        stops = {Event.POWER_OFF_REQUESTED, *STOP_DECISIONS}
         settled = {Event.EXTERNAL_START, Event.EXTERNAL_STOP, Event.CREDIT_EXHAUSTED_STOP, Event.KEEPALIVE}
         started = START_OUTCOMES | {Event.POWER_ON_FAILED, Event.REBOOT_FAILED}
-        stopped = {Event.POWER_OFF_COMPLETE, Event.AUTO_SHUTDOWN_COMPLETE, Event.POWER_OFF_FAILED}
+        stopped = {Event.POWER_OFF_COMPLETE, Event.WATCHDOG_STOP_COMPLETE, Event.POWER_OFF_FAILED}
         with self.ledger.view() as view:
             rows = view.recent_events(self.instance_id, frozenset(requests | stops | settled | started | stopped), 50)
         index = next((i for i, row in enumerate(rows) if row["event"] in requests | stops | settled), None)
@@ -400,7 +413,7 @@ class Control:
         if action["event"] in requests:
             outcome = next((r for r in later if r["event"] in started and r["meta"].get("request_id") == action["id"]), None)
         elif action["event"] in stops:
-            complete = Event.POWER_OFF_COMPLETE if action["event"] == Event.POWER_OFF_REQUESTED else Event.AUTO_SHUTDOWN_COMPLETE
+            complete = Event.POWER_OFF_COMPLETE if action["event"] == Event.POWER_OFF_REQUESTED else Event.WATCHDOG_STOP_COMPLETE
             done = [r for r in later if r["event"] == complete]
             failed = [r for r in later if r["event"] == Event.POWER_OFF_FAILED]
             outcome = done[0] if done else (failed[-1] if failed else None)
@@ -418,21 +431,3 @@ class Control:
         with self.ledger.write() as tx:
             tx.update_instance(iid, credit_usd=credit, credit_seen_at=isoz(self.clock()))
         return credit
-
-
-def _status_answer(instance_id: int | None, status: str, **fields: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "instance_id": instance_id,
-        "status": status,
-        "gpu_name": None,
-        "dph_total": None,
-        "endpoint_base_url": None,
-        "last_activity": None,
-        "auto_shutdown_in_minutes": None,
-        "total_runtime_hours": 0.0,
-        "total_cost_usd": 0.0,
-        "message": None,
-        "requests_in_flight": 0,
-    }
-    answer.update(fields)
-    return answer

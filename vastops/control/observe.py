@@ -27,7 +27,6 @@ from typing import Any
 
 import requests
 
-from vastops import costs as costmath
 from vastops.clock import Clock, isoz, parse_isoz, utcnow
 from vastops.config import ConfigError, Settings, VastTarget
 from vastops.ledger.queries import Tx
@@ -171,7 +170,7 @@ class Observer:
                     tx.audit(now, iid, Event.EXTERNAL_START, Actor.SYSTEM, {"session_id": sid, **_rates(instance)})
             elif confirmed is not None and session is not None:
                 ended_at, confirmed_by = confirmed
-                figures = end_session(tx, session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
+                figures = tx.close_session(session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
                 # vast stops every instance of an account whose credit ran out: say so, not "external"
                 broke = row.get("credit_usd") is not None and row["credit_usd"] <= 0
                 event = Event.CREDIT_EXHAUSTED_STOP if broke else Event.EXTERNAL_STOP
@@ -260,8 +259,7 @@ class Observer:
         health_url = host + (row["pending_health_path"] or self.settings.vast_health_path) if host else None
         endpoint = instance.endpoint_base_url(self.settings.endpoint_port) if instance else None
         if status in (Status.STOPPED, Status.NOT_FOUND):
-            if tx.clear_pending(iid, request_id, now):
-                tx.audit(now, iid, Event.POWER_ON_ABORTED, Actor.SYSTEM, {"request_id": request_id, "status": status})
+            tx.abort_pending(iid, request_id, now, status)
             return {}
         if status == Status.SCHEDULING:
             limit = self.settings.vast_scheduling_timeout_s
@@ -316,20 +314,6 @@ class Observer:
             row = view.instance(iid)
         if row and row["pending_audit_id"]:
             self.expire_if_overdue(row["pending_audit_id"])
-
-
-def end_session(tx: Tx, session: dict[str, Any], now: datetime, actor: str, reason: str) -> dict[str, Any]:
-    """End the open ``session`` at ``now``; the figures for its audit row and the stop's answer."""
-    runtime = costmath.runtime_seconds(_parse(session["started_at"]), now)
-    tx.end_session(session["id"], now, actor, reason, runtime)
-    c = costmath.session_costs(runtime, session["dph_base"], session["storage_dph"])
-    return {
-        "session_id": session["id"],
-        "session_runtime_minutes": round(runtime / 60, 2),
-        "session_cost_usd": round(c["total"], 4),
-        "compute_cost_usd": round(c["compute"], 4),
-        "storage_cost_usd": round(c["storage"], 4),
-    }
 
 
 def _parse(text: str) -> datetime:

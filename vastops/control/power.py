@@ -31,10 +31,26 @@ from vastops.errors import (  # defined with their codes in errors.py; raised he
     StartCancelled,
 )
 from vastops.ledger.queries import View
+from vastops.ledger.rows import BudgetFigures, BudgetOverrideDetails, Details, StopDecision, StopFigures
 from vastops.ledger.store import Ledger
 from vastops.stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from vastops.vast import VastClient, VastError
-from vastops.vocabulary import CAUSE_EVENTS, TRANSIENT_ERRORS, Actor, Cause, EndReason, ErrorKind, Event, Status, status_words
+from vastops.vocabulary import (
+    CAUSE_EVENTS,
+    IDLE_CAUSES,
+    TRANSIENT_ERRORS,
+    Actor,
+    BudgetKind,
+    BudgetOverride,
+    Cause,
+    EndReason,
+    ErrorKind,
+    Event,
+    Pending,
+    Status,
+    cause_name,
+    status_words,
+)
 from vastops.words import usd
 
 log = logging.getLogger("vastops.power")
@@ -52,8 +68,8 @@ def _clear_refusal(exc: VastError) -> bool:
     return exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND) or (exc.status is not None and 400 <= exc.status < 500)
 
 
-OVERRIDE_RECORDED = "recorded"  # power_on's budget_override: a budget_override row now holds the budgets near their limit
-OVERRIDE_NOT_NEEDED = "not_needed"  # none was near its limit (or all were overridden already): nothing was recorded
+OVERRIDE_RECORDED = BudgetOverride.RECORDED  # power_on's budget_override (vocabulary.BudgetOverride)
+OVERRIDE_NOT_NEEDED = BudgetOverride.NOT_NEEDED
 
 
 @dataclass(frozen=True)
@@ -123,11 +139,14 @@ class Power:
 
     def budgets(self, view: View, iid: int, now: datetime) -> tuple[Budget, ...]:
         """The configured budgets in their current periods: what ended sessions spent, whether overridden."""
-        limits = {"daily": self.settings.vast_budget_daily_usd, "monthly": self.settings.vast_budget_monthly_usd}
+        limits: dict[str, float | None] = {
+            BudgetKind.DAILY: self.settings.vast_budget_daily_usd,
+            BudgetKind.MONTHLY: self.settings.vast_budget_monthly_usd,
+        }
         if not any(limits.values()):
             return ()
         override = view.last_event(iid, Event.BUDGET_OVERRIDE)
-        overridden = (override or {}).get("meta", {}).get("periods", {})
+        overridden = override["meta"].get("periods", {}) if override else {}
         out = []
         for kind in BUDGET_KINDS:
             limit = limits[kind]
@@ -171,7 +190,7 @@ class Power:
 
     # -- guardrails: a spent budget refuses starts; a keepalive holds the idle stop off --
 
-    def _spent_budget(self, view: View, iid: int, now: datetime) -> list[dict[str, Any]]:
+    def _spent_budget(self, view: View, iid: int, now: datetime) -> list[BudgetFigures]:
         """The budgets spent now and not overridden (none: a start may go ahead)."""
         running = running_of(view.open_session(iid))
         return [
@@ -219,12 +238,11 @@ class Power:
             if not near:
                 return OVERRIDE_NOT_NEEDED, _not_needed(held, far)
             # One row names every budget it overrides, each for its period: the watchdog reads the last one.
-            previous = (tx.last_event(iid, Event.BUDGET_OVERRIDE) or {}).get("meta", {}).get("periods", {})
+            last = tx.last_event(iid, Event.BUDGET_OVERRIDE)
+            previous = last["meta"].get("periods", {}) if last else {}
             periods = {**previous, **{b["budget"]: b["period"] for b in near}}
-            tx.audit(
-                now, iid, Event.BUDGET_OVERRIDE, actor,
-                {"reason": override_reason, "periods": periods, "budgets": near, "instance_id": iid},
-            )  # fmt: skip
+            details: BudgetOverrideDetails = {"reason": override_reason, "periods": periods, "budgets": near, "instance_id": iid}
+            tx.audit(now, iid, Event.BUDGET_OVERRIDE, actor, dict(details))
         return OVERRIDE_RECORDED, _recorded(near, far)
 
     def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
@@ -251,7 +269,7 @@ class Power:
         if stop is not None:
             result.update(next_stop_at=isoz(stop.at), next_stop_cause=stop.cause)
         result["message"] = f"Kept running until at least {isoz(until)}" + (
-            f"; but it stops at {isoz(stop.at)} ({stop.cause.replace('_', ' ')})" if stop and stop.at < until else ""
+            f"; but it stops at {isoz(stop.at)} ({cause_name(stop.cause)})" if stop and stop.at < until else ""
         )
         return result
 
@@ -300,7 +318,7 @@ class Power:
                 raise
             queued, taken = True, "vast.ai answered that the start is queued"
             _say(progress, "queued", f"vast.ai queued the start ({exc}); it waits for its GPU")
-        request_id = self._mark_pending(iid, "power_on", actor, audit_id, health_path, health_port)
+        request_id = self._mark_pending(iid, Pending.POWER_ON, actor, audit_id, health_path, health_port)
         _say(progress, "requested", "vast.ai accepted the start")
         status: str | None = None
         if not queued:
@@ -328,7 +346,7 @@ class Power:
             result["message"] = f"{words} {result['message']}"
         return result
 
-    def _mark_pending(self, iid: int, kind: str, actor: str, audit_id: int, health_path: str, health_port: int) -> int:
+    def _mark_pending(self, iid: int, kind: Pending, actor: str, audit_id: int, health_path: str, health_port: int) -> int:
         """Mark a start (or reboot) pending, once vast accepted it, so no observer aborts it for
         showing the instance still stopped; one already pending is joined. The request id it answers."""
         with self.ledger.write() as tx:
@@ -368,7 +386,7 @@ class Power:
             with self.ledger.write() as tx:
                 tx.audit(self.clock(), iid, Event.REBOOT_FAILED, actor, {"request_id": audit_id, "kind": exc.kind, "error": str(exc)})
             raise
-        request_id = self._mark_pending(iid, "reboot", actor, audit_id, health_path, health_port)
+        request_id = self._mark_pending(iid, Pending.REBOOT, actor, audit_id, health_path, health_port)
         _say(progress, "requested", "vast.ai accepted the reboot")
         if not wait_for_health:
             return {"status": Status.LOADING, "instance_id": iid, "endpoint_base_url": None, "health_url": None,
@@ -459,7 +477,7 @@ class Power:
             f"the start was cancelled: the instance is {meta.get('status')} (stopped from the dashboard, the CLI or vast's console)"
         )
 
-    def _outcome(self, request_id: int) -> tuple[str, dict[str, Any]] | None:
+    def _outcome(self, request_id: int) -> tuple[str, Details] | None:
         with self.ledger.view() as view:
             return view.start_outcome(self.target().instance_id, request_id)
 
@@ -467,7 +485,7 @@ class Power:
     #
     # Stop first, write after: vast.ai is asked before anything is written, and what
     # the stop has to record goes to the ledger as one record afterwards, or to the
-    # spool when the ledger fails (vastops/spool.py). So a full disk, a held write
+    # spool when the ledger fails (vastops/ledger/spool.py). So a full disk, a held write
     # lock or a deleted ledger never keeps an instance running.
 
     def power_off(self, actor: str) -> dict[str, Any]:
@@ -476,13 +494,13 @@ class Power:
         requested = audit_op(self.clock(), iid, Event.POWER_OFF_REQUESTED, actor, {"instance_id": iid})
         return self._stop(actor, EndReason.MANUAL, Event.POWER_OFF_COMPLETE, before=[requested])
 
-    def auto_shutdown(
+    def watchdog_stop(
         self, session_id: int | None, stop: Stop, decided_at: datetime, *, record_decision: bool = True, running: Running | None = None
     ) -> dict[str, Any]:
-        """Stop for ``stop``'s cause; the decision (with its figures) is recorded with the stop."""
+        """The watchdog's stop for ``stop``'s cause (any cause, not only idle); the decision (with its figures) is recorded with the stop."""
         iid = self.target().instance_id
         _, decision, reason = CAUSE_EVENTS[stop.cause]
-        meta: dict[str, Any] = {
+        meta: StopDecision = {
             "instance_id": iid,
             "session_id": session_id,
             "cause": stop.cause,
@@ -490,13 +508,13 @@ class Power:
             "overrun_seconds": round((decided_at - stop.at).total_seconds(), 3),
             **self.stop_figures(stop, decided_at, running),
         }
-        before = [audit_op(decided_at, iid, decision, Actor.SYSTEM, meta)] if record_decision else []
-        return self._stop(Actor.SYSTEM, reason, Event.AUTO_SHUTDOWN_COMPLETE, before=before, cause=stop.cause)
+        before = [audit_op(decided_at, iid, decision, Actor.SYSTEM, dict(meta))] if record_decision else []
+        return self._stop(Actor.SYSTEM, reason, Event.WATCHDOG_STOP_COMPLETE, before=before, cause=stop.cause)
 
-    def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> dict[str, Any]:
+    def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> StopFigures:
         """What a stop's (or its warning's) audit row says about its cause."""
         s = self.settings
-        if stop.cause in (Cause.IDLE, Cause.KEEPALIVE):
+        if stop.cause in IDLE_CAUSES:
             since = stop.at - timedelta(minutes=s.vast_auto_shutdown_minutes)
             return {"inactive_minutes": round((now - since).total_seconds() / 60, 2), "idle_minutes": s.vast_auto_shutdown_minutes}
         if stop.cause == Cause.MAX_SESSION:
@@ -505,7 +523,8 @@ class Power:
             assert s.vast_daily_stop_at is not None
             return {"stop_at": s.vast_daily_stop_at.strftime("%H:%M"), "timezone": s.vastops_timezone}
         assert stop.budget is not None
-        return budget_figures(stop.budget, spent(stop.budget.rolled(now), running, now))
+        figures: StopFigures = {**budget_figures(stop.budget, spent(stop.budget.rolled(now), running, now))}
+        return figures
 
     def _stop(
         self, actor: str, reason: str, complete_event: str, *, before: list[dict[str, Any]], cause: str | None = None
@@ -554,7 +573,7 @@ def running_of(session: dict[str, Any] | None) -> Running | None:
     return Running(started, session["dph_base"] or 0.0, session["storage_dph"] or 0.0)
 
 
-def refusal(spent_budgets: list[dict[str, Any]]) -> str:
+def refusal(spent_budgets: list[BudgetFigures]) -> str:
     """Why a start is refused, naming each spent budget, what was spent and when it resets."""
     return "; ".join(
         f"the {b['budget']} budget of {usd(b['limit_usd'])} is spent ({usd(b['spent_usd'])}, compute and storage)"
@@ -563,7 +582,7 @@ def refusal(spent_budgets: list[dict[str, Any]]) -> str:
     )
 
 
-def _recorded(near: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
+def _recorded(near: list[BudgetFigures], far: list[BudgetFigures]) -> str:
     """What an override that was recorded holds, and what it does not."""
     held = "; ".join(
         f"the {b['budget']} budget ({usd(b['spent_usd'])} of {usd(b['limit_usd'])}, {b['percent']:g} %) neither stops the instance"
@@ -573,7 +592,7 @@ def _recorded(near: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
     return f"Budget override recorded: {held}." + (f" Not overridden: {_far(far)}." if far else "")
 
 
-def _not_needed(held: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
+def _not_needed(held: list[BudgetFigures], far: list[BudgetFigures]) -> str:
     """Why an override that was asked for recorded nothing: each budget is overridden already, or far from its limit."""
     parts = [f"the {b['budget']} budget is already overridden until it resets at {b['resets_local']}" for b in held]
     if far:
@@ -581,7 +600,7 @@ def _not_needed(held: list[dict[str, Any]], far: list[dict[str, Any]]) -> str:
     return "No budget override was needed, so none was recorded: " + "; ".join(parts) + "."
 
 
-def _far(far: list[dict[str, Any]]) -> str:
+def _far(far: list[BudgetFigures]) -> str:
     share = f"{BUDGET_WARNING_SHARE * 100:g} %"
     return (
         ", ".join(f"the {b['budget']} budget is at {b['percent']:g} %" for b in far)
@@ -589,19 +608,18 @@ def _far(far: list[dict[str, Any]]) -> str:
     )
 
 
-def budget_figures(budget: Budget, used: float | None) -> dict[str, Any]:
+def budget_figures(budget: Budget, used: float) -> BudgetFigures:
     """A budget's state in words and numbers (``used``: spent in its period), for the status answer and the audit rows."""
-    out: dict[str, Any] = {
+    return {
         "budget": budget.kind,
         "limit_usd": budget.limit_usd,
         "period": budget.period,
         "resets_at": isoz(budget.resets),
         "resets_local": budget.resets.astimezone(ZoneInfo(budget.zone)).strftime("%Y-%m-%d %H:%M %Z"),
         "overridden": budget.overridden,
+        "spent_usd": round(used, 6),
+        "percent": round(100.0 * used / budget.limit_usd, 1),
     }
-    if used is not None:
-        out.update(spent_usd=round(used, 6), percent=round(100.0 * used / budget.limit_usd, 1))
-    return out
 
 
 def audit_op(ts: datetime, instance_id: int | None, event: str, actor: str, meta: dict[str, Any]) -> dict[str, Any]:

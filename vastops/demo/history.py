@@ -28,7 +28,7 @@ running (4 dollars at the default rates), ``VAST_WAIT_TIMEOUT_S`` 600, UTC.
 
 **The gateway's requests** (the ``requests`` table, for costs per consumer): while a
 session is in use (from the settled start to the last LLM request) three consumers
-send requests as a gateway would report them (vastops/inflight.py): ``team-chat``
+send requests as a gateway would report them (vastops/watchdog/inflight.py): ``team-chat``
 (chat turns of a few seconds), ``team-search`` (short, frequent lookups) and, in some
 sessions, ``batch-eval`` (bursts of long requests side by side, so seconds are
 shared); now and then one without a consumer (``unknown``). They come from a random
@@ -39,8 +39,8 @@ without them.
 session is named (``session_id``) by the ``demo: true`` row that records its end,
 and every request's id starts with ``demo-`` (the requests table has no meta).
 A session's costs are stored by the ledger (``Tx.end_session``, the one cost
-formula); the figures in the stop rows come from the same helper the product uses
-(``observe.end_session``). Nothing is written on the UTC day of ``now``, so a daily
+formula); the figures in the stop rows come from the same named write the product uses
+(``Tx.close_session``). Nothing is written on the UTC day of ``now``, so a daily
 budget of the demo starts untouched, and the last session has ended: the demo
 starts with the instance stopped. One write transaction; deterministic for a seed.
 """
@@ -55,7 +55,6 @@ from typing import Any
 
 from vastops import costs as costmath
 from vastops.clock import isoz, stamp
-from vastops.control.observe import end_session
 from vastops.ledger.queries import Tx
 from vastops.ledger.store import Ledger
 from vastops.reports import sessions as session_reports
@@ -118,7 +117,7 @@ def seed(
         raise ValueError("now: an aware datetime (UTC) is needed")
     now = now.astimezone(UTC)
     with ledger.write() as tx:
-        count = next(tx.db.query("SELECT COUNT(*) AS n FROM sessions"))["n"]
+        count = tx.session_count()
         if count:
             raise ValueError(f"the ledger {ledger.path} already has {count} session(s): demo history is seeded only into a fresh ledger")
         history = _History(tx, instance_id, now, random.Random(seed), gpu_name, dph_base, storage_dph)
@@ -512,18 +511,18 @@ class _History:
     def write_end(self, p: _Plan, sid: int) -> None:
         tx, trail, iid = self.tx, self.trail, self.iid
         assert p.end is not None
-        session = {"id": sid, "started_at": isoz(p.s), "dph_base": self.dph_base, "storage_dph": self.storage_dph}
+        session = {"id": sid, "started_at": isoz(p.s), "ended_at": None, "dph_base": self.dph_base, "storage_dph": self.storage_dph}
         if p.kind == "manual":
             assert p.decided is not None
             trail.write(p.decided, Event.POWER_OFF_REQUESTED, p.ender, {"instance_id": iid})
-            figures = end_session(tx, session, p.end, p.ender, EndReason.MANUAL)
+            figures = tx.close_session(session, p.end, p.ender, EndReason.MANUAL)
             trail.write(p.end, Event.POWER_OFF_COMPLETE, p.ender, {"instance_id": iid, **figures})
             self.instance["acted_at"] = isoz(p.end)
             self.end_reasons[EndReason.MANUAL] += 1
             return
         if p.kind == "external":
             assert p.look is not None
-            figures = end_session(tx, session, p.end, Actor.SYSTEM, EndReason.EXTERNAL)
+            figures = tx.close_session(session, p.end, Actor.SYSTEM, EndReason.EXTERNAL)
             trail.write(p.look, Event.EXTERNAL_STOP, Actor.SYSTEM, {"status": Status.STOPPED, "confirmed_by": p.confirmed_by, **figures})
             self.end_reasons[EndReason.EXTERNAL] += 1
             return
@@ -545,8 +544,8 @@ class _History:
             budget = self.budget_meta(p, sid, p.decided)
             meta.update({k: v for k, v in budget.items() if k not in ("deadline", "minutes_left", "key", "cause", "session_id")})
         trail.write(p.decided, decision, Actor.SYSTEM, meta)
-        figures = end_session(tx, session, p.end, Actor.SYSTEM, reason)
-        trail.write(p.end, Event.AUTO_SHUTDOWN_COMPLETE, Actor.SYSTEM, {"instance_id": iid, **figures, "cause": cause})
+        figures = tx.close_session(session, p.end, Actor.SYSTEM, reason)
+        trail.write(p.end, Event.WATCHDOG_STOP_COMPLETE, Actor.SYSTEM, {"instance_id": iid, **figures, "cause": cause})
         self.instance["acted_at"] = isoz(p.end)
         self.end_reasons[reason] += 1
 

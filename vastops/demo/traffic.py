@@ -2,11 +2,11 @@
 
 ``vastops demo`` runs this on a thread of its own (``--no-traffic``: not at all). While
 the simulated instance runs and its health URL answers, it sends an OpenAI chat
-request to the simulator's echo LLM (vastops/simllm.py) every ``gap`` seconds (20 to
+request to the simulator's echo LLM (vastops/sim/llm.py) every ``gap`` seconds (20 to
 60), as one of three consumers, and reports each to the watchdog as the gateway does:
 ``POST /infra/vast/activity`` with ``phase: start`` before, and ``phase: end`` with the
 consumer, the model and the answer's token counts after. So the Costs page's
-Consumers section (vastops/consumers.py) fills with live rows too.
+Consumers section (vastops/reports/consumers.py) fills with live rows too.
 
 **It lets the demo stop itself.** Traffic runs only for the first ``window_s`` (3
 minutes) after each start, so the auto-shutdown of an unused demo instance still comes

@@ -5,6 +5,7 @@
     schema    the tables and the append-only migrations (``PRAGMA user_version``)
     queries   the named queries: ``View`` (reads) and ``Tx`` (writes, in one transaction)
     spool     records kept while the ledger fails, written once it works again
+    rows      the rows the named queries return and the audit events' details, as TypedDicts
 
 Nothing is imported here: ``from vastops.ledger.store import Ledger`` names the module.
 """

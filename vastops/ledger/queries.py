@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vastops.clock import isoz, parse_isoz, stamp, utcnow
 from vastops.costs import TOTAL_SQL, cost_sql, runtime_seconds, session_costs
-from vastops.vocabulary import START_OUTCOMES, Actor, Event
+from vastops.vocabulary import START_OUTCOMES, Actor, Event, Status
 
 if TYPE_CHECKING:
+    from vastops.ledger.rows import AuditLine, AuditRow, Details, HeartbeatRow, LeaseRow
     from vastops.ledger.store import Database
 
 
@@ -39,13 +41,13 @@ class View:
     def open_session(self, instance_id: int) -> dict[str, Any] | None:
         return self._one("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [instance_id])
 
-    def heartbeat(self, component: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM heartbeats WHERE component = ?", [component])
+    def heartbeat(self, component: str) -> HeartbeatRow | None:
+        return cast("HeartbeatRow | None", self._one("SELECT * FROM heartbeats WHERE component = ?", [component]))
 
-    def lease(self, instance_id: int) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM leases WHERE instance_id = ?", [instance_id])
+    def lease(self, instance_id: int) -> LeaseRow | None:
+        return cast("LeaseRow | None", self._one("SELECT * FROM leases WHERE instance_id = ?", [instance_id]))
 
-    def start_outcome(self, instance_id: int, request_id: int) -> tuple[str, dict[str, Any]] | None:
+    def start_outcome(self, instance_id: int, request_id: int) -> tuple[str, Details] | None:
         """How the start that ``request_id`` (its power_on_requested row) asked for ended, if it has."""
         outcomes = sorted(START_OUTCOMES)
         marks = ", ".join("?" for _ in outcomes)
@@ -56,14 +58,11 @@ class View:
         )
         return (row["event"], json.loads(row["meta"])) if row else None
 
-    def shutdown_decided(self, instance_id: int, session: dict[str, Any], decision: str, deadline: datetime) -> bool:
-        """Whether a ``decision`` row (``auto_shutdown``, ``budget_stop``, ...) already records this session's stop at ``deadline``."""
-        row = self._one(
-            "SELECT 1 AS yes FROM audit WHERE ts >= ? AND instance_id = ? AND event = ?"
-            " AND json_extract(meta, '$.session_id') = ? AND json_extract(meta, '$.deadline') = ? LIMIT 1",
-            [session["started_at"], instance_id, str(decision), session["id"], isoz(deadline)],
-        )
-        return row is not None
+    def session_count(self) -> int:
+        """How many sessions the ledger holds, ended or open (the demo seeds only a fresh ledger)."""
+        row = self._one("SELECT COUNT(*) AS n FROM sessions", [])
+        assert row is not None  # an aggregate always has its row
+        return int(row["n"])
 
     def ended_spend(self, instance_id: int, lo: datetime, hi: datetime) -> float:
         """What the ended sessions cost between ``lo`` and ``hi`` (a budget's period): each its share of
@@ -86,14 +85,14 @@ class View:
         assert row is not None  # an aggregate always has its row
         return float(row["usd"])
 
-    def last_event(self, instance_id: int, event: str) -> dict[str, Any] | None:
+    def last_event(self, instance_id: int, event: str) -> AuditRow | None:
         row = self._one("SELECT * FROM audit WHERE instance_id = ? AND event = ? ORDER BY id DESC LIMIT 1", [instance_id, str(event)])
-        return {**row, "meta": json.loads(row["meta"])} if row else None
+        return cast("AuditRow", {**row, "meta": json.loads(row["meta"])}) if row else None
 
-    def audit_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+    def audit_after(self, after_id: int, limit: int) -> list[AuditRow]:
         """Audit rows newer than ``after_id``, oldest first (a reader that follows the trail)."""
         rows = self.db.query("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?", [int(after_id), int(limit)])
-        return [{**row, "meta": json.loads(row["meta"])} for row in rows]
+        return [cast("AuditRow", {**row, "meta": json.loads(row["meta"])}) for row in rows]
 
     def last_audit_id(self) -> int:
         row = self._one("SELECT COALESCE(MAX(id), 0) AS n FROM audit", [])
@@ -132,11 +131,11 @@ class View:
         row = self._one("SELECT MAX(ended_at) AS at FROM requests WHERE instance_id = ? AND expired = 1", [instance_id])
         return parse_isoz((row or {}).get("at"))
 
-    def recent_audit(self, limit: int) -> list[dict[str, Any]]:
+    def recent_audit(self, limit: int) -> list[AuditLine]:
         rows = self.db.query("SELECT ts, instance_id, event, actor, meta FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
-        return [{**row, "meta": json.loads(row["meta"])} for row in rows]
+        return [cast("AuditLine", {**row, "meta": json.loads(row["meta"])}) for row in rows]
 
-    def recent_events(self, instance_id: int, events: frozenset[str], limit: int) -> list[dict[str, Any]]:
+    def recent_events(self, instance_id: int, events: frozenset[str], limit: int) -> list[AuditRow]:
         """The newest ``limit`` audit rows of the instance among ``events``, newest first.
 
         Each event is read through ``audit_by_event`` (its newest ``limit`` rows), so the
@@ -148,7 +147,7 @@ class View:
         part = "SELECT * FROM (SELECT * FROM audit WHERE instance_id = ? AND event = ? ORDER BY id DESC LIMIT ?)"
         sql = " UNION ALL ".join([part] * len(names)) + " ORDER BY id DESC LIMIT ?"
         params = [p for name in names for p in (instance_id, name, int(limit))] + [int(limit)]
-        return [{**row, "meta": json.loads(row["meta"])} for row in self.db.query(sql, params)]
+        return [cast("AuditRow", {**row, "meta": json.loads(row["meta"])}) for row in self.db.query(sql, params)]
 
 
 class Tx(View):
@@ -235,7 +234,7 @@ class Tx(View):
             ],
         )
 
-    def clear_pending(self, instance_id: int, audit_id: int, settled_at: datetime) -> bool:
+    def clear_pending(self, instance_id: int, audit_id: int | None, settled_at: datetime) -> bool:
         """Clear the pending power-on that answers ``audit_id``; true for exactly one caller.
 
         However it settled (healthy, timed out, aborted), the idle clock starts no
@@ -320,6 +319,33 @@ class Tx(View):
         self.changed_state = True
         return cursor.rowcount == 1
 
+    def close_session(self, session: Mapping[str, Any], at: datetime, actor: str, reason: str) -> dict[str, Any]:
+        """End ``session`` at ``at``; the stop figures its audit row and the stop's answer carry.
+
+        The one place a stop's figures are made: a stop vastops made (``apply``), a stop
+        vast.ai reported (vastops/control/observe.py) and the demo's past all end here. An
+        ended session is rewritten: a stop recorded late corrects the end that
+        reconciliation booked for it meanwhile.
+        """
+        runtime = runtime_seconds(_at(session["started_at"]), at)
+        self.end_session(session["id"], at, actor, reason, runtime, reopen=session["ended_at"] is not None)
+        c = session_costs(runtime, session["dph_base"], session["storage_dph"])
+        return {
+            "session_id": session["id"],
+            "session_runtime_minutes": round(runtime / 60, 2),
+            "session_cost_usd": round(c["total"], 4),
+            "compute_cost_usd": round(c["compute"], 4),
+            "storage_cost_usd": round(c["storage"], 4),
+        }
+
+    def abort_pending(self, instance_id: int, request_id: int, at: datetime, status: str) -> bool:
+        """A stop aborts the pending start ``request_id`` (``power_on_aborted``, with the ``status`` seen);
+        true for exactly one caller (``clear_pending``)."""
+        if not self.clear_pending(instance_id, request_id, at):
+            return False
+        self.audit(at, instance_id, Event.POWER_ON_ABORTED, Actor.SYSTEM, {"request_id": request_id, "status": status})
+        return True
+
     # -- records (vastops/ledger/spool.py) ------------------------------------------------
 
     def apply(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -354,26 +380,10 @@ class Tx(View):
             " AND (ended_at IS NULL OR (end_reason = 'external' AND ended_at > :at)) ORDER BY started_at DESC LIMIT 1",
             {"iid": instance_id, "at": isoz(at)},
         )
-        figures = None
-        if session is not None:
-            started = _at(session["started_at"])
-            runtime = runtime_seconds(started, at)
-            self.end_session(session["id"], at, actor, reason, runtime, reopen=session["ended_at"] is not None)
-            c = session_costs(runtime, session["dph_base"], session["storage_dph"])
-            figures = {
-                "session_id": session["id"],
-                "session_runtime_minutes": round(runtime / 60, 2),
-                "session_cost_usd": round(c["total"], 4),
-                "compute_cost_usd": round(c["compute"], 4),
-                "storage_cost_usd": round(c["storage"], 4),
-            }
+        figures = None if session is None else self.close_session(session, at, actor, reason)
         row = self.instance(instance_id)
-        if (
-            row["pending"] is not None
-            and (row["pending_since"] or "") <= stamp(at)
-            and self.clear_pending(instance_id, row["pending_audit_id"], at)
-        ):
-            self.audit(at, instance_id, Event.POWER_ON_ABORTED, Actor.SYSTEM, {"request_id": row["pending_audit_id"], "status": "stopped"})
+        if row["pending"] is not None and (row["pending_since"] or "") <= stamp(at):
+            self.abort_pending(instance_id, row["pending_audit_id"], at, Status.STOPPED)
         self.db.execute(
             "UPDATE instances SET status = 'stopped', endpoint_base_url = NULL, observed_at = :at, not_running_since = NULL"
             " WHERE instance_id = :iid AND COALESCE(observed_at, '') <= :at",

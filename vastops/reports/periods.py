@@ -285,25 +285,6 @@ def _stopped_storage(day: date, running_s: float, rate: float | None, first_seen
     return cost_usd(max(0.0, (end - begin).total_seconds() - running_s), rate)
 
 
-def range_totals(
-    db: Database, instance_id: int | None, start: date, end: date, now: datetime, days: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """Totals for a date range: what accrued inside it, and the sessions that overlap it.
-
-    ``cost_usd`` / ``compute_usd`` / ``storage_usd`` / ``runtime_hours`` count only
-    what accrued inside the range; ``sessions_count`` and ``avg_session_minutes``
-    are over the sessions that overlap it, with their whole length. ``days`` may be
-    passed in when the caller has ``cost_per_day`` of the range already.
-    """
-    if end < start:
-        start, end = end, start
-    if days is None:
-        return period_report(db, instance_id, start, end, now, months=False)["totals"]
-    overlap, params = overlapping(db, instance_id, start, end, now)
-    row = next(db.query(f"SELECT COUNT(*) AS n, SUM({RUNTIME_SQL}) AS s FROM sessions WHERE {overlap}", params))
-    return _totals(days, row["n"], row["s"] or 0.0)
-
-
 def _totals(days: list[dict[str, Any]], sessions: int, runtime_s: float) -> dict[str, Any]:
     return {
         "cost_usd": sum(d["cost_usd"] for d in days),
@@ -339,9 +320,10 @@ def period_report(
 ) -> dict[str, Any]:
     """What the Costs page shows for a range, from one pass over its sessions.
 
-    ``totals`` (``range_totals``, with ``days``) and ``lengths``
-    (``session_length_histogram``) for the range, and ``months`` (``month_summary``)
-    for the whole UTC months around it, up to today (``months=False``: the range only).
+    ``totals`` (what accrued inside the range, with its ``days``; the sessions that
+    overlap it, with their whole length) and ``lengths`` (``session_length_histogram``)
+    for the range, and ``months`` (one row per UTC month, adding up to the sessions'
+    total) for the whole UTC months around it, up to today (``months=False``: the range only).
 
     ``history``: a ``Scan`` of the first days of that (``report_range``), kept from
     earlier (see ``settled``); only the days after it are read.
@@ -418,22 +400,6 @@ def month_to_date(db: Database, instance_id: int | None, now: datetime) -> dict[
         "days_elapsed": elapsed / 86400.0,
         "days_in_month": days_in_month,
     }
-
-
-def month_summary(
-    db: Database, instance_id: int | None, now: datetime, start: date | None = None, end: date | None = None
-) -> list[dict[str, Any]]:
-    """One row per UTC month (oldest first) from the first session (or ``start``) to ``end`` / now.
-
-    Keys: ``month`` (YYYY-MM), ``sessions_started``, ``runtime_hours``,
-    ``compute_usd``, ``storage_usd``, ``cost_usd``, ``storage_while_stopped_usd``.
-    Over all months, ``cost_usd`` adds up to the sessions' total cost.
-    """
-    start = start or first_session_day(db, instance_id)
-    if start is None:
-        return []
-    end = end or now.astimezone(UTC).date()
-    return months_from_days(cost_per_day(db, instance_id, start, end, now))
 
 
 def first_session_day(db: Database, instance_id: int | None) -> date | None:

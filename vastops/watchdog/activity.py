@@ -55,10 +55,10 @@ def answer(watch: Watch, body: bytes) -> tuple[int, dict[str, Any]]:
 
 
 class ActivityPath:
-    """Serves ``POST /infra/vast/activity`` itself; as ASGI middleware, passes everything else on to ``app``."""
+    """Serves ``POST /infra/vast/activity`` itself (``serve``), for the scopes it ``handles``:
+    ``WatchdogApp`` asks it first and passes everything else on to FastAPI."""
 
-    def __init__(self, app: Any, *, watch: Watch, key: bytes, max_body: int = MAX_BODY_BYTES):
-        self.app = app
+    def __init__(self, *, watch: Watch, key: bytes, max_body: int = MAX_BODY_BYTES):
         self.watch = watch
         self.key = key
         self.max_body = max_body
@@ -66,12 +66,6 @@ class ActivityPath:
     @staticmethod
     def handles(scope: dict[str, Any]) -> bool:
         return scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.handles(scope):
-            await self.serve(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
 
     async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         key = length = None

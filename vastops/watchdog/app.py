@@ -32,7 +32,9 @@ from fastapi.security import APIKeyHeader
 
 from vastops import __version__
 from vastops.control.answers import Control
+from vastops.control.status import WIRE_FIELDS
 from vastops.errors import SHOWN, NotConfigured
+from vastops.ledger.rows import AuditLine
 from vastops.reports.consumers import parse_day
 from vastops.vocabulary import Actor
 from vastops.watchdog.activity import ActivityPath, LimitBody
@@ -101,7 +103,8 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
     # vast allows one look every 2 s per key; a burst of status calls shares one look.
     if control.unconfigured_reason() is None:
         await watch.look()
-    return await asyncio.to_thread(control.status, observe=False)
+    answer = await asyncio.to_thread(control.status, observe=False)
+    return answer.model_dump(mode="json", include=set(WIRE_FIELDS))  # StatusOut's fields, its lines as plain objects
 
 
 @router.post(
@@ -240,7 +243,7 @@ async def consumers_route(
 @router.get("/audit", response_model=list[AuditEntry], responses={**INVALID, **LEDGER_ERRORS})
 async def audit(
     control: ControlDep, limit: Annotated[int, Query(ge=1, le=1000, description="how many entries, newest first")] = 50
-) -> list[dict[str, Any]]:
+) -> list[AuditLine]:
     """The audit trail, newest first."""
     return await asyncio.to_thread(control.audit, limit)
 
@@ -323,7 +326,7 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
     _install_error_handlers(app)
     app.add_middleware(LimitBody)
     # In front of everything: the gateway's hot path skips FastAPI (and the body guard, which it applies itself).
-    app.front = ActivityPath(None, watch=watch, key=app.state.control_key)
+    app.front = ActivityPath(watch=watch, key=app.state.control_key)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,4 +1,4 @@
-"""The watchdog's engine (``Watch``): auto-shutdown that cannot be fooled, activity buffering, reconciliation.
+"""The watchdog's engine (``Watch``): watchdog stops that cannot be fooled, activity buffering, reconciliation.
 
 No web framework here; vastops/watchdog/app.py serves HTTP around a ``Watch``. The
 rules are the control layer's (``Control``, vastops/stops.py); this module decides
@@ -12,11 +12,11 @@ rules are the control layer's (``Control``, vastops/stops.py); this module decid
   once a second. A burst of requests costs one small write. So do the gateway's
   requests in flight (vastops/watchdog/inflight.py): held in memory, which the deadline
   reads, and written to the ledger's ``requests`` table by the same flush.
-* **Auto-shutdown** is a timer aimed at the deadline itself, not a 60 s poll. When it
-  fires (``fire_if_due``, the one path that makes the watchdog's stops), the decision
-  is made from memory and made again at the last moment (activity, a start, a stop
+* **A watchdog stop** (any cause: the idle stop, a limit, a budget) is a timer aimed at
+  the deadline itself, not a 60 s poll. When it fires (``fire_if_due``, the one path
+  that makes the watchdog's stops), the decision is made from memory and made again at the last moment (activity, a start, a stop
   elsewhere, a start pending in the ledger), then the stop is sent to vast.ai *before*
-  anything is written (``Control.auto_shutdown``). What could not be written is kept in
+  anything is written (``Control.watchdog_stop``). What could not be written is kept in
   the spool (vastops/ledger/spool.py).
 * **Time** is the steady clock (vastops/clock.py ``SteadyClock``): a step of the system
   clock moves neither the deadline nor a session's booked runtime.
@@ -47,12 +47,13 @@ from vastops.control.answers import Control
 from vastops.control.power import audit_op, running_of
 from vastops.stops import Budget, Stop, candidates
 from vastops.vast import VastError
-from vastops.vocabulary import TRANSITIONAL, Actor, Cause, Event
+from vastops.vocabulary import IDLE_CAUSES, TRANSITIONAL, Actor, Event, cause_name
 from vastops.watchdog.housekeeping import MIN_WAIT_S, Housekeeping
 from vastops.watchdog.inflight import InFlight, Report
 from vastops.watchdog.lease import Lease, describe_holder
 from vastops.watchdog.notify import Notifier
 from vastops.watchdog.problems import Problems
+from vastops.words import duration
 
 log = logging.getLogger("vastops.watchdog")
 
@@ -73,7 +74,6 @@ PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to a
 # this long after start-up, so a request that began meanwhile is heard before the GPU stops
 # under it. Hard limits and budgets do not wait: no request moves them.
 REPORTERS_GRACE_S = 5.0
-HELD_BY_REQUESTS = (Cause.IDLE, Cause.KEEPALIVE)
 
 
 class Watch:
@@ -116,7 +116,7 @@ class Watch:
         self._stopped_ids: set[int] = set()
         self._wake = asyncio.Event()
         self._stop_retry_s = 0.0
-        self._retry_at: datetime | None = None  # when to try a failed auto-shutdown stop again
+        self._retry_at: datetime | None = None  # when to try a failed watchdog stop again
         self._look = asyncio.Lock()  # one look at vast.ai at a time, shared by everyone asking
         self._last_looked = -LOOK_EVERY_S  # monotonic
         self._credit_looked = -CREDIT_EVERY_S  # monotonic
@@ -340,7 +340,7 @@ class Watch:
         self.wake()
 
     def acting(self) -> None:
-        """A start or stop of the API's is on its way: no auto-shutdown decision until it is done (``done_acting``)."""
+        """A start or stop of the API's is on its way: no stop decision until it is done (``done_acting``)."""
         self._in_flight += 1
         self.wake()
 
@@ -357,7 +357,7 @@ class Watch:
         self._retry_at, self._stop_retry_s, self._decided = None, 0.0, None
         self.wake()
 
-    # -- auto-shutdown -------------------------------------------------------------
+    # -- the watchdog's stops -------------------------------------------------------
 
     async def fire_if_due(self) -> dict[str, Any] | None:
         """Stop the instance if its next stop is due. Returns the stop result, if any."""
@@ -382,7 +382,7 @@ class Watch:
         again = self.next_stop()
         # (A budget's moment is a quotient of floats: recomputed a moment later it may land a
         # hair after "now". DUE_SLACK keeps that from waiting another half second.)
-        if (moved and stop.cause in (Cause.IDLE, Cause.KEEPALIVE)) or again is None or again.at > self.clock() + DUE_SLACK:
+        if (moved and stop.cause in IDLE_CAUSES) or again is None or again.at > self.clock() + DUE_SLACK:
             return None
         if (self._session or {}).get("id") != session["id"]:
             return None
@@ -390,7 +390,7 @@ class Watch:
         try:
             result = await loop.run_in_executor(
                 self._enforcer,
-                lambda: self.control.auto_shutdown(
+                lambda: self.control.watchdog_stop(
                     session["id"], stop, now, record_decision=self._decided != stop.at, running=running_of(session)
                 ),
             )
@@ -401,7 +401,7 @@ class Watch:
             self._retry_at = self.clock() + timedelta(seconds=self._stop_retry_s)
             self.last_error = str(exc)
             self.problems.report(
-                "stop_failing", f"{stop.cause.replace('_', ' ')} stop: the stop call failed ({exc}); retrying in {self._stop_retry_s:.0f} s"
+                "stop_failing", f"{cause_name(stop.cause)} stop: the stop call failed ({exc}); retrying in {duration(self._stop_retry_s)}"
             )
             return None
         except NotConfigured as exc:
@@ -412,7 +412,7 @@ class Watch:
         self._stop_retry_s, self._retry_at, self._decided = 0.0, None, None
         self.stopped()
         self.note_record(result)
-        log.info("%s stop: %s", stop.cause.replace("_", " "), result["message"])
+        log.info("%s stop: %s", cause_name(stop.cause), result["message"])
         await self.flush()  # after the stop, never before: the stop waits on nothing
         await self.changed()
         return result
@@ -466,7 +466,7 @@ class Watch:
 
     def _hearing_reporters(self, stop: Stop) -> bool:
         """Whether an idle stop waits for the reports retried across this watchdog's start-up (``REPORTERS_GRACE_S``)."""
-        return stop.cause in HELD_BY_REQUESTS and self.clock() < self._grace_until
+        return stop.cause in IDLE_CAUSES and self.clock() < self._grace_until
 
     def next_wait(self, floor: float = 0.0) -> float:
         """How long the deadline loop sleeps (a wake cuts it short): exact, never a spin."""
@@ -510,7 +510,7 @@ class Watch:
             self.last_error = str(exc)
             failing = self._vast_failing_since = self._vast_failing_since or time.monotonic()
             if time.monotonic() - failing >= VAST_FAILING_S:
-                self.problems.report("vast", f"vast.ai has been failing for {time.monotonic() - failing:.0f} s: {exc}")
+                self.problems.report("vast", f"vast.ai has been failing for {duration(time.monotonic() - failing)}: {exc}")
                 if not self._vast_failing_told:
                     self._vast_failing_told = True
                     meta = {"seconds": round(time.monotonic() - failing), "error": str(exc), "kind": exc.kind}
@@ -544,7 +544,7 @@ class Watch:
                 row = view.instance(iid)
         except sqlite3.Error:
             return self._starting
-        # A stop seen once is confirmed by the next look (vastops/observe.py): look soon.
+        # A stop seen once is confirmed by the next look (vastops/control/observe.py): look soon.
         return bool(row and (row["pending"] or row["status"] in TRANSITIONAL or row.get("not_running_since")))
 
     async def _poll_loop(self) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from vastops.clock import SteadyClock, isoz
 from vastops.control.power import audit_op, budget_figures, running_of
 from vastops.stops import spent
-from vastops.vocabulary import CAUSE_EVENTS, Actor, Cause, Event
+from vastops.vocabulary import IDLE_CAUSES, STOP_CAUSES, STOP_WARNINGS, Actor, Event, cause_name
 from vastops.watchdog.lease import describe_holder
 from vastops.watchdog.notify import pump
 
@@ -74,7 +74,7 @@ class Housekeeping:
         for stop in w.stops():
             if stop.warn_at is None or now < stop.warn_at or now >= stop.at or stop.key in self.warned:
                 continue
-            warning = CAUSE_EVENTS[stop.cause][0]
+            warning = STOP_CAUSES[stop.cause].warning
             meta: dict[str, Any] = {
                 "cause": stop.cause,
                 "deadline": isoz(stop.at),
@@ -85,12 +85,12 @@ class Housekeeping:
             }
             if stop.budget is not None:
                 meta.update(budget_figures(stop.budget, spent(stop.budget.rolled(now), running_of(session), now)))
-            elif stop.cause in (Cause.IDLE, Cause.KEEPALIVE):
+            elif stop.cause in IDLE_CAUSES:
                 meta.update(w.control.stop_figures(stop, now))
             op = audit_op(now, w.control.instance_id, warning, Actor.SYSTEM, meta)
             self.warned.add(stop.key)  # one warning per stop, whatever the ledger says
             w.note_record({"ledger_problem": w.control.ledger.record([op])[1]})
-            log.info("warning: %s stop at %s", stop.cause.replace("_", " "), isoz(stop.at))
+            log.info("warning: %s stop at %s", cause_name(stop.cause), isoz(stop.at))
             written.append(op)
         return written
 
@@ -102,7 +102,7 @@ class Housekeeping:
             return
         try:
             with w.control.ledger.view() as view:
-                for event in {warning for warning, _, _ in CAUSE_EVENTS.values()}:
+                for event in STOP_WARNINGS:
                     row = view.last_event(iid, event)
                     if row and row["meta"].get("key"):
                         self.warned.add(row["meta"]["key"])

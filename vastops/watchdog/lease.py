@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from vastops.clock import Clock, parse_isoz
+from vastops.ledger.rows import LeaseRow
 from vastops.ledger.store import Ledger
 from vastops.vocabulary import Actor, Event
 
@@ -70,13 +72,13 @@ class Lease:
                 )
         return lease
 
-    def _live(self, row: dict[str, Any], now: datetime) -> bool:
+    def _live(self, row: LeaseRow, now: datetime) -> bool:
         renewed = parse_isoz(row["renewed_at"])
         if renewed is None or (now - renewed).total_seconds() > EXPIRES_S:
             return False
         return not (row["host"] == self.host and not _alive(row["pid"]))
 
-    def renew(self) -> dict[str, Any] | None:
+    def renew(self) -> LeaseRow | None:
         """Renew; None while ours (or free again: then it is taken back, audited), else the live holder's row."""
         with self.ledger.write() as tx:
             now = self.clock()
@@ -93,7 +95,7 @@ class Lease:
             )
             return None
 
-    def holder(self) -> dict[str, Any] | None:
+    def holder(self) -> Mapping[str, Any] | None:
         """Who holds the lease now, by a read (no write lock): None while it is ours."""
         with self.ledger.view() as view:
             row = view.lease(self.instance_id)
@@ -106,5 +108,5 @@ class Lease:
             tx.release_lease(self.instance_id, self.token)
 
 
-def describe_holder(row: dict[str, Any]) -> str:
+def describe_holder(row: Mapping[str, Any]) -> str:
     return f"pid {row.get('pid')} on {row.get('host')} (renewed {row.get('renewed_at')})"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vastops.clock import parse_isoz
-from vastops.vocabulary import Event
+from vastops.vocabulary import STOP_DECISIONS, STOP_WARNINGS, WARNING_CAUSE, Cause, Event, cause_name, stopped_by
 from vastops.words import duration, usd
 
 log = logging.getLogger("vastops.notify")
@@ -28,21 +28,15 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         Event.REBOOT_COMPLETE,
         # stops, with the session's runtime and cost
         Event.POWER_OFF_COMPLETE,
-        Event.AUTO_SHUTDOWN_COMPLETE,
+        Event.WATCHDOG_STOP_COMPLETE,
         Event.EXTERNAL_STOP,
         Event.CREDIT_EXHAUSTED_STOP,
         # starts that failed
         Event.POWER_ON_HEALTH_TIMEOUT,
         Event.POWER_ON_UNAVAILABLE,
-        # warnings and stop decisions
-        Event.AUTO_SHUTDOWN,
-        Event.AUTO_SHUTDOWN_WARNING,
-        Event.MAX_SESSION_WARNING,
-        Event.MAX_SESSION_STOP,
-        Event.SCHEDULED_STOP_WARNING,
-        Event.SCHEDULED_STOP,
-        Event.BUDGET_WARNING,
-        Event.BUDGET_STOP,
+        # every stop cause's warning and decision (vocabulary.STOP_CAUSES)
+        *STOP_WARNINGS,
+        *STOP_DECISIONS,
         Event.BUDGET_OVERRIDE,
         # the watchdog's own troubles
         Event.VAST_FAILING,
@@ -142,15 +136,6 @@ def _session(r: _Row) -> str:
     return ""
 
 
-_STOPPED_BY = {
-    "idle": "stopped by auto-shutdown",
-    "keepalive": "stopped by auto-shutdown (the keepalive ran out)",
-    "max_session": "stopped at the session limit (VAST_MAX_SESSION_HOURS)",
-    "daily_stop": "stopped by the daily stop (VAST_DAILY_STOP_AT)",
-    "budget": "stopped: the budget is spent",
-}
-
-
 def _power_on_complete(r: _Row) -> str:
     took = _duration(r.num("startup_seconds"))
     return f"{r.instance} started ({r.actor}): healthy{f' after {took}' if took else ''}, and billed until it stops"
@@ -171,9 +156,9 @@ def _power_off_complete(r: _Row) -> str:
     return f"{r.instance} stopped ({r.actor}){_session(r)}"
 
 
-def _auto_shutdown_complete(r: _Row) -> str:
-    stopped = _STOPPED_BY.get(r.text("cause") or "idle", "stopped by auto-shutdown")
-    return f"{r.instance} {stopped} ({r.actor}){_session(r)}"
+def _watchdog_stop_complete(r: _Row) -> str:
+    # A row from before causes were recorded is an idle stop: the only one there was.
+    return f"{r.instance} stopped by {stopped_by(r.text('cause') or Cause.IDLE)} ({r.actor}){_session(r)}"
 
 
 def _external_stop(r: _Row) -> str:
@@ -204,7 +189,7 @@ def _power_on_unavailable(r: _Row) -> str:
     )
 
 
-def _auto_shutdown(r: _Row) -> str:
+def _idle_stop(r: _Row) -> str:
     idle = _minutes(r.num("inactive_minutes"))
     return f"{r.instance} is being stopped by auto-shutdown ({r.actor}): {f'idle for {idle}' if idle else 'idle'}"
 
@@ -227,18 +212,12 @@ def _resets(r: _Row) -> str:
     return f"; it resets at {at}" if at else ""
 
 
-_WARNED_CAUSE: dict[str, str] = {
-    Event.AUTO_SHUTDOWN_WARNING: "idle",
-    Event.MAX_SESSION_WARNING: "max_session",
-    Event.SCHEDULED_STOP_WARNING: "daily_stop",
-    Event.BUDGET_WARNING: "budget",
-}
 _KEEPALIVE_HINT = "Keep it running: vastops keepalive N --reason ..."
 
 
 def _warning(event: str) -> Callable[[_Row], str]:
     def render(r: _Row) -> str:
-        cause = r.text("cause") or _WARNED_CAUSE.get(event, "idle")
+        cause = r.text("cause") or WARNING_CAUSE.get(event, Cause.IDLE)
         left = _minutes(r.num("minutes_left"))
         at = _clock(r.text("deadline"))
         when = f"stops in {left}" if left else "stops soon"
@@ -262,7 +241,7 @@ def _warning(event: str) -> Callable[[_Row], str]:
             name, figures = _budget(r)
             head = f"{r.instance} {when}" if left or at else f"{r.instance} stops when the budget is spent"
             return f"{head}: {share}{name} is spent{figures}{_resets(r)}"
-        return f"{r.instance} {when}: {cause.replace('_', ' ')}"
+        return f"{r.instance} {when}: {cause_name(cause)}"
 
     return render
 
@@ -274,7 +253,7 @@ def _max_session_stop(r: _Row) -> str:
     return f"{r.instance} is being stopped ({r.actor}): {ran_words}{limit_words} (VAST_MAX_SESSION_HOURS)"
 
 
-def _scheduled_stop(r: _Row) -> str:
+def _daily_stop(r: _Row) -> str:
     stop_at, zone = r.text("stop_at"), r.text("timezone")
     return (
         f"{r.instance} is being stopped ({r.actor}): the daily stop time"
@@ -325,18 +304,15 @@ _RENDERERS: dict[str, Callable[[_Row], str]] = {
     Event.EXTERNAL_START: _external_start,
     Event.REBOOT_COMPLETE: _reboot_complete,
     Event.POWER_OFF_COMPLETE: _power_off_complete,
-    Event.AUTO_SHUTDOWN_COMPLETE: _auto_shutdown_complete,
+    Event.WATCHDOG_STOP_COMPLETE: _watchdog_stop_complete,
     Event.EXTERNAL_STOP: _external_stop,
     Event.CREDIT_EXHAUSTED_STOP: _credit_exhausted_stop,
     Event.POWER_ON_HEALTH_TIMEOUT: _power_on_health_timeout,
     Event.POWER_ON_UNAVAILABLE: _power_on_unavailable,
-    Event.AUTO_SHUTDOWN: _auto_shutdown,
-    Event.AUTO_SHUTDOWN_WARNING: _warning(Event.AUTO_SHUTDOWN_WARNING),
-    Event.MAX_SESSION_WARNING: _warning(Event.MAX_SESSION_WARNING),
-    Event.SCHEDULED_STOP_WARNING: _warning(Event.SCHEDULED_STOP_WARNING),
-    Event.BUDGET_WARNING: _warning(Event.BUDGET_WARNING),
+    Event.IDLE_STOP: _idle_stop,
+    **{warning: _warning(warning) for warning in STOP_WARNINGS},
     Event.MAX_SESSION_STOP: _max_session_stop,
-    Event.SCHEDULED_STOP: _scheduled_stop,
+    Event.DAILY_STOP: _daily_stop,
     Event.BUDGET_STOP: _budget_stop,
     Event.BUDGET_OVERRIDE: _budget_override,
     Event.VAST_FAILING: _vast_failing,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable
-from typing import Any
 
 from vastops.control.answers import Control
+from vastops.control.status import StatusAnswer
 from vastops.vocabulary import ErrorKind, Status
 from vastops.watchdog.engine import Watch
 
@@ -20,7 +20,7 @@ from vastops.watchdog.engine import Watch
 def exposition(control: Control, watch: Watch, in_flight: int) -> str:
     # The ledger's figures when it can be read; the watch's own (memory) always, problems included.
     try:
-        status: dict[str, Any] | None = control.status(observe=False)
+        status: StatusAnswer | None = control.status(observe=False)
     except sqlite3.Error:
         status = None
     lines: list[str] = []
@@ -65,9 +65,7 @@ def exposition(control: Control, watch: Watch, in_flight: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _guardrail_metrics(
-    metric: Callable[[str, str, str, list[tuple[str, float]]], None], watch: Watch, status: dict[str, Any] | None
-) -> None:
+def _guardrail_metrics(metric: Callable[[str, str, str, list[tuple[str, float]]], None], watch: Watch, status: StatusAnswer | None) -> None:
     now = watch.clock()
     stops = watch.stops()
     metric(
@@ -84,20 +82,20 @@ def _guardrail_metrics(
     )
     if status is None:
         return
-    budgets = status.get("budgets") or []
-    metric("vastops_budget_limit_usd", "gauge", "each budget", [(f'{{budget="{b["budget"]}"}}', b["limit_usd"]) for b in budgets])
+    budgets = status.budgets
+    metric("vastops_budget_limit_usd", "gauge", "each budget", [(f'{{budget="{b.budget}"}}', b.limit_usd) for b in budgets])
     metric(
         "vastops_budget_spent_usd",
         "gauge",
         "spent in each budget's period (compute and storage, the open session so far)",
-        [(f'{{budget="{b["budget"]}"}}', b["spent_usd"]) for b in budgets],
+        [(f'{{budget="{b.budget}"}}', b.spent_usd) for b in budgets],
     )
 
 
-def _ledger_metrics(metric: Callable[[str, str, str, list[tuple[str, float]]], None], status: dict[str, Any]) -> None:
-    iid = status["instance_id"]
-    states = [(f'{{instance_id="{iid}",status="{s}"}}', float(status["status"] == s)) for s in Status]
+def _ledger_metrics(metric: Callable[[str, str, str, list[tuple[str, float]]], None], status: StatusAnswer) -> None:
+    iid = status.instance_id
+    states = [(f'{{instance_id="{iid}",status="{s}"}}', float(status.status == s)) for s in Status]
     metric("vastops_instance_state", "gauge", "1 for the instance's current status", states)
-    metric("vastops_session_cost_usd", "gauge", "cost of the open session so far", [("", status.get("session_cost_usd") or 0.0)])
-    metric("vastops_cost_usd_total", "counter", "cost of all sessions", [("", status["total_cost_usd"])])
-    metric("vastops_runtime_hours_total", "counter", "runtime of all sessions", [("", status["total_runtime_hours"])])
+    metric("vastops_session_cost_usd", "gauge", "cost of the open session so far", [("", status.session_cost_usd or 0.0)])
+    metric("vastops_cost_usd_total", "counter", "cost of all sessions", [("", status.total_cost_usd)])
+    metric("vastops_runtime_hours_total", "counter", "runtime of all sessions", [("", status.total_runtime_hours)])

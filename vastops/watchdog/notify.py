@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from vastops.watchdog.messages import FORMATS, NOTIFY_EVENTS, payload
 from vastops.watchdog.webhook import CONNECT_TIMEOUT_S, Answer, ConnectTimeout, Deadline, http_post, redact
+from vastops.words import duration
 
 if TYPE_CHECKING:
     from vastops.ledger.store import Ledger
@@ -173,7 +174,9 @@ class Notifier:
             behind = len(self._undone) - 1
         if waited < self.stall_s:
             return None
-        return f"notifications to {self.target} are stalled: the oldest undelivered one has waited {waited:.0f} s ({behind} more queued)"
+        return (
+            f"notifications to {self.target} are stalled: the oldest undelivered one has waited {duration(waited)} ({behind} more queued)"
+        )
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the worker: a post in flight gets ``timeout`` to end, then it is cut short; what is queued is dropped.
@@ -349,7 +352,7 @@ def pump(notifier: Notifier, ledger: Ledger, cursor: str = "notify", batch: int 
         refused = False
         for row in rows:
             if row["event"] in NOTIFY_EVENTS:
-                if not notifier.offer(row):
+                if not notifier.offer(dict(row)):
                     refused = True
                     break
                 offered += 1

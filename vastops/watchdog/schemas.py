@@ -7,10 +7,12 @@ the ``*_ERRORS`` tables list the error answers a route declares in that document
 
 from __future__ import annotations
 
+from copy import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from vastops.control.status import WIRE_FIELDS, StatusAnswer
 from vastops.watchdog.activity import MAX_BODY_BYTES
 from vastops.watchdog.inflight import MAX_ID_CHARS, MAX_TOKENS
 
@@ -19,33 +21,21 @@ class Error(BaseModel):
     detail: str
 
 
-class StatusOut(BaseModel):
-    instance_id: int | None
-    status: str
-    gpu_name: str | None
-    dph_total: float | None
-    endpoint_base_url: str | None
-    last_activity: str | None
-    auto_shutdown_in_minutes: float | None
-    total_runtime_hours: float
-    total_cost_usd: float
-    message: str | None
-    # vastops' own fields (the ten above are the contract's, as they were)
-    auto_shutdown_at: str | None = Field(None, description="when the next stop is due (any cause)")
-    next_stop_at: str | None = Field(None, description="when the next stop is due")
-    next_stop_cause: str | None = Field(None, description="idle, keepalive, max_session, daily_stop or budget")
-    warnings: list[dict[str, Any]] = Field(default_factory=list, description="the stops whose warning is due: cause, at, minutes_left")
-    keepalive_until: str | None = Field(None, description="the idle stop comes no earlier than this")
-    budgets: list[dict[str, Any]] = Field(default_factory=list, description="each budget: limit, spent, percent, state, resets_at")
-    start_refused: str | None = Field(None, description="why a start is refused now (a spent budget), or null")
-    session_runtime_minutes: float | None = None
-    session_cost_usd: float | None = None
-    requests_in_flight: int = Field(0, description="the gateway's requests started and not ended (within VAST_REQUEST_TTL_S)")
-    session_id: int | None = Field(None, description="the open session (the instance runs) or null; a new start is a new id")
-    # The wake proxy (vastops/proxy/) waits on these: a start is complete once it is no longer pending.
-    power_on_pending: bool = Field(False, description="a start (or reboot) awaits running and /health")
-    power_on_pending_s: float | None = Field(None, description="how long the pending start has waited so far, seconds")
-    observed_at: str | None = Field(None, description="when vast.ai was last looked at")
+def _wire(model: type[BaseModel], name: str, fields: tuple[str, ...], loose: frozenset[str]) -> type[BaseModel]:
+    """The wire model of ``model``: its ``fields`` in that order, each as declared there; the lines
+    named in ``loose`` as plain objects (the OpenAPI document describes them as it always did)."""
+    declared = model.model_fields
+    spec: dict[str, Any] = {}
+    for field in fields:
+        info = declared[field]
+        annotation = list[dict[str, Any]] if field in loose else info.annotation
+        spec[field] = (annotation, copy(info))
+    wire: type[BaseModel] = create_model(name, **spec)
+    return wire
+
+
+# GET /status: the status answer's wire part (vastops/control/status.py holds the one definition).
+StatusOut = _wire(StatusAnswer, "StatusOut", WIRE_FIELDS, frozenset({"warnings", "budgets"}))
 
 
 class PowerOnIn(BaseModel):
@@ -140,7 +130,7 @@ class ActivityOut(BaseModel):
 
 
 class ActivityIn(BaseModel):
-    """The optional body of ``/activity``: an LLM request's start or end (vastops/inflight.py).
+    """The optional body of ``/activity``: an LLM request's start or end (vastops/watchdog/inflight.py).
 
     Only the OpenAPI document uses this model: the body is validated by
     ``inflight.parse_report`` (the same rules, without pydantic's cost on the hot path).

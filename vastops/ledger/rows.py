@@ -1,0 +1,215 @@
+"""The ledger's rows and the audit trail's details, as the named queries return them.
+
+``TypedDict``s, so mypy checks every key a reader asks for: a row of each table
+(vastops/ledger/schema.py, column for column) and the ``meta`` of the audit events
+that code reads back (``AuditRow["meta"]``). Plain dicts at run time: what is stored,
+and the JSON the API sends, are unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypedDict
+
+
+class InstanceRow(TypedDict):
+    """``instances``: the last observation of an instance, its activity, a pending start."""
+
+    instance_id: int
+    status: str | None
+    gpu_name: str | None
+    dph_base: float | None
+    storage_dph: float | None
+    endpoint_base_url: str | None
+    message: str | None
+    observed_at: str | None
+    acted_at: str | None
+    last_activity: str | None
+    activity_count: int
+    pending: str | None  # vocabulary.Pending
+    pending_since: str | None
+    pending_actor: str | None
+    pending_audit_id: int | None
+    pending_health_path: str | None
+    pending_health_port: int | None
+    idle_from: str | None
+    observation_asked_at: str | None
+    not_running_since: str | None
+    pending_gpu_at: str | None
+    credit_usd: float | None
+    credit_seen_at: str | None
+    keepalive_until: str | None
+
+
+class SessionRow(TypedDict):
+    """``sessions``: one running period, its rates at the start, and (once ended) its figures."""
+
+    id: int
+    instance_id: int
+    started_at: str
+    ended_at: str | None
+    gpu_name: str | None
+    dph_base: float
+    storage_dph: float
+    started_by: str
+    ended_by: str | None
+    end_reason: str | None
+    runtime_s: float | None
+    compute_cost_usd: float | None
+    storage_cost_usd: float | None
+    cost_usd: float | None
+
+
+class HeartbeatRow(TypedDict):
+    """``heartbeats``: a component's latest sign of life (``info``: JSON text)."""
+
+    component: str
+    ts: str
+    pid: int | None
+    info: str
+
+
+class LeaseRow(TypedDict):
+    """``leases``: the watchdog that enforces for an instance."""
+
+    instance_id: int
+    holder: str
+    host: str
+    pid: int
+    started_at: str
+    renewed_at: str
+
+
+class RequestRow(TypedDict):
+    """``requests``: one LLM request the gateway reported."""
+
+    id: int
+    instance_id: int | None
+    session_id: int | None
+    request_id: str
+    consumer: str | None
+    model: str | None
+    started_at: str | None
+    ended_at: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    expired: int
+
+
+class OpenRequest(TypedDict):
+    """A request in flight as ``View.open_requests`` returns it (its start parsed)."""
+
+    request_id: str
+    session_id: int | None
+    started_at: datetime | None
+
+
+# -- the audit trail's details (``audit.meta``), per event that code reads back ---------
+
+
+class BudgetFigures(TypedDict):
+    """A budget in its period (``power.budget_figures``): in budget_warning / budget_stop rows,
+    a budget_override's ``budgets``, and (with its state) the status answer's budget lines."""
+
+    budget: str  # vocabulary.BudgetKind
+    limit_usd: float
+    period: str
+    resets_at: str | None
+    resets_local: str
+    overridden: bool
+    spent_usd: float
+    percent: float
+
+
+class StopFigures(TypedDict, total=False):
+    """What a stop's (or its warning's) row says about its cause (``Power.stop_figures``): one group per cause."""
+
+    inactive_minutes: float  # idle, keepalive
+    idle_minutes: float
+    limit_hours: float | None  # max_session
+    stop_at: str  # daily_stop
+    timezone: str
+    budget: str  # budget: BudgetFigures
+    limit_usd: float
+    period: str
+    resets_at: str | None
+    resets_local: str
+    overridden: bool
+    spent_usd: float
+    percent: float
+
+
+class StopDecision(StopFigures, total=False):
+    """A stop the watchdog decided (auto_shutdown, keepalive_stop, max_session_stop, scheduled_stop, budget_stop)."""
+
+    instance_id: int
+    session_id: int | None
+    cause: str  # vocabulary.Cause
+    deadline: str | None
+    overrun_seconds: float
+
+
+class BudgetOverrideDetails(TypedDict):
+    """budget_override: the operator's reason, and each budget overridden for its period."""
+
+    reason: str
+    periods: dict[str, str]  # budget kind -> its period (the watchdog reads the newest row)
+    budgets: list[BudgetFigures]
+    instance_id: int
+
+
+class StartOutcome(TypedDict, total=False):
+    """How a start (or reboot) ended: power_on_complete, *_failed, *_health_timeout, *_unavailable."""
+
+    instance_id: int
+    request_id: int  # the power_on_requested (or reboot_requested) row it answers
+    startup_seconds: float  # complete: from the request to /health
+    waited_seconds: float  # health timeout, unavailable
+    reason: str
+    error: str
+    kind: str  # vocabulary.ErrorKind
+    status: str  # aborted: what the instance was when the start was cancelled
+    endpoint: str | None  # complete: where it answers
+    health_url: str | None
+
+
+class Details(StopDecision, StartOutcome, total=False):
+    """Every detail of the audit rows that code reads back: the union of the events' own, and the rest.
+
+    Each key is written by one kind of event (its class above says which); a reader
+    asks the row's ``event`` first, then the keys of that event.
+    """
+
+    periods: dict[str, str]  # budget_override
+    budgets: list[BudgetFigures]
+    until: str  # keepalive
+    minutes: float
+    tail: str  # instance_log
+    key: str  # a warning's key (once per stop)
+    session_runtime_minutes: float  # a stop's complete row
+    session_cost_usd: float
+    already_stopped: bool
+    waiting_requests: int  # wake_requested
+    raw: str  # a meta that was not JSON (the Audit page shows it as it is)
+
+
+class AuditLine(TypedDict):
+    """An audit row without its id (``View.recent_audit``), its ``meta`` decoded."""
+
+    ts: str
+    instance_id: int | None
+    event: str  # vocabulary.Event
+    actor: str  # vocabulary.Actor
+    meta: Details
+
+
+class AuditRow(AuditLine):
+    """An audit row, its ``meta`` decoded."""
+
+    id: int
+
+
+class LastAction(AuditRow):
+    """The newest action on the instance (``Control.last_action``) and the row that settled it (None while under way)."""
+
+    outcome: AuditRow | None
