@@ -10,7 +10,7 @@ Login: the password is ``VASTOPS_DASHBOARD_PASSWORD`` (environment or ``.env``),
 compared with ``hmac.compare_digest``. Without one the dashboard shows nothing but
 how to set it. A login lasts ``VASTOPS_DASHBOARD_SESSION_HOURS`` in that browser (a
 reload, another tab, a bookmarked page): a signed, expiring token in a cookie
-(vastops/login.py); logging out revokes it.
+(vastops/dashboard/login.py); logging out revokes it.
 
 Single sign-on instead: if ``.streamlit/secrets.toml`` has an ``[auth]`` section,
 the gate uses Streamlit's OIDC login (``st.login``) and lets in only the e-mail

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
@@ -255,8 +256,8 @@ CHART_CONSUMERS = 8  # more consumers than this: the rest share one column ("n o
 LINE_COLORS = {"start-up": "#9e9e9e", "idle": "#c7c7c7"}
 
 
-def consumer_costs(rows: list[dict[str, Any]]) -> Chart:
-    """What each consumer's share of the sessions cost (vastops/consumers.py), most expensive first,
+def consumer_costs(rows: Sequence[Mapping[str, Any]]) -> Chart:
+    """What each consumer's share of the sessions cost (vastops/reports/consumers.py), most expensive first,
     then the start-up and idle lines: one column each."""
     title = "Cost per consumer"
     if sum(r["cost_usd"] for r in rows) <= 0:
@@ -436,7 +437,7 @@ def detail_value(key: str, value: Any) -> str:
 HIDDEN_DETAILS = frozenset({"key"})
 
 
-def details(meta: dict[str, Any]) -> str:
+def details(meta: Mapping[str, Any]) -> str:
     """An audit row's meta as "key: value" pairs, in words, in the order written."""
     if not meta:
         return ""

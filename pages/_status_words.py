@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 
 from pages._common import ago, at_time, minutes, seconds_since, time_left, usd
+from vastops.control.status import KeepaliveResult
 from vastops.vocabulary import CAUSE_WORDS, STOP_CAUSES, Actor, Cause, Event
 from vastops.vocabulary import stopped_by as stopped_by_words
 
@@ -173,7 +174,7 @@ def stop_phrase(at: str, now: datetime, tz: tzinfo) -> str:
     return f"{when} ({at_time(at, tz, now)})"
 
 
-def kept_words(result: dict, tz: tzinfo) -> str:
+def kept_words(result: KeepaliveResult, tz: tzinfo) -> str:
     text = f"Kept running until at least {at_time(result['keepalive_until'], tz)}."
     if result.get("next_stop_at"):
         left = -(seconds_since(result["next_stop_at"]) or 0.0)

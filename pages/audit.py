@@ -66,7 +66,7 @@ def go(cursor: tuple | None) -> None:
 COLUMNS = ["Time (UTC)", "Event", "Actor", "Instance", "Details", "Row"]
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[reports.AuditRow]) -> str:
     cells = [
         [
             r["ts"][:19].replace("T", " "),

@@ -68,7 +68,7 @@ def cost_report(db_path: str, instance_id: int | None, start: date, end: date) -
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Splitting the costs among consumers…")
-def consumer_report(db_path: str, instance_id: int | None, start: date, end: date, ttl_s: float) -> dict:
+def consumer_report(db_path: str, instance_id: int | None, start: date, end: date, ttl_s: float) -> consumers.ConsumersReport:
     # Cached like the cost report: one pass over the period's sessions and requests.
     return consumers.report_from(LEDGER, instance_id, start, end, _now(), ttl_s)
 
@@ -76,7 +76,7 @@ def consumer_report(db_path: str, instance_id: int | None, start: date, end: dat
 CONSUMER_COLUMNS = ["Consumer", "Requests", "Tokens", "Busy", "Cost", "Share", "$ per 1M tokens"]
 
 
-def consumers_table(rows: list[dict]) -> str:
+def consumers_table(rows: list[consumers.ConsumerLine]) -> str:
     """The consumer lines as a static table in words (a data grid in half the page cut its
     columns off, and wrote "None" where start-up and idle have no requests)."""
     cells = []
@@ -102,7 +102,7 @@ def sessions_csv_data(led, instance_id: int | None, start: date, end: date) -> s
     return sessions.sessions_csv(led, instance_id, start, end, _now())
 
 
-def months_csv_data(rows: list[dict]) -> str:
+def months_csv_data(rows: list[reports.MonthRow]) -> str:
     return reports.month_summary_csv(rows)
 
 

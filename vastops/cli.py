@@ -34,6 +34,7 @@ from vastops.words import DASH, ago, duration, rate, usd
 
 if TYPE_CHECKING:
     from vastops.control.answers import Control
+    from vastops.control.status import StartResult
 
 DEFAULT_ENV_FILE = ".env"  # may be missing; a file named with --env-file may not
 
@@ -247,7 +248,7 @@ def cmd_status(control: Control, args) -> int:
     return codes.get(s.status, 0)
 
 
-def _without_watchdog(control: Control, result: dict[str, Any], what: str) -> dict[str, Any]:
+def _without_watchdog(control: Control, result: StartResult, what: str) -> StartResult:
     """A start or reboot that returned at once is completed by a watchdog: say so when none runs."""
     if control.enforcement()["state"] in ENFORCING:
         return result

@@ -7,7 +7,7 @@ never a traceback. Secrets are ``SecretStr`` so they never show up in a repr or 
 ``VAST_STATE_PATH`` and ``VAST_AUDIT_PATH`` (the seed's JSON state file and audit
 log) are honoured as *mirrors* of the ledger: the ledger stays the one source of
 truth, and vastops keeps those files up to date for tools that read them
-(see ``Ledger._mirror`` in vastops/ledger.py).
+(see ``Ledger._mirror`` in vastops/ledger/).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     vast_auto_shutdown_minutes: float = Field(
         30.0, gt=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="idle minutes before the stop"
     )
-    # A request the gateway said started holds the instance awake until its end, or this long (vastops/inflight.py).
+    # A request the gateway said started holds the instance awake until its end, or this long (vastops/watchdog/inflight.py).
     vast_request_ttl_s: float = Field(
         900.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False, description="how long a request in flight holds the instance without its end"
     )
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         12.0, gt=0, le=24 * 30, allow_inf_nan=False, description="how long a dashboard login lasts (reloads and new tabs included)"
     )
 
-    # The wake proxy (vastops/proxy.py): where the watchdog is, and how it answers while the GPU boots.
+    # The wake proxy (vastops/proxy/): where the watchdog is, and how it answers while the GPU boots.
     vastops_watchdog_url: str = Field(DEFAULT_WATCHDOG_URL, description="the watchdog's base URL (the proxy and the LiteLLM callback)")
     vastops_proxy_key: SecretStr | None = Field(None, description="the key clients must send to the proxy (unset: none)")
     vastops_wake_on_request: bool = Field(True, description="the proxy starts a stopped instance when a request comes")

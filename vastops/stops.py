@@ -10,7 +10,7 @@ the earliest candidate.
   last activity (an end of a request included), the moment the last start settled,
   and the moment the requests in flight hold it to (``requests_until``: the newest
   start in flight + ``VAST_REQUEST_TTL_S``, or the latest TTL expiry: a request whose
-  end never comes counts as ending then; vastops/inflight.py). So while a request is
+  end never comes counts as ending then; vastops/watchdog/inflight.py). So while a request is
   in flight within its TTL it never comes, and once the end arrives it runs from the
   end. None while a start is pending (a model that loads for ten minutes is not idle).
   A **keepalive** moves it to at least its end (cause ``keepalive``).

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
 
@@ -135,6 +135,22 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         intended_status=raw.get("intended_status") or None,
         machine_id=raw["machine_id"] if isinstance(raw.get("machine_id"), int) else None,
     )
+
+
+class ChargeItem(TypedDict):
+    type: str | None
+    amount: float
+    description: str | None
+
+
+class Charge(TypedDict):
+    """One contract's charges over a range, as vast bills them (``VastClient.charges``)."""
+
+    instance_id: int | None
+    start: float | None  # vast's epoch seconds
+    end: float | None
+    amount: float
+    items: list[ChargeItem]
 
 
 class VastClient:
@@ -224,13 +240,13 @@ class VastClient:
             self._sleep(0.5 * (attempt + 1))
         raise VastError(ErrorKind.UNAVAILABLE, "the instance's log did not become available; try again shortly.")
 
-    def charges(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def charges(self, start: datetime, end: datetime) -> list[Charge]:
         """Per-contract charges in [start, end], as vast bills them (for reconciliation)."""
         # Only tests call this yet: it stays for the next issue, the reconciliation of the
         # ledger's costs with what vast.ai charged, which reads these rows.
         filters = {"day": {"gte": int(start.timestamp()), "lte": int(end.timestamp())}}
         body = self._call("GET", "/api/v0/charges/", params={"select_filters": json.dumps(filters)})
-        results = []
+        results: list[Charge] = []
         for row in body.get("results") or []:
             source = str(row.get("source") or "")
             instance_id = int(source.split("-", 1)[1]) if source.startswith("instance-") else None

@@ -365,7 +365,7 @@ def test_a_stream_that_starts_while_the_watchdog_restarts_holds_the_instance_unt
     The proxy cannot report the stream's start while the watchdog is down: it sends the stream
     to the endpoint it knows and retries the report (at most 2 s apart) until the watchdog,
     restarted on the same port and ledger, takes it. Past the idle deadline, the watchdog waits
-    a few seconds after its start-up for such reports (vastops/watch.py, REPORTERS_GRACE_S).
+    a few seconds after its start-up for such reports (vastops/watchdog/engine.py, REPORTERS_GRACE_S).
     """
     idle_s, token_s = 6.0, 0.5  # VAST_AUTO_SHUTDOWN_MINUTES 0.1; the simulated LLM's time per word
     stack = Stack(

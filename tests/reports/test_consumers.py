@@ -1,6 +1,6 @@
 """Cost per consumer (issue 14): the split rule, the report over a range, the API, the CLI and the CSV.
 
-The rule (vastops/consumers.py): each second of a session goes to the requests in flight
+The rule (vastops/reports/consumers.py): each second of a session goes to the requests in flight
 (1/k each with k of them), else to "start-up" before the session was ready, else to "idle";
 the lines add up to the session's cost, and a range's lines to the Costs page's cost.
 """

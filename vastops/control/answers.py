@@ -21,9 +21,19 @@ from vastops.clock import Clock, isoz, parse_isoz, utcnow
 from vastops.config import Settings, VastTarget
 from vastops.control.observe import Observer, probe_health
 from vastops.control.power import Power, Progress, StopInputs, budget_figures, refusal
-from vastops.control.status import Beat, BudgetLine, Credit, EnforcementAnswer, StatusAnswer, StopWarning
+from vastops.control.status import (
+    Beat,
+    BudgetLine,
+    Credit,
+    EnforcementAnswer,
+    KeepaliveResult,
+    StartResult,
+    StatusAnswer,
+    StopResult,
+    StopWarning,
+)
 from vastops.ledger.queries import View
-from vastops.ledger.rows import AuditLine, AuditRow, LastAction, StopFigures
+from vastops.ledger.rows import AuditLine, AuditRow, InstanceRow, LastAction, RequestReport, SessionRow, StopFigures, blank_instance
 from vastops.ledger.store import Ledger
 from vastops.reports import consumers
 from vastops.reports import sessions as session_reports
@@ -123,7 +133,7 @@ class Control:
         health_port: int | None = None,
         progress: Progress | None = None,
         waiting_requests: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> StartResult:
         return self._power.power_on(
             actor,
             wait_for_health=wait_for_health,
@@ -134,18 +144,18 @@ class Control:
             waiting_requests=waiting_requests,
         )
 
-    def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+    def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> StartResult:
         return self._power.reboot(actor, wait_for_health=wait_for_health, progress=progress)
 
-    def power_off(self, actor: str) -> dict[str, Any]:
+    def power_off(self, actor: str) -> StopResult:
         return self._power.power_off(actor)
 
-    def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
+    def keepalive(self, actor: str, minutes: float, reason: str) -> KeepaliveResult:
         return self._power.keepalive(actor, minutes, reason)
 
     def watchdog_stop(
         self, session_id: int | None, stop: Stop, decided_at: datetime, *, record_decision: bool = True, running: Running | None = None
-    ) -> dict[str, Any]:
+    ) -> StopResult:
         """The watchdog's stop for ``stop``'s cause (``Watch.fire_if_due`` decides when)."""
         return self._power.watchdog_stop(session_id, stop, decided_at, record_decision=record_decision, running=running)
 
@@ -190,12 +200,12 @@ class Control:
             self.observe()
         now = self.clock()
         with self.ledger.view() as view:
-            row = view.instance(iid) or {}
+            row = view.instance(iid) or blank_instance(iid)
             session = view.open_session(iid)
             totals = session_reports.statistics(view.db, iid, now)
             inputs = self._power.stop_inputs(view, iid, now)
         running = inputs.running
-        status = row.get("status") or Status.UNKNOWN
+        status = row["status"] or Status.UNKNOWN
         stops = candidates(self.settings, running, **inputs.rules(now))
         deadline = stops[0].at if stops else None
         left = minutes_left(deadline, now)
@@ -203,15 +213,15 @@ class Control:
         budgets = self._budget_lines(running, inputs, now)
         blocked = [b for b in budgets if b.state == BudgetState.SPENT]
         keepalive = inputs.keepalive_until
-        pending = row.get("pending")
-        since = parse_isoz(row.get("pending_since"))
+        pending = row["pending"]
+        since = parse_isoz(row["pending_since"])
         answer = StatusAnswer(
             instance_id=iid,
             status=status,
-            gpu_name=row.get("gpu_name"),
-            dph_total=round((row.get("dph_base") or 0) + (row.get("storage_dph") or 0), 6) if row.get("gpu_name") else None,
-            endpoint_base_url=row.get("endpoint_base_url"),
-            last_activity=row.get("last_activity"),
+            gpu_name=row["gpu_name"],
+            dph_total=round((row["dph_base"] or 0) + (row["storage_dph"] or 0), 6) if row["gpu_name"] else None,
+            endpoint_base_url=row["endpoint_base_url"],
+            last_activity=row["last_activity"],
             auto_shutdown_in_minutes=None if left is None else round(left, 2),
             total_runtime_hours=totals["total_runtime_hours"],
             total_cost_usd=totals["total_cost_usd"],
@@ -238,7 +248,7 @@ class Control:
             pending=pending,
             power_on_pending_s=round((now - since).total_seconds(), 1) if since and pending is not None else None,
             **self._credit(row, session),
-            observed_at=row.get("observed_at"),
+            observed_at=row["observed_at"],
         )
         if session:  # the session's figures are set only while one is open (``StatusAnswer.as_json``)
             started = parse_isoz(session["started_at"])
@@ -263,7 +273,7 @@ class Control:
 
     # -- activity ----------------------------------------------------------------
 
-    def record_activity(self, at: datetime | None = None, count: int = 1, requests: list[dict[str, Any]] | None = None) -> datetime:
+    def record_activity(self, at: datetime | None = None, count: int = 1, requests: list[RequestReport] | None = None) -> datetime:
         """Note activity (an LLM request); pushes the idle deadline back. Never moves it earlier.
 
         ``requests``: the gateway's requests that started or ended (vastops/watchdog/inflight.py),
@@ -318,11 +328,11 @@ class Control:
 
     # -- reports -----------------------------------------------------------------
 
-    def costs(self) -> dict[str, Any]:
+    def costs(self) -> session_reports.Statistics:
         with self.ledger.read() as db:
             return session_reports.statistics(db, self.instance_id, self.clock())
 
-    def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def sessions(self, limit: int | None = None) -> list[session_reports.SessionLine]:
         with self.ledger.read() as db:
             return list(session_reports.sessions(db, self.instance_id, self.clock(), limit))
 
@@ -332,7 +342,7 @@ class Control:
         with self.ledger.read() as db:  # the lines made by SQLite: the dashboard's writer, same text
             return session_reports.stream_sessions_csv(db, fh, self.clock(), where, params)
 
-    def consumers(self, start: date | None = None, end: date | None = None) -> dict[str, Any]:
+    def consumers(self, start: date | None = None, end: date | None = None) -> consumers.ConsumersReport:
         """Cost per consumer over UTC days (vastops/reports/consumers.py); without dates, the last 30 days."""
         now = self.clock()
         first, last = consumers.default_range(now, start, end)
@@ -343,31 +353,31 @@ class Control:
         with self.ledger.view() as view:
             return view.recent_audit(limit)
 
-    def _status_message(self, instance_id: int, status: str, row: dict[str, Any], now: datetime) -> str | None:
+    def _status_message(self, instance_id: int, status: str, row: InstanceRow, now: datetime) -> str | None:
         if status == Status.NOT_FOUND:
             return f"vast.ai has no instance {instance_id}: check VAST_INSTANCE_ID."
         if status == Status.SCHEDULING:
-            since = parse_isoz(row.get("pending_since"))
-            waited = f" for {duration((now - since).total_seconds())}" if since and row.get("pending") else ""
+            since = parse_isoz(row["pending_since"])
+            waited = f" for {duration((now - since).total_seconds())}" if since and row["pending"] else ""
             limit = self.settings.vast_scheduling_timeout_s
             then = f"; the start is cancelled after {duration(limit)} (VAST_SCHEDULING_TIMEOUT_S)" if limit else ""
             return f"Waiting for its GPU on the host{waited}: the GPU is rented out and vast.ai starts it once it is free{then}."
-        if status == Status.EXITED and row.get("message"):
+        if status == Status.EXITED and row["message"]:
             return f"vast.ai says: {row['message']}"
         low = self.settings.vast_low_credit_usd
-        if low is not None and row.get("credit_usd") is not None and row["credit_usd"] < low:
+        if low is not None and row["credit_usd"] is not None and row["credit_usd"] < low:
             return f"The vast.ai credit is ${row['credit_usd']:.2f}, below VAST_LOW_CREDIT_USD (${low:.2f}): at zero vast.ai stops the instance."
         return None
 
-    def _credit(self, row: dict[str, Any], session: dict[str, Any] | None) -> Credit:
+    def _credit(self, row: InstanceRow, session: SessionRow | None) -> Credit:
         """The account's credit as last seen, and how long it lasts at the current rate."""
-        credit = row.get("credit_usd")
+        credit = row["credit_usd"]
         if credit is None:
             return {"credit_usd": None, "credit_hours_left": None, "credit_seen_at": None}
         # Running: compute and disk; stopped: the disk alone (vast bills it every second).
-        rate = (session["dph_base"] + session["storage_dph"]) if session else (row.get("storage_dph") or 0.0)
+        rate = (session["dph_base"] + session["storage_dph"]) if session else (row["storage_dph"] or 0.0)
         hours = round(max(0.0, credit) / rate, 1) if rate > 0 else None
-        return {"credit_usd": round(credit, 2), "credit_hours_left": hours, "credit_seen_at": row.get("credit_seen_at")}
+        return {"credit_usd": round(credit, 2), "credit_hours_left": hours, "credit_seen_at": row["credit_seen_at"]}
 
     def kept_log(self) -> AuditRow | None:
         """The newest log tail kept in the audit trail (``instance_log``), if any."""

@@ -23,13 +23,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import requests
 
-from vastops.clock import Clock, isoz, parse_isoz, utcnow
+from vastops.clock import Clock, isoz, parse_isoz, stamp, utcnow
 from vastops.config import ConfigError, Settings, VastTarget
 from vastops.ledger.queries import Tx
+from vastops.ledger.rows import Details, InstanceRow, SessionRow
 from vastops.ledger.store import Ledger, LedgerError
 from vastops.vast import Instance, VastClient, VastError
 from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Status
@@ -134,7 +135,7 @@ class Observer:
         """
         iid = self.target().instance_id
         status = instance.status if instance else Status.NOT_FOUND
-        step: dict[str, Any] = {}  # what a pending start needs next (a probe of its health, a cancel)
+        step: _Step = {}  # what a pending start needs next (a probe of its health, a cancel)
         with self.ledger.write() as tx:
             now = self.clock()  # under the write lock: every stored time was written before it
             row = tx.instance(iid)
@@ -146,15 +147,20 @@ class Observer:
                 return
             # The LLM API's port (VAST_ENDPOINT_PORT), not necessarily the health port's.
             endpoint = instance.endpoint_base_url(self.settings.endpoint_port) if instance else None
-            observed: dict[str, Any] = {
+            observed: _Observed = {
                 "status": status,
                 "endpoint_base_url": endpoint,
-                "observed_at": isoz(now),
-                "observation_asked_at": isoz(asked_at),
+                "observed_at": stamp(now),
+                "observation_asked_at": stamp(asked_at),
             }
             if instance:
                 observed.update(
-                    gpu_name=instance.gpu_name, dph_base=instance.dph_base, storage_dph=instance.storage_dph, message=instance.message
+                    {
+                        "gpu_name": instance.gpu_name,
+                        "dph_base": instance.dph_base,
+                        "storage_dph": instance.storage_dph,
+                        "message": instance.message,
+                    }
                 )
             session = tx.open_session(iid)
             # One odd answer (a host that missed a heartbeat reads "unknown") must not end
@@ -164,7 +170,9 @@ class Observer:
             tx.update_instance(iid, **observed)
             pending = row["pending"] is not None  # a start (or a reboot) awaits running + health
             if instance is not None and status == Status.RUNNING and session is None:
-                started_by = row["pending_actor"] if pending else Actor.EXTERNAL
+                # pending_actor is set and cleared with pending (Power._mark_pending, Tx.clear_pending), so never
+                # None here; were it ever, the session still opens (started_by is NOT NULL), booked to the system.
+                started_by = (row["pending_actor"] or Actor.SYSTEM) if pending else Actor.EXTERNAL
                 sid = tx.start_session(iid, now, instance.gpu_name, instance.dph_base, instance.storage_dph, started_by)
                 if not pending:
                     tx.audit(now, iid, Event.EXTERNAL_START, Actor.SYSTEM, {"session_id": sid, **_rates(instance)})
@@ -172,12 +180,12 @@ class Observer:
                 ended_at, confirmed_by = confirmed
                 figures = tx.close_session(session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
                 # vast stops every instance of an account whose credit ran out: say so, not "external"
-                broke = row.get("credit_usd") is not None and row["credit_usd"] <= 0
+                broke = row["credit_usd"] is not None and row["credit_usd"] <= 0
                 event = Event.CREDIT_EXHAUSTED_STOP if broke else Event.EXTERNAL_STOP
                 tx.audit(now, iid, event, Actor.SYSTEM, {"status": status, "confirmed_by": confirmed_by, **figures})
             if pending:
                 step = self._advance_pending(tx, row, status, instance, now)
-        if "health_url" in step and self.health(step["health_url"]):
+        if "health_url" in step and "endpoint" in step and self.health(step["health_url"]):
             self._complete_start(row, (step["endpoint"], step["health_url"]), actor)
         elif "cancel" in step:
             self._cancel_unavailable(row, step["cancel"])
@@ -197,12 +205,13 @@ class Observer:
             return None
         tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])[-LOG_TAIL_BYTES:]
         with self.ledger.write() as tx:
-            tx.audit(self.clock(), iid, Event.INSTANCE_LOG, Actor.SYSTEM, {"request_id": request_id, "tail": tail})
+            meta: Details = {"request_id": request_id, "tail": tail}
+            tx.audit(self.clock(), iid, Event.INSTANCE_LOG, Actor.SYSTEM, meta)
         return tail
 
     @staticmethod
     def _stop_confirmation(
-        row: dict[str, Any], session: dict[str, Any] | None, instance: Instance | None, status: str, now: datetime
+        row: InstanceRow, session: SessionRow | None, instance: Instance | None, status: str, now: datetime
     ) -> tuple[datetime | None, tuple[datetime, str] | None]:
         """What one look means for the open session's end, for ``reconcile``.
 
@@ -215,7 +224,7 @@ class Observer:
         """
         if session is None or status == Status.RUNNING:
             return None, None
-        since = parse_isoz(row.get("not_running_since"))
+        since = parse_isoz(row["not_running_since"])
         if status not in ENDED:
             return since, None
         if instance is not None and instance.intended_status == "stopped":
@@ -227,14 +236,15 @@ class Observer:
             return None, (since, "second_look")
         return since, None
 
-    def _complete_start(self, row: dict[str, Any], probe: tuple[str, str], actor: str) -> None:
+    def _complete_start(self, row: InstanceRow, probe: tuple[str, str], actor: str) -> None:
         iid = self.target().instance_id
         endpoint, health_url = probe
         with self.ledger.write() as tx:
             done = self.clock()
             if tx.clear_pending(iid, row["pending_audit_id"], done):
+                # clear_pending matched the id, and pending_since is set with it (Power._mark_pending)
                 waited = (done - _parse(row["pending_since"])).total_seconds()
-                meta = {
+                meta: Details = {
                     "instance_id": iid,
                     "endpoint": endpoint,
                     "health_url": health_url,
@@ -244,7 +254,7 @@ class Observer:
                 event = Event.REBOOT_COMPLETE if row["pending"] == "reboot" else Event.POWER_ON_COMPLETE
                 tx.audit(done, iid, event, actor, meta)
 
-    def _advance_pending(self, tx: Tx, row: dict[str, Any], status: str, instance: Instance | None, now: datetime) -> dict[str, Any]:
+    def _advance_pending(self, tx: Tx, row: InstanceRow, status: str, instance: Instance | None, now: datetime) -> _Step:
         """Abort, time out or go on with a pending start; what it needs next: ``endpoint`` and ``health_url`` to
         probe, ``cancel`` (seconds it waited) when it waited too long for its GPU, or nothing.
 
@@ -253,7 +263,10 @@ class Observer:
         got its GPU (``pending_gpu_at``), not from the request.
         """
         iid, request_id = self.target().instance_id, row["pending_audit_id"]
-        since = _parse(row["pending_since"])
+        # Callers hold a pending start (reconcile), or this very id (expire_if_overdue); pending_audit_id
+        # is set and cleared with pending (Power._mark_pending, Tx.clear_pending).
+        assert request_id is not None
+        since = _parse(row["pending_since"])  # set with pending (Power._mark_pending), which the caller checked
         port = row["pending_health_port"] or self.settings.vast_health_port
         host = instance.endpoint_base_url(port) if instance else None
         health_url = host + (row["pending_health_path"] or self.settings.vast_health_path) if host else None
@@ -274,19 +287,20 @@ class Observer:
         if unexposed or now >= gpu_at + timedelta(seconds=self.settings.vast_wait_timeout_s):
             if tx.clear_pending(iid, request_id, now):
                 waited_s = round((now - since).total_seconds(), 1)
-                meta = {"request_id": request_id, "status": status, "waited_seconds": waited_s, "health_url": health_url}
+                meta: Details = {"request_id": request_id, "status": status, "waited_seconds": waited_s, "health_url": health_url}
                 if unexposed and instance is not None:
                     meta["reason"] = f"container port {port} is not exposed (exposed: {sorted(instance.host_ports)})"
                 tx.audit(now, iid, Event.POWER_ON_HEALTH_TIMEOUT, Actor.SYSTEM, meta)
                 return {"timed_out": request_id}
             return {}
-        if status == Status.RUNNING and health_url:
+        if status == Status.RUNNING and health_url and host:
             return {"endpoint": endpoint or host, "health_url": health_url}
         return {}
 
-    def _cancel_unavailable(self, row: dict[str, Any], waited_s: float) -> None:
+    def _cancel_unavailable(self, row: InstanceRow, waited_s: float) -> None:
         """Stop a start that waited VAST_SCHEDULING_TIMEOUT_S for its GPU, so it cannot begin billing unattended."""
         iid, request_id = self.target().instance_id, row["pending_audit_id"]
+        assert request_id is not None  # a cancel comes from _advance_pending, which holds the id
         try:
             self.client.stop(iid)
         except VastError:
@@ -295,7 +309,7 @@ class Observer:
             now = self.clock()
             if tx.clear_pending(iid, request_id, now):
                 limit = self.settings.vast_scheduling_timeout_s
-                meta = {"request_id": request_id, "waited_seconds": waited_s, "scheduling_timeout_s": limit}
+                meta: Details = {"request_id": request_id, "waited_seconds": waited_s, "scheduling_timeout_s": limit}
                 tx.audit(now, iid, Event.POWER_ON_UNAVAILABLE, Actor.SYSTEM, meta)
             tx.update_instance(iid, status=Status.STOPPED, endpoint_base_url=None, observed_at=isoz(now), acted_at=isoz(now))
 
@@ -316,12 +330,41 @@ class Observer:
             self.expire_if_overdue(row["pending_audit_id"])
 
 
-def _parse(text: str) -> datetime:
+def _parse(text: str | None) -> datetime:
     """A timestamp the ledger always has (NOT NULL, or set together with its row)."""
     dt = parse_isoz(text)
     assert dt is not None, "a required ledger timestamp is empty"
     return dt
 
 
-def _rates(instance: Instance) -> dict[str, Any]:
+class _Step(TypedDict, total=False):
+    """What a pending start needs next (``Observer._advance_pending``)."""
+
+    endpoint: str  # with health_url: probe it, and complete the start once it answers
+    health_url: str
+    cancel: float  # waited this many seconds for its GPU: cancel it
+    timed_out: int  # the request that timed out: keep the instance's log
+
+
+class _Observed(TypedDict):
+    """The columns of ``instances`` one observation sets."""
+
+    status: str
+    endpoint_base_url: str | None
+    observed_at: str
+    observation_asked_at: str
+    gpu_name: NotRequired[str | None]
+    dph_base: NotRequired[float]
+    storage_dph: NotRequired[float]
+    message: NotRequired[str | None]
+    not_running_since: NotRequired[str | None]
+
+
+class _Rates(TypedDict):
+    gpu_name: str | None
+    dph_base: float
+    storage_dph: float
+
+
+def _rates(instance: Instance) -> _Rates:
     return {"gpu_name": instance.gpu_name, "dph_base": instance.dph_base, "storage_dph": instance.storage_dph}

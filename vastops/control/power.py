@@ -15,12 +15,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
-from vastops.clock import Clock, isoz, parse_isoz
+from vastops.clock import Clock, isoz, parse_isoz, stamp
 from vastops.config import Settings, VastTarget
 from vastops.control.observe import Observer
+from vastops.control.status import KeepaliveResult, StartResult, StopResult
 from vastops.errors import (  # defined with their codes in errors.py; raised here, and still importable from here
     BudgetExceeded,
     GpuUnavailable,
@@ -31,7 +32,7 @@ from vastops.errors import (  # defined with their codes in errors.py; raised he
     StartCancelled,
 )
 from vastops.ledger.queries import View
-from vastops.ledger.rows import BudgetFigures, BudgetOverrideDetails, Details, StopDecision, StopFigures
+from vastops.ledger.rows import AuditOp, BudgetFigures, Details, SessionRow, StopFigures, StoppedOp
 from vastops.ledger.store import Ledger
 from vastops.stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from vastops.vast import VastClient, VastError
@@ -72,12 +73,24 @@ OVERRIDE_RECORDED = BudgetOverride.RECORDED  # power_on's budget_override (vocab
 OVERRIDE_NOT_NEEDED = BudgetOverride.NOT_NEEDED
 
 
+class RuleInputs(TypedDict):
+    """The keyword arguments of ``stops.candidates`` (``StopInputs.rules``)."""
+
+    now: datetime
+    last_activity: datetime | None
+    idle_from: datetime | None
+    starting: bool
+    keepalive_until: datetime | None
+    budgets: tuple[Budget, ...]
+    requests_until: datetime | None
+
+
 @dataclass(frozen=True)
 class StopInputs:
     """The stop rules' inputs (vastops/stops.py) as the ledger holds them, read in one place
     (``Power.stop_inputs``) for the status answer and for the watchdog's memory (``Watch.refresh``)."""
 
-    session: dict[str, Any] | None  # the open session's row
+    session: SessionRow | None  # the open session's row
     last_activity: datetime | None
     idle_from: datetime | None  # when the last start settled
     starting: bool  # a start (or a reboot) is pending
@@ -92,7 +105,7 @@ class StopInputs:
     def running(self) -> Running | None:
         return running_of(self.session)
 
-    def rules(self, now: datetime) -> dict[str, Any]:
+    def rules(self, now: datetime) -> RuleInputs:
         """The keyword arguments of ``stops.candidates``."""
         return {
             "now": now,
@@ -159,16 +172,16 @@ class Power:
 
     def stop_inputs(self, view: View, iid: int, now: datetime) -> StopInputs:
         """What the stop rules need, as the ledger has it (the status answer's, and the watchdog's memory)."""
-        session, row = view.open_session(iid), view.instance(iid) or {}
+        session, row = view.open_session(iid), view.instance(iid)
         in_flight, requests_until = view.requests_held(iid, now, self.settings.vast_request_ttl_s)
         return StopInputs(
             session=session,
-            last_activity=parse_isoz(row.get("last_activity")),
-            idle_from=parse_isoz(row.get("idle_from")),
-            starting=row.get("pending") is not None,
-            pending_since=parse_isoz(row.get("pending_since")),
-            acted_at=parse_isoz(row.get("acted_at")),
-            keepalive_until=parse_isoz(row.get("keepalive_until")),
+            last_activity=parse_isoz(row["last_activity"]) if row else None,
+            idle_from=parse_isoz(row["idle_from"]) if row else None,
+            starting=row is not None and row["pending"] is not None,
+            pending_since=parse_isoz(row["pending_since"]) if row else None,
+            acted_at=parse_isoz(row["acted_at"]) if row else None,
+            keepalive_until=parse_isoz(row["keepalive_until"]) if row else None,
             budgets=self.budgets(view, iid, now),
             requests_until=requests_until,
             requests_in_flight=in_flight,
@@ -241,11 +254,11 @@ class Power:
             last = tx.last_event(iid, Event.BUDGET_OVERRIDE)
             previous = last["meta"].get("periods", {}) if last else {}
             periods = {**previous, **{b["budget"]: b["period"] for b in near}}
-            details: BudgetOverrideDetails = {"reason": override_reason, "periods": periods, "budgets": near, "instance_id": iid}
-            tx.audit(now, iid, Event.BUDGET_OVERRIDE, actor, dict(details))
+            details: Details = {"reason": override_reason, "periods": periods, "budgets": near, "instance_id": iid}
+            tx.audit(now, iid, Event.BUDGET_OVERRIDE, actor, details)
         return OVERRIDE_RECORDED, _recorded(near, far)
 
-    def keepalive(self, actor: str, minutes: float, reason: str) -> dict[str, Any]:
+    def keepalive(self, actor: str, minutes: float, reason: str) -> KeepaliveResult:
         """Hold the idle stop off: it comes no earlier than now + ``minutes`` (hard limits still apply)."""
         iid = self.target().instance_id
         most = self.settings.vast_keepalive_max_minutes
@@ -260,18 +273,18 @@ class Power:
             if tx.open_session(iid) is None and row["pending"] is None:
                 raise NothingRuns("the instance is not running: a keepalive holds a running instance (start it first)")
             until = now + timedelta(minutes=minutes)
-            kept = parse_isoz(row.get("keepalive_until"))
+            kept = parse_isoz(row["keepalive_until"])
             until = max(until, kept) if kept else until  # "at least": a longer keepalive already given stays
             tx.update_instance(iid, keepalive_until=isoz(until))
-            tx.audit(now, iid, Event.KEEPALIVE, actor, {"minutes": minutes, "reason": reason, "until": isoz(until), "instance_id": iid})
+            tx.audit(now, iid, Event.KEEPALIVE, actor, {"minutes": minutes, "reason": reason, "until": stamp(until), "instance_id": iid})
         stop = self.next_stop()
-        result: dict[str, Any] = {"keepalive_until": isoz(until), "next_stop_at": None, "next_stop_cause": None}
-        if stop is not None:
-            result.update(next_stop_at=isoz(stop.at), next_stop_cause=stop.cause)
-        result["message"] = f"Kept running until at least {isoz(until)}" + (
-            f"; but it stops at {isoz(stop.at)} ({cause_name(stop.cause)})" if stop and stop.at < until else ""
-        )
-        return result
+        return {
+            "keepalive_until": stamp(until),
+            "next_stop_at": isoz(stop.at) if stop else None,
+            "next_stop_cause": stop.cause if stop else None,
+            "message": f"Kept running until at least {isoz(until)}"
+            + (f"; but it stops at {isoz(stop.at)} ({cause_name(stop.cause)})" if stop and stop.at < until else ""),
+        }
 
     # -- power on ----------------------------------------------------------------
 
@@ -285,7 +298,7 @@ class Power:
         health_port: int | None = None,
         progress: Progress | None = None,
         waiting_requests: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> StartResult:
         iid = self.target().instance_id
         health_path = health_path or self.settings.vast_health_path
         health_port = health_port or self.settings.vast_health_port
@@ -328,7 +341,7 @@ class Power:
                 _say(progress, "queued", f"the start waits for its GPU: {taken}")
         if not wait_for_health:
             status = status or self._observer.observe_quietly(actor)
-            result = {
+            result: StartResult = {
                 "status": status or Status.SCHEDULING,
                 "instance_id": iid,
                 "endpoint_base_url": None,
@@ -353,7 +366,9 @@ class Power:
             now = self.clock()
             row = tx.instance(iid)
             if row["pending"] is not None:
-                return int(row["pending_audit_id"])
+                # Set and cleared together with pending (below, and clear_pending): never None here.
+                assert row["pending_audit_id"] is not None
+                return row["pending_audit_id"]
             tx.update_instance(
                 iid,
                 pending=kind,
@@ -366,7 +381,7 @@ class Power:
             )
         return audit_id
 
-    def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+    def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> StartResult:
         """Restart the instance's container in place (the GPU is kept): for a wedged LLM server.
 
         Audited as ``reboot_requested``; it then waits for health like a start and ends in
@@ -432,7 +447,7 @@ class Power:
             return False
         return instance.intended_status == "running"
 
-    def _wait_for_outcome(self, actor: str, request_id: int, progress: Progress | None, seen: str | None = None) -> dict[str, Any]:
+    def _wait_for_outcome(self, actor: str, request_id: int, progress: Progress | None, seen: str | None = None) -> StartResult:
         """Poll until the start's outcome is in the ledger. ``seen``: a status just observed
         (the look at the GPU), used for the first round so vast's rate limit is not spent twice."""
         iid = self.target().instance_id
@@ -488,7 +503,7 @@ class Power:
     # spool when the ledger fails (vastops/ledger/spool.py). So a full disk, a held write
     # lock or a deleted ledger never keeps an instance running.
 
-    def power_off(self, actor: str) -> dict[str, Any]:
+    def power_off(self, actor: str) -> StopResult:
         """Stop the instance (disk kept). Harmless when it is already stopped."""
         iid = self.target().instance_id
         requested = audit_op(self.clock(), iid, Event.POWER_OFF_REQUESTED, actor, {"instance_id": iid})
@@ -496,11 +511,11 @@ class Power:
 
     def watchdog_stop(
         self, session_id: int | None, stop: Stop, decided_at: datetime, *, record_decision: bool = True, running: Running | None = None
-    ) -> dict[str, Any]:
+    ) -> StopResult:
         """The watchdog's stop for ``stop``'s cause (any cause, not only idle); the decision (with its figures) is recorded with the stop."""
         iid = self.target().instance_id
         _, decision, reason = CAUSE_EVENTS[stop.cause]
-        meta: StopDecision = {
+        meta: Details = {  # the decision: rows.StopDecision
             "instance_id": iid,
             "session_id": session_id,
             "cause": stop.cause,
@@ -508,7 +523,7 @@ class Power:
             "overrun_seconds": round((decided_at - stop.at).total_seconds(), 3),
             **self.stop_figures(stop, decided_at, running),
         }
-        before = [audit_op(decided_at, iid, decision, Actor.SYSTEM, dict(meta))] if record_decision else []
+        before = [audit_op(decided_at, iid, decision, Actor.SYSTEM, meta)] if record_decision else []
         return self._stop(Actor.SYSTEM, reason, Event.WATCHDOG_STOP_COMPLETE, before=before, cause=stop.cause)
 
     def stop_figures(self, stop: Stop, now: datetime, running: Running | None = None) -> StopFigures:
@@ -526,9 +541,7 @@ class Power:
         figures: StopFigures = {**budget_figures(stop.budget, spent(stop.budget.rolled(now), running, now))}
         return figures
 
-    def _stop(
-        self, actor: str, reason: str, complete_event: str, *, before: list[dict[str, Any]], cause: str | None = None
-    ) -> dict[str, Any]:
+    def _stop(self, actor: str, reason: str, complete_event: str, *, before: list[AuditOp], cause: str | None = None) -> StopResult:
         """Ask vast.ai to stop, then record the stop (or keep it in the spool).
 
         ``before`` (the request, or the decision) is kept in the spool file first: a
@@ -545,27 +558,36 @@ class Power:
             self.ledger.record([failed])
             raise
         at = self.clock()
-        stopped = {"op": "stopped", "instance_id": iid, "at": isoz(at), "actor": actor, "reason": reason, "complete_event": complete_event}
+        stopped: StoppedOp = {
+            "op": "stopped",
+            "instance_id": iid,
+            "at": stamp(at),
+            "actor": actor,
+            "reason": reason,
+            "complete_event": complete_event,
+        }
         if cause is not None:
             stopped["cause"] = cause
         answer, problem = self.ledger.record([stopped])
         figures = (answer or {}).get("figures")
-        result: dict[str, Any] = {"status": Status.STOPPED, "session_runtime_minutes": 0.0, "session_cost_usd": 0.0}
         if figures:
-            result.update(session_runtime_minutes=figures["session_runtime_minutes"], session_cost_usd=figures["session_cost_usd"])
-            result["message"] = (
-                f"Instance stopped. Session: {figures['session_runtime_minutes']:.1f} min, ${figures['session_cost_usd']:.3f}"
-            )
+            message = f"Instance stopped. Session: {figures['session_runtime_minutes']:.1f} min, ${figures['session_cost_usd']:.3f}"
         elif problem:
-            result["message"] = "Instance stopped. Its session's figures are booked once the ledger can be written."
+            message = "Instance stopped. Its session's figures are booked once the ledger can be written."
         else:
-            result["message"] = "Instance stopped (no session was running)."
+            message = "Instance stopped (no session was running)."
+        result: StopResult = {
+            "status": Status.STOPPED,
+            "session_runtime_minutes": figures["session_runtime_minutes"] if figures else 0.0,
+            "session_cost_usd": figures["session_cost_usd"] if figures else 0.0,
+            "message": message,
+        }
         if problem:
             result["ledger_problem"] = problem
         return result
 
 
-def running_of(session: dict[str, Any] | None) -> Running | None:
+def running_of(session: SessionRow | None) -> Running | None:
     """The open session's row as the stop rules take it."""
     started = parse_isoz(session["started_at"]) if session else None
     if session is None or started is None:
@@ -622,9 +644,9 @@ def budget_figures(budget: Budget, used: float) -> BudgetFigures:
     }
 
 
-def audit_op(ts: datetime, instance_id: int | None, event: str, actor: str, meta: dict[str, Any]) -> dict[str, Any]:
+def audit_op(ts: datetime, instance_id: int | None, event: str, actor: str, meta: Details) -> AuditOp:
     """An audit row as an operation of a record (``Ledger.record``)."""
-    return {"op": "audit", "ts": isoz(ts), "instance_id": instance_id, "event": str(event), "actor": str(actor), "meta": meta}
+    return {"op": "audit", "ts": stamp(ts), "instance_id": instance_id, "event": str(event), "actor": str(actor), "meta": meta}
 
 
 def _say(progress: Progress | None, status: str, words: str) -> None:

@@ -4,11 +4,12 @@
 docs/contract.md): ``WIRE_FIELDS``, in the contract's order, which
 vastops/watchdog/schemas.py makes ``StatusOut`` from; the CLI's ``--json`` prints every
 field that was set (``as_json``); the dashboard and the CLI's text read its attributes.
+The answers of the actions (``Power``: start, stop, keepalive) are typed here too.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from pydantic import BaseModel, Field
 
@@ -139,3 +140,41 @@ class EnforcementAnswer(TypedDict):
     summary: str
     age_s: float | None
     pid: int | None
+
+
+class StartResult(TypedDict):
+    """The answer to a start or a reboot (the API's and the CLI's)."""
+
+    status: str  # vocabulary.Status
+    instance_id: int
+    endpoint_base_url: str | None
+    health_url: str | None
+    message: str
+    queued: NotRequired[bool]  # not waiting: the start waits for a GPU another client rents
+    queued_reason: NotRequired[str | None]
+    budget_override: NotRequired[str]  # asked to override: vocabulary.BudgetOverride
+
+
+class StopResult(TypedDict):
+    """The answer to a stop: the ended session's figures (0 when none ran)."""
+
+    status: str
+    session_runtime_minutes: float
+    session_cost_usd: float
+    message: str
+    ledger_problem: NotRequired[str]  # the stop is booked later (vastops/ledger/spool.py)
+
+
+class LedgerNote(TypedDict):
+    """What a write through the spool left to say (``Ledger.record``'s problem): the watchdog's ``note_record``."""
+
+    ledger_problem: str | None
+
+
+class KeepaliveResult(TypedDict):
+    """The answer to a keepalive: until when, and the next stop that still comes."""
+
+    keepalive_until: str
+    next_stop_at: str | None
+    next_stop_cause: str | None
+    message: str

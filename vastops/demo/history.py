@@ -51,16 +51,17 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TypedDict
 
 from vastops import costs as costmath
 from vastops.clock import isoz, stamp
 from vastops.ledger.queries import Tx
+from vastops.ledger.rows import Details, RequestReport, SessionRow
 from vastops.ledger.store import Ledger
 from vastops.reports import sessions as session_reports
 from vastops.vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status
 
-DEMO_META = {"demo": True}
+DEMO_META: Details = {"demo": True}
 DEMO_REQUEST_PREFIX = "demo-"  # every seeded request's id: the requests table has no meta to mark
 CONSUMERS = ("team-chat", "team-search", "batch-eval")
 MODEL = "mistral-7b-instruct"  # the model the product's instance serves (docs/contract.md)
@@ -94,6 +95,36 @@ LOG_TAIL = (
 )
 
 
+class Summary(TypedDict):
+    """What ``seed`` wrote."""
+
+    sessions: int
+    audit_rows: int
+    first: str | None
+    last: str | None
+    total_cost_usd: float
+    total_runtime_hours: float
+    session_ids: list[int]
+    end_reasons: dict[str, int]
+    requests: int
+    consumers: dict[str, int]
+    events: dict[str, int]
+
+
+class _InstanceFields(TypedDict, total=False):
+    """What the past leaves on the instance's row (written once, at its end)."""
+
+    activity_count: int
+    acted_at: str
+    idle_from: str
+    last_activity: str
+    observed_at: str
+    observation_asked_at: str
+
+
+Row = tuple[datetime, Event, str, Details]  # an audit row to write: when, what, who, its details
+
+
 def seed(
     ledger: Ledger,
     instance_id: int,
@@ -104,7 +135,7 @@ def seed(
     gpu_name: str = "RTX 3090",
     dph_base: float = 0.40,
     storage_dph: float = 0.0208,
-) -> dict[str, Any]:
+) -> Summary:
     """Fill a fresh ledger with ``days`` days of history before ``now``; a summary of what was written.
 
     The days are the ``days`` UTC days before the day of ``now``. Raises ``ValueError``
@@ -151,7 +182,7 @@ class _Trail:
         self.rows = 0
         self.events: Counter[str] = Counter()
 
-    def write(self, ts: datetime, event: Event, actor: str, meta: dict[str, Any], *, exact: bool = True) -> int:
+    def write(self, ts: datetime, event: Event, actor: str, meta: Details, *, exact: bool = True) -> int:
         """Append a row at ``ts``; ``exact=False`` lets a row that is no session boundary move a millisecond later."""
         if stamp(ts) <= self.last:
             if exact:
@@ -217,7 +248,7 @@ class _History:
         self.last: datetime | None = None
         self.cursor = now  # nothing may start before this (the last end): set by run()
         self.cutoff = now  # everything ends before this: set by run()
-        self.instance: dict[str, Any] = {"activity_count": 0}
+        self.instance: _InstanceFields = {"activity_count": 0}
         self.traffic = random.Random(0)  # the requests' draws (seed() sets it)
         self.consumers: Counter[str] = Counter()  # requests per consumer ("unknown": none named)
 
@@ -399,12 +430,12 @@ class _History:
         request_id = None
         if p.req is not None:
             request_id = trail.write(p.req, Event.POWER_ON_REQUESTED, str(p.requester), self.request_meta(p))
-            self.instance["acted_at"] = isoz(_after(p.req, 0.4))
+            self.instance["acted_at"] = stamp(_after(p.req, 0.4))
         started_by = str(p.requester) if p.requester else Actor.EXTERNAL
         sid = tx.start_session(iid, p.s, self.gpu_name, self.dph_base, self.storage_dph, started_by)
         self.session_ids.append(sid)
         if p.requester is None:
-            rates = {"gpu_name": self.gpu_name, "dph_base": self.dph_base, "storage_dph": self.storage_dph}
+            rates: Details = {"gpu_name": self.gpu_name, "dph_base": self.dph_base, "storage_dph": self.storage_dph}
             trail.write(p.s, Event.EXTERNAL_START, Actor.SYSTEM, {"session_id": sid, **rates})
         for ts, event, actor, meta in sorted(self.middle(p, sid, request_id), key=lambda row: row[0]):
             trail.write(ts, event, actor, meta, exact=False)
@@ -417,22 +448,24 @@ class _History:
         self.last = p.end
         self.cursor = max(p.look or p.end, p.end)
         if p.settle is not None:
-            self.instance["idle_from"] = isoz(p.settle)
+            self.instance["idle_from"] = stamp(p.settle)
         if p.active_to > (p.settle or p.s):
-            self.instance["last_activity"] = isoz(p.active_to)
+            self.instance["last_activity"] = stamp(p.active_to)
             active_min = (p.active_to - (p.settle or p.s)).total_seconds() / 60
             self.instance["activity_count"] += 1 + int(active_min * rnd.uniform(1, 12))
-        self.instance["observed_at"] = self.instance["observation_asked_at"] = isoz(self.cursor)
+        self.instance["observed_at"] = self.instance["observation_asked_at"] = stamp(self.cursor)
 
-    def request_meta(self, p: _Plan) -> dict[str, Any]:
+    def request_meta(self, p: _Plan) -> Details:
         return {"instance_id": self.iid, "wait_for_health": p.wait, "health_path": HEALTH_PATH, "health_port": HEALTH_PORT}
 
-    def middle(self, p: _Plan, sid: int, request_id: int | None) -> list[tuple[datetime, Event, str, dict[str, Any]]]:
+    def middle(self, p: _Plan, sid: int, request_id: int | None) -> list[Row]:
         """The rows between the session's start and its stop (in any order: they are sorted)."""
-        rows: list[tuple[datetime, Event, str, dict[str, Any]]] = []
+        rows: list[Row] = []
         health_url = ENDPOINT + HEALTH_PATH
         if p.req is not None and p.settle is not None:
+            assert request_id is not None  # written with the request (run_session)
             pending_since = _after(p.req, 0.4)
+            meta: Details
             if p.healthy:
                 meta = {
                     "instance_id": self.iid,
@@ -450,7 +483,9 @@ class _History:
         if p.keepalive:
             at, minutes, actor, reason = p.keepalive
             until = at + timedelta(minutes=minutes)
-            rows.append((at, Event.KEEPALIVE, actor, {"minutes": minutes, "reason": reason, "until": isoz(until), "instance_id": self.iid}))
+            rows.append(
+                (at, Event.KEEPALIVE, actor, {"minutes": minutes, "reason": reason, "until": stamp(until), "instance_id": self.iid})
+            )
         for deadline in p.moot_warnings:
             rows.append(self.warning(Cause.IDLE, deadline, sid))
         if p.kind in ("idle", "keepalive", "max_session"):
@@ -461,11 +496,11 @@ class _History:
             rows.append((p.budget_warning, Event.BUDGET_WARNING, Actor.SYSTEM, self.budget_meta(p, sid, p.budget_warning)))
         return rows
 
-    def warning(self, cause: Cause, deadline: datetime, sid: int) -> tuple[datetime, Event, str, dict[str, Any]]:
+    def warning(self, cause: Cause, deadline: datetime, sid: int) -> Row:
         """A warning row as the watchdog writes it (Watch.warn_if_due), checked every half second."""
         minutes = min(WARNING_MINUTES, IDLE_MINUTES / 2) if cause in (Cause.IDLE, Cause.KEEPALIVE) else WARNING_MINUTES
         at = _after(deadline - timedelta(minutes=minutes), self.rnd.uniform(0.01, 0.5))
-        meta: dict[str, Any] = {
+        meta: Details = {
             "cause": cause,
             "deadline": isoz(deadline),
             "minutes_left": round((deadline - at).total_seconds() / 60, 2),
@@ -478,11 +513,11 @@ class _History:
         return at, CAUSE_EVENTS[cause][0], Actor.SYSTEM, meta
 
     @staticmethod
-    def idle_figures(deadline: datetime, at: datetime) -> dict[str, Any]:
+    def idle_figures(deadline: datetime, at: datetime) -> Details:
         since = deadline - timedelta(minutes=IDLE_MINUTES)  # as Powering.stop_figures counts it
         return {"inactive_minutes": round((at - since).total_seconds() / 60, 2), "idle_minutes": IDLE_MINUTES}
 
-    def budget_meta(self, p: _Plan, sid: int | None, at: datetime) -> dict[str, Any]:
+    def budget_meta(self, p: _Plan, sid: int | None, at: datetime) -> Details:
         """A budget's figures as ``power.budget_figures`` gives them, with the warning's fields."""
         day = p.s.date()
         resets = _midnight(day + timedelta(days=1))
@@ -511,13 +546,28 @@ class _History:
     def write_end(self, p: _Plan, sid: int) -> None:
         tx, trail, iid = self.tx, self.trail, self.iid
         assert p.end is not None
-        session = {"id": sid, "started_at": isoz(p.s), "ended_at": None, "dph_base": self.dph_base, "storage_dph": self.storage_dph}
+        session: SessionRow = {
+            "id": sid,
+            "instance_id": iid,
+            "started_at": stamp(p.s),
+            "ended_at": None,
+            "gpu_name": self.gpu_name,
+            "dph_base": self.dph_base,
+            "storage_dph": self.storage_dph,
+            "started_by": str(p.requester) if p.requester else Actor.EXTERNAL,
+            "ended_by": None,
+            "end_reason": None,
+            "runtime_s": None,
+            "compute_cost_usd": None,
+            "storage_cost_usd": None,
+            "cost_usd": None,
+        }
         if p.kind == "manual":
             assert p.decided is not None
             trail.write(p.decided, Event.POWER_OFF_REQUESTED, p.ender, {"instance_id": iid})
             figures = tx.close_session(session, p.end, p.ender, EndReason.MANUAL)
             trail.write(p.end, Event.POWER_OFF_COMPLETE, p.ender, {"instance_id": iid, **figures})
-            self.instance["acted_at"] = isoz(p.end)
+            self.instance["acted_at"] = stamp(p.end)
             self.end_reasons[EndReason.MANUAL] += 1
             return
         if p.kind == "external":
@@ -529,7 +579,7 @@ class _History:
         assert p.deadline is not None and p.decided is not None
         cause = {"idle": Cause.IDLE, "keepalive": Cause.KEEPALIVE, "max_session": Cause.MAX_SESSION, "budget": Cause.BUDGET}[p.kind]
         _, decision, reason = CAUSE_EVENTS[cause]
-        meta: dict[str, Any] = {
+        meta: Details = {
             "instance_id": iid,
             "session_id": sid,
             "cause": cause,
@@ -542,11 +592,13 @@ class _History:
             meta["limit_hours"] = MAX_SESSION_HOURS
         else:
             budget = self.budget_meta(p, sid, p.decided)
-            meta.update({k: v for k, v in budget.items() if k not in ("deadline", "minutes_left", "key", "cause", "session_id")})
+            for k in ("deadline", "minutes_left", "key", "cause", "session_id"):
+                budget.pop(k, None)  # type: ignore[misc]  # the decision's own
+            meta.update(budget)
         trail.write(p.decided, decision, Actor.SYSTEM, meta)
         figures = tx.close_session(session, p.end, Actor.SYSTEM, reason)
         trail.write(p.end, Event.WATCHDOG_STOP_COMPLETE, Actor.SYSTEM, {"instance_id": iid, **figures, "cause": cause})
-        self.instance["acted_at"] = isoz(p.end)
+        self.instance["acted_at"] = stamp(p.end)
         self.end_reasons[reason] += 1
 
     def write_requests(self, p: _Plan, sid: int) -> None:
@@ -557,7 +609,7 @@ class _History:
         if not p.healthy or until <= begin:
             return
         batch = rnd.random() < 0.3  # a batch evaluation ran in this session
-        rows: list[dict[str, Any]] = []
+        rows: list[RequestReport] = []
         t = _after(begin, rnd.uniform(5, 120))
         while t < until:
             who = rnd.choices(CONSUMERS, (55, 45, 0))[0]

@@ -29,12 +29,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
 from vastops.clock import utcnow
 from vastops.dashboard.run import dashboard_command, dashboard_script
 from vastops.processes import free_port, port_number, signal_group
+
+if TYPE_CHECKING:
+    from vastops.demo.history import Summary
 
 DEMO_INSTANCE_ID = 12345
 DEMO_LOCK = "demo.lock"  # flock'd for the demo's life: two demos never share a ledger
@@ -202,7 +206,7 @@ class Demo:
         self.history = self.seed_history(env["VASTOPS_DB"])
         return env
 
-    def seed_history(self, db: str) -> dict | None:
+    def seed_history(self, db: str) -> Summary | None:
         """A past for the fresh ledger: every chart and table has something to show (marked demo data)."""
         days = self.args.history_days
         if days <= 0:

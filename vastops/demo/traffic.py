@@ -22,11 +22,11 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import requests
 
 from vastops.sim.llm import MODEL_ID
+from vastops.watchdog.inflight import ReportBody
 
 CONSUMERS = ("team-chat", "team-search", "batch-eval")
 WORDS = {"team-chat": (60, 250), "team-search": (5, 30), "batch-eval": (300, 700)}  # the echo answers as many
@@ -115,7 +115,7 @@ class Traffic:
         words = " ".join(self.rnd.choices(_VOCABULARY, k=self.rnd.randint(*WORDS[consumer])))
         rid = f"demo-live-{self.rnd.getrandbits(48):012x}"
         self.report({"request_id": rid, "phase": "start", "consumer": consumer, "model": MODEL_ID})
-        usage: dict[str, Any] = {}
+        usage: dict[str, object] = {}  # the answer's, as it came: read tolerantly
         try:
             answer = self.http.post(
                 f"{llm_url}/chat/completions",
@@ -124,10 +124,14 @@ class Traffic:
             )
             usage = answer.json().get("usage") or {}
         finally:  # an end even when the answer failed: the request holds the instance no longer
-            end = {"request_id": rid, "phase": "end", "consumer": consumer, "model": MODEL_ID}
-            end.update({k: usage[k] for k in ("prompt_tokens", "completion_tokens") if isinstance(usage.get(k), int)})
+            end: ReportBody = {"request_id": rid, "phase": "end", "consumer": consumer, "model": MODEL_ID}
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if isinstance(prompt, int):
+                end["prompt_tokens"] = prompt
+            if isinstance(completion, int):
+                end["completion_tokens"] = completion
             self.report(end)
         self.sent += 1
 
-    def report(self, body: dict[str, Any]) -> None:
+    def report(self, body: ReportBody) -> None:
         self.http.post(f"{self.watchdog_url}/infra/vast/activity", json=body, headers=self.headers, timeout=5).raise_for_status()

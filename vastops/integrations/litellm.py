@@ -41,7 +41,7 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -53,6 +53,18 @@ else:
         _Base = object
 
 log = logging.getLogger("vastops.integrations.litellm")
+
+
+class ActivityBody(TypedDict):
+    """A body of the watchdog's ``POST /infra/vast/activity`` (its ActivityIn): a request's start or end."""
+
+    request_id: str
+    phase: str  # "start" | "end"
+    consumer: str
+    model: str
+    prompt_tokens: NotRequired[int]  # an end's figures
+    completion_tokens: NotRequired[int]
+
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 DEFAULT_TIMEOUT_S = 2.0
@@ -121,7 +133,7 @@ class Reporter:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._queue: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue(queue_size)
+        self._queue: queue.Queue[tuple[float, ActivityBody]] = queue.Queue(queue_size)
         self._warned: dict[str, float] = {}
         self.sent = 0
         self.dropped = 0  # queue full, stale or refused
@@ -130,7 +142,7 @@ class Reporter:
     def __repr__(self) -> str:  # never the key, whoever prints the proxy's callbacks
         return f"Reporter({_where(self.url)})"
 
-    def submit(self, body: dict[str, Any]) -> None:
+    def submit(self, body: ActivityBody) -> None:
         """Queue one report for the worker; drop it if the queue is full."""
         try:
             self._ensure_worker()
@@ -175,7 +187,7 @@ class Reporter:
             finally:
                 self._queue.task_done()
 
-    def _deliver(self, queued_at: float, body: dict[str, Any]) -> None:
+    def _deliver(self, queued_at: float, body: ActivityBody) -> None:
         data = json.dumps(body).encode()
         pause = self.retry_s
         while True:
@@ -415,7 +427,7 @@ class VastopsLiteLLMCallback(_Base):
         if not self._ended.first(call_id):
             return
         consumer, model = started  # as the start said: the watchdog adds the end's figures to that row
-        body = {
+        body: ActivityBody = {
             "request_id": call_id,
             "phase": "end",
             "consumer": consumer,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,7 +20,20 @@ from vastops.costs import TOTAL_SQL, cost_sql, runtime_seconds, session_costs
 from vastops.vocabulary import START_OUTCOMES, Actor, Event, Status
 
 if TYPE_CHECKING:
-    from vastops.ledger.rows import AuditLine, AuditRow, Details, HeartbeatRow, LeaseRow
+    from vastops.ledger.rows import (
+        Applied,
+        AuditLine,
+        AuditRow,
+        Details,
+        HeartbeatRow,
+        InstanceRow,
+        LeaseRow,
+        OpenRequest,
+        Record,
+        RequestReport,
+        SessionFigures,
+        SessionRow,
+    )
     from vastops.ledger.store import Database
 
 
@@ -32,14 +44,15 @@ class View:
         self.db = db
 
     def _one(self, sql: str, params: Any) -> dict[str, Any] | None:
+        """The first row of any statement: free-form, its columns are the statement's (each named read types its own)."""
         return next(iter(self.db.query(sql, params)), None)
 
-    def instance(self, instance_id: int) -> dict[str, Any] | None:
+    def instance(self, instance_id: int) -> InstanceRow | None:
         """The instance's row: last observation, last activity, a pending start."""
-        return self._one("SELECT * FROM instances WHERE instance_id = ?", [instance_id])
+        return cast("InstanceRow | None", self._one("SELECT * FROM instances WHERE instance_id = ?", [instance_id]))
 
-    def open_session(self, instance_id: int) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [instance_id])
+    def open_session(self, instance_id: int) -> SessionRow | None:
+        return cast("SessionRow | None", self._one("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [instance_id]))
 
     def heartbeat(self, component: str) -> HeartbeatRow | None:
         return cast("HeartbeatRow | None", self._one("SELECT * FROM heartbeats WHERE component = ?", [component]))
@@ -102,13 +115,15 @@ class View:
         row = self._one("SELECT position FROM cursors WHERE name = ?", [name])
         return None if row is None else int(row["position"])
 
-    def open_requests(self, instance_id: int) -> list[dict[str, Any]]:
+    def open_requests(self, instance_id: int) -> list[OpenRequest]:
         """The requests in flight as the ledger has them (no end, no expiry yet), oldest first."""
         rows = self.db.query(
             "SELECT request_id, session_id, started_at FROM requests WHERE instance_id = ? AND ended_at IS NULL ORDER BY started_at",
             [instance_id],
         )
-        return [{**row, "started_at": parse_isoz(row["started_at"])} for row in rows]
+        return [
+            {"request_id": row["request_id"], "session_id": row["session_id"], "started_at": parse_isoz(row["started_at"])} for row in rows
+        ]
 
     def requests_held(self, instance_id: int, now: datetime, ttl_s: float) -> tuple[int, datetime | None]:
         """How many requests are in flight now, and the latest moment a request holds the instance.
@@ -155,29 +170,30 @@ class Tx(View):
 
     def __init__(self, db: Database):
         super().__init__(db)
-        self.appended: list[dict[str, Any]] = []
+        self.appended: list[AuditLine] = []  # the audit rows written, for the mirror (VAST_AUDIT_PATH)
         self.changed_state = False
 
     # -- audit -------------------------------------------------------------------
 
-    def audit(self, ts: datetime, instance_id: int | None, event: str, actor: str, meta: dict[str, Any] | None = None) -> int:
+    def audit(self, ts: datetime, instance_id: int | None, event: str, actor: str, meta: Details | None = None) -> int:
         meta = meta or {}
-        row = {
-            "ts": isoz(ts),
+        row: AuditLine = {
+            "ts": stamp(ts),
             "instance_id": instance_id,
             "event": str(event),
             "actor": str(actor),
-            "meta": json.dumps(meta, sort_keys=True),
+            "meta": meta,
         }
         cursor = self.db.execute(
-            "INSERT INTO audit (ts, instance_id, event, actor, meta) VALUES (:ts, :instance_id, :event, :actor, :meta)", row
+            "INSERT INTO audit (ts, instance_id, event, actor, meta) VALUES (:ts, :instance_id, :event, :actor, :meta)",
+            {**row, "meta": json.dumps(meta, sort_keys=True)},
         )
-        self.appended.append({**row, "meta": meta})
+        self.appended.append(row)
         return _rowid(cursor)
 
     # -- instances ---------------------------------------------------------------
 
-    def instance(self, instance_id: int) -> dict[str, Any]:
+    def instance(self, instance_id: int) -> InstanceRow:
         """The instance's row, created empty on first use."""
         self.db.execute("INSERT OR IGNORE INTO instances (instance_id) VALUES (?)", [instance_id])
         row = super().instance(instance_id)
@@ -201,7 +217,7 @@ class Tx(View):
         )
         self.changed_state = True
 
-    def record_requests(self, instance_id: int, rows: list[dict[str, Any]]) -> None:
+    def record_requests(self, instance_id: int, rows: list[RequestReport]) -> None:
         """Write the requests' rows (vastops/watchdog/inflight.py): a start inserts, an end or an expiry fills it in.
 
         Each row counts once: an end changes a row only while it is in flight or was
@@ -319,7 +335,7 @@ class Tx(View):
         self.changed_state = True
         return cursor.rowcount == 1
 
-    def close_session(self, session: Mapping[str, Any], at: datetime, actor: str, reason: str) -> dict[str, Any]:
+    def close_session(self, session: SessionRow, at: datetime, actor: str, reason: str) -> SessionFigures:
         """End ``session`` at ``at``; the stop figures its audit row and the stop's answer carry.
 
         The one place a stop's figures are made: a stop vastops made (``apply``), a stop
@@ -348,7 +364,7 @@ class Tx(View):
 
     # -- records (vastops/ledger/spool.py) ------------------------------------------------
 
-    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, record: Record) -> Applied:
         """Apply a record's operations, once: an id already applied changes nothing.
 
         The operations are written so that applying them late (after the ledger
@@ -358,32 +374,37 @@ class Tx(View):
         done = self.db.execute("INSERT OR IGNORE INTO applied (id, applied_at) VALUES (?, ?)", [record["id"], isoz(utcnow())])
         if done.rowcount == 0:
             return {"duplicate": True}
-        answer: dict[str, Any] = {}
+        answer: Applied = {}
         for op in record["ops"]:
-            kind = op["op"]
-            if kind == "audit":
+            if op["op"] == "audit":
                 self.audit(_at(op["ts"]), op["instance_id"], op["event"], op["actor"], op.get("meta"))
-            elif kind == "stopped":
+            elif op["op"] == "stopped":
                 answer["figures"] = self._stopped(
                     op["instance_id"], _at(op["at"]), op["actor"], op["reason"], op["complete_event"], op.get("cause")
                 )
-            else:
-                raise ValueError(f"unknown record operation {kind!r}")
+            else:  # a record from a newer vastops, read back from the spool
+                raise ValueError(f"unknown record operation {op['op']!r}")
         return answer
 
     def _stopped(
         self, instance_id: int, at: datetime, actor: str, reason: str, complete_event: str, cause: str | None = None
-    ) -> dict[str, Any] | None:
+    ) -> SessionFigures | None:
         """What a successful stop call at ``at`` means for the ledger; the ended session's figures, if one ran."""
-        session = self._one(
-            "SELECT * FROM sessions WHERE instance_id = :iid AND started_at <= :at"
-            " AND (ended_at IS NULL OR (end_reason = 'external' AND ended_at > :at)) ORDER BY started_at DESC LIMIT 1",
-            {"iid": instance_id, "at": isoz(at)},
+        session = cast(
+            "SessionRow | None",
+            self._one(
+                "SELECT * FROM sessions WHERE instance_id = :iid AND started_at <= :at"
+                " AND (ended_at IS NULL OR (end_reason = 'external' AND ended_at > :at)) ORDER BY started_at DESC LIMIT 1",
+                {"iid": instance_id, "at": isoz(at)},
+            ),
         )
         figures = None if session is None else self.close_session(session, at, actor, reason)
         row = self.instance(instance_id)
-        if row["pending"] is not None and (row["pending_since"] or "") <= stamp(at):
-            self.abort_pending(instance_id, row["pending_audit_id"], at, Status.STOPPED)
+        # pending and pending_audit_id are set and cleared together (Power._mark_pending, clear_pending);
+        # a row without the id could not be cleared anyway (clear_pending matches on it).
+        request_id = row["pending_audit_id"]
+        if row["pending"] is not None and request_id is not None and (row["pending_since"] or "") <= stamp(at):
+            self.abort_pending(instance_id, request_id, at, Status.STOPPED)
         self.db.execute(
             "UPDATE instances SET status = 'stopped', endpoint_base_url = NULL, observed_at = :at, not_running_since = NULL"
             " WHERE instance_id = :iid AND COALESCE(observed_at, '') <= :at",
@@ -394,7 +415,7 @@ class Tx(View):
             {"iid": instance_id, "at": isoz(at)},
         )
         self.changed_state = True
-        meta: dict[str, Any] = {"instance_id": instance_id, **(figures or {"already_stopped": True})}
+        meta: Details = {"instance_id": instance_id, **(figures or {"already_stopped": True})}
         if cause is not None:
             meta["cause"] = cause  # why the watchdog stopped it (vocabulary.Cause)
         self.audit(at, instance_id, complete_event, actor, meta)

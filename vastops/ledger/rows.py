@@ -9,7 +9,7 @@ and the JSON the API sends, are unchanged.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 
 class InstanceRow(TypedDict):
@@ -39,6 +39,36 @@ class InstanceRow(TypedDict):
     credit_usd: float | None
     credit_seen_at: str | None
     keepalive_until: str | None
+
+
+def blank_instance(instance_id: int) -> InstanceRow:
+    """The row of an instance the ledger has not seen yet: as ``Tx.instance`` would create it (the columns' defaults)."""
+    return {
+        "instance_id": instance_id,
+        "status": None,
+        "gpu_name": None,
+        "dph_base": None,
+        "storage_dph": None,
+        "endpoint_base_url": None,
+        "message": None,
+        "observed_at": None,
+        "acted_at": None,
+        "last_activity": None,
+        "activity_count": 0,
+        "pending": None,
+        "pending_since": None,
+        "pending_actor": None,
+        "pending_audit_id": None,
+        "pending_health_path": None,
+        "pending_health_port": None,
+        "idle_from": None,
+        "observation_asked_at": None,
+        "not_running_since": None,
+        "pending_gpu_at": None,
+        "credit_usd": None,
+        "credit_seen_at": None,
+        "keepalive_until": None,
+    }
 
 
 class SessionRow(TypedDict):
@@ -96,6 +126,14 @@ class RequestRow(TypedDict):
     expired: int
 
 
+class LeaseHolder(TypedDict):
+    """Who held a lease (a ``LeaseRow`` without its token), as a watchdog_takeover row says it."""
+
+    host: str
+    pid: int
+    renewed_at: str
+
+
 class OpenRequest(TypedDict):
     """A request in flight as ``View.open_requests`` returns it (its start parsed)."""
 
@@ -142,7 +180,7 @@ class StopFigures(TypedDict, total=False):
 class StopDecision(StopFigures, total=False):
     """A stop the watchdog decided (auto_shutdown, keepalive_stop, max_session_stop, scheduled_stop, budget_stop)."""
 
-    instance_id: int
+    instance_id: int | None  # the configured instance (a watchdog row: None when none is)
     session_id: int | None
     cause: str  # vocabulary.Cause
     deadline: str | None
@@ -161,8 +199,8 @@ class BudgetOverrideDetails(TypedDict):
 class StartOutcome(TypedDict, total=False):
     """How a start (or reboot) ended: power_on_complete, *_failed, *_health_timeout, *_unavailable."""
 
-    instance_id: int
-    request_id: int  # the power_on_requested (or reboot_requested) row it answers
+    instance_id: int | None  # the configured instance (a watchdog row: None when none is)
+    request_id: int | None  # the power_on_requested (or reboot_requested) row it answers (instance_log: None without one)
     startup_seconds: float  # complete: from the request to /health
     waited_seconds: float  # health timeout, unavailable
     reason: str
@@ -191,6 +229,30 @@ class Details(StopDecision, StartOutcome, total=False):
     already_stopped: bool
     waiting_requests: int  # wake_requested
     raw: str  # a meta that was not JSON (the Audit page shows it as it is)
+    compute_cost_usd: float  # a stop's complete row, an external stop (SessionFigures)
+    storage_cost_usd: float
+    confirmed_by: str  # external_stop, credit_exhausted_stop: intended_status or second_look
+    gpu_name: str | None  # external_start: the rates it started at
+    dph_base: float
+    storage_dph: float
+    scheduling_timeout_s: float  # power_on_unavailable
+    wait_for_health: bool  # power_on_requested, reboot_requested
+    health_path: str
+    health_port: int
+    minutes_left: float  # a stop's warning
+    previous: LeaseHolder | None  # watchdog_takeover: the lease it took
+    pid: int  # watchdog_takeover
+    host: str
+    previous_pid: int | None  # watchdog_recovered
+    last_heartbeat: str
+    down_seconds: float
+    seconds: float  # clock_step (the step), vast_failing (how long)
+    system_clock: str  # clock_step
+    vastops_clock: str
+    event: str | None  # notify_failed: the row whose notification failed
+    audit_id: int | None
+    attempts: int
+    demo: bool  # a row of the demo's simulated past
 
 
 class AuditLine(TypedDict):
@@ -213,3 +275,73 @@ class LastAction(AuditRow):
     """The newest action on the instance (``Control.last_action``) and the row that settled it (None while under way)."""
 
     outcome: AuditRow | None
+
+
+# -- what the ledger's writes take and give back ------------------------------------
+
+
+class SessionFigures(TypedDict):
+    """An ended session's figures (``Tx.close_session``): in its stop's audit row and the stop's answer."""
+
+    session_id: int
+    session_runtime_minutes: float
+    session_cost_usd: float
+    compute_cost_usd: float
+    storage_cost_usd: float
+
+
+class RequestReport(TypedDict, total=False):
+    """A request's start, end or expiry as the watchdog writes it (``Tx.record_requests``)."""
+
+    request_id: str  # always there
+    session_id: int | None
+    consumer: str | None
+    model: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    expired: int
+
+
+class AuditOp(TypedDict):
+    """A record's operation: append an audit row (``power.audit_op``)."""
+
+    op: Literal["audit"]
+    ts: str
+    instance_id: int | None
+    event: str
+    actor: str
+    meta: Details
+
+
+class _StoppedOp(TypedDict):
+    op: Literal["stopped"]
+    instance_id: int
+    at: str
+    actor: str
+    reason: str
+    complete_event: str
+
+
+class StoppedOp(_StoppedOp, total=False):
+    """A record's operation: a stop vast.ai accepted at ``at`` (``Tx._stopped`` books it)."""
+
+    cause: str  # vocabulary.Cause: why the watchdog stopped it
+
+
+Op = AuditOp | StoppedOp
+
+
+class Record(TypedDict):
+    """Operations applied together, once (``Tx.apply``), or kept in the spool until they can be."""
+
+    id: str
+    ops: list[Op]
+
+
+class Applied(TypedDict, total=False):
+    """What ``Tx.apply`` answers: a record already applied, or the figures of the session a stop ended (None: none ran)."""
+
+    duplicate: bool
+    figures: SessionFigures | None

@@ -135,14 +135,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE instances ADD COLUMN keepalive_until TEXT;
     -- "the last row of this event" (a budget's override, a warning, the kept log) without a scan
     CREATE INDEX audit_by_event ON audit(instance_id, event, id);
-    -- how far a reader of the audit trail got (the notifier: vastops/notify.py)
+    -- how far a reader of the audit trail got (the notifier: vastops/watchdog/notify.py)
     CREATE TABLE cursors (
         name TEXT PRIMARY KEY,
         position INTEGER NOT NULL
     );
     """,
     """
-    -- the gateway's LLM requests (POST /infra/vast/activity with a body: vastops/inflight.py),
+    -- the gateway's LLM requests (POST /infra/vast/activity with a body: vastops/watchdog/inflight.py),
     -- written by the watchdog's once-a-second flush; costs per consumer are computed from it
     CREATE TABLE requests (
         id INTEGER PRIMARY KEY,

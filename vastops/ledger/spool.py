@@ -30,11 +30,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO
+
+from vastops.ledger.rows import Record
 
 log = logging.getLogger("vastops.spool")
-
-Record = dict[str, Any]  # {"id": str, "ops": [{"op": ..., ...}, ...]}
 
 
 class Spool:
@@ -46,7 +46,7 @@ class Spool:
         self.file_error: str | None = None
 
     @contextmanager
-    def _locked(self, mode: str) -> Iterator[Any]:
+    def _locked(self, mode: str) -> Iterator[IO[str]]:
         with open(self.path, mode, encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -85,7 +85,7 @@ class Spool:
                         if not line.strip():
                             continue
                         try:
-                            records.append(json.loads(line))
+                            records.append(json.loads(line))  # a line this module wrote: a Record
                         except ValueError:
                             if line not in self._warned:  # once per line, not at every look
                                 self._warned.add(line)

@@ -25,13 +25,14 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from vastops.errors import LedgerError as LedgerError  # defined with its codes; raised here
 from vastops.ledger.queries import Tx, View
+from vastops.ledger.rows import Applied, Op, Record
 from vastops.ledger.schema import MIGRATIONS, migrate, schema_version
 from vastops.ledger.spool import Spool
 
@@ -176,11 +177,11 @@ class Ledger:
 
     # -- records that must not be lost (vastops/ledger/spool.py) -----------------------
 
-    def keep(self, ops: list[dict[str, Any]]) -> None:
+    def keep(self, ops: Sequence[Op]) -> None:
         """Keep ``ops`` in the spool, to be written by the next ``record`` or ``drain``: never waits on the ledger."""
-        self.spool.keep({"id": secrets.token_hex(12), "ops": ops})
+        self.spool.keep({"id": secrets.token_hex(12), "ops": list(ops)})
 
-    def record(self, ops: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    def record(self, ops: Sequence[Op]) -> tuple[Applied | None, str | None]:
         """Write ``ops`` in one transaction, after any records kept from earlier.
 
         Returns (what the ops answered, None), or (None, the problem) when the ledger
@@ -188,7 +189,7 @@ class Ledger:
         Never raises for a ledger fault: a stop that already happened must not fail
         because its bookkeeping could not be written yet.
         """
-        record = {"id": secrets.token_hex(12), "ops": ops}
+        record: Record = {"id": secrets.token_hex(12), "ops": list(ops)}
         try:
             with self.write() as tx:  # write() applies what was kept before first
                 return tx.apply(record), None

@@ -60,7 +60,7 @@ import logging
 import math
 import time
 import traceback
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx2
 
@@ -95,6 +95,16 @@ log = logging.getLogger("vastops.proxy")
 WAITING_BODY_BYTES = 128 * 1024 * 1024
 WARN_EVERY_S = 60.0
 BUSY_RETRY_S = 1  # Retry-After of "the proxy serves as many requests as it can"
+
+
+class Healthz(TypedDict):
+    """The proxy's GET /healthz."""
+
+    status: str
+    watchdog: str
+    waiting_requests: int
+    waking: bool
+    endpoint_known: bool
 
 
 class Proxy:
@@ -437,13 +447,13 @@ class Proxy:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send_body(send, error_body(message, code, kind), more=False)
 
-    async def _json(self, send: Send, status: int, body: dict[str, Any]) -> None:
+    async def _json(self, send: Send, status: int, body: Healthz) -> None:
         await send_answer(send, status, json.dumps(body).encode(), b"application/json")
 
     def _count(self, code: str) -> None:
         self.answered_503[code] = self.answered_503.get(code, 0) + 1
 
-    def _healthz(self) -> dict[str, Any]:
+    def _healthz(self) -> Healthz:
         return {
             "status": "ok",
             "watchdog": where(self.api),

@@ -12,18 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 import httpx2
+from starlette.types import Receive, Scope, Send  # ASGI's own types
 
 from vastops.proxy.reports import Report, Reporter, report_text
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from vastops.watchdog.inflight import ReportFields
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a long prompt is a few MB; this only stops a flood
 USAGE_SCAN_BYTES = 1024 * 1024  # a non-streaming answer is parsed for its usage up to this size
@@ -92,7 +88,7 @@ class Forward:
     def __post_init__(self) -> None:
         self.arrived = time.monotonic()
 
-    def report_fields(self) -> dict[str, Any]:
+    def report_fields(self) -> ReportFields:
         return {"consumer": self.consumer, "model": self.model}
 
 
@@ -103,7 +99,7 @@ class UsageScan:
         self.stream = content_type.startswith("text/event-stream")
         self.json = content_type.startswith("application/json")
         self.buffer = bytearray()
-        self.usage: dict[str, Any] | None = None
+        self.usage: dict[str, object] | None = None  # the answer's, as it came: read tolerantly
 
     def feed(self, chunk: bytes) -> None:
         if self.stream:
@@ -122,8 +118,9 @@ class UsageScan:
         if not self.usage:
             return None, None
         prompt, completion = self.usage.get("prompt_tokens"), self.usage.get("completion_tokens")
-        ok = isinstance(prompt, int) and prompt >= 0
-        return (prompt, completion if isinstance(completion, int) and completion >= 0 else 0) if ok else (None, None)
+        if not isinstance(prompt, int) or prompt < 0:
+            return None, None
+        return prompt, completion if isinstance(completion, int) and completion >= 0 else 0
 
     def _take(self, data: bytes) -> None:
         try:

@@ -17,12 +17,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx2
 
-from vastops.watchdog.inflight import MAX_ID_CHARS
+from vastops.watchdog.inflight import MAX_ID_CHARS, ReportBody, ReportFields
 
 # Activity reports (``Reporter``).
 REPORT_TIMEOUT_S = 2.0  # one post
@@ -56,8 +56,8 @@ def where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.port else f"{parts.scheme}://{parts.hostname}"
 
 
-def answer_json(answer: httpx2.Response) -> dict[str, Any]:
-    """The watchdog's answer as a JSON object; empty when it is not one."""
+def answer_json(answer: httpx2.Response) -> dict[str, object]:
+    """The watchdog's answer as a JSON object; empty when it is not one (read tolerantly: any JSON value)."""
     try:
         body = answer.json()
     except ValueError:
@@ -126,7 +126,7 @@ class Reporter:
         self.dropped_total = 0
         self.tasks: set[asyncio.Task[Any]] = set()
 
-    def start(self, fields: dict[str, Any]) -> Report:
+    def start(self, fields: ReportFields) -> Report:
         report = Report("proxy-" + secrets.token_hex(8))
         if self.in_flight >= MAX_REPORTS_IN_FLIGHT:
             self.dropped_total += 1
@@ -134,13 +134,14 @@ class Reporter:
             report.first.set_result(UNANSWERED)
             return report
         self.in_flight += 1
-        body = {"request_id": report.request_id, "phase": "start", **{k: v for k, v in fields.items() if v is not None}}
+        body: ReportBody = {"request_id": report.request_id, "phase": "start"}
+        body.update(cast(ReportFields, {k: v for k, v in fields.items() if v is not None}))
         report.task = self._spawn(self._deliver(body, report.first))
         return report
 
-    def end(self, report: Report, fields: dict[str, Any] | None = None) -> None:
+    def end(self, report: Report, fields: ReportFields | None = None) -> None:
         if report.task is not None:
-            body = {"request_id": report.request_id, "phase": "end", **(fields or {})}
+            body: ReportBody = {"request_id": report.request_id, "phase": "end", **(fields or {})}
             self._spawn(self._end_after(report.task, body))
             report.task = None  # one end
 
@@ -157,7 +158,7 @@ class Reporter:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def _end_after(self, start: asyncio.Task[bool], body: dict[str, Any]) -> None:
+    async def _end_after(self, start: asyncio.Task[bool], body: ReportBody) -> None:
         # Posts run side by side, so a quick request's end could overtake its start, and the
         # watchdog would then hold a start that never ends (until VAST_REQUEST_TTL_S).
         try:
@@ -166,7 +167,7 @@ class Reporter:
         finally:
             self.in_flight -= 1
 
-    async def _deliver(self, body: dict[str, Any], first: asyncio.Future[Seen] | None = None) -> bool:
+    async def _deliver(self, body: ReportBody, first: asyncio.Future[Seen] | None = None) -> bool:
         """Post until the watchdog takes it (True), refuses it or it is given up (False)."""
         data = json.dumps(body).encode()  # ASCII: nothing in it can fail to encode
         give_up_at = time.monotonic() + REPORT_RETRY_FOR_S

@@ -20,7 +20,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import httpx2
 
@@ -68,15 +68,36 @@ class WatchdogDown(Exception):
     """The watchdog did not answer (or answered 401/5xx): the proxy cannot know or change the instance."""
 
 
-def healthy(status: dict[str, Any]) -> bool:
+class WatchdogStatus(TypedDict, total=False):
+    """The fields of the watchdog's GET /status (StatusOut) that the proxy reads."""
+
+    status: str
+    message: str | None
+    endpoint_base_url: str | None
+    session_id: int | None
+    power_on_pending: bool
+    power_on_pending_s: float | None
+    observed_at: str | None
+
+
+class PowerOnBody(TypedDict):
+    """The proxy's POST /power/on (PowerOnIn)."""
+
+    wait_for_health: bool
+    actor: str
+    waiting_requests: int
+
+
+def healthy(status: WatchdogStatus) -> bool:
     """Whether the status says the instance serves: running, no start pending, an endpoint known."""
     return status.get("status") == Status.RUNNING and not status.get("power_on_pending") and bool(status.get("endpoint_base_url"))
 
 
-def target_of(status: dict[str, Any]) -> Target:
+def target_of(status: WatchdogStatus) -> Target:
     """The endpoint (and its session) a healthy status names."""
-    sid = status.get("session_id")
-    return Target(status["endpoint_base_url"].rstrip("/"), sid if isinstance(sid, int) else None)
+    sid, url = status.get("session_id"), status.get("endpoint_base_url")
+    assert url is not None  # healthy(status)
+    return Target(url.rstrip("/"), sid if isinstance(sid, int) else None)
 
 
 class Watchdog:
@@ -85,7 +106,7 @@ class Watchdog:
     def __init__(self, http: httpx2.AsyncClient, api: str, headers: dict[str, str]):
         self.http, self.api, self.headers = http, api, headers
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> WatchdogStatus:
         try:
             answer = await self.http.get(self.api + "/status", headers=self.headers, timeout=10.0)
         except httpx2.HTTPError as exc:
@@ -94,9 +115,9 @@ class Watchdog:
             ) from None
         if answer.status_code != 200:
             raise WatchdogDown(f"the watchdog's status answered {answer.status_code}: {detail(answer)}")
-        return answer.json()
+        return cast(WatchdogStatus, answer.json())
 
-    async def post(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+    async def post(self, path: str, body: PowerOnBody) -> httpx2.Response:
         try:
             return await self.http.post(self.api + path, json=body, headers=self.headers, timeout=60.0)
         except httpx2.HTTPError as exc:
@@ -247,7 +268,7 @@ class Waker:
             await asyncio.sleep(POLL_S)
             status = await self.watchdog.status()
 
-    def _failed_start(self, status: dict[str, Any]) -> Outcome | None:
+    def _failed_start(self, status: WatchdogStatus) -> Outcome | None:
         """The answer when the start under way cannot give an answer soon, else None (keep waiting)."""
         state = status.get("status")
         pending = status.get("power_on_pending")

@@ -14,13 +14,14 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import IO, Any
+from typing import IO, Any, TypedDict, cast
 
+from vastops.ledger.rows import AuditLine, AuditRow, Details
 from vastops.ledger.store import Database, Ledger
-from vastops.reports.ranges import day_start
+from vastops.reports.ranges import SqlParams, day_start
 from vastops.reports.sessions import MINUTES_DECIMALS, MONEY_DECIMALS
 from vastops.vocabulary import Event
 
@@ -36,9 +37,9 @@ class AuditFilter:
     text: str = ""  # case-insensitive substring of the meta JSON
     instance_id: int | None = None
 
-    def where(self) -> tuple[str, dict[str, Any]]:
+    def where(self) -> tuple[str, SqlParams]:
         clauses: list[str] = []
-        params: dict[str, Any] = {}
+        params: SqlParams = {}
         if self.events:
             names = [f":ev{i}" for i in range(len(self.events))]
             clauses.append(f"event IN ({', '.join(names)})")
@@ -68,7 +69,7 @@ def _like_escape(text: str) -> str:
 
 @dataclass(frozen=True)
 class AuditPage:
-    rows: list[dict[str, Any]]  # newest first; meta decoded
+    rows: list[AuditRow]  # newest first; meta decoded
     has_older: bool
     has_newer: bool
 
@@ -103,28 +104,40 @@ def _page(db: Database, flt: AuditFilter, older_than: int | None, newer_than: in
     params = {**params, "n": int(limit) + 1}
     if newer_than is not None:
         sql = f"SELECT * FROM audit WHERE {where} AND id > :cursor ORDER BY id ASC LIMIT :n"
-        rows = list(db.query(sql, {**params, "cursor": newer_than}))
+        rows = cast("list[StoredAudit]", list(db.query(sql, {**params, "cursor": newer_than})))
         more_newer = len(rows) > limit
         rows = list(reversed(rows[:limit]))
         has_older = bool(rows) or _exists(db, where, params, "id <= :cursor", newer_than)
         return AuditPage([_decode(r) for r in rows], has_older=has_older, has_newer=more_newer)
     cursor_clause = "AND id < :cursor" if older_than is not None else ""
     sql = f"SELECT * FROM audit WHERE {where} {cursor_clause} ORDER BY id DESC LIMIT :n"
-    rows = list(db.query(sql, {**params, "cursor": older_than}))
+    rows = cast("list[StoredAudit]", list(db.query(sql, {**params, "cursor": older_than})))
     more_older = len(rows) > limit
     rows = rows[:limit]
     has_newer = older_than is not None and _exists(db, where, params, "id >= :cursor", older_than)
     return AuditPage([_decode(r) for r in rows], has_older=more_older, has_newer=has_newer)
 
 
-def _exists(db: Database, where: str, params: dict[str, Any], clause: str, cursor: int) -> bool:
+def _exists(db: Database, where: str, params: SqlParams, clause: str, cursor: int) -> bool:
     row = next(db.query(f"SELECT EXISTS(SELECT 1 FROM audit WHERE {where} AND {clause}) AS e", {**params, "cursor": cursor}))
     return bool(row["e"])
 
 
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
+class StoredAudit(TypedDict):
+    """An audit row as stored: its ``meta`` JSON text."""
+
+    id: int
+    ts: str
+    instance_id: int | None
+    event: str
+    actor: str
+    meta: str
+
+
+def _decode(row: StoredAudit) -> AuditRow:
+    meta: Details
     try:
-        meta = json.loads(row["meta"])
+        meta = cast(Details, json.loads(row["meta"]))
     except (TypeError, ValueError):
         meta = {"raw": row["meta"]}
     return {"id": row["id"], "ts": row["ts"], "instance_id": row["instance_id"], "event": row["event"], "actor": row["actor"], "meta": meta}
@@ -148,12 +161,12 @@ def first_day(ledger: Ledger) -> date | None:
 AUDIT_CSV_COLUMNS = ["id", "ts_utc", "instance_id", "event", "actor", "meta_json"]
 
 
-def _rows(db: Database, flt: AuditFilter = AuditFilter(), max_rows: int | None = None) -> Iterator[dict[str, Any]]:
+def _rows(db: Database, flt: AuditFilter = AuditFilter(), max_rows: int | None = None) -> Iterator[StoredAudit]:
     where, params = flt.where()
     sql = f"SELECT id, ts, instance_id, event, actor, meta FROM audit WHERE {where} ORDER BY id DESC"
     if max_rows:
         sql += f" LIMIT {int(max_rows)}"
-    yield from db.query(sql, params)
+    yield from cast("Iterator[StoredAudit]", db.query(sql, params))
 
 
 def audit_csv(ledger: Ledger, flt: AuditFilter = AuditFilter(), max_rows: int | None = None) -> str:
@@ -167,7 +180,7 @@ def audit_csv(ledger: Ledger, flt: AuditFilter = AuditFilter(), max_rows: int | 
     return out.getvalue()
 
 
-def _write_csv(rows: Iterable[dict[str, Any]], fh: IO[str]) -> int:
+def _write_csv(rows: Iterable[StoredAudit], fh: IO[str]) -> int:
     writer = csv.writer(fh, lineterminator="\n")
     writer.writerow(AUDIT_CSV_COLUMNS)
     n = 0
@@ -203,24 +216,43 @@ def _rounded_meta_json(text: str) -> str:
     return json.dumps(round_meta(meta), sort_keys=True)  # as the ledger writes it (Ledger.audit)
 
 
-def cold_starts(audit_rows: list[dict[str, Any]], since: str) -> dict[str, Any]:
+class Wake(TypedDict):
+    """One of the proxy's cold starts: when, how many requests waited, how long it took (None: not healthy)."""
+
+    ts: str
+    waited: int
+    seconds: float | None
+
+
+class _OpenWake(Wake):
+    open: bool  # no power_on_complete yet
+
+
+class ColdStarts(TypedDict):
+    wakes: int
+    waited: int
+    last_seconds: float | None
+    each: list[Wake]
+
+
+def cold_starts(audit_rows: Sequence[AuditLine], since: str) -> ColdStarts:
     """The wake proxy's cold starts since ``since`` (ISO, Z) from audit rows (newest first, as ``Control.audit``):
     how many, how many requests waited for them, how long the last one took to be healthy, and
     ``each``: every wake, newest first, as {"ts", "waited", "seconds"} (seconds None while it
     starts, or when it never became healthy)."""
-    each: list[dict[str, Any]] = []
+    each: list[_OpenWake] = []
     for row in reversed(audit_rows):
         if row["ts"] < since:
             continue
         if row["event"] == Event.WAKE_REQUESTED:
             each.append({"ts": row["ts"], "waited": int(row["meta"].get("waiting_requests") or 0), "seconds": None, "open": True})
         elif row["event"] == Event.POWER_ON_COMPLETE and each and each[-1]["open"]:
-            each[-1].update(seconds=row["meta"].get("startup_seconds"), open=False)
+            each[-1]["seconds"], each[-1]["open"] = row["meta"].get("startup_seconds"), False
     each.reverse()
     done = [w["seconds"] for w in each if w["seconds"] is not None]
     return {
         "wakes": len(each),
         "waited": sum(w["waited"] for w in each),
         "last_seconds": done[0] if done else None,
-        "each": [{k: w[k] for k in ("ts", "waited", "seconds")} for w in each],
+        "each": [{"ts": w["ts"], "waited": w["waited"], "seconds": w["seconds"]} for w in each],
     }

@@ -50,7 +50,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from vastops.clock import isoz
 from vastops.costs import COMPUTE_SQL, SECONDS_PER_HOUR, STORAGE_SQL
@@ -208,7 +208,42 @@ WHERE instance_id = :iid AND started_at >= :rlo AND started_at < :hi ORDER BY st
 """
 
 
-def report(db: Database, instance_id: int | None, start: date, end: date, now: datetime, ttl_s: float) -> dict[str, Any]:
+class ConsumerLine(TypedDict):
+    """One line of the split (``report``'s ``rows``): a consumer, start-up or idle."""
+
+    consumer: str
+    kind: str  # consumer, start-up, idle
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    busy_hours: float
+    cost_usd: float
+    share: float
+    usd_per_million_tokens: float | None
+
+
+class ConsumerTotals(TypedDict):
+    sessions: int
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    busy_hours: float
+    hours: float
+    busy_cost_usd: float
+    cost_usd: float
+    usd_per_million_tokens: float | None
+
+
+class ConsumersReport(TypedDict):
+    """Cost per consumer over UTC days (``report``; GET /consumers)."""
+
+    start: str
+    end: str
+    rows: list[ConsumerLine]
+    totals: ConsumerTotals
+
+
+def report(db: Database, instance_id: int | None, start: date, end: date, now: datetime, ttl_s: float) -> ConsumersReport:
     """Cost per consumer over the UTC days [start, end] (both included; in either order).
 
     ``rows``: one per consumer (most expensive first), then ``start-up`` and ``idle``;
@@ -235,7 +270,7 @@ def report(db: Database, instance_id: int | None, start: date, end: date, now: d
     return _rows(tallies, start, end, sessions)
 
 
-def report_from(ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime, ttl_s: float) -> dict[str, Any]:
+def report_from(ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime, ttl_s: float) -> ConsumersReport:
     """``report`` on its own connection: the Costs page asks this, and never holds one."""
     with ledger.read() as db:
         return report(db, instance_id, start, end, now, ttl_s)
@@ -255,7 +290,7 @@ def _instance(
     """Add one instance's lines over [lo, hi) to ``tallies``; the number of its sessions there."""
     overlap, params = overlapping(db, iid, start, end, now)
     now_s = now.timestamp()
-    floor = _epoch(params["floor"])  # the first session that can reach into the range starts here, or later
+    floor = _epoch(str(params["floor"]))  # the first session that can reach into the range starts here, or later
     assert floor is not None
     rlo = isoz(datetime.fromtimestamp(min(floor, lo) - LOOKBACK_S, UTC))
     # Plain cursors (tuples, not the ledger's dict rows): a third of the time on a million requests.
@@ -314,10 +349,10 @@ def _requests(rows: Iterable[tuple[Any, ...]], now_s: float, ttl_s: float) -> It
         yield s, e, consumer or UNKNOWN, prompt or 0, completion or 0
 
 
-def _rows(tallies: dict[Line, _Tally], start: date, end: date, sessions: int) -> dict[str, Any]:
+def _rows(tallies: dict[Line, _Tally], start: date, end: date, sessions: int) -> ConsumersReport:
     total_usd = sum(t.usd for t in tallies.values())
     consumers = sorted((key for key in tallies if key[0] == CONSUMER), key=lambda key: (-tallies[key].usd, key[1]))
-    rows: list[dict[str, Any]] = []
+    rows: list[ConsumerLine] = []
     for key in [*consumers, (STARTUP, STARTUP), (IDLE, IDLE)]:
         t = tallies.get(key)
         if t is None:
@@ -374,18 +409,19 @@ HOURS_DECIMALS = 6  # 3.6 ms
 _ROUNDING = {"busy_hours": HOURS_DECIMALS, "cost_usd": MONEY_DECIMALS, "share": 6, "usd_per_million_tokens": MONEY_DECIMALS}
 
 
-def csv_text(result: dict[str, Any]) -> str:
+def csv_text(result: ConsumersReport) -> str:
     """``report``'s lines as CSV, rounded as the other CSVs round (money to a millionth of a dollar,
     with that many decimals); an empty field where a figure is None."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([column for _, column in CSV_COLUMNS])
     for row in result["rows"]:
-        writer.writerow([_field(row[key], _ROUNDING.get(key)) for key, _ in CSV_COLUMNS])
+        fields = cast("dict[str, str | float | None]", row)  # read by the column's name
+        writer.writerow([_field(fields[key], _ROUNDING.get(key)) for key, _ in CSV_COLUMNS])
     return out.getvalue()
 
 
-def _field(value: Any, decimals: int | None) -> Any:
+def _field(value: str | float | None, decimals: int | None) -> str | float:
     if value is None:
         return ""
     return f"{value:.{decimals}f}" if decimals is not None else value

@@ -37,13 +37,96 @@ import csv
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TypedDict, cast
 
 from vastops.clock import parse_isoz
 from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, cost_usd
 from vastops.ledger.store import Database, Ledger
 from vastops.reports.ranges import overlapping, range_bounds, scope_sql
-from vastops.reports.sessions import sessions_in_range
+from vastops.reports.sessions import SessionLine, sessions_in_range
+
+
+class DayRow(TypedDict):
+    """One UTC day of ``cost_per_day``."""
+
+    day: str  # YYYY-MM-DD
+    compute_usd: float
+    storage_usd: float
+    cost_usd: float
+    runtime_hours: float
+    sessions_started: int
+    storage_while_stopped_usd: float
+    cumulative_usd: float
+
+
+class MonthRow(TypedDict):
+    """One UTC month of ``months_from_days`` (and of the month summary CSV)."""
+
+    month: str  # YYYY-MM
+    sessions_started: int
+    runtime_hours: float
+    compute_usd: float
+    storage_usd: float
+    cost_usd: float
+    storage_while_stopped_usd: float
+
+
+class LengthRow(TypedDict):
+    """One bar of the session-length chart."""
+
+    bucket: str
+    sessions: int
+    cost_usd: float
+
+
+class Totals(TypedDict):
+    """What accrued inside a range (``period_report``'s ``totals``), with its days."""
+
+    cost_usd: float
+    compute_usd: float
+    storage_usd: float
+    runtime_hours: float
+    storage_while_stopped_usd: float
+    sessions_count: int
+    avg_session_minutes: float
+    days: list[DayRow]
+
+
+class PeriodReport(TypedDict):
+    totals: Totals
+    lengths: list[LengthRow]
+    months: list[MonthRow]
+
+
+class MonthToDate(TypedDict):
+    """This UTC month so far (``month_to_date``)."""
+
+    month: str
+    cost_usd: float
+    storage_while_stopped_usd: float
+    projected_usd: float | None
+    days_elapsed: float
+    days_in_month: int
+
+
+class CostsReport(TypedDict):
+    """What the Costs page shows for a range (``costs_report``)."""
+
+    totals: Totals
+    months: list[MonthRow]
+    month: MonthToDate
+    lengths: list[LengthRow]
+    sessions: list[SessionLine]
+
+
+class _Whole(TypedDict):
+    """A session that ``Scan`` cuts at midnight, whole: its ends and its figures."""
+
+    s0: str
+    s1: str
+    runtime_s: float
+    compute_usd: float
+    storage_usd: float
 
 
 def _days(start: date, end: date) -> list[date]:
@@ -139,13 +222,13 @@ class Scan:
     def __init__(self, db: Database, instance_id: int | None, start: date, end: date, now: datetime):
         overlap, params = overlapping(db, instance_id, start, end, now)
         scope = scope_sql(instance_id)[0]
-        lo, hi = parse_isoz(params["lo"]), parse_isoz(params["hi"])
+        lo, hi = (parse_isoz(b) for b in range_bounds(start, end))
         assert lo is not None and hi is not None
         self.instance_id, self.start, self.end = instance_id, start, end
         self.days: dict[str, dict[str, float]] = {}
         # day -> [sessions, runtime_s, then per bucket: sessions, cost_usd] of the sessions inside one day
         self.inside: dict[str, list[float]] = {}
-        self.others: dict[int, dict[str, Any]] = {}  # id -> the session, whole
+        self.others: dict[int, _Whole] = {}  # id -> the session, whole
         wholes = [json.loads(r["r"]) for r in db.query(_WHOLE.replace("{scope}", scope), params)]
         scan = _SCAN.replace("{scope}", scope).replace("{others}", _OTHERS_OF_ALL if instance_id is None else _OTHERS_OF_ONE)
         for r in db.query(scan, params):
@@ -157,7 +240,7 @@ class Scan:
                 others = json.loads(r["others"])
                 wholes += others if isinstance(others[0], list) else [others]
         for sid, s0, s1, runtime, compute, storage in wholes:
-            row = {"s0": s0, "s1": s1, "runtime_s": runtime, "compute_usd": compute, "storage_usd": storage}
+            row: _Whole = {"s0": s0, "s1": s1, "runtime_s": runtime, "compute_usd": compute, "storage_usd": storage}
             self.others[sid] = row
             self._cut(row, lo, hi)
 
@@ -181,7 +264,7 @@ class Scan:
         d["wall_s"] += wall_s
         d["sessions_started"] += started
 
-    def _cut(self, r: dict[str, Any], lo: datetime, hi: datetime) -> None:
+    def _cut(self, r: _Whole, lo: datetime, hi: datetime) -> None:
         s0, s1 = parse_isoz(r["s0"]), parse_isoz(r["s1"])
         assert s0 is not None and s1 is not None
         span = (s1 - s0).total_seconds()
@@ -195,7 +278,7 @@ class Scan:
                 return
             a = piece_end
 
-    def sessions(self, start: date, end: date) -> tuple[int, float, list[dict[str, Any]]]:
+    def sessions(self, start: date, end: date) -> tuple[int, float, list[LengthRow]]:
         """The sessions overlapping [start, end], whole: their number, runtime (s), and
         per length bucket ``bucket``, ``sessions``, ``cost_usd``."""
         first, last = start.isoformat(), end.isoformat()
@@ -215,11 +298,13 @@ class Scan:
                 runtime += r["runtime_s"]
                 counts[_bucket(r["runtime_s"])] += 1
                 costs[_bucket(r["runtime_s"])] += r["compute_usd"] + r["storage_usd"]
-        lengths = [{"bucket": label, "sessions": c, "cost_usd": usd} for (label, _), c, usd in zip(LENGTH_BUCKETS, counts, costs)]
+        lengths: list[LengthRow] = [
+            {"bucket": label, "sessions": c, "cost_usd": usd} for (label, _), c, usd in zip(LENGTH_BUCKETS, counts, costs)
+        ]
         return n, runtime, lengths
 
 
-def cost_per_day(db: Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[dict[str, Any]]:
+def cost_per_day(db: Database, instance_id: int | None, start: date, end: date, now: datetime) -> list[DayRow]:
     """One row per UTC day of the range (days with nothing included), oldest first.
 
     Keys: ``day`` (YYYY-MM-DD), ``compute_usd``, ``storage_usd``, ``cost_usd``
@@ -232,9 +317,10 @@ def cost_per_day(db: Database, instance_id: int | None, start: date, end: date, 
     return _per_day(db, instance_id, start, end, now, Scan(db, instance_id, start, end, now))
 
 
-def _per_day(db: Database, instance_id: int | None, start: date, end: date, now: datetime, scan: Scan) -> list[dict[str, Any]]:
+def _per_day(db: Database, instance_id: int | None, start: date, end: date, now: datetime, scan: Scan) -> list[DayRow]:
     rates, first_seen = _storage_rates(db, instance_id, start, end)
-    out, running = [], 0.0
+    out: list[DayRow] = []
+    running = 0.0
     for day in _days(start, end):
         key = day.isoformat()
         r = scan.days.get(key) or {}
@@ -285,7 +371,7 @@ def _stopped_storage(day: date, running_s: float, rate: float | None, first_seen
     return cost_usd(max(0.0, (end - begin).total_seconds() - running_s), rate)
 
 
-def _totals(days: list[dict[str, Any]], sessions: int, runtime_s: float) -> dict[str, Any]:
+def _totals(days: list[DayRow], sessions: int, runtime_s: float) -> Totals:
     return {
         "cost_usd": sum(d["cost_usd"] for d in days),
         "compute_usd": sum(d["compute_usd"] for d in days),
@@ -317,7 +403,7 @@ def period_report(
     *,
     months: bool = True,
     history: Scan | None = None,
-) -> dict[str, Any]:
+) -> PeriodReport:
     """What the Costs page shows for a range, from one pass over its sessions.
 
     ``totals`` (what accrued inside the range, with its ``days``; the sessions that
@@ -337,7 +423,8 @@ def period_report(
     else:
         scan = Scan(db, instance_id, first, last, now)
     around = _per_day(db, instance_id, first, last, now, scan)
-    days, running = [], 0.0
+    days: list[DayRow] = []
+    running = 0.0
     for d in around:
         if start.isoformat() <= d["day"] <= end.isoformat():
             running += d["cost_usd"]
@@ -380,7 +467,7 @@ def settled(db: Database, instance_id: int | None, now: datetime) -> tuple[date,
 PROJECT_AFTER_DAYS = 3
 
 
-def month_to_date(db: Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
+def month_to_date(db: Database, instance_id: int | None, now: datetime) -> MonthToDate:
     """This UTC month's session cost so far, and a projection for the whole month at the same pace.
 
     ``projected_usd`` is None until ``PROJECT_AFTER_DAYS`` of the month have passed.
@@ -409,14 +496,28 @@ def first_session_day(db: Database, instance_id: int | None) -> date | None:
     return date.fromisoformat(first[:10]) if first else None
 
 
-def months_from_days(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def months_from_days(days: list[DayRow]) -> list[MonthRow]:
     """Add ``cost_per_day`` rows up by month."""
-    keys = ("sessions_started", "runtime_hours", "compute_usd", "storage_usd", "cost_usd", "storage_while_stopped_usd")
-    months: dict[str, dict[str, Any]] = {}
+    months: dict[str, MonthRow] = {}
     for d in days:
-        m = months.setdefault(d["day"][:7], {"month": d["day"][:7], **{k: 0 for k in keys}})
-        for key in keys:
-            m[key] += d[key]
+        m = months.setdefault(
+            d["day"][:7],
+            {
+                "month": d["day"][:7],
+                "sessions_started": 0,
+                "runtime_hours": 0,
+                "compute_usd": 0,
+                "storage_usd": 0,
+                "cost_usd": 0,
+                "storage_while_stopped_usd": 0,
+            },
+        )
+        m["sessions_started"] += d["sessions_started"]
+        m["runtime_hours"] += d["runtime_hours"]
+        m["compute_usd"] += d["compute_usd"]
+        m["storage_usd"] += d["storage_usd"]
+        m["cost_usd"] += d["cost_usd"]
+        m["storage_while_stopped_usd"] += d["storage_while_stopped_usd"]
     return list(months.values())
 
 
@@ -432,12 +533,15 @@ MONTH_CSV_COLUMNS = [
 ]
 
 
-def month_summary_csv(rows: list[dict[str, Any]]) -> str:
+def month_summary_csv(rows: list[MonthRow]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([c for _, c in MONTH_CSV_COLUMNS])
     for r in rows:
-        writer.writerow([r[k] if k in ("month", "sessions_started") else round(r[k], 6) for k, _ in MONTH_CSV_COLUMNS])
+        fields = cast("dict[str, str | float]", r)  # read by the column's name
+        writer.writerow(
+            [fields[k] if k in ("month", "sessions_started") else round(cast(float, fields[k]), 6) for k, _ in MONTH_CSV_COLUMNS]
+        )
     return out.getvalue()
 
 
@@ -464,7 +568,7 @@ def settled_until(ledger: Ledger, instance_id: int | None, now: datetime) -> tup
 
 def costs_report(
     ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime, *, history: Scan | None, rows: int
-) -> dict[str, Any]:
+) -> CostsReport:
     """What the Costs page shows for a range, on one connection: ``period_report``'s ``totals``,
     ``months`` and ``lengths``, this month so far (``month``) and the newest ``rows`` sessions."""
     with ledger.read() as db:

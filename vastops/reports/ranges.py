@@ -7,10 +7,12 @@ audit filter (audit.py) and the consumers' split (consumers.py).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from vastops.clock import isoz, stamp
 from vastops.ledger.store import Database
+
+# The named parameters of a report's SQL: ledger timestamps, ids, figures.
+SqlParams = dict[str, str | int | float | None]
 
 
 def day_start(day: date) -> str:
@@ -25,14 +27,14 @@ def range_bounds(start: date, end: date) -> tuple[str, str]:
     return day_start(start), day_start(end + timedelta(days=1))
 
 
-def scope_sql(instance_id: int | None, column: str = "instance_id") -> tuple[str, dict[str, Any]]:
+def scope_sql(instance_id: int | None, column: str = "instance_id") -> tuple[str, SqlParams]:
     """ "AND instance_id = :iid" (and its parameter) for one instance; nothing for every instance."""
     if instance_id is None:
         return "", {}
     return f"AND {column} = :iid", {"iid": instance_id}
 
 
-def overlapping(db: Database, instance_id: int | None, start: date, end: date, now: datetime) -> tuple[str, dict[str, Any]]:
+def overlapping(db: Database, instance_id: int | None, start: date, end: date, now: datetime) -> tuple[str, SqlParams]:
     """The WHERE clause (and its parameters) for the sessions overlapping the range (sessions, consumers, the CSV).
 
     One instance's sessions never overlap (one open session at a time), so of those

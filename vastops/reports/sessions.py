@@ -10,13 +10,14 @@ makes itself.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import IO, Any
+from typing import IO, TypedDict, cast
 
 from vastops.clock import isoz
 from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, TOTAL_SQL
 from vastops.ledger.store import Database, Ledger
-from vastops.reports.ranges import overlapping
+from vastops.reports.ranges import SqlParams, overlapping
 
 # How the CSVs round: money and rates to a millionth of a dollar, minutes to four
 # decimals (6 ms), always with that many decimals. Never 0.020833333333333332.
@@ -24,7 +25,37 @@ MONEY_DECIMALS = 6
 MINUTES_DECIMALS = 4
 
 
-def statistics(db: Database, instance_id: int | None, now: datetime) -> dict[str, Any]:
+class Statistics(TypedDict):
+    """The totals of GET /costs (``statistics``)."""
+
+    total_runtime_hours: float
+    total_cost_usd: float
+    sessions_count: int
+    avg_session_minutes: float
+    compute_cost_usd: float
+    storage_cost_usd: float
+
+
+class SessionLine(TypedDict):
+    """A session as the reports list it (``SESSION_SELECT``): its runtime and costs, an open one's up to now."""
+
+    session_id: int
+    instance_id: int
+    started_at: str
+    ended_at: str | None
+    gpu_name: str | None
+    dph_base: float
+    storage_dph: float
+    runtime_s: float
+    compute_cost_usd: float
+    storage_cost_usd: float
+    cost_usd: float
+    end_reason: str  # "open" while open
+    started_by: str
+    ended_by: str | None
+
+
+def statistics(db: Database, instance_id: int | None, now: datetime) -> Statistics:
     """Totals for GET /costs: runtime, cost, number and average length of sessions."""
     where, params = _scope(instance_id)
     row = next(
@@ -60,18 +91,18 @@ SESSION_SELECT = f"""
 """
 
 
-def sessions(db: Database, instance_id: int | None, now: datetime, limit: int | None = None) -> list[dict[str, Any]]:
+def sessions(db: Database, instance_id: int | None, now: datetime, limit: int | None = None) -> list[SessionLine]:
     """Sessions newest first (all of them, or the newest ``limit``), each with runtime and costs (an open one up to now)."""
     where, params = _scope(instance_id)
     sql = f"{SESSION_SELECT} {where} ORDER BY started_at DESC, id DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    return list(db.query(sql, {**params, "now": isoz(now)}))
+    return cast("list[SessionLine]", list(db.query(sql, {**params, "now": isoz(now)})))
 
 
 def sessions_in_range(
     db: Database, instance_id: int | None, start: date, end: date, now: datetime, limit: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[SessionLine]:
     """Sessions overlapping the range, newest first, whole (not cut at the range's edges).
 
     Rows have the keys of ``sessions`` (so ``SESSION_CSV_COLUMNS`` apply), with an open
@@ -81,10 +112,10 @@ def sessions_in_range(
     sql = f"{SESSION_SELECT} WHERE {overlap} ORDER BY started_at DESC, id DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    return list(db.query(sql, params))
+    return cast("list[SessionLine]", list(db.query(sql, params)))
 
 
-def _scope(instance_id: int | None) -> tuple[str, dict[str, Any]]:
+def _scope(instance_id: int | None) -> tuple[str, SqlParams]:
     if instance_id is None:
         return "", {}
     return "WHERE instance_id = :iid", {"iid": instance_id}
@@ -133,7 +164,7 @@ SESSION_CSV_LINE = (
 )
 
 
-def stream_sessions_csv(db: Database, fh: IO[str], now: datetime, where: str = "", params: dict[str, Any] | None = None) -> int:
+def stream_sessions_csv(db: Database, fh: IO[str], now: datetime, where: str = "", params: Mapping[str, object] | None = None) -> int:
     """Write the sessions matching ``where`` (SQL on the sessions table; all without) as CSV,
     newest first, with ``SESSION_CSV_COLUMNS``' names; returns the row count.
 

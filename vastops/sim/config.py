@@ -107,7 +107,7 @@ _CONFIG_KEYS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
+def checked_changes(changes: dict[str, object]) -> dict[str, float | str | bool]:
     """A run-time change of the config, each value coerced to its key's type; ValueError on an
     unknown key or a bad value (nothing is applied then)."""
     unknown = set(changes) - set(_CONFIG_KEYS)

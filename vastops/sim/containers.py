@@ -199,7 +199,10 @@ def llm_count(sim: Simulator, inst: InstanceState, c: simllm.Completion, whole: 
         if not whole:
             inst.llm["cut"] += 1
             return
-        inst.llm["chat_completions" if c.chat else "completions"] += 1
+        if c.chat:
+            inst.llm["chat_completions"] += 1
+        else:
+            inst.llm["completions"] += 1
         inst.llm["prompt_tokens"] += c.usage["prompt_tokens"]
         inst.llm["completion_tokens"] += c.usage["completion_tokens"]
 

@@ -5,9 +5,23 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from typing import Any, TypedDict
 
 from vastops.sim.config import SimInstance
+
+
+class LlmCounts(TypedDict):
+    """What an instance's LLM served (``/_sim/state``): answers sent whole, tokens, answers
+    cut off, refusals, and when the last answer began (the sim's clock)."""
+
+    chat_completions: int
+    completions: int
+    prompt_tokens: int
+    completion_tokens: int
+    cut: int
+    errors: int
+    last_request_at: float | None
+
 
 INF = math.inf
 GB = 1e9  # bytes in the GB that bandwidth is billed by (unsure)
@@ -53,10 +67,15 @@ class InstanceState:
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_LINES)
         # What its LLM served: answers sent whole, tokens, answers cut off (the port went away
         # or the client hung up), refusals (4xx), and when the last answer began (the sim's clock).
-        self.llm: dict[str, Any] = dict.fromkeys(
-            ("chat_completions", "completions", "prompt_tokens", "completion_tokens", "cut", "errors"), 0
-        )
-        self.llm["last_request_at"] = None
+        self.llm: LlmCounts = {
+            "chat_completions": 0,
+            "completions": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cut": 0,
+            "errors": 0,
+            "last_request_at": None,
+        }
 
     @property
     def machine_id(self) -> int:

@@ -27,7 +27,37 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
+
+
+class Usage(TypedDict):
+    """An answer's ``usage``, as OpenAI's API gives it."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class _Message(TypedDict):
+    role: str
+    content: str
+    refusal: None
+    tool_calls: list[object]
+
+
+class ChatChoice(TypedDict):
+    index: int
+    message: _Message
+    logprobs: None
+    finish_reason: str
+
+
+class TextChoice(TypedDict):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: str
+
 
 MODEL_ID = "sim-model"
 OWNED_BY = "vastops-sim"
@@ -77,7 +107,7 @@ class Completion:
     token_s: float  # the time each token of the reply takes (the HTTP side waits it)
 
     @property
-    def usage(self) -> dict:
+    def usage(self) -> Usage:
         n = len(self.words)
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": n, "total_tokens": self.prompt_tokens + n}
 
@@ -88,7 +118,7 @@ class Completion:
     def body(self) -> dict:
         """The whole answer (not streamed)."""
         if self.chat:
-            choice: dict[str, Any] = {
+            choice: ChatChoice | TextChoice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": self.text, "refusal": None, "tool_calls": []},
                 "logprobs": None,

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from typing import Any, NotRequired, TypedDict, final
 
-from vastops.clock import isoz
+from starlette.types import Receive, Scope, Send
+
+from vastops.clock import stamp
 from vastops.watchdog.engine import Watch
 from vastops.watchdog.inflight import BadReport, parse_report
 
@@ -39,14 +41,30 @@ PATH = "/infra/vast/activity"
 UNAUTHORIZED = "missing or wrong X-API-Key header"
 
 
-def answer(watch: Watch, body: bytes) -> tuple[int, dict[str, Any]]:
+@final  # so that a key tells the two answers apart (_render)
+class Recorded(TypedDict):
+    """``/activity``'s answer (ActivityOut)."""
+
+    status: str  # "recorded"
+    last_activity: str
+    session_id: NotRequired[int | None]  # with a request's report only
+
+
+@final
+class ErrorBody(TypedDict):
+    """Every error this API answers (schemas.Error)."""
+
+    detail: str
+
+
+def answer(watch: Watch, body: bytes) -> tuple[int, Recorded | ErrorBody]:
     """What ``/activity`` answers for ``body``: (status code, JSON). Every call is a moment of activity."""
     try:
         report = parse_report(body)
     except BadReport as exc:
         watch.note_activity()  # a gateway's bug must never let the GPU stop under a user
         return exc.status, {"detail": exc.detail}
-    at = isoz(watch.note_request(report))
+    at = stamp(watch.note_request(report))
     if report is None:
         return 200, {"status": "recorded", "last_activity": at}  # the seed's answer, as it was
     # A request's report also says which session it counts for (null: nothing runs), so the wake
@@ -64,10 +82,10 @@ class ActivityPath:
         self.max_body = max_body
 
     @staticmethod
-    def handles(scope: dict[str, Any]) -> bool:
+    def handles(scope: Scope) -> bool:
         return scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
 
-    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = length = None
         chunked = False
         for name, value in scope["headers"]:
@@ -156,11 +174,11 @@ class LimitBody:
         await _send(send, 413, _too_large(MAX_BODY_BYTES))
 
 
-def _too_large(limit: int) -> dict[str, Any]:
+def _too_large(limit: int) -> ErrorBody:
     return {"detail": f"request body larger than {limit} bytes"}
 
 
-async def _send(send: Any, status: int, content: dict[str, Any]) -> None:
+async def _send(send: Send, status: int, content: Recorded | ErrorBody) -> None:
     # As Starlette's JSONResponse renders it, so a client sees the same bytes either way.
     body = _render(content)
     headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
@@ -168,8 +186,8 @@ async def _send(send: Any, status: int, content: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _render(content: dict[str, Any]) -> bytes:
-    if content.get("status") == "recorded":  # the hot path's answers, without json.dumps
+def _render(content: Recorded | ErrorBody) -> bytes:
+    if "status" in content:  # the hot path's answers ("recorded"), without json.dumps
         answer = b'{"status":"recorded","last_activity":"' + content["last_activity"].encode() + b'"'
         if "session_id" in content:
             sid = content["session_id"]

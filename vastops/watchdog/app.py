@@ -32,10 +32,11 @@ from fastapi.security import APIKeyHeader
 
 from vastops import __version__
 from vastops.control.answers import Control
-from vastops.control.status import WIRE_FIELDS
+from vastops.control.status import WIRE_FIELDS, KeepaliveResult, StartResult, StopResult
 from vastops.errors import SHOWN, NotConfigured
 from vastops.ledger.rows import AuditLine
-from vastops.reports.consumers import parse_day
+from vastops.reports.consumers import ConsumersReport, parse_day
+from vastops.reports.sessions import Statistics
 from vastops.vocabulary import Actor
 from vastops.watchdog.activity import ActivityPath, LimitBody
 from vastops.watchdog.activity import answer as activity_answer
@@ -64,6 +65,7 @@ from vastops.watchdog.schemas import (
     PowerOnOut,
     RebootIn,
     StatusOut,
+    answers,
 )
 
 log = logging.getLogger("vastops.watchdog")
@@ -93,11 +95,11 @@ WatchDep = Annotated[Watch, Depends(get_watch)]
 
 # -- routes ----------------------------------------------------------------------------
 
-router = APIRouter(prefix="/infra/vast", dependencies=[Depends(require_key)], responses={**AUTH_ERRORS, **TOO_LARGE})
-public = APIRouter(responses=TOO_LARGE)
+router = APIRouter(prefix="/infra/vast", dependencies=[Depends(require_key)], responses=answers(AUTH_ERRORS, TOO_LARGE))
+public = APIRouter(responses=answers(TOO_LARGE))
 
 
-@router.get("/status", response_model=StatusOut, responses={502: VAST_ERRORS[502], **LEDGER_ERRORS})
+@router.get("/status", response_model=StatusOut, responses=answers({502: VAST_ERRORS[502]}, LEDGER_ERRORS))
 async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
     """The instance's status. `unconfigured` and `not_found` are answers, not errors."""
     # vast allows one look every 2 s per key; a burst of status calls shares one look.
@@ -110,22 +112,24 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
 @router.post(
     "/power/on",
     response_model=PowerOnOut,
-    responses={
-        **BODY_ERRORS,
-        **VAST_ERRORS,
-        **LEDGER_ERRORS,
-        409: {
-            "model": Error,
-            "description": "a budget is spent (override with override_budget and a reason), or the instance was stopped while the start waited",
+    responses=answers(
+        BODY_ERRORS,
+        VAST_ERRORS,
+        LEDGER_ERRORS,
+        {
+            409: {
+                "model": Error,
+                "description": "a budget is spent (override with override_budget and a reason), or the instance was stopped while the start waited",
+            },
+            503: {
+                "model": Error,
+                "description": "the GPU is taken: the start waited VAST_SCHEDULING_TIMEOUT_S and was cancelled; or the ledger failed",
+            },
+            504: {"model": Error, "description": "health check timed out"},
         },
-        503: {
-            "model": Error,
-            "description": "the GPU is taken: the start waited VAST_SCHEDULING_TIMEOUT_S and was cancelled; or the ledger failed",
-        },
-        504: {"model": Error, "description": "health check timed out"},
-    },
+    ),
 )
-async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None = None) -> dict[str, Any]:
+async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None = None) -> StartResult:
     """Start the instance; with `wait_for_health` answer once its /health answers 200."""
     body = body or PowerOnIn()
     watch.acting()  # no auto-shutdown decision while this start is on its way
@@ -147,15 +151,17 @@ async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None 
 @router.post(
     "/power/reboot",
     response_model=PowerOnOut,
-    responses={
-        **BODY_ERRORS,
-        **VAST_ERRORS,
-        **LEDGER_ERRORS,
-        409: {"model": Error, "description": "the instance is not running (or was stopped while the reboot waited for health)"},
-        504: {"model": Error, "description": "health check timed out"},
-    },
+    responses=answers(
+        BODY_ERRORS,
+        VAST_ERRORS,
+        LEDGER_ERRORS,
+        {
+            409: {"model": Error, "description": "the instance is not running (or was stopped while the reboot waited for health)"},
+            504: {"model": Error, "description": "health check timed out"},
+        },
+    ),
 )
-async def power_reboot(control: ControlDep, watch: WatchDep, body: RebootIn | None = None) -> dict[str, Any]:
+async def power_reboot(control: ControlDep, watch: WatchDep, body: RebootIn | None = None) -> StartResult:
     """Restart the instance's container in place (the GPU is kept); with `wait_for_health` answer once /health answers 200."""
     body = body or RebootIn()
     watch.acting()  # no auto-shutdown decision while the reboot is on its way
@@ -166,8 +172,8 @@ async def power_reboot(control: ControlDep, watch: WatchDep, body: RebootIn | No
         await watch.changed()
 
 
-@router.post("/power/off", response_model=PowerOffOut, responses={**BODY_ERRORS, **VAST_ERRORS})
-async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | None = None) -> dict[str, Any]:
+@router.post("/power/off", response_model=PowerOffOut, responses=answers(BODY_ERRORS, VAST_ERRORS))
+async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | None = None) -> StopResult:
     """Stop the instance; the disk is kept. Harmless when it is already stopped."""
     watch.acting()  # the deadline's own stop waits for this one
     try:
@@ -183,9 +189,11 @@ async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | Non
 @router.post(
     "/keepalive",
     response_model=KeepaliveOut,
-    responses={**BODY_ERRORS, 500: VAST_ERRORS[500], **LEDGER_ERRORS, 409: {"model": Error, "description": "the instance is not running"}},
+    responses=answers(
+        BODY_ERRORS, {500: VAST_ERRORS[500]}, LEDGER_ERRORS, {409: {"model": Error, "description": "the instance is not running"}}
+    ),
 )
-async def keepalive(control: ControlDep, watch: WatchDep, body: KeepaliveIn) -> dict[str, Any]:
+async def keepalive(control: ControlDep, watch: WatchDep, body: KeepaliveIn) -> KeepaliveResult:
     """Keep the instance running at least `minutes` more (a batch job that sends no LLM requests); hard limits still apply."""
     result = await asyncio.to_thread(control.keepalive, Actor.API, body.minutes, body.reason)
     await watch.changed()
@@ -200,7 +208,7 @@ ACTIVITY_BODY = {
 }
 
 
-@router.post("/activity", response_model=ActivityOut, responses=BODY_ERRORS, openapi_extra=ACTIVITY_BODY)
+@router.post("/activity", response_model=ActivityOut, responses=answers(BODY_ERRORS), openapi_extra=ACTIVITY_BODY)
 async def activity(request: Request, watch: WatchDep) -> Any:
     """Record activity (the gateway calls this on every LLM request); with a body, a request's start or end.
 
@@ -214,8 +222,8 @@ async def activity(request: Request, watch: WatchDep) -> Any:
     return body if code == 200 else JSONResponse(body, status_code=code)
 
 
-@router.get("/costs", response_model=CostsOut, responses=LEDGER_ERRORS)
-async def costs(control: ControlDep) -> dict[str, Any]:
+@router.get("/costs", response_model=CostsOut, responses=answers(LEDGER_ERRORS))
+async def costs(control: ControlDep) -> Statistics:
     """Runtime and cost over all sessions (an open session counts up to now)."""
     return await asyncio.to_thread(control.costs)
 
@@ -223,14 +231,14 @@ async def costs(control: ControlDep) -> dict[str, Any]:
 DAY = {"format": "date"}  # RFC 3339 full-date (YYYY-MM-DD), parsed by consumers.parse_day
 
 
-@router.get("/consumers", response_model=ConsumersOut, responses={**INVALID, **LEDGER_ERRORS})
+@router.get("/consumers", response_model=ConsumersOut, responses=answers(INVALID, LEDGER_ERRORS))
 async def consumers_route(
     control: ControlDep,
     start: Annotated[
         str | None, Query(description="first UTC day, YYYY-MM-DD (default: 29 days before end)", json_schema_extra=DAY)
     ] = None,
     end: Annotated[str | None, Query(description="last UTC day, YYYY-MM-DD, included (default: today)", json_schema_extra=DAY)] = None,
-) -> dict[str, Any]:
+) -> ConsumersReport:
     """Cost per consumer over UTC days: each session's cost split by the consumers' share of its busy time,
     with its start-up and idle time as lines of their own, so the lines add up to the period's cost."""
     try:
@@ -240,7 +248,7 @@ async def consumers_route(
     return await asyncio.to_thread(control.consumers, first, last)
 
 
-@router.get("/audit", response_model=list[AuditEntry], responses={**INVALID, **LEDGER_ERRORS})
+@router.get("/audit", response_model=list[AuditEntry], responses=answers(INVALID, LEDGER_ERRORS))
 async def audit(
     control: ControlDep, limit: Annotated[int, Query(ge=1, le=1000, description="how many entries, newest first")] = 50
 ) -> list[AuditLine]:

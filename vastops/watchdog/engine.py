@@ -45,6 +45,8 @@ from typing import Any
 from vastops.config import NotConfigured
 from vastops.control.answers import Control
 from vastops.control.power import audit_op, running_of
+from vastops.control.status import LedgerNote, StopResult
+from vastops.ledger.rows import AuditOp, Details, OpenRequest, SessionRow
 from vastops.stops import Budget, Stop, candidates
 from vastops.vast import VastError
 from vastops.vocabulary import IDLE_CAUSES, TRANSITIONAL, Actor, Event, cause_name
@@ -93,7 +95,7 @@ class Watch:
         self._requests_restored = False
         self._sleeping_until: datetime | None = None  # when the deadline loop wakes by itself
         # what the deadline needs, held in memory (refreshed from the ledger while it works)
-        self._session: dict[str, Any] | None = None
+        self._session: SessionRow | None = None
         self._ledger_activity: datetime | None = None
         self._idle_from: datetime | None = None  # when the last start settled
         self._starting = False  # a start is pending in the ledger: no deadline until it settles
@@ -211,7 +213,7 @@ class Watch:
         if iid is None or self._requests_restored:
             return
 
-        def read() -> tuple[list[dict[str, Any]], datetime | None]:
+        def read() -> tuple[list[OpenRequest], datetime | None]:
             with self.control.ledger.view() as view:
                 return view.open_requests(iid), view.latest_expiry(iid)
 
@@ -359,7 +361,7 @@ class Watch:
 
     # -- the watchdog's stops -------------------------------------------------------
 
-    async def fire_if_due(self) -> dict[str, Any] | None:
+    async def fire_if_due(self) -> StopResult | None:
         """Stop the instance if its next stop is due. Returns the stop result, if any."""
         stop = self.next_stop()
         if stop is None or self.clock() < stop.at or not self.enforcing:
@@ -384,7 +386,7 @@ class Watch:
         # hair after "now". DUE_SLACK keeps that from waiting another half second.)
         if (moved and stop.cause in IDLE_CAUSES) or again is None or again.at > self.clock() + DUE_SLACK:
             return None
-        if (self._session or {}).get("id") != session["id"]:
+        if (self._session["id"] if self._session else None) != session["id"]:
             return None
         stop, now = again, self.clock()
         try:
@@ -438,7 +440,8 @@ class Watch:
         self.problems.report("lease", f"another watchdog holds the lease now ({describe_holder(holder)}): this one does not enforce")
         return True
 
-    def note_record(self, result: dict[str, Any]) -> None:
+    def note_record(self, result: StopResult | LedgerNote) -> None:
+        """Say the ledger's problem while a record waits in the spool; clear it once one is written."""
         problem = result.get("ledger_problem")
         if problem:
             self.problems.report("ledger", problem)
@@ -513,7 +516,7 @@ class Watch:
                 self.problems.report("vast", f"vast.ai has been failing for {duration(time.monotonic() - failing)}: {exc}")
                 if not self._vast_failing_told:
                     self._vast_failing_told = True
-                    meta = {"seconds": round(time.monotonic() - failing), "error": str(exc), "kind": exc.kind}
+                    meta: Details = {"seconds": round(time.monotonic() - failing), "error": str(exc), "kind": exc.kind}
                     op = audit_op(self.clock(), self.control.instance_id, Event.VAST_FAILING, Actor.SYSTEM, meta)
                     await asyncio.to_thread(self.control.ledger.record, [op])
             await asyncio.to_thread(self._advance)  # a start's timeout holds while vast is down
@@ -584,12 +587,12 @@ class Watch:
     def ledger_wrote(self) -> None:
         self.problems.ledger_wrote()
 
-    def warn_if_due(self) -> list[dict[str, Any]]:
+    def warn_if_due(self) -> list[AuditOp]:
         """Write the warning of every foreseen stop whose warning time has come (``Housekeeping.warn_if_due``)."""
         return self.housekeeping.warn_if_due()
 
     @property
-    def session(self) -> dict[str, Any] | None:
+    def session(self) -> SessionRow | None:
         """The open session's row as held in memory, or None."""
         return self._session
 

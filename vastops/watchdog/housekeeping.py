@@ -24,8 +24,9 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from vastops.clock import SteadyClock, isoz
+from vastops.clock import SteadyClock, isoz, stamp
 from vastops.control.power import audit_op, budget_figures, running_of
+from vastops.ledger.rows import AuditOp, AuditRow, Details
 from vastops.stops import spent
 from vastops.vocabulary import IDLE_CAUSES, STOP_CAUSES, STOP_WARNINGS, Actor, Event, cause_name
 from vastops.watchdog.lease import describe_holder
@@ -65,7 +66,7 @@ class Housekeeping:
                 log.exception("warning check failed")
                 await asyncio.sleep(MIN_WAIT_S)
 
-    def warn_if_due(self) -> list[dict[str, Any]]:
+    def warn_if_due(self) -> list[AuditOp]:
         """Write the warning of every foreseen stop whose warning time has come; the rows written."""
         w = self._watch
         now = w.clock()
@@ -75,7 +76,7 @@ class Housekeeping:
             if stop.warn_at is None or now < stop.warn_at or now >= stop.at or stop.key in self.warned:
                 continue
             warning = STOP_CAUSES[stop.cause].warning
-            meta: dict[str, Any] = {
+            meta: Details = {
                 "cause": stop.cause,
                 "deadline": isoz(stop.at),
                 "minutes_left": round((stop.at - now).total_seconds() / 60, 2),
@@ -135,9 +136,9 @@ class Housekeeping:
         except sqlite3.Error as exc:
             log.debug("notifications wait for the ledger: %s", exc)
 
-    def notify_failed(self, row: dict[str, Any], error: str, attempts: int) -> None:
+    def notify_failed(self, row: AuditRow, error: str, attempts: int) -> None:
         w = self._watch
-        meta = {"event": row.get("event"), "audit_id": row.get("id"), "error": error, "attempts": attempts}
+        meta: Details = {"event": row.get("event"), "audit_id": row.get("id"), "error": error, "attempts": attempts}
         w.control.ledger.record([audit_op(w.clock(), w.control.instance_id, Event.NOTIFY_FAILED, Actor.SYSTEM, meta)])
 
     def after_crash(self) -> None:
@@ -149,7 +150,7 @@ class Housekeeping:
             return
         if beat is None or beat["info"].get("stopped") or beat["pid"] == os.getpid():
             return
-        meta = {"previous_pid": beat["pid"], "last_heartbeat": beat["ts"], "down_seconds": round(beat["age_s"], 1)}
+        meta: Details = {"previous_pid": beat["pid"], "last_heartbeat": beat["ts"], "down_seconds": round(beat["age_s"], 1)}
         log.warning("the last watchdog (pid %s) ended without a clean shutdown %.0f s ago", beat["pid"], beat["age_s"])
         w.control.ledger.record([audit_op(w.clock(), w.control.instance_id, Event.WATCHDOG_RECOVERED, Actor.SYSTEM, meta)])
 
@@ -203,10 +204,10 @@ class Housekeeping:
         step = w.clock.step()
         if abs(step - self._step_reported) >= CLOCK_STEP_S:
             now = w.clock()
-            meta = {
+            meta: Details = {
                 "seconds": round(step - self._step_reported, 3),
-                "system_clock": isoz(w.clock.system_time()),
-                "vastops_clock": isoz(now),
+                "system_clock": stamp(w.clock.system_time()),
+                "vastops_clock": stamp(now),
             }
             log.warning(
                 "the system clock stepped by %+.1f s; idle time and session time keep to the monotonic clock", step - self._step_reported

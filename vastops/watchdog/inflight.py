@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Required, TypedDict, cast
+
+from vastops.ledger.rows import OpenRequest, RequestReport
 
 _decode = json.JSONDecoder().decode
 MAX_ID_CHARS = 200  # request_id, consumer, model: bounded, so a bad gateway cannot fill memory or the ledger
@@ -36,6 +38,22 @@ PHASES = ("start", "end")
 MAX_OPEN = 100_000  # beyond it the oldest request in flight is given up (the hold is the newest's anyway)
 MAX_ENDED = 100_000  # ended ids remembered, so a repeated end counts once and a late start holds nothing
 MAX_PENDING = 200_000  # rows kept for the ledger while it fails; beyond it the oldest are dropped
+
+
+class ReportFields(TypedDict, total=False):
+    """What a request's report says beyond its id and phase (each optional)."""
+
+    consumer: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class ReportBody(ReportFields, total=False):
+    """A body of ``POST /infra/vast/activity`` as a reporter sends it (ActivityIn; ``Report`` once parsed)."""
+
+    request_id: Required[str]
+    phase: Required[str]  # "start" | "end"
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, on every request
@@ -105,7 +123,7 @@ def parse_report(body: bytes) -> Report | None:
     return Report(request_id, phase, consumer, model, prompt, completion)
 
 
-def _text(data: dict[str, Any], name: str, problems: list[str], *, required: bool = False) -> str | None:
+def _text(data: dict[str, object], name: str, problems: list[str], *, required: bool = False) -> str | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -135,7 +153,7 @@ def printable(text: str, limit: int = 60) -> str:
     return safe if len(safe) <= limit else safe[: limit - 1] + "…"
 
 
-def _count(data: dict[str, Any], name: str, problems: list[str]) -> int | None:
+def _count(data: dict[str, object], name: str, problems: list[str]) -> int | None:
     value = data.get(name)
     if value is None:
         return None
@@ -158,7 +176,7 @@ class InFlight:
         self._open: dict[str, tuple[datetime, int | None]] = {}
         # request_id -> (started_at, session_id, expired), oldest first, at most MAX_ENDED
         self._ended: dict[str, tuple[datetime, int | None, bool]] = {}
-        self._pending: dict[str, dict[str, Any]] = {}  # request_id -> its row's new values
+        self._pending: dict[str, RequestReport] = {}  # request_id -> its row's new values
         self._newest: datetime | None = None  # the newest start in flight
         self._expired_until: datetime | None = None  # the latest TTL expiry
         self.count = 0  # requests in flight (expired ones go at the next sweep)
@@ -239,32 +257,32 @@ class InFlight:
         if len(self._ended) > MAX_ENDED:
             del self._ended[next(iter(self._ended))]
 
-    def _merge(self, rid: str, values: dict[str, Any]) -> None:
+    def _merge(self, rid: str, values: RequestReport) -> None:
         row = self._pending.get(rid)
         if row is None:
             self._pending[rid] = {"request_id": rid, **values}
         else:
-            row.update((k, v) for k, v in values.items() if v is not None)
+            row.update(cast(RequestReport, {k: v for k, v in values.items() if v is not None}))
 
-    # -- the flush (vastops/watch.py) --------------------------------------------------
+    # -- the flush (vastops/watchdog/engine.py) --------------------------------------------------
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> list[RequestReport]:
         """The rows changed since the last take, for one write; ``put_back`` if it fails."""
         rows, self._pending = list(self._pending.values()), {}
         return rows
 
-    def put_back(self, rows: list[dict[str, Any]]) -> None:
+    def put_back(self, rows: list[RequestReport]) -> None:
         """Rows a failed write did not store: kept (newer values win) for the next flush."""
         newer, self._pending = self._pending, {}
         for row in rows:
-            self._pending[row["request_id"]] = dict(row)
+            self._pending[row["request_id"]] = row.copy()
         for rid, values in newer.items():
             self._merge(rid, values)
         while len(self._pending) > MAX_PENDING:
             del self._pending[next(iter(self._pending))]
             self.dropped += 1
 
-    def restore(self, open_rows: list[dict[str, Any]], expired_until: datetime | None) -> None:
+    def restore(self, open_rows: list[OpenRequest], expired_until: datetime | None) -> None:
         """What the ledger holds from before this process: the requests still in flight and the latest expiry."""
         for row in open_rows:
             started = row["started_at"]
@@ -277,7 +295,7 @@ class InFlight:
         self.count = len(self._open)
 
 
-def _row(report: Report, session_id: int | None, *, started_at: datetime, ended_at: datetime | None = None) -> dict[str, Any]:
+def _row(report: Report, session_id: int | None, *, started_at: datetime, ended_at: datetime | None = None) -> RequestReport:
     return {
         "session_id": session_id,
         "started_at": started_at,

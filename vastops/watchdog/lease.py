@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from vastops.clock import Clock, parse_isoz
-from vastops.ledger.rows import LeaseRow
+from vastops.ledger.rows import Details, LeaseHolder, LeaseRow
 from vastops.ledger.store import Ledger
 from vastops.vocabulary import Actor, Event
 
@@ -66,10 +66,9 @@ class Lease:
                 )
             tx.take_lease(instance_id, lease.token, lease.host, lease.pid, now)
             if row is not None:
-                previous = {"host": row["host"], "pid": row["pid"], "renewed_at": row["renewed_at"]}
-                tx.audit(
-                    now, instance_id, Event.WATCHDOG_TAKEOVER, Actor.SYSTEM, {"previous": previous, "pid": lease.pid, "host": lease.host}
-                )
+                previous: LeaseHolder = {"host": row["host"], "pid": row["pid"], "renewed_at": row["renewed_at"]}
+                meta: Details = {"previous": previous, "pid": lease.pid, "host": lease.host}
+                tx.audit(now, instance_id, Event.WATCHDOG_TAKEOVER, Actor.SYSTEM, meta)
         return lease
 
     def _live(self, row: LeaseRow, now: datetime) -> bool:
@@ -89,10 +88,9 @@ class Lease:
                 return row
             # Released, expired or dead: nobody enforces, so this one does again.
             tx.take_lease(self.instance_id, self.token, self.host, self.pid, now)
-            previous = {"host": row["host"], "pid": row["pid"], "renewed_at": row["renewed_at"]} if row else None
-            tx.audit(
-                now, self.instance_id, Event.WATCHDOG_TAKEOVER, Actor.SYSTEM, {"previous": previous, "pid": self.pid, "host": self.host}
-            )
+            taken: LeaseHolder | None = {"host": row["host"], "pid": row["pid"], "renewed_at": row["renewed_at"]} if row else None
+            meta: Details = {"previous": taken, "pid": self.pid, "host": self.host}
+            tx.audit(now, self.instance_id, Event.WATCHDOG_TAKEOVER, Actor.SYSTEM, meta)
             return None
 
     def holder(self) -> Mapping[str, Any] | None:

@@ -9,10 +9,11 @@ body posted for it in a format (``VAST_NOTIFY_FORMAT``): ``slack`` posts
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TypedDict
 
 from vastops.clock import parse_isoz
+from vastops.ledger.rows import AuditRow
 from vastops.vocabulary import STOP_DECISIONS, STOP_WARNINGS, WARNING_CAUSE, Cause, Event, cause_name, stopped_by
 from vastops.words import duration, usd
 
@@ -45,10 +46,16 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
 )
 
 
-def render_text(row: dict[str, Any]) -> str:
+class SlackBody(TypedDict):
+    """The ``slack`` format's body (an incoming webhook's)."""
+
+    text: str
+
+
+def render_text(row: AuditRow) -> str:
     """One readable line for an audit row; never raises (an odd row is shown generically)."""
-    meta = row.get("meta")
-    meta = meta if isinstance(meta, dict) else {}
+    given = row.get("meta")
+    meta: Mapping[str, object] = given if isinstance(given, dict) else {}
     event = str(row.get("event") or "event")
     render = _RENDERERS.get(event)
     if render is not None:
@@ -59,21 +66,21 @@ def render_text(row: dict[str, Any]) -> str:
     return "vastops: " + _generic(_Row(row, meta), event)
 
 
-def payload(row: dict[str, Any], fmt: str) -> dict[str, Any]:
+def payload(row: AuditRow, fmt: str) -> SlackBody | AuditRow:
     """The JSON body posted for ``row``: ``slack`` -> ``{"text": ...}``, ``json`` -> the audit row as it is."""
     if fmt == "slack":
         return {"text": render_text(row)}
     if fmt == "json":
-        return dict(row)
+        return row.copy()
     raise ValueError(f"unknown notification format {fmt!r}: one of {', '.join(FORMATS)}")
 
 
 class _Row:
     """An audit row's fields, read tolerantly: a missing or odd value is None, never an error."""
 
-    def __init__(self, row: dict[str, Any], meta: dict[str, Any]):
+    def __init__(self, row: AuditRow, meta: Mapping[str, object]):
         self.meta = meta
-        iid = row.get("instance_id")
+        iid: object = row.get("instance_id")
         if iid is None:
             iid = meta.get("instance_id")
         self.instance = f"instance {iid}" if iid is not None else "the instance"
@@ -85,7 +92,7 @@ class _Row:
 
     def num(self, key: str) -> float | None:
         value = self.meta.get(key)
-        if isinstance(value, bool) or value is None:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):  # JSON's others: null, lists, objects
             return None
         try:
             number = float(value)

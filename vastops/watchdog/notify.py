@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from vastops.watchdog.messages import FORMATS, NOTIFY_EVENTS, payload
@@ -46,6 +46,7 @@ from vastops.watchdog.webhook import CONNECT_TIMEOUT_S, Answer, ConnectTimeout, 
 from vastops.words import duration
 
 if TYPE_CHECKING:
+    from vastops.ledger.rows import AuditRow
     from vastops.ledger.store import Ledger
 
 log = logging.getLogger("vastops.notify")
@@ -65,7 +66,7 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 class _Offered:
     """A row in the notifier's hands (queued or being posted), and since when (the stall is the oldest's wait)."""
 
-    row: dict[str, Any]
+    row: AuditRow
     at: float
 
 
@@ -89,7 +90,7 @@ class Notifier:
         url: str,
         fmt: str = "slack",
         *,
-        on_failure: Callable[[dict, str, int], None] | None = None,
+        on_failure: Callable[[AuditRow, str, int], None] | None = None,
         timeout_s: float = 5.0,
         attempts: int = 4,
         backoff_s: float = 1.0,
@@ -144,7 +145,7 @@ class Notifier:
         self._thread = threading.Thread(target=self._run, name="vastops-notify", daemon=True)
         self._thread.start()
 
-    def offer(self, row: dict[str, Any]) -> bool:
+    def offer(self, row: AuditRow) -> bool:
         """Queue ``row`` for delivery; False (at once) when the queue is full or the notifier is closed."""
         if self._closed.is_set():
             return False
@@ -218,7 +219,7 @@ class Notifier:
                 with self._lock:
                     self._undone.remove(offered)
 
-    def _deliver(self, row: dict[str, Any]) -> bool:
+    def _deliver(self, row: AuditRow) -> bool:
         """Post ``row`` with its retries; True when it is done (delivered or given up), False when dropped by close."""
         body = json.dumps(payload(row, self.fmt), default=str).encode()
         what = f"notification {row.get('event')} #{row.get('id')}"
@@ -352,7 +353,7 @@ def pump(notifier: Notifier, ledger: Ledger, cursor: str = "notify", batch: int 
         refused = False
         for row in rows:
             if row["event"] in NOTIFY_EVENTS:
-                if not notifier.offer(dict(row)):
+                if not notifier.offer(row.copy()):
                     refused = True
                     break
                 offered += 1

@@ -7,8 +7,9 @@ the ``*_ERRORS`` tables list the error answers a route declares in that document
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from copy import copy
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -203,19 +204,38 @@ class Healthz(BaseModel):
     problems: list[str] = Field(description="what impairs enforcement now; empty when status is ok")
 
 
+class ErrorAnswer(TypedDict):
+    """An error answer a route declares: its body's model, and when it comes."""
+
+    model: type[BaseModel]
+    description: str
+
+
+ErrorTable = Mapping[int, ErrorAnswer]
+
+
+def answers(*tables: ErrorTable) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses`` (FastAPI's type): the tables merged in order, a later code's answer winning."""
+    merged: dict[int | str, dict[str, Any]] = {}
+    for table in tables:
+        for code, answer in table.items():
+            merged[code] = dict(answer)
+    return merged
+
+
 # Every status code a route can answer is listed, each with the body ``{"detail": "..."}``:
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": Error, "description": "missing or wrong X-API-Key"}}
+AUTH_ERRORS: ErrorTable = {401: {"model": Error, "description": "missing or wrong X-API-Key"}}
 # LimitBody refuses a body over the limit before routing, so every operation can answer 413,
 # also one that reads no body (``/activity``, the GETs).
-TOO_LARGE: dict[int | str, dict[str, Any]] = {
+TOO_LARGE: ErrorTable = {
     413: {"model": Error, "description": f"the request carries a body over {MAX_BODY_BYTES} bytes (refused on every route)"}
 }
-INVALID: dict[int | str, dict[str, Any]] = {422: {"model": Error, "description": "well-formed, but a value is out of range or unknown"}}
+INVALID: ErrorTable = {422: {"model": Error, "description": "well-formed, but a value is out of range or unknown"}}
 # Only the routes that parse a JSON body answer 400 and 422 for it.
-BODY_ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": Error, "description": "the body is not valid JSON"}, **INVALID}
-VAST_ERRORS: dict[int | str, dict[str, Any]] = {
+BODY_ERRORS: ErrorTable = {400: {"model": Error, "description": "the body is not valid JSON"}, **INVALID}
+VAST_ERRORS: ErrorTable = {
     500: {"model": Error, "description": "VAST_API_KEY or VAST_INSTANCE_ID not configured"},
     502: {"model": Error, "description": "vast.ai API error"},
 }
 # Routes that must read or write the ledger first; a stop never answers it (it writes after).
-LEDGER_ERRORS: dict[int | str, dict[str, Any]] = {503: {"model": Error, "description": "the ledger failed; nothing was changed"}}
+LEDGER_ERRORS: ErrorTable = {503: {"model": Error, "description": "the ledger failed; nothing was changed"}}

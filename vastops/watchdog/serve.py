@@ -18,7 +18,7 @@ accept. So:
   reuses idle connections): a flood of half-sent requests cannot lock /healthz out;
 * the soft limit of open files is raised to the hard one.
 
-The wake proxy (vastops/proxy.py) serves with the same protocol but its own limits:
+The wake proxy (vastops/proxy/) serves with the same protocol but its own limits:
 it carries LLM streams, not the watchdog's API, so its connection cap is sized from
 the file-descriptor limit, and uvicorn's plain-text 503 is off (``limit_concurrency``
 None): the proxy answers the requests beyond its own limit itself, OpenAI-shaped.
