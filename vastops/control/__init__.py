@@ -6,8 +6,9 @@ By composition: ``Control`` holds an ``Observer`` and a ``Power`` and passes cal
   heartbeats (whether a watchdog enforces) and the reports.
 - ``observe``: ``Observer``, the wiring (settings, ledger, vast.ai client, clock) and the
   observation of vast.ai that opens and closes sessions and advances a pending start.
+- ``guardrails``: the stop rules' inputs from the ledger (``StopInputs``), budgets in figures and words.
 - ``power``: ``Power``, start, stop, reboot and keepalive under the guardrails (budgets), the
-  stop rules' inputs from the ledger (``StopInputs``), and the watchdog's stops as recorded.
+  stop rules' inputs read from the ledger, and the watchdog's stops as recorded.
 - ``status``: ``StatusAnswer``, the status answer as one typed model (its budget and warning
   lines too) that the API, the CLI and the dashboard read; the fields the API sends.
 """

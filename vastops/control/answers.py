@@ -19,8 +19,9 @@ from typing import IO, Any
 from vastops import costs as costmath
 from vastops.clock import Clock, isoz, parse_isoz, utcnow
 from vastops.config import Settings, VastTarget
+from vastops.control.guardrails import StopInputs, budget_figures, refusal
 from vastops.control.observe import Observer, probe_health
-from vastops.control.power import Power, Progress, StopInputs, budget_figures, refusal
+from vastops.control.power import Power, Progress
 from vastops.control.status import (
     Beat,
     BudgetLine,

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypedDict
-from zoneinfo import ZoneInfo
 
 from vastops.clock import Clock, isoz, parse_isoz, stamp
 from vastops.config import Settings, VastTarget
+from vastops.control.guardrails import StopInputs, budget_figures, override_not_needed, override_recorded, refusal, running_of
 from vastops.control.observe import Observer
 from vastops.control.status import KeepaliveResult, StartResult, StopResult
 from vastops.errors import (  # defined with their codes in errors.py; raised here, and still importable from here
@@ -32,7 +30,7 @@ from vastops.errors import (  # defined with their codes in errors.py; raised he
     StartCancelled,
 )
 from vastops.ledger.queries import View
-from vastops.ledger.rows import AuditOp, BudgetFigures, Details, SessionRow, StopFigures, StoppedOp
+from vastops.ledger.rows import AuditOp, BudgetFigures, Details, StopFigures, StoppedOp
 from vastops.ledger.store import Ledger
 from vastops.stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from vastops.vast import VastClient, VastError
@@ -52,7 +50,6 @@ from vastops.vocabulary import (
     cause_name,
     status_words,
 )
-from vastops.words import usd
 
 log = logging.getLogger("vastops.power")
 
@@ -71,51 +68,6 @@ def _clear_refusal(exc: VastError) -> bool:
 
 OVERRIDE_RECORDED = BudgetOverride.RECORDED  # power_on's budget_override (vocabulary.BudgetOverride)
 OVERRIDE_NOT_NEEDED = BudgetOverride.NOT_NEEDED
-
-
-class RuleInputs(TypedDict):
-    """The keyword arguments of ``stops.candidates`` (``StopInputs.rules``)."""
-
-    now: datetime
-    last_activity: datetime | None
-    idle_from: datetime | None
-    starting: bool
-    keepalive_until: datetime | None
-    budgets: tuple[Budget, ...]
-    requests_until: datetime | None
-
-
-@dataclass(frozen=True)
-class StopInputs:
-    """The stop rules' inputs (vastops/stops.py) as the ledger holds them, read in one place
-    (``Power.stop_inputs``) for the status answer and for the watchdog's memory (``Watch.refresh``)."""
-
-    session: SessionRow | None  # the open session's row
-    last_activity: datetime | None
-    idle_from: datetime | None  # when the last start settled
-    starting: bool  # a start (or a reboot) is pending
-    pending_since: datetime | None
-    acted_at: datetime | None  # the last start or stop requested
-    keepalive_until: datetime | None
-    budgets: tuple[Budget, ...]
-    requests_until: datetime | None  # the latest moment a request in flight holds the instance
-    requests_in_flight: int
-
-    @property
-    def running(self) -> Running | None:
-        return running_of(self.session)
-
-    def rules(self, now: datetime) -> RuleInputs:
-        """The keyword arguments of ``stops.candidates``."""
-        return {
-            "now": now,
-            "last_activity": self.last_activity,
-            "idle_from": self.idle_from,
-            "starting": self.starting,
-            "keepalive_until": self.keepalive_until,
-            "budgets": self.budgets,
-            "requests_until": self.requests_until,
-        }
 
 
 class Power:
@@ -249,14 +201,14 @@ class Power:
                 else:
                     far.append(figures)
             if not near:
-                return OVERRIDE_NOT_NEEDED, _not_needed(held, far)
+                return OVERRIDE_NOT_NEEDED, override_not_needed(held, far)
             # One row names every budget it overrides, each for its period: the watchdog reads the last one.
             last = tx.last_event(iid, Event.BUDGET_OVERRIDE)
             previous = last["meta"].get("periods", {}) if last else {}
             periods = {**previous, **{b["budget"]: b["period"] for b in near}}
             details: Details = {"reason": override_reason, "periods": periods, "budgets": near, "instance_id": iid}
             tx.audit(now, iid, Event.BUDGET_OVERRIDE, actor, details)
-        return OVERRIDE_RECORDED, _recorded(near, far)
+        return OVERRIDE_RECORDED, override_recorded(near, far)
 
     def keepalive(self, actor: str, minutes: float, reason: str) -> KeepaliveResult:
         """Hold the idle stop off: it comes no earlier than now + ``minutes`` (hard limits still apply)."""
@@ -585,63 +537,6 @@ class Power:
         if problem:
             result["ledger_problem"] = problem
         return result
-
-
-def running_of(session: SessionRow | None) -> Running | None:
-    """The open session's row as the stop rules take it."""
-    started = parse_isoz(session["started_at"]) if session else None
-    if session is None or started is None:
-        return None
-    return Running(started, session["dph_base"] or 0.0, session["storage_dph"] or 0.0)
-
-
-def refusal(spent_budgets: list[BudgetFigures]) -> str:
-    """Why a start is refused, naming each spent budget, what was spent and when it resets."""
-    return "; ".join(
-        f"the {b['budget']} budget of {usd(b['limit_usd'])} is spent ({usd(b['spent_usd'])}, compute and storage)"
-        f" until it resets at {b['resets_local']}"
-        for b in spent_budgets
-    )
-
-
-def _recorded(near: list[BudgetFigures], far: list[BudgetFigures]) -> str:
-    """What an override that was recorded holds, and what it does not."""
-    held = "; ".join(
-        f"the {b['budget']} budget ({usd(b['spent_usd'])} of {usd(b['limit_usd'])}, {b['percent']:g} %) neither stops the instance"
-        f" nor refuses a start until it resets at {b['resets_local']}"
-        for b in near
-    )
-    return f"Budget override recorded: {held}." + (f" Not overridden: {_far(far)}." if far else "")
-
-
-def _not_needed(held: list[BudgetFigures], far: list[BudgetFigures]) -> str:
-    """Why an override that was asked for recorded nothing: each budget is overridden already, or far from its limit."""
-    parts = [f"the {b['budget']} budget is already overridden until it resets at {b['resets_local']}" for b in held]
-    if far:
-        parts.append(_far(far))
-    return "No budget override was needed, so none was recorded: " + "; ".join(parts) + "."
-
-
-def _far(far: list[BudgetFigures]) -> str:
-    share = f"{BUDGET_WARNING_SHARE * 100:g} %"
-    return (
-        ", ".join(f"the {b['budget']} budget is at {b['percent']:g} %" for b in far)
-        + f" (an override is recorded from {share} of a budget): {'it' if len(far) == 1 else 'each'} still stops the instance when spent"
-    )
-
-
-def budget_figures(budget: Budget, used: float) -> BudgetFigures:
-    """A budget's state in words and numbers (``used``: spent in its period), for the status answer and the audit rows."""
-    return {
-        "budget": budget.kind,
-        "limit_usd": budget.limit_usd,
-        "period": budget.period,
-        "resets_at": isoz(budget.resets),
-        "resets_local": budget.resets.astimezone(ZoneInfo(budget.zone)).strftime("%Y-%m-%d %H:%M %Z"),
-        "overridden": budget.overridden,
-        "spent_usd": round(used, 6),
-        "percent": round(100.0 * used / budget.limit_usd, 1),
-    }
 
 
 def audit_op(ts: datetime, instance_id: int | None, event: str, actor: str, meta: Details) -> AuditOp:

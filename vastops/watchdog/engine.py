@@ -44,7 +44,8 @@ from typing import Any
 
 from vastops.config import NotConfigured
 from vastops.control.answers import Control
-from vastops.control.power import audit_op, running_of
+from vastops.control.guardrails import running_of
+from vastops.control.power import audit_op
 from vastops.control.status import LedgerNote, StopResult
 from vastops.ledger.rows import AuditOp, Details, OpenRequest, SessionRow
 from vastops.stops import Budget, Stop, candidates

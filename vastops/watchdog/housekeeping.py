@@ -25,7 +25,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from vastops.clock import SteadyClock, isoz, stamp
-from vastops.control.power import audit_op, budget_figures, running_of
+from vastops.control.guardrails import budget_figures, running_of
+from vastops.control.power import audit_op
 from vastops.ledger.rows import AuditOp, AuditRow, Details
 from vastops.stops import spent
 from vastops.vocabulary import IDLE_CAUSES, STOP_CAUSES, STOP_WARNINGS, Actor, Event, cause_name
