@@ -11,9 +11,9 @@ The tiers (``./dev test --fast`` leaves the three slow ones out):
 - ``apptest``: the test runs the dashboard under Streamlit's AppTest (the ``apptest`` fixture).
 - ``browser``: the test drives Debian's chromium (the ``browser`` fixture).
 
-Under pytest-xdist (``-n N --dist loadgroup``) each test file is one group, so a
-module's fixtures are built once, and the timing-sensitive files share the ``timing``
-group: they run one after another on one worker.
+Under pytest-xdist (``./dev test``: ``-n 2 --dist loadscope``) each test file is one unit
+of work, so a module's fixtures are built once, and the timing-sensitive files (``TIMING``)
+are one unit together: they run one after another on one worker (``_ByFile`` below).
 """
 
 from __future__ import annotations
@@ -49,21 +49,43 @@ TIMING = (
     "tests/proxy/test_proxy_idle.py",
     "tests/integrations/test_litellm.py",
     "tests/dashboard/test_browser",
+    "tests/watchdog/test_restart_reporters.py",
+    "tests/proxy/test_proxy_holes.py",
 )
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        used = set(getattr(item, "fixturenames", ()))
-        if "real_processes" in used:
-            item.add_marker(pytest.mark.process)
-        if "apptest" in used:
-            item.add_marker(pytest.mark.apptest)
-        if "browser" in used:
-            item.add_marker(pytest.mark.browser)
-        path = item.path.relative_to(ROOT).as_posix()
-        timing = path.startswith(TIMING) and "real_processes" in used
-        item.add_marker(pytest.mark.xdist_group("timing" if timing else path))
+def pytest_itemcollected(item):
+    # The tiers as markers, from the fixtures a test uses (at any depth).
+    used = set(getattr(item, "fixturenames", ()))
+    if "real_processes" in used:
+        item.add_marker(pytest.mark.process)
+    if "apptest" in used:
+        item.add_marker(pytest.mark.apptest)
+    if "browser" in used:
+        item.add_marker(pytest.mark.browser)
+
+
+try:  # pytest-xdist (./dev test runs two workers): which tests go to a worker together
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pragma: no cover - run without xdist
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+
+    class _ByFile(LoadScopeScheduling):
+        """Each test file is one unit of work (its module fixtures are built once), and the
+        timing-sensitive files together are one: they run one after another on one worker.
+
+        (xdist's own ``--dist loadgroup`` rewrites node ids, which pytest 9.2 no longer
+        reads: its groups silently fell apart, and two workers built one venv at once.)
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "timing" if path.startswith(TIMING) else path
+
+    def pytest_xdist_make_scheduler(config, log):
+        return _ByFile(config, log)
 
 
 class UnmarkedProcess(AssertionError):

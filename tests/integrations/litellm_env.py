@@ -22,6 +22,7 @@ vastops/integrations/litellm.py relies on.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -59,9 +60,20 @@ def _uv() -> list[str]:
 
 
 def litellm_python() -> Path:
-    """The venv's Python (run the proxy as ``python -m litellm.proxy.proxy_cli``), built first if missing or out of date."""
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    """The venv's Python (run the proxy as ``python -m litellm.proxy.proxy_cli``), built first if missing or out of date.
+
+    One build at a time (a lock beside it): two test processes (pytest-xdist's workers) that
+    both find it missing must not replace the venv one of them is already running from.
+    """
     venv = ROOT / ".cache" / f"litellm-{version()}"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.with_name(venv.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _built(venv)
+
+
+def _built(venv: Path) -> Path:
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
     stamp = venv / "vastops-requirements.sha256"
     if stamp.is_file() and stamp.read_text().strip() == wanted and (venv / "bin" / "python").exists():
         return venv / "bin" / "python"
