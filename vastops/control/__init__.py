@@ -5,7 +5,8 @@ By composition: ``Control`` holds an ``Observer`` and a ``Power`` and passes cal
 - ``answers``: ``Control``, the one door the shells call; the status answer, activity,
   heartbeats (whether a watchdog enforces) and the reports.
 - ``observe``: ``Observer``, the wiring (settings, ledger, vast.ai client, clock) and the
-  observation of vast.ai that opens and closes sessions and advances a pending start.
+  observation of vast.ai that opens and closes sessions and advances a pending start;
+  ``OnObserver``, the wiring passed on by name to ``Power`` and ``Control``.
 - ``guardrails``: the stop rules' inputs from the ledger (``StopInputs``), budgets in figures and words.
 - ``power``: ``Power``, start, stop, reboot and keepalive under the guardrails (budgets), the
   stop rules' inputs read from the ledger, and the watchdog's stops as recorded.

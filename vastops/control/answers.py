@@ -18,9 +18,9 @@ from typing import IO, Any
 
 from vastops import costs as costmath
 from vastops.clock import Clock, isoz, parse_isoz, utcnow
-from vastops.config import Settings, VastTarget
+from vastops.config import Settings
 from vastops.control.guardrails import StopInputs, budget_figures, refusal
-from vastops.control.observe import Observer, probe_health
+from vastops.control.observe import Observer, OnObserver, probe_health
 from vastops.control.power import Power, Progress
 from vastops.control.status import (
     Beat,
@@ -46,7 +46,7 @@ from vastops.words import ago, duration
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
 
 
-class Control:
+class Control(OnObserver):
     """The control layer's use cases, by name: an ``Observer`` and a ``Power`` held, the answers given here."""
 
     def __init__(
@@ -63,28 +63,7 @@ class Control:
         self._observer = Observer(settings, ledger, client, clock=clock, health=health, sleep=sleep, poll_interval=poll_interval)
         self._power = Power(self._observer)
 
-    # -- the wiring (the observer's) ------------------------------------------------
-
-    @property
-    def settings(self) -> Settings:
-        return self._observer.settings
-
-    @property
-    def ledger(self) -> Ledger:
-        return self._observer.ledger
-
-    @property
-    def clock(self) -> Clock:
-        return self._observer.clock
-
-    @property
-    def instance_id(self) -> int | None:
-        """None when unconfigured: the reports then cover every instance in the ledger."""
-        return self._observer.instance_id
-
-    @property
-    def client(self) -> VastClient:
-        return self._observer.client
+    # -- the wiring is the observer's (OnObserver); a test paces a waiting start by its sleep --
 
     @property
     def sleep(self) -> Callable[[float], None]:
@@ -93,10 +72,6 @@ class Control:
     @sleep.setter
     def sleep(self, sleep: Callable[[float], None]) -> None:  # tests pace a waiting start with it
         self._observer.sleep = sleep
-
-    def target(self) -> VastTarget:
-        """The key and instance id, or ``NotConfigured``: every call to vast.ai starts here."""
-        return self._observer.target()
 
     def unconfigured_reason(self) -> str | None:
         return self._observer.unconfigured_reason()

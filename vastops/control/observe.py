@@ -368,3 +368,35 @@ class _Rates(TypedDict):
 
 def _rates(instance: Instance) -> _Rates:
     return {"gpu_name": instance.gpu_name, "dph_base": instance.dph_base, "storage_dph": instance.storage_dph}
+
+
+class OnObserver:
+    """What ``Power`` and ``Control`` share: the wiring of the ``Observer`` they hold, passed on by
+    name, so there is one settings, one ledger, one client and one clock."""
+
+    _observer: Observer
+
+    @property
+    def settings(self) -> Settings:
+        return self._observer.settings
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._observer.ledger
+
+    @property
+    def clock(self) -> Clock:
+        return self._observer.clock
+
+    @property
+    def instance_id(self) -> int | None:
+        """None when unconfigured: the reports then cover every instance in the ledger."""
+        return self._observer.instance_id
+
+    @property
+    def client(self) -> VastClient:
+        return self._observer.client
+
+    def target(self) -> VastTarget:
+        """The key and instance id, or ``NotConfigured``: every call to vast.ai starts here."""
+        return self._observer.target()

@@ -15,10 +15,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from vastops.clock import Clock, isoz, parse_isoz, stamp
-from vastops.config import Settings, VastTarget
+from vastops.clock import isoz, parse_isoz, stamp
 from vastops.control.guardrails import StopInputs, budget_figures, override_not_needed, override_recorded, refusal, running_of
-from vastops.control.observe import Observer
+from vastops.control.observe import Observer, OnObserver
 from vastops.control.status import KeepaliveResult, StartResult, StopResult
 from vastops.errors import (  # defined with their codes in errors.py; raised here, and still importable from here
     BudgetExceeded,
@@ -31,9 +30,8 @@ from vastops.errors import (  # defined with their codes in errors.py; raised he
 )
 from vastops.ledger.queries import View
 from vastops.ledger.rows import AuditOp, BudgetFigures, Details, StopFigures, StoppedOp
-from vastops.ledger.store import Ledger
 from vastops.stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
-from vastops.vast import VastClient, VastError
+from vastops.vast import VastError
 from vastops.vocabulary import (
     CAUSE_EVENTS,
     IDLE_CAUSES,
@@ -70,35 +68,11 @@ OVERRIDE_RECORDED = BudgetOverride.RECORDED  # power_on's budget_override (vocab
 OVERRIDE_NOT_NEEDED = BudgetOverride.NOT_NEEDED
 
 
-class Power:
+class Power(OnObserver):
     """Start, stop, reboot and keepalive, the budgets' guardrail, and the stops the rules decide."""
 
     def __init__(self, observer: Observer):
         self._observer = observer
-
-    # the wiring is the observer's: one settings, one ledger, one client, one clock
-    @property
-    def settings(self) -> Settings:
-        return self._observer.settings
-
-    @property
-    def ledger(self) -> Ledger:
-        return self._observer.ledger
-
-    @property
-    def clock(self) -> Clock:
-        return self._observer.clock
-
-    @property
-    def instance_id(self) -> int | None:
-        return self._observer.instance_id
-
-    @property
-    def client(self) -> VastClient:
-        return self._observer.client
-
-    def target(self) -> VastTarget:
-        return self._observer.target()
 
     # -- the rules' inputs (vastops/stops.py), from the ledger -------------------
 
