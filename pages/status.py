@@ -83,11 +83,11 @@ from pages._status_actions import (
 from pages._status_words import cause_words, last_action_words, money, stop_phrase, why_not_moved
 from vastops import words
 from vastops.clock import stamp
-from vastops.control.observe import probe_health
 from vastops.control.status import StatusAnswer
+from vastops.instance.health import Health, probe
 from vastops.ledger.rows import LastAction
 from vastops.reports.audit import cold_starts
-from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, BudgetState, Cause, Pending, Status, status_words
+from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, BudgetState, Cause, Pending, Serving, Status, status_words
 
 REFRESH_EVERY_S = 3
 
@@ -132,7 +132,8 @@ cfg = settings()
 @st.cache_data(ttl=10, show_spinner=False)
 def health_answers(url: str) -> bool:
     # Cached so a fragment rerun every few seconds probes the instance at most every 10 s.
-    return probe_health(url, timeout=1.5)
+    token = cfg.vast_health_token.get_secret_value() if cfg.vast_health_token else None
+    return probe(url, token, timeout=1.5) == Health.HEALTHY
 
 
 def _start_step(s: StatusAnswer) -> int:
@@ -172,6 +173,8 @@ def _show_problem(s: StatusAnswer, pending: bool) -> None:
             st.warning(s.message or STATUS_WORDS[Status.SCHEDULING])
     elif status == Status.EXITED:
         st.warning(f"The instance has exited. {s.message or ''} Start it again, or look at it in vast.ai's console.")
+    elif s.serving == Serving.ENGINE_DEAD and s.message:  # it bills and serves nothing: say what to do (Reboot)
+        st.error(f"**vLLM's engine is dead.** {s.message}", icon=":material/heart_broken:")
     elif s.message:  # e.g. the credit below VAST_LOW_CREDIT_USD
         st.warning(s.message, icon=":material/savings:")
 

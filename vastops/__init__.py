@@ -19,6 +19,7 @@ is a package whose own ``__init__`` lists its modules.
     reports/      read-only reports: periods, sessions and CSV, audit pages, consumers
     control/      the use cases the shells call: observe vast.ai, power on/off, answers
     watchdog/     the watchdog process: the enforcing engine, its HTTP API, notifications
+    instance/     what runs on the GPU: the template, booking, the health probe, the VM kit
     proxy/        the wake proxy: an OpenAI-compatible front that starts a stopped GPU
     dashboard/    what the Streamlit dashboard's process needs: login, run
     sim/          a local, faithful vast.ai for the demo and the tests

@@ -86,6 +86,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     who.add_argument("--csv", metavar="FILE", help="write the lines to FILE as CSV ('-' for stdout)")
     audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
     audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default 50)")
+    instance = sub.add_parser("instance", help="what runs on the GPU: template, offers, create, destroy, the VM kit")
+    from vastops.instance import commands as instance_commands  # light: argparse and the foundation
+
+    instance_commands.add_arguments(instance, common)
 
     # The long-running processes.
     named = None if argv is None else _command(argv)
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_env_file(args.env_file)
             except ConfigError as exc:
                 return _fail(str(exc), EXIT_CONFIG)
+        args.env_file_named = args.env_file is not None  # `instance create` writes the new id into a file named on purpose
         args.env_file = args.env_file or DEFAULT_ENV_FILE
         for warning in unknown_variables(args.env_file):
             print(f"vastops: warning: {warning}", file=sys.stderr)
@@ -160,10 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             return runner(args)
         except ConfigError as exc:
             return _fail(str(exc), EXIT_CONFIG)
-    from vastops.control.answers import Control
-
     try:
         settings = require_ledger_folder(load_settings(args.env_file))
+        if args.command == "instance":  # books and destroys instances: needs no VAST_INSTANCE_ID
+            from vastops.instance import commands as instance_commands
+
+            return instance_commands.run(args, settings)
+        from vastops.control.answers import Control
+
         control = Control(settings)
         return COMMANDS[args.command](control, args)
     except KeyboardInterrupt:

@@ -29,7 +29,9 @@ DEFAULT_API_URL = "https://console.vast.ai"
 DEFAULT_WATCHDOG_URL = "http://127.0.0.1:8787"
 MAX_WAIT_S = 24 * 3600.0  # a start that has not answered /health in a day never will
 MAX_IDLE_MINUTES = 7 * 24 * 60.0  # a week
-MIN_CONTROL_KEY_CHARS = 16  # the REST API's only lock: a short key is guessed
+MIN_CONTROL_KEY_CHARS = 16
+DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"  # the seed's model (gated on Hugging Face: HF_TOKEN)
+DEFAULT_IMAGE = "vastai/vllm:v0.14.0-cuda-12.9"  # vast's vLLM image: its supervisor, its auth edge (docs/vast-api.md)  # the REST API's only lock: a short key is guessed
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,19 @@ class Settings(BaseSettings):
     # endpoint is the health port's (the seed's own example answer), as before.
     vast_endpoint_port: int | None = Field(None, ge=1, le=65535, description="container port of the LLM API (endpoint_base_url)")
     vast_health_path: str = Field("/health", description="health path on the instance")
+    # vast's images put an auth edge (Caddy) in front of every published port, /health included:
+    # every call vastops makes to the instance sends this as a Bearer token (vastops/instance/health.py).
+    vast_health_token: SecretStr | None = Field(None, description="the token of vast's auth edge on the instance (WEB_PASSWORD)")
+    vast_auto_reboot_on_dead_engine: bool = Field(False, description="reboot once when vLLM's engine dies (its /health answers 503)")
+    # What the instance runs (vastops/instance/template.py): `vastops instance template|create`.
+    vastops_model: str = Field(DEFAULT_MODEL, min_length=1, max_length=200, description="the model vLLM serves")
+    vastops_image: str = Field(
+        DEFAULT_IMAGE, min_length=1, max_length=300, description="the instance's image (vast's vLLM image, or vllm/vllm-openai)"
+    )
+    vastops_vllm_args: str = Field("--max-model-len 8192", max_length=2000, description="vLLM's arguments besides the model and ports")
+    vastops_disk_gb: float = Field(
+        150.0, ge=20, le=10_000, allow_inf_nan=False, description="the instance's disk in GB (fixed at creation)"
+    )
     # Upper bounds keep every date computed from them representable (1e300 minutes is not).
     vast_wait_timeout_s: float = Field(600.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False, description="how long power-on waits for health")
     vast_scheduling_timeout_s: float = Field(
@@ -134,6 +149,21 @@ class Settings(BaseSettings):
             raise ValueError("a header naming the consumer, not one that carries credentials (its value is stored and shown in reports)")
         return v
 
+    @field_validator("vastops_model", "vastops_image")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        # Both go into the instance's env and on-start script: no spaces, quotes or shell syntax.
+        if not all(c.isalnum() or c in "-_./:@" for c in v):
+            raise ValueError("a name like mistralai/Mistral-7B-Instruct-v0.3 or vastai/vllm:TAG (letters, digits, - _ . / : @)")
+        return v
+
+    @field_validator("vastops_vllm_args")
+    @classmethod
+    def _plain_args(cls, v: str) -> str:
+        if any(c in v for c in "'\"`$;&|<>\\\n"):
+            raise ValueError("plain arguments like --max-model-len 8192 (no quotes or shell syntax)")
+        return v.strip()
+
     @field_validator("vast_health_path")
     @classmethod
     def _path_starts_with_slash(cls, v: str) -> str:
@@ -141,7 +171,7 @@ class Settings(BaseSettings):
             raise ValueError("a URL path starting with '/', e.g. /health")
         return v
 
-    @field_validator("vast_api_key", "control_api_key", "vastops_proxy_key")
+    @field_validator("vast_api_key", "control_api_key", "vastops_proxy_key", "vast_health_token")
     @classmethod
     def _header_safe_key(cls, v: SecretStr | None) -> SecretStr | None:
         # Keys travel in HTTP headers, which carry ASCII only; say so now rather than
@@ -343,6 +373,6 @@ def load_settings(env_file: str | os.PathLike | None = ".env", **overrides) -> S
             else:
                 expected = str(err.get("msg", "a valid value")).removeprefix("Value error, ")
             # The offending input is shown only for non-secret variables.
-            shown = "" if any(w in name for w in ("KEY", "PASSWORD", "WEBHOOK")) else f" (got {err.get('input')!r})"
+            shown = "" if any(w in name for w in ("KEY", "PASSWORD", "WEBHOOK", "TOKEN")) else f" (got {err.get('input')!r})"
             problems.append(f"{name}: expected {expected}{shown}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

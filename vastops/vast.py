@@ -105,9 +105,14 @@ def map_status(intended: str | None, actual: str | None, status_msg: str | None,
     if actual in ("exited", "stopped"):
         if cur_state is not None:
             return Status.EXITED  # the GPU is held and the container is not running: it died
-        msg = (status_msg or "").lower()
-        return Status.EXITED if any(w in msg for w in ERROR_WORDS) else Status.SCHEDULING
+        return Status.EXITED if failed_container(status_msg) else Status.SCHEDULING
     return Status.LOADING
+
+
+def failed_container(status_msg: str | None) -> bool:
+    """vast's status_msg names an error (a pull refused, an OCI failure): the container will not come up by waiting."""
+    msg = (status_msg or "").lower()
+    return any(w in msg for w in ERROR_WORDS)
 
 
 def parse_instance(raw: dict[str, Any]) -> Instance:
@@ -135,6 +140,59 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         intended_status=raw.get("intended_status") or None,
         machine_id=raw["machine_id"] if isinstance(raw.get("machine_id"), int) else None,
     )
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One offer of vast's market (``search offers``), in vastops' words; units as vast gives them."""
+
+    id: int  # the ask id that ``create_instance`` takes
+    machine_id: int | None
+    gpu_name: str
+    num_gpus: int
+    gpu_ram_gb: float  # per GPU
+    cpu_ram_gb: float
+    disk_gb: float  # the disk the machine offers
+    dph_base: float  # $/h compute
+    dph_total: float  # $/h compute + the disk asked for (``allocated_storage``)
+    storage_cost: float  # $/GB/month
+    reliability: float | None
+    location: str | None
+    cuda: float | None
+    verified: bool
+    inet_down_cost: float  # $/GB
+    inet_up_cost: float
+
+
+def parse_offer(raw: dict[str, Any]) -> Offer:
+    def num(key: str, default: float = 0.0) -> float:
+        value = raw.get(key)
+        return float(value) if isinstance(value, int | float) else default
+
+    return Offer(
+        id=int(raw["id"]),
+        machine_id=raw["machine_id"] if isinstance(raw.get("machine_id"), int) else None,
+        gpu_name=str(raw.get("gpu_name") or "?"),
+        num_gpus=int(raw.get("num_gpus") or 1),
+        gpu_ram_gb=num("gpu_ram") / 1000,  # MB, as vast's CLI multiplies by 1000
+        cpu_ram_gb=num("cpu_ram") / 1000,
+        disk_gb=num("disk_space"),
+        dph_base=num("dph_base"),
+        dph_total=num("dph_total", num("dph_base")),
+        storage_cost=num("storage_cost"),
+        reliability=num("reliability2", num("reliability", -1.0)) if ("reliability2" in raw or "reliability" in raw) else None,
+        location=(str(raw["geolocation"]).strip() or None) if raw.get("geolocation") else None,
+        cuda=num("cuda_max_good") if isinstance(raw.get("cuda_max_good"), int | float) else None,
+        verified=bool(raw.get("verified")),
+        inet_down_cost=num("inet_down_cost"),
+        inet_up_cost=num("inet_up_cost"),
+    )
+
+
+class Created(TypedDict):
+    """vast's answer to an instance creation: the new instance's id (its contract)."""
+
+    instance_id: int
 
 
 class ChargeItem(TypedDict):
@@ -217,6 +275,30 @@ class VastClient:
         counts = [o.get("num_gpus") for o in offers if isinstance(o, dict) and o.get("machine_id") == machine_id]
         return max((n for n in counts if isinstance(n, int)), default=0)
 
+    def search_offers(self, query: dict[str, Any]) -> list[Offer]:
+        """vast's market for ``query`` (vast's query language: ``{col: {op: value}}``, ``type``,
+        ``order``, ``limit``, ``allocated_storage``), as ``vastai search offers`` sends it."""
+        body = self._call("POST", "/api/v0/bundles/", json_body=query)
+        offers = body.get("offers") if isinstance(body, dict) else None
+        if not isinstance(offers, list):
+            raise VastError(ErrorKind.UNAVAILABLE, "vast.ai gave an unexpected answer to an offer search (no offers); try again shortly.")
+        return [parse_offer(o) for o in offers if isinstance(o, dict) and isinstance(o.get("id"), int)]
+
+    def create_instance(self, offer_id: int, body: dict[str, Any]) -> Created:
+        """Rent the offer ``offer_id`` with the template ``body`` (``PUT /asks/{id}/``): it bills from here.
+
+        Never retried: a second try after a lost answer would rent a second GPU. The answer
+        also carries the instance's own key (``instance_api_key``), which vastops does not keep."""
+        answer = self._call("PUT", f"/api/v0/asks/{offer_id}/", json_body={"client_id": "me", **body}, retries=0, creating=offer_id)
+        new = answer.get("new_contract") if isinstance(answer, dict) else None
+        if not isinstance(new, int):
+            raise VastError(ErrorKind.API, f"vast.ai accepted the rental of offer {offer_id} but named no instance; check vast's console.")
+        return {"instance_id": new}
+
+    def destroy(self, instance_id: int) -> None:
+        """Destroy the instance: its disk and everything on it are gone; billing ends (``DELETE``)."""
+        self._call("DELETE", f"/api/v0/instances/{instance_id}/", json_body={}, instance_id=instance_id, retries=0)
+
     def credit(self) -> float:
         """The account's spendable credit in dollars (``users/current``; docs/vast-api.md §4)."""
         body = self._call("GET", "/api/v0/users/current/")
@@ -267,7 +349,15 @@ class VastClient:
     # -- transport ---------------------------------------------------------------
 
     def _call(
-        self, method: str, path: str, *, params=None, json_body=None, instance_id: int | None = None, retries: int | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params=None,
+        json_body=None,
+        instance_id: int | None = None,
+        retries: int | None = None,
+        creating: int | None = None,
     ) -> Any:
         url = self.base_url + path
         attempts = (self.retries if retries is None else retries) + 1
@@ -284,7 +374,7 @@ class VastClient:
                 body = _body(resp)
                 if resp.ok and not (isinstance(body, dict) and body.get("success") is False):
                     return body
-                last = self._classify(resp.status_code, body, instance_id)
+                last = self._classify(resp.status_code, body, instance_id, creating)
                 if resp.status_code not in RETRYABLE_STATUS and last.kind != ErrorKind.RATE_LIMITED:
                     break
                 retry_after = _retry_after(resp)
@@ -308,7 +398,7 @@ class VastClient:
     def _not_found(self, instance_id: int) -> VastError:
         return VastError(ErrorKind.NOT_FOUND, f"vast.ai has no instance {instance_id}; check VAST_INSTANCE_ID.", 404)
 
-    def _classify(self, status: int, body: Any, instance_id: int | None) -> VastError:
+    def _classify(self, status: int, body: Any, instance_id: int | None, creating: int | None = None) -> VastError:
         code = msg = None
         if isinstance(body, dict):
             code = body.get("error")
@@ -319,6 +409,8 @@ class VastClient:
             return VastError(ErrorKind.AUTH, f"vast.ai rejected the API key ({msg or 'auth_error'}); check VAST_API_KEY.", status)
         if code in ("no_such_instance", "not_found") and instance_id is not None:
             return self._not_found(instance_id)
+        if creating is not None and (refusal := _creation_refusal(code, msg, creating)):
+            return VastError(ErrorKind.API, refusal, status)
         if status == 429 or code == "rate_limit_exceeded" or "too frequent" in text:
             return VastError(ErrorKind.RATE_LIMITED, "vast.ai rate limit (429).", status)
         if status >= 500:
@@ -328,6 +420,18 @@ class VastClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
+
+
+def _creation_refusal(code: Any, msg: str, offer_id: int) -> str | None:
+    """A refused rental in one line that says what to do (the codes are vast's, partly unsure: docs/vast-api.md)."""
+    words = f"{code or ''} {msg}".lower()
+    if code in ("no_such_ask", "ask_not_available") or "no longer available" in words or "not available" in words:
+        return f"offer {offer_id} is no longer available (rented meanwhile): search again with `vastops instance offers`."
+    if "credit" in words or "balance" in words or code in ("insufficient_credit", "insufficient_funds"):
+        return f"vast.ai refused the rental: too little credit ({msg or code}); add credit in vast's console."
+    if "image" in words:
+        return f"vast.ai refused the image ({msg or code}); check VASTOPS_IMAGE."
+    return None
 
 
 def _body(resp: requests.Response) -> Any:

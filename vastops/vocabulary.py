@@ -97,12 +97,21 @@ class Event(StrEnum):
     NOTIFY_FAILED = "notify_failed"  # a notification could not be delivered (after its retries)
     # The wake proxy (vastops/proxy/): an LLM request found the instance stopped and asked for a start
     WAKE_REQUESTED = "wake_requested"  # meta: waiting_requests, how many requests wait for this start
+    # What runs on the GPU (vastops/instance/)
+    ENGINE_DEAD = "engine_dead"  # vLLM's /health answers 503 after it was healthy: its engine died (meta: auto_reboot)
+    INSTANCE_CREATED = "instance_created"  # `vastops instance create` rented an offer (meta: offer, template without secrets)
+    INSTANCE_CREATE_FAILED = "instance_create_failed"  # the rental was refused, or the new instance never became healthy
+    INSTANCE_DESTROYED = "instance_destroyed"  # `vastops instance destroy`: its disk is gone
 
 
 SPEC_EVENTS = tuple(Event)[:7]
 
 # Each event in words, for people (the dashboard's tables, the CLI); the CSV keeps the raw name.
 EVENT_WORDS: dict[str, str] = {
+    Event.ENGINE_DEAD: "vLLM's engine died",
+    Event.INSTANCE_CREATED: "Instance created",
+    Event.INSTANCE_CREATE_FAILED: "Instance creation failed",
+    Event.INSTANCE_DESTROYED: "Instance destroyed",
     Event.POWER_ON_REQUESTED: "Start requested",
     Event.POWER_ON_COMPLETE: "Started (healthy)",
     Event.POWER_ON_HEALTH_TIMEOUT: "Start timed out waiting for health",
@@ -293,6 +302,13 @@ TRANSIENT_ERRORS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.UNAVAILABLE})
 
 
 # -- the remaining states (issue 21): StrEnums, so the stored and sent strings are these words ---
+
+
+class Serving(StrEnum):
+    """What the watchdog's last health probe of the running instance said (``instances.serving``)."""
+
+    HEALTHY = "healthy"
+    ENGINE_DEAD = "engine_dead"  # vLLM's own 503 after it was healthy: it will not recover by itself
 
 
 class Pending(StrEnum):

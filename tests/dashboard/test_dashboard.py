@@ -564,9 +564,12 @@ def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(rea
         settings = load_settings(
             None, vastops_db=found["ledger"], vast_api_url=found["simulator"], vast_api_key="x", vast_instance_id=12345
         )
-        # the fresh demo ledger carries its past: some 60 days of sessions, every audit row marked demo data
+        # the fresh demo ledger carries its past: some 60 days of sessions, every audit row marked demo data,
+        # and then its booking, live: the instance rented with `vastops instance create` and healthy
         rows = Control(settings).audit(1000)
-        assert rows and all(r["meta"].get("demo") is True for r in rows)
+        live = [r for r in rows if not r["meta"].get("demo")]
+        assert [(r["event"], r["actor"]) for r in reversed(live)][:2] == [("instance_created", "cli"), ("power_on_complete", "cli")]
+        assert len(rows) > len(live) > 0
         assert Control(settings).costs()["sessions_count"] > 30
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
@@ -647,3 +650,17 @@ def test_a_start_cancelled_for_a_taken_gpu_is_said_in_words(apptest, env, monkey
     at = apptest.logged_in()
     assert metrics(at)["Status"] == "stopped"
     assert any("the GPU on the instance's host is taken" in w.value for w in at.warning)
+
+
+def test_a_dead_engine_is_an_error_that_says_to_reboot(apptest, env, clock, settings, sim, watcher):
+    sim.console(INSTANCE_ID, "running")
+    clock.advance(30)
+    watcher.status()
+    watcher.check_serving()  # healthy: now a 503 means a dead engine
+    sim.kill_engine(INSTANCE_ID)
+    watcher.check_serving()
+    watcher.check_serving()
+    at = apptest.logged_in()
+    [error] = [e for e in at.error if "engine is dead" in e.value]
+    assert "reboot" in error.value and "503" in error.value
+    assert not at.button(key="reboot").disabled  # what it says to do can be done right there

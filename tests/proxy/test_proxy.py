@@ -452,3 +452,45 @@ def test_a_quick_requests_end_is_never_reported_before_its_start(tmp_path):
 
     asyncio.run(call())
     assert arrived == ["start", "end"]
+
+
+def test_with_vast_health_token_the_instance_gets_the_edge_token_not_the_clients_key(tmp_path):
+    """In process: vast's edge (or vLLM's --api-key) wants VAST_HEALTH_TOKEN on every call to the instance;
+    the client's own Authorization (its key to the proxy, or a key meant for vLLM) is replaced, never passed on."""
+    import asyncio
+
+    import httpx2
+
+    from helpers import make_settings
+    from vastops.proxy.app import Proxy
+
+    seen: list[httpx2.Request] = []
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/infra/vast/status":
+            return httpx2.Response(200, json={"status": "running", "power_on_pending": False, "endpoint_base_url": "http://gpu:8000"})
+        if request.url.path == "/infra/vast/activity":
+            return httpx2.Response(200, json={"status": "recorded", "last_activity": "x"})
+        seen.append(request)
+
+        async def body():  # streamed, as a real connection's answer
+            yield b'{"choices": []}'
+
+        return httpx2.Response(200, content=body(), headers={"Content-Type": "application/json"})
+
+    settings = make_settings(
+        tmp_path,
+        None,
+        vastops_proxy_key="proxy-KEY-0a1b2c3d4e",
+        vastops_watchdog_url="http://watchdog:8787",
+        vast_health_token="edge-TOKEN-77aa",
+    )
+    app = Proxy(settings, transport=httpx2.MockTransport(upstream))
+
+    async def call(headers: dict[str, str]) -> httpx2.Response:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://proxy") as client:
+            return await client.post("/v1/chat/completions", json={"model": "m"}, headers=headers)
+
+    assert asyncio.run(call({"Authorization": "Bearer proxy-KEY-0a1b2c3d4e"})).status_code == 200
+    assert asyncio.run(call({"X-Vastops-Proxy-Key": "proxy-KEY-0a1b2c3d4e", "Authorization": "Bearer vllm-key"})).status_code == 200
+    assert [r.headers.get_list("authorization") for r in seen] == [["Bearer edge-TOKEN-77aa"], ["Bearer edge-TOKEN-77aa"]]

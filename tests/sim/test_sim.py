@@ -12,44 +12,11 @@ import time
 import pytest
 import requests
 
-from vastops.sim.config import SimConfig, SimInstance
-from vastops.sim.world import Simulator
+from vastops.sim.config import SimInstance
 
 KEY = "sim-key"
 IID = 12345
 T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def make_sim(clock):
-    """Start simulators on free ports; rate limiting off unless a test turns it on."""
-    started = []
-
-    def make(**changes) -> Simulator:
-        changes.setdefault("rate_limit_scale", 0.0)
-        sim = Simulator(SimConfig(**changes), clock=clock).start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
 
 
 @pytest.fixture
@@ -303,7 +270,7 @@ def test_v0_list_is_gone_and_unknown_paths_404(sim, api):
     r = api.get(f"{sim.url}/api/v0/instances/", params={"owner": "me"})
     assert r.status_code == 410
     assert r.json() == {"success": False, "error": "deprecated_endpoint", "msg": "use /api/v1/instances/"}
-    r = api.delete(f"{sim.url}/api/v0/instances/{IID}/")
+    r = api.put(f"{sim.url}/api/v0/instances/recycle/{IID}/", json={})  # (DELETE is destroy now: test_sim_market.py)
     assert (r.status_code, r.json()["error"]) == (404, "not_found")
 
 

@@ -355,3 +355,54 @@ def test_the_cli_against_vastops_sim_as_its_own_process(vastai_home, tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+SEED_QUERY = "gpu_name in [RTX_3090,RTX_4090] cpu_ram>=32 disk_space>=150 reliability>=0.95 vms_enabled=False"
+
+
+def test_vastai_searches_the_market_creates_an_instance_and_destroys_it(world):
+    sim, clock, vastai, ours = world
+    # search offers: the seed's rules in vastai's query syntax (RAM in GB, which the CLI sends as MB)
+    found = vastai.json("search", "offers", SEED_QUERY, "--storage", "150", "-o", "dph_total")
+    market = {o["id"]: o for o in sim.state()["market"]}
+    seeds = [o["id"] for o in found if o["id"] in market]
+    assert len(seeds) == 4  # the default market's offers that pass every rule, none that fails one
+    assert all(o["gpu_name"] in ("RTX 3090", "RTX 4090") and o["cpu_ram"] >= 32000 and o["disk_space"] >= 150 for o in found)
+    assert all(o["reliability"] >= 0.95 and o["verified"] and not o["vms_enabled"] for o in found if o["id"] in market)
+    assert [o["dph_total"] for o in found] == sorted(o["dph_total"] for o in found)
+    everything = vastai.json("search", "offers", "--storage", "150")
+    assert len([o for o in everything if o["id"] in market]) > len(seeds)  # the CLI's own defaults let more through
+    table = vastai.run("search", "offers", SEED_QUERY)
+    assert all(str(i) in table for i in seeds)
+
+    # create instance: vastai's create body; the answer names the new contract
+    offer = seeds[0]
+    created = vastai.json(
+        "create", "instance", str(offer), "--image", "vastai/vllm:v0.10.1", "--disk", "150",
+        "--env", "-p 8000:8000 -p 8001:8001 -e WEB_PASSWORD=x", "--label", "seed-llm",
+    )  # fmt: skip
+    assert created["success"] is True and isinstance(created["new_contract"], int)
+    iid = created["new_contract"]
+    listed = vastai.json("show", "instances")
+    assert iid in [r["id"] for r in listed]
+    row = next(r for r in listed if r["id"] == iid)
+    assert (row["image_uuid"], row["label"], row["disk_space"], row["intended_status"]) == (
+        "vastai/vllm:v0.10.1",
+        "seed-llm",
+        150,
+        "running",
+    )
+    assert row["extra_env"] == {"-p 8000:8000": "1", "-p 8001:8001": "1", "WEB_PASSWORD": "x"}  # the SDK's dict of vast's pairs
+    assert row["machine_id"] == next(o["machine_id"] for o in found if o["id"] == offer)
+    clock.advance(60)
+    row = vastai.json("show", "instance", str(iid))
+    assert row["actual_status"] == "running"
+    agree(row, ours.show_instance(iid))
+    assert str(iid) in vastai.run("show", "instances")
+    assert offer not in [o["id"] for o in vastai.json("search", "offers", SEED_QUERY, "rented=False")]
+
+    # destroy instance: gone from every view, its machine offered again
+    assert f"destroying instance {iid}." in vastai.run("destroy", "instance", str(iid), "--yes")
+    assert iid not in [r["id"] for r in vastai.json("show", "instances")]
+    assert vastai.json("show", "instance", str(iid)) == {"instances": None}
+    assert offer in [o["id"] for o in vastai.json("search", "offers", SEED_QUERY, "rented=False")]

@@ -417,6 +417,10 @@ SAMPLE_META: dict[str, dict[str, Any]] = {
     Event.BUDGET_OVERRIDE: {"budget": "daily", "limit_usd": 5, "spent_usd": 5.2, "reason": "the demo for the board"},
     Event.VAST_FAILING: {"seconds": 75, "error": "vast.ai answered 502 (server error)."},
     Event.WATCHDOG_RECOVERED: {"down_seconds": 190, "previous_pid": 4242},
+    Event.ENGINE_DEAD: {"session_id": 7, "auto_reboot": False},
+    Event.INSTANCE_CREATED: {"offer_id": 31000002, "model": "mistralai/Mistral-7B-Instruct-v0.3", "image": "vastai/vllm:v0.14.0"},
+    Event.INSTANCE_CREATE_FAILED: {"offer_id": 31000002, "healthy": False, "error": "the container failed: pull access denied"},
+    Event.INSTANCE_DESTROYED: {"session_cost_usd": 0.12},
 }
 # Words each sample's line must carry.
 SAMPLE_WORDS: dict[str, list[str]] = {
@@ -440,6 +444,10 @@ SAMPLE_WORDS: dict[str, list[str]] = {
     Event.BUDGET_OVERRIDE: ["daily budget", "$5.20 of $5.00", "the demo for the board", "dashboard"],
     Event.VAST_FAILING: ["vast.ai", "1 min", "502"],
     Event.WATCHDOG_RECOVERED: ["crash", "3 min", "4242"],
+    Event.ENGINE_DEAD: ["engine died", "503", "vastops reboot"],
+    Event.INSTANCE_CREATED: ["created", "31000002", "Mistral-7B"],
+    Event.INSTANCE_CREATE_FAILED: ["did not become healthy", "bills", "pull access denied"],
+    Event.INSTANCE_DESTROYED: ["destroyed", "billing ended"],
 }
 
 
@@ -449,6 +457,8 @@ def test_notify_events_are_the_issue_s_list():
         "credit_exhausted_stop", "power_on_health_timeout", "power_on_unavailable", "auto_shutdown", "auto_shutdown_warning",
         "max_session_warning", "max_session_stop", "scheduled_stop_warning", "scheduled_stop", "budget_warning", "budget_stop",
         "budget_override", "vast_failing", "watchdog_recovered",
+        # issue 22: what runs on the GPU
+        "engine_dead", "instance_created", "instance_create_failed", "instance_destroyed",
     }  # fmt: skip
     assert issue == NOTIFY_EVENTS
     assert set(SAMPLE_META) == NOTIFY_EVENTS == set(SAMPLE_WORDS)  # every notified event has a rendering sample

@@ -20,7 +20,7 @@ from vastops import costs as costmath
 from vastops.clock import Clock, isoz, parse_isoz, utcnow
 from vastops.config import Settings
 from vastops.control.guardrails import StopInputs, budget_figures, refusal
-from vastops.control.observe import Observer, OnObserver, probe_health
+from vastops.control.observe import HealthProbe, Observer, OnObserver
 from vastops.control.power import Power, Progress
 from vastops.control.status import (
     Beat,
@@ -33,6 +33,7 @@ from vastops.control.status import (
     StopResult,
     StopWarning,
 )
+from vastops.instance.health import Health
 from vastops.ledger.queries import View
 from vastops.ledger.rows import AuditLine, AuditRow, InstanceRow, LastAction, RequestReport, SessionRow, StopFigures, blank_instance
 from vastops.ledger.store import Ledger
@@ -40,7 +41,7 @@ from vastops.reports import consumers
 from vastops.reports import sessions as session_reports
 from vastops.stops import BUDGET_WARNING_SHARE, Budget, Running, Stop, candidates, exhausted, minutes_left, spent
 from vastops.vast import Instance, VastClient
-from vastops.vocabulary import START_OUTCOMES, STOP_DECISIONS, Actor, BudgetState, Enforcement, Event, Status
+from vastops.vocabulary import START_OUTCOMES, STOP_DECISIONS, Actor, BudgetState, Enforcement, Event, Serving, Status
 from vastops.words import ago, duration
 
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
@@ -56,7 +57,7 @@ class Control(OnObserver):
         client: VastClient | None = None,
         *,
         clock: Clock = utcnow,
-        health: Callable[[str], bool] = probe_health,
+        health: HealthProbe | None = None,
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 2.0,  # vast allows one show call per 2 s (docs/vast-api.md, rate limits)
     ):
@@ -122,6 +123,14 @@ class Control(OnObserver):
 
     def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> StartResult:
         return self._power.reboot(actor, wait_for_health=wait_for_health, progress=progress)
+
+    def check_serving(self) -> Health | None:
+        """The watchdog's probe of the running instance's health: a dead engine is recorded
+        (``engine_dead``) and, with VAST_AUTO_REBOOT_ON_DEAD_ENGINE, rebooted once a session."""
+        seen, reboot = self._observer.check_serving()
+        if reboot:
+            self._power.reboot(Actor.SYSTEM, wait_for_health=False)
+        return seen
 
     def power_off(self, actor: str) -> StopResult:
         return self._power.power_off(actor)
@@ -225,6 +234,7 @@ class Control(OnObserver):
             power_on_pending_s=round((now - since).total_seconds(), 1) if since and pending is not None else None,
             **self._credit(row, session),
             observed_at=row["observed_at"],
+            serving=row["serving"] if status == Status.RUNNING else None,
         )
         if session:  # the session's figures are set only while one is open (``StatusAnswer.as_json``)
             started = parse_isoz(session["started_at"])
@@ -340,6 +350,13 @@ class Control(OnObserver):
             return f"Waiting for its GPU on the host{waited}: the GPU is rented out and vast.ai starts it once it is free{then}."
         if status == Status.EXITED and row["message"]:
             return f"vast.ai says: {row['message']}"
+        if status == Status.RUNNING and row["serving"] == Serving.ENGINE_DEAD and not row["pending"]:
+            since = parse_isoz(row["serving_since"])
+            ago = f" for {duration((now - since).total_seconds())}" if since else ""
+            return (
+                f"vLLM's engine on the instance is dead (its /health answers 503{ago}); it will not recover by itself and the GPU "
+                "still bills: reboot it (`vastops reboot`, or the dashboard), or set VAST_AUTO_REBOOT_ON_DEAD_ENGINE=true."
+            )
         low = self.settings.vast_low_credit_usd
         if low is not None and row["credit_usd"] is not None and row["credit_usd"] < low:
             return f"The vast.ai credit is ${row['credit_usd']:.2f}, below VAST_LOW_CREDIT_USD (${low:.2f}): at zero vast.ai stops the instance."

@@ -25,15 +25,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import NotRequired, TypedDict
 
-import requests
-
 from vastops.clock import Clock, isoz, parse_isoz, stamp, utcnow
 from vastops.config import ConfigError, Settings, VastTarget
+from vastops.instance.health import Health, probe, refused_reason
 from vastops.ledger.queries import Tx
 from vastops.ledger.rows import Details, InstanceRow, SessionRow
 from vastops.ledger.store import Ledger, LedgerError
-from vastops.vast import Instance, VastClient, VastError
-from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Status
+from vastops.vast import Instance, VastClient, VastError, failed_container
+from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Serving, Status
 
 # A session ends on a confirmed stop: a second not-running look at least this long after the first.
 STOP_CONFIRM_S = 10.0
@@ -43,11 +42,16 @@ LOG_TAIL_LINES = 50  # what the audit trail keeps of the instance's log: enough 
 LOG_TAIL_BYTES = 8192
 
 
-def probe_health(url: str, timeout: float = 3.0) -> bool:
-    try:
-        return requests.get(url, timeout=(2.0, timeout)).status_code == 200
-    except requests.RequestException:
-        return False
+# A probe of a health URL: ``Health`` (vastops/instance/health.py), or a plain bool (tests' stand-ins:
+# True is healthy, False not yet).
+HealthProbe = Callable[[str], "Health | bool"]
+ENGINE_DEAD_LOOKS = 2  # vLLM's own 503 this many looks in a row (20 s apart in the watchdog): not one blip
+
+
+def _seen(answer: Health | bool) -> Health:
+    if isinstance(answer, Health):
+        return answer
+    return Health.HEALTHY if answer else Health.BOOTING
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -67,7 +71,7 @@ class Observer:
         client: VastClient | None = None,
         *,
         clock: Clock = utcnow,
-        health: Callable[[str], bool] = probe_health,
+        health: HealthProbe | None = None,
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 2.0,  # vast allows one show call per 2 s (docs/vast-api.md, rate limits)
     ):
@@ -75,7 +79,11 @@ class Observer:
         self.ledger = ledger or open_ledger(settings)
         self._client = client
         self.clock = clock
-        self.health = health
+        token = settings.vast_health_token.get_secret_value() if settings.vast_health_token else None
+        self.token = token
+        self.health: HealthProbe = health or (lambda url: probe(url, token))
+        self.last_seen: Instance | None = None  # the last instance vast.ai showed: its health URL for the serving check
+        self._dead_looks = 0  # vLLM's own 503s in a row (the serving check)
         self.sleep = sleep
         self.poll_interval = poll_interval
         # None when unconfigured: the reports then cover every instance in the ledger.
@@ -113,6 +121,7 @@ class Observer:
             if exc.kind != ErrorKind.NOT_FOUND:
                 raise
             instance = None
+        self.last_seen = instance
         self.reconcile(instance, asked_at, actor)
         return instance
 
@@ -185,8 +194,11 @@ class Observer:
                 tx.audit(now, iid, event, Actor.SYSTEM, {"status": status, "confirmed_by": confirmed_by, **figures})
             if pending:
                 step = self._advance_pending(tx, row, status, instance, now)
-        if "health_url" in step and "endpoint" in step and self.health(step["health_url"]):
+        seen = _seen(self.health(step["health_url"])) if "health_url" in step and "endpoint" in step else None
+        if "health_url" in step and "endpoint" in step and seen == Health.HEALTHY:
             self._complete_start(row, (step["endpoint"], step["health_url"]), actor)
+        elif "health_url" in step and seen == Health.REFUSED:
+            self._refused(row, step["health_url"])
         elif "cancel" in step:
             self._cancel_unavailable(row, step["cancel"])
         elif "timed_out" in step and instance is not None:
@@ -253,6 +265,68 @@ class Observer:
                 }
                 event = Event.REBOOT_COMPLETE if row["pending"] == "reboot" else Event.POWER_ON_COMPLETE
                 tx.audit(done, iid, event, actor, meta)
+                tx.update_instance(iid, serving=Serving.HEALTHY, serving_since=isoz(done))
+
+    def _refused(self, row: InstanceRow, health_url: str) -> None:
+        """vast's edge refused the probe's credentials: no wait helps, so the start ends now, naming the token."""
+        iid, request_id = self.target().instance_id, row["pending_audit_id"]
+        with self.ledger.write() as tx:
+            now = self.clock()
+            if tx.clear_pending(iid, request_id, now):
+                waited_s = round((now - _parse(row["pending_since"])).total_seconds(), 1)
+                meta: Details = {
+                    "request_id": request_id,
+                    "status": Status.RUNNING,
+                    "waited_seconds": waited_s,
+                    "health_url": health_url,
+                    "reason": refused_reason(self.token),
+                    "fix": "set VAST_HEALTH_TOKEN to the instance's WEB_PASSWORD",
+                }
+                tx.audit(now, iid, Event.POWER_ON_HEALTH_TIMEOUT, Actor.SYSTEM, meta)
+
+    def check_serving(self) -> tuple[Health | None, bool]:
+        """One health probe of the running, settled instance (the watchdog's, every slow look): vLLM's
+        own 503 ``ENGINE_DEAD_LOOKS`` times in a row after it was healthy means its engine died, which
+        no wait fixes: ``engine_dead`` is recorded once. Returns what the probe saw (None: not probed)
+        and whether to reboot now (VAST_AUTO_REBOOT_ON_DEAD_ENGINE, once a session)."""
+        iid = self.target().instance_id
+        instance = self.last_seen
+        with self.ledger.view() as view:
+            row = view.instance(iid)
+            session = view.open_session(iid)
+        if row is None or session is None or row["pending"] is not None or instance is None or instance.status != Status.RUNNING:
+            self._dead_looks = 0
+            return None, False
+        host = instance.endpoint_base_url(self.settings.vast_health_port)
+        if host is None:
+            return None, False
+        seen = _seen(self.health(host + self.settings.vast_health_path))
+        if seen == Health.HEALTHY:
+            self._dead_looks = 0
+            if row["serving"] != Serving.HEALTHY:
+                with self.ledger.write() as tx:
+                    tx.update_instance(iid, serving=Serving.HEALTHY, serving_since=isoz(self.clock()))
+            return seen, False
+        if seen != Health.DOWN or row["serving"] is None:
+            self._dead_looks = 0
+            return seen, False  # booting, refused, or never healthy since the start: not a dead engine
+        self._dead_looks += 1
+        if self._dead_looks < ENGINE_DEAD_LOOKS or row["serving"] == Serving.ENGINE_DEAD:
+            return seen, False
+        with self.ledger.write() as tx:
+            now = self.clock()
+            reboot = self.settings.vast_auto_reboot_on_dead_engine and row["engine_rebooted_session"] != session["id"]
+            tx.update_instance(
+                iid,
+                serving=Serving.ENGINE_DEAD,
+                serving_since=isoz(now),
+                **({"engine_rebooted_session": session["id"]} if reboot else {}),
+            )
+            meta: Details = {"session_id": session["id"], "health_url": host + self.settings.vast_health_path, "auto_reboot": reboot}
+            if self.settings.vast_auto_reboot_on_dead_engine and not reboot:
+                meta["auto_reboot_skipped"] = "rebooted once already in this session"
+            tx.audit(now, iid, Event.ENGINE_DEAD, Actor.SYSTEM, meta)
+        return seen, reboot
 
     def _advance_pending(self, tx: Tx, row: InstanceRow, status: str, instance: Instance | None, now: datetime) -> _Step:
         """Abort, time out or go on with a pending start; what it needs next: ``endpoint`` and ``health_url`` to
@@ -282,14 +356,20 @@ class Observer:
         if gpu_at is None:
             gpu_at = now
             tx.update_instance(iid, pending_gpu_at=isoz(now))
-        # Running, but the health port is not published: waiting cannot help.
+        # Running, but the health port is not published: waiting cannot help. Nor can it for a
+        # container that failed with an error (an image vast could not pull, an OCI error).
         unexposed = status == Status.RUNNING and instance is not None and bool(instance.host_ports) and host is None
-        if unexposed or now >= gpu_at + timedelta(seconds=self.settings.vast_wait_timeout_s):
+        failed = status == Status.EXITED and instance is not None and failed_container(instance.message)
+        if unexposed or failed or now >= gpu_at + timedelta(seconds=self.settings.vast_wait_timeout_s):
             if tx.clear_pending(iid, request_id, now):
                 waited_s = round((now - since).total_seconds(), 1)
                 meta: Details = {"request_id": request_id, "status": status, "waited_seconds": waited_s, "health_url": health_url}
                 if unexposed and instance is not None:
                     meta["reason"] = f"container port {port} is not exposed (exposed: {sorted(instance.host_ports)})"
+                    meta["fix"] = "check VAST_HEALTH_PORT / health_port"
+                elif failed and instance is not None:
+                    meta["reason"] = f"the container failed: {instance.message}"
+                    meta["fix"] = "check VASTOPS_IMAGE and the instance's log (vastops logs)"
                 tx.audit(now, iid, Event.POWER_ON_HEALTH_TIMEOUT, Actor.SYSTEM, meta)
                 return {"timed_out": request_id}
             return {}

@@ -285,6 +285,15 @@ class Power(OnObserver):
             result["message"] = f"{words} {result['message']}"
         return result
 
+    def follow_created(self, actor: str, audit_id: int, progress: Progress | None = None) -> StartResult:
+        """A new instance (``vastops instance create``, its ``instance_created`` row ``audit_id``) is
+        followed as a start is: pending from its creation until it runs and /health answers."""
+        iid = self.target().instance_id
+        request_id = self._mark_pending(
+            iid, Pending.POWER_ON, actor, audit_id, self.settings.vast_health_path, self.settings.vast_health_port
+        )
+        return self._wait_for_outcome(actor, request_id, progress)
+
     def _mark_pending(self, iid: int, kind: Pending, actor: str, audit_id: int, health_path: str, health_port: int) -> int:
         """Mark a start (or reboot) pending, once vast accepted it, so no observer aborts it for
         showing the instance still stopped; one already pending is joined. The request id it answers."""
@@ -304,6 +313,8 @@ class Power(OnObserver):
                 pending_health_path=health_path,
                 pending_health_port=health_port,
                 acted_at=isoz(now),
+                serving=None,  # unknown until this start is healthy: its 503s are a model loading
+                serving_since=None,
             )
         return audit_id
 
@@ -406,7 +417,8 @@ class Power(OnObserver):
                 "cancelled (VAST_SCHEDULING_TIMEOUT_S); start again later, or move the instance to another machine"
             )
         if event == Event.POWER_ON_HEALTH_TIMEOUT and meta.get("reason"):
-            raise HealthTimeout(f"health check impossible: {meta['reason']}; check VAST_HEALTH_PORT / health_port")
+            fix = meta.get("fix") or "check VAST_HEALTH_PORT / health_port"
+            raise HealthTimeout(f"health check impossible: {meta['reason']}; {fix}")
         if event == Event.POWER_ON_HEALTH_TIMEOUT:
             stuck = meta.get("status") == Status.SCHEDULING
             raise HealthTimeout(

@@ -87,6 +87,7 @@ class StatusAnswer(BaseModel):
     credit_hours_left: float | None = None
     credit_seen_at: str | None = None
     observed_at: str | None = Field(None, description="when vast.ai was last looked at")
+    serving: str | None = Field(None, description="the last health probe of the running instance: healthy, engine_dead, or null")
 
     def as_json(self) -> dict[str, Any]:
         """What ``vastops status --json`` prints: every field the answer set (the session's only with a session)."""
@@ -119,6 +120,7 @@ WIRE_FIELDS = (
     "power_on_pending",
     "power_on_pending_s",
     "observed_at",
+    "serving",
 )
 
 

@@ -1,6 +1,9 @@
 """``vastops demo``: the simulator, the watchdog and the dashboard on a fresh demo ledger.
 
-It starts the vast.ai simulator (short timings: a start takes about 10 s), the
+It starts the vast.ai simulator (short timings: a start takes about 10 s) with an
+account that has no instance yet, books one from its market as a new user would
+(``vastops instance offers``' cheapest offer, rented with ``vastops instance create``:
+vast's vLLM image behind its auth edge, ``VAST_HEALTH_TOKEN`` the demo's), then the
 watchdog, the wake proxy in front of the simulated instance and the dashboard (with
 ``vastops.dashboard.run``'s command line), each as a process of its own. Their output
 is prefixed with their name. Ctrl-C (or SIGTERM) stops all of them; if one of them
@@ -182,6 +185,7 @@ class Demo:
         self.sim_key = "demo-sim-" + secrets.token_hex(8)
         self.password = self.args.password or "demo-" + secrets.token_urlsafe(9)
         self.control_key = secrets.token_hex(32)
+        self.edge_token = "demo-edge-" + secrets.token_hex(12)  # the rented instance's WEB_PASSWORD
         # Nothing of the operator's own configuration leaks into the demo.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "VASTOPS_")) and k != "CONTROL_API_KEY"}
         env.update(
@@ -193,6 +197,8 @@ class Demo:
             VASTOPS_DASHBOARD_PASSWORD=self.password,
             VAST_AUTO_SHUTDOWN_MINUTES=f"{self.args.minutes:g}",
             VAST_WAIT_TIMEOUT_S="120",
+            VAST_HEALTH_TOKEN=self.edge_token,
+            VAST_ENDPOINT_PORT="8000",  # vLLM's API; /health on 8001
             VAST_SHUTDOWN_WARNING_MINUTES=f"{self.args.warning_minutes:g}",
             PYTHONUNBUFFERED="1",
         )
@@ -311,11 +317,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
-    sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--instance-id", str(DEMO_INSTANCE_ID),
+    # An account with no instance yet: the demo rents DEMO_INSTANCE_ID (the id its history was seeded for) from the market.
+    sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--no-instances",
+                                 "--first-contract-id", str(DEMO_INSTANCE_ID), "--pull-s", "3",
                                  "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--ledger", env["VASTOPS_DB"],
                                  "--settings-in", str(demo.folder / DEMO_ENV)), env)  # fmt: skip
     if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):
         return _died(demo, sim, received)
+    if not _book(demo, env) and received:
+        return 130
 
     # The demo goes on without the watchdog if it does not start (and says what that means).
     watchdog = demo.start("watchdog", _cli("watchdog", "--host", "127.0.0.1", "--port", str(demo.watchdog_port)), env)
@@ -349,7 +359,9 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         from vastops.demo.traffic import CONSUMERS, WINDOW_S, Traffic
 
         watchdog_url = f"http://127.0.0.1:{demo.watchdog_port}"
-        traffic = Traffic(f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.control_key, demo.stopping).start()
+        traffic = Traffic(
+            f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.control_key, demo.stopping, edge_token=demo.edge_token
+        ).start()
         traffic_line = f"traffic     LLM requests from {', '.join(CONSUMERS)} for {WINDOW_S / 60:g} min after each start"
     lines = [
         f"dashboard   {demo.dashboard_url}",
@@ -378,6 +390,37 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
             if child.proc.poll() is not None:
                 return _died(demo, child, received)
     return 0 if received else 1
+
+
+def _book(demo: Demo, env: dict[str, str]) -> bool:
+    """Rent the demo's instance as a new user would: the cheapest offer under the seed's rules, then
+    ``vastops instance create`` (its progress in the demo's output); False when it could not."""
+    from vastops.instance.offers import OfferRules
+    from vastops.vast import VastClient, VastError
+
+    try:
+        offers = VastClient(demo.sim_key, f"http://127.0.0.1:{demo.sim_port}").search_offers(OfferRules().query(150))
+    except VastError as exc:
+        demo.say(f"vastops demo: WARNING: the simulator's market did not answer ({exc}); going on without an instance")
+        return False
+    if not offers:
+        demo.say("vastops demo: WARNING: no offer on the simulator's market; going on without an instance")
+        return False
+    demo.say(f"vastops demo: renting offer {offers[0].id} ({offers[0].gpu_name}) with `vastops instance create`")
+    env_file = str((demo.folder / DEMO_ENV).resolve())
+    book = demo.start("book", _cli("--env-file", env_file, "instance", "create", str(offers[0].id), "--yes", "--timeout", "120"), env)
+    while book.proc.poll() is None and not demo.stopping.wait(0.2):
+        pass
+    if book.proc.poll() is None:  # Ctrl-C while it books
+        signal_group(book.proc, signal.SIGTERM)
+        return False
+    demo.children.remove(book)
+    for thread in book.threads:
+        thread.join(5)
+    if book.proc.returncode != 0:
+        demo.say("vastops demo: WARNING: booking the instance failed (above); going on without one")
+        return False
+    return True
 
 
 def _start_proxy(demo: Demo, env: dict[str, str]) -> str | None:

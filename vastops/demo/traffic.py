@@ -68,6 +68,7 @@ class Traffic:
         window_s: float = WINDOW_S,
         gap_s: tuple[float, float] = GAP_S,
         rnd: random.Random | None = None,
+        edge_token: str | None = None,
     ):
         self.sim_url, self.watchdog_url = sim_url.rstrip("/"), watchdog_url.rstrip("/")
         self.stopping, self.say = stopping, say
@@ -75,6 +76,8 @@ class Traffic:
         self.rnd = rnd or random.Random()
         self.http = requests.Session()
         self.headers = {"X-API-Key": control_key}
+        # vast's auth edge in front of the instance's ports wants its token (VAST_HEALTH_TOKEN)
+        self.llm_headers = {"Authorization": f"Bearer {edge_token}"} if edge_token else {}
         self.sent = 0
         self.thread: threading.Thread | None = None
 
@@ -120,6 +123,7 @@ class Traffic:
             answer = self.http.post(
                 f"{llm_url}/chat/completions",
                 json={"model": MODEL_ID, "messages": [{"role": "user", "content": words}]},
+                headers=self.llm_headers,
                 timeout=TIMEOUT_S,
             )
             usage = answer.json().get("usage") or {}

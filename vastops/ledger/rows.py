@@ -39,6 +39,9 @@ class InstanceRow(TypedDict):
     credit_usd: float | None
     credit_seen_at: str | None
     keepalive_until: str | None
+    serving: str | None  # vocabulary.Serving: what the last health probe of the running instance said
+    serving_since: str | None
+    engine_rebooted_session: int | None
 
 
 def blank_instance(instance_id: int) -> InstanceRow:
@@ -68,6 +71,9 @@ def blank_instance(instance_id: int) -> InstanceRow:
         "credit_usd": None,
         "credit_seen_at": None,
         "keepalive_until": None,
+        "serving": None,
+        "serving_since": None,
+        "engine_rebooted_session": None,
     }
 
 
@@ -204,6 +210,7 @@ class StartOutcome(TypedDict, total=False):
     startup_seconds: float  # complete: from the request to /health
     waited_seconds: float  # health timeout, unavailable
     reason: str
+    fix: str  # health timeout with a reason: what to change (VAST_HEALTH_PORT, VAST_HEALTH_TOKEN)
     error: str
     kind: str  # vocabulary.ErrorKind
     status: str  # aborted: what the instance was when the start was cancelled
@@ -253,6 +260,13 @@ class Details(StopDecision, StartOutcome, total=False):
     audit_id: int | None
     attempts: int
     demo: bool  # a row of the demo's simulated past
+    auto_reboot: bool  # engine_dead: the watchdog rebooted it (VAST_AUTO_REBOOT_ON_DEAD_ENGINE)
+    auto_reboot_skipped: str  # engine_dead: why it did not
+    offer_id: int  # instance_created, instance_create_failed
+    template: dict[str, object]  # instance_created: the body without secrets
+    image: str
+    model: str
+    healthy: bool  # instance_create_failed: it was created but never became healthy
 
 
 class AuditLine(TypedDict):

@@ -163,6 +163,14 @@ MIGRATIONS: list[str] = [
     -- the latest TTL expiry (the idle clock runs from it) without a scan
     CREATE INDEX requests_expired ON requests(instance_id, ended_at) WHERE expired = 1;
     """,
+    """
+    -- what the watchdog's last health probe of the running instance said (vastops/instance/health.py):
+    -- "healthy", or "engine_dead" (vLLM's own 503 after it was healthy); null: not known since the start
+    ALTER TABLE instances ADD COLUMN serving TEXT;
+    ALTER TABLE instances ADD COLUMN serving_since TEXT;
+    -- the session whose dead engine the watchdog rebooted by itself (VAST_AUTO_REBOOT_ON_DEAD_ENGINE: once)
+    ALTER TABLE instances ADD COLUMN engine_rebooted_session INTEGER;
+    """,
 ]
 
 

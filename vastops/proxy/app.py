@@ -118,6 +118,8 @@ class Proxy:
         self.api = settings.vastops_watchdog_url + "/infra/vast"
         self._control_headers = {"X-API-Key": key.get_secret_value()}
         self._proxy_key = settings.vastops_proxy_key.get_secret_value().encode() if settings.vastops_proxy_key else None
+        token = settings.vast_health_token
+        self._edge_token = token.get_secret_value().encode() if token else None  # VAST_HEALTH_TOKEN: every call to the instance
         self.consumer_header = settings.vastops_proxy_consumer_header.lower().encode()
         self.max_requests = max_requests if max_requests is not None else limits(1024)[1]
         # trust_env off: an HTTP(S)_PROXY meant for the internet must not sit between us and the GPU.
@@ -253,6 +255,9 @@ class Proxy:
         ]
         consumer = next((report_text(v.decode("utf-8", "replace")) for k, v in headers if k == self.consumer_header), None)
         upstream_headers.append((b"accept-encoding", b"identity"))  # else the client library asks for gzip itself
+        if self._edge_token is not None:  # vast's auth edge (or vLLM's --api-key) wants the instance's token, not the client's
+            upstream_headers = [(k, v) for k, v in upstream_headers if k != b"authorization"]
+            upstream_headers.append((b"authorization", b"Bearer " + self._edge_token))
         await self._warm(Forward(scope, path, upstream_headers, body, streaming, model, consumer), send, receive)
 
     async def _warm(self, request: Forward, send: Send, receive: Receive) -> None:

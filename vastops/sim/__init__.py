@@ -2,15 +2,23 @@
 
 The modules (the simulator is one object, ``Simulator``; the other modules are its parts):
 
-    world       ``Simulator``: instances and their lifecycle, billing, credit and invoices,
-                and the Python-side control (console, faults, run-time config, reset, state)
-    config      ``SimInstance`` and ``SimConfig``, and the checks a run-time change passes
+    world       ``Simulator``: instances and their lifecycle, billing, credit and invoices, reset, state
+    console     the Python-side control ``Simulator`` takes: vast's console (start, stop, freeze,
+                reboot, destroy), crashes, lost hosts, a dead engine, load, faults, run-time config,
+                creation without the API, an instance's own key and the edge's token
+    config      ``SimInstance``, ``SimOffer`` (and the default market) and ``SimConfig``, and the
+                checks a run-time change passes
     instance    one instance's run-time state and its billing views (seconds, bytes, cost)
-    containers  the container's ports (22, 8000, 8001), their health, the LLM behind them
+    market      vast's market: search offers, renting an offer (``new_contract``), destroy
+    containers  the container's ports (22 and the published ones), their health, the LLM behind them
+    edge        vast's auth edge (Caddy) in front of a vast image's ports: credentials, placeholders
+    metrics     vLLM's ``/metrics`` on the LLM's ports (Prometheus text, vLLM's names)
     llm         the echo model's answers, with no sockets and no clock (containers serve them)
     logs        the instance's log: vast's lines for each phase and the model server's
     rows        vast's instance row, the machine's offer, ``/_sim/state``'s fuller row
-    routes      vast's REST routes, the key check, rate limits, faults, the call log, ``/_sim/``
+    routes      vast's REST routes, the key check (an instance's own key too), rate limits,
+                faults, the call log
+    backstage   the simulator's own routes under ``/_sim/`` (loopback only)
     queries     vast's query syntax: filters, sort keys, ranges, pages and page tokens
     servers     the HTTP server and handler the API port and the container ports share
     run         the ``vastops sim`` command: its options, the env file it prints, the run
@@ -47,8 +55,9 @@ What it models:
   $/GB) from simulated traffic: the bytes the container listeners serve and receive (times
   ``traffic_scale``) plus ``traffic_*_gb_per_h`` while running. The account's credit is spent as
   the instances bill; at zero vast stops every instance (storage keeps billing) and refuses starts.
-- Each start gives every container port (22, 8000, 8001) its own new loopback listener, so its
-  own host port, which changes on every start (§3, §10). 8000 and 8001 serve the health path and
+- Each start gives every container port (22, 8000, 8001, or 22 and the ports its env publishes)
+  its own new loopback listener, so its own host port, which changes on every start (§3, §10).
+  The HTTP ports (8000 and 8001) serve the health path, vLLM's ``/metrics`` and
   an OpenAI-compatible API (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``,
   streamed or not) of a deterministic echo model, ``token_s`` a token (vastops/sim/llm.py); all
   503 until ``health_delay_s`` after running, never with ``health_never``. 22 answers an SSH
@@ -57,15 +66,44 @@ What it models:
   plain-text body and no Retry-After.
 - Fault injection, a call log, the event log and run-time control, in Python and under
   ``/_sim/`` over HTTP (loopback only).
+- vast's market (``SimConfig.market``, eleven offers by default, ``SimOffer``): search offers
+  filtered as vast filters (every ``{col: {op: value}}``, ``type``, ``order``, ``limit``,
+  ``allocated_storage``); renting one (``PUT /asks/{id}/`` with vastai's create body: the
+  ``new_contract`` and the instance's own key), the new instance's path null -> ``created`` ->
+  ``loading`` (the image pull, ``pull_s``) -> ``running``, only its published ports (and 22)
+  listening; refusals (the offer taken, too little credit, a disk too large, no image, an
+  on-start over 16 KB) and a refused image whose pull fails (``exited``, docker's words); destroy.
+- An instance's own key (``instance_api_key``, vast's CONTAINER_API_KEY): show, start/stop and
+  reboot of that instance only.
+- vast's auth edge (Caddy) on the published ports of a ``vastai/...`` image: 401 without
+  credentials, placeholders (502 while nothing listens, 504 while the model loads, 200 through
+  a Cloudflare tunnel, all with ``X-Portal-Placeholder: true``), and the service behind it.
+- A dead vLLM engine (``kill_engine``): ``/health`` 503 with an empty body, completions 500,
+  until the container restarts. vLLM's ``/metrics`` with its metric names.
 
 Where it still differs from the real service (docs/vast-api.md §8 keeps the same list):
-- Search offers (``POST /api/v0/bundles/``) lists only the machines of the account's instances,
-  one offer each of all its GPUs: ``rented`` while anyone holds them (another client while a
-  start waits for them, or the instance itself). Whether vast lists a stopped instance's
-  released GPUs like this is a guess (§9).
-- No create, destroy, recycle, bulk PUT, volumes, serverless, templates, ssh keys,
-  teams, execute, copy or scheduled jobs: those paths answer 404 ``not_found``. New instances
-  exist only as configured (``SimInstance.initial = "creating"`` plays a fresh rental).
+- Search offers lists the default (or configured) market plus the machines of the account's
+  configured instances, one offer each of all their GPUs: ``rented`` while anyone holds them.
+  Whether vast lists a stopped instance's released GPUs like this is a guess (§9). A search is
+  rate limited at 1.0 s (burst 3): vast publishes no threshold; the simulator picked one.
+- ``allocated_storage`` prices an offer as ``dph_base + storage_cost * GB / 720`` (5 GB when not
+  given; unsure). ``type: "bid"`` shows ``min_bid`` as the price; a rental is always on-demand
+  (``price`` in the create body is ignored); a configured instance's machine cannot be rented.
+- The create refusals' codes and statuses are guesses: 404 ``no_such_ask`` (taken or unknown),
+  400 ``insufficient_credit`` (credit below an hour of the offer), 400 ``invalid_args`` (no
+  image, a disk over the offer's, an on-start over 16 KB, an env that is not an object); the
+  destroy answers (200 with a ``msg``; 404 ``not_found`` "Instance not found") too. New ids count
+  up from 24,000,001. Creation and destroy are not rate limited. The instance's own key may not
+  destroy (vast's may: the instance-side facts, §5).
+- The edge takes a Bearer token, basic auth and ``?token=``; no cookie, no redirect, no TLS. An
+  OPEN_BUTTON_TOKEN shorter than 8 characters (a template's "1") counts as not given: vast's
+  random one is used (``Simulator.edge_token``). Rebooting, frozen and lost-host ports answer
+  502 placeholders (at vast the container, so Caddy, is down: the connection may be refused).
+- The LLM answers as ``sim-model`` while ``/metrics`` labels ``model_name`` with the instance's
+  model (env VLLM_MODEL, else ``SimInstance.model``); ``kv_cache_usage_perc`` is 4 % a running
+  request; the latency histogram counts real seconds; its counters reset with the instance.
+- No recycle, bulk PUT, volumes, serverless, templates, ssh keys, teams, execute, copy or
+  scheduled jobs: those paths answer 404 ``not_found``.
 - What vast writes in ``status_msg`` and in the log for each phase, the text of its refusals
   (insufficient credit, reboot of a stopped instance) and of a queued start are guesses.
 - A start while a stop is still in progress starts over at scheduling; a start on a crashed

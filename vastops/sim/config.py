@@ -1,6 +1,6 @@
-"""What the simulator plays: the instances it holds (``SimInstance``) and its timings and
-switches (``SimConfig``), with the checks ``configure()`` and ``POST /_sim/config`` apply to a
-change at run time."""
+"""What the simulator plays: the instances it holds (``SimInstance``), the market's offers
+(``SimOffer``, ``default_market()``) and its timings and switches (``SimConfig``), with the
+checks ``configure()`` and ``POST /_sim/config`` apply to a change at run time."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INITIAL_STATES = ("stopped", "running", "creating")
+DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"  # the seed's model: what /metrics labels its series with
 
 
 @dataclass
@@ -24,10 +25,82 @@ class SimInstance:
     inet_down_cost: float = 0.005  # $/GB received
     image: str = "vllm/vllm-openai:latest"
     initial: str = "stopped"  # at start and reset: "stopped", "running" (and healthy) or "creating" (just rented)
+    # The container's env as vast's create body gives it: "-p 8000:8000" keys publish ports (None:
+    # 22, 8000 and 8001 as before); with a vast image (vastai/...) the auth edge guards them.
+    env: dict[str, str] | None = None
+    model: str = DEFAULT_MODEL  # the served model's name (env VLLM_MODEL wins), /metrics' model_name
+    onstart: str = ""
 
     @property
     def storage_total_cost(self) -> float:  # $/h, §3: GB x $/GB/month / 720
         return self.disk_space * self.storage_cost / 720
+
+
+@dataclass
+class SimOffer:
+    """One offer of vast's market (search offers, ``PUT /asks/{id}/``): its fields and units as
+    vast's ``vastai/data/offer.py`` has them (MB for RAM, GB for disk, $/h, $/GB/month, $/GB)."""
+
+    id: int  # the ask id that creation takes
+    machine_id: int
+    host_id: int
+    gpu_name: str = "RTX 3090"
+    num_gpus: int = 1
+    gpu_ram: int = 24576  # MB per GPU
+    cpu_ram: int = 64_000  # MB
+    cpu_cores_effective: float = 16.0
+    disk_space: float = 500.0  # GB the machine can give
+    dph_base: float = 0.25  # $/h compute
+    storage_cost: float = 0.15  # $/GB/month
+    inet_up_cost: float = 0.004  # $/GB
+    inet_down_cost: float = 0.004
+    inet_up: float = 700.0  # Mbps
+    inet_down: float = 900.0
+    reliability2: float = 0.992
+    geolocation: str = "Texas, US"
+    cuda_max_good: float = 12.4
+    compute_cap: int = 860
+    verified: bool = True
+    external: bool = False
+    vms_enabled: bool = False
+    static_ip: bool = False
+    direct_port_count: int = 64
+    min_bid: float = 0.12  # $/h, interruptible
+    dlperf: float = 30.0
+    total_flops: float = 35.6  # TFLOPS
+    score: float = 100.0
+    duration_days: float = 30.0  # how long the host offers it (end_date = now + this)
+
+    @property
+    def gpu_total_ram(self) -> int:
+        return self.gpu_ram * self.num_gpus
+
+
+def default_market() -> list[SimOffer]:
+    """Ten offers that exercise the seed's rules (on-demand RTX 3090 or 4090, RAM >= 32 GB,
+    disk >= 150 GB, reliability >= 0.95, verified): four pass, seven fail one rule each
+    (a VM host, ``vms_enabled``, is the one a query must leave out by that field)."""
+
+    def offer(n: int, **kw: object) -> SimOffer:
+        return SimOffer(id=31_000_000 + n, machine_id=40_000 + n, host_id=900 + n, **kw)  # type: ignore[arg-type]
+
+    return [
+        offer(1, gpu_name="RTX 3090", dph_base=0.22, reliability2=0.991, geolocation="Texas, US", score=180.0),
+        offer(2, gpu_name="RTX 3090", dph_base=0.19, reliability2=0.962, geolocation="Quebec, CA", cpu_ram=48_000, score=150.0),
+        offer(3, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.38, reliability2=0.997, geolocation="Sweden, SE", compute_cap=890,
+              cuda_max_good=12.6, dlperf=58.0, total_flops=82.6, score=260.0),
+        offer(4, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.34, reliability2=0.981, geolocation="Ohio, US", compute_cap=890,
+              dlperf=57.0, total_flops=82.6, disk_space=200.0, score=240.0),
+        offer(5, gpu_name="RTX 3090", dph_base=0.16, cpu_ram=24_000, score=120.0),  # 24 GB RAM
+        offer(6, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.30, disk_space=80.0, compute_cap=890, score=200.0),  # 80 GB disk
+        offer(7, gpu_name="RTX 3090", dph_base=0.12, reliability2=0.80, geolocation="Vietnam, VN", score=60.0),  # unreliable
+        offer(8, gpu_name="A100 SXM4", gpu_ram=81920, dph_base=1.10, cpu_ram=256_000, compute_cap=800, dlperf=95.0,
+              total_flops=19.5, score=300.0),  # not the GPU the seed asks for
+        offer(9, gpu_name="RTX 3060", gpu_ram=12288, dph_base=0.07, dlperf=12.0, total_flops=12.7, score=70.0),
+        offer(10, gpu_name="RTX 3090", dph_base=0.15, verified=False, geolocation="Poland, PL", score=110.0),  # unverified
+        offer(11, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.33, compute_cap=890, vms_enabled=True,
+              geolocation="Oregon, US", score=230.0),  # VM-only host
+    ]  # fmt: skip
 
 
 @dataclass
@@ -56,6 +129,10 @@ class SimConfig:
     health_path: str = "/health"
     token_s: float = 0.02  # the simulated LLM's time per token of a reply (a request's x-sim-token-s header overrides it)
     credit: float = 100.0  # the account's starting credit, $
+    market: list[SimOffer] = field(default_factory=default_market)  # other hosts' offers (search offers, creation)
+    first_contract: int = 24_000_001  # new instance ids count up from here (vast's are large numbers too)
+    pull_s: float = 4.0  # a new instance's first "loading": the image pull
+    refused_images: list[str] = field(default_factory=list)  # images whose pull fails (also any name with "doesnotexist")
     verbose: bool = False  # per-request log lines and tracebacks on stderr
 
 
@@ -82,6 +159,12 @@ def _non_negative(v: Any) -> float:
     return f
 
 
+def _images(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(i, str) for i in v):
+        raise ValueError(f"must be a list of image names, not {v!r}")
+    return list(v)
+
+
 _CONFIG_KEYS: dict[str, Callable[[Any], Any]] = {
     "schedule_s": _non_negative,
     "created_s": _non_negative,
@@ -103,11 +186,13 @@ _CONFIG_KEYS: dict[str, Callable[[Any], Any]] = {
     "health_path": str,
     "token_s": _non_negative,
     "credit": float,
+    "pull_s": _non_negative,
+    "refused_images": _images,
     "verbose": to_bool,
 }
 
 
-def checked_changes(changes: dict[str, object]) -> dict[str, float | str | bool]:
+def checked_changes(changes: dict[str, object]) -> dict[str, float | str | bool | list[str]]:
     """A run-time change of the config, each value coerced to its key's type; ValueError on an
     unknown key or a bad value (nothing is applied then)."""
     unknown = set(changes) - set(_CONFIG_KEYS)

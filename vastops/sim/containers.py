@@ -1,17 +1,24 @@
-"""The container's ports: on each start every container port (22, 8000, 8001) gets a new loopback
-listener, so a new host port, as at vast (§3, §10). 22 answers an SSH banner; 8000 and 8001 serve
-the health path and the LLM (vastops/sim/llm.py) once the model server is up, and answer ``token_s``
-a token for real. A port that is gone answers nothing and cuts an answer it is streaming."""
+"""The container's ports: on each start every container port (22, 8000, 8001, or the ports its env
+publishes, plus 22) gets a new loopback listener, so a new host port, as at vast (§3, §10). 22
+answers an SSH banner; the others serve the health path, vLLM's ``/metrics`` and the LLM
+(vastops/sim/llm.py) once the model server is up, and answer ``token_s`` a token for real; in
+vast's images the auth edge (edge.py) stands in front of them. A dead engine answers 503 on
+health and 500 on completions. A port that is gone answers nothing and cuts an answer it is
+streaming."""
 
 from __future__ import annotations
 
+import re
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+from vastops.sim import edge
 from vastops.sim import llm as simllm
+from vastops.sim import metrics as simmetrics
 from vastops.sim.instance import InstanceState
 from vastops.sim.servers import Handler, Server
 
@@ -21,6 +28,30 @@ if TYPE_CHECKING:
 CONTAINER_PORTS = (22, 8000, 8001)
 HEALTH_CONTAINER_PORT = 8001  # what /_sim/state's health_port/health_url refer to (vastops' default)
 LLM_CONTAINER_PORT = 8000  # what /_sim/state's llm_url refers to (vLLM's port; 8001 serves the same)
+METRICS_PATH = "/metrics"
+_PUBLISH = re.compile(r"-p\s+(?:[\d.]+:)?(?:\d+):(\d+)(/tcp)?")  # "-p 8000:8000": the container port after the colon
+DEAD_ENGINE_ERROR = {
+    "error": {
+        "message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+        "type": "InternalServerError",
+        "param": None,
+        "code": 500,
+    }
+}
+
+
+def published_ports(inst: InstanceState) -> tuple[int, ...]:
+    """The container ports that get a host port: 22 and what its env publishes (``-p A:B``, TCP),
+    or 22, 8000 and 8001 for an instance configured without an env."""
+    env = inst.spec.env
+    if env is None:
+        return CONTAINER_PORTS
+    ports = {22}
+    for key in env:
+        m = _PUBLISH.fullmatch(key.strip())
+        if m and 0 < int(m.group(1)) < 65536:
+            ports.add(int(m.group(1)))
+    return tuple(sorted(ports))
 
 
 class BannerServer(socketserver.ThreadingTCPServer):
@@ -61,7 +92,7 @@ class ContainerHandler(Handler):
         inst = srv.inst
         assert inst is not None
         received = len(self.requestline) + 4 + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) + len(raw)
-        answer = container_answer(srv.sim, srv, self.command, urlsplit(self.path).path, raw, self.headers)
+        answer = container_answer(srv.sim, srv, self.command, self.path, raw, self.headers)
         if answer is None:  # the port is gone (stopped, crashed, host lost): no answer at all
             self.close_connection = True
             return
@@ -71,9 +102,17 @@ class ContainerHandler(Handler):
             srv.sim._count_traffic(inst, sent, counted.pop() if counted else 0)
 
         if isinstance(answer, simllm.Completion):
-            self._complete(answer, count)
+            with srv.sim._lock:
+                inst.in_flight += 1
+            try:
+                self._complete(answer, count)
+            finally:
+                with srv.sim._lock:
+                    inst.in_flight -= 1
         else:
-            self.reply(*answer, count=count)
+            status, body, *rest = answer
+            ctype = rest[0] if rest else "application/json"
+            self.reply(status, body, ctype, count=count, headers=rest[1] if len(rest) > 1 else None)
 
     def _complete(self, c: simllm.Completion, count: Callable[[int], None]) -> None:
         """Answer a completion as the model produces it: ``token_s`` per token of the reply, for
@@ -85,13 +124,14 @@ class ContainerHandler(Handler):
         srv, sim = self.server, self.server.sim
         assert srv.inst is not None
         inst = srv.inst
+        began = time.monotonic()  # the e2e latency is real time, as the tokens' is
         if not c.stream:
             # token by token, as a stream: a stop that lands meanwhile is seen within a token's time
             if any(srv.gone.wait(c.token_s) or not llm_serving(sim, srv) for _ in c.words) or not llm_serving(sim, srv):
                 self.close_connection = True  # the connection closes with no answer, as a dying server's does
                 llm_count(sim, inst, c, whole=False)
                 return
-            llm_count(sim, inst, c, whole=True)
+            llm_count(sim, inst, c, whole=True, seconds=time.monotonic() - began)
             self.reply(200, c.body(), count=count)
             return
         ctype = "text/event-stream; charset=utf-8"
@@ -113,7 +153,7 @@ class ContainerHandler(Handler):
                     raise ConnectionAbortedError("the port went away mid-answer")
                 if payload is done:
                     whole = True
-                    llm_count(sim, inst, c, whole=True)
+                    llm_count(sim, inst, c, whole=True, seconds=time.monotonic() - began)
                 frame = b"%x\r\n%s\r\n" % (len(payload), payload)  # the empty one ends the body
                 count(len(frame))
                 self.wfile.write(frame)
@@ -129,7 +169,7 @@ def open_ports(sim: Simulator, inst: InstanceState) -> None:
     retire_ports(sim, inst)
     if not sim._started:
         return
-    for cport in CONTAINER_PORTS:
+    for cport in published_ports(inst):
         srv: Any
         if cport == 22:
             srv = BannerServer((sim.config.host, 0), sim)
@@ -155,23 +195,49 @@ def retire_ports(sim: Simulator, inst: InstanceState) -> None:
 
 
 def container_answer(
-    sim: Simulator, srv: Server, method: str, path: str, raw: bytes = b"", headers: Any = None
-) -> tuple[int, Any] | simllm.Completion | None:
-    """A container port's answer: (status, body), a completion to send, or None: no answer."""
+    sim: Simulator, srv: Server, method: str, target: str, raw: bytes = b"", headers: Any = None
+) -> tuple | simllm.Completion | None:
+    """A container port's answer: (status, body[, content type[, headers]]), a completion to
+    send, or None: no answer."""
+    split = urlsplit(target)
+    path = split.path
     with sim._lock:
         now = sim._now()
         inst = srv.inst
         assert inst is not None
         if srv.retired or inst.listeners.get(srv.cport) is not srv:
             return None
+        if edge.guarded(inst, srv.cport):  # vast's Caddy: credentials first, then is anything behind it ready
+            if not edge.authorized(inst, headers, parse_qs(split.query)):
+                return edge.UNAUTHORIZED
+            if not server_up(sim, inst, now):
+                return edge.placeholder(502, headers)  # nothing listens behind it
+            if not healthy(sim, inst, now) and not inst.engine_dead:
+                return edge.placeholder(504, headers)  # the server is bound but still loading the model
         # the LLM's own routes win over a health path set to one of them
-        routes = {sim.config.health_path: "GET", simllm.MODELS_PATH: "GET", **dict.fromkeys(simllm.POST_PATHS, "POST")}
+        routes = {
+            sim.config.health_path: "GET",
+            simllm.MODELS_PATH: "GET",
+            METRICS_PATH: "GET",
+            **dict.fromkeys(simllm.POST_PATHS, "POST"),
+        }
         if path not in routes:
             return 404, {"detail": "Not Found"}
         if routes[path] != method:
             return 405, {"detail": "Method Not Allowed"}
+        if inst.engine_dead and server_up(sim, inst, now):  # vLLM's API server lives on; its engine does not
+            if path == METRICS_PATH:
+                return 200, simmetrics.exposition(inst), simmetrics.CONTENT_TYPE
+            if path in simllm.POST_PATHS:
+                inst.llm["errors"] += 1
+                return 500, DEAD_ENGINE_ERROR
+            if path == simllm.MODELS_PATH:
+                return 200, simllm.models_body()
+            return 503, "", "text/plain; charset=utf-8"  # /health: an empty 503, as vLLM answers it
         if not healthy(sim, inst, now):  # the container is starting, rebooting, frozen, or the model still loading
             return 503, {"status": "unavailable"}
+        if path == METRICS_PATH:
+            return 200, simmetrics.exposition(inst), simmetrics.CONTENT_TYPE
         if path == simllm.MODELS_PATH:
             return 200, simllm.models_body()
         if path not in simllm.POST_PATHS:
@@ -194,17 +260,23 @@ def llm_serving(sim: Simulator, srv: Server) -> bool:
         return not srv.retired and inst.listeners.get(srv.cport) is srv and healthy(sim, inst, now)
 
 
-def llm_count(sim: Simulator, inst: InstanceState, c: simllm.Completion, whole: bool) -> None:
+def llm_count(sim: Simulator, inst: InstanceState, c: simllm.Completion, whole: bool, seconds: float = 0.0) -> None:
     with sim._lock:
         if not whole:
             inst.llm["cut"] += 1
             return
+        simmetrics.observe(inst, c.finish_reason, seconds)
         if c.chat:
             inst.llm["chat_completions"] += 1
         else:
             inst.llm["completions"] += 1
         inst.llm["prompt_tokens"] += c.usage["prompt_tokens"]
         inst.llm["completion_tokens"] += c.usage["completion_tokens"]
+
+
+def server_up(sim: Simulator, inst: InstanceState, now: float) -> bool:
+    """The model server's process is up (bound to its port, whether or not it answers yet)."""
+    return inst.offline_since is None and inst.phase in ("running", "stopping") and not sim.config.health_never
 
 
 def healthy(sim: Simulator, inst: InstanceState, now: float) -> bool:
@@ -214,4 +286,16 @@ def healthy(sim: Simulator, inst: InstanceState, now: float) -> bool:
         and inst.health_from is not None
         and now - inst.health_from >= sim.config.health_delay_s
         and not sim.config.health_never
+        and not inst.engine_dead
     )
+
+
+def engine_state(sim: Simulator, inst: InstanceState, now: float) -> str:
+    """The model server as ``/_sim/state`` tells it: down, loading, healthy or dead."""
+    if not server_up(sim, inst, now) and not (inst.phase == "running" and sim.config.health_never):
+        return "down"
+    if sim.config.health_never:
+        return "failed"
+    if inst.engine_dead:
+        return "dead"
+    return "healthy" if healthy(sim, inst, now) else "loading"

@@ -4,10 +4,11 @@ periods it is billed for, with the billing views (seconds, bytes, cost) over any
 from __future__ import annotations
 
 import math
+import secrets
 from collections import deque
 from typing import Any, TypedDict
 
-from vastops.sim.config import SimInstance
+from vastops.sim.config import SimInstance, SimOffer
 
 
 class LlmCounts(TypedDict):
@@ -39,8 +40,10 @@ def overlap(a0: float, a1: float, t0: float, t1: float) -> float:
 class InstanceState:
     """Run-time state of one instance. ``phase`` changes only inside the simulator's lock."""
 
-    def __init__(self, spec: SimInstance, index: int):
+    def __init__(self, spec: SimInstance, index: int, offer: SimOffer | None = None):
         self.spec, self.index = spec, index
+        self.offer = offer  # the market offer it was created from (None: a configured instance)
+        self.launch: dict[str, Any] = {}  # the create body's launch mode: runtype, args
         self.listeners: dict[int, Any] = {}  # container port -> its live server
         self.host_ports: dict[int, int] = {}
         self.init(0.0)
@@ -65,6 +68,15 @@ class InstanceState:
         self.traffic: list[list[float]] = []  # [t0, t1, bytes up, bytes down], merged into windows
         self.up_bytes = self.down_bytes = 0.0
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_LINES)
+        self.destroyed: float | None = None  # when it was destroyed: gone from every view but the charges
+        self.pulled = self.offer is None  # its image is on the host (a created instance pulls it first)
+        self.engine_dead = False  # vLLM's engine died: /health 503 until the container restarts
+        self.api_key = secrets.token_hex(32)  # its own key (CONTAINER_API_KEY): this instance only
+        self.edge_token = secrets.token_urlsafe(24)  # OPEN_BUTTON_TOKEN when its env gives no real one
+        self.in_flight = 0  # completions being answered now (vllm:num_requests_running)
+        self.extra_load = (0, 0)  # requests that came by no gateway: (running, waiting), set_load()
+        self.successes: dict[str, int] = {}  # vllm:request_success_total by finished_reason
+        self.latency: dict[str, float] = {}  # the e2e latency histogram: count per bucket bound, "sum", "count"
         # What its LLM served: answers sent whole, tokens, answers cut off (the port went away
         # or the client hung up), refusals (4xx), and when the last answer began (the sim's clock).
         self.llm: LlmCounts = {
@@ -79,7 +91,15 @@ class InstanceState:
 
     @property
     def machine_id(self) -> int:
-        return 10_000 + self.index
+        return self.offer.machine_id if self.offer else 10_000 + self.index
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.spec.env or {})
+
+    @property
+    def model(self) -> str:
+        return self.env.get("VLLM_MODEL") or self.spec.model
 
     # --- billing views ------------------------------------------------------------------
     def _seconds(self, closed: list[list[float]], open_from: float | None, now: float, t0: float, t1: float) -> float:

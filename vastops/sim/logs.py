@@ -7,12 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from vastops.sim import llm as simllm
 from vastops.sim.containers import healthy
 from vastops.sim.instance import InstanceState
 
 if TYPE_CHECKING:
     from vastops.sim.world import Simulator
+
+
+ENGINE_DEAD_LINES = (
+    "ERROR [core.py] EngineCore encountered a fatal error.",
+    "ERROR [async_llm.py] AsyncLLM output_handler failed.",
+    "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.",
+)
 
 
 def iso(ts: float) -> str:
@@ -32,13 +38,16 @@ def log_phase(sim: Simulator, inst: InstanceState, phase: str, t: float) -> None
         "loading": [
             f"[vast] pulling image {image}",
             f"{image.rsplit(':', 1)[-1]}: Pulling from {image.rsplit(':', 1)[0]}",
-            f"Status: Downloaded newer image for {image}",
-            "[vast] starting the container",
+            *(
+                []
+                if not inst.pulled and ("doesnotexist" in image or image in sim.config.refused_images)  # its pull fails: world._pull_failed
+                else [f"Status: Downloaded newer image for {image}", "[vast] starting the container"]
+            ),
         ],
         "reloading": ["[vast] starting the container"],
         "running": [
             "INFO Starting the OpenAI-compatible API server (vLLM) on port 8000",
-            f"INFO Loading model weights for {simllm.MODEL_ID}",
+            f"INFO Loading model weights for {inst.model}",
         ],
         "frozen": ["[vast] container frozen (paused with its memory; the GPU stays billed)"],
         "rebooting": ["[vast] stopping the container for a reboot"],
@@ -79,8 +88,15 @@ def log_lines(sim: Simulator, inst: InstanceState, now: float) -> list[tuple[flo
     lines = list(inst.log)
     if inst.phase in ("running", "stopping") and inst.offline_since is None:
         lines += health_lines(sim, inst, now)
-    if inst.phase == "running" and inst.health_from is not None and not healthy(sim, inst, now) and not sim.config.health_never:
-        waited = now - inst.health_from
+    started = inst.health_from
+    if (
+        inst.phase == "running"
+        and started is not None
+        and not inst.engine_dead
+        and not healthy(sim, inst, now)
+        and not sim.config.health_never
+    ):
+        waited = now - started
         if waited >= 30:
             lines.append(
                 (

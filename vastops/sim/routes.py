@@ -1,6 +1,7 @@
 """vast's REST API as the simulator answers it (§2, §4, §5): the routes and their bodies, the
-key check (the bad-key status varies by endpoint), per-endpoint rate limits, injected faults,
-the call log, and the simulator's own control routes under ``/_sim/`` (loopback only)."""
+key check (the bad-key status varies by endpoint; an instance's own key reaches that instance
+only), per-endpoint rate limits, injected faults and the call log. The market's routes (search,
+create, destroy) are in market.py, the simulator's own ``/_sim/`` routes in backstage.py."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from vastops.sim import logs, queries
+from vastops.sim import backstage, logs, market, queries
 from vastops.sim.config import to_bool
-from vastops.sim.instance import GB
-from vastops.sim.rows import actual_status, instance_json, offer_json
+from vastops.sim.instance import GB, INF, InstanceState
+from vastops.sim.rows import actual_status, instance_json
 from vastops.sim.servers import Handler
 
 if TYPE_CHECKING:
     from vastops.sim.world import Simulator
 
 # §5, vast's OAS x-rate-limit (seconds between calls per endpoint and identity)
-RATE_INTERVALS = {"show": 2.0, "put": 1.0, "reboot": 1.0, "list": 1.0, "charges": 1.0}
+RATE_INTERVALS = {"show": 2.0, "put": 1.0, "reboot": 1.0, "list": 1.0, "charges": 1.0, "bundles": 1.0}
+# (search offers: vast publishes no threshold; 1.0 s is the simulator's pick)
+INSTANCE_KEY_ROUTES = ("show", "put", "reboot")  # what an instance's own key may do, to that instance
 BURST = 3
 FAULT_KINDS = ("429", "500", "502", "503", "delay", "drop", "status")
 # "status" leaves the HTTP answer alone: the next show answers report ``value`` as their
@@ -49,6 +52,8 @@ _ROUTES = [  # order matters: the bare v0 list must not be read as a show
     ("GET", re.compile(r"/api/v1/invoices/?"), "invoices"),
     ("GET", re.compile(r"/api/v0/users/current/?"), "user"),
     ("POST", re.compile(r"/api/v0/bundles/?"), "bundles"),
+    ("PUT", re.compile(r"/api/v0/asks/(\d+)/?"), "create"),
+    ("DELETE", re.compile(r"/api/v0/instances/(\d+)/?"), "destroy"),
 ]
 _BAD_KEY_STATUS = {"charges": 404, "invoices": 404}  # §2: the status varies by endpoint; 401 elsewhere
 _FAULT_PAGES = {
@@ -68,7 +73,7 @@ class ApiHandler(Handler):
         raw = self.rfile.read(length) if length > 0 else b""
         sim = self.server.sim
         if urlsplit(self.path).path.startswith("/_sim/"):
-            self.reply(*control(sim, self.command, self.path, raw, self.client_address[0]))
+            self.reply(*backstage.control(sim, self.command, self.path, raw, self.client_address[0]))
             return
         answer = api(sim, self.command, self.path, raw, self.headers, self.client_address[0])
         if answer is None:  # "drop" fault: close without a status line
@@ -147,12 +152,26 @@ def vast_answer(sim: Simulator, method, path, query, body, key, ip):
         now = sim._now()
         if not key:
             return 403, _err("auth_error", "This action requires login.")
-        if key != sim.config.api_key:
+        if key != sim.config.api_key and not instance_key_may(sim, key, route, iid, body):
             return _BAD_KEY_STATUS.get(route, 401), _err("auth_error", "Invalid user key")
         limited = rate_limit(sim, route, key, ip, now)
         if limited:
             return limited
         return _HANDLERS[route](sim, now, iid, query, body)
+
+
+def instance_key_may(sim: Simulator, key: str, route: str, iid: int | None, body) -> bool:
+    """An instance's own key (CONTAINER_API_KEY): show, start/stop and reboot of that instance only."""
+    inst = live(sim, iid)
+    if inst is None or route not in INSTANCE_KEY_ROUTES or not secrets.compare_digest(key.encode(), inst.api_key.encode()):
+        return False
+    return route != "put" or (isinstance(body, dict) and set(body) == {"state"})
+
+
+def live(sim: Simulator, iid: int | None) -> InstanceState | None:
+    """The instance with this id, unless it was destroyed (then vast knows it no more)."""
+    inst = sim._insts.get(iid) if iid is not None else None
+    return inst if inst is not None and inst.destroyed is None else None
 
 
 def rate_limit(sim: Simulator, kind: str, key: str, ip: str, now: float):
@@ -170,7 +189,7 @@ def rate_limit(sim: Simulator, kind: str, key: str, ip: str, now: float):
 
 
 def _show(sim: Simulator, now, iid, query, body):
-    inst = sim._insts.get(iid)
+    inst = live(sim, iid)
     if inst is None:
         return 200, {"instances": None}
     answer = instance_json(sim, inst, now)
@@ -181,7 +200,7 @@ def _show(sim: Simulator, now, iid, query, body):
 
 
 def _put(sim: Simulator, now, iid, query, body):
-    inst = sim._insts.get(iid)
+    inst = live(sim, iid)
     if inst is None:
         return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
     if not isinstance(body, dict) or not {"state", "label"} & body.keys():
@@ -205,7 +224,7 @@ def _put(sim: Simulator, now, iid, query, body):
 
 
 def _reboot(sim: Simulator, now, iid, query, body):
-    inst = sim._insts.get(iid)
+    inst = live(sim, iid)
     if inst is None:
         return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
     refusal = sim._reboot(inst, now, "api")
@@ -215,7 +234,7 @@ def _reboot(sim: Simulator, now, iid, query, body):
 
 
 def _logs(sim: Simulator, now, iid, query, body):
-    inst = sim._insts.get(iid)
+    inst = live(sim, iid)
     if inst is None:
         return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
     body = body if isinstance(body, dict) else {}
@@ -238,7 +257,7 @@ def _logs(sim: Simulator, now, iid, query, body):
 
 
 def _deposit(sim: Simulator, now, iid, query, body):
-    if iid not in sim._insts:
+    if live(sim, iid) is None:
         return 404, _err("no_such_instance", f"Instance {iid} not found or not yours")
     return 200, {"success": True, "refundable_deposit": 0.0, "total_discount": 0.0, "discount_months": 0}
 
@@ -246,6 +265,8 @@ def _deposit(sim: Simulator, now, iid, query, body):
 def _filters(sim: Simulator, now, iid, query, body):
     combos: dict[tuple, int] = {}
     for inst in sim._insts.values():
+        if inst.destroyed is not None:
+            continue
         key = (actual_status(sim, inst, now), "verified", inst.spec.gpu_name)
         combos[key] = combos.get(key, 0) + 1
     filters = [{"actual_status": a, "verification": v, "gpu_name": g, "count": n} for (a, v, g), n in combos.items()]
@@ -264,7 +285,7 @@ def _list(sim: Simulator, now, iid, query, body):
         return 400, _err("invalid_args", 'order_by must be a list like [{"col": "id", "dir": "asc"}]')
     if cols is not None and not (isinstance(cols, list) and all(isinstance(c, str) for c in cols)):
         return 400, _err("invalid_args", "select_cols must be a list of column names")
-    everyone = sorted(sim._insts.values(), key=lambda i: i.spec.id)
+    everyone = sorted((i for i in sim._insts.values() if i.destroyed is None), key=lambda i: i.spec.id)
     rows = [instance_json(sim, i, now) for i in everyone]
     try:
         for col, cond in filters.items():
@@ -293,28 +314,6 @@ def _list(sim: Simulator, now, iid, query, body):
     }
 
 
-def _bundles(sim: Simulator, now, iid, query, body):
-    """Search offers (``vastai search offers``): every machine of the account's instances, as
-    the marketplace lists it; filters like the v1 list's, ``order`` and ``limit``."""
-    q = body if isinstance(body, dict) else {}
-    reserved = {"order", "type", "limit", "allocated_storage", "disable_bundling", "extra_ids"}
-    offers = [offer_json(sim, i, now) for i in sorted(sim._insts.values(), key=lambda i: i.spec.id) if i.offline_since is None]
-    try:
-        for col, cond in q.items():
-            if col in reserved:
-                continue
-            conds = cond if isinstance(cond, dict) else {"eq": cond}
-            offers = [o for o in offers if all(queries.matches(o.get(col), op, want) for op, want in conds.items())]
-        for col, direction in reversed(q.get("order") or []):
-            offers.sort(key=functools.partial(queries.sort_key, col), reverse=str(direction).lower() == "desc")
-        limit = q.get("limit")
-        if limit is not None:
-            offers = offers[: int(limit)]
-    except (TypeError, ValueError) as e:
-        return 400, _err("invalid_args", str(e))
-    return 200, {"offers": offers}
-
-
 def _charges(sim: Simulator, now, iid, query, body):
     filters = queries.arg(query, "select_filters")
     try:
@@ -329,7 +328,7 @@ def _charges(sim: Simulator, now, iid, query, body):
         return 400, _err("invalid_args", str(e))
     results = []
     for inst in sorted(sim._insts.values(), key=lambda i: i.spec.id) if wanted else []:
-        start, end = max(t0, inst.created), min(t1, now)
+        start, end = max(t0, inst.created), min(t1, now, INF if inst.destroyed is None else inst.destroyed)
         if end <= start:
             continue
         s = inst.spec
@@ -452,54 +451,6 @@ def _user(sim: Simulator, now, iid, query, body):
     }
 
 
-def control(sim: Simulator, method: str, target: str, raw: bytes, ip: str):
-    if not (ip.startswith("127.") or ip == "::1"):
-        return 403, _err("forbidden", "/_sim/ is loopback only")
-    path = urlsplit(target).path.rstrip("/")
-    if method == "GET" and path.startswith("/_sim/logs/"):
-        token = path.removeprefix("/_sim/logs/").removesuffix(".log")
-        with sim._lock:
-            text = sim._logs.get(token)
-        if text is None:
-            return 404, "<Error><Code>NoSuchKey</Code></Error>", "application/xml"
-        return 200, text, "text/plain; charset=utf-8"
-    try:
-        data = json.loads(raw) if raw else {}
-        if not isinstance(data, dict):
-            raise ValueError("body must be a JSON object")
-        if (method, path) == ("GET", "/_sim/state"):
-            return 200, sim.state()
-        if method != "POST":
-            return 404, _err("not_found", f"no control endpoint {method} {path}")
-        if path == "/_sim/console":
-            iid = int(data["instance_id"])
-            action = data.get("action")
-            if action is None:
-                sim.console(iid, data["state"])
-            elif action in ("freeze", "reboot", "host_offline", "host_online"):
-                getattr(sim, action)(iid)
-            elif action == "crash":
-                sim.crash(iid, data.get("msg"))
-            else:
-                raise ValueError(f"action must be freeze, reboot, crash, host_offline or host_online, not {action!r}")
-        elif path == "/_sim/fault":
-            keys = ("kind", "count", "method", "path_prefix", "delay_s", "value")
-            sim.add_fault(**{k: data[k] for k in keys if k in data})
-        elif path == "/_sim/revoke_key":
-            sim.revoke_key(str(data["new_key"]))
-        elif path == "/_sim/config":
-            sim.configure(**data)
-        elif path == "/_sim/deposit":
-            sim.deposit(data["amount"])
-        elif path == "/_sim/reset":
-            sim.reset()
-        else:
-            return 404, _err("not_found", f"no control endpoint {method} {path}")
-    except (KeyError, TypeError, ValueError) as e:
-        return 400, _err("invalid_args", str(e))
-    return 200, {"success": True}
-
-
 _HANDLERS = {
     "show": _show,
     "put": _put,
@@ -508,7 +459,9 @@ _HANDLERS = {
     "deposit": _deposit,
     "filters": _filters,
     "list": _list,
-    "bundles": _bundles,
+    "bundles": market.search,
+    "create": market.create,
+    "destroy": market.destroy_route,
     "charges": _charges,
     "invoices": _invoices,
     "user": _user,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vastops.sim.containers import HEALTH_CONTAINER_PORT, LLM_CONTAINER_PORT, healthy
+from vastops.sim import edge
+from vastops.sim.containers import HEALTH_CONTAINER_PORT, LLM_CONTAINER_PORT, engine_state, healthy, published_ports
 from vastops.sim.instance import PORT_PHASES, InstanceState
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def actual_status(sim: Simulator, inst: InstanceState, now: float) -> str | None
         "frozen": "frozen",
         "rebooting": "rebooting",
         "crashed": "exited",
+        "destroyed": None,
     }.get(inst.phase, stopped)
 
 
@@ -43,12 +45,13 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
     ports = {f"{p}/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(hp)}] for p, hp in sorted(inst.host_ports.items())} if announce else {}
     cur = "stopped" if ph in ("stopped", "stopping", "scheduling") else "running"
     nxt = "stopped" if inst.intended == "stopped" else "running"
+    running_msg = f"success, running {s.image.rsplit(':', 1)[0]}/ssh"  # RUNNING_MSG for the default image
     msg = inst.msg or {  # vast's own word on a stop or a crash, else the phase's
         "created": "Creating container",
         "loading": "Pulling image",
         "reloading": "Starting container",
-        "running": RUNNING_MSG,
-        "stopping": RUNNING_MSG,
+        "running": running_msg,
+        "stopping": running_msg,
         "frozen": "Instance frozen",
         "rebooting": "Rebooting container",
     }.get(ph, "")
@@ -77,10 +80,10 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "next_state": nxt,
         "status_msg": msg,
         "image_uuid": s.image,
-        "image_args": [],
-        "image_runtype": "args",
-        "extra_env": [["-p 8000:8000", "1"], ["-p 8001:8001", "1"], ["OPEN_BUTTON_PORT", "8001"]],
-        "onstart": "",
+        "image_args": list(inst.launch.get("args") or []),
+        "image_runtype": inst.launch.get("runtype") or "args",
+        "extra_env": [[k, v] for k, v in s.env.items()] if s.env is not None else DEFAULT_EXTRA_ENV,
+        "onstart": s.onstart,
         "jupyter_token": f"{s.id:08x}" * 8,
         "template_id": 10_000 + inst.index,
         "template_hash_id": f"{(s.id * 2654435761) % 2**64:016x}" * 2,
@@ -173,6 +176,38 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "host_run_time": 2_592_000.0,
         "time_remaining": "",
         "time_remaining_isbid": "",
+        **(_offer_figures(inst) if inst.offer else {}),
+    }
+
+
+DEFAULT_EXTRA_ENV = [["-p 8000:8000", "1"], ["-p 8001:8001", "1"], ["OPEN_BUTTON_PORT", "8001"]]
+
+
+def _offer_figures(inst: InstanceState) -> dict:
+    """A created instance's row shows its offer's machine, not the simulator's stock one."""
+    o = inst.offer
+    assert o is not None
+    return {
+        "host_id": o.host_id,
+        "bundle_id": o.id,
+        "gpu_ram": o.gpu_ram,
+        "gpu_totalram": o.gpu_total_ram,
+        "cpu_ram": o.cpu_ram,
+        "mem_limit": o.cpu_ram / 1000,
+        "cpu_cores_effective": o.cpu_cores_effective,
+        "cuda_max_good": o.cuda_max_good,
+        "compute_cap": o.compute_cap,
+        "reliability2": o.reliability2,
+        "geolocation": o.geolocation,
+        "dlperf": o.dlperf,
+        "total_flops": o.total_flops,
+        "score": o.score,
+        "inet_up": o.inet_up,
+        "inet_down": o.inet_down,
+        "verification": "verified" if o.verified else "unverified",
+        "static_ip": o.static_ip,
+        "min_bid": o.min_bid,
+        "vram_costperhour": o.dph_base / (o.gpu_ram / 1024) if o.gpu_ram else 0.0,
     }
 
 
@@ -190,6 +225,14 @@ def state_row(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "host_ports": dict(inst.host_ports),  # container port -> host port; new on every start
         "llm_url": f"http://{host}:{inst.host_ports[LLM_CONTAINER_PORT]}/v1" if LLM_CONTAINER_PORT in inst.host_ports else None,
         "llm": dict(inst.llm),  # what its LLM served (counts reset with the instance)
+        "image": s.image,
+        "model": inst.model,
+        "engine": engine_state(sim, inst, now),  # down, loading, healthy, dead or failed
+        "edge": edge.summary(inst, list(published_ports(inst))),  # where vast's auth edge stands; never a token
+        "offer_id": inst.offer.id if inst.offer else None,  # the market offer it was created from
+        "machine_id": inst.machine_id,
+        "destroyed_at": inst.destroyed,
+        "load": {"running": inst.in_flight + inst.extra_load[0], "waiting": inst.extra_load[1]},
         **{
             k: j[k]
             for k in (
@@ -224,7 +267,7 @@ def gpu_rented_out(sim: Simulator, inst: InstanceState, now: float) -> bool | No
     """Is the instance's GPU rented by another client? None: the instance holds it itself."""
     if inst.phase == "scheduling":
         return inst.gpu_at > now
-    if inst.phase == "stopped":  # what a start now would meet
+    if inst.phase in ("stopped", "destroyed"):  # what a start (or a new rental) now would meet
         return sim._gpu_free_at(now) > now
     return None
 

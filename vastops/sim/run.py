@@ -26,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--port", type=port_number, default=8900, help="API port, 0 = any free port (default %(default)s)")
     a("--api-key", default=c.api_key, help="key the simulator accepts (default %(default)s)")
     a("--instance-id", type=int, action="append", metavar="ID", help=f"instance id; repeat for several (default {i.id})")
+    a("--no-instances", action="store_true", help="an account with no instance yet: rent one from the market (vastops instance create)")
+    a(
+        "--first-contract-id",
+        type=int,
+        default=c.first_contract,
+        metavar="ID",
+        help="the id of the first instance rented (default %(default)s)",
+    )
     a(
         "--initial",
         choices=INITIAL_STATES,
@@ -42,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--schedule-s", type=float, default=c.schedule_s, help="time in scheduling after a start")
     a("--created-s", type=float, default=c.created_s, help="how much of it shows actual_status 'created'")
     a("--load-s", type=float, default=c.load_s, help="time loading before running")
+    a("--pull-s", type=float, default=c.pull_s, help="a new instance's image pull (its first loading)")
+    a("--refused-image", action="append", metavar="IMAGE", default=[], help="an image whose pull fails; repeat for several")
     a("--stop-s", type=float, default=c.stop_s, help="time until a stop completes")
     a("--reboot-s", type=float, default=c.reboot_s, help="time 'rebooting' before loading again")
     a("--health-delay-s", type=float, default=c.health_delay_s, help="health answers 200 this long after running")
@@ -69,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    ids = args.instance_id or [SimInstance().id]
+    ids = [] if getattr(args, "no_instances", False) else args.instance_id or [SimInstance().id]
     instance = dict(
         gpu_name=args.gpu_name,
         dph_base=args.dph_base,
@@ -88,6 +98,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         schedule_s=args.schedule_s,
         created_s=args.created_s,
         load_s=args.load_s,
+        pull_s=args.pull_s,
+        first_contract=args.first_contract_id,
+        refused_images=list(args.refused_image),
         stop_s=args.stop_s,
         reboot_s=args.reboot_s,
         health_delay_s=args.health_delay_s,
@@ -123,7 +136,9 @@ def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db",
         "#   vastops sim ... > sim.env   then   vastops --env-file sim.env status",
         f"VAST_API_URL={sim.url}",
         f"VAST_API_KEY={config.api_key}",
-        f"VAST_INSTANCE_ID={config.instances[0].id}",
+        f"VAST_INSTANCE_ID={config.instances[0].id}"
+        if config.instances
+        else "# VAST_INSTANCE_ID: none yet (vastops instance create --env-file ... writes it)",
         *([f"# other instances: {', '.join(others)}"] if others else []),
         f"VASTOPS_DB={db}",
         f"CONTROL_API_KEY={secrets.token_hex(32)}",

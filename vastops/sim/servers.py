@@ -50,16 +50,27 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.sim.config.verbose:
             super().log_message(format, *args)
 
-    def reply(self, status: int, body: Any, ctype: str = "application/json", count: Callable[[int], None] | None = None) -> None:
+    def reply(
+        self,
+        status: int,
+        body: Any,
+        ctype: str = "application/json",
+        count: Callable[[int], None] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Send one answer; ``count`` hears about how many bytes go out (status line, headers,
         body) before they do, so whoever reads the answer finds them counted."""
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        extra = headers or {}
         if count is not None:
             head = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\nServer: {self.version_string()}\r\n"
-            head += f"Date: {self.date_time_string()}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n"
+            head += f"Date: {self.date_time_string()}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in extra.items()) + "\r\n"
             count(len(head) + len(data))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
+        for k, v in extra.items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)

@@ -1,6 +1,7 @@
 """The simulated world: the account and its instances, their phases and the paths between them
 (§3, §6), per-second billing (§4), the credit they spend and the invoices that add to it, and
-the Python-side control a test or the demo drives (vast's web console, faults, run-time config).
+the Python-side control a test or the demo drives (vast's web console, faults, run-time config:
+console.py, whose ``Console`` methods ``Simulator`` takes).
 
 ``Simulator`` is the one object: it holds the state and the lock; the API port's routes
 (routes.py), the container ports (containers.py), the rows it shows (rows.py) and the log
@@ -17,29 +18,33 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
-from vastops.sim import containers, logs, rows
-from vastops.sim.config import INITIAL_STATES, SimConfig, checked_changes
+from vastops.sim import containers, logs, market, rows
+from vastops.sim.config import INITIAL_STATES, SimConfig
+from vastops.sim.console import CRASH_MSG, Console
 from vastops.sim.instance import COMPUTE_PHASES, GB, INF, InstanceState
-from vastops.sim.routes import FAULT_KINDS, ApiHandler
+from vastops.sim.routes import ApiHandler
 from vastops.sim.servers import Server
 
-CRASH_MSG = "Error: container exited unexpectedly with code 137 (the process was killed)"
+__all__ = ["CRASH_MSG", "Simulator"]
 CREDIT_MSG = "Instance stopped: your account's credit is exhausted; add credit to start it again"
 CALL_LOG_SIZE = 10_000
 
 
-class Simulator:
+class Simulator(Console):
     """The simulated vast.ai for one account: ``start()`` serves its API on ``config.host``:``config.port``
     (0: a free port, see ``url``); the public methods are vast's web console and the test's hands."""
 
     def __init__(self, config: SimConfig, clock: Callable[[], float] = time.time):
-        self.config = replace(config, instances=list(config.instances))
+        self.config = replace(
+            config, instances=list(config.instances), market=list(config.market), refused_images=list(config.refused_images)
+        )
         for spec in self.config.instances:
             if spec.initial not in INITIAL_STATES:
                 raise ValueError(f"SimInstance.initial must be one of {INITIAL_STATES}, not {spec.initial!r}")
         self.clock = clock
         self._lock = threading.RLock()
-        self._insts = {s.id: InstanceState(s, i) for i, s in enumerate(self.config.instances)}
+        self._insts: dict[int, InstanceState] = {}
+        self._next_id = self.config.first_contract
         self._faults: list[dict] = []
         self._calls: deque[dict] = deque(maxlen=CALL_LOG_SIZE)
         self._events: deque[dict] = deque(maxlen=CALL_LOG_SIZE)
@@ -103,162 +108,9 @@ class Simulator:
         return f"http://{self._public_host()}:{self._servers[0].server_address[1]}"
 
     # --- Python-side control (vast's web console: no auth, no rate limit, no call log) --------
-    def console(self, instance_id: int, state: str) -> None:
-        """A start, stop or freeze made in vast's own web console."""
-        if state not in ("running", "stopped", "frozen"):
-            raise ValueError(f"state must be 'running', 'stopped' or 'frozen', not {state!r}")
-        with self._lock:
-            inst, now = self._get(instance_id), self._now()
-            if state == "frozen":
-                self._freeze(inst, now)
-            elif state == "running":
-                self._start(inst, now, "console")
-            else:
-                self._stop(inst, now, "console")
-
-    def freeze(self, instance_id: int) -> None:
-        """Pause a running container with its memory: intended and actual ``frozen``, compute billed."""
-        self.console(instance_id, "frozen")
-
-    def reboot(self, instance_id: int) -> None:
-        """A reboot from the console: ``rebooting`` for reboot_s, loading, running; billed throughout."""
-        with self._lock:
-            inst, now = self._get(instance_id), self._now()
-            refusal = self._reboot(inst, now, "console")
-            if refusal:
-                raise ValueError(refusal)
-
-    def crash(self, instance_id: int, msg: str | None = None) -> None:
-        """The container dies: actual ``exited`` with ``msg`` (an error) in status_msg; intended stays running."""
-        with self._lock:
-            inst, now = self._get(instance_id), self._now()
-            if inst.offline_since is not None or inst.phase not in ("created", "loading", "running", "reloading", "rebooting", "frozen"):
-                raise ValueError(f"instance {instance_id} has no container to crash ({inst.phase})")
-            logs.flush_health_lines(self, inst, now)
-            inst.intended, inst.msg = "running", msg or CRASH_MSG
-            self._enter(inst, "crashed", now)
-            containers.retire_ports(self, inst)
-            self._log(inst, now, f"[vast] container exited: {inst.msg}")
-            self._event(inst, now, "crashed", "console")
-
-    def host_offline(self, instance_id: int) -> None:
-        """The host stops reporting: ``unknown`` for offline_after_s, then ``offline``; nothing is billed."""
-        with self._lock:
-            inst, now = self._get(instance_id), self._now()
-            if inst.offline_since is not None:
-                return
-            logs.flush_health_lines(self, inst, now)
-            inst.offline_since, inst.until = now, INF
-            containers.retire_ports(self, inst)
-            self._sync_billing(inst, now)
-            self._log(inst, now, "[vast] lost contact with the host")
-            self._event(inst, now, "host_offline", "console")
-
-    def host_online(self, instance_id: int) -> None:
-        """The host is back: a stopped instance stays stopped; one that should run starts again."""
-        with self._lock:
-            inst, now = self._get(instance_id), self._now()
-            if inst.offline_since is None:
-                return
-            inst.offline_since = None
-            self._log(inst, now, "[vast] the host is back online")
-            if inst.intended == "stopped" or inst.phase in ("stopped", "stopping"):
-                self._enter(inst, "stopped", now)
-            elif inst.phase == "scheduling":
-                self._queue(inst, now)
-            elif inst.phase == "creating":
-                self._enter(inst, "creating", now, self.config.create_s)
-            elif inst.intended == "frozen":
-                containers.open_ports(self, inst)
-                self._enter(inst, "frozen", now)
-            else:
-                containers.open_ports(self, inst)
-                inst.health_from = None
-                self._enter(inst, "created", now, self.config.created_s)
-            self._event(inst, now, "host_online", "console")
-
-    def deposit(self, amount: float) -> None:
-        """Credit bought by card: added to the account, listed as a ``credit`` invoice."""
-        amount = float(amount)
-        if not amount > 0:
-            raise ValueError("amount must be > 0")
-        with self._lock:
-            now = self._now()
-            self._deposits += amount
-            self._add_invoice(now, amount)
-            if self._credit_left(now) > 0:
-                self._credit_out = False
-
-    def write_log(self, instance_id: int, lines: list[str]) -> None:
-        """Lines the container prints now (a test's own output), added to the instance's log."""
-        with self._lock:
-            inst, now = self._get(instance_id), self._now()
-            for line in lines:
-                self._log(inst, now, str(line))
-
-    def log_text(self, instance_id: int) -> str:
-        """The instance's whole log, as request_logs would serve it."""
-        with self._lock:
-            inst, now = self._get(instance_id), self._now()
-            return logs.text(logs.log_lines(self, inst, now))
-
-    def add_fault(
-        self,
-        kind,
-        count: int = 1,
-        method: str | None = None,
-        path_prefix: str | None = None,
-        delay_s: float = 0.0,
-        value: str | None = None,
-    ) -> None:
-        """Make the next ``count`` matching calls fail as ``kind`` says.
-
-        ``kind="status"`` needs ``value``: the next ``count`` show answers (GET
-        /api/v0/instances/ID/ that reach an instance: not a 429, not an auth error) carry
-        ``actual_status: value``; the instance's real state and billing do not change.
-        """
-        kind = str(kind)
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
-        if int(count) < 1 or float(delay_s) < 0:
-            raise ValueError("count must be >= 1 and delay_s >= 0")
-        if kind == "status" and not (isinstance(value, str) and value):
-            raise ValueError('a "status" fault needs a value: the actual_status to report, e.g. "unknown"')
-        with self._lock:
-            self._faults.append(
-                {
-                    "kind": kind,
-                    "count": int(count),
-                    "method": method.upper() if method else None,
-                    "path_prefix": path_prefix,
-                    "delay_s": float(delay_s),
-                    "value": value if kind == "status" else None,
-                }
-            )
-
-    def revoke_key(self, new_key: str) -> None:
-        with self._lock:
-            self.config.api_key = new_key
-
-    def configure(self, **changes) -> None:
-        """Change timings and switches at run time. Durations apply to the next phase that
-        starts; health_delay_s and health_never at once; gpu_free_after_s and stall_scheduling
-        also to a start already waiting for its GPU (0: it gets the GPU now; N: N s from now)."""
-        coerced = checked_changes(changes)
-        with self._lock:
-            now = self._now()
-            for k, v in coerced.items():
-                setattr(self.config, k, v)
-            if {"gpu_free_after_s", "stall_scheduling"} & coerced.keys():
-                for inst in self._insts.values():
-                    if inst.phase == "scheduling" and inst.offline_since is None:
-                        self._schedule(inst, now)
-            if "credit" in coerced and self._credit_left(now) > 0:
-                self._credit_out = False
-
     def reset(self) -> None:
-        """Every instance back to its initial state with fresh billing and credit; faults, logs
-        and buckets cleared. The current key and config are kept."""
+        """Every configured instance back to its initial state with fresh billing and credit (created
+        ones are gone, destroyed ones back); faults, logs and buckets cleared. The current key and config are kept."""
         with self._lock:
             self._init_world(self.clock())
             self._faults.clear()
@@ -273,9 +125,10 @@ class Simulator:
             return {
                 "now": now,
                 "url": self.url if self._servers else None,
-                "config": asdict(self.config),
+                "config": _redacted(asdict(self.config)),
                 "account": self._account(now),
                 "instances": [rows.state_row(self, i, now) for i in self._insts.values()],
+                "market": [market.state_row(self, o, now) for o in self.config.market],
                 "faults": [dict(f) for f in self._faults],
                 "events": list(self._events),
                 "calls": [dict(c) for c in self._calls],
@@ -285,6 +138,9 @@ class Simulator:
     def _init_world(self, now: float) -> None:
         for inst in self._insts.values():
             containers.retire_ports(self, inst)
+        self._insts = {s.id: InstanceState(s, i) for i, s in enumerate(self.config.instances)}
+        self._next_id = max([self.config.first_contract - 1, *self._insts]) + 1
+        for inst in self._insts.values():
             inst.init(now)
             spec = inst.spec
             if spec.initial == "running":
@@ -306,7 +162,7 @@ class Simulator:
             self._add_invoice(now, self.config.credit)
 
     def _get(self, instance_id: int) -> InstanceState:
-        if instance_id not in self._insts:
+        if instance_id not in self._insts or self._insts[instance_id].destroyed is not None:
             raise KeyError(f"no such instance {instance_id}")
         return self._insts[instance_id]
 
@@ -416,12 +272,14 @@ class Simulator:
 
     # --- phases ------------------------------------------------------------------------
     def _enter(self, inst: InstanceState, phase: str, t: float, duration: float = INF) -> None:
+        if phase in ("created", "rebooting"):  # the container (re)starts: a dead engine is new again
+            inst.engine_dead = False
         inst.phase, inst.until = phase, t + duration
         self._sync_billing(inst, t)
         logs.log_phase(self, inst, phase, t)
 
     def _sync_billing(self, inst: InstanceState, t: float) -> None:
-        online = inst.offline_since is None
+        online = inst.offline_since is None and inst.destroyed is None
         billed = online and inst.phase in COMPUTE_PHASES
         if billed and inst.compute_open is None:
             inst.compute_open = t
@@ -441,10 +299,13 @@ class Simulator:
             containers.open_ports(self, inst)
             self._enter(inst, "created", t, c.created_s if ph == "creating" else inst.created_len)
         elif ph == "created":
-            self._enter(inst, "loading", t, c.load_s)
+            self._enter(inst, "loading", t, c.load_s if inst.pulled else c.pull_s)
         elif ph == "rebooting":
-            self._enter(inst, "reloading", t, c.load_s)
+            self._enter(inst, "reloading", t, c.load_s if inst.pulled else c.pull_s)
+        elif ph in ("loading", "reloading") and not inst.pulled and market.refused(self, inst.spec.image):
+            self._pull_failed(inst, t)
         elif ph in ("loading", "reloading"):
+            inst.pulled = True
             inst.health_from, inst.health_logged = t, False
             self._enter(inst, "running", t)
         elif ph == "stopping":
@@ -454,6 +315,14 @@ class Simulator:
             self._enter(inst, "stopped", t)
         else:
             inst.until = INF
+
+    def _pull_failed(self, inst: InstanceState, t: float) -> None:
+        """The registry refused the image: the container never starts (exited, not billed)."""
+        inst.msg = market.pull_denied(inst.spec.image)
+        self._log(inst, t, inst.msg)
+        self._enter(inst, "crashed", t)
+        containers.retire_ports(self, inst)
+        self._event(inst, t, "crashed", "pull")
 
     def _gpu_free_at(self, t: float) -> float:
         wait = -1.0 if self.config.stall_scheduling else self.config.gpu_free_after_s
@@ -555,3 +424,15 @@ class Simulator:
     # --- the log (what goes in it: logs.py) ----------------------------------------------
     def _log(self, inst: InstanceState, t: float, line: str) -> None:
         inst.log.append((t, line))
+
+
+SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")
+
+
+def _redacted(config: dict) -> dict:
+    """The config as /_sim/state shows it: an env's secrets (WEB_PASSWORD, OPEN_BUTTON_TOKEN,
+    HF_TOKEN, ...) only as set, never their values."""
+    for spec in config["instances"]:
+        if spec.get("env"):
+            spec["env"] = {k: ("***" if any(w in k.upper() for w in SECRET_WORDS) else v) for k, v in spec["env"].items()}
+    return config

@@ -63,6 +63,7 @@ log = logging.getLogger("vastops.watchdog")
 POLL_FAST_S = 3.0
 POLL_SLOW_S = 20.0
 CREDIT_EVERY_S = 60.0  # the account's credit: once a minute is plenty (it moves at cents per minute)
+SERVING_EVERY_S = 20.0  # a running instance's /health (a dead engine: vastops/instance/health.py); tests shorten it
 POLL_MAX_BACKOFF_S = 60.0
 STOP_RETRY_FIRST_S = 2.0
 STOP_RETRY_MAX_S = 60.0
@@ -123,6 +124,7 @@ class Watch:
         self._look = asyncio.Lock()  # one look at vast.ai at a time, shared by everyone asking
         self._last_looked = -LOOK_EVERY_S  # monotonic
         self._credit_looked = -CREDIT_EVERY_S  # monotonic
+        self._serving_looked = -SERVING_EVERY_S  # monotonic
         self._look_error: VastError | None = None
         self._vast_failing_since: float | None = None  # monotonic
         self._tasks: list[asyncio.Task[None]] = []
@@ -566,9 +568,22 @@ class Watch:
                     failures = failures + 1 if self._look_error else 0
                 if self.enforcing:
                     await self.observe_credit()
+                    await self.check_serving()
             except Exception:
                 log.exception("reconciliation failed")
                 await asyncio.sleep(MIN_WAIT_S)
+
+    async def check_serving(self) -> None:
+        """Probe the running, settled instance's /health every ``SERVING_EVERY_S``: a dead engine bills and
+        serves nothing (``Control.check_serving`` records it, and reboots once when configured)."""
+        if self._session is None or self._starting or time.monotonic() - self._serving_looked < SERVING_EVERY_S:
+            return
+        self._serving_looked = time.monotonic()
+        try:
+            await asyncio.to_thread(self.control.check_serving)
+        except (VastError, sqlite3.Error, NotConfigured) as exc:
+            log.warning("the instance's health check failed: %s", exc)
+        await self.changed()  # an automatic reboot is a start pending
 
     async def observe_credit(self) -> None:
         """Keep the account's credit fresh (once a minute). Shown, never enforced on: a failure is a debug line, not a problem."""

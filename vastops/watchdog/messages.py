@@ -39,6 +39,11 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         *STOP_WARNINGS,
         *STOP_DECISIONS,
         Event.BUDGET_OVERRIDE,
+        # what runs on the GPU: a dead engine bills and serves nothing; rentals made and ended
+        Event.ENGINE_DEAD,
+        Event.INSTANCE_CREATED,
+        Event.INSTANCE_CREATE_FAILED,
+        Event.INSTANCE_DESTROYED,
         # the watchdog's own troubles
         Event.VAST_FAILING,
         Event.WATCHDOG_RECOVERED,
@@ -179,7 +184,8 @@ def _credit_exhausted_stop(r: _Row) -> str:
 def _power_on_health_timeout(r: _Row) -> str:
     reason = r.text("reason")
     if reason:
-        return f"{r.instance} did not start ({r.actor}): health check impossible: {reason}; check VAST_HEALTH_PORT"
+        fix = r.text("fix") or "check VAST_HEALTH_PORT"
+        return f"{r.instance} did not start ({r.actor}): health check impossible: {reason}; {fix}"
     waited = _duration(r.num("waited_seconds"))
     status = r.text("status")
     return (
@@ -298,6 +304,30 @@ def _watchdog_recovered(r: _Row) -> str:
     )
 
 
+def _engine_dead(r: _Row) -> str:
+    if r.meta.get("auto_reboot"):
+        then = "the watchdog reboots it once (VAST_AUTO_REBOOT_ON_DEAD_ENGINE)"
+    else:
+        skipped = r.text("auto_reboot_skipped")
+        then = f"not rebooted by itself ({skipped})" if skipped else "reboot it: `vastops reboot`"
+    return f"{r.instance}: vLLM's engine died (its /health answers 503) while the GPU bills; it will not recover by itself: {then}"
+
+
+def _instance_created(r: _Row) -> str:
+    return f"{r.instance} created ({r.actor}) from offer {r.text('offer_id') or '?'}: {r.text('model') or ''} on {r.text('image') or ''}"
+
+
+def _instance_create_failed(r: _Row) -> str:
+    error = r.text("error") or "no reason given"
+    if r.meta.get("healthy") is False:  # created, and billing: say how to end it
+        return f"{r.instance} was rented ({r.actor}, offer {r.text('offer_id') or '?'}) but did not become healthy and bills: {error}"
+    return f"renting offer {r.text('offer_id') or '?'} failed ({r.actor}): {error}"
+
+
+def _instance_destroyed(r: _Row) -> str:
+    return f"{r.instance} destroyed ({r.actor}): its disk is gone and its billing ended"
+
+
 def _generic(r: _Row, event: str) -> str:
     details = [f"{k}={v}" for k, v in sorted(r.meta.items()) if isinstance(v, str | int | float | bool) and k != "instance_id"]
     detail = ", ".join(details)
@@ -322,6 +352,10 @@ _RENDERERS: dict[str, Callable[[_Row], str]] = {
     Event.DAILY_STOP: _daily_stop,
     Event.BUDGET_STOP: _budget_stop,
     Event.BUDGET_OVERRIDE: _budget_override,
+    Event.ENGINE_DEAD: _engine_dead,
+    Event.INSTANCE_CREATED: _instance_created,
+    Event.INSTANCE_CREATE_FAILED: _instance_create_failed,
+    Event.INSTANCE_DESTROYED: _instance_destroyed,
     Event.VAST_FAILING: _vast_failing,
     Event.WATCHDOG_RECOVERED: _watchdog_recovered,
 }
