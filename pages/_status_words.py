@@ -142,6 +142,13 @@ def last_action_words(a: dict, now: datetime, pending: bool, tz: tzinfo) -> tupl
             "info",
             f"Stopped outside vastops (vast.ai's console or another client), seen {when_at(a['ts'], now, tz)}{session_figures(meta)}.",
         )
+    if event == Event.AGENT_STOP:
+        away = meta.get("unreachable_minutes")
+        return (
+            "failed",
+            f"Stopped by the instance itself {when_at(a['ts'], now, tz)}: the watchdog was unreachable"
+            f"{f' for {minutes(away)}' if isinstance(away, int | float) else ''} and its lease lapsed{session_figures(meta)}.",
+        )
     if event == Event.CREDIT_EXHAUSTED_STOP:
         return "failed", f"Stopped by vast.ai: the account's credit ran out, seen {when_at(a['ts'], now, tz)}{session_figures(meta)}."
     # a stop the watchdog decided (auto_shutdown, max_session_stop, scheduled_stop, budget_stop)

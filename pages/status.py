@@ -90,6 +90,8 @@ from vastops.reports.audit import cold_starts
 from vastops.vocabulary import CAN_START, CAN_STOP, STATUS_WORDS, BudgetState, Cause, Pending, Serving, Status, status_words
 
 REFRESH_EVERY_S = 3
+# Where the last activity came from: why the GPU did not stop (issue 23)
+SOURCE_WORDS = {"gateway": "a gateway's request", "vllm": "vLLM's own load, read by the instance's agent"}
 
 GUARDRAIL_SLOT_PX = 124  # the guardrails' slot keeps this height, whatever it holds
 LOG_STYLE = (
@@ -577,7 +579,8 @@ def live_status() -> None:
     activity = s.last_activity
     st.caption(
         f"Last activity: {ago(seconds_since(activity, now)) if activity else 'none yet'}"
-        f" · totals: {minutes(s.total_runtime_hours * 60)}, {money(s.total_cost_usd)}"
+        + (f" ({SOURCE_WORDS.get(s.activity_source, s.activity_source)})" if activity and s.activity_source else "")
+        + f" · totals: {minutes(s.total_runtime_hours * 60)}, {money(s.total_cost_usd)}"
         + (f" · observed {ago(seconds_since(s.observed_at, now))}" if s.observed_at else "")
         + f" · this panel refreshes every {REFRESH_EVERY_S} s",
         help=f"Last activity at {clock_time(activity)}" if activity else None,

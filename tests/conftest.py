@@ -51,6 +51,8 @@ TIMING = (
     "tests/dashboard/test_browser",
     "tests/watchdog/test_restart_reporters.py",
     "tests/proxy/test_proxy_holes.py",
+    "tests/sim/test_sim_agent.py",
+    "tests/instance/test_deadman_process.py",
 )
 
 

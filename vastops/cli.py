@@ -49,6 +49,22 @@ PROCESSES = {
 }
 
 
+AGENT_HELP = """Run the instance's agent in the foreground (the template's on-start script starts it on a
+vast instance; this is for a VM or a manual run). It reads vLLM's /metrics every second, answers
+the watchdog's lease on its port, and stops the instance by itself (vast's self-stop) when the
+lease lapses and vLLM has been idle for the lease's idle limit, or at a hard stop.
+
+It reads its environment only (no .env, no --env-file):
+  CONTAINER_ID, CONTAINER_API_KEY  the instance and its own key (vast sets both); required to stop
+  VASTOPS_AGENT_TOKEN              the Bearer token the watchdog sends (unset: nobody can lease)
+  VASTOPS_AGENT_PORT               its port (default 8002)
+  VASTOPS_AGENT_VLLM_URL           vLLM's metrics (default http://127.0.0.1:18000/metrics)
+  VAST_AUTO_SHUTDOWN_MINUTES       its idle limit until a lease comes (default 30)
+  VASTOPS_AGENT_BOOT_GRACE_MINUTES idle time does not count until vLLM answers, up to this (45; at most 120)
+  VAST_API_URL                     vast.ai (default https://console.vast.ai)
+It logs one line per decision to stdout and runs until it is killed."""
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The command tree; a process command's options are added when ``argv`` names it (None: all of them)."""
     parser = argparse.ArgumentParser(prog="vastops", description="Run a rented vast.ai GPU without burning money.")
@@ -90,6 +106,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from vastops.instance import commands as instance_commands  # light: argparse and the foundation
 
     instance_commands.add_arguments(instance, common)
+
+    # The instance's agent: it reads its own environment (vastops/instance/agent.py), never .env.
+    sub.add_parser(
+        "agent",
+        help="run the instance's agent in the foreground: vLLM's load, and the dead-man switch (reads its environment)",
+        description=AGENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
     # The long-running processes.
     named = None if argv is None else _command(argv)
@@ -147,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     if args.command == "sim":
         return importlib.import_module(PROCESSES["sim"]).run(args)
+    if args.command == "agent":  # no settings: the agent reads its own environment, as on the instance
+        from vastops.instance import agent
+
+        return agent.main()
     from vastops.config import check_env_file, load_settings, require_ledger_folder, unknown_variables
 
     if args.command != "demo":  # the demo never reads an env file
@@ -218,7 +246,8 @@ def cmd_status(control: Control, args) -> int:
         lines.append(f"  credit     {usd(s.credit_usd)}{left}")
     last = parse_isoz(s.last_activity)
     if last is not None:
-        lines.append(f"  activity   last at {s.last_activity} ({ago((control.clock() - last).total_seconds())})")
+        source = f", {s.activity_source}" if s.activity_source else ""
+        lines.append(f"  activity   last at {s.last_activity} ({ago((control.clock() - last).total_seconds())}{source})")
     unenforced = enforcement is not None and enforcement["state"] not in ENFORCING
     if s.auto_shutdown_in_minutes is not None:
         cause = CAUSE_WORDS.get(s.next_stop_cause or "", "")

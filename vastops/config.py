@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     # every call vastops makes to the instance sends this as a Bearer token (vastops/instance/health.py).
     vast_health_token: SecretStr | None = Field(None, description="the token of vast's auth edge on the instance (WEB_PASSWORD)")
     vast_auto_reboot_on_dead_engine: bool = Field(False, description="reboot once when vLLM's engine dies (its /health answers 503)")
+    # The agent on the instance (vastops/instance/agent.py): vLLM's load as activity, and the dead-man switch.
+    vastops_agent_token: SecretStr | None = Field(None, description="the token the instance's agent answers to (unset: no agent)")
+    vast_agent_port: int = Field(8002, ge=1, le=65535, description="the agent's container port on the instance")
+    vast_agent_lease_minutes: float = Field(
+        10.0, gt=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="how long the agent's lease holds without a renewal"
+    )
+    vast_agent_release_margin_s: float = Field(
+        120.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, description="vLLM idle this long releases a gateway's stale in-flight start"
+    )
     # What the instance runs (vastops/instance/template.py): `vastops instance template|create`.
     vastops_model: str = Field(DEFAULT_MODEL, min_length=1, max_length=200, description="the model vLLM serves")
     vastops_image: str = Field(
@@ -171,7 +180,7 @@ class Settings(BaseSettings):
             raise ValueError("a URL path starting with '/', e.g. /health")
         return v
 
-    @field_validator("vast_api_key", "control_api_key", "vastops_proxy_key", "vast_health_token")
+    @field_validator("vast_api_key", "control_api_key", "vastops_proxy_key", "vast_health_token", "vastops_agent_token")
     @classmethod
     def _header_safe_key(cls, v: SecretStr | None) -> SecretStr | None:
         # Keys travel in HTTP headers, which carry ASCII only; say so now rather than

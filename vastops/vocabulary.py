@@ -102,6 +102,10 @@ class Event(StrEnum):
     INSTANCE_CREATED = "instance_created"  # `vastops instance create` rented an offer (meta: offer, template without secrets)
     INSTANCE_CREATE_FAILED = "instance_create_failed"  # the rental was refused, or the new instance never became healthy
     INSTANCE_DESTROYED = "instance_destroyed"  # `vastops instance destroy`: its disk is gone
+    # The agent on the instance (vastops/instance/agent.py)
+    AGENT_STOP = "agent_stop"  # the instance stopped itself: the watchdog's lease to its agent had lapsed
+    AGENT_UNREACHABLE = "agent_unreachable"  # the watchdog cannot reach the instance's agent (once per outage)
+    VLLM_ACTIVITY = "vllm_activity"  # vLLM's own load held the instance (requests no gateway reported); once a session
 
 
 SPEC_EVENTS = tuple(Event)[:7]
@@ -109,6 +113,9 @@ SPEC_EVENTS = tuple(Event)[:7]
 # Each event in words, for people (the dashboard's tables, the CLI); the CSV keeps the raw name.
 EVENT_WORDS: dict[str, str] = {
     Event.ENGINE_DEAD: "vLLM's engine died",
+    Event.AGENT_STOP: "Stopped by the instance itself",
+    Event.AGENT_UNREACHABLE: "The instance's agent is unreachable",
+    Event.VLLM_ACTIVITY: "vLLM's own load holds it",
     Event.INSTANCE_CREATED: "Instance created",
     Event.INSTANCE_CREATE_FAILED: "Instance creation failed",
     Event.INSTANCE_DESTROYED: "Instance destroyed",
@@ -302,6 +309,13 @@ TRANSIENT_ERRORS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.UNAVAILABLE})
 
 
 # -- the remaining states (issue 21): StrEnums, so the stored and sent strings are these words ---
+
+
+class ActivitySource(StrEnum):
+    """Where activity came from (``instances.activity_source``; the status answer's ``activity_source``)."""
+
+    GATEWAY = "gateway"  # POST /activity: the gateway, the wake proxy, the LiteLLM callback
+    VLLM = "vllm"  # the instance's agent read requests running or waiting on vLLM itself
 
 
 class Serving(StrEnum):

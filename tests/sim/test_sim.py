@@ -380,6 +380,7 @@ def test_call_log_records_each_call(sim, api, clock):
         "body": {"state": "running"},
         "fault": None,
         "auth": "header",
+        "identity": "account",
     }
     assert calls[1]["path"] == f"/api/v0/instances/{IID}/?owner=me"
     assert calls[2]["status"] == 403 and calls[2]["auth"] is None

@@ -421,6 +421,8 @@ SAMPLE_META: dict[str, dict[str, Any]] = {
     Event.INSTANCE_CREATED: {"offer_id": 31000002, "model": "mistralai/Mistral-7B-Instruct-v0.3", "image": "vastai/vllm:v0.14.0"},
     Event.INSTANCE_CREATE_FAILED: {"offer_id": 31000002, "healthy": False, "error": "the container failed: pull access denied"},
     Event.INSTANCE_DESTROYED: {"session_cost_usd": 0.12},
+    Event.AGENT_STOP: {"unreachable_minutes": 23.0, "session_runtime_minutes": 41.0, "session_cost_usd": 0.31},
+    Event.AGENT_UNREACHABLE: {"error": "no answer from http://1.2.3.4:40002 (ConnectTimeout)"},
 }
 # Words each sample's line must carry.
 SAMPLE_WORDS: dict[str, list[str]] = {
@@ -448,6 +450,8 @@ SAMPLE_WORDS: dict[str, list[str]] = {
     Event.INSTANCE_CREATED: ["created", "31000002", "Mistral-7B"],
     Event.INSTANCE_CREATE_FAILED: ["did not become healthy", "bills", "pull access denied"],
     Event.INSTANCE_DESTROYED: ["destroyed", "billing ended"],
+    Event.AGENT_STOP: ["stopped by the instance itself", "unreachable for 23 min"],
+    Event.AGENT_UNREACHABLE: ["agent", "ConnectTimeout", "gateway's signal alone"],
 }
 
 
@@ -459,6 +463,8 @@ def test_notify_events_are_the_issue_s_list():
         "budget_override", "vast_failing", "watchdog_recovered",
         # issue 22: what runs on the GPU
         "engine_dead", "instance_created", "instance_create_failed", "instance_destroyed",
+        # issue 23: the dead-man switch
+        "agent_stop", "agent_unreachable",
     }  # fmt: skip
     assert issue == NOTIFY_EVENTS
     assert set(SAMPLE_META) == NOTIFY_EVENTS == set(SAMPLE_WORDS)  # every notified event has a rendering sample

@@ -124,6 +124,11 @@ class Control(OnObserver):
     def reboot(self, actor: str, *, wait_for_health: bool = True, progress: Progress | None = None) -> StartResult:
         return self._power.reboot(actor, wait_for_health=wait_for_health, progress=progress)
 
+    @property
+    def last_seen(self) -> Instance | None:
+        """The instance as vast.ai last showed it to this process (its ports: the agent's, the health URL)."""
+        return self._observer.last_seen
+
     def check_serving(self) -> Health | None:
         """The watchdog's probe of the running instance's health: a dead engine is recorded
         (``engine_dead``) and, with VAST_AUTO_REBOOT_ON_DEAD_ENGINE, rebooted once a session."""
@@ -235,6 +240,7 @@ class Control(OnObserver):
             **self._credit(row, session),
             observed_at=row["observed_at"],
             serving=row["serving"] if status == Status.RUNNING else None,
+            activity_source=row["activity_source"] if row["last_activity"] else None,
         )
         if session:  # the session's figures are set only while one is open (``StatusAnswer.as_json``)
             started = parse_isoz(session["started_at"])
@@ -259,7 +265,9 @@ class Control(OnObserver):
 
     # -- activity ----------------------------------------------------------------
 
-    def record_activity(self, at: datetime | None = None, count: int = 1, requests: list[RequestReport] | None = None) -> datetime:
+    def record_activity(
+        self, at: datetime | None = None, count: int = 1, requests: list[RequestReport] | None = None, source: str | None = None
+    ) -> datetime:
         """Note activity (an LLM request); pushes the idle deadline back. Never moves it earlier.
 
         ``requests``: the gateway's requests that started or ended (vastops/watchdog/inflight.py),
@@ -270,7 +278,7 @@ class Control(OnObserver):
             return at  # no instance configured: nothing to keep running, nothing to record against
         with self.ledger.write() as tx:
             if count:
-                tx.record_activity(self.instance_id, at, count)
+                tx.record_activity(self.instance_id, at, count, source)
             if requests:
                 tx.record_requests(self.instance_id, requests)
         return at
@@ -403,7 +411,7 @@ class Control(OnObserver):
             return None
         requests = {Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED}
         stops = {Event.POWER_OFF_REQUESTED, *STOP_DECISIONS}
-        settled = {Event.EXTERNAL_START, Event.EXTERNAL_STOP, Event.CREDIT_EXHAUSTED_STOP, Event.KEEPALIVE}
+        settled = {Event.EXTERNAL_START, Event.EXTERNAL_STOP, Event.AGENT_STOP, Event.CREDIT_EXHAUSTED_STOP, Event.KEEPALIVE}
         started = START_OUTCOMES | {Event.POWER_ON_FAILED, Event.REBOOT_FAILED}
         stopped = {Event.POWER_OFF_COMPLETE, Event.WATCHDOG_STOP_COMPLETE, Event.POWER_OFF_FAILED}
         with self.ledger.view() as view:

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NotRequired, TypedDict
 
 from vastops.clock import Clock, isoz, parse_isoz, stamp, utcnow
 from vastops.config import ConfigError, Settings, VastTarget
+from vastops.instance.agent import find_stop
 from vastops.instance.health import Health, probe, refused_reason
 from vastops.ledger.queries import Tx
 from vastops.ledger.rows import Details, InstanceRow, SessionRow
@@ -145,6 +146,7 @@ class Observer:
         iid = self.target().instance_id
         status = instance.status if instance else Status.NOT_FOUND
         step: _Step = {}  # what a pending start needs next (a probe of its health, a cancel)
+        by_agent = self._agent_stop(iid, status, asked_at) if status in ENDED else None
         with self.ledger.write() as tx:
             now = self.clock()  # under the write lock: every stored time was written before it
             row = tx.instance(iid)
@@ -185,6 +187,12 @@ class Observer:
                 sid = tx.start_session(iid, now, instance.gpu_name, instance.dph_base, instance.storage_dph, started_by)
                 if not pending:
                     tx.audit(now, iid, Event.EXTERNAL_START, Actor.SYSTEM, {"session_id": sid, **_rates(instance)})
+            elif confirmed is not None and session is not None and by_agent is not None:
+                # The instance stopped itself (its agent, the watchdog's lease lapsed): at the agent's moment.
+                stopped_at, meta = by_agent
+                ended_at = stopped_at if _parse(session["started_at"]) <= stopped_at <= now else confirmed[0]
+                figures = tx.close_session(session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
+                tx.audit(now, iid, Event.AGENT_STOP, Actor.SYSTEM, {**meta, "status": status, **figures})
             elif confirmed is not None and session is not None:
                 ended_at, confirmed_by = confirmed
                 figures = tx.close_session(session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
@@ -203,6 +211,33 @@ class Observer:
             self._cancel_unavailable(row, step["cancel"])
         elif "timed_out" in step and instance is not None:
             self.keep_log(step["timed_out"])
+
+    def _agent_stop(self, iid: int, status: str, asked_at: datetime) -> tuple[datetime, Details] | None:
+        """Did the instance's agent stop it? When a session is open, the agent's lease had lapsed, and the
+        instance's log says so (``stopped instance N at <time>``): that moment and the details. A read of
+        the ledger and, only then, of vast's log (never under the write lock)."""
+        with self.ledger.view() as view:
+            row = view.instance(iid)
+            session = view.open_session(iid)
+        lease_until = parse_isoz(row["agent_lease_until"]) if row else None
+        if row is None or session is None or lease_until is None or lease_until > asked_at:
+            return None
+        try:
+            text = self.client.logs(iid, tail=200)
+        except VastError:
+            return None  # vast's log cannot be read now: a plain external stop, as before
+        found = find_stop(text)  # the agent's own line: one format, one parser (vastops/instance/agent.py)
+        if found is None or found["instance_id"] != iid:
+            return None
+        stopped_at = datetime.fromtimestamp(found["stopped_at"], UTC)
+        if stopped_at < lease_until:
+            return None
+        renewed = parse_isoz(row["agent_renewed_at"])
+        meta: Details = {"lease_until": isoz(lease_until), "stopped_at": stamp(stopped_at), "cause": found["cause"]}
+        meta["idle_minutes"] = found["idle_minutes"]
+        if renewed is not None:
+            meta["unreachable_minutes"] = round((stopped_at - renewed).total_seconds() / 60, 1)
+        return stopped_at, meta
 
     def keep_log(self, request_id: int | None = None) -> str | None:
         """Fetch the instance's log and keep its tail in the audit trail (``instance_log``); the tail, or None.

@@ -88,6 +88,7 @@ class StatusAnswer(BaseModel):
     credit_seen_at: str | None = None
     observed_at: str | None = Field(None, description="when vast.ai was last looked at")
     serving: str | None = Field(None, description="the last health probe of the running instance: healthy, engine_dead, or null")
+    activity_source: str | None = Field(None, description="where the last activity came from: gateway, or vllm (the instance's agent)")
 
     def as_json(self) -> dict[str, Any]:
         """What ``vastops status --json`` prints: every field the answer set (the session's only with a session)."""
@@ -121,6 +122,7 @@ WIRE_FIELDS = (
     "power_on_pending_s",
     "observed_at",
     "serving",
+    "activity_source",
 )
 
 

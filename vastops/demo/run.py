@@ -16,6 +16,11 @@ refused before it touches anything. With a watchdog, the demo also plays the gat
 (vastops/demo/traffic.py): a few LLM requests from named consumers in the first
 minutes after each start (``--no-traffic``: none), so the Costs page's consumers grow
 live and the instance still stops when idle.
+
+The simulated instance runs the real agent (``vastops sim --agent``; the template carries it
+with the demo's ``VASTOPS_AGENT_TOKEN``, its lease ``DEMO_LEASE_MINUTES``): kill the watchdog
+(its pid is in the box) and the demo goes on without it, and the instance stops itself the
+idle limit after its last request, the agent's lines in its log (``vastops logs``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
 DEMO_INSTANCE_ID = 12345
 DEMO_LOCK = "demo.lock"  # flock'd for the demo's life: two demos never share a ledger
 DEMO_ENV = "demo.env"  # the demo's settings, for `vastops --env-file demo/demo.env ...`
+DEMO_LEASE_MINUTES = 1.0  # the agent's lease: short, so the dead-man switch shows soon after the watchdog goes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +206,10 @@ class Demo:
             VAST_HEALTH_TOKEN=self.edge_token,
             VAST_ENDPOINT_PORT="8000",  # vLLM's API; /health on 8001
             VAST_SHUTDOWN_WARNING_MINUTES=f"{self.args.warning_minutes:g}",
+            # The instance's agent (the template carries it with this token): the watchdog's lease
+            # lapses a minute after the watchdog is gone, then the instance stops itself.
+            VASTOPS_AGENT_TOKEN="demo-agent-" + secrets.token_hex(16),
+            VAST_AGENT_LEASE_MINUTES=f"{DEMO_LEASE_MINUTES:g}",
             PYTHONUNBUFFERED="1",
         )
         self.inbox = Inbox(self.say)
@@ -320,7 +330,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
     # An account with no instance yet: the demo rents DEMO_INSTANCE_ID (the id its history was seeded for) from the market.
     sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--no-instances",
                                  "--first-contract-id", str(DEMO_INSTANCE_ID), "--pull-s", "3",
-                                 "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--ledger", env["VASTOPS_DB"],
+                                 "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--agent", "--ledger", env["VASTOPS_DB"],
                                  "--settings-in", str(demo.folder / DEMO_ENV)), env)  # fmt: skip
     if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):
         return _died(demo, sim, received)
@@ -376,6 +386,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         *([traffic_line] if traffic is not None else []),
         f"cli         vastops --env-file {demo.env_file} status",
         f"auto-stop   after {demo.args.minutes:g} idle minutes (warned {min(demo.args.warning_minutes, demo.args.minutes / 2):g} min before)",
+        _dead_man_line(demo, watchdog if watchdog_ok else None),
         "webhook     the watchdog's notifications print here as 'notify | ...'",
         "Press Ctrl-C to stop everything.",
     ]
@@ -387,9 +398,30 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
 
     while not demo.stopping.wait(0.3):
         for child in demo.children:
-            if child.proc.poll() is not None:
-                return _died(demo, child, received)
+            if child.proc.poll() is None:
+                continue
+            if child is watchdog:  # the dead-man switch's moment: the demo goes on without it
+                demo.children.remove(child)
+                demo.say(_watchdog_gone(demo, child.proc.returncode))
+                break
+            return _died(demo, child, received)
     return 0 if received else 1
+
+
+def _dead_man_line(demo: Demo, watchdog: Child | None) -> str:
+    """The box's line for the dead-man switch: how to watch the instance stop itself."""
+    idle = demo.args.minutes
+    if watchdog is None:
+        return f"dead-man    no watchdog: the instance's own agent stops it after {idle:g} idle minutes (vastops logs)"
+    return f"dead-man    kill {watchdog.proc.pid} (the watchdog): the instance stops itself ~{max(idle, DEMO_LEASE_MINUTES):g} min later (vastops logs)"
+
+
+def _watchdog_gone(demo: Demo, code: int | None) -> str:
+    return (
+        f"vastops demo: the watchdog exited with {code}; the demo goes on without it. The instance's agent guards it now:"
+        f" its lease lapses within {DEMO_LEASE_MINUTES:g} min, then it stops itself once idle for {demo.args.minutes:g} min"
+        f" after its last request (see `vastops --env-file {demo.env_file} logs`)"
+    )
 
 
 def _book(demo: Demo, env: dict[str, str]) -> bool:

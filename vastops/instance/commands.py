@@ -129,6 +129,12 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
         _check_env_file(env_file)
     result = booking.create(settings, args.offer_id, actor=Actor.CLI, progress=progress, timeout_s=args.timeout, client=client)
     text = f"{result['message']}\n  endpoint   {result['endpoint_base_url']}"
+    if settings.vastops_agent_token:  # the template put the agent on it (vastops/instance/template.py)
+        text += (
+            f"\n  agent      on port {settings.vast_agent_port} (VASTOPS_AGENT_TOKEN): it stops the instance itself if the watchdog is gone"
+        )
+    else:
+        text += "\n  agent      none: VASTOPS_AGENT_TOKEN is not set, so nothing stops this instance if the watchdog is gone"
     if env_file is not None:
         _write_env(env_file, result["instance_id"])
         text += f"\n  wrote      VAST_INSTANCE_ID={result['instance_id']} into {env_file}"

@@ -16,6 +16,12 @@ disk, an on-start script and a launch mode. Two images are known:
   same token) and, when the health port differs, a few lines of Python that answer
   ``/health`` there with vLLM's own.
 
+With ``VASTOPS_AGENT_TOKEN`` set, both scripts also write the agent (``vastops agent``,
+vastops/instance/agent.py) to ``/workspace/vastops-agent.py`` from a compressed copy of the
+package's own file and start it once: it reads vLLM's ``/metrics`` on the loopback, answers
+the watchdog's lease on ``VAST_AGENT_PORT`` (published directly, not through the edge: the
+agent checks its own token), and stops the instance by itself when the lease lapses.
+
 Either way the on-start script runs on every container start (so it is idempotent),
 keeps the model cache on the container disk (``/workspace``, which survives a stop), is
 under vast's 16 KB limit, and prints nothing secret. ``HF_TOKEN`` is never in the
@@ -25,8 +31,12 @@ reach every instance.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import shlex
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vastops.config import Settings
@@ -35,6 +45,9 @@ ONSTART_LIMIT = 16 * 1024  # vast's limit on the on-start script, in bytes
 VLLM_INNER_PORT = 18000  # where vast's image runs vLLM behind its edge
 CACHE = "/workspace/huggingface"  # the container disk: survives stop/start, not destroy
 TOKEN_SHOWN = "<VAST_HEALTH_TOKEN>"  # what a printed template shows instead of the token
+AGENT_TOKEN_SHOWN = "<VASTOPS_AGENT_TOKEN>"
+AGENT_SOURCE = Path(__file__).with_name("agent.py")  # the agent the on-start script carries
+AGENT_PATH = "/workspace/vastops-agent.py"
 LABEL = "vastops"
 
 
@@ -50,6 +63,9 @@ class InstanceTemplate:
     disk_gb: float
     token: str | None  # the edge's token (VAST_HEALTH_TOKEN); None: no token is set
     label: str = LABEL
+    agent_token: str | None = None  # VASTOPS_AGENT_TOKEN; None: no agent on the instance
+    agent_port: int = 8002
+    idle_minutes: float = 30.0  # the agent's own idle limit until a watchdog leases (VAST_AUTO_SHUTDOWN_MINUTES)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InstanceTemplate:
@@ -62,6 +78,9 @@ class InstanceTemplate:
             vllm_args=settings.vastops_vllm_args,
             disk_gb=settings.vastops_disk_gb,
             token=token,
+            agent_token=settings.vastops_agent_token.get_secret_value() if settings.vastops_agent_token else None,
+            agent_port=settings.vast_agent_port,
+            idle_minutes=settings.vast_auto_shutdown_minutes,
         )
 
     @property
@@ -72,7 +91,8 @@ class InstanceTemplate:
     @property
     def ports(self) -> list[int]:
         own = [1111, 8265] if self.vast_image else []  # the instance portal; Ray's dashboard (vast's supervisor waits for Ray)
-        return sorted({self.api_port, self.health_port, *own})
+        agent = [self.agent_port] if self.agent_token else []
+        return sorted({self.api_port, self.health_port, *own, *agent})
 
     def env(self, *, reveal: bool = False) -> dict[str, str]:
         """The instance's env, as the creation call takes it: ports as ``-p P:P`` keys."""
@@ -105,6 +125,16 @@ class InstanceTemplate:
             env["VASTOPS_HEALTH_PORT"] = str(self.health_port)
             if token:
                 env["VLLM_API_KEY"] = token  # vLLM guards /v1 with it; /health stays open
+        if self.agent_token:
+            inner = VLLM_INNER_PORT if self.vast_image else self.api_port  # the loopback: past the edge
+            env.update(
+                {
+                    "VASTOPS_AGENT_TOKEN": self.agent_token if reveal else AGENT_TOKEN_SHOWN,
+                    "VASTOPS_AGENT_PORT": str(self.agent_port),
+                    "VASTOPS_AGENT_VLLM_URL": f"http://127.0.0.1:{inner}/metrics",
+                    "VAST_AUTO_SHUTDOWN_MINUTES": f"{self.idle_minutes:g}",
+                }
+            )
         return env
 
     def body(self, *, reveal: bool = False) -> dict[str, Any]:
@@ -119,7 +149,10 @@ class InstanceTemplate:
         }
 
     def onstart(self) -> str:
-        return _VAST_ONSTART if self.vast_image else _PLAIN_ONSTART
+        agent = _agent_script() if self.agent_token else ""
+        if self.vast_image:  # the agent starts before vast's boot replaces the script (exec)
+            return _VAST_ONSTART.replace(_VAST_BOOT, agent + _VAST_BOOT)
+        return _PLAIN_ONSTART + agent
 
     def summary(self) -> str:
         """The template in words: what to paste where in vast's console."""
@@ -146,6 +179,14 @@ class InstanceTemplate:
             lines.append("vLLM guards /v1 with VLLM_API_KEY (VAST_HEALTH_TOKEN); /health is open.")
         if not self.token:
             lines.append("No VAST_HEALTH_TOKEN is set: set one (openssl rand -hex 24) before creating the instance.")
+        if self.agent_token:
+            lines += [
+                f"Port {self.agent_port}: the agent (vastops agent), published directly (it checks VASTOPS_AGENT_TOKEN itself,",
+                "  shown as <VASTOPS_AGENT_TOKEN>): it reads vLLM's load for the watchdog, and stops the instance by itself",
+                f"  when the watchdog's lease lapses (or after {self.idle_minutes:g} idle minutes if no watchdog ever leases).",
+            ]
+        else:
+            lines.append("No VASTOPS_AGENT_TOKEN is set: no agent on the instance, so nothing stops it when the watchdog is gone.")
         lines += [
             f"The token is shown as {TOKEN_SHOWN}: use your VAST_HEALTH_TOKEN there (--reveal prints it).",
             "",
@@ -153,9 +194,40 @@ class InstanceTemplate:
             "variables (vast's console: Account > Environment variables), never into a template.",
             "",
             "Then in .env: VAST_INSTANCE_ID=<the new id>, "
-            f"VAST_ENDPOINT_PORT={self.api_port}, VAST_HEALTH_PORT={self.health_port}, VAST_HEALTH_TOKEN=<the token>.",
+            f"VAST_ENDPOINT_PORT={self.api_port}, VAST_HEALTH_PORT={self.health_port}, VAST_HEALTH_TOKEN=<the token>"
+            + (f", VAST_AGENT_PORT={self.agent_port}, VASTOPS_AGENT_TOKEN=<the agent's token>." if self.agent_token else "."),
         ]
         return "\n".join(lines)
+
+
+def agent_copy() -> str:
+    """The agent's file as the on-start script carries it: gzip (no timestamp, so the same file
+    gives the same script), base64, in lines of 120."""
+    packed = base64.b64encode(gzip.compress(AGENT_SOURCE.read_bytes(), 9, mtime=0)).decode()
+    return "\n".join(textwrap.wrap(packed, 120))
+
+
+def _agent_script() -> str:
+    return _AGENT_ONSTART.replace("@COPY@", agent_copy())
+
+
+# The agent's part of both scripts: write it from the copy, start it unless it runs (its pidfile
+# names a live process whose command line is the agent: after a stop and start, pids are reused).
+_AGENT_ONSTART = f"""# The agent (vastops agent): vLLM's load for the watchdog, and the dead-man switch that stops
+# this instance when the watchdog's lease lapses. Its log is this script's output.
+agent={AGENT_PATH}
+agent_pid=/workspace/vastops-agent.pid
+base64 -d <<'AGENT' | gzip -dc > "$agent.tmp" && mv "$agent.tmp" "$agent"
+@COPY@
+AGENT
+if [ -f "$agent_pid" ] && grep -qa vastops-agent "/proc/$(cat "$agent_pid")/cmdline" 2>/dev/null; then
+    echo "vastops: the agent runs already"
+else
+    echo "vastops: starting the agent on port ${{VASTOPS_AGENT_PORT:-8002}}"
+    nohup python3 -u "$agent" &
+    echo $! > "$agent_pid"
+fi
+"""
 
 
 # On-start for vast's image: its own boot (entrypoint.sh) starts the supervisor, the edge and vLLM.
@@ -176,6 +248,7 @@ echo "vastops: serving ${{VLLM_MODEL:-?}} behind vast's edge"
 # vast's own boot: the supervisor starts Caddy (the edge), Ray and vLLM.
 exec entrypoint.sh
 """
+_VAST_BOOT = "# vast's own boot:"
 
 # On-start for plain vLLM: vllm serve in the background (once), and /health on the health port.
 _PLAIN_ONSTART = f"""#!/bin/bash

@@ -207,13 +207,15 @@ class Tx(View):
         self.changed_state = True
         return cursor.rowcount
 
-    def record_activity(self, instance_id: int, at: datetime, count: int) -> None:
-        """Add ``count`` requests; the last activity only ever moves later."""
+    def record_activity(self, instance_id: int, at: datetime, count: int, source: str | None = None) -> None:
+        """Add ``count`` requests; the last activity only ever moves later, and its source with it."""
         self.instance(instance_id)
         self.db.execute(
-            "UPDATE instances SET last_activity = MAX(COALESCE(last_activity, ''), :ts),"
+            "UPDATE instances SET activity_source = CASE WHEN :ts >= COALESCE(last_activity, '') THEN"
+            " COALESCE(:source, activity_source) ELSE activity_source END,"
+            " last_activity = MAX(COALESCE(last_activity, ''), :ts),"
             " activity_count = activity_count + :n WHERE instance_id = :iid",
-            {"ts": isoz(at), "n": count, "iid": instance_id},
+            {"ts": isoz(at), "n": count, "iid": instance_id, "source": source},
         )
         self.changed_state = True
 

@@ -42,6 +42,10 @@ class InstanceRow(TypedDict):
     serving: str | None  # vocabulary.Serving: what the last health probe of the running instance said
     serving_since: str | None
     engine_rebooted_session: int | None
+    agent_lease_until: str | None  # the watchdog's last lease to the instance's agent holds until then
+    agent_renewed_at: str | None
+    activity_source: str | None  # vocabulary.ActivitySource of the last activity
+    vllm_seen_session: int | None
 
 
 def blank_instance(instance_id: int) -> InstanceRow:
@@ -74,6 +78,10 @@ def blank_instance(instance_id: int) -> InstanceRow:
         "serving": None,
         "serving_since": None,
         "engine_rebooted_session": None,
+        "agent_lease_until": None,
+        "agent_renewed_at": None,
+        "activity_source": None,
+        "vllm_seen_session": None,
     }
 
 
@@ -267,6 +275,12 @@ class Details(StopDecision, StartOutcome, total=False):
     image: str
     model: str
     healthy: bool  # instance_create_failed: it was created but never became healthy
+    lease_until: str | None  # agent_stop: when the watchdog's last lease lapsed
+    stopped_at: str  # agent_stop: when the agent stopped it (from the instance's log)
+    unreachable_minutes: float  # agent_stop: from the last renewal to the agent's stop
+    running: float  # vllm_activity: vLLM's requests running and waiting when first seen
+    waiting: float
+    activity_source: str  # a stop's decision: what the last activity was (gateway, vllm)
 
 
 class AuditLine(TypedDict):

@@ -171,6 +171,16 @@ MIGRATIONS: list[str] = [
     -- the session whose dead engine the watchdog rebooted by itself (VAST_AUTO_REBOOT_ON_DEAD_ENGINE: once)
     ALTER TABLE instances ADD COLUMN engine_rebooted_session INTEGER;
     """,
+    """
+    -- the agent on the instance (vastops/instance/agent.py): until when the watchdog's last lease
+    -- holds, and when it was renewed; the agent enforces by itself once it lapses
+    ALTER TABLE instances ADD COLUMN agent_lease_until TEXT;
+    ALTER TABLE instances ADD COLUMN agent_renewed_at TEXT;
+    -- where the last activity came from: gateway (POST /activity) or vllm (the agent's reading of vLLM's load)
+    ALTER TABLE instances ADD COLUMN activity_source TEXT;
+    -- the session in which vLLM's own load was first seen holding the instance (audited once a session)
+    ALTER TABLE instances ADD COLUMN vllm_seen_session INTEGER;
+    """,
 ]
 
 

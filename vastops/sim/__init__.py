@@ -21,6 +21,9 @@ The modules (the simulator is one object, ``Simulator``; the other modules are i
     backstage   the simulator's own routes under ``/_sim/`` (loopback only)
     queries     vast's query syntax: filters, sort keys, ranges, pages and page tokens
     servers     the HTTP server and handler the API port and the container ports share
+    agents      the real agent (vastops/instance/agent.py) as a child process of each running
+                container (``SimConfig.run_agent``), and vLLM's ``/metrics`` as it reads it
+                inside the container (``/_sim/vllm/<id>/metrics``)
     run         the ``vastops sim`` command: its options, the env file it prints, the run
     __main__    ``python -m vastops.sim``
 
@@ -80,6 +83,13 @@ What it models:
   a Cloudflare tunnel, all with ``X-Portal-Placeholder: true``), and the service behind it.
 - A dead vLLM engine (``kill_engine``): ``/health`` 503 with an empty body, completions 500,
   until the container restarts. vLLM's ``/metrics`` with its metric names.
+- The instance's own agent (``SimConfig.run_agent``, ``vastops sim --agent``; off by default):
+  each running container runs the real ``vastops agent`` as a child process with a
+  container's env (``CONTAINER_ID``, ``CONTAINER_API_KEY``, ``VAST_API_URL``, the instance's
+  env; ``VASTOPS_AGENT_PORT`` published as container port 8002; ``VASTOPS_AGENT_VLLM_URL`` the
+  inner ``/_sim/vllm/<id>/metrics``), its output in the instance's log; it ends with its
+  container (stop, crash, destroy, lost host, reboot, ``Simulator.stop()``). The call log's
+  ``identity`` says whose key a call carried (``account``, ``instance <id>``), never the key.
 
 Where it still differs from the real service (docs/vast-api.md §8 keeps the same list):
 - Search offers lists the default (or configured) market plus the machines of the account's
@@ -119,4 +129,8 @@ Where it still differs from the real service (docs/vast-api.md §8 keeps the sam
   publishes no threshold for them). ssh fields (``ssh_host``/``ssh_port``) are decorative.
 - Bandwidth is GB = 10^9 bytes; ``inet_*_billed`` counts kilobytes (1024 bytes); both units
   are unsure. The machine's figures (``inet_up``, ``dlperf``, ``reliability2``, ...) are fixed.
+- The agent runs on the simulator's host, not in a container: started by the simulator (not
+  by the on-start script, which never runs), on a free loopback port (not 8002), reading vLLM
+  at ``/_sim/vllm/<id>/metrics`` (not 127.0.0.1:18000), from ``created`` to the end of
+  ``stopping``; a lost host's container (and its agent) ends at once.
 """

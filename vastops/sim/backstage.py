@@ -1,13 +1,16 @@
 """The simulator's own control routes under ``/_sim/`` (loopback only): its state, vast's web
 console (start, stop, freeze, reboot, crash, destroy, a lost host, a dead engine), faults, the
 key, run-time config, deposits, load that came by no gateway, an instance's own key, a reset,
-and the texts ``request_logs`` hands out as ``result_url``."""
+the texts ``request_logs`` hands out as ``result_url``, and vLLM's ``/metrics`` as the agent
+reads it inside the container (``/_sim/vllm/<id>/metrics``, agents.py)."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from vastops.sim.agents import INNER_METRICS_PREFIX, inner_metrics
 
 if TYPE_CHECKING:
     from vastops.sim.world import Simulator
@@ -30,6 +33,9 @@ def control(sim: Simulator, method: str, target: str, raw: bytes, ip: str):
         if text is None:
             return 404, "<Error><Code>NoSuchKey</Code></Error>", "application/xml"
         return 200, text, "text/plain; charset=utf-8"
+    if method == "GET" and path.startswith(INNER_METRICS_PREFIX) and path.endswith("/metrics"):
+        which = path.removeprefix(INNER_METRICS_PREFIX).removesuffix("/metrics")
+        return inner_metrics(sim, int(which)) if which.isdigit() else (404, _err("not_found", f"no instance {which!r}"))
     try:
         data = json.loads(raw) if raw else {}
         if not isinstance(data, dict):

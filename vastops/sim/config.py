@@ -134,6 +134,9 @@ class SimConfig:
     pull_s: float = 4.0  # a new instance's first "loading": the image pull
     refused_images: list[str] = field(default_factory=list)  # images whose pull fails (also any name with "doesnotexist")
     verbose: bool = False  # per-request log lines and tracebacks on stderr
+    # Each running container runs the real agent (vastops/instance/agent.py) as a child process
+    # (vastops/sim/agents.py); off by default, so the in-process tests start no process.
+    run_agent: bool = False
 
 
 def to_bool(v: Any) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from vastops.processes import free_port
 from vastops.sim import edge
 from vastops.sim import llm as simllm
 from vastops.sim import metrics as simmetrics
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 CONTAINER_PORTS = (22, 8000, 8001)
 HEALTH_CONTAINER_PORT = 8001  # what /_sim/state's health_port/health_url refer to (vastops' default)
+AGENT_CONTAINER_PORT = 8002  # the agent's port, as the template publishes it ("-p 8002:8002")
 LLM_CONTAINER_PORT = 8000  # what /_sim/state's llm_url refers to (vLLM's port; 8001 serves the same)
 METRICS_PATH = "/metrics"
 _PUBLISH = re.compile(r"-p\s+(?:[\d.]+:)?(?:\d+):(\d+)(/tcp)?")  # "-p 8000:8000": the container port after the colon
@@ -52,6 +54,15 @@ def published_ports(inst: InstanceState) -> tuple[int, ...]:
         if m and 0 < int(m.group(1)) < 65536:
             ports.add(int(m.group(1)))
     return tuple(sorted(ports))
+
+
+def container_ports(sim: Simulator, inst: InstanceState) -> tuple[int, ...]:
+    """The ports a start opens: the published ones; with the agent on (``SimConfig.run_agent``),
+    an instance configured without an env publishes the agent's port too, as the template does."""
+    ports = published_ports(inst)
+    if sim.config.run_agent and inst.spec.env is None and AGENT_CONTAINER_PORT not in ports:
+        return (*ports, AGENT_CONTAINER_PORT)
+    return ports
 
 
 class BannerServer(socketserver.ThreadingTCPServer):
@@ -165,12 +176,17 @@ class ContainerHandler(Handler):
 
 
 def open_ports(sim: Simulator, inst: InstanceState) -> None:
-    """New listeners, so new host ports, for every container port (as on each start at vast)."""
+    """New listeners, so new host ports, for every container port (as on each start at vast).
+    With the agent on (``SimConfig.run_agent``), the agent's port is the agent's own: a free
+    port it listens on itself (vastops/sim/agents.py)."""
     retire_ports(sim, inst)
     if not sim._started:
         return
-    for cport in published_ports(inst):
+    for cport in container_ports(sim, inst):
         srv: Any
+        if cport == AGENT_CONTAINER_PORT and sim.config.run_agent:
+            inst.host_ports[cport] = free_port()
+            continue
         if cport == 22:
             srv = BannerServer((sim.config.host, 0), sim)
         else:
@@ -195,10 +211,10 @@ def retire_ports(sim: Simulator, inst: InstanceState) -> None:
 
 
 def container_answer(
-    sim: Simulator, srv: Server, method: str, target: str, raw: bytes = b"", headers: Any = None
+    sim: Simulator, srv: Server, method: str, target: str, raw: bytes = b"", headers: Any = None, inner: bool = False
 ) -> tuple | simllm.Completion | None:
     """A container port's answer: (status, body[, content type[, headers]]), a completion to
-    send, or None: no answer."""
+    send, or None: no answer. ``inner``: asked from inside the container, past vast's edge."""
     split = urlsplit(target)
     path = split.path
     with sim._lock:
@@ -207,7 +223,7 @@ def container_answer(
         assert inst is not None
         if srv.retired or inst.listeners.get(srv.cport) is not srv:
             return None
-        if edge.guarded(inst, srv.cport):  # vast's Caddy: credentials first, then is anything behind it ready
+        if not inner and edge.guarded(inst, srv.cport):  # vast's Caddy: credentials first, then is anything behind it ready
             if not edge.authorized(inst, headers, parse_qs(split.query)):
                 return edge.UNAUTHORIZED
             if not server_up(sim, inst, now):

@@ -3,6 +3,7 @@ periods it is billed for, with the billing views (seconds, bytes, cost) over any
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 from collections import deque
@@ -30,6 +31,7 @@ LOG_LINES = 2_000  # per instance
 # Phases: what the instance is doing. "scheduling" = a start waiting for its GPU (the console's word);
 # "reloading" = loading again after a reboot (billed, unlike the loading of a start).
 COMPUTE_PHASES = frozenset({"running", "frozen", "rebooting", "reloading"})
+CONTAINERS = itertools.count(1)  # each container (a start, a restart, a reboot) is a new one: its agent too
 PORT_PHASES = frozenset({"running", "stopping", "frozen", "rebooting", "reloading"})  # ports announced
 
 
@@ -70,6 +72,7 @@ class InstanceState:
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_LINES)
         self.destroyed: float | None = None  # when it was destroyed: gone from every view but the charges
         self.pulled = self.offer is None  # its image is on the host (a created instance pulls it first)
+        self.container = next(CONTAINERS)  # which container runs (or ran last): new on created and reloading
         self.engine_dead = False  # vLLM's engine died: /health 503 until the container restarts
         self.api_key = secrets.token_hex(32)  # its own key (CONTAINER_API_KEY): this instance only
         self.edge_token = secrets.token_urlsafe(24)  # OPEN_BUTTON_TOKEN when its env gives no real one

@@ -111,4 +111,6 @@ def log_lines(sim: Simulator, inst: InstanceState, now: float) -> list[tuple[flo
                 f"[vast] still scheduling after {now - inst.start_req:.0f} s: waiting for the GPU of machine {inst.machine_id}",
             )
         )
-    return lines
+    # In time order, as vast's log is: the model server's lines are worked out when asked for,
+    # while the container's own output (the agent's) comes in as it is printed.
+    return sorted(lines, key=lambda line: line[0])

@@ -73,7 +73,11 @@ class ApiHandler(Handler):
         raw = self.rfile.read(length) if length > 0 else b""
         sim = self.server.sim
         if urlsplit(self.path).path.startswith("/_sim/"):
-            self.reply(*backstage.control(sim, self.command, self.path, raw, self.client_address[0]))
+            inner = backstage.control(sim, self.command, self.path, raw, self.client_address[0])
+            if inner is None:  # the container's vLLM does not answer (agents.inner_metrics)
+                self.close_connection = True
+            else:
+                self.reply(*inner)
             return
         answer = api(sim, self.command, self.path, raw, self.headers, self.client_address[0])
         if answer is None:  # "drop" fault: close without a status line
@@ -103,8 +107,10 @@ def api(sim: Simulator, method: str, target: str, raw: bytes, headers, ip: str):
         "body": None if body is ValueError else body,
         "fault": None,
         "auth": "header+query" if header_key and query_key else "header" if header_key else "query" if query_key else None,
+        "identity": None,
     }
     with sim._lock:
+        entry["identity"] = identity(sim, header_key or query_key)
         sim._calls.append(entry)
         fault = take_fault(sim, method, split.path)
         entry["fault"] = fault and fault["kind"]
@@ -121,6 +127,19 @@ def api(sim: Simulator, method: str, target: str, raw: bytes, headers, ip: str):
     with sim._lock:
         entry["status"] = answer[0]
     return answer
+
+
+def identity(sim: Simulator, key: str | None) -> str | None:
+    """Whose key a call carries, for the call log (never the key): ``account``, ``instance <id>``
+    (its own key, CONTAINER_API_KEY), ``unknown``, or None (no key)."""
+    if not key:
+        return None
+    if secrets.compare_digest(key.encode(), sim.config.api_key.encode()):
+        return "account"
+    for inst in sim._insts.values():
+        if secrets.compare_digest(key.encode(), inst.api_key.encode()):
+            return f"instance {inst.spec.id}"
+    return "unknown"
 
 
 def take_fault(sim: Simulator, method: str, path: str, *, status: bool = False) -> dict | None:

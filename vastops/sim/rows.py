@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vastops.sim import edge
-from vastops.sim.containers import HEALTH_CONTAINER_PORT, LLM_CONTAINER_PORT, engine_state, healthy, published_ports
+from vastops.sim.containers import AGENT_CONTAINER_PORT, HEALTH_CONTAINER_PORT, LLM_CONTAINER_PORT, engine_state, healthy, published_ports
 from vastops.sim.instance import PORT_PHASES, InstanceState
 
 if TYPE_CHECKING:
@@ -228,11 +228,13 @@ def state_row(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "image": s.image,
         "model": inst.model,
         "engine": engine_state(sim, inst, now),  # down, loading, healthy, dead or failed
-        "edge": edge.summary(inst, list(published_ports(inst))),  # where vast's auth edge stands; never a token
+        # where vast's auth edge stands (never a token); the agent's own port is published directly
+        "edge": edge.summary(inst, [p for p in published_ports(inst) if not (sim.config.run_agent and p == AGENT_CONTAINER_PORT)]),
         "offer_id": inst.offer.id if inst.offer else None,  # the market offer it was created from
         "machine_id": inst.machine_id,
         "destroyed_at": inst.destroyed,
         "load": {"running": inst.in_flight + inst.extra_load[0], "waiting": inst.extra_load[1]},
+        "agent": sim._agents.summary(inst) if sim._agents is not None else None,  # its agent process (run_agent)
         **{
             k: j[k]
             for k in (

@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--traffic-scale", type=float, default=c.traffic_scale, help="billed bytes per byte the container ports serve")
     a("--traffic-gb-per-h", type=float, nargs=2, metavar=("UP", "DOWN"), default=(0.0, 0.0), help="simulated traffic while running, GB/h")
     a("--rate-limit-scale", type=float, default=c.rate_limit_scale, help="multiplies vast's rate-limit intervals; 0 disables")
+    a(
+        "--agent",
+        action="store_true",
+        help="each running container runs the real `vastops agent` (its dead-man switch) as a child process; its lines in the instance's log",
+    )
     a("--verbose", action="store_true", help="log every request to stderr")
     a("--ledger", default="vastops-sim.db", metavar="FILE", help="the VASTOPS_DB of the env file it prints (default %(default)s)")
     a("--settings-in", metavar="FILE", help=argparse.SUPPRESS)  # the demo: its settings are in FILE; print no env block of our own
@@ -114,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         traffic_down_gb_per_h=args.traffic_gb_per_h[1],
         rate_limit_scale=args.rate_limit_scale,
         verbose=args.verbose,
+        run_agent=getattr(args, "agent", False),
     )
 
 
@@ -128,6 +134,8 @@ def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db",
     for row in sim.state()["instances"]:
         where = f"health at {row['health_url']}, LLM at {row['llm_url']}" if row["health_url"] else "its ports are handed out on each start"
         lines.append(f"#   instance {row['id']}: {row['phase']}, {where}")
+    if config.run_agent:
+        lines.append("# each running container runs `vastops agent` (its dead-man switch); its lines are in the instance's log")
     if settings_in:  # run by the demo: its own env file has the watchdog's key; a fresh one here would mislead
         return "\n".join([*lines, f"# the settings that reach it: {settings_in}"])
     others = [str(i.id) for i in config.instances[1:]]

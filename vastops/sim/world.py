@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 
 from vastops.sim import containers, logs, market, rows
+from vastops.sim.agents import Agents
 from vastops.sim.config import INITIAL_STATES, SimConfig
 from vastops.sim.console import CRASH_MSG, Console
-from vastops.sim.instance import COMPUTE_PHASES, GB, INF, InstanceState
+from vastops.sim.instance import COMPUTE_PHASES, CONTAINERS, GB, INF, InstanceState
 from vastops.sim.routes import ApiHandler
 from vastops.sim.servers import Server
 
@@ -58,6 +59,7 @@ class Simulator(Console):
         self._credit_out = False  # vast stopped everything at zero credit; starts are refused
         self._invoices: list[dict] = []
         self._invoice_seq = 0
+        self._agents = Agents(self) if self.config.run_agent else None  # the instance's own agent, per container
         self._init_world(clock())
 
     # --- lifecycle -------------------------------------------------------------------
@@ -68,11 +70,16 @@ class Simulator(Console):
         with self._lock:  # the account and its instances begin when the simulator does
             self._started = True
             self._init_world(self.clock())
+        if self._agents is not None:
+            self._agents.start()
         return self
 
     def stop(self) -> None:
         with self._lock:
             self._started = False
+        if self._agents is not None:  # no agent outlives its simulator
+            self._agents.stop()
+        with self._lock:
             for inst in self._insts.values():
                 containers.retire_ports(self, inst)
         servers, self._servers = self._servers, []
@@ -274,6 +281,10 @@ class Simulator(Console):
     def _enter(self, inst: InstanceState, phase: str, t: float, duration: float = INF) -> None:
         if phase in ("created", "rebooting"):  # the container (re)starts: a dead engine is new again
             inst.engine_dead = False
+        if phase in ("created", "reloading"):  # a new container: a new agent in it (agents.py)
+            inst.container = next(CONTAINERS)
+        if self._agents is not None:
+            self._agents.wake.set()
         inst.phase, inst.until = phase, t + duration
         self._sync_billing(inst, t)
         logs.log_phase(self, inst, phase, t)

@@ -50,7 +50,8 @@ from vastops.control.status import LedgerNote, StopResult
 from vastops.ledger.rows import AuditOp, Details, OpenRequest, SessionRow
 from vastops.stops import Budget, Stop, candidates
 from vastops.vast import VastError
-from vastops.vocabulary import IDLE_CAUSES, TRANSITIONAL, Actor, Event, cause_name
+from vastops.vocabulary import IDLE_CAUSES, TRANSITIONAL, ActivitySource, Actor, Event, cause_name
+from vastops.watchdog.agentlink import AgentLink
 from vastops.watchdog.housekeeping import MIN_WAIT_S, Housekeeping
 from vastops.watchdog.inflight import InFlight, Report
 from vastops.watchdog.lease import Lease, describe_holder
@@ -93,6 +94,8 @@ class Watch:
         self._latest_activity: datetime | None = None
         self._unflushed = 0
         self.activity_total = 0  # since start, for /metrics
+        self.activity_by_source: dict[str, int] = {}  # since start, for /metrics: gateway, vllm
+        self._latest_source: str = ActivitySource.GATEWAY
         self.requests = InFlight(self.settings.vast_request_ttl_s)  # the gateway's requests in flight
         self._requests_restored = False
         self._sleeping_until: datetime | None = None  # when the deadline loop wakes by itself
@@ -110,6 +113,7 @@ class Watch:
         # The stop's own thread: a ledger that blocks every other worker never holds it up.
         self._enforcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vastops-stop")
         self.housekeeping = Housekeeping(self)  # heartbeat, the ledger's drain, the clock, warnings, notifications
+        self.agent = AgentLink(self)  # the lease to the instance's agent, and vLLM's load back
         url = self.settings.vast_notify_webhook_url
         self.notifier = (
             Notifier(url.get_secret_value(), self.settings.vast_notify_format, on_failure=self.housekeeping.notify_failed) if url else None
@@ -154,6 +158,8 @@ class Watch:
         ]
         if self.notifier is not None:
             self._tasks.append(asyncio.create_task(self.housekeeping.notify_loop(), name="notify"))
+        if self.agent.configured:
+            self._tasks.append(asyncio.create_task(self.agent.loop(), name="agent"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -176,10 +182,12 @@ class Watch:
 
     # -- activity (the hot path: memory only) -------------------------------------
 
-    def note_activity(self) -> datetime:
+    def note_activity(self, source: str = ActivitySource.GATEWAY) -> datetime:
         now = self.clock()
         if self._latest_activity is None or now > self._latest_activity:
             self._latest_activity = now
+            self._latest_source = source
+        self.activity_by_source[source] = self.activity_by_source.get(source, 0) + 1
         self._unflushed += 1
         self.activity_total += 1
         return now
@@ -239,13 +247,13 @@ class Watch:
         When the ledger fails, the activity stays here (and keeps the deadline where it is).
         """
         self.requests.expire(self.clock())
-        latest, count = self._latest_activity, self._unflushed
+        latest, count, source = self._latest_activity, self._unflushed, self._latest_source
         rows = self.requests.take()
         if (count == 0 or latest is None) and not rows:
             return
         self._unflushed -= count  # taken now: a concurrent flush cannot write the same requests again
         try:
-            await asyncio.to_thread(self.control.record_activity, latest, count, rows)
+            await asyncio.to_thread(self.control.record_activity, latest, count, rows, source)
         except Exception as exc:  # sqlite3.Error, or a row the ledger cannot take: never drop the batch
             self._unflushed += count  # kept for the next flush
             self.requests.put_back(rows)
@@ -611,6 +619,11 @@ class Watch:
     def session(self) -> SessionRow | None:
         """The open session's row as held in memory, or None."""
         return self._session
+
+    @property
+    def keepalive_until(self) -> datetime | None:
+        """The keepalive's end, as held in memory."""
+        return self._keepalive_until
 
     @property
     def starting(self) -> bool:

@@ -251,6 +251,22 @@ class InFlight:
             self._newest = None
         self.count = len(self._open)
 
+    def release_stale(self, now: datetime, margin: timedelta) -> int:
+        """End now (``expired``) the requests started more than ``margin`` ago: vLLM itself has been idle that
+        long (the instance's agent says so), so their ends were lost; how many. Later starts stay."""
+        stale = [rid for rid, (started, _) in self._open.items() if started <= now - margin]
+        for rid in stale:
+            started, sid = self._open.pop(rid)
+            self._remember(rid, (started, sid, True))
+            self._merge(rid, {"ended_at": now, "expired": 1})
+        if stale:
+            self._newest = self._open[next(reversed(self._open))][0] if self._open else None
+            # Idle counts from the release, as from an end: the hold must not fall back into the past.
+            if self._expired_until is None or now > self._expired_until:
+                self._expired_until = now
+        self.count = len(self._open)
+        return len(stale)
+
     def _remember(self, rid: str, seen: tuple[datetime, int | None, bool]) -> None:
         self._ended.pop(rid, None)  # re-inserted: newest last
         self._ended[rid] = seen

@@ -44,6 +44,9 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         Event.INSTANCE_CREATED,
         Event.INSTANCE_CREATE_FAILED,
         Event.INSTANCE_DESTROYED,
+        # the dead-man switch: the instance stopped itself; the agent out of reach
+        Event.AGENT_STOP,
+        Event.AGENT_UNREACHABLE,
         # the watchdog's own troubles
         Event.VAST_FAILING,
         Event.WATCHDOG_RECOVERED,
@@ -328,6 +331,21 @@ def _instance_destroyed(r: _Row) -> str:
     return f"{r.instance} destroyed ({r.actor}): its disk is gone and its billing ended"
 
 
+def _agent_stop(r: _Row) -> str:
+    away = _duration((r.num("unreachable_minutes") or 0) * 60) if r.num("unreachable_minutes") is not None else None
+    return (
+        f"{r.instance} was stopped by the instance itself: the watchdog was unreachable"
+        f"{f' for {away}' if away else ''} and its lease lapsed{_session(r)}"
+    )
+
+
+def _agent_unreachable(r: _Row) -> str:
+    return (
+        f"{r.instance}: the watchdog cannot reach the instance's agent ({r.text('error') or 'no answer'}); "
+        "vLLM's own load is not seen and the gateway's signal alone counts"
+    )
+
+
 def _generic(r: _Row, event: str) -> str:
     details = [f"{k}={v}" for k, v in sorted(r.meta.items()) if isinstance(v, str | int | float | bool) and k != "instance_id"]
     detail = ", ".join(details)
@@ -353,6 +371,8 @@ _RENDERERS: dict[str, Callable[[_Row], str]] = {
     Event.BUDGET_STOP: _budget_stop,
     Event.BUDGET_OVERRIDE: _budget_override,
     Event.ENGINE_DEAD: _engine_dead,
+    Event.AGENT_STOP: _agent_stop,
+    Event.AGENT_UNREACHABLE: _agent_unreachable,
     Event.INSTANCE_CREATED: _instance_created,
     Event.INSTANCE_CREATE_FAILED: _instance_create_failed,
     Event.INSTANCE_DESTROYED: _instance_destroyed,

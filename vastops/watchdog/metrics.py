@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from vastops.control.answers import Control
 from vastops.control.status import StatusAnswer
-from vastops.vocabulary import ErrorKind, Status
+from vastops.vocabulary import ActivitySource, ErrorKind, Status
 from vastops.watchdog.engine import Watch
 
 
@@ -49,6 +49,17 @@ def exposition(control: Control, watch: Watch, in_flight: int) -> str:
     )
     _guardrail_metrics(metric, watch, status)
     metric("vastops_activity_total", "counter", "activity reports received since the watchdog started", [("", float(watch.activity_total))])
+    metric(
+        "vastops_activity_by_source_total",
+        "counter",
+        "activity noted since the watchdog started, by where it came from: gateway (POST /activity) or vllm (the instance's agent)",
+        [(f'{{source="{src}"}}', float(watch.activity_by_source.get(src, 0))) for src in ActivitySource],
+    )
+    if watch.agent.configured:
+        metric("vastops_agent_renewals_total", "counter", "leases the instance's agent took since the watchdog started",
+               [("", float(watch.agent.renewals))])  # fmt: skip
+        metric("vastops_agent_reachable", "gauge", "0 while the instance's agent is unreachable (the watchdog enforces alone)",
+               [("", 0.0 if "agent" in watch.problems else 1.0)])  # fmt: skip
     metric(
         "vastops_requests_in_flight",
         "gauge",
