@@ -35,7 +35,7 @@ from vastops import words
 from vastops.vocabulary import event_words
 
 LONG_PERIOD_DAYS = 120  # longer periods chart cost per month: thousands of one-pixel bars say nothing
-COMPUTE, STORAGE, STOPPED = "compute (GPU)", "storage", "storage while stopped (est.)"
+COMPUTE, STORAGE, STOPPED = "compute (GPU)", "storage", "storage while stopped"
 COLORS = {COMPUTE: "#1f77b4", STORAGE: "#ff7f0e", STOPPED: "#b0b0b0"}
 MAX_TICKS = 7
 

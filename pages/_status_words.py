@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 
 from pages._common import ago, at_time, minutes, seconds_since, time_left, usd
+from vastops import words
 from vastops.control.status import KeepaliveResult
 from vastops.vocabulary import CAUSE_WORDS, STOP_CAUSES, Actor, Cause, Event
 from vastops.vocabulary import stopped_by as stopped_by_words
@@ -38,6 +39,10 @@ def sentence(text: object) -> str:
 
 def money(amount: float | None) -> str:
     return usd(amount).replace("$", "\\$")  # a $ pair would be read as LaTeX
+
+
+def money_rate(usd_per_hour: float | None) -> str:
+    return words.rate(usd_per_hour).replace("$", "\\$")
 
 
 def when_at(ts: str | None, now: datetime, tz: tzinfo) -> str:
@@ -149,6 +154,11 @@ def last_action_words(a: dict, now: datetime, pending: bool, tz: tzinfo) -> tupl
             f"Stopped by the instance itself {when_at(a['ts'], now, tz)}: the watchdog was unreachable"
             f"{f' for {minutes(away)}' if isinstance(away, int | float) else ''} and its lease lapsed{session_figures(meta)}.",
         )
+    if event == Event.CONTRACT_END_STOP:
+        return "failed", (
+            f"Stopped by vast.ai: the rental contract reached its end date, seen {when_at(a['ts'], now, tz)}{session_figures(meta)}. "
+            "It cannot be started again; rent a new instance."
+        )
     if event == Event.CREDIT_EXHAUSTED_STOP:
         return "failed", f"Stopped by vast.ai: the account's credit ran out, seen {when_at(a['ts'], now, tz)}{session_figures(meta)}."
     # a stop the watchdog decided (auto_shutdown, max_session_stop, scheduled_stop, budget_stop)
@@ -187,3 +197,53 @@ def kept_words(result: KeepaliveResult, tz: tzinfo) -> str:
         left = -(seconds_since(result["next_stop_at"]) or 0.0)
         text += f" Next stop in {time_left(left)} ({at_time(result['next_stop_at'], tz)}): {cause_words(result['next_stop_cause'])}."
     return text
+
+
+# -- money: what can still bill, and what bills without a session (StatusAnswer's money fields) --
+
+
+def in_or_ago(ts: str | None, now: datetime) -> str:
+    """'in 2 d 4 h', '3 h ago', or '' when there is no time."""
+    since = seconds_since(ts, now)
+    if since is None:
+        return ""
+    return f"in {words.duration(-since)}" if since < 0 else words.ago(since)
+
+
+def forgotten_words(forgotten_usd: float, next_stop_at: str | None, now: datetime, tz: tzinfo) -> str:
+    """While a session runs: the most it can still cost if nobody uses it again."""
+    when = f" ({stop_phrase(next_stop_at, now, tz)})" if next_stop_at else ""
+    return f"**If nobody uses it again:** at most {money(forgotten_usd)} more until its next stop{when}."
+
+
+def stopped_disk_words(stopped: dict, now: datetime, tz: tzinfo) -> str:
+    """While stopped: since when, what the disk has cost so far and costs a day and a month."""
+    since = stopped.get("stopped_since")
+    estimate = "" if stopped.get("rate_seen") else " (estimated at the running rate)"
+    return (
+        f"**The stopped disk still bills:** stopped since {at_time(since, tz, now)} ({words.ago(seconds_since(since, now))}), "
+        f"{money(stopped.get('so_far_usd'))} so far; {money(stopped.get('per_day_usd'))} a day, "
+        f"{money(stopped.get('per_month_usd'))} a month at {money_rate(stopped.get('storage_dph'))}"
+        f"{estimate}. `vastops instance destroy` ends it (the disk and what is on it are lost for good)."
+    )
+
+
+def contract_words(contract_end: str, now: datetime, tz: tzinfo, notice_days: float) -> tuple[bool, str]:
+    """(near, words) of the rental contract's end: near when it ends within ``notice_days`` (or has ended)."""
+    left = -(seconds_since(contract_end, now) or 0.0)
+    when = f"{at_time(contract_end, tz, now)} ({in_or_ago(contract_end, now)})"
+    if left <= 0:
+        return True, f"**The rental contract ended** {when}: vast.ai stops the instance, and it cannot be started again."
+    if left <= notice_days * 86400:
+        return True, f"**The rental contract ends soon:** {when}. vast.ai stops the instance then; rent a new one before it."
+    return False, f"Rental contract ends {when}: vast.ai stops the instance then."
+
+
+def price_rise_words(rise: dict, now: datetime, tz: tzinfo) -> str:
+    """A host's pending price increase: what changes and from when."""
+    applies = rise.get("applies_at")
+    when = f"from {at_time(applies, tz, now)} ({in_or_ago(applies, now)})" if applies else "from the contract's end"
+    return (
+        f"**The host raises its price:** {md(rise.get('change') or 'a rate rises')}, {when}. "
+        "Stop using it before then, or rent another instance, if the new price is too high."
+    )

@@ -2,7 +2,9 @@
 
 All figures come from one pass of SQL aggregates in ``vastops.reports.periods`` (fast on
 100,000 sessions), cached for a few seconds. Days and months are UTC. The charts are
-SVG drawn from ``pages/_charts.py`` (why not a chart library: see there).
+SVG drawn from ``pages/_charts.py`` (why not a chart library: see there). What bills besides
+the sessions (storage while stopped, bandwidth), vast's own charges beside the ledger's, the
+monthly report and the idle waste are drawn by ``pages/_money.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _charts as charts
+from pages import _money
 from pages._common import hours, ledger, require_login, settings
 from vastops import words
 from vastops.reports import consumers, sessions
@@ -179,21 +182,26 @@ report = cost_report(DB, IID, start, end)
 totals, month = report["totals"], report["month"]
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Cost in period", words.usd(totals["cost_usd"]), help="Compute plus storage of the sessions, counted on the days they ran.")
+c1.metric(
+    "Cost in period",
+    words.usd(totals["cost_usd"]),
+    help="Compute plus storage of the sessions, counted on the days they ran; the total with storage while stopped and bandwidth is below.",
+)
 c2.metric("Runtime", words.duration(totals["runtime_hours"] * 3600), help=f"{hours(totals['runtime_hours'])} of sessions in the period.")
 c3.metric("Sessions", f"{totals['sessions_count']:,}", help="Sessions that ran at some point in the period.")
 c4.metric("Average session", words.duration(totals["avg_session_minutes"] * 60) if totals["sessions_count"] else words.DASH)
 c5, c6, c7, c8 = st.columns(4)
-c5.metric(f"This month ({month['month']})", words.usd(month["cost_usd"]))
+c5.metric(
+    f"This month ({month['month']})",
+    words.usd(month["cost_usd"]),
+    help=f"The sessions this month so far; the disk while stopped adds {words.usd(month['storage_while_stopped_usd'])}.",
+)
 projected, why = projection(month)
 c6.metric("Projected for the month", projected, help=why)
 c7.metric("Compute (GPU)", words.usd(totals["compute_usd"]), help="dph_base while the instance ran; part of the cost in the period.")
 c8.metric("Storage (disk)", words.usd(totals["storage_usd"]), help="The disk while the instance ran; part of the cost in the period.")
-if totals["storage_while_stopped_usd"] >= 0.005:  # shown only when it makes a cent
-    st.caption(
-        f"Plus about {words.usd(totals['storage_while_stopped_usd'])} for the disk while the instance was stopped in this period: "
-        "vast.ai bills storage every second the instance exists. Estimated from the storage rate; not included in the figures above."
-    )
+money_report = _money.money_report(LEDGER, DB, IID, start, end, cfg.vast_charges_days)
+_money.show_totals(totals, money_report)
 
 left, right = st.columns(2)
 with left:
@@ -205,43 +213,43 @@ with left:
     draw(charts.session_lengths(report["lengths"]), "chart_lengths")
 with right:
     st.subheader("Per month")
-    months = pd.DataFrame(report["months"])
-    if months.empty:
+    if not report["months"]:
         st.caption("No sessions in these months.")
     else:
-        money = st.column_config.NumberColumn
-        st.dataframe(
-            months.rename(
-                columns={
-                    "month": "Month",
-                    "sessions_started": "Sessions",
-                    "runtime_hours": "Hours",
-                    "compute_usd": "Compute",
-                    "storage_usd": "Storage",
-                    "cost_usd": "Total",
-                    "storage_while_stopped_usd": "Stopped ≈",
-                }
-            ),
-            hide_index=True,
-            column_config={
-                "Hours": money(format="%.1f", help="runtime"),
-                "Compute": money(format="$%.2f", help="GPU, while running"),
-                "Storage": money(format="$%.2f", help="disk, while running"),
-                "Total": money(format="$%.2f", help="compute + storage of the sessions"),
-                "Stopped ≈": money(format="$%.2f", help="estimated disk cost while stopped; not in Total"),
-            },
-            key="months_table",
+        frame, config = _money.months_table(report["months"], money_report)
+        st.dataframe(frame, hide_index=True, column_config=config, key="months_table")
+    with st.container(horizontal=True, gap="small"):
+        st.download_button(
+            "Month summary (CSV)",
+            data=months_csv_data(report["months"]),
+            file_name=charts.months_csv_name(report["months"]),
+            mime="text/csv",
+            icon=":material/download:",
+            on_click="ignore",
+            key="months_csv",
+            help="Whole UTC months around the period; column names carry their units.",
         )
-    st.download_button(
-        "Month summary (CSV)",
-        data=months_csv_data(report["months"]),
-        file_name=charts.months_csv_name(report["months"]),
-        mime="text/csv",
-        icon=":material/download:",
-        on_click="ignore",
-        key="months_csv",
-        help="Whole UTC months around the period; column names carry their units.",
-    )
+        report_month = end.replace(day=1)
+        st.download_button(
+            "Monthly report (CSV)",
+            data=lambda: _money.monthly_csv_data(LEDGER, IID or 0, report_month, cfg.vast_request_ttl_s),
+            file_name=_money.monthly_csv_name(report_month),
+            mime="text/csv",
+            icon=":material/download:",
+            on_click="ignore",
+            key="monthly_report_csv",
+            disabled=IID is None,
+            help=f"{report_month:%B %Y}, the month of the period's end, as `vastops report --month` writes it: compute, disk and "
+            "bandwidth per day (vast's charged figure where settled, the ledger's estimate otherwise, and which), the stops, "
+            "the budget events and the consumers.",
+        )
+
+_money.show_charges(money_report, IID, cfg.vast_charges_every_minutes)
+_money.show_waste(
+    _money.waste_figures(LEDGER, DB, IID, start, end),
+    cfg.vast_auto_shutdown_minutes if cfg.vast_auto_shutdown else None,
+    cfg.vastops_activity_keep_days,
+)
 
 st.subheader("Consumers")
 split = consumer_report(DB, IID, start, end, cfg.vast_request_ttl_s)

@@ -23,9 +23,11 @@ ended and what the session cost: after an auto-shutdown, why the watchdog stoppe
 The guardrails (vastops/stops.py) sit in one slot of a fixed height: the next stop and
 its cause while the instance runs, a warning banner with **Keep running** once a stop's
 warning is due, or, while a spent budget refuses starts, the refusal with **Override
-the budget**. Both ask for a reason before anything is done. The budgets' spend is
-shown below the figures. Money and durations are written as the CLI writes them
-(vastops/words.py), times relative to now.
+the budget**. Both ask for a reason before anything is done. Below the figures: the
+money still to go (pages/_money.py: while it runs, the most it can cost if nobody uses it
+again; while stopped, what its disk costs; the rental contract's end and a host's pending
+price rise) and the budgets' spend. Money and durations are written as the CLI writes
+them (vastops/words.py), times relative to now.
 
 This module is the layout and the live fragment. The buttons' callbacks and the form
 state they keep are in ``pages/_status_actions.py``; the last action and the guardrails in
@@ -55,6 +57,7 @@ from pages._common import (
     usd,
     watchdog_problem,
 )
+from pages._money import show_status_money
 from pages._status_actions import (
     CONFIRM_KEEPALIVE,
     CONFIRM_OVERRIDE,
@@ -548,6 +551,8 @@ def live_status() -> None:
             "off" if not cfg.vast_auto_shutdown else ("after start" if pending else "—"),
             help="Counts down while a session runs, from when its start answers /health.",
         )
+
+    show_status_money(s, now, cfg.timezone, running=running, notice_days=cfg.vast_contract_notice_days)
 
     endpoint = s.endpoint_base_url
     if endpoint:

@@ -7,7 +7,7 @@ says what to do and exit non-zero, never a traceback:
     2  bad configuration or arguments            4  the instance did not become healthy in time
     5  stopped while the start waited            6  the GPU is taken: the start was cancelled
     7  a budget is spent (start refused)         8  the ledger failed
-    9  not running (a reboot, a keepalive)
+    9  not running (a reboot, a keepalive)   10  reconcile: a day's charges differ
 
 Each failure's code and line are vastops/errors.py's table (``SHOWN``), shared with the API.
 """
@@ -106,6 +106,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from vastops.instance import commands as instance_commands  # light: argparse and the foundation
 
     instance_commands.add_arguments(instance, common)
+    from vastops.reports import commands as money_commands  # light: argparse and the foundation
+
+    money_commands.add_arguments(sub, common)
 
     # The instance's agent: it reads its own environment (vastops/instance/agent.py), never .env.
     sub.add_parser(
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         from vastops.control.answers import Control
 
         control = Control(settings)
+        if args.command in ("reconcile", "report"):
+            from vastops.reports import commands as money_commands
+
+            return money_commands.run(control, args)
         return COMMANDS[args.command](control, args)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
@@ -237,6 +244,19 @@ def cmd_status(control: Control, args) -> int:
         lines.append(f"  endpoint   {s.endpoint_base_url}")
     if s.session_runtime_minutes is not None:
         lines.append(f"  session    {duration(s.session_runtime_minutes * 60)}, {usd(s.session_cost_usd)} so far")
+    if s.forgotten_usd is not None:
+        lines.append(f"  forgotten  at most {usd(s.forgotten_usd)} more if nobody uses it again (until its next stop)")
+    if s.stopped_storage:
+        st = s.stopped_storage
+        estimate = "" if st.get("rate_seen") else ", estimated at the running rate"
+        lines.append(
+            f"  disk       stopped since {st['stopped_since']}: {usd(st['so_far_usd'])} so far, {usd(st['per_day_usd'])} a day,"
+            f" {usd(st['per_month_usd'])} a month{estimate} (vastops instance destroy ends it)"
+        )
+    if s.contract_end:
+        lines.append(f"  contract   ends {s.contract_end} (vast.ai stops the instance then)")
+    if s.price_rise:
+        lines.append(f"  PRICE RISE {s.price_rise.get('change', 'pending')}, from {s.price_rise.get('applies_at') or 'the contract end'}")
     if s.power_on_pending:
         what = "reboot" if s.pending == Pending.REBOOT else "start"
         waited = f", {duration(s.power_on_pending_s)} so far" if s.power_on_pending_s is not None else ""

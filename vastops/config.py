@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     vast_agent_release_margin_s: float = Field(
         120.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, description="vLLM idle this long releases a gateway's stale in-flight start"
     )
+    # Money (vastops/watchdog/money.py, vastops/reports/): vast's charges, notices.
+    vast_charges_every_minutes: float = Field(
+        60.0, ge=1, le=MAX_IDLE_MINUTES, allow_inf_nan=False, description="how often the watchdog fetches vast's charges"
+    )
+    vast_charges_days: int = Field(62, ge=1, le=400, description="how many days back vast's charges are fetched (days not yet settled)")
+    vast_stopped_storage_notice_days: float = Field(
+        7.0, gt=0, le=3650, allow_inf_nan=False, description="a stopped instance's disk is notified after this many days"
+    )
+    vast_contract_notice_days: float = Field(
+        3.0, gt=0, le=3650, allow_inf_nan=False, description="the contract's end is notified this many days ahead"
+    )
+    vastops_activity_keep_days: int = Field(400, ge=1, le=3650, description="how long the busy minutes are kept (the what-if)")
     # What the instance runs (vastops/instance/template.py): `vastops instance template|create`.
     vastops_model: str = Field(DEFAULT_MODEL, min_length=1, max_length=200, description="the model vLLM serves")
     vastops_image: str = Field(

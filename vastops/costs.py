@@ -22,7 +22,7 @@ This module holds the formula and nothing else: no queries, no formats.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -59,3 +59,27 @@ COMPUTE_SQL = cost_sql(RUNTIME_SQL, "dph_base")
 STORAGE_SQL = cost_sql(RUNTIME_SQL, "storage_dph")
 # compute + storage, as session_costs adds them (not runtime x the summed rate, which rounds differently)
 TOTAL_SQL = f"({COMPUTE_SQL} + {STORAGE_SQL})"
+
+
+# -- vast's billing day ------------------------------------------------------------
+# The day vast's charges are counted by (docs/vast-api.md §4: the ``day`` filter). It appears
+# to be the UTC day; unsure, so it is this one setting, and every per-day figure of money
+# (reconciliation, stopped storage, bandwidth, the monthly report) cuts days here.
+BILLING_DAY_START = timedelta(0)  # offset of vast's midnight from UTC midnight
+GB = 1e9  # bytes in the GB vast bills traffic by (unsure: docs/vast-api.md §4)
+
+
+def billing_day(t: datetime) -> date:
+    """The billing day ``t`` falls in."""
+    return (t.astimezone(UTC) - BILLING_DAY_START).date()
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The billing day's first instant and the next day's (a half-open range)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC) + BILLING_DAY_START
+    return start, start + timedelta(days=1)
+
+
+def bandwidth_usd(up_bytes: float, down_bytes: float, up_cost: float, down_cost: float) -> float:
+    """What traffic costs at vast's $/GB rates (``inet_up_cost``, ``inet_down_cost``)."""
+    return up_bytes / GB * up_cost + down_bytes / GB * down_cost

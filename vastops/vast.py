@@ -58,6 +58,9 @@ from vastops.errors import VastError as VastError  # defined with its codes; rai
 from vastops.vocabulary import TRANSIENT_ERRORS, ErrorKind, Status
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+KILOBYTE = 1024.0  # vast's inet_*_billed unit (unsure: docs/vast-api.md §4); reconciliation shows a wrong guess
+CHARGES_PAGE = 100  # rows a charges page asks for (vast's CLI clamps to 100; the API takes 500)
+CHARGE_KINDS = ("gpu", "disk", "bwd", "bwu")
 ERROR_WORDS = ("error", "failed", "insufficient", "oci runtime", "cannot", "no space")
 
 
@@ -76,6 +79,14 @@ class Instance:
     message: str | None = None  # vast's status_msg, or why the status is what it is
     intended_status: str | None = None  # vast's own word for what was asked: "stopped" confirms a stop
     machine_id: int | None = None  # the host machine, whose offers say whether its GPUs are free
+    # The contract and what bills outside a session (vastops/reports/money): when the rental began
+    # (storage bills from there) and ends (vast stops it then), $/GB of traffic, the bytes billed so far.
+    start_date: float | None = None  # epoch seconds
+    end_date: float | None = None
+    inet_up_cost: float = 0.0  # $/GB
+    inet_down_cost: float = 0.0
+    up_billed_bytes: float | None = None  # vast's inet_up_billed (kilobytes, unsure: docs/vast-api.md §4)
+    down_billed_bytes: float | None = None
 
     @property
     def dph_total(self) -> float:
@@ -139,7 +150,22 @@ def parse_instance(raw: dict[str, Any]) -> Instance:
         message=raw.get("status_msg") or None,
         intended_status=raw.get("intended_status") or None,
         machine_id=raw["machine_id"] if isinstance(raw.get("machine_id"), int) else None,
+        start_date=_number(raw.get("start_date")),
+        end_date=_number(raw.get("end_date")),
+        inet_up_cost=_number(raw.get("inet_up_cost")) or 0.0,
+        inet_down_cost=_number(raw.get("inet_down_cost")) or 0.0,
+        up_billed_bytes=_kilobytes(raw.get("inet_up_billed")),
+        down_billed_bytes=_kilobytes(raw.get("inet_down_billed")),
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _kilobytes(value: Any) -> float | None:
+    number = _number(value)
+    return None if number is None else number * KILOBYTE
 
 
 @dataclass(frozen=True)
@@ -204,11 +230,28 @@ class ChargeItem(TypedDict):
 class Charge(TypedDict):
     """One contract's charges over a range, as vast bills them (``VastClient.charges``)."""
 
+    source: str  # "instance-<id>", "volume-<id>", ...: rows of other contracts are in the same answer
     instance_id: int | None
     start: float | None  # vast's epoch seconds
     end: float | None
     amount: float
     items: list[ChargeItem]
+
+
+class PriceRise(TypedDict):
+    """A host's pending price increase on one contract, in $/h and $/GB; it applies at ``applies_at``
+    (the contract's current end date, epoch seconds). None: that rate does not change."""
+
+    instance_id: int
+    old_dph_base: float | None
+    new_dph_base: float | None
+    old_storage_dph: float | None
+    new_storage_dph: float | None
+    old_inet_up_cost: float | None
+    new_inet_up_cost: float | None
+    old_inet_down_cost: float | None
+    new_inet_down_cost: float | None
+    applies_at: float | None
 
 
 class VastClient:
@@ -322,29 +365,38 @@ class VastClient:
             self._sleep(0.5 * (attempt + 1))
         raise VastError(ErrorKind.UNAVAILABLE, "the instance's log did not become available; try again shortly.")
 
-    def charges(self, start: datetime, end: datetime) -> list[Charge]:
-        """Per-contract charges in [start, end], as vast bills them (for reconciliation)."""
-        # Only tests call this yet: it stays for the next issue, the reconciliation of the
-        # ledger's costs with what vast.ai charged, which reads these rows.
+    def charges(self, start: datetime, end: datetime, *, pause: Callable[[], None] | None = None) -> list[Charge]:
+        """Every contract's charges in [start, end], as vast bills them, all pages.
+
+        ``pause`` runs before each further page (the caller's pacing: vast allows about one
+        charges call a second per key, docs/vast-api.md §5)."""
         filters = {"day": {"gte": int(start.timestamp()), "lte": int(end.timestamp())}}
-        body = self._call("GET", "/api/v0/charges/", params={"select_filters": json.dumps(filters)})
+        params: dict[str, Any] = {"select_filters": json.dumps(filters), "limit": CHARGES_PAGE, "latest_first": "false"}
         results: list[Charge] = []
-        for row in body.get("results") or []:
-            source = str(row.get("source") or "")
-            instance_id = int(source.split("-", 1)[1]) if source.startswith("instance-") else None
-            results.append(
-                {
-                    "instance_id": instance_id,
-                    "start": row.get("start"),
-                    "end": row.get("end"),
-                    "amount": float(row.get("amount") or 0.0),
-                    "items": [
-                        {"type": i.get("type"), "amount": float(i.get("amount") or 0.0), "description": i.get("description")}
-                        for i in row.get("items") or []
-                    ],
-                }
-            )
-        return results
+        seen: set[str] = set()
+        while True:
+            body = self._call("GET", "/api/v0/charges/", params=params)
+            rows = body.get("results") if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise VastError(ErrorKind.UNAVAILABLE, "vast.ai gave an unexpected answer for the charges (no results); try again shortly.")
+            results.extend(_charge(row) for row in rows if isinstance(row, dict))
+            token = body.get("next_token")
+            # A token seen before (or a page without rows) ends the paging: a server that
+            # repeats itself must not keep the watchdog's housekeeping busy for ever.
+            if not token or not rows or token in seen:
+                return results
+            seen.add(token)
+            params["after_token"] = token
+            if pause is not None:
+                pause()
+
+    def price_rises(self) -> list[PriceRise]:
+        """The hosts' pending price increases on the account's contracts (applied at each contract's end)."""
+        body = self._call("GET", "/api/v0/instances/pending-price-increases/")
+        rows = body.get("pending_price_increases") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise VastError(ErrorKind.UNAVAILABLE, "vast.ai gave an unexpected answer for price increases; try again shortly.")
+        return [_price_rise(r) for r in rows if isinstance(r, dict) and isinstance(r.get("contract_id"), int)]
 
     # -- transport ---------------------------------------------------------------
 
@@ -432,6 +484,45 @@ def _creation_refusal(code: Any, msg: str, offer_id: int) -> str | None:
     if "image" in words:
         return f"vast.ai refused the image ({msg or code}); check VASTOPS_IMAGE."
     return None
+
+
+def _charge(row: dict[str, Any]) -> Charge:
+    source = str(row.get("source") or "")
+    kind, _, number = source.partition("-")
+    instance_id = int(number) if kind == "instance" and number.isdigit() else None
+    raw_items = row.get("items")
+    items: list[Any] = raw_items if isinstance(raw_items, list) else []
+    return {
+        "source": source,
+        "instance_id": instance_id,
+        "start": _number(row.get("start")),
+        "end": _number(row.get("end")),
+        "amount": _number(row.get("amount")) or 0.0,
+        "items": [
+            {"type": i.get("type"), "amount": _number(i.get("amount")) or 0.0, "description": i.get("description")}
+            for i in items
+            if isinstance(i, dict)
+        ],
+    }
+
+
+def _price_rise(row: dict[str, Any]) -> PriceRise:
+    def per_hour(key: str) -> float | None:
+        value = _number(row.get(key))
+        return None if value is None else value * 3600  # vast gives $/s
+
+    return {
+        "instance_id": int(row["contract_id"]),
+        "old_dph_base": per_hour("old_gpu_costpersec"),
+        "new_dph_base": per_hour("new_gpu_costpersec"),
+        "old_storage_dph": per_hour("old_disk_ram_costpersec"),
+        "new_storage_dph": per_hour("new_disk_ram_costpersec"),
+        "old_inet_up_cost": _number(row.get("old_bwu_cost")),
+        "new_inet_up_cost": _number(row.get("new_bwu_cost")),
+        "old_inet_down_cost": _number(row.get("old_bwd_cost")),
+        "new_inet_down_cost": _number(row.get("new_bwd_cost")),
+        "applies_at": _number(row.get("contract_end_date")),
+    }
 
 
 def _body(resp: requests.Response) -> Any:

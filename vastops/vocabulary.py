@@ -106,6 +106,12 @@ class Event(StrEnum):
     AGENT_STOP = "agent_stop"  # the instance stopped itself: the watchdog's lease to its agent had lapsed
     AGENT_UNREACHABLE = "agent_unreachable"  # the watchdog cannot reach the instance's agent (once per outage)
     VLLM_ACTIVITY = "vllm_activity"  # vLLM's own load held the instance (requests no gateway reported); once a session
+    # Money (vastops/control/charges.py, vastops/reports/)
+    CONTRACT_END_STOP = "contract_end_stop"  # vast.ai stopped it: the rental contract reached its end date
+    CONTRACT_ENDING = "contract_ending"  # the contract ends within VAST_CONTRACT_NOTICE_DAYS (once per end date)
+    PRICE_RISE = "price_rise"  # a host's price increase is pending: old and new rates, when it applies
+    STOPPED_STORAGE_NOTICE = "stopped_storage_notice"  # stopped for VAST_STOPPED_STORAGE_NOTICE_DAYS: what the disk cost
+    CHARGES_MISMATCH = "charges_mismatch"  # vast's charges for a day differ from the ledger's figure (once a day)
 
 
 SPEC_EVENTS = tuple(Event)[:7]
@@ -152,6 +158,11 @@ EVENT_WORDS: dict[str, str] = {
     Event.BUDGET_OVERRIDE: "Budget overridden",
     Event.NOTIFY_FAILED: "Notification failed",
     Event.WAKE_REQUESTED: "Woken by a request",
+    Event.CONTRACT_END_STOP: "Stopped by vast.ai: contract ended",
+    Event.CONTRACT_ENDING: "Contract ends soon",
+    Event.PRICE_RISE: "Price rise pending",
+    Event.STOPPED_STORAGE_NOTICE: "Stopped disk still billing",
+    Event.CHARGES_MISMATCH: "vast's charges differ",
 }
 
 

@@ -94,7 +94,8 @@ def test_on_status_off_costs_against_the_simulator(tmp_path, sim_process):
     # the session's cost is runtime x the simulator's rates
     sim = requests.get(sim_process + "/_sim/state").json()["instances"][0]
     rate = float(rows[0]["compute_rate_usd_per_hour"]) + float(rows[0]["storage_rate_usd_per_hour"])
-    assert rate == pytest.approx(sim["dph_base"] + sim["storage_total_cost"])
+    # the running rate: the session's (it is stopped now, and its row shows the stopped one)
+    assert rate == pytest.approx(sim["dph_base"] + sim["storage_running_cost"])
     assert float(rows[0]["cost_usd"]) == pytest.approx(float(rows[0]["runtime_minutes"]) / 60 * rate, abs=1e-5)
     # and matches what vast.ai billed for compute, within the 2 s between two looks
     assert float(rows[0]["compute_cost_usd"]) == pytest.approx(sim["compute_cost"], abs=2.5 / 3600 * sim["dph_base"])

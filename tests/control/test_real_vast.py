@@ -205,7 +205,7 @@ def test_credit_is_read_and_lasts_at_the_current_rate(control, sim, clock):
     storage = 150 * 0.10 / 720
     s = control.status().as_json()
     assert s["credit_usd"] == pytest.approx(100.0, abs=0.01)
-    assert s["credit_hours_left"] == pytest.approx(100 / storage, rel=0.01)  # stopped: the disk alone
+    assert s["credit_hours_left"] == pytest.approx(100 / (1.5 * storage), rel=0.01)  # stopped: the disk alone, at its stopped rate
     control.power_on("cli")
     control.observe_credit()
     assert control.status().as_json()["credit_hours_left"] == pytest.approx(100 / (0.40 + storage), rel=0.01)

@@ -87,3 +87,27 @@ def test_one_way_to_write_money_and_durations():
     assert rate(0.420833) == "$0.421/h"
     assert [duration(s) for s in (14, 59.6, 720, 7800, 3 * 86400 + 4 * 3600)] == ["14 s", "1 min", "12 min", "2 h 10 min", "3 d 4 h"]
     assert ago(240) == "4 min ago" and ago(0.2) == "just now"
+
+
+def test_the_billing_day_is_one_setting(tmp_path, monkeypatch):
+    # vast's billing day appears to be the UTC day (docs/vast-api.md §4): were it not, one setting
+    # (costs.BILLING_DAY_START) moves every per-day figure, the reports' SQL included.
+    from datetime import UTC, date, datetime
+
+    from vastops.ledger.store import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    with ledger.write() as tx:
+        tx.start_session(1, datetime(2026, 3, 2, 1, 0, tzinfo=UTC), "RTX 3090", 0.40, 0.0, "cli")
+        tx.close_session(tx.open_session(1), datetime(2026, 3, 2, 3, 0, tzinfo=UTC), "cli", "manual")
+    now = datetime(2026, 3, 5, tzinfo=UTC)
+
+    def per_day() -> dict[str, float]:
+        with ledger.read() as db:
+            rows = reports.cost_per_day(db, 1, date(2026, 3, 1), date(2026, 3, 2), now)
+        return {r["day"]: round(r["runtime_hours"], 6) for r in rows}
+
+    assert per_day() == {"2026-03-01": 0.0, "2026-03-02": 2.0}
+    monkeypatch.setattr(costs, "BILLING_DAY_START", timedelta(hours=2))  # days from 02:00 UTC
+    assert costs.billing_day(datetime(2026, 3, 2, 1, 30, tzinfo=UTC)) == date(2026, 3, 1)
+    assert per_day() == {"2026-03-01": 1.0, "2026-03-02": 1.0}

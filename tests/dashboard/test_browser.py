@@ -24,7 +24,7 @@ from helpers import CHROMIUM, CONTROL_KEY, INSTANCE_ID, SIM_KEY, clean_process_e
 from vastops.config import load_settings
 from vastops.control.answers import Control
 from vastops.reports.audit import AUDIT_CSV_COLUMNS
-from vastops.reports.sessions import SESSION_CSV_COLUMNS
+from vastops.reports.sessions import CHARGED_CSV_COLUMNS, SESSION_CSV_COLUMNS
 
 PASSWORD = "browser-test-pw-41"
 
@@ -173,7 +173,7 @@ def test_log_in_start_stop_audit_and_csv_in_a_real_browser(stack, browser, tmp_p
         settle(page)
         shot(page, "4-costs")
         sessions = list(csv.DictReader(io.StringIO(download(page, "Sessions (CSV)"))))
-        assert list(sessions[0]) == [column for _, column in SESSION_CSV_COLUMNS]
+        assert list(sessions[0]) == [*(column for _, column in SESSION_CSV_COLUMNS), *CHARGED_CSV_COLUMNS]
         [session] = sessions
         assert session["end_reason"] == "manual" and session["started_by"] == "dashboard" and session["ended_by"] == "dashboard"
         assert float(session["cost_usd"]) == pytest.approx(

@@ -298,6 +298,7 @@ def python_csv(rows: list[dict]) -> str:
                 "" if runtime is None else minutes(runtime / 60.0), row["gpu_name"],
                 *("" if row[k] is None else money(row[k]) for k in ("dph_base", "storage_dph", "compute_cost_usd", "storage_cost_usd", "cost_usd")),
                 row["end_reason"], row["started_by"], row["ended_by"],
+                "", "estimated",  # no charges fetched: vast's figure is not there yet
             )
         )  # fmt: skip
     return out.getvalue()
@@ -313,7 +314,7 @@ def test_the_sessions_csv_is_rounded_and_its_lines_are_what_python_writes(ledger
     assert text == by_python  # the lines SQLite makes and the same rows formatted in Python, to the character
     assert not re.search(r"\d\.\d{7,}", text)  # never 0.020833333333333332
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == [column for _, column in sessions.SESSION_CSV_COLUMNS]
+    assert list(rows[0]) == [*(column for _, column in sessions.SESSION_CSV_COLUMNS), *sessions.CHARGED_CSV_COLUMNS]
     older = rows[1]
     assert older["storage_rate_usd_per_hour"] == "0.020833"
     assert older["runtime_minutes"] == "61.1235"

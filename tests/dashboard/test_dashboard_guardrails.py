@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -191,17 +191,23 @@ def test_the_next_stop_is_shown_while_it_runs_without_a_banner(apptest, env, set
 
 def test_the_budgets_show_their_spend_in_warning_and_error_styles(apptest, env, monkeypatch, settings, watcher):
     monkeypatch.setenv("VAST_BUDGET_DAILY_USD", "0.50")
-    monkeypatch.setenv("VAST_BUDGET_MONTHLY_USD", "1.20")
-    settings = load_settings(None)
     spent_today(settings, 1.00)
     watcher.status()
+    # The month counts what vast bills besides sessions too: the disk while stopped, since the
+    # (simulated) contract began. The monthly limit is set so that all of it is 83 %.
+    now = utcnow()
+    month = datetime(now.year, now.month, 1, tzinfo=UTC)
+    with Ledger(settings.vastops_db).view() as view:
+        outside = view.outside_spend(INSTANCE_ID, month, month + timedelta(days=32), now)
+    limit = round((1.00 + outside) / 0.83, 2)
+    monkeypatch.setenv("VAST_BUDGET_MONTHLY_USD", f"{limit:.2f}")
     at = apptest.logged_in()
     bars = budget_bars(at)
     assert set(bars) == {"Daily", "Monthly"}
     daily, monthly = bars["Daily"], bars["Monthly"]
     assert daily.text.startswith(":red[") and "$1.00 of $0.50 (200 %)" in daily.text and "spent" in daily.text
     assert daily.value == 100
-    assert monthly.text.startswith(":orange[") and "$1.00 of $1.20 (83 %)" in monthly.text
+    assert monthly.text.startswith(":orange[") and f"of ${limit:.2f} (83 %)" in monthly.text
     assert 82 <= monthly.value <= 84
     assert "resets " in daily.text and "UTC" in daily.text
 

@@ -128,7 +128,7 @@ def test_month_summary_csv_has_stable_columns_with_units(db):
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == [
         "month_utc", "sessions_started", "runtime_hours", "compute_cost_usd", "storage_cost_usd", "cost_usd",
-        "storage_while_stopped_usd_estimate",
+        "storage_while_stopped_usd",
     ]  # fmt: skip
     assert [r["month_utc"] for r in rows] == ["2026-01", "2026-02"]
     assert sum(float(r["cost_usd"]) for r in rows) == pytest.approx(1.47 + 1.26, abs=1e-5)
@@ -153,7 +153,8 @@ def test_sessions_in_range_are_whole_newest_first_with_the_csv_columns(ledger, d
     assert rows[2]["cost_usd"] == pytest.approx(0.42)  # whole, though half of it was on Jan 10
     text = sessions.sessions_csv(ledger, IID, date(2026, 1, 11), date(2026, 2, 3), NOW)
     parsed = list(csv.DictReader(io.StringIO(text)))
-    assert list(parsed[0]) == [column for _, column in sessions.SESSION_CSV_COLUMNS]
+    assert list(parsed[0]) == [*(column for _, column in sessions.SESSION_CSV_COLUMNS), *sessions.CHARGED_CSV_COLUMNS]
+    assert {r["compute_figure"] for r in parsed} == {"estimated"}  # nothing charged yet
     assert "runtime_minutes" in parsed[0] and "cost_usd" in parsed[0]
     assert [float(r["runtime_minutes"]) for r in parsed] == pytest.approx([90, 120, 60])
     assert sum(float(r["cost_usd"]) for r in parsed) == pytest.approx(0.63 + 1.26 + 0.42)

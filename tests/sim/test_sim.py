@@ -81,7 +81,7 @@ def test_full_power_cycle_with_ports_and_health(sim, api, clock):
         "",
     )
     assert inst["public_ipaddr"] == "127.0.0.1 "  # vast's trailing space, on purpose
-    assert inst["dph_total"] == pytest.approx(0.40 + 150 * 0.10 / 720)
+    assert inst["dph_total"] == pytest.approx(0.40 + 1.5 * 150 * 0.10 / 720)  # stopped: the disk's stopped rate
     assert host_port(sim) is None  # a stopped instance has no container, so no port
 
     assert put(api, sim, {"state": "running"}).json() == {"success": True}
@@ -184,11 +184,14 @@ def test_billing_compute_only_while_running_storage_always(sim, api, clock):
     assert row["compute_seconds"] == pytest.approx(1800.0)
     assert row["compute_cost"] == pytest.approx(0.20)
     assert row["running_intervals"] == [[T0 + 5.0, T0 + 1805.0]]
-    elapsed = 5.0 + 1800.0 + 3600.0
-    assert row["storage_cost_usd"] == pytest.approx(elapsed * 150 * 0.10 / 720 / 3600)
+    # the disk: its stopped rate while the contract is stopped (scheduling, 1.5 s, and from the stop on)
+    running, stopped = 0.5 + 3.0 + 1800.0, 1.5 + 3600.0
+    disk = 150 * 0.10 / 720
+    assert row["storage_cost_usd"] == pytest.approx((running * disk + stopped * 1.5 * disk) / 3600)
 
     user = api.get(f"{sim.url}/api/v0/users/current/").json()
-    assert user["credit"] == pytest.approx(100.0 - row["total_cost"])
+    volume = sim.state()["volume"]["total_cost"]  # the account's volume bills too
+    assert user["credit"] == pytest.approx(100.0 - row["total_cost"] - volume)
     assert KEY not in json.dumps(user)
 
 
@@ -200,18 +203,18 @@ def test_charges_match_state_and_clip_to_range(sim, api, clock):
     row = sim.state()["instances"][0]
 
     body = charges(api, sim, T0 - 86400, T0 + 86400).json()
-    assert body["success"] is True and body["count"] == 1 and body["next_token"] is None
-    res = body["results"][0]
-    assert (res["type"], res["source"]) == ("instance", f"instance-{IID}")
+    assert body["success"] is True and body["count"] == 2 and body["next_token"] is None  # the instance and the volume
+    res = next(r for r in body["results"] if r["type"] == "instance")
+    assert res["source"] == f"instance-{IID}"
     items = {i["type"]: i for i in res["items"]}
     assert items["gpu"]["amount"] == pytest.approx(row["compute_cost"])
     assert items["gpu"]["description"] == "1.000 hours at $0.400/hour"
-    assert items["disk"]["amount"] == pytest.approx(row["storage_cost_usd"])
-    assert res["amount"] == pytest.approx(row["total_cost"])
-    assert body["total"] == 1  # a count of matching rows, as vast's (it was a sum of dollars)
+    assert sum(i["amount"] for i in res["items"] if i["type"] == "disk") == pytest.approx(row["storage_cost_usd"], abs=2e-3)
+    assert res["amount"] == pytest.approx(row["total_cost"], abs=5e-4)  # rounded to 3 decimals
+    assert body["total"] == 2  # a count of matching rows, as vast's (it was a sum of dollars)
 
     # Only the first half hour of the run falls in this range.
-    half = charges(api, sim, T0, T0 + 5.0 + 1800.0).json()["results"][0]
+    half = next(r for r in charges(api, sim, T0, T0 + 5.0 + 1800.0).json()["results"] if r["type"] == "instance")
     gpu = next(i for i in half["items"] if i["type"] == "gpu")
     assert gpu["amount"] == pytest.approx(0.20)
     assert half["end"] == T0 + 1805.0
@@ -588,7 +591,8 @@ def test_rows_carry_every_field_a_real_row_has_with_vasts_types(make_sim, api, c
         assert isinstance(inst["image_runtype"], str) and isinstance(inst["template_hash_id"], str)
         assert isinstance(inst["gpu_ram"], int) and isinstance(inst["cpu_ram"], int)  # MB
         assert 0 < inst["reliability2"] <= 1 and 0 <= inst["disk_util"] <= 1  # fractions
-        assert inst["storage_total_cost"] == pytest.approx(inst["disk_space"] * inst["storage_cost"] / 720)
+        stopped = 1.5  # a stopped instance's row shows the disk's stopped rate; storage_cost stays the running price
+        assert inst["storage_total_cost"] == pytest.approx(stopped * inst["disk_space"] * inst["storage_cost"] / 720)
         assert inst["instance"]["totalHour"] == pytest.approx(inst["dph_total"])
         assert (inst["gpu_util"], inst["uptime_mins"], inst["direct_port_start"]) == (None, None, -1)
     json.dumps(inst)  # plain JSON all the way down
@@ -986,10 +990,10 @@ def test_current_user_with_and_without_the_slash(sim, api):
 
 def test_credit_is_spent_and_at_zero_vast_stops_everything(make_sim, api, clock):
     hour = 0.40 + 150 * 0.10 / 720
-    sim = make_sim(instances=[SimInstance(id=1), SimInstance(id=2)], credit=1.0, schedule_s=0, created_s=0, load_s=0)
+    sim = make_sim(instances=[SimInstance(id=1), SimInstance(id=2)], credit=1.0, schedule_s=0, created_s=0, load_s=0, volume=None)
     sim.console(1, "running")
-    stored = 150 * 0.10 / 720
-    # 1.0 $ at one running (0.4208 $/h) and one stopped (0.0208 $/h) instance lasts 1.0 / 0.4417 h
+    stored = 1.5 * 150 * 0.10 / 720  # the stopped instance's disk, at its stopped rate
+    # 1.0 $ at one running (0.4208 $/h) and one stopped (0.03125 $/h) instance lasts 1.0 / 0.4521 h
     lasts = 1.0 / (hour + stored) * 3600
     clock.advance(lasts - 1)
     assert show(api, sim, iid=1)["actual_status"] == "running"
@@ -1025,15 +1029,23 @@ def test_charges_pages_order_type_filter_and_count(make_sim, api, clock):
         params["select_filters"] = json.dumps(filters or {"day": {"gte": T0 - 10, "lte": T0 + 86400}})
         return api.get(url, params=params)
 
+    vol = f"volume-{sim.state()['volume']['id']}"  # the account's volume: another contract in the same answer
     body = get(limit=2, latest_first="false").json()
-    assert (body["count"], body["total"]) == (2, 3) and [r["source"] for r in body["results"]] == ["instance-1", "instance-2"]
+    assert (body["count"], body["total"]) == (2, 4) and [r["source"] for r in body["results"]] == ["instance-1", "instance-2"]
     rest = get(limit=2, latest_first="false", after_token=body["next_token"]).json()
-    assert [r["source"] for r in rest["results"]] == ["instance-3"] and rest["next_token"] is None
-    assert [r["source"] for r in get().json()["results"]] == ["instance-3", "instance-2", "instance-1"]  # latest_first by default
+    assert [r["source"] for r in rest["results"]] == ["instance-3", vol] and rest["next_token"] is None
+    assert [r["source"] for r in get().json()["results"]] == [vol, "instance-3", "instance-2", "instance-1"]  # latest_first by default
     only = {"day": {"gte": T0 - 10, "lte": T0 + 86400}, "type": {"in": ["instance"]}}
     assert get(only).json()["total"] == 3
-    assert get({**only, "type": {"in": ["volume"]}}).json() == {"success": True, "count": 0, "total": 0, "next_token": None, "results": []}
-    assert get(type="volume").json()["total"] == 3  # a `type` outside select_filters means nothing
+    assert [r["source"] for r in get({**only, "type": {"in": ["volume"]}}).json()["results"]] == [vol]
+    assert get({**only, "type": {"in": ["serverless"]}}).json() == {
+        "success": True,
+        "count": 0,
+        "total": 0,
+        "next_token": None,
+        "results": [],
+    }
+    assert get(type="volume").json()["total"] == 4  # a `type` outside select_filters means nothing
     assert get(limit=501).status_code == 400 and get(limit=500).status_code == 200
     assert get(format="pdf").status_code == 400
     item = get().json()["results"][0]["items"][0]
@@ -1080,10 +1092,10 @@ def test_bandwidth_is_billed_from_simulated_traffic(make_sim, api, clock):
     put(api, sim, {"state": "stopped"})
     clock.advance(3600)  # no simulated traffic while stopped
     assert sim.state()["instances"][0]["bandwidth_up_bytes"] == row["bandwidth_up_bytes"]
-    res = charges(api, sim, T0, T0 + 86400).json()["results"][0]
+    res = next(r for r in charges(api, sim, T0, T0 + 86400).json()["results"] if r["type"] == "instance")
     items = {i["type"]: i for i in res["items"]}
-    assert items["bwu"]["amount"] == pytest.approx(row["bandwidth_up_bytes"] / 1e9 * 0.005)
-    assert items["bwd"]["amount"] == pytest.approx(row["bandwidth_down_bytes"] / 1e9 * 0.005)
-    assert res["amount"] == pytest.approx(sim.state()["instances"][0]["total_cost"])
+    assert items["bwu"]["amount"] == pytest.approx(row["bandwidth_up_bytes"] / 1e9 * 0.005, abs=5e-4)  # rounded to 3 decimals
+    assert items["bwd"]["amount"] == pytest.approx(row["bandwidth_down_bytes"] / 1e9 * 0.005, abs=5e-4)
+    assert res["amount"] == pytest.approx(sim.state()["instances"][0]["total_cost"], abs=5e-4)
     user = api.get(f"{sim.url}/api/v0/users/current").json()
-    assert user["credit"] == pytest.approx(100.0 - sim.state()["instances"][0]["total_cost"])
+    assert user["credit"] == pytest.approx(100.0 - sim.state()["account"]["spent"])

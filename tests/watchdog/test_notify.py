@@ -423,6 +423,11 @@ SAMPLE_META: dict[str, dict[str, Any]] = {
     Event.INSTANCE_DESTROYED: {"session_cost_usd": 0.12},
     Event.AGENT_STOP: {"unreachable_minutes": 23.0, "session_runtime_minutes": 41.0, "session_cost_usd": 0.31},
     Event.AGENT_UNREACHABLE: {"error": "no answer from http://1.2.3.4:40002 (ConnectTimeout)"},
+    Event.CONTRACT_END_STOP: {"session_runtime_minutes": 61.0, "session_cost_usd": 0.41},
+    Event.CONTRACT_ENDING: {"contract_end": "2026-12-10T00:00:00.000Z", "days_left": 2.5},
+    Event.PRICE_RISE: {"applies_at": "2026-12-10T00:00:00Z", "change": "GPU $0.4000/h -> $0.6000/h"},
+    Event.STOPPED_STORAGE_NOTICE: {"stopped_days": 7.2, "stopped_storage_usd": 5.4, "per_day_usd": 0.75},
+    Event.CHARGES_MISMATCH: {"day": "2026-12-01", "charged_usd": 4.2, "estimated_usd": 3.1, "cause": "a rate change"},
 }
 # Words each sample's line must carry.
 SAMPLE_WORDS: dict[str, list[str]] = {
@@ -452,6 +457,11 @@ SAMPLE_WORDS: dict[str, list[str]] = {
     Event.INSTANCE_DESTROYED: ["destroyed", "billing ended"],
     Event.AGENT_STOP: ["stopped by the instance itself", "unreachable for 23 min"],
     Event.AGENT_UNREACHABLE: ["agent", "ConnectTimeout", "gateway's signal alone"],
+    Event.CONTRACT_END_STOP: ["contract", "end date", "$0.41", "cannot be started again"],
+    Event.CONTRACT_ENDING: ["contract ends", "2.5 days", "vastops instance offers"],
+    Event.PRICE_RISE: ["raises its prices", "$0.6000/h", "2026-12-10"],
+    Event.STOPPED_STORAGE_NOTICE: ["7.2 days", "$5.40", "$0.75 a day", "vastops instance destroy"],
+    Event.CHARGES_MISMATCH: ["$4.20", "2026-12-01", "$3.10", "a rate change", "vastops reconcile"],
 }
 
 
@@ -465,6 +475,8 @@ def test_notify_events_are_the_issue_s_list():
         "engine_dead", "instance_created", "instance_create_failed", "instance_destroyed",
         # issue 23: the dead-man switch
         "agent_stop", "agent_unreachable",
+        # issue 24: money
+        "contract_end_stop", "contract_ending", "price_rise", "stopped_storage_notice", "charges_mismatch",
     }  # fmt: skip
     assert issue == NOTIFY_EVENTS
     assert set(SAMPLE_META) == NOTIFY_EVENTS == set(SAMPLE_WORDS)  # every notified event has a rendering sample

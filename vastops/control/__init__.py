@@ -10,6 +10,8 @@ By composition: ``Control`` holds an ``Observer`` and a ``Power`` and passes cal
 - ``guardrails``: the stop rules' inputs from the ledger (``StopInputs``), budgets in figures and words.
 - ``power``: ``Power``, start, stop, reboot and keepalive under the guardrails (budgets), the
   stop rules' inputs read from the ledger, and the watchdog's stops as recorded.
+- ``charges``: vast.ai's own charges fetched into the ledger a billing day at a time (paced,
+  paged, settled days never again), and the host's pending price rise.
 - ``status``: ``StatusAnswer``, the status answer as one typed model (its budget and warning
   lines too) that the API, the CLI and the dashboard read; the fields the API sends.
 """

@@ -14,11 +14,12 @@ import json
 import time
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from vastops import costs as costmath
 from vastops.clock import Clock, isoz, parse_isoz, utcnow
 from vastops.config import Settings
+from vastops.control.charges import rise_details
 from vastops.control.guardrails import StopInputs, budget_figures, refusal
 from vastops.control.observe import HealthProbe, Observer, OnObserver
 from vastops.control.power import Power, Progress
@@ -39,12 +40,24 @@ from vastops.ledger.rows import AuditLine, AuditRow, InstanceRow, LastAction, Re
 from vastops.ledger.store import Ledger
 from vastops.reports import consumers
 from vastops.reports import sessions as session_reports
+from vastops.reports.stopped import stopped_now
 from vastops.stops import BUDGET_WARNING_SHARE, Budget, Running, Stop, candidates, exhausted, minutes_left, spent
-from vastops.vast import Instance, VastClient
+from vastops.vast import Instance, PriceRise, VastClient
 from vastops.vocabulary import START_OUTCOMES, STOP_DECISIONS, Actor, BudgetState, Enforcement, Event, Serving, Status
 from vastops.words import ago, duration
 
 HEARTBEAT_STALE_S = 30.0  # the watchdog beats every 5 s: older than this, nobody enforces
+
+
+def _price_rise(text: str | None) -> dict[str, Any] | None:
+    """The pending rise kept by the money round (JSON of vast.PriceRise), with when it applies as a time."""
+    if not text:
+        return None
+    try:
+        rise = json.loads(text)
+    except ValueError:
+        return None
+    return dict(rise_details(cast("PriceRise", rise))) if isinstance(rise, dict) else None
 
 
 class Control(OnObserver):
@@ -194,6 +207,7 @@ class Control(OnObserver):
             session = view.open_session(iid)
             totals = session_reports.statistics(view.db, iid, now)
             inputs = self._power.stop_inputs(view, iid, now)
+            stopped = stopped_now(view.db, iid, now) if session is None and row["status"] == Status.STOPPED else None
         running = inputs.running
         status = row["status"] or Status.UNKNOWN
         stops = candidates(self.settings, running, **inputs.rules(now))
@@ -241,6 +255,9 @@ class Control(OnObserver):
             observed_at=row["observed_at"],
             serving=row["serving"] if status == Status.RUNNING else None,
             activity_source=row["activity_source"] if row["last_activity"] else None,
+            contract_end=row["contract_end"],
+            price_rise=_price_rise(row["price_rise"]),
+            stopped_storage=dict(stopped) if stopped else None,
         )
         if session:  # the session's figures are set only while one is open (``StatusAnswer.as_json``)
             started = parse_isoz(session["started_at"])
@@ -248,6 +265,10 @@ class Control(OnObserver):
             figures = costmath.session_costs(runtime, session["dph_base"], session["storage_dph"])
             answer.session_runtime_minutes = round(runtime / 60, 2)
             answer.session_cost_usd = round(figures["total"], 4)
+            # The seed's "forgotten: at most $0.23 extra", for now: the time to the next stop at the session's rate.
+            if deadline is not None:
+                rate = session["dph_base"] + session["storage_dph"]
+                answer.forgotten_usd = round(costmath.cost_usd(max(0.0, (deadline - now).total_seconds()), rate), 4)
         return answer
 
     def _budget_lines(self, running: Running | None, inputs: StopInputs, now: datetime) -> list[BudgetLine]:
@@ -411,7 +432,14 @@ class Control(OnObserver):
             return None
         requests = {Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED}
         stops = {Event.POWER_OFF_REQUESTED, *STOP_DECISIONS}
-        settled = {Event.EXTERNAL_START, Event.EXTERNAL_STOP, Event.AGENT_STOP, Event.CREDIT_EXHAUSTED_STOP, Event.KEEPALIVE}
+        settled = {
+            Event.EXTERNAL_START,
+            Event.EXTERNAL_STOP,
+            Event.AGENT_STOP,
+            Event.CREDIT_EXHAUSTED_STOP,
+            Event.CONTRACT_END_STOP,
+            Event.KEEPALIVE,
+        }
         started = START_OUTCOMES | {Event.POWER_ON_FAILED, Event.REBOOT_FAILED}
         stopped = {Event.POWER_OFF_COMPLETE, Event.WATCHDOG_STOP_COMPLETE, Event.POWER_OFF_FAILED}
         with self.ledger.view() as view:

@@ -37,6 +37,7 @@ from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorK
 
 # A session ends on a confirmed stop: a second not-running look at least this long after the first.
 STOP_CONFIRM_S = 10.0
+CONTRACT_END_SLACK_S = 60.0  # a stop this close after the contract's end date (clocks differ) is the end's
 
 
 LOG_TAIL_LINES = 50  # what the audit trail keeps of the instance's log: enough to see why, bounded
@@ -179,6 +180,8 @@ class Observer:
             not_running_since, confirmed = self._stop_confirmation(row, session, instance, status, now)
             observed["not_running_since"] = isoz(not_running_since)
             tx.update_instance(iid, **observed)
+            if instance is not None:
+                tx.note_billing(iid, instance, now, stopped=status == Status.STOPPED)
             pending = row["pending"] is not None  # a start (or a reboot) awaits running + health
             if instance is not None and status == Status.RUNNING and session is None:
                 # pending_actor is set and cleared with pending (Power._mark_pending, Tx.clear_pending), so never
@@ -196,9 +199,12 @@ class Observer:
             elif confirmed is not None and session is not None:
                 ended_at, confirmed_by = confirmed
                 figures = tx.close_session(session, ended_at, Actor.SYSTEM, EndReason.EXTERNAL)
-                # vast stops every instance of an account whose credit ran out: say so, not "external"
+                # vast stops every instance of an account whose credit ran out, and a contract at its
+                # end date: say so, not "external"
                 broke = row["credit_usd"] is not None and row["credit_usd"] <= 0
                 event = Event.CREDIT_EXHAUSTED_STOP if broke else Event.EXTERNAL_STOP
+                if contract_ended(instance, ended_at):
+                    event = Event.CONTRACT_END_STOP
                 tx.audit(now, iid, event, Actor.SYSTEM, {"status": status, "confirmed_by": confirmed_by, **figures})
             if pending:
                 step = self._advance_pending(tx, row, status, instance, now)
@@ -479,6 +485,11 @@ class _Rates(TypedDict):
     gpu_name: str | None
     dph_base: float
     storage_dph: float
+
+
+def contract_ended(instance: Instance | None, at: datetime) -> bool:
+    """Did the contract reach its end date by ``at`` (vast stops the instance then)?"""
+    return instance is not None and instance.end_date is not None and instance.end_date <= at.timestamp() + CONTRACT_END_SLACK_S
 
 
 def _rates(instance: Instance) -> _Rates:

@@ -30,6 +30,7 @@ from vastops.errors import (  # defined with their codes in errors.py; raised he
 )
 from vastops.ledger.queries import View
 from vastops.ledger.rows import AuditOp, BudgetFigures, Details, StopFigures, StoppedOp
+from vastops.reports.reconcile import charged_correction
 from vastops.stops import BUDGET_KINDS, BUDGET_WARNING_SHARE, Budget, Running, Stop, exhausted, next_stop, period_bounds, spent
 from vastops.vast import VastError
 from vastops.vocabulary import (
@@ -73,6 +74,7 @@ class Power(OnObserver):
 
     def __init__(self, observer: Observer):
         self._observer = observer
+        self._corrections: dict[tuple[int, str, datetime, str | None], float] = {}  # Power._billed's, per fetch of the charges
 
     # -- the rules' inputs (vastops/stops.py), from the ledger -------------------
 
@@ -92,9 +94,20 @@ class Power(OnObserver):
             if limit is None:
                 continue
             starts, resets, period = period_bounds(kind, now, self.settings.timezone)
-            closed = view.ended_spend(iid, starts, resets)
+            closed = view.ended_spend(iid, starts, resets) + self._billed(view, iid, kind, starts, resets, now)
             out.append(Budget(kind, limit, period, starts, resets, closed, overridden.get(kind) == period, self.settings.vastops_timezone))
         return tuple(out)
+
+    def _billed(self, view: View, iid: int, kind: str, starts: datetime, resets: datetime, now: datetime) -> float:
+        """What vast bills in the period beyond the sessions' own figures: on its settled days, vast's charges
+        instead of the ledger's; in a month, the disk while stopped and traffic too (a stop cannot cut them, so
+        they bring the budget's stop and its warning nearer, and refuse a start once it is spent)."""
+        monthly = kind == BudgetKind.MONTHLY
+        kinds = ("gpu", "disk", "bwd", "bwu") if monthly else ("gpu",)
+        key = (iid, kind, starts, view.charges_fetched_at(iid))
+        if key not in self._corrections:  # changes when charges are fetched (hourly), not every second
+            self._corrections = {key: charged_correction(view.db, iid, starts, resets, now, kinds)}
+        return self._corrections[key] + (view.outside_spend(iid, starts, resets, now) if monthly else 0.0)
 
     def stop_inputs(self, view: View, iid: int, now: datetime) -> StopInputs:
         """What the stop rules need, as the ledger has it (the status answer's, and the watchdog's memory)."""

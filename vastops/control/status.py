@@ -89,6 +89,15 @@ class StatusAnswer(BaseModel):
     observed_at: str | None = Field(None, description="when vast.ai was last looked at")
     serving: str | None = Field(None, description="the last health probe of the running instance: healthy, engine_dead, or null")
     activity_source: str | None = Field(None, description="where the last activity came from: gateway, or vllm (the instance's agent)")
+    # money (vastops/reports/): what can still bill, and what bills without a session
+    forgotten_usd: float | None = Field(
+        None, description="while a session runs: the most it can still cost if nobody uses it again (time to its next stop x its rate)"
+    )
+    contract_end: str | None = Field(None, description="the rental contract's end date: vast stops the instance then")
+    price_rise: dict[str, Any] | None = Field(None, description="a host's pending price increase: old and new rates, applies_at")
+    stopped_storage: dict[str, Any] | None = Field(
+        None, description="while stopped: stopped_since, storage_dph, so_far_usd, per_day_usd, per_month_usd of the disk"
+    )
 
     def as_json(self) -> dict[str, Any]:
         """What ``vastops status --json`` prints: every field the answer set (the session's only with a session)."""
@@ -123,6 +132,10 @@ WIRE_FIELDS = (
     "observed_at",
     "serving",
     "activity_source",
+    "forgotten_usd",
+    "contract_end",
+    "price_rise",
+    "stopped_storage",
 )
 
 

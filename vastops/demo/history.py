@@ -125,6 +125,9 @@ class _InstanceFields(TypedDict, total=False):
 Row = tuple[datetime, Event, str, Details]  # an audit row to write: when, what, who, its details
 
 
+STOPPED_STORAGE_FACTOR = 1.5  # the disk's rate while stopped, against its running rate (the simulator's default)
+
+
 def seed(
     ledger: Ledger,
     instance_id: int,
@@ -154,6 +157,12 @@ def seed(
         history = _History(tx, instance_id, now, random.Random(seed), gpu_name, dph_base, storage_dph)
         history.traffic = random.Random(seed * 7919 + 1)  # its own draws: the sessions stay what they are without it
         history.run(days)
+        if history.first is not None:
+            # The disk bills from the contract's start, and at its own rate while stopped (vast's
+            # "typically higher"): the demo's simulator bills the same past (vastops/demo/run.py).
+            tx.update_instance(instance_id, contract_start=isoz(history.first))
+            tx.note_stopped_rate(instance_id, history.first, storage_dph * STOPPED_STORAGE_FACTOR)
+        tx.backfill_activity(instance_id)
         stats = session_reports.statistics(tx.db, instance_id, now)
     return {
         "sessions": len(history.session_ids),
@@ -561,6 +570,7 @@ class _History:
             "compute_cost_usd": None,
             "storage_cost_usd": None,
             "cost_usd": None,
+            "last_activity_at": None,
         }
         if p.kind == "manual":
             assert p.decided is not None

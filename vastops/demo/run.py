@@ -52,6 +52,8 @@ DEMO_INSTANCE_ID = 12345
 DEMO_LOCK = "demo.lock"  # flock'd for the demo's life: two demos never share a ledger
 DEMO_ENV = "demo.env"  # the demo's settings, for `vastops --env-file demo/demo.env ...`
 DEMO_LEASE_MINUTES = 1.0  # the agent's lease: short, so the dead-man switch shows soon after the watchdog goes
+SIM_BILLING_HISTORY = "sim-billing-history.json"  # the seeded past as vast billed it: the simulator's --billing-history
+STOPPED_STORAGE_FACTOR = 1.5  # the disk's rate while stopped against its running rate (history.py seeds the same)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +124,7 @@ class Demo:
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
         self.lock_fd: int | None = None
+        self.billing_history: Path | None = None  # the seeded past for the simulator (--billing-history)
 
     def say(self, text: str) -> None:
         with self.print_lock:
@@ -178,7 +181,7 @@ class Demo:
     def prepare(self) -> dict[str, str]:
         for old in self.folder.glob("vastops-demo.db*"):
             old.unlink()
-        for name in ("vast_state.json", "vast_audit.log"):
+        for name in ("vast_state.json", "vast_audit.log", SIM_BILLING_HISTORY):
             (self.folder / name).unlink(missing_ok=True)
         taken: tuple[int, ...] = ()
         self.sim_port = free_port(self.args.sim_port)
@@ -220,6 +223,8 @@ class Demo:
             env["VAST_MAX_SESSION_HOURS"] = f"{self.args.max_session_hours:g}"
         self.write_env_file(env)
         self.history = self.seed_history(env["VASTOPS_DB"])
+        if self.history:
+            self.billing_history = write_billing_history(env["VASTOPS_DB"], DEMO_INSTANCE_ID, self.folder / SIM_BILLING_HISTORY)
         return env
 
     def seed_history(self, db: str) -> Summary | None:
@@ -285,6 +290,45 @@ class Demo:
                 t.join(timeout=2)
 
 
+def write_billing_history(db: str, instance_id: int, path: Path) -> Path | None:
+    """The seeded past as vast would have billed it, for the simulator (``vastops sim
+    --billing-history``): the ledger's ended sessions of the instance at their rates, the contract
+    begun with the first one, the disk at the history's stopped rate between them. So vast's
+    charges for the past days exist and the demo's reconciliation agrees. None: no history."""
+    import sqlite3
+
+    from vastops.clock import parse_isoz
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            "SELECT started_at, ended_at, dph_base, storage_dph FROM sessions"
+            " WHERE instance_id = ? AND ended_at IS NOT NULL ORDER BY started_at",
+            (instance_id,),
+        ).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        return None
+
+    def epoch(text: str) -> float:
+        when = parse_isoz(text)
+        assert when is not None
+        return when.timestamp()
+
+    first = rows[0]
+    history = {
+        "instance_id": instance_id,
+        "created_at": epoch(first[0]),
+        "dph_base": first[2],
+        "storage_total_cost": first[3],
+        "storage_stopped_cost": first[3] * STOPPED_STORAGE_FACTOR,
+        "sessions": [[epoch(start), epoch(end)] for start, end, _, _ in rows],
+    }
+    path.write_text(json.dumps(history), encoding="utf-8")
+    return path
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "vastops.cli", *args]
 
@@ -327,9 +371,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
-    # An account with no instance yet: the demo rents DEMO_INSTANCE_ID (the id its history was seeded for) from the market.
+    # An account with no instance yet: the demo rents DEMO_INSTANCE_ID (the id its history was seeded for) from the market;
+    # the simulator bills that contract's seeded past too (--billing-history), so vast's charges cover the history.
+    history = ["--billing-history", str(demo.billing_history)] if demo.billing_history else []
     sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--no-instances",
-                                 "--first-contract-id", str(DEMO_INSTANCE_ID), "--pull-s", "3",
+                                 "--first-contract-id", str(DEMO_INSTANCE_ID), "--pull-s", "3", *history,
                                  "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--agent", "--ledger", env["VASTOPS_DB"],
                                  "--settings-in", str(demo.folder / DEMO_ENV)), env)  # fmt: skip
     if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):

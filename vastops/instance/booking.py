@@ -144,6 +144,8 @@ def destroy(
             figures = tx.close_session(session, now, actor, EndReason.MANUAL)
             meta = {**meta, **figures}
         tx.clear_pending(instance_id, tx.instance(instance_id)["pending_audit_id"], now)
-        tx.update_instance(instance_id, status=Status.NOT_FOUND, endpoint_base_url=None, observed_at=isoz(now), acted_at=isoz(now))
+        tx.update_instance(
+            instance_id, status=Status.NOT_FOUND, endpoint_base_url=None, observed_at=isoz(now), acted_at=isoz(now), destroyed_at=isoz(now)
+        )
         tx.audit(now, instance_id, Event.INSTANCE_DESTROYED, actor, meta)
     return meta

@@ -4,6 +4,8 @@
               write), writes records and drains the spool; ``Database``, ``connect``
     schema    the tables and the append-only migrations (``PRAGMA user_version``)
     queries   the named queries: ``View`` (reads) and ``Tx`` (writes, in one transaction)
+    billing   their part for what bills outside sessions and vast's own charges (``BillingView``,
+              ``BillingWrites``): the contract, stopped rates, traffic, charges, busy minutes
     spool     records kept while the ledger fails, written once it works again
     rows      the rows the named queries return and the audit events' details, as TypedDicts
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from vastops.clock import isoz, parse_isoz, stamp, utcnow
 from vastops.costs import TOTAL_SQL, cost_sql, runtime_seconds, session_costs
+from vastops.ledger.billing import BillingView, BillingWrites
 from vastops.vocabulary import START_OUTCOMES, Actor, Event, Status
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from vastops.ledger.store import Database
 
 
-class View:
+class View(BillingView):
     """The ledger's named reads; use-case code asks these, never writes SQL of its own."""
 
     def __init__(self, db: Database):
@@ -165,7 +166,7 @@ class View:
         return [cast("AuditRow", {**row, "meta": json.loads(row["meta"])}) for row in self.db.query(sql, params)]
 
 
-class Tx(View):
+class Tx(BillingWrites, View):
     """The statements a use case needs, inside one write transaction (reads included)."""
 
     def __init__(self, db: Database):
@@ -217,6 +218,8 @@ class Tx(View):
             " activity_count = activity_count + :n WHERE instance_id = :iid",
             {"ts": isoz(at), "n": count, "iid": instance_id, "source": source},
         )
+        # The busy minute, for the what-if on idle minutes (vastops/reports/waste.py): one row a minute at most.
+        self.db.execute("INSERT OR IGNORE INTO activity_minutes (instance_id, minute) VALUES (?, ?)", [instance_id, stamp(at)[:16]])
         self.changed_state = True
 
     def record_requests(self, instance_id: int, rows: list[RequestReport]) -> None:
@@ -326,7 +329,10 @@ class Tx(View):
         compute, storage = cost_sql(":runtime_s", "dph_base"), cost_sql(":runtime_s", "storage_dph")
         cursor = self.db.execute(
             "UPDATE sessions SET ended_at = :ended_at, ended_by = :ended_by, end_reason = :end_reason, runtime_s = :runtime_s,"
-            f" compute_cost_usd = {compute}, storage_cost_usd = {storage}, cost_usd = {compute} + {storage}"
+            f" compute_cost_usd = {compute}, storage_cost_usd = {storage}, cost_usd = {compute} + {storage},"
+            # its last activity, when inside it: the idle tail (vastops/reports/waste.py) runs from there
+            " last_activity_at = (SELECT CASE WHEN i.last_activity >= s.started_at AND i.last_activity <= :ended_at"
+            " THEN i.last_activity END FROM sessions s JOIN instances i ON i.instance_id = s.instance_id WHERE s.id = :id)"
             f" WHERE id = :id{'' if reopen else ' AND ended_at IS NULL'}",
             {"ended_at": isoz(ended_at), "ended_by": ended_by, "end_reason": end_reason, "id": session_id, "runtime_s": runtime_s},
         )

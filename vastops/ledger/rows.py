@@ -46,6 +46,14 @@ class InstanceRow(TypedDict):
     agent_renewed_at: str | None
     activity_source: str | None  # vocabulary.ActivitySource of the last activity
     vllm_seen_session: int | None
+    contract_start: str | None  # vast's start_date: storage bills from here
+    contract_end: str | None  # vast's end_date: vast stops the instance then
+    inet_up_cost: float | None  # $/GB
+    inet_down_cost: float | None
+    up_billed_bytes: float | None  # vast's traffic counters at the last observation
+    down_billed_bytes: float | None
+    price_rise: str | None  # JSON of vast.PriceRise: a host's pending increase, or NULL
+    destroyed_at: str | None  # storage bills until then
 
 
 def blank_instance(instance_id: int) -> InstanceRow:
@@ -82,6 +90,14 @@ def blank_instance(instance_id: int) -> InstanceRow:
         "agent_renewed_at": None,
         "activity_source": None,
         "vllm_seen_session": None,
+        "contract_start": None,
+        "contract_end": None,
+        "inet_up_cost": None,
+        "inet_down_cost": None,
+        "up_billed_bytes": None,
+        "down_billed_bytes": None,
+        "price_rise": None,
+        "destroyed_at": None,
     }
 
 
@@ -102,6 +118,7 @@ class SessionRow(TypedDict):
     compute_cost_usd: float | None
     storage_cost_usd: float | None
     cost_usd: float | None
+    last_activity_at: str | None  # its last activity: the idle tail runs from there to its end
 
 
 class HeartbeatRow(TypedDict):
@@ -281,6 +298,19 @@ class Details(StopDecision, StartOutcome, total=False):
     running: float  # vllm_activity: vLLM's requests running and waiting when first seen
     waiting: float
     activity_source: str  # a stop's decision: what the last activity was (gateway, vllm)
+    # money (vastops/watchdog/money.py, vastops/control/charges.py)
+    day: str  # charges_mismatch: the billing day
+    charged_usd: float  # charges_mismatch: vast's figure
+    estimated_usd: float  # charges_mismatch: the ledger's
+    contract_end: str | None  # contract_ending
+    days_left: float
+    stopped_since: str  # stopped_storage_notice
+    stopped_days: float
+    stopped_storage_usd: float
+    per_day_usd: float
+    per_month_usd: float
+    applies_at: str | None  # price_rise: when (the contract's end)
+    change: str  # price_rise: the rates in words
 
 
 class AuditLine(TypedDict):

@@ -16,6 +16,9 @@ migration):
     cursors     how far a reader of the audit trail got (the notifier).
     requests    the gateway's LLM requests: start, end, consumer, model, tokens;
                 one row per request id, written by the watchdog once a second.
+    charges     vast's own charges per day and kind (charge_days: which days were
+                fetched); stopped_rates, bandwidth: what bills outside sessions;
+                activity_minutes: the busy minutes, for the what-if on idle minutes.
 
 The file's ``PRAGMA user_version`` is the number of migrations applied. A new
 release appends a migration and never edits an old one: a ledger written by any
@@ -180,6 +183,61 @@ MIGRATIONS: list[str] = [
     ALTER TABLE instances ADD COLUMN activity_source TEXT;
     -- the session in which vLLM's own load was first seen holding the instance (audited once a session)
     ALTER TABLE instances ADD COLUMN vllm_seen_session INTEGER;
+    """,
+    """
+    -- vast's own charges for the instance, per billing day (UTC: vastops/costs.py) and kind
+    -- (gpu, disk, bwd, bwu), fetched by the watchdog (vastops/control/charges.py)
+    CREATE TABLE charges (
+        instance_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        amount_usd REAL NOT NULL,
+        PRIMARY KEY (instance_id, day, kind)
+    ) WITHOUT ROWID;
+    -- the days whose charges were fetched (a day without rows was charged nothing), and whether
+    -- they are settled (fetched after the day ended: never fetched again)
+    CREATE TABLE charge_days (
+        instance_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        fetched_at TEXT NOT NULL,
+        settled INTEGER NOT NULL DEFAULT 0,
+        note TEXT,                              -- what looking at vast's rows found odd (a row spanning days)
+        PRIMARY KEY (instance_id, day)
+    ) WITHOUT ROWID;
+    -- the disk's rate while stopped, as vast showed it while stopped, from ``since`` on
+    CREATE TABLE stopped_rates (
+        instance_id INTEGER NOT NULL,
+        since TEXT NOT NULL,
+        storage_dph REAL NOT NULL,
+        PRIMARY KEY (instance_id, since)
+    ) WITHOUT ROWID;
+    -- bytes vast billed per UTC day (from the instance row's counters), for the bandwidth line
+    CREATE TABLE bandwidth (
+        instance_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        up_bytes REAL NOT NULL DEFAULT 0,
+        down_bytes REAL NOT NULL DEFAULT 0,
+        up_cost_usd REAL NOT NULL DEFAULT 0,
+        down_cost_usd REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (instance_id, day)
+    ) WITHOUT ROWID;
+    -- the minutes with activity (one row per busy minute, kept VASTOPS_ACTIVITY_KEEP_DAYS): the what-if on idle minutes
+    CREATE TABLE activity_minutes (
+        instance_id INTEGER NOT NULL,
+        minute TEXT NOT NULL,                   -- YYYY-MM-DDTHH:MM (UTC)
+        PRIMARY KEY (instance_id, minute)
+    ) WITHOUT ROWID;
+    -- a session's last activity: its idle tail runs from there to its end
+    ALTER TABLE sessions ADD COLUMN last_activity_at TEXT;
+    -- the contract (vast's start_date/end_date), its traffic rates and counters, a pending price rise (JSON)
+    ALTER TABLE instances ADD COLUMN contract_start TEXT;
+    ALTER TABLE instances ADD COLUMN contract_end TEXT;
+    ALTER TABLE instances ADD COLUMN inet_up_cost REAL;
+    ALTER TABLE instances ADD COLUMN inet_down_cost REAL;
+    ALTER TABLE instances ADD COLUMN up_billed_bytes REAL;
+    ALTER TABLE instances ADD COLUMN down_billed_bytes REAL;
+    ALTER TABLE instances ADD COLUMN price_rise TEXT;
+    ALTER TABLE instances ADD COLUMN destroyed_at TEXT;
     """,
 ]
 

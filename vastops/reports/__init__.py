@@ -6,6 +6,12 @@
     sessions    the totals of GET /costs, the sessions list, the sessions CSV (made by SQLite)
     audit       the Audit page: filters, keyset paging, the audit CSV; the proxy's cold starts
     consumers   cost per consumer: the one split rule, its report over UTC days, its CSV
+    stopped     storage while stopped: per billing day, and the stopped instance now
+    reconcile   the ledger's figures beside vast's charges per day and kind; flags and causes
+    waste       idle waste (each session's idle tail), hours kept off by auto-shutdown
+    whatif      what other idle limits would have cost, and their cold starts, from the busy minutes
+    monthly     the monthly report: parts that add up, charged or estimated, its CSV
+    commands    ``vastops reconcile`` and ``vastops report``
 
 Nothing here writes, and nothing is imported here: callers name the module they mean.
 """

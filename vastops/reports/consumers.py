@@ -53,7 +53,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypedDict, cast
 
 from vastops.clock import isoz
-from vastops.costs import COMPUTE_SQL, SECONDS_PER_HOUR, STORAGE_SQL
+from vastops.costs import COMPUTE_SQL, SECONDS_PER_HOUR, STORAGE_SQL, billing_day
 from vastops.ledger.store import Database, Ledger
 from vastops.reports.ranges import overlapping, range_bounds
 from vastops.reports.sessions import MONEY_DECIMALS
@@ -180,7 +180,7 @@ def parse_day(text: str | None, name: str) -> date | None:
 def default_range(now: datetime, start: date | None = None, end: date | None = None) -> tuple[date, date]:
     """The range a report covers: the dates given (in order), else the last ``DEFAULT_DAYS`` UTC days
     up to today (or to ``end``, or from ``start``); kept within ``FIRST_DAY`` .. ``LAST_DAY``."""
-    today = now.astimezone(UTC).date()
+    today = billing_day(now)
     # Within bounds before any arithmetic: end=0001-01-01 minus 29 days would overflow (a 500).
     start, end = (None if d is None else min(max(d, FIRST_DAY), LAST_DAY) for d in (start, end))
     if end is None:

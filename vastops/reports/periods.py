@@ -21,10 +21,12 @@ can be kept by the caller and only the last days read again (``period_report``'s
 
 **Storage while stopped** (vast.ai bills the disk every second the instance
 exists, stopped included; docs/vast-api.md, billing) belongs to no session. The
-per-day and per-month reports estimate it apart, as ``storage_while_stopped_usd``:
-the seconds of the day (up to ``now``, and from the instance's first session on)
-when no session ran, at the storage rate of the latest session started by then. It is an estimate (vastops does not know when an instance was destroyed),
-so it is never added into the session totals.
+per-day and per-month reports carry it as a line of its own, ``storage_while_stopped_usd``:
+the seconds of the day while the instance existed (its contract's start, or its first
+session, up to ``now`` or its destruction) when no session ran, at the disk's stopped rate
+(vastops/reports/stopped.py). Session figures (``cost_usd``) stay the sessions' own, so
+they add up to the sessions; the reports that give what vast bills add it (and bandwidth)
+on top (vastops/reports/reconcile.py, vastops/reports/monthly.py).
 
 """
 
@@ -40,10 +42,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TypedDict, cast
 
 from vastops.clock import parse_isoz
-from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, cost_usd
+from vastops.costs import BILLING_DAY_START, COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, billing_day, day_bounds
 from vastops.ledger.store import Database, Ledger
 from vastops.reports.ranges import overlapping, range_bounds, scope_sql
 from vastops.reports.sessions import SessionLine, sessions_in_range
+from vastops.reports.stopped import Existence, Segments, stopped_cost, stopped_rates
 
 
 class DayRow(TypedDict):
@@ -176,10 +179,10 @@ def _per_bucket(runtime: str, cost: str) -> str:
 # column (15 significant digits: far below a millionth of a cent).
 _SCAN = f"""
 WITH RECURSIVE d(lo, hi) AS (
-    SELECT :lo, strftime('%Y-%m-%d', :lo, '+1 day') || 'T00:00:00.000Z'
-    UNION ALL SELECT hi, strftime('%Y-%m-%d', hi, '+1 day') || 'T00:00:00.000Z' FROM d WHERE hi < :hi
+    SELECT :lo, strftime('%Y-%m-%dT%H:%M:%S.000Z', :lo, '+1 day')
+    UNION ALL SELECT hi, strftime('%Y-%m-%dT%H:%M:%S.000Z', hi, '+1 day') FROM d WHERE hi < :hi
 )
-SELECT substr(lo, 1, 10) AS day,
+SELECT date(lo, :day_shift) AS day,
        (SELECT json_array(COUNT(*), TOTAL(runtime_s), TOTAL(compute_cost_usd), TOTAL(storage_cost_usd),
                           TOTAL((julianday(MAX(started_at, ended_at)) - julianday(started_at)) * 86400.0),
                           {_per_bucket("runtime_s", "cost_usd")})
@@ -205,7 +208,7 @@ WHERE ((started_at >= :floor AND started_at < :lo AND COALESCE(ended_at, :now) >
 
 
 def _midnight_after(t: datetime) -> datetime:
-    return datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
+    return day_bounds(billing_day(t))[1]
 
 
 class Scan:
@@ -231,7 +234,8 @@ class Scan:
         self.others: dict[int, _Whole] = {}  # id -> the session, whole
         wholes = [json.loads(r["r"]) for r in db.query(_WHOLE.replace("{scope}", scope), params)]
         scan = _SCAN.replace("{scope}", scope).replace("{others}", _OTHERS_OF_ALL if instance_id is None else _OTHERS_OF_ONE)
-        for r in db.query(scan, params):
+        # the day a piece is counted on: its billing day's date (UTC, unless vastops/costs.py says otherwise)
+        for r in db.query(scan, {**params, "day_shift": f"-{BILLING_DAY_START.total_seconds():.0f} seconds"}):
             n, runtime, compute, storage, wall, *buckets = json.loads(r["inside"])
             if n:
                 self._add(r["day"], compute, storage, runtime, wall, n)
@@ -273,7 +277,9 @@ class Scan:
             piece_end = min(b, _midnight_after(a))
             wall = max(0.0, (piece_end - a).total_seconds())
             frac = wall / span if span > 0 else 1.0
-            self._add(a.date().isoformat(), r["compute_usd"] * frac, r["storage_usd"] * frac, r["runtime_s"] * frac, wall, int(a == s0))
+            self._add(
+                billing_day(a).isoformat(), r["compute_usd"] * frac, r["storage_usd"] * frac, r["runtime_s"] * frac, wall, int(a == s0)
+            )
             if piece_end >= b:
                 return
             a = piece_end
@@ -318,7 +324,7 @@ def cost_per_day(db: Database, instance_id: int | None, start: date, end: date, 
 
 
 def _per_day(db: Database, instance_id: int | None, start: date, end: date, now: datetime, scan: Scan) -> list[DayRow]:
-    rates, first_seen = _storage_rates(db, instance_id, start, end)
+    rates, existed = _storage_rates(db, instance_id, start, end)
     out: list[DayRow] = []
     running = 0.0
     for day in _days(start, end):
@@ -334,41 +340,27 @@ def _per_day(db: Database, instance_id: int | None, start: date, end: date, now:
                 "cost_usd": compute + storage,
                 "runtime_hours": (r.get("runtime_s") or 0.0) / SECONDS_PER_HOUR,
                 "sessions_started": int(r.get("sessions_started") or 0),
-                "storage_while_stopped_usd": _stopped_storage(day, r.get("wall_s") or 0.0, rates.get(key), first_seen, now),
+                "storage_while_stopped_usd": _stopped_storage(db, instance_id, rates.get(key), r.get("wall_s") or 0.0, existed, now),
                 "cumulative_usd": running,
             }
         )
     return out
 
 
-def _storage_rates(db: Database, instance_id: int | None, start: date, end: date) -> tuple[dict[str, float], datetime | None]:
-    """The storage rate ($/h) in force on each day (that of the latest session started by
-    its end), and when the instance's first session started (nothing is billed before)."""
+def _storage_rates(db: Database, instance_id: int | None, start: date, end: date) -> tuple[dict[str, Segments], Existence | None]:
+    """The disk's rate while stopped ($/h) over each day of the range, and when the instance
+    existed (vastops/reports/stopped.py): nothing is billed outside that."""
     if instance_id is None:
         return {}, None
-    first = next(db.query("SELECT MIN(started_at) AS s FROM sessions WHERE instance_id = ?", [instance_id]))["s"]
-    if first is None:
-        return {}, None
-    rows = db.query(
-        """
-        WITH RECURSIVE days(d) AS (
-            SELECT date(:first) UNION ALL SELECT date(d, '+1 day') FROM days WHERE d < date(:last)
-        )
-        SELECT d, (SELECT storage_dph FROM sessions WHERE instance_id = :iid AND started_at < date(d, '+1 day')
-                   ORDER BY started_at DESC LIMIT 1) AS rate
-        FROM days
-        """,
-        {"first": max(start.isoformat(), first[:10]), "last": end.isoformat(), "iid": instance_id},
-    )
-    return {r["d"]: r["rate"] for r in rows if r["rate"] is not None}, parse_isoz(first)
+    return stopped_rates(db, instance_id, start, end)
 
 
-def _stopped_storage(day: date, running_s: float, rate: float | None, first_seen: datetime | None, now: datetime) -> float:
-    if not rate or first_seen is None:
+def _stopped_storage(
+    db: Database, instance_id: int | None, segments: Segments | None, running_s: float, existed: Existence | None, now: datetime
+) -> float:
+    if not segments or existed is None or instance_id is None:
         return 0.0
-    begin = max(datetime(day.year, day.month, day.day, tzinfo=UTC), first_seen)
-    end = min(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1), now)
-    return cost_usd(max(0.0, (end - begin).total_seconds() - running_s), rate)
+    return stopped_cost(db, instance_id, segments, running_s, existed, now)
 
 
 def _totals(days: list[DayRow], sessions: int, runtime_s: float) -> Totals:
@@ -390,7 +382,7 @@ def report_range(start: date, end: date, now: datetime, months: bool = True) -> 
         start, end = end, start
     if not months:
         return start, end
-    today = now.astimezone(UTC).date()
+    today = billing_day(now)
     return date(start.year, start.month, 1), min(date(end.year, end.month, calendar.monthrange(end.year, end.month)[1]), max(today, end))
 
 
@@ -416,7 +408,7 @@ def period_report(
     """
     if end < start:
         start, end = end, start
-    today = now.astimezone(UTC).date()
+    today = billing_day(now)
     first, last = report_range(start, end, now, months)
     if history is not None and history.instance_id == instance_id and history.start == first and history.end < last:
         scan = history + Scan(db, instance_id, history.end + timedelta(days=1), last, now)
@@ -456,7 +448,7 @@ def settled(db: Database, instance_id: int | None, now: datetime) -> tuple[date,
             params,
         )
     )
-    until = now.astimezone(UTC).date() - timedelta(days=1)
+    until = billing_day(now) - timedelta(days=1)
     if row["open_since"]:
         until = min(until, date.fromisoformat(row["open_since"][:10]))
     return until, (row["audit_id"], row["session_id"], row["open_count"])
@@ -475,7 +467,7 @@ def month_to_date(db: Database, instance_id: int | None, now: datetime) -> Month
     now = now.astimezone(UTC)
     first = date(now.year, now.month, 1)
     days_in_month = calendar.monthrange(now.year, now.month)[1]
-    days = cost_per_day(db, instance_id, first, now.date(), now)
+    days = cost_per_day(db, instance_id, first, billing_day(now), now)
     cost = sum(d["cost_usd"] for d in days)
     month_begin = datetime(now.year, now.month, 1, tzinfo=UTC)
     elapsed = max((now - month_begin).total_seconds(), 1.0)
@@ -529,7 +521,7 @@ MONTH_CSV_COLUMNS = [
     ("compute_usd", "compute_cost_usd"),
     ("storage_usd", "storage_cost_usd"),
     ("cost_usd", "cost_usd"),
-    ("storage_while_stopped_usd", "storage_while_stopped_usd_estimate"),
+    ("storage_while_stopped_usd", "storage_while_stopped_usd"),
 ]
 
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import IO, TypedDict, cast
 
-from vastops.clock import isoz
-from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, TOTAL_SQL
+from vastops.clock import isoz, parse_isoz
+from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, STORAGE_SQL, TOTAL_SQL, billing_day, day_bounds
 from vastops.ledger.store import Database, Ledger
 from vastops.reports.ranges import SqlParams, overlapping
 
@@ -140,7 +140,11 @@ SESSION_CSV_COLUMNS = [
     ("started_by", "started_by"),
     ("ended_by", "ended_by"),
 ]
-SESSION_CSV_HEADER = ",".join(column for _, column in SESSION_CSV_COLUMNS) + "\n"
+# vast's figure beside the ledger's: the session's compute at vast's charged GPU figure of each
+# settled billing day it ran in (its share of the day), and which figure that is
+# (``charged``, ``estimated``: no settled day yet, or ``mixed``).
+CHARGED_CSV_COLUMNS = ("charged_compute_usd", "compute_figure")
+SESSION_CSV_HEADER = ",".join([*(column for _, column in SESSION_CSV_COLUMNS), *CHARGED_CSV_COLUMNS]) + "\n"
 
 
 def _csv_text(column: str) -> str:
@@ -171,15 +175,48 @@ def stream_sessions_csv(db: Database, fh: IO[str], now: datetime, where: str = "
     The lines come from SQLite ready-made and are written in batches, so this runs at
     hundreds of thousands of rows a second in constant memory (docs/performance.md).
     """
-    sql = f"SELECT {SESSION_CSV_LINE} FROM sessions {'WHERE ' + where if where else ''} ORDER BY started_at DESC, id DESC"
+    from vastops.reports.reconcile import gpu_ratios  # reconcile builds on these reports: imported when used
+
+    ratios = gpu_ratios(db, now)
+    sql = (
+        f"SELECT {SESSION_CSV_LINE}, instance_id, started_at, MAX(started_at, COALESCE(ended_at, :now)), COALESCE(compute_cost_usd, {COMPUTE_SQL})"
+        f" FROM sessions {'WHERE ' + where if where else ''} ORDER BY started_at DESC, id DESC"
+    )
     cursor = db.conn.execute(sql, {**(params or {}), "now": isoz(now)})
     fh.write(SESSION_CSV_HEADER)
     count = 0
     while batch := cursor.fetchmany(10_000):
-        fh.write("\n".join([line for (line,) in batch]))
+        if ratios:
+            fh.write("\n".join([line + charged_fields(ratios.get(iid), s0, s1, compute) for line, iid, s0, s1, compute in batch]))
+        else:  # nothing charged yet: every session's figure is the ledger's
+            fh.write("\n".join([line + ",,estimated" for line, *_ in batch]))
         fh.write("\n")
         count += len(batch)
     return count
+
+
+def charged_fields(ratios: Mapping[str, float] | None, s0: str, s1: str, compute: float) -> str:
+    """The CSV's charged columns for one session: its compute cut at billing days, each settled day's
+    share at vast's ratio of charged to estimated GPU cost for that day."""
+    if not ratios:
+        return ",,estimated"
+    start, end = parse_isoz(s0), parse_isoz(s1)
+    assert start is not None and end is not None
+    span = (end - start).total_seconds()
+    charged, hits, pieces = 0.0, 0, 0
+    a = start
+    while True:
+        b = min(end, day_bounds(billing_day(a))[1])
+        share = compute * ((b - a).total_seconds() / span if span > 0 else 1.0)
+        ratio = ratios.get(billing_day(a).isoformat())
+        charged += share * ratio if ratio is not None else share
+        hits, pieces = hits + (ratio is not None), pieces + 1
+        if b >= end:
+            break
+        a = b
+    if not hits:
+        return ",,estimated"
+    return f",{charged:.{MONEY_DECIMALS}f},{'charged' if hits == pieces else 'mixed'}"
 
 
 def sessions_csv(ledger: Ledger, instance_id: int | None, start: date, end: date, now: datetime) -> str:

@@ -4,11 +4,17 @@ The modules (the simulator is one object, ``Simulator``; the other modules are i
 
     world       ``Simulator``: instances and their lifecycle, billing, credit and invoices, reset, state
     console     the Python-side control ``Simulator`` takes: vast's console (start, stop, freeze,
-                reboot, destroy), crashes, lost hosts, a dead engine, load, faults, run-time config,
-                creation without the API, an instance's own key and the edge's token
-    config      ``SimInstance``, ``SimOffer`` (and the default market) and ``SimConfig``, and the
-                checks a run-time change passes
-    instance    one instance's run-time state and its billing views (seconds, bytes, cost)
+                reboot, destroy), crashes, lost hosts, a dead engine, load, a host's price rise,
+                a contract's end date, faults, run-time config, creation without the API, an
+                instance's own key and the edge's token
+    config      ``SimInstance``, ``SimOffer`` (and the default market), ``SimVolume``,
+                ``BillingHistory`` and ``SimConfig``, and the checks a run-time change passes
+    instance    one instance's run-time state, its contract's rates and its billing views
+    billing     what a contract billed, span by span at the rate of its time, and the views over it
+                (seconds, bytes, cost, burn rate, the charge items of a range); the account's volume
+    charges     ``GET /api/v0/charges/``: a row per contract, items per kind and rate, vast's rounding
+    contracts   the contract's end (a stop, then deletion), a host's price rise (pending, then
+                applied), a contract's billed past (``--billing-history``)
     market      vast's market: search offers, renting an offer (``new_contract``), destroy
     containers  the container's ports (22 and the published ones), their health, the LLM behind them
     edge        vast's auth edge (Caddy) in front of a vast image's ports: credentials, placeholders
@@ -36,7 +42,8 @@ What it models:
 - The calls vastops and vast's own client (``vastai`` 1.9.1) make for one account: show, the v1
   list (``select_filters``, ``order_by``, ``select_cols``, pages), ``instances/filters/``,
   start/stop/label (the state PUT), reboot, request_logs (a ``result_url`` serving the log text),
-  the deposit, the current user, charges and invoices (vast's fields, filters and pages), with
+  the deposit, the current user, charges and invoices (vast's fields, filters and pages), the
+  pending price increases (vast's envelope, $/s and $/GB), with
   vast's paths, bodies and error shapes (§2, §4) and the quirks a client has to survive: an
   unknown id answers 200 ``{"instances": null}``, the bad-key status varies (401 on instance
   endpoints and the user, 404 on charges and invoices, 403 without a key), the v0 list answers
@@ -53,11 +60,26 @@ What it models:
     ``offline`` (the host is gone: nothing is billed), and the one-answer ``status`` fault.
   Everything is worked out lazily from an injected clock, so a test moves a fake clock and sees
   transitions and billing with no sleeps.
-- Per-second billing (§4): compute while running, frozen or rebooting; storage every second the
-  instance exists and its host is online; bandwidth per byte (``inet_up_cost``/``inet_down_cost``,
-  $/GB) from simulated traffic: the bytes the container listeners serve and receive (times
-  ``traffic_scale``) plus ``traffic_*_gb_per_h`` while running. The account's credit is spent as
-  the instances bill; at zero vast stops every instance (storage keeps billing) and refuses starts.
+- Per-second billing (§4): compute while running, frozen or rebooting (not while a start's or a
+  creation's container loads); storage every second the instance exists and its host is online,
+  at ``storage_total_cost`` while the contract runs and at its own ``storage_stopped_cost`` while
+  it is stopped (vast: "typically higher"; default 1.5 x); bandwidth per byte
+  (``inet_up_cost``/``inet_down_cost``, $/GB) from simulated traffic: the bytes the container
+  listeners serve and receive (times ``traffic_scale``) plus ``traffic_*_gb_per_h`` while running.
+  Every span billed carries the rate of its time (billing.py). The account's credit is spent as
+  its contracts bill; at zero vast stops every instance (storage keeps billing) and refuses starts.
+- Charges as vast's: a row per contract over the ``day`` range, items per kind and rate
+  (``"1.000 hours at $0.400/hour"``, a rate change makes a second item), every amount rounded to
+  3 decimals, a row's the rounded sum of its unrounded items; the account's volume
+  (``SimConfig.volume``, on by default) is another contract in the same answer (``type:
+  "volume"``, ``source: "volume-<id>"``), so a client must pick its rows by source.
+- Rental contracts (contracts.py): each ends ``contract_days`` (`vastops sim`: 30) after the simulator made it
+  (``end_date``; ``set_contract_end``, ``POST /_sim/contract_end``). A host's price rise
+  (``price_rise``, ``POST /_sim/price_rise``) is listed as pending until that end and applies
+  there; with none pending vast stops the instance at its end (compute ends at that instant, the
+  disk bills on at its stopped rate, starts are refused) and deletes it 48 h later (it stays in
+  the charges). A contract's billed past (``SimConfig.billing_history``, ``--billing-history``):
+  its ``start_date`` and past sessions at the history's rates, its present rates its own.
 - Each start gives every container port (22, 8000, 8001, or 22 and the ports its env publishes)
   its own new loopback listener, so its own host port, which changes on every start (§3, §10).
   The HTTP ports (8000 and 8001) serve the health path, vLLM's ``/metrics`` and
@@ -112,8 +134,28 @@ Where it still differs from the real service (docs/vast-api.md §8 keeps the sam
 - The LLM answers as ``sim-model`` while ``/metrics`` labels ``model_name`` with the instance's
   model (env VLLM_MODEL, else ``SimInstance.model``); ``kv_cache_usage_perc`` is 4 % a running
   request; the latency histogram counts real seconds; its counters reset with the instance.
-- No recycle, bulk PUT, volumes, serverless, templates, ssh keys, teams, execute, copy or
-  scheduled jobs: those paths answer 404 ``not_found``.
+- No recycle, bulk PUT, volumes (but one volume contract in the charges), serverless, templates,
+  ssh keys, teams, execute, copy or scheduled jobs: those paths answer 404 ``not_found``.
+- The disk's stopped rate (default 1.5 x the running one) is a guess at vast's "typically
+  higher"; so is when it applies: while the contract is stopped (``cur_state: "stopped"``: a
+  stop's wind-down from the request on, stopped, a start still scheduling). The row's
+  ``storage_total_cost`` (and ``dph_total``, the prices) shows the rate that applies now, the
+  stopped one while stopped: a guess at what vast shows; ``storage_cost`` stays the running price.
+  A rented instance's stopped rate is its offer's ``stopped_storage_cost`` ($/GB/month) if set.
+- Contracts: the end date (``contract_days`` after the simulator made the contract, also for one
+  with a billed past), vast's stop there and the words in ``status_msg`` ("Rental contract
+  ended ..."), the refusal of a start (400 ``contract_ended``), deleting it 48 h after the end,
+  all guesses; an end set in the past takes effect at once, a later one revives an ended
+  contract. A pending price rise applies at the contract's end as if the user accepted it: the
+  new rates from that instant (the stopped disk rate keeps its ratio to the running one), the end
+  moves to the host's ask end (``ask_end_date``: the old end + 30 days, a guess), the rise leaves
+  the list; a later rise replaces a pending one. The pending list is rate limited like a show
+  (2.0 s, a guess); platform fees are always null.
+- The volume is a fixed contract (``SimVolume``: 50 GB at $0.10/GB/month from the simulator's
+  start) with only a disk item. A billed past was paid for: a credit invoice of its cost at its
+  ``created_at`` keeps the account's credit unchanged. Charges are per contract over the queried
+  range (not per day); item ``start``/``end`` are the first and last billed instants of that
+  kind and rate in the range.
 - What vast writes in ``status_msg`` and in the log for each phase, the text of its refusals
   (insufficient credit, reboot of a stopped instance) and of a queued start are guesses.
 - A start while a stop is still in progress starts over at scheduling; a start on a crashed

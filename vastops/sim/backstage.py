@@ -1,6 +1,7 @@
 """The simulator's own control routes under ``/_sim/`` (loopback only): its state, vast's web
 console (start, stop, freeze, reboot, crash, destroy, a lost host, a dead engine), faults, the
-key, run-time config, deposits, load that came by no gateway, an instance's own key, a reset,
+key, run-time config, deposits, load that came by no gateway, an instance's own key, a host's
+price rise, a contract's end date, a reset,
 the texts ``request_logs`` hands out as ``result_url``, and vLLM's ``/metrics`` as the agent
 reads it inside the container (``/_sim/vllm/<id>/metrics``, agents.py)."""
 
@@ -20,6 +21,11 @@ CONSOLE_ACTIONS = ("freeze", "reboot", "host_offline", "host_online", "destroy",
 
 def _err(code: str, msg: str) -> dict:
     return {"success": False, "error": code, "msg": msg}
+
+
+def _instance(data: dict) -> int:
+    """The instance a control body names: ``instance_id`` (as everywhere here) or ``instance``."""
+    return int(data["instance_id"] if "instance_id" in data else data["instance"])
 
 
 def control(sim: Simulator, method: str, target: str, raw: bytes, ip: str):
@@ -68,6 +74,15 @@ def control(sim: Simulator, method: str, target: str, raw: bytes, ip: str):
             sim.set_load(int(data["instance_id"]), int(data.get("running", 0)), int(data.get("waiting", 0)))
         elif path == "/_sim/instance_key":  # for a test or the demo playing the instance's own agent
             return 200, {"success": True, "instance_api_key": sim.instance_api_key(int(data["instance_id"]))}
+        elif path == "/_sim/price_rise":
+            fields = ("dph_base", "storage_total_cost", "inet_up_cost", "inet_down_cost")
+            unknown = set(data) - {"instance_id", "instance", *fields}
+            if unknown:
+                raise ValueError(f"unknown price fields: {sorted(unknown)}")
+            rise = sim.price_rise(_instance(data), **{k: data[k] for k in fields if k in data})
+            return 200, {"success": True, "pending_price_increase_id": rise}
+        elif path == "/_sim/contract_end":
+            sim.set_contract_end(_instance(data), data["at"])
         elif path == "/_sim/reset":
             sim.reset()
         else:

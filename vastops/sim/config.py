@@ -1,15 +1,22 @@
 """What the simulator plays: the instances it holds (``SimInstance``), the market's offers
-(``SimOffer``, ``default_market()``) and its timings and switches (``SimConfig``), with the
-checks ``configure()`` and ``POST /_sim/config`` apply to a change at run time."""
+(``SimOffer``, ``default_market()``), the account's other contract (``SimVolume``), a contract's
+billed past (``BillingHistory``) and its timings and switches (``SimConfig``), with the checks
+``configure()`` and ``POST /_sim/config`` apply to a change at run time."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 INITIAL_STATES = ("stopped", "running", "creating")
 DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"  # the seed's model: what /metrics labels its series with
+# vast: storage is "typically higher for stopped instances" (instance-side facts §7); how much is
+# not published, so the simulator's default stopped rate is this much the running one (a guess).
+STOPPED_STORAGE_FACTOR = 1.5
 
 
 @dataclass
@@ -30,10 +37,15 @@ class SimInstance:
     env: dict[str, str] | None = None
     model: str = DEFAULT_MODEL  # the served model's name (env VLLM_MODEL wins), /metrics' model_name
     onstart: str = ""
+    storage_stopped_cost: float | None = None  # $/h for the disk while stopped; None: STOPPED_STORAGE_FACTOR x the running rate
 
     @property
-    def storage_total_cost(self) -> float:  # $/h, §3: GB x $/GB/month / 720
+    def storage_total_cost(self) -> float:  # $/h while running, §3: GB x $/GB/month / 720
         return self.disk_space * self.storage_cost / 720
+
+    @property
+    def stopped_storage_rate(self) -> float:  # $/h while stopped
+        return self.storage_total_cost * STOPPED_STORAGE_FACTOR if self.storage_stopped_cost is None else self.storage_stopped_cost
 
 
 @dataclass
@@ -70,6 +82,8 @@ class SimOffer:
     total_flops: float = 35.6  # TFLOPS
     score: float = 100.0
     duration_days: float = 30.0  # how long the host offers it (end_date = now + this)
+    # $/GB/month for the disk while the rented instance is stopped; None: STOPPED_STORAGE_FACTOR x storage_cost
+    stopped_storage_cost: float | None = None
 
     @property
     def gpu_total_ram(self) -> int:
@@ -101,6 +115,64 @@ def default_market() -> list[SimOffer]:
         offer(11, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.33, compute_cap=890, vms_enabled=True,
               geolocation="Oregon, US", score=230.0),  # VM-only host
     ]  # fmt: skip
+
+
+@dataclass
+class SimVolume:
+    """A storage volume the account rents besides its instances: a contract of its own (``type:
+    "volume"``, ``source: "volume-<id>"`` in the charges) that bills its disk every second, so a
+    client reading the charges has to pick its instance's rows by their source."""
+
+    id: int = 3_300_001
+    size_gb: float = 50.0
+    storage_cost: float = 0.10  # $/GB/month
+
+    @property
+    def storage_total_cost(self) -> float:  # $/h
+        return self.size_gb * self.storage_cost / 720
+
+
+@dataclass
+class BillingHistory:
+    """The billed past of one contract (``vastops sim --billing-history FILE``): when the simulator
+    creates, or is configured with, the contract ``instance_id``, its ``start_date`` is
+    ``created_at`` and its charges carry ``sessions`` (``[start, end]`` epoch seconds) as compute at
+    ``dph_base``, and the disk from ``created_at`` on at ``storage_total_cost`` inside the sessions
+    and ``storage_stopped_cost`` between them ($/h). The instance's present rates stay its own."""
+
+    instance_id: int
+    created_at: float
+    dph_base: float
+    storage_total_cost: float
+    storage_stopped_cost: float
+    sessions: list[tuple[float, float]] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Any) -> BillingHistory:
+        """The file's JSON object, checked; ValueError says what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("a billing history is a JSON object")
+        try:
+            sessions = [(_finite(a), _finite(b)) for a, b in data.get("sessions") or []]
+            history = cls(
+                instance_id=int(data["instance_id"]),
+                created_at=_finite(data["created_at"]),
+                dph_base=_non_negative(data["dph_base"]),
+                storage_total_cost=_non_negative(data["storage_total_cost"]),
+                storage_stopped_cost=_non_negative(data["storage_stopped_cost"]),
+                sessions=sessions,
+            )
+        except KeyError as e:
+            raise ValueError(f"a billing history needs {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"a billing history's sessions are [start, end] epoch seconds, its rates numbers: {e}") from None
+        if any(b < a for a, b in history.sessions):
+            raise ValueError("a billing history's session ends before it starts")
+        return history
+
+    @classmethod
+    def load(cls, path: str | Path) -> BillingHistory:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 @dataclass
@@ -137,6 +209,12 @@ class SimConfig:
     # Each running container runs the real agent (vastops/instance/agent.py) as a child process
     # (vastops/sim/agents.py); off by default, so the in-process tests start no process.
     run_agent: bool = False
+    # A contract's end date is this long after the simulator made it. vast's are weeks to months
+    # (`vastops sim` plays 30 days, CONTRACT_DAYS); in Python the default is long, so that a test
+    # that moves its clock by months keeps its instance unless it is about the contract's end.
+    contract_days: float = 3650.0
+    volume: SimVolume | None = field(default_factory=SimVolume)  # the account's other contract (None: none)
+    billing_history: BillingHistory | None = None  # a contract's billed past (the demo's sessions)
 
 
 def to_bool(v: Any) -> bool:
@@ -160,6 +238,25 @@ def _non_negative(v: Any) -> float:
     if not f >= 0:  # also refuses NaN
         raise ValueError(f"must be >= 0, not {v!r}")
     return f
+
+
+def _finite(v: Any) -> float:
+    if isinstance(v, bool):
+        raise TypeError(f"not a number: {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"must be a finite number, not {v!r}")
+    return f
+
+
+def rate(v: Any) -> float | None:
+    """A rate a test or the backstage gives ($/h, $/GB): None, or a number >= 0."""
+    return None if v is None else _non_negative(v)
+
+
+def instant(v: Any) -> float:
+    """An epoch second a test or the backstage gives."""
+    return _finite(v)
 
 
 def _images(v: Any) -> list[str]:

@@ -1,15 +1,16 @@
 """The simulator's Python-side control: what vast's web console does (start, stop, freeze, reboot,
 destroy), what the world does to an instance (a crash, a lost host, a dead engine, load that
-came by no gateway), faults, the key, run-time config, deposits, creation without the API, and
-the secrets a test needs (an instance's own key, the edge's token). No auth, no rate limit, no
-call log. ``Simulator`` (world.py) takes these methods from ``Console``."""
+came by no gateway, a host's price rise, the contract's end date), faults, the key, run-time
+config, deposits, creation without the API, and the secrets a test needs (an instance's own
+key, the edge's token). No auth, no rate limit, no call log. ``Simulator`` (world.py) takes
+these methods from ``Console``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from vastops.sim import containers, edge, logs, market
-from vastops.sim.config import checked_changes
+from vastops.sim import containers, contracts, edge, logs, market
+from vastops.sim.config import checked_changes, instant
 from vastops.sim.instance import INF
 from vastops.sim.routes import FAULT_KINDS
 
@@ -30,6 +31,9 @@ class Console:
             if state == "frozen":
                 sim._freeze(inst, now)
             elif state == "running":
+                refusal = contracts.ended_refusal(inst)
+                if refusal:
+                    raise ValueError(refusal["msg"])
                 sim._start(inst, now, "console")
             else:
                 sim._stop(inst, now, "console")
@@ -99,6 +103,39 @@ class Console:
                 inst.health_from = None
                 sim._enter(inst, "created", now, sim.config.created_s)
             sim._event(inst, now, "host_online", "console")
+
+    def price_rise(
+        self,
+        instance_id: int,
+        dph_base: float | None = None,
+        storage_total_cost: float | None = None,
+        inet_up_cost: float | None = None,
+        inet_down_cost: float | None = None,
+    ) -> int:
+        """The host raises its prices ($/h compute, $/h disk while running, $/GB; None: unchanged):
+        listed as pending until the contract's end date, applied there (as if accepted: the new
+        rates from that instant, the contract on to the host's new end). Its pending id."""
+        sim = cast("Simulator", self)  # a mixin of the one Simulator
+        changes = {
+            "dph_base": dph_base,
+            "storage_total_cost": storage_total_cost,
+            "inet_up_cost": inet_up_cost,
+            "inet_down_cost": inet_down_cost,
+        }
+        with sim._lock:
+            inst, now = sim._get(instance_id), sim._now()
+            return contracts.add_rise(sim, inst, now, changes).id
+
+    def set_contract_end(self, instance_id: int, at: float) -> None:
+        """Move the contract's end date to ``at`` (epoch s): there a pending rise applies, or vast
+        stops the instance for good. An end in the past takes effect now; a later one revives an
+        ended contract (still stopped, it may be started again)."""
+        sim = cast("Simulator", self)  # a mixin of the one Simulator
+        at = instant(at)
+        with sim._lock:
+            inst, now = sim._get(instance_id), sim._now()
+            contracts.set_end(sim, inst, at, now)
+            sim._now()  # an end that has come already plays out now
 
     def deposit(self, amount: float) -> None:
         """Credit bought by card: added to the account, listed as a ``credit`` invoice."""

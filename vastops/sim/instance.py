@@ -1,15 +1,19 @@
-"""One instance at run time: its phase, its ports, its log, what its LLM served, and the
-periods it is billed for, with the billing views (seconds, bytes, cost) over any window."""
+"""One instance at run time: its phase, its ports, its log, what its LLM served, its contract
+(its rates now, its end date, a host's pending price rise) and what it billed (billing.py's
+``Meter``), with the billing views (seconds, bytes, cost) over any window."""
 
 from __future__ import annotations
 
 import itertools
-import math
 import secrets
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from vastops.sim.billing import DISK, DISK_STOPPED, GB, GPU, INF, Meter, Rates
 from vastops.sim.config import SimInstance, SimOffer
+
+__all__ = ["GB", "INF", "InstanceState", "PriceRise"]
 
 
 class LlmCounts(TypedDict):
@@ -25,18 +29,29 @@ class LlmCounts(TypedDict):
     last_request_at: float | None
 
 
-INF = math.inf
-GB = 1e9  # bytes in the GB that bandwidth is billed by (unsure)
 LOG_LINES = 2_000  # per instance
 # Phases: what the instance is doing. "scheduling" = a start waiting for its GPU (the console's word);
 # "reloading" = loading again after a reboot (billed, unlike the loading of a start).
 COMPUTE_PHASES = frozenset({"running", "frozen", "rebooting", "reloading"})
 CONTAINERS = itertools.count(1)  # each container (a start, a restart, a reboot) is a new one: its agent too
 PORT_PHASES = frozenset({"running", "stopping", "frozen", "rebooting", "reloading"})  # ports announced
+# The contract is stopped (cur_state "stopped"): the disk bills its stopped rate. A stop's wind-down
+# counts (compute ended at the request) and so does a start still waiting for its GPU (scheduling).
+STOPPED_PHASES = frozenset({"stopped", "stopping", "scheduling"})
+DAY = 86400.0
 
 
-def overlap(a0: float, a1: float, t0: float, t1: float) -> float:
-    return max(0.0, min(a1, t1) - max(a0, t0))
+@dataclass
+class PriceRise:
+    """A host's pending price increase on the contract: the new rates (None: unchanged), applied
+    at the contract's end date (contracts.py)."""
+
+    id: int
+    created_at: float
+    dph_base: float | None = None
+    storage_total_cost: float | None = None
+    inet_up_cost: float | None = None
+    inet_down_cost: float | None = None
 
 
 class InstanceState:
@@ -50,8 +65,13 @@ class InstanceState:
         self.host_ports: dict[int, int] = {}
         self.init(0.0)
 
-    def init(self, now: float) -> None:
+    def init(self, now: float, contract_days: float = 30.0) -> None:
         self.created = now  # the contract's start: start_date; storage bills from here
+        self.rates = Rates.of(self.spec, self.offer)  # what it bills at now (a price rise changes them)
+        self.end = now + contract_days * DAY  # the contract's end date (end_date)
+        self.ended_at: float | None = None  # when the contract ended (vast stopped it; it may delete it later)
+        self.rise: PriceRise | None = None  # the host's pending price increase
+        self.meter = Meter()  # what it billed, span by span, each at the rate of its time
         self.label = self.spec.label
         self.intended = "stopped"
         self.phase = "stopped"
@@ -63,12 +83,6 @@ class InstanceState:
         self.health_logged = False  # its outcome is in the log already
         self.msg: str | None = None  # status_msg of a stopped or crashed instance
         self.offline_since: float | None = None
-        self.compute: list[list[float]] = []  # closed billed compute intervals
-        self.compute_open: float | None = None
-        self.storage: list[list[float]] = []
-        self.storage_open: float | None = None
-        self.traffic: list[list[float]] = []  # [t0, t1, bytes up, bytes down], merged into windows
-        self.up_bytes = self.down_bytes = 0.0
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_LINES)
         self.destroyed: float | None = None  # when it was destroyed: gone from every view but the charges
         self.pulled = self.offer is None  # its image is on the host (a created instance pulls it first)
@@ -104,43 +118,34 @@ class InstanceState:
     def model(self) -> str:
         return self.env.get("VLLM_MODEL") or self.spec.model
 
+    @property
+    def host_id(self) -> int:
+        return self.offer.host_id if self.offer else 200 + self.index
+
     # --- billing views ------------------------------------------------------------------
-    def _seconds(self, closed: list[list[float]], open_from: float | None, now: float, t0: float, t1: float) -> float:
-        total = sum(overlap(a, b, t0, t1) for a, b in closed)
-        return total + (overlap(open_from, now, t0, t1) if open_from is not None else 0.0)
+    @property
+    def storage_rate(self) -> float:
+        """The disk's $/h now: its stopped rate while the contract is stopped (what the row shows)."""
+        return self.rates.storage_stopped_cost if self.phase in STOPPED_PHASES else self.rates.storage_total_cost
 
     def compute_seconds(self, now: float, t0: float = -INF, t1: float = INF) -> float:
-        return self._seconds(self.compute, self.compute_open, now, t0, t1)
+        return self.meter.seconds((GPU,), now, t0, t1)
 
     def storage_seconds(self, now: float, t0: float = -INF, t1: float = INF) -> float:
-        return self._seconds(self.storage, self.storage_open, now, t0, t1)
+        return self.meter.seconds((DISK, DISK_STOPPED), now, t0, t1)
 
     def compute_intervals(self) -> list[list[float | None]]:
         """Billed compute periods as [start, end]; an open one ends None."""
-        out: list[list[float | None]] = [[a, b] for a, b in self.compute]
-        if self.compute_open is not None:
-            out.append([self.compute_open, None])
-        return out
+        return self.meter.compute_intervals()
 
     def traffic_bytes(self, t0: float = -INF, t1: float = INF) -> tuple[float, float]:
-        if t0 == -INF and t1 == INF:
-            return self.up_bytes, self.down_bytes
-        up = down = 0.0
-        for a, b, u, d in self.traffic:
-            share = (overlap(a, b, t0, t1) / (b - a)) if b > a else (1.0 if t0 <= a <= t1 else 0.0)
-            up, down = up + u * share, down + d * share
-        return up, down
+        return self.meter.traffic_bytes(t0, t1)
 
     def cost(self, now: float) -> dict[str, float]:
-        s = self.spec
-        compute = self.compute_seconds(now) * s.dph_base / 3600
-        storage = self.storage_seconds(now) * s.storage_total_cost / 3600
-        bandwidth = self.up_bytes / GB * s.inet_up_cost + self.down_bytes / GB * s.inet_down_cost
-        return {"compute": compute, "storage": storage, "bandwidth": bandwidth, "total": compute + storage + bandwidth}
+        return self.meter.cost(now)
 
     def running_since(self) -> float | None:
-        if self.compute_open is not None:
-            return self.compute_open
-        if self.phase == "stopping" and self.compute:
-            return self.compute[-1][0]
+        runs = self.compute_intervals()
+        if runs and (runs[-1][1] is None or self.phase == "stopping"):
+            return runs[-1][0]
         return None

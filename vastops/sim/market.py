@@ -225,7 +225,7 @@ def create(sim: Simulator, now: float, offer_id: Any, query: Any, body: Any) -> 
         onstart=onstart,
     )
     inst = InstanceState(spec, 1000 + len(sim._insts), offer)
-    inst.init(now)
+    sim._open_contract(inst, now)
     inst.launch = {"runtype": body.get("runtype") or "ssh", "args": body.get("args") or []}
     sim._insts[iid] = inst
     inst.intended = "running"

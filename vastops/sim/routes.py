@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 import secrets
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from vastops.sim import backstage, logs, market, queries
+from vastops.sim import backstage, charges, contracts, logs, market, queries
 from vastops.sim.config import to_bool
-from vastops.sim.instance import GB, INF, InstanceState
+from vastops.sim.instance import InstanceState
 from vastops.sim.rows import actual_status, instance_json
 from vastops.sim.servers import Handler
 
@@ -24,8 +23,9 @@ if TYPE_CHECKING:
     from vastops.sim.world import Simulator
 
 # §5, vast's OAS x-rate-limit (seconds between calls per endpoint and identity)
-RATE_INTERVALS = {"show": 2.0, "put": 1.0, "reboot": 1.0, "list": 1.0, "charges": 1.0, "bundles": 1.0}
-# (search offers: vast publishes no threshold; 1.0 s is the simulator's pick)
+RATE_INTERVALS = {"show": 2.0, "put": 1.0, "reboot": 1.0, "list": 1.0, "charges": 1.0, "bundles": 1.0, "price_rises": 2.0}
+# (search offers and pending price increases: vast publishes no threshold; 1.0 s and a show's
+# 2.0 s are the simulator's picks)
 INSTANCE_KEY_ROUTES = ("show", "put", "reboot")  # what an instance's own key may do, to that instance
 BURST = 3
 FAULT_KINDS = ("429", "500", "502", "503", "delay", "drop", "status")
@@ -36,12 +36,12 @@ QUEUED_MSG = (
     "the state change to running has been queued and happens once the GPU is free. Stop it to cancel."
 )
 LOG_URLS = 256  # result_url texts kept
-MAX_CHARGES_LIMIT = 500
 MAX_INVOICES_LIMIT = 500
 
 _ROUTES = [  # order matters: the bare v0 list must not be read as a show
     ("GET", re.compile(r"/api/v0/instances/?"), "v0_list"),
     ("GET", re.compile(r"/api/v0/instances/filters/?"), "filters"),
+    ("GET", re.compile(r"/api/v0/instances/pending-price-increases/?"), "price_rises"),
     ("GET", re.compile(r"/api/v0/instances/(\d+)/?"), "show"),
     ("PUT", re.compile(r"/api/v0/instances/(\d+)/?"), "put"),
     ("PUT", re.compile(r"/api/v0/instances/reboot/(\d+)/?"), "reboot"),
@@ -233,6 +233,9 @@ def _put(sim: Simulator, now, iid, query, body):
         return 400, _err("label_too_long", "label must be at most 1024 characters")
     if state == "running" and inst.intended != "running" and sim._credit_out:
         return 400, _err("insufficient_credit", "Your account has no credit left: add credit before starting an instance.")
+    refusal = contracts.ended_refusal(inst) if state == "running" else None
+    if refusal:
+        return 400, refusal
     inst.label = label
     if state == "running":
         if sim._start(inst, now, "api") and sim.config.queued_start_answer == "queued":
@@ -333,72 +336,6 @@ def _list(sim: Simulator, now, iid, query, body):
     }
 
 
-def _charges(sim: Simulator, now, iid, query, body):
-    filters = queries.arg(query, "select_filters")
-    try:
-        t0, t1 = queries.time_range(filters, "day")
-    except (KeyError, TypeError, ValueError):
-        return 400, _err("invalid_args", "Must provide both 'day' gte and lte filters for instance charges (epoch s)")
-    if queries.arg(query, "format", "table") not in ("table", "tree"):
-        return 400, _err("invalid_args", "format must be table or tree")
-    try:
-        wanted = queries.wanted(filters, "type", "instance")
-    except ValueError as e:
-        return 400, _err("invalid_args", str(e))
-    results = []
-    for inst in sorted(sim._insts.values(), key=lambda i: i.spec.id) if wanted else []:
-        start, end = max(t0, inst.created), min(t1, now, INF if inst.destroyed is None else inst.destroyed)
-        if end <= start:
-            continue
-        s = inst.spec
-        # vast's own billing, as the simulator plays it: deliberately not vastops.costs,
-        # so a mistake in vastops' formula shows against it instead of being copied.
-        gpu_h = inst.compute_seconds(now, t0, t1) / 3600
-        disk_h = inst.storage_seconds(now, t0, t1) / 3600
-        up_gb, down_gb = (b / GB for b in inst.traffic_bytes(t0, t1))
-
-        def item(kind: str, description: str, amount: float, start: float = start, end: float = end) -> dict:
-            return {
-                "start": start,
-                "end": end,
-                "type": kind,
-                "source": None,
-                "description": description,
-                "amount": amount,
-                "metadata": {},
-                "items": [],
-            }
-
-        items = []
-        if gpu_h > 0:
-            items.append(item("gpu", f"{gpu_h:.3f} hours at ${s.dph_base:.3f}/hour", gpu_h * s.dph_base))
-        items.append(item("disk", f"{disk_h:.3f} hours at ${s.storage_total_cost:.5f}/hour", disk_h * s.storage_total_cost))
-        if up_gb > 0:
-            items.append(item("bwu", f"{up_gb:.6f} GB at ${s.inet_up_cost:.4f}/GB", up_gb * s.inet_up_cost))
-        if down_gb > 0:
-            items.append(item("bwd", f"{down_gb:.6f} GB at ${s.inet_down_cost:.4f}/GB", down_gb * s.inet_down_cost))
-        days = max(1, math.ceil((end - start) / 86400))
-        results.append(
-            {
-                "start": start,
-                "end": end,
-                "type": "instance",
-                "source": f"instance-{s.id}",
-                "description": f"Instance {s.id} Charges - {days} day{'s' if days > 1 else ''}",
-                "amount": sum(i["amount"] for i in items),
-                "metadata": {"template_id": 10_000 + inst.index, "label": inst.label},
-                "items": items,
-            }
-        )
-    if to_bool(queries.arg(query, "latest_first", True)):
-        results.sort(key=lambda r: (r["start"], r["source"]), reverse=True)
-    try:
-        page, total, next_token = queries.page(results, query, 100, MAX_CHARGES_LIMIT)
-    except ValueError as e:
-        return 400, _err("invalid_args", str(e))
-    return 200, {"success": True, "count": len(page), "total": total, "next_token": next_token, "results": page}
-
-
 def _invoices(sim: Simulator, now, iid, query, body):
     filters = queries.arg(query, "select_filters")
     try:
@@ -481,7 +418,8 @@ _HANDLERS = {
     "bundles": market.search,
     "create": market.create,
     "destroy": market.destroy_route,
-    "charges": _charges,
+    "charges": charges.route,
+    "price_rises": contracts.pending_route,
     "invoices": _invoices,
     "user": _user,
 }

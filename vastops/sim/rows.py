@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vastops.sim import edge
+from vastops.sim import contracts, edge
+from vastops.sim.billing import DISK, DISK_STOPPED
 from vastops.sim.containers import AGENT_CONTAINER_PORT, HEALTH_CONTAINER_PORT, LLM_CONTAINER_PORT, engine_state, healthy, published_ports
-from vastops.sim.instance import PORT_PHASES, InstanceState
+from vastops.sim.instance import PORT_PHASES, STOPPED_PHASES, InstanceState
 
 if TYPE_CHECKING:
     from vastops.sim.world import Simulator
@@ -43,7 +44,7 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
     actual = actual_status(sim, inst, now)
     announce = online and ph in PORT_PHASES
     ports = {f"{p}/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(hp)}] for p, hp in sorted(inst.host_ports.items())} if announce else {}
-    cur = "stopped" if ph in ("stopped", "stopping", "scheduling") else "running"
+    cur = "stopped" if ph in STOPPED_PHASES else "running"
     nxt = "stopped" if inst.intended == "stopped" else "running"
     running_msg = f"success, running {s.image.rsplit(':', 1)[0]}/ssh"  # RUNNING_MSG for the default image
     msg = inst.msg or {  # vast's own word on a stop or a crash, else the phase's
@@ -58,7 +59,8 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
     up_b, down_b = inst.traffic_bytes()
     disk_usage = round(min(s.disk_space, 12.5), 2)
     gpu_ram = GPU_RAM_MB.get(s.gpu_name, 24576)
-    stc, dph = s.storage_total_cost, s.dph_base
+    r = inst.rates
+    stc, dph = inst.storage_rate, r.dph_base  # the disk's rate that applies now: the stopped one while stopped
     prices = {
         "gpuCostPerHour": dph,
         "diskHour": stc,
@@ -71,7 +73,7 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
     return {
         "id": s.id,
         "machine_id": inst.machine_id,
-        "host_id": 200 + inst.index,
+        "host_id": inst.host_id,
         "bundle_id": 390_000_000 + inst.index,
         "label": inst.label,
         "actual_status": actual,
@@ -142,8 +144,8 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "volume_info": None,
         "dph_base": dph,  # $/h compute
         "dph_total": dph + stc,  # $/h
-        "storage_cost": s.storage_cost,  # $/GB/month
-        "storage_total_cost": stc,  # $/h for the allocated disk
+        "storage_cost": r.storage_cost,  # $/GB/month (the running price)
+        "storage_total_cost": stc,  # $/h for the allocated disk, now (stopped: the stopped rate)
         "vram_costperhour": dph / (gpu_ram / 1024) if gpu_ram else 0.0,
         "credit_balance": None,
         "credit_discount": None,
@@ -152,10 +154,10 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "search": dict(prices),
         "inet_up": 850.3,  # Mbps, the machine's measured speed
         "inet_down": 912.7,
-        "inet_up_cost": s.inet_up_cost,  # $/GB
-        "inet_down_cost": s.inet_down_cost,
-        "internet_up_cost_per_tb": s.inet_up_cost * 1000,
-        "internet_down_cost_per_tb": s.inet_down_cost * 1000,
+        "inet_up_cost": r.inet_up_cost,  # $/GB
+        "inet_down_cost": r.inet_down_cost,
+        "internet_up_cost_per_tb": r.inet_up_cost * 1000,
+        "internet_down_cost_per_tb": r.inet_down_cost * 1000,
         "inet_up_billed": up_b / 1024,  # cumulative, kilobytes (unsure)
         "inet_down_billed": down_b / 1024,
         "public_ipaddr": sim._public_host() + " ",  # vast really sends the trailing space
@@ -169,7 +171,7 @@ def instance_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "direct_port_end": host_ports[-1] if host_ports else -1,
         "ports": ports,
         "start_date": inst.created,  # epoch s
-        "end_date": inst.created + 30 * 86400,
+        "end_date": inst.end,  # the contract's end (a price rise moves it on; contracts.py)
         "duration": now - inst.created,  # s
         "uptime_mins": (now - since) / 60 if since is not None and online else None,
         "client_run_time": 1.1,
@@ -188,7 +190,6 @@ def _offer_figures(inst: InstanceState) -> dict:
     o = inst.offer
     assert o is not None
     return {
-        "host_id": o.host_id,
         "bundle_id": o.id,
         "gpu_ram": o.gpu_ram,
         "gpu_totalram": o.gpu_total_ram,
@@ -207,13 +208,13 @@ def _offer_figures(inst: InstanceState) -> dict:
         "verification": "verified" if o.verified else "unverified",
         "static_ip": o.static_ip,
         "min_bid": o.min_bid,
-        "vram_costperhour": o.dph_base / (o.gpu_ram / 1024) if o.gpu_ram else 0.0,
+        "vram_costperhour": inst.rates.dph_base / (o.gpu_ram / 1024) if o.gpu_ram else 0.0,
     }
 
 
 def state_row(sim: Simulator, inst: InstanceState, now: float) -> dict:
     j, s = instance_json(sim, inst, now), inst.spec
-    cost = inst.cost(now)
+    cost, r = inst.cost(now), inst.rates
     host, port = sim._public_host(), inst.host_ports.get(HEALTH_CONTAINER_PORT)
     return {
         "id": s.id,
@@ -252,16 +253,38 @@ def state_row(sim: Simulator, inst: InstanceState, now: float) -> dict:
                 "inet_down_cost",
             )
         },
+        "storage_running_cost": r.storage_total_cost,  # $/h, the disk's two rates (the row shows the one of now)
+        "storage_stopped_cost": r.storage_stopped_cost,
         "running_since": inst.running_since(),
         "running_intervals": inst.compute_intervals(),
         "compute_seconds": inst.compute_seconds(now),
         "compute_cost": cost["compute"],
         "storage_seconds": inst.storage_seconds(now),
         "storage_cost_usd": cost["storage"],
-        "bandwidth_up_bytes": inst.up_bytes,
-        "bandwidth_down_bytes": inst.down_bytes,
+        "bandwidth_up_bytes": inst.meter.up_bytes,
+        "bandwidth_down_bytes": inst.meter.down_bytes,
         "bandwidth_cost": cost["bandwidth"],
         "total_cost": cost["total"],
+        "billing": billing_figures(inst, now),
+        **contracts.state(inst),
+    }
+
+
+def billing_figures(inst: InstanceState, now: float) -> dict:
+    """What the instance billed so far, per kind: $ and seconds (bytes for traffic)."""
+    cost, m = inst.cost(now), inst.meter
+    return {
+        "compute_usd": cost["compute"],
+        "compute_seconds": inst.compute_seconds(now),
+        "storage_running_usd": cost["storage_running"],
+        "storage_running_seconds": m.seconds((DISK,), now),
+        "storage_stopped_usd": cost["storage_stopped"],
+        "storage_stopped_seconds": m.seconds((DISK_STOPPED,), now),
+        "bandwidth_up_usd": cost["bandwidth_up"],
+        "bandwidth_up_bytes": m.up_bytes,
+        "bandwidth_down_usd": cost["bandwidth_down"],
+        "bandwidth_down_bytes": m.down_bytes,
+        "total_usd": cost["total"],
     }
 
 
@@ -278,7 +301,7 @@ def offer_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
     """The machine's offer of the instance's GPUs (search offers, §9): ``rented`` while
     anyone holds them, this instance included; free only while it is stopped or still
     scheduling for a GPU nobody else holds."""
-    s, row = inst.spec, instance_json(sim, inst, now)
+    row = instance_json(sim, inst, now)
     rented = gpu_rented_out(sim, inst, now) is not False
     keys = (
         "machine_id", "host_id", "gpu_name", "num_gpus", "gpu_ram", "gpu_totalram", "gpu_arch", "gpu_frac", "gpu_lanes",
@@ -291,7 +314,8 @@ def offer_json(sim: Simulator, inst: InstanceState, now: float) -> dict:
     offer.update(
         id=row["bundle_id"],
         ask_contract_id=row["bundle_id"],
-        dph_total=s.dph_base + s.storage_total_cost,
+        storage_total_cost=inst.rates.storage_total_cost,  # an offer to rent: the running price
+        dph_total=inst.rates.dph_base + inst.rates.storage_total_cost,
         reliability=row.get("reliability2"),
         rentable=True,
         rented=rented,

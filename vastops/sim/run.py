@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vastops.processes import port_number
-from vastops.sim.config import INITIAL_STATES, SimConfig, SimInstance
+from vastops.sim.config import INITIAL_STATES, BillingHistory, SimConfig, SimInstance
+
+CONTRACT_DAYS = 30.0  # vast's rental contracts run weeks to months: a month, as the market's offers say
 
 if TYPE_CHECKING:
     from vastops.sim.world import Simulator
@@ -44,9 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--dph-base", type=float, default=i.dph_base, help="compute $/h")
     a("--disk-gb", type=float, default=i.disk_space, help="allocated disk, GB")
     a("--storage-cost", type=float, default=i.storage_cost, help="$/GB/month")
+    a(
+        "--storage-stopped-cost",
+        type=float,
+        metavar="USD_PER_H",
+        help="the disk's $/h while the instance is stopped (default: 1.5 x the running rate, disk x storage cost / 720)",
+    )
     a("--inet-up-cost", type=float, default=i.inet_up_cost, help="$/GB sent")
     a("--inet-down-cost", type=float, default=i.inet_down_cost, help="$/GB received")
     a("--credit", type=float, default=c.credit, help="the account's starting credit, $ (at zero vast stops every instance)")
+    a("--contract-days", type=float, default=CONTRACT_DAYS, help="a contract ends this many days after it began (default %(default)s)")
+    a("--no-volume", action="store_true", help="the account holds no volume (by default its charges list one besides the instances)")
+    a(
+        "--billing-history",
+        metavar="FILE",
+        help="a contract's billed past, JSON: {instance_id, created_at, dph_base, storage_total_cost, storage_stopped_cost, sessions: [[start, end], ...]}",
+    )
     a("--schedule-s", type=float, default=c.schedule_s, help="time in scheduling after a start")
     a("--created-s", type=float, default=c.created_s, help="how much of it shows actual_status 'created'")
     a("--load-s", type=float, default=c.load_s, help="time loading before running")
@@ -93,7 +108,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         inet_up_cost=args.inet_up_cost,
         inet_down_cost=args.inet_down_cost,
         initial=args.initial,
+        storage_stopped_cost=getattr(args, "storage_stopped_cost", None),
     )
+    history = getattr(args, "billing_history", None)
+    defaults = SimConfig()
     return SimConfig(
         api_key=args.api_key,
         host=args.host,
@@ -120,6 +138,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         rate_limit_scale=args.rate_limit_scale,
         verbose=args.verbose,
         run_agent=getattr(args, "agent", False),
+        contract_days=getattr(args, "contract_days", defaults.contract_days),
+        volume=None if getattr(args, "no_volume", False) else defaults.volume,
+        billing_history=BillingHistory.load(history) if history else None,
     )
 
 
@@ -157,7 +178,11 @@ def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db",
 def run(args: argparse.Namespace) -> int:
     from vastops.sim.world import Simulator
 
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except (OSError, ValueError) as exc:  # the billing history's file
+        print(f"vastops sim: --billing-history: {exc}", file=sys.stderr)
+        return 2
     sim = Simulator(config)
     try:
         sim.start()

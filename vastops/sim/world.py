@@ -18,11 +18,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
-from vastops.sim import containers, logs, market, rows
+from vastops.sim import containers, contracts, logs, market, rows
 from vastops.sim.agents import Agents
+from vastops.sim.billing import DISK, DISK_STOPPED, GPU, VolumeState
 from vastops.sim.config import INITIAL_STATES, SimConfig
 from vastops.sim.console import CRASH_MSG, Console
-from vastops.sim.instance import COMPUTE_PHASES, CONTAINERS, GB, INF, InstanceState
+from vastops.sim.instance import COMPUTE_PHASES, CONTAINERS, GB, INF, STOPPED_PHASES, InstanceState
 from vastops.sim.routes import ApiHandler
 from vastops.sim.servers import Server
 
@@ -59,6 +60,7 @@ class Simulator(Console):
         self._credit_out = False  # vast stopped everything at zero credit; starts are refused
         self._invoices: list[dict] = []
         self._invoice_seq = 0
+        self._volume: VolumeState | None = None  # the account's other contract (SimConfig.volume)
         self._agents = Agents(self) if self.config.run_agent else None  # the instance's own agent, per container
         self._init_world(clock())
 
@@ -135,6 +137,7 @@ class Simulator(Console):
                 "config": _redacted(asdict(self.config)),
                 "account": self._account(now),
                 "instances": [rows.state_row(self, i, now) for i in self._insts.values()],
+                "volume": self._volume.state_row(now) if self._volume is not None else None,
                 "market": [market.state_row(self, o, now) for o in self.config.market],
                 "faults": [dict(f) for f in self._faults],
                 "events": list(self._events),
@@ -145,10 +148,15 @@ class Simulator(Console):
     def _init_world(self, now: float) -> None:
         for inst in self._insts.values():
             containers.retire_ports(self, inst)
+        self._deposits = 0.0
+        self._credit_out = False
+        self._invoices = []
+        self._invoice_seq = 4_828_000
+        self._volume = VolumeState(self.config.volume, now) if self.config.volume is not None else None
         self._insts = {s.id: InstanceState(s, i) for i, s in enumerate(self.config.instances)}
         self._next_id = max([self.config.first_contract - 1, *self._insts]) + 1
         for inst in self._insts.values():
-            inst.init(now)
+            self._open_contract(inst, now)
             spec = inst.spec
             if spec.initial == "running":
                 inst.intended, inst.health_from = "running", now - self.config.health_delay_s
@@ -161,12 +169,14 @@ class Simulator(Console):
             else:
                 self._enter(inst, "stopped", now)
         self._t = now
-        self._deposits = 0.0
-        self._credit_out = False
-        self._invoices = []
-        self._invoice_seq = 4_828_000
         if self.config.credit > 0:
             self._add_invoice(now, self.config.credit)
+
+    def _open_contract(self, inst: InstanceState, now: float) -> None:
+        """A contract begins now (configured at start or reset, or rented): its end date, and the
+        billed past ``SimConfig.billing_history`` gives it."""
+        inst.init(now, self.config.contract_days)
+        contracts.apply_history(self, inst, now)
 
     def _get(self, instance_id: int) -> InstanceState:
         if instance_id not in self._insts or self._insts[instance_id].destroyed is not None:
@@ -180,11 +190,12 @@ class Simulator(Console):
         return now
 
     def _advance(self, now: float) -> None:
-        """Play every timed change up to ``now`` in order: phase ends and the moment credit runs out."""
+        """Play every timed change up to ``now`` in order: phase ends, contract ends (a price rise, a
+        stop, a deletion) and the moment credit runs out."""
         t = self._t
         insts = list(self._insts.values())
         while True:
-            t_event = min((i.until for i in insts), default=INF)
+            t_event = min((min(i.until, contracts.next_at(i)) for i in insts), default=INF)
             t_zero = INF
             if not self._credit_out:
                 left = self._credit_left(t)
@@ -204,6 +215,8 @@ class Simulator(Console):
                 for inst in insts:
                     if inst.until <= t:
                         self._step(inst, t)
+                    if contracts.next_at(inst) <= t:
+                        contracts.due(self, inst, t)
         self._accrue(t, now)
         self._t = now
 
@@ -218,17 +231,7 @@ class Simulator(Console):
                 self._record_traffic(inst, t0, t1, up_h * h * GB, down_h * h * GB)
 
     def _record_traffic(self, inst: InstanceState, t0: float, t1: float, up: float, down: float) -> None:
-        if up <= 0 and down <= 0:
-            return
-        inst.up_bytes += up
-        inst.down_bytes += down
-        tr = inst.traffic
-        if tr and t0 - tr[-1][1] <= 60 and t1 - tr[-1][0] <= 3600:  # windows of up to an hour
-            tr[-1][1] = max(tr[-1][1], t1)
-            tr[-1][2] += up
-            tr[-1][3] += down
-        else:
-            tr.append([t0, t1, up, down])
+        inst.meter.record_traffic(t0, t1, up, down, inst.rates.inet_up_cost, inst.rates.inet_down_cost)
 
     def _count_traffic(self, inst: InstanceState, sent: int, received: int) -> None:
         with self._lock:
@@ -238,19 +241,17 @@ class Simulator(Console):
 
     def _burn_rate(self) -> float:
         """$/h the account is being billed at this moment."""
-        rate = 0.0
+        rate = self._volume.meter.burn_rate() if self._volume is not None else 0.0
         for inst in self._insts.values():
-            s = inst.spec
-            if inst.storage_open is not None:
-                rate += s.storage_total_cost
-            if inst.compute_open is not None:
-                rate += s.dph_base
+            rate += inst.meter.burn_rate()
             if inst.phase == "running" and inst.offline_since is None:
-                rate += self.config.traffic_up_gb_per_h * s.inet_up_cost + self.config.traffic_down_gb_per_h * s.inet_down_cost
+                r = inst.rates
+                rate += self.config.traffic_up_gb_per_h * r.inet_up_cost + self.config.traffic_down_gb_per_h * r.inet_down_cost
         return rate
 
     def _spent(self, now: float) -> float:
-        return sum(i.cost(now)["total"] for i in self._insts.values())
+        volume = self._volume.meter.cost(now)["total"] if self._volume is not None else 0.0
+        return volume + sum(i.cost(now)["total"] for i in self._insts.values())
 
     def _credit_left(self, now: float) -> float:
         return self.config.credit + self._deposits - self._spent(now)
@@ -276,6 +277,7 @@ class Simulator(Console):
     def _add_invoice(self, now: float, amount: float) -> None:
         self._invoice_seq += 1
         self._invoices.append({"id": self._invoice_seq, "when": now, "paid_on": now, "amount": amount})
+        self._invoices.sort(key=lambda i: i["when"])  # a billed past's payment comes before the others
 
     # --- phases ------------------------------------------------------------------------
     def _enter(self, inst: InstanceState, phase: str, t: float, duration: float = INF) -> None:
@@ -290,18 +292,17 @@ class Simulator(Console):
         logs.log_phase(self, inst, phase, t)
 
     def _sync_billing(self, inst: InstanceState, t: float) -> None:
+        """What the instance bills from ``t`` on, at its rates now: compute in the billed phases, the
+        disk while it exists and its host is online (at the stopped rate while the contract is stopped)."""
         online = inst.offline_since is None and inst.destroyed is None
-        billed = online and inst.phase in COMPUTE_PHASES
-        if billed and inst.compute_open is None:
-            inst.compute_open = t
-        elif not billed and inst.compute_open is not None:
-            inst.compute.append([inst.compute_open, t])
-            inst.compute_open = None
-        if online and inst.storage_open is None:
-            inst.storage_open = t
-        elif not online and inst.storage_open is not None:
-            inst.storage.append([inst.storage_open, t])
-            inst.storage_open = None
+        r, m = inst.rates, inst.meter
+        m.bill("compute", t, GPU if online and inst.phase in COMPUTE_PHASES else None, r.dph_base)
+        if not online:
+            m.bill("storage", t, None)
+        elif inst.phase in STOPPED_PHASES:
+            m.bill("storage", t, DISK_STOPPED, r.storage_stopped_cost)
+        else:
+            m.bill("storage", t, DISK, r.storage_total_cost)
 
     def _step(self, inst: InstanceState, t: float) -> None:
         """The current phase has run its time: on to the next."""

@@ -8,6 +8,7 @@
     inflight      the gateway's requests in flight: the body's rules, their holds, their rows
     lease         one enforcer per instance: the lease in the ledger
     agentlink     the lease to the instance's agent (the dead-man switch) and vLLM's load back
+    money         the hourly money round: vast's charges, price rises, notices of what bills
     activity      the request body's limit and ``POST /infra/vast/activity``'s fast path
     app           the REST API of docs/contract.md around a ``Watch``: routes, error handlers
     schemas       the API's wire models (what it reads and answers)

@@ -55,6 +55,7 @@ from vastops.watchdog.agentlink import AgentLink
 from vastops.watchdog.housekeeping import MIN_WAIT_S, Housekeeping
 from vastops.watchdog.inflight import InFlight, Report
 from vastops.watchdog.lease import Lease, describe_holder
+from vastops.watchdog.money import Money
 from vastops.watchdog.notify import Notifier
 from vastops.watchdog.problems import Problems
 from vastops.words import duration
@@ -114,6 +115,7 @@ class Watch:
         self._enforcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vastops-stop")
         self.housekeeping = Housekeeping(self)  # heartbeat, the ledger's drain, the clock, warnings, notifications
         self.agent = AgentLink(self)  # the lease to the instance's agent, and vLLM's load back
+        self.money = Money(self.control)  # vast's charges, price rises, notices about what bills
         url = self.settings.vast_notify_webhook_url
         self.notifier = (
             Notifier(url.get_secret_value(), self.settings.vast_notify_format, on_failure=self.housekeeping.notify_failed) if url else None
@@ -160,6 +162,8 @@ class Watch:
             self._tasks.append(asyncio.create_task(self.housekeeping.notify_loop(), name="notify"))
         if self.agent.configured:
             self._tasks.append(asyncio.create_task(self.agent.loop(), name="agent"))
+        if self.control.unconfigured_reason() is None and self.settings.vast_charges_every_minutes > 0:
+            self._tasks.append(asyncio.create_task(self.money.loop(), name="money"))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -32,6 +32,12 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         Event.WATCHDOG_STOP_COMPLETE,
         Event.EXTERNAL_STOP,
         Event.CREDIT_EXHAUSTED_STOP,
+        Event.CONTRACT_END_STOP,
+        # money: what bills without a session, a rise, the contract's end, vast's charges differing
+        Event.CONTRACT_ENDING,
+        Event.PRICE_RISE,
+        Event.STOPPED_STORAGE_NOTICE,
+        Event.CHARGES_MISMATCH,
         # starts that failed
         Event.POWER_ON_HEALTH_TIMEOUT,
         Event.POWER_ON_UNAVAILABLE,
@@ -182,6 +188,38 @@ def _external_stop(r: _Row) -> str:
 
 def _credit_exhausted_stop(r: _Row) -> str:
     return f"{r.instance} was stopped by vast.ai because the account's credit ran out{_session(r)}. Add credit before starting it again"
+
+
+def _contract_end_stop(r: _Row) -> str:
+    return (
+        f"{r.instance} was stopped by vast.ai: its rental contract reached its end date{_session(r)}. "
+        "An ended contract cannot be started again: rent a new instance (vastops instance offers)"
+    )
+
+
+def _contract_ending(r: _Row) -> str:
+    return (
+        f"{r.instance}'s rental contract ends {r.text('contract_end')} (in {r.num('days_left')} days): vast.ai stops it then "
+        "and it cannot be started again. Plan a new rental (vastops instance offers)"
+    )
+
+
+def _price_rise(r: _Row) -> str:
+    return f"{r.instance}: the host raises its prices at the contract's end ({r.text('applies_at')}): {r.text('change')}"
+
+
+def _stopped_storage_notice(r: _Row) -> str:
+    return (
+        f"{r.instance} has been stopped for {r.num('stopped_days')} days; its disk has cost {_money(r.num('stopped_storage_usd'))} "
+        f"so far ({_money(r.num('per_day_usd'))} a day). If it is no longer needed: vastops instance destroy (its disk and data are gone then)"
+    )
+
+
+def _charges_mismatch(r: _Row) -> str:
+    return (
+        f"{r.instance}: vast.ai charged {_money(r.num('charged_usd'))} on {r.text('day')}, the ledger says {_money(r.num('estimated_usd'))} "
+        f"({r.text('cause')}). See vastops reconcile"
+    )
 
 
 def _power_on_health_timeout(r: _Row) -> str:
@@ -362,6 +400,11 @@ _RENDERERS: dict[str, Callable[[_Row], str]] = {
     Event.WATCHDOG_STOP_COMPLETE: _watchdog_stop_complete,
     Event.EXTERNAL_STOP: _external_stop,
     Event.CREDIT_EXHAUSTED_STOP: _credit_exhausted_stop,
+    Event.CONTRACT_END_STOP: _contract_end_stop,
+    Event.CONTRACT_ENDING: _contract_ending,
+    Event.PRICE_RISE: _price_rise,
+    Event.STOPPED_STORAGE_NOTICE: _stopped_storage_notice,
+    Event.CHARGES_MISMATCH: _charges_mismatch,
     Event.POWER_ON_HEALTH_TIMEOUT: _power_on_health_timeout,
     Event.POWER_ON_UNAVAILABLE: _power_on_unavailable,
     Event.IDLE_STOP: _idle_stop,

@@ -60,6 +60,10 @@ def exposition(control: Control, watch: Watch, in_flight: int) -> str:
                [("", float(watch.agent.renewals))])  # fmt: skip
         metric("vastops_agent_reachable", "gauge", "0 while the instance's agent is unreachable (the watchdog enforces alone)",
                [("", 0.0 if "agent" in watch.problems else 1.0)])  # fmt: skip
+    metric("vastops_charges_calls_total", "counter", "vast charges calls made since the watchdog started (at most one a second)",
+           [("", float(watch.money.calls))])  # fmt: skip
+    metric("vastops_charges_round_ok", "gauge", "0 when the last money round (vast's charges, price rise) failed; it retries next round",
+           [("", 0.0 if watch.money.last_error else 1.0)])  # fmt: skip
     metric(
         "vastops_requests_in_flight",
         "gauge",
@@ -110,3 +114,13 @@ def _ledger_metrics(metric: Callable[[str, str, str, list[tuple[str, float]]], N
     metric("vastops_session_cost_usd", "gauge", "cost of the open session so far", [("", status.session_cost_usd or 0.0)])
     metric("vastops_cost_usd_total", "counter", "cost of all sessions", [("", status.total_cost_usd)])
     metric("vastops_runtime_hours_total", "counter", "runtime of all sessions", [("", status.total_runtime_hours)])
+    if status.forgotten_usd is not None:
+        metric(
+            "vastops_forgotten_usd",
+            "gauge",
+            "the most the open session can still cost if nobody uses it again",
+            [("", status.forgotten_usd)],
+        )
+    if status.stopped_storage:
+        metric("vastops_stopped_storage_usd_per_day", "gauge", "what the stopped instance's disk costs a day",
+               [("", float(status.stopped_storage["per_day_usd"]))])  # fmt: skip
