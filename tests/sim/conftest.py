@@ -4,6 +4,7 @@ simulators started on free ports with rate limiting off (unless a test turns it 
 from __future__ import annotations
 
 import pytest
+import requests
 
 from vastops.sim.config import SimConfig
 from vastops.sim.world import Simulator
@@ -43,3 +44,12 @@ def make_sim(clock):
     yield make
     for sim in started:
         sim.stop()
+
+
+@pytest.fixture
+def api():
+    """A client of the simulator's API with the account's key (``sim-key``, the default), as vast's client sends it."""
+    s = requests.Session()
+    s.headers["Authorization"] = "Bearer sim-key"
+    yield s
+    s.close()

@@ -24,14 +24,6 @@ def sim(make_sim):
     return make_sim()
 
 
-@pytest.fixture
-def api():
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {KEY}"
-    yield s
-    s.close()
-
-
 def show(api, sim, iid=IID):
     r = api.get(f"{sim.url}/api/v0/instances/{iid}/", params={"owner": "me"})
     assert r.status_code == 200

@@ -35,14 +35,6 @@ def make_sim(make_sim):
     return make
 
 
-@pytest.fixture
-def api():
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {KEY}"
-    yield s
-    s.close()
-
-
 def show(api, sim, iid=IID):
     r = api.get(f"{sim.url}/api/v0/instances/{iid}/")
     assert r.status_code == 200

@@ -41,14 +41,6 @@ TEMPLATE = {
 }
 
 
-@pytest.fixture
-def api():
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {KEY}"
-    yield s
-    s.close()
-
-
 def search(api, sim, query: dict, status: int = 200) -> list[dict]:
     r = api.post(f"{sim.url}/api/v0/bundles/", json=query)
     assert r.status_code == status, r.text

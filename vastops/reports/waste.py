@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from vastops.clock import parse_isoz, stamp
 from vastops.costs import BILLING_DAY_START, SECONDS_PER_HOUR, billing_day, cost_sql, day_bounds
@@ -304,20 +304,8 @@ def idle_tails(
     )
     if rows is not None:
         sql += f" LIMIT {int(rows)}"
-    return [
-        {
-            "session_id": r["session_id"],
-            "instance_id": r["instance_id"],
-            "started_at": r["started_at"],
-            "ended_at": r["ended_at"],
-            "end_reason": r["end_reason"],
-            "last_activity_at": r["last_activity_at"],
-            "dph_base": r["dph_base"],
-            "tail_s": r["tail_s"],
-            "tail_usd": r["tail_usd"],
-        }
-        for r in db.query(sql, params)
-    ]
+    # the SELECT names exactly the fields of IdleTail
+    return [cast("IdleTail", dict(r)) for r in db.query(sql, params)]
 
 
 def idle_waste(
@@ -386,19 +374,8 @@ def kept_off_stops(
     )
     if rows is not None:
         sql += f" LIMIT {int(rows)}"
-    return [
-        {
-            "session_id": r["session_id"],
-            "instance_id": r["instance_id"],
-            "ended_at": r["ended_at"],
-            "end_reason": r["end_reason"],
-            "dph_base": r["dph_base"],
-            "next_started_at": r["next_started_at"],
-            "kept_off_s": r["kept_off_s"],
-            "kept_off_usd": r["kept_off_usd"],
-        }
-        for r in db.query(sql, params)
-    ]
+    # the SELECT names exactly the fields of KeptOffStop
+    return [cast("KeptOffStop", dict(r)) for r in db.query(sql, params)]
 
 
 def automatic_stops(db: Database, instance_id: int | None, start: date | None = None, end: date | None = None) -> dict[str, int]:
