@@ -4,17 +4,24 @@ Run it with ``vastops dashboard`` (which passes the safe flags), or
 ``streamlit run dashboard.py``. Every page is behind the gate: this entry script
 runs on every page view, and ``st.navigation`` only runs a page once it passed.
 
-The gate lives in ``pages/_common.py``; every page calls it again first.
+The gate lives in ``pages/_common.py`` (``person``); every page calls it again first.
 
 Login: the password is ``VASTOPS_DASHBOARD_PASSWORD`` (environment or ``.env``),
-compared with ``hmac.compare_digest``. Without one the dashboard shows nothing but
-how to set it. A login lasts ``VASTOPS_DASHBOARD_SESSION_HOURS`` in that browser (a
-reload, another tab, a bookmarked page): a signed, expiring token in a cookie
-(vastops/dashboard/login.py); logging out revokes it.
+compared with ``hmac.compare_digest``: the account ``owner``, an admin. Once named
+accounts exist (``vastops user add NAME --role ROLE``), the form asks for the account
+too; an empty name is ``owner``. Without a password or an account the dashboard shows
+nothing but how to set one. A login lasts ``VASTOPS_DASHBOARD_SESSION_HOURS`` in that
+browser (a reload, another tab, a bookmarked page): a signed, expiring token in a
+cookie (vastops/dashboard/login.py); logging out revokes it.
+
+Who is logged in (``pages/_common.person``) names every action in the audit trail, and
+their role (vastops/access/roles.py) decides what the pages offer: a viewer sees the
+figures without the buttons; a reporter account is not for the dashboard.
 
 Single sign-on instead: if ``.streamlit/secrets.toml`` has an ``[auth]`` section,
-the gate uses Streamlit's OIDC login (``st.login``) and lets in only the e-mail
-addresses listed in ``[vastops] allowed_emails``; the password is then not used::
+the gate uses Streamlit's OIDC login (``st.login``): the e-mail is the person, with the
+role of its ledger account (``vastops user add EMAIL --role ROLE --sso``), else admin if
+it is listed in ``[vastops] allowed_emails``, else not let in; the password is then not used::
 
     [auth]
     redirect_uri = "https://ops.example.com/oauth2callback"
@@ -35,7 +42,8 @@ import threading
 
 import streamlit as st
 
-from pages._common import gate, keep_login_cookie, log_out, logged_in, oidc_settings
+from pages._common import keep_login_cookie, log_out, logged_in, oidc_settings, person, shown_name
+from pages._status_words import md
 
 # An emoji favicon is drawn by the browser itself: nothing is fetched from another host
 # (a ":material/...:" icon would be loaded from Google's font server on every page).
@@ -65,7 +73,7 @@ def pages(*, status_default: bool = True) -> list:
 
 
 def login_page() -> None:
-    gate()  # shows the form (or what to configure) and stops, unless the operator is in
+    person()  # shows the form (or what to configure, or why not) and stops, unless someone who may read is in
     st.rerun()  # in (e.g. single sign-on on its first visit): show the real pages
 
 
@@ -82,10 +90,8 @@ if not logged_in():
 
 page = st.navigation(pages())
 keep_login_cookie()
+me = person()  # logged in (above): who, and their role
 with st.sidebar:
-    if oidc_settings():
-        st.caption(f"Logged in as {st.user.get('email')}")
-        st.button("Log out", on_click=st.logout)
-    else:
-        st.button("Log out", on_click=log_out)
+    st.caption(f"Logged in as {md(shown_name(me))} ({me.role})")  # a name is shown as it is, never as Markdown
+    st.button("Log out", on_click=st.logout if oidc_settings() else log_out)
 page.run()

@@ -16,6 +16,9 @@ protocol with its limits, access log off), measured alike, in the same run:
                   plain ASGI in front of FastAPI; memory only, flushed once a second).
     activity+body the same with a body: each connection alternates a request's start and
                   its end (with consumer, model and tokens), ids unique per run.
+    activity+key  POST /infra/vast/activity, no body, with a named key (role reporter, kept in
+                  the ledger as a digest) instead of CONTROL_API_KEY: what the key ring's
+                  lookup costs (a digest, SQLite's data_version, a dictionary).
     naive         POST /bench/activity-naive: Control.record_activity() per request, i.e.
                   one SQLite write transaction per request -- the design the watchdog avoids.
 
@@ -79,6 +82,7 @@ VARIANTS = [
     ("noop", "/bench/noop", False),
     ("activity", "/infra/vast/activity", False),
     ("activity+body", "/infra/vast/activity", True),
+    ("activity+key", "/infra/vast/activity", False),
     ("naive", "/bench/activity-naive", False),
 ]
 CONNECTIONS = 8
@@ -282,12 +286,17 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def loader_command(port: int, path: str, seconds: float, warmup: float, body: bool, tag: str, workdir: Path) -> tuple[list[str], str]:
+KEYS: dict[str, str] = {}  # a variant's own X-API-Key (a named key made for the run), else CONTROL_KEY
+
+
+def loader_command(
+    port: int, path: str, seconds: float, warmup: float, body: bool, tag: str, workdir: Path, key: str = CONTROL_KEY
+) -> tuple[list[str], str]:
     """The load generator's command line: wrk when installed, else this file's asyncio loader."""
     if shutil.which("wrk"):
         # '{end_body}' is Lua source: the id is spliced in between two string literals.
         end_body = END_BODY.replace("{rid}", "' .. rid .. '").replace("{{", "{").replace("}}", "}")
-        script = WRK_SCRIPT.format(key=CONTROL_KEY, body="true" if body else "false", tag=tag, path=path, end_body=end_body)
+        script = WRK_SCRIPT.format(key=key, body="true" if body else "false", tag=tag, path=path, end_body=end_body)
         file = workdir / f"{tag}.lua"
         file.write_text(script)
         return [
@@ -301,27 +310,31 @@ def loader_command(port: int, path: str, seconds: float, warmup: float, body: bo
             str(file),
             f"http://{LOOPBACK}:{port}{path}",
         ], "wrk"
-    cmd = [sys.executable, __file__, "--load", "--port", str(port), "--path", path, "--key", CONTROL_KEY, "--conns", str(CONNECTIONS)]
+    cmd = [sys.executable, __file__, "--load", "--port", str(port), "--path", path, "--key", key, "--conns", str(CONNECTIONS)]
     cmd += ["--seconds", str(seconds), "--warmup", str(warmup), "--max-requests", str(MAX_REQUESTS_PER_CONN), "--tag", tag]
     return cmd + (["--body"] if body else []), "asyncio"
 
 
-def run_loader(port: int, path: str, seconds: float, warmup: float, body: bool = False, server_pid: int | None = None) -> dict:
+def run_loader(
+    port: int, path: str, seconds: float, warmup: float, body: bool = False, server_pid: int | None = None, key: str = CONTROL_KEY
+) -> dict:
     """Run one load in its own process (after a warm-up run when it is wrk); the server's RSS and both CPU times meanwhile."""
     global _runs
     _runs += 1
     with tempfile.TemporaryDirectory(prefix="vastops-bench-wrk-") as tmp:
-        return _run_loader(port, path, seconds, warmup, body, server_pid, Path(tmp))
+        return _run_loader(port, path, seconds, warmup, body, server_pid, Path(tmp), key)
 
 
-def _run_loader(port: int, path: str, seconds: float, warmup: float, body: bool, server_pid: int | None, workdir: Path) -> dict:
+def _run_loader(
+    port: int, path: str, seconds: float, warmup: float, body: bool, server_pid: int | None, workdir: Path, key: str = CONTROL_KEY
+) -> dict:
     if shutil.which("wrk"):
-        warm, _ = loader_command(port, path, max(warmup, 0.2), 0, body, f"w{os.getpid()}-{_runs}", workdir)
+        warm, _ = loader_command(port, path, max(warmup, 0.2), 0, body, f"w{os.getpid()}-{_runs}", workdir, key)
         warm_out = subprocess.run(warm, capture_output=True, text=True, timeout=warmup + 60).stdout
         warm_sent = next((json.loads(l.split(" ", 1)[1])["requests"] for l in warm_out.splitlines() if l.startswith("BENCHJSON ")), 0)
     else:
         warm_sent = 0  # the asyncio loader counts its warm-up in sent_total
-    cmd, kind = loader_command(port, path, seconds, warmup, body, f"r{os.getpid()}-{_runs}", workdir)
+    cmd, kind = loader_command(port, path, seconds, warmup, body, f"r{os.getpid()}-{_runs}", workdir, key)
     server_cpu0, loader_cpu0, t0 = cpu_seconds(server_pid) if server_pid else 0.0, children_cpu(), time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_rss = 0
@@ -392,6 +405,10 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
             port = free_port()
             base = f"http://{LOOPBACK}:{port}"
             env = watchdog_env(work, sim_url, VAST_AUTO_SHUTDOWN_MINUTES="30")
+            from vastops.access.accounts import Accounts
+            from vastops.ledger.store import Ledger
+
+            KEYS["activity+key"] = Accounts(Ledger(work / "ledger.db")).add_key("bench-gateway", "reporter", "bench")
             server = procs.start(
                 [sys.executable, __file__, "--serve", "--port", str(port)], env=env, name="server", ready_url=base + "/healthz"
             )
@@ -405,7 +422,7 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
             for r in range(rounds):
                 order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
                 for name, path, body in order:
-                    res = run_loader(port, path, seconds, warmup, body, server_pid=server.pid)
+                    res = run_loader(port, path, seconds, warmup, body, server_pid=server.pid, key=KEYS.get(name, CONTROL_KEY))
                     results[name].append(res)
                     progress(
                         f"activity: round {r + 1}/{rounds} {name:<13} {res['rps']:8.0f} rps  p50 {res['p50_us'] / 1000:.2f} ms"
@@ -418,7 +435,6 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
             metrics = requests.get(base + "/metrics", timeout=10).text
             counted = next((float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("vastops_activity_total")), None)
             procs.stop(server)  # SIGTERM: the watchdog flushes its buffered activity and requests
-            from vastops.ledger.store import Ledger
 
             with Ledger(work / "ledger.db").read() as db:
                 in_ledger = next(db.query("SELECT activity_count FROM instances WHERE instance_id = 12345"))["activity_count"]
@@ -451,6 +467,7 @@ def summarize(results, idle, after, under_load, counted, in_ledger, rows, rounds
         "noop": "POST /bench/noop: FastAPI + key as sync dependency",
         "activity": "POST /infra/vast/activity, no body",
         "activity+body": "POST /infra/vast/activity, start/end bodies",
+        "activity+key": "POST /infra/vast/activity, a named key (reporter)",
         "naive": "naive: SQLite commit per request",
     }
     figs: list[Figure] = []
@@ -473,8 +490,8 @@ def summarize(results, idle, after, under_load, counted, in_ledger, rows, rounds
             )
         )
     # wrk counts completed answers only: a run's last requests (one per connection) may be served but not counted.
-    sent = agg["activity"]["sent"] + agg["activity+body"]["sent"]
-    slack = CONNECTIONS * 2 * rounds * 2  # measured and warm-up runs, both variants
+    sent = sum(agg[name]["sent"] for name in ("activity", "activity+body", "activity+key"))
+    slack = CONNECTIONS * 3 * rounds * 2  # measured and warm-up runs, the three variants
     ok = counted is not None and sent <= counted <= sent + slack and counted + agg["naive"]["sent"] <= in_ledger
     figs.append(
         Figure(

@@ -549,8 +549,15 @@ def months_csv_name(months: list[dict[str, Any]]) -> str:
     return f"vastops-months-{names[0]}.csv" if len(names) == 1 else f"vastops-months-{names[0]}_{names[-1]}.csv"
 
 
-def audit_csv_name(start: date | None, end: date | None, events: tuple[str, ...] = (), actors: tuple[str, ...] = (), text: str = "") -> str:
-    """'vastops-audit-2026-11-01_2026-11-30-power_on_requested.csv': the dates and the filters."""
+def audit_csv_name(
+    start: date | None,
+    end: date | None,
+    events: tuple[str, ...] = (),
+    actors: tuple[str, ...] = (),
+    text: str = "",
+    persons: tuple[str, ...] = (),
+) -> str:
+    """'vastops-audit-2026-11-01_2026-11-30-power_on_requested-by-alice.csv': the dates and the filters."""
     parts = ["vastops-audit"]
     if start is not None or end is not None:
         a, b = start or end, end or start
@@ -560,6 +567,8 @@ def audit_csv_name(start: date | None, end: date | None, events: tuple[str, ...]
         parts.append("+".join(events) if len(events) <= 3 else f"{len(events)}-events")
     if actors:
         parts.append("+".join(actors))
+    if persons:
+        parts.append("by-" + ("+".join(_slug(p) for p in persons) if len(persons) <= 3 else f"{len(persons)}-persons"))
     if text.strip():
         parts.append("search-" + _slug(text.strip()))
     return "-".join(p for p in parts if p) + ".csv"

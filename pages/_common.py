@@ -8,7 +8,6 @@ read) and the *results* of reads, with a short TTL.
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 from datetime import UTC, datetime, tzinfo
@@ -17,21 +16,24 @@ from pathlib import Path
 import streamlit as st
 
 from vastops import words
+from vastops.access.accounts import OWNER, USER, Accounts, Principal
+from vastops.access.roles import Permission, Role, may, needed_words
 from vastops.clock import parse_isoz
 from vastops.config import ConfigError, Settings, load_settings
 from vastops.control.answers import Control
 from vastops.control.status import EnforcementAnswer
-from vastops.dashboard.login import THROTTLE, LoginTokens
+from vastops.dashboard.login import LoginTokens, log_in
 from vastops.errors import VastError, shown
 from vastops.ledger.store import Ledger, LedgerError
 from vastops.vocabulary import Enforcement, ErrorKind
 
-AUTH_KEY = "vastops_authenticated"  # single sign-on: this session passed the allow list
 TOKEN_KEY = "vastops_login_token"  # password: this session's login token (vastops/dashboard/login.py)
 LOGGED_OUT_KEY = "vastops_logged_out"  # this session logged out: the browser's cookie no longer counts
 LOGIN_COOKIE = "vastops_login"
 COOKIE_SLOT = "vastops_login_cookie"
 COOKIE_WRITTEN = "vastops_cookie_written"  # the login cookie this session last wrote ("" once cleared)
+ACCOUNT_INPUT = "login_account"  # the login form's account name (only once named accounts exist)
+PASSWORD_INPUT = "login_password"
 
 
 def settings() -> Settings:
@@ -88,13 +90,13 @@ def explain(exc: Exception) -> str:
     return how.dashboard.format(exc) if how is not None else f"Unexpected error: {type(exc).__name__}."
 
 
-def require_login() -> None:
-    """Every page starts with this. The entry point's gate normally ran already (then it
-    returns at once), but a page must never render without it, e.g. if Streamlit runs a
-    file of pages/ directly, as it can for a session's first run."""
+def require_login() -> Principal:
+    """Every page starts with this, and gets who is logged in. The entry point's gate normally
+    ran already (then it returns at once), but a page must never render without it, e.g. if
+    Streamlit runs a file of pages/ directly, as it can for a session's first run."""
     if _run_without_the_entry_script():
         st.rerun()  # now through dashboard.py: its navigation, its login form, its sidebar
-    gate()
+    return person()
 
 
 def _run_without_the_entry_script() -> bool:
@@ -147,6 +149,10 @@ def watchdog_problem(enforcement: EnforcementAnswer) -> str | None:
 
 
 # -- the login gate (see dashboard.py's docstring) ---------------------------------------
+#
+# Who is logged in is asked afresh on every run (``who``): a token's account and its role
+# come from the ledger each time, so a removed account, a new password or a changed role
+# takes effect at the next run of every tab. ``person`` is the gate every page passes.
 
 
 def oidc_settings() -> dict | None:
@@ -166,25 +172,47 @@ def _allowed_emails() -> list[str]:
         return []
 
 
+def accounts(s: Settings) -> Accounts:
+    return Accounts(ledger(s))
+
+
+def _sso_email() -> str:
+    return str(st.user.get("email") or "").strip().lower() if st.user.is_logged_in else ""
+
+
+def _sso_person() -> Principal | None:
+    """Single sign-on: the e-mail is the person. Its ledger account gives its role
+    (``vastops user add alice@example.com --role viewer --sso``); else an address in
+    ``[vastops] allowed_emails`` is an admin (as before named accounts); else nobody."""
+    email = _sso_email()
+    if not email:
+        return None
+    found = accounts(settings()).user(email)
+    if found is not None:
+        return found
+    return Principal(USER, email, Role.ADMIN) if email in _allowed_emails() else None
+
+
 def oidc_gate() -> None:
+    """Shows why this browser is not let in (not logged in at the provider, or not allowed here) and stops."""
     if not st.user.is_logged_in:
         st.title("vastops")
         st.write("Log in with your organisation's account to see and control the GPU instance.")
         st.button("Log in", type="primary", on_click=st.login)
         st.stop()
-    allowed = _allowed_emails()
-    email = str(st.user.get("email") or "").lower()
-    if not allowed:
+    email = _sso_email()
+    if not _allowed_emails() and not accounts(settings()).has_users():
         st.error(
-            "Single sign-on is configured but nobody is allowed in: list the operators' e-mail addresses in `[vastops] allowed_emails` in `.streamlit/secrets.toml`."
+            "Single sign-on is configured but nobody is allowed in: list the operators' e-mail addresses in `[vastops] allowed_emails` "
+            "in `.streamlit/secrets.toml`, or add them with `vastops user add EMAIL --role ROLE --sso`."
         )
-        st.button("Log out", on_click=st.logout)
-        st.stop()
-    if email not in allowed:
-        st.error(f"{email or 'This account'} is not an operator of this dashboard. Ask an admin to add it to `[vastops] allowed_emails`.")
-        st.button("Log out", on_click=st.logout)
-        st.stop()
-    st.session_state[AUTH_KEY] = True
+    else:
+        st.error(
+            f"{email or 'This account'} is not an operator of this dashboard. Ask an admin to add it to `[vastops] allowed_emails` "
+            "or with `vastops user add EMAIL --role ROLE --sso`."
+        )
+    st.button("Log out", on_click=st.logout)
+    st.stop()
 
 
 def _password(s: Settings) -> str:
@@ -212,54 +240,81 @@ def _browser_token() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _password_logged_in(s: Settings) -> bool:
-    """Whether this session holds a valid token, from its own login or from the browser's cookie."""
-    password = _password(s)
-    if not password:
-        return False
-    tokens, hours = login_tokens(s), s.vastops_dashboard_session_hours
+def _token_holder(s: Settings) -> str | None:
+    """The account this session's token is for (``owner``: the shared password), from its own login or the browser's cookie."""
+    tokens, hours, password = login_tokens(s), s.vastops_dashboard_session_hours, _password(s)
+    secret_of = accounts(s).signing_secret
     token = st.session_state.get(TOKEN_KEY)
-    if token and tokens.valid(token, password, hours):
-        return True
-    st.session_state.pop(TOKEN_KEY, None)  # expired, revoked (a logout in another tab), or the password changed
+    if token and (holder := tokens.valid(token, password, hours, signing_secret=secret_of)):
+        return holder
+    st.session_state.pop(TOKEN_KEY, None)  # expired, revoked (a logout in another tab), the password changed, the account removed
     cookie = _browser_token()
-    if cookie and cookie != token and not st.session_state.get(LOGGED_OUT_KEY) and tokens.valid(cookie, password, hours):
+    fresh = cookie and cookie != token and not st.session_state.get(LOGGED_OUT_KEY)
+    if fresh and (holder := tokens.valid(cookie, password, hours, signing_secret=secret_of)):
         st.session_state[TOKEN_KEY] = cookie
-        return True
-    return False
+        return holder
+    return None
+
+
+def _password_person(s: Settings) -> Principal | None:
+    holder = _token_holder(s)
+    if holder is None:
+        return None
+    if holder == OWNER:  # the shared password: an admin, so a one-person setup keeps every power it had
+        return Principal(USER, OWNER, Role.ADMIN)
+    return accounts(s).user(holder)  # its role as the ledger has it now
+
+
+def who() -> Principal | None:
+    """Who this browser session is logged in as, with their role now; None when nobody. Shows nothing.
+
+    Also what every action asks before it acts (pages/_status_actions.py)."""
+    if oidc_settings():
+        return _sso_person()
+    return _password_person(settings())
 
 
 def password_gate() -> None:
+    """The login form (the account's name too once named accounts exist), or what to configure; then a stop."""
     s = settings()
     password = _password(s)
-    if not password:
+    named = accounts(s).has_users()
+    if not password and not named:
         st.session_state.pop(TOKEN_KEY, None)
         st.title("vastops")
         st.error(
             "**No dashboard password is configured, so the dashboard shows nothing.** "
             "Set `VASTOPS_DASHBOARD_PASSWORD` in `.env` (or the environment), e.g. "
-            "`VASTOPS_DASHBOARD_PASSWORD=$(openssl rand -hex 16)`, and restart the dashboard."
+            "`VASTOPS_DASHBOARD_PASSWORD=$(openssl rand -hex 16)`, and restart the dashboard; "
+            "or add named accounts with `vastops user add NAME --role ROLE`."
         )
         st.stop()
-    if _password_logged_in(s):
-        return
     st.title("vastops")
     with st.form("login", border=True):
         st.write("Log in to see and control the GPU instance.")
-        entered = st.text_input("Password", type="password", key="login_password")
+        name = ""
+        if named:  # without named accounts the form is the password alone, as it always was
+            name = st.text_input(
+                "Account",
+                key=ACCOUNT_INPUT,
+                max_chars=64,
+                help="Your account's name; leave it empty to log in with the dashboard password." if password else "Your account's name.",
+            )
+        entered = st.text_input("Password", type="password", key=PASSWORD_INPUT)
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
-        wait = THROTTLE.attempt()
-        if wait > 0:  # not even compared: a guess made now tells nothing
-            st.error(f"Too many wrong passwords: try again in {math.ceil(wait)} s.")
+        hours = s.vastops_dashboard_session_hours
+        attempt = log_in(login_tokens(s), accounts(s) if named else None, password, name, entered, hours)
+        if attempt.wait_s > 0:  # not even compared: a guess made now tells nothing
+            which = " for this account" if named else ""
+            st.error(f"Too many wrong passwords{which}: try again in {math.ceil(attempt.wait_s)} s.")
             st.stop()
-        if hmac.compare_digest(entered.encode("utf-8"), password.encode("utf-8")):
-            THROTTLE.succeeded()
-            st.session_state[TOKEN_KEY] = login_tokens(s).issue(password, s.vastops_dashboard_session_hours)
+        if attempt.token:
+            st.session_state[TOKEN_KEY] = attempt.token
             st.session_state.pop(LOGGED_OUT_KEY, None)
-            st.session_state.pop("login_password", None)  # do not keep it around
+            st.session_state.pop(PASSWORD_INPUT, None)  # do not keep it around
             st.rerun()
-        st.error("Wrong password.")
+        st.error("Wrong account or password." if named else "Wrong password.")  # never which of the two
     st.stop()
 
 
@@ -269,22 +324,45 @@ def log_out() -> None:
     tokens.revoke(st.session_state.pop(TOKEN_KEY, None))
     tokens.revoke(_browser_token())
     st.session_state[LOGGED_OUT_KEY] = True
-    st.session_state.pop("login_password", None)
+    st.session_state.pop(PASSWORD_INPUT, None)
 
 
 def logged_in() -> bool:
-    """Whether this session passed the gate (and a way in is still configured); shows nothing."""
-    if oidc_settings():
-        return bool(st.session_state.get(AUTH_KEY)) and bool(st.user.is_logged_in)
-    return _password_logged_in(settings())
+    """Whether this session passed the gate: someone is logged in whose role may read the dashboard. Shows nothing."""
+    me = who()
+    return me is not None and may(me.role, Permission.READ)
 
 
-def gate() -> None:
-    """The login gate: lets the script go on only for a logged-in operator, else shows the way in and stops."""
+def _refuse_role(me: Principal) -> None:
+    """A role that may not read the dashboard (a reporter: the gateway's kind of account): say so, offer to log out, stop."""
+    st.title("vastops")
+    st.error(
+        f"**{me.name} has the role {me.role}, which is not for the dashboard.** {needed_words(Permission.READ).capitalize()}: "
+        "ask an admin for such an account."
+    )
+    st.button("Log out", on_click=st.logout if oidc_settings() else log_out)
+    st.stop()
+
+
+def person() -> Principal:
+    """The login gate and who passed it: every page starts with this. Anyone else sees the way in and the script stops."""
+    me = who()
+    if me is None:
+        if oidc_settings():
+            oidc_gate()
+        else:
+            password_gate()
+        st.stop()  # (both gates stop; this says so to the type checker)
+    if not may(me.role, Permission.READ):
+        _refuse_role(me)
+    return me
+
+
+def shown_name(me: Principal) -> str:
+    """The name the sidebar shows: with single sign-on the e-mail as the provider writes it."""
     if oidc_settings():
-        oidc_gate()
-    else:
-        password_gate()
+        return str(st.user.get("email") or me.name)
+    return me.name
 
 
 def keep_login_cookie() -> None:
@@ -298,6 +376,10 @@ def keep_login_cookie() -> None:
     """
     if oidc_settings():
         return  # single sign-on keeps its own cookie
+    # The slot is on every run, written or not: the page below it keeps its place, and so do the
+    # ids Streamlit derives from it (the Status page's live fragment is the same on every run).
+    slot = st.container(key=COOKIE_SLOT)
+    st.html(f"<style>.st-key-{COOKIE_SLOT} {{ display: none; }}</style>")  # takes no room on the page
     token = st.session_state.get(TOKEN_KEY) or ""
     # What the browser holds, as far as this session knows: what it last wrote, else what the browser sent.
     held = st.session_state[COOKIE_WRITTEN] if COOKIE_WRITTEN in st.session_state else (_browser_token() or "")
@@ -309,12 +391,10 @@ def keep_login_cookie() -> None:
         cookie = f"{LOGIN_COOKIE}={token}; Max-Age={int(hours * 3600)}; Path=/; SameSite=Strict"
     else:  # logged out, or the browser's token expired or was revoked
         cookie = f"{LOGIN_COOKIE}=; Max-Age=0; Path=/; SameSite=Strict"
-    with st.container(key=COOKIE_SLOT):
-        st.html(
-            f"<script>document.cookie = {json.dumps(cookie)} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
-            unsafe_allow_javascript=True,
-        )
-    st.html(f"<style>.st-key-{COOKIE_SLOT} {{ display: none; }}</style>")  # takes no room on the page
+    slot.html(
+        f"<script>document.cookie = {json.dumps(cookie)} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 # -- formatting -------------------------------------------------------------------------

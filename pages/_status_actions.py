@@ -5,6 +5,11 @@ is kept (``RESULT``) through every refresh of the panel until the next action, o
 tab or another's. Stop, Reboot, Keep running and Override ask first: their forms are
 open while their ``CONFIRM_*`` key is set, and a form's refusal (``FORM_ERROR``) keeps
 it open. Callbacks run before the page's next run, so each reads the settings itself.
+
+Every action asks who is logged in and whether their role permits it (``_allowed``) before
+it does anything, and acts in their name (``By(Actor.DASHBOARD, name)``: the audit row's
+person). The page shows a role only the buttons it may use, and a button not shown is not
+registered, but the check is here too: a request replayed from another's page must not act.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import sqlite3
 
 import streamlit as st
 
-from pages._common import control, explain, minutes, settings, usd
+from pages._common import control, explain, minutes, settings, usd, who
 from pages._status_words import kept_words
+from vastops.access.accounts import Principal
+from vastops.access.roles import Permission, may, needed_words, require
 from vastops.control.answers import Control
-from vastops.errors import BudgetExceeded, InvalidRequest, LedgerError, NotConfigured, NothingRuns, NotRunning, VastError
-from vastops.vocabulary import Actor, status_words
+from vastops.errors import BudgetExceeded, Forbidden, InvalidRequest, LedgerError, NotConfigured, NothingRuns, NotRunning, VastError
+from vastops.vocabulary import Actor, By, status_words
 
 RESULT = "status_result"  # (kind, text, action id): what this tab's last action did; stays until the next action
 CONFIRM_STOP = "status_confirm_stop"
@@ -69,21 +76,48 @@ def _refused(exc: BudgetExceeded) -> str:
     return str(exc).partition("; override with a reason")[0]
 
 
+def _allowed(permission: Permission) -> Principal | None:
+    """Who acts, if their role permits ``permission``; else the refusal is the result, every form
+    closes and None comes back: the caller does nothing. Asked first by every action."""
+    me = who()
+    try:
+        require(me.role if me else None, permission, who=me.name if me else None)
+    except Forbidden as exc:
+        _close_forms()
+        _result("error", f"**Nothing was done.** {explain(exc)}")
+        return None
+    return me
+
+
+def _by(me: Principal) -> By:
+    """The dashboard as the actor, and the person logged in: the audit row names them."""
+    return By(Actor.DASHBOARD, me.name)
+
+
 def on_start() -> None:
     _new_action()
+    if (me := _allowed(Permission.POWER)) is None:
+        return
     _close_forms()
     try:
-        _control().power_on(Actor.DASHBOARD, wait_for_health=False)
+        _control().power_on(_by(me), wait_for_health=False)
         _result(
             "info", "Start requested: vast.ai accepted it; the watchdog completes the start once /health answers (its steps are below)."
         )
     except BudgetExceeded as exc:
-        _result(
-            "error",
-            f"**The start was refused: nothing was started.** {_refused(exc)}. "
-            "Override the budget below, with a reason, or wait until it resets.",
-        )
-        st.session_state[CONFIRM_OVERRIDE] = True
+        if may(me.role, Permission.OVERRIDE):
+            _result(
+                "error",
+                f"**The start was refused: nothing was started.** {_refused(exc)}. "
+                "Override the budget below, with a reason, or wait until it resets.",
+            )
+            st.session_state[CONFIRM_OVERRIDE] = True
+        else:
+            _result(
+                "error",
+                f"**The start was refused: nothing was started.** {_refused(exc)}. "
+                f"Wait until it resets, or ask an admin: {needed_words(Permission.OVERRIDE)}.",
+            )
     except (NotConfigured, VastError) as exc:
         _result("error", f"**Start failed.** {explain(exc)}")
     _forget_cached_reports()
@@ -91,6 +125,8 @@ def on_start() -> None:
 
 def on_override_clicked() -> None:
     _new_action()
+    if _allowed(Permission.OVERRIDE) is None:
+        return
     _close_forms()
     st.session_state[CONFIRM_OVERRIDE] = True
 
@@ -102,6 +138,8 @@ def on_override_cancelled() -> None:
 
 def on_override_confirmed() -> None:
     _new_action()
+    if (me := _allowed(Permission.OVERRIDE)) is None:
+        return
     reason = str(st.session_state.get(OVERRIDE_REASON) or "").strip()
     if not reason:
         st.session_state[FORM_ERROR] = (
@@ -111,7 +149,7 @@ def on_override_confirmed() -> None:
     st.session_state[CONFIRM_OVERRIDE] = False
     st.session_state.pop(OVERRIDE_REASON, None)
     try:
-        result = _control().power_on(Actor.DASHBOARD, wait_for_health=False, override_reason=reason)
+        result = _control().power_on(_by(me), wait_for_health=False, override_reason=reason)
         # The core says whether anything was overridden (a budget that reset meanwhile is not).
         done = "Budget overridden (recorded with your reason)" if result.get("budget_override") == "recorded" else "Nothing overridden"
         _result("info", f"{done} and start requested: {status_words(result['status'])}. {result['message']}")
@@ -124,6 +162,8 @@ def on_override_confirmed() -> None:
 
 def on_keep_running_clicked() -> None:
     _new_action()
+    if _allowed(Permission.POWER) is None:
+        return
     _close_forms()
     st.session_state[CONFIRM_KEEPALIVE] = True
 
@@ -135,6 +175,8 @@ def on_keepalive_cancelled() -> None:
 
 def on_keepalive_confirmed() -> None:
     _new_action()
+    if (me := _allowed(Permission.POWER)) is None:
+        return
     reason = str(st.session_state.get(KEEPALIVE_REASON) or "").strip()
     if not reason:
         st.session_state[FORM_ERROR] = (
@@ -142,7 +184,7 @@ def on_keepalive_confirmed() -> None:
         )
         return
     try:
-        result = _control().keepalive(Actor.DASHBOARD, float(st.session_state.get(KEEPALIVE_MINUTES) or 0), reason)
+        result = _control().keepalive(_by(me), float(st.session_state.get(KEEPALIVE_MINUTES) or 0), reason)
     except InvalidRequest as exc:  # the form stays open: the value can be fixed
         st.session_state[FORM_ERROR] = f"**Not kept running.** {explain(exc)}"
         return
@@ -158,6 +200,8 @@ def on_keepalive_confirmed() -> None:
 
 def on_stop_clicked() -> None:
     _new_action()
+    if _allowed(Permission.POWER) is None:
+        return
     _close_forms()
     st.session_state[CONFIRM_STOP] = True
 
@@ -169,9 +213,11 @@ def on_stop_cancelled() -> None:
 
 def on_stop_confirmed() -> None:
     _new_action()
+    if (me := _allowed(Permission.POWER)) is None:
+        return
     st.session_state[CONFIRM_STOP] = False
     try:
-        result = _control().power_off(Actor.DASHBOARD)
+        result = _control().power_off(_by(me))
         message = result["message"]
         if result.get("session_runtime_minutes"):  # the session's figures, written as the rest of the page writes them
             message = f"Instance stopped. Session: {minutes(result['session_runtime_minutes'])}, {usd(result.get('session_cost_usd'))}."
@@ -186,6 +232,8 @@ def on_stop_confirmed() -> None:
 
 def on_reboot_clicked() -> None:
     _new_action()
+    if _allowed(Permission.POWER) is None:
+        return
     _close_forms()
     st.session_state[CONFIRM_REBOOT] = True
 
@@ -197,9 +245,11 @@ def on_reboot_cancelled() -> None:
 
 def on_reboot_confirmed() -> None:
     _new_action()
+    if (me := _allowed(Permission.POWER)) is None:
+        return
     st.session_state[CONFIRM_REBOOT] = False
     try:
-        result = _control().reboot(Actor.DASHBOARD, wait_for_health=False)
+        result = _control().reboot(_by(me), wait_for_health=False)
         _result("info", result["message"])
     except (NotConfigured, NotRunning, VastError) as exc:
         _result("error", f"**Reboot failed.** {explain(exc)}")
@@ -208,6 +258,8 @@ def on_reboot_confirmed() -> None:
 
 def on_refresh() -> None:
     _new_action()
+    if _allowed(Permission.READ) is None:
+        return
     try:
         s = _control().status(observe=True)
         _result("info", f"Asked vast.ai: {status_words(s.status)}.")

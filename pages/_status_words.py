@@ -1,6 +1,7 @@
 """The Status page's words for the last action and the guardrails: pure (no ``st.*``), testable without AppTest.
 
-What the last action was (from the audit trail), who did it, when and how it ended;
+What the last action was (from the audit trail), who did it (the person and where from,
+in ``vocabulary.by_words``), when and how it ended;
 the stop causes, a stop's time and a keepalive's result in the page's words. Text from
 elsewhere (an error, a reason) is escaped: Markdown, colour directives and LaTeX are
 shown as they are. Times are written in the time zone passed in (``VASTOPS_TIMEZONE``).
@@ -13,17 +14,8 @@ from datetime import datetime, tzinfo
 from pages._common import ago, at_time, minutes, seconds_since, time_left, usd
 from vastops import words
 from vastops.control.status import KeepaliveResult
-from vastops.vocabulary import CAUSE_WORDS, STOP_CAUSES, Actor, Cause, Event
+from vastops.vocabulary import CAUSE_WORDS, STOP_CAUSES, Cause, Event, by_words
 from vastops.vocabulary import stopped_by as stopped_by_words
-
-# Who did it, in the last action's words.
-BY: dict[str, str] = {
-    Actor.DASHBOARD: "from the dashboard",
-    Actor.CLI: "from the CLI",
-    Actor.API: "through the REST API",
-    Actor.SYSTEM: "by the watchdog",
-    Actor.PROXY: "by the wake proxy (an LLM request came)",
-}
 
 
 def md(text: object) -> str:
@@ -49,8 +41,10 @@ def when_at(ts: str | None, now: datetime, tz: tzinfo) -> str:
     return f"at {at_time(ts, tz, now)}, {ago(seconds_since(ts, now))}"
 
 
-def by_whom(actor: str) -> str:
-    return BY.get(actor, f"by {actor}")
+def by_whom(a: dict) -> str:
+    """Who did it, in words: 'by alice from the dashboard', 'from the CLI' (the vocabulary's words, one place)."""
+    person = a.get("person")
+    return md(by_words(a["actor"], str(person) if person else None))  # a name is shown as it is, never as Markdown
 
 
 def idle(minutes_idle: float | None) -> str:
@@ -95,7 +89,7 @@ def start_words(a: dict, outcome: dict | None, now: datetime, pending: bool, tz:
     """(tone, words) of a start or reboot and how it ended."""
     reboot = a["event"] == Event.REBOOT_REQUESTED
     noun, done = ("Reboot", "Rebooted") if reboot else ("Start", "Started")
-    who = f"{by_whom(a['actor'])} {when_at(a['ts'], now, tz)}"
+    who = f"{by_whom(a)} {when_at(a['ts'], now, tz)}"
     if outcome is None:
         return ("info", f"{noun} requested {who}: in progress.") if pending else ("info", f"{noun} requested {who}.")
     event, meta = outcome["event"], outcome["meta"]
@@ -125,7 +119,7 @@ def last_action_words(a: dict, now: datetime, pending: bool, tz: tzinfo) -> tupl
     if event in (Event.POWER_ON_REQUESTED, Event.REBOOT_REQUESTED):
         return start_words(a, outcome, now, pending, tz)
     if event == Event.POWER_OFF_REQUESTED:
-        who = by_whom(a["actor"])
+        who = by_whom(a)
         if outcome is None:
             return "info", f"Stop requested {who} {when_at(a['ts'], now, tz)}."
         if outcome["event"] == Event.POWER_OFF_FAILED:
@@ -137,7 +131,7 @@ def last_action_words(a: dict, now: datetime, pending: bool, tz: tzinfo) -> tupl
     if event == Event.KEEPALIVE:
         until = at_time(meta.get("until"), tz, now)
         return "info", (
-            f"Kept running {by_whom(a['actor'])} {when_at(a['ts'], now, tz)}: the idle stop no earlier than {until} "
+            f"Kept running {by_whom(a)} {when_at(a['ts'], now, tz)}: the idle stop no earlier than {until} "
             f"({minutes(meta.get('minutes'))}), for “{md(meta.get('reason') or '')}”."
         )
     if event == Event.EXTERNAL_START:

@@ -5,6 +5,8 @@ Paging is keyset paging on the row id (``vastops.reports.audit.audit_page``), so
 (``vastops.vocabulary.event_words``) and details as "key: value" in words
 (``pages/_charts.details``), in a static table that wraps them instead of cutting
 them off (``pages/_charts.table_html``); the CSV keeps the raw event names and the meta JSON.
+Each row names its person where one is known (the account, e-mail, key or login user behind
+the actor), and the trail filters by person as it does by actor.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def first_day(db_path: str) -> date | None:
     return reports.first_day(LEDGER)
 
 
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def persons(db_path: str) -> list[str]:
+    return reports.persons(LEDGER)
+
+
 def csv_data(led, flt: reports.AuditFilter) -> str:
     # Deferred: runs only when the download is clicked, in another thread, on its own connection.
     return reports.audit_csv(led, flt)
@@ -63,7 +70,7 @@ def go(cursor: tuple | None) -> None:
     st.session_state[CURSOR] = cursor
 
 
-COLUMNS = ["Time (UTC)", "Event", "Actor", "Instance", "Details", "Row"]
+COLUMNS = ["Time (UTC)", "Event", "Actor", "Person", "Instance", "Details", "Row"]
 
 
 def table(rows: list[reports.AuditRow]) -> str:
@@ -72,6 +79,7 @@ def table(rows: list[reports.AuditRow]) -> str:
             r["ts"][:19].replace("T", " "),
             charts.event_label(r["event"]),
             r["actor"],
+            r["person"] or "—",
             str(r["instance_id"]) if r["instance_id"] is not None else "—",
             charts.details(r["meta"]),
             str(r["id"]),
@@ -85,7 +93,7 @@ def table(rows: list[reports.AuditRow]) -> str:
 st.title("Audit")
 today = datetime.now(UTC).date()
 oldest = first_day(DB)
-f1, f2 = st.columns([3, 2])
+f1, f2, f3 = st.columns([3, 2, 2])
 events = f1.multiselect(
     "Event type",
     list(Event),
@@ -96,8 +104,17 @@ events = f1.multiselect(
     wrap=True,
 )
 actors = f2.multiselect("Actor", list(AUDIT_ACTORS), key="audit_actors", placeholder="all actors", on_change=reset_paging, wrap=True)
-f3, f4, f5 = st.columns([2, 3, 1])
-days = f3.date_input(
+named = f3.multiselect(
+    "Person",
+    persons(DB),
+    key="audit_persons",
+    placeholder="anyone",
+    on_change=reset_paging,
+    wrap=True,
+    help="Who acted: a dashboard account or e-mail, an API key's name, the CLI's login user.",
+)
+g1, g2, g3 = st.columns([2, 3, 1])
+days = g1.date_input(
     "Dates (UTC)",
     value=[],
     min_value=min(oldest, today) if oldest else None,
@@ -106,21 +123,21 @@ days = f3.date_input(
     on_change=reset_paging,
     help="Pick a first and a last day (UTC, both included); leave empty for all.",
 )
-text = f4.text_input(
+text = g2.text_input(
     "Search in details",
     key="audit_text",
     placeholder="e.g. 12345, rate_limited, health",
     on_change=reset_paging,
     help="Finds rows whose details (the meta JSON) contain this text; not case-sensitive.",
 )
-f5.selectbox("Rows per page", PAGE_SIZES, key="audit_page_size", on_change=reset_paging)
+g3.selectbox("Rows per page", PAGE_SIZES, key="audit_page_size", on_change=reset_paging)
 
 start = end = None
 if isinstance(days, (tuple, list)) and days:
     start, end = days[0], days[-1]
 elif isinstance(days, date):
     start = end = days
-flt = reports.AuditFilter(events=tuple(events), actors=tuple(actors), start=start, end=end, text=text.strip())
+flt = reports.AuditFilter(events=tuple(events), actors=tuple(actors), persons=tuple(named), start=start, end=end, text=text.strip())
 
 # A changed filter starts again at the newest rows.
 sig = repr(flt)
@@ -169,12 +186,12 @@ info.markdown(
 st.download_button(
     f"Matching rows (CSV, {total:,} rows)",
     data=lambda: csv_data(LEDGER, flt),
-    file_name=charts.audit_csv_name(flt.start, flt.end, flt.events, flt.actors, flt.text),
+    file_name=charts.audit_csv_name(flt.start, flt.end, flt.events, flt.actors, flt.text, flt.persons),
     mime="text/csv",
     icon=":material/download:",
     on_click="ignore",
     key="audit_csv",
     disabled=total == 0,
-    help="Every row that matches the filters, newest first; the events' own names, meta as JSON text (numbers rounded).",
+    help="Every row that matches the filters, newest first; the events' own names, the person, meta as JSON text (numbers rounded).",
 )
 st.caption(f"Newest first. Figures cached for {CACHE_TTL_S} s; actions on the Status page show here at once.")

@@ -29,6 +29,12 @@ again; while stopped, what its disk costs; the rental contract's end and a host'
 price rise) and the budgets' spend. Money and durations are written as the CLI writes
 them (vastops/words.py), times relative to now.
 
+What the buttons offer follows the role of whoever is logged in (vastops/access/roles.py): a
+viewer sees the figures and Refresh, without Start, Stop, Reboot or Keep running (not even
+disabled: a button shown is a callback registered), and a line saying what the role allows;
+overriding a spent budget is an admin's. Every action checks the role again itself
+(``pages/_status_actions.py``) and names the person in the audit trail.
+
 This module is the layout and the live fragment. The buttons' callbacks and the form
 state they keep are in ``pages/_status_actions.py``; the last action and the guardrails in
 words, pure and testable without AppTest, in ``pages/_status_words.py`` (both start with
@@ -48,7 +54,6 @@ from pages._common import (
     clock_time,
     control,
     countdown,
-    logged_in,
     minutes,
     rate,
     require_login,
@@ -56,6 +61,7 @@ from pages._common import (
     settings,
     usd,
     watchdog_problem,
+    who,
 )
 from pages._money import show_status_money
 from pages._status_actions import (
@@ -85,6 +91,8 @@ from pages._status_actions import (
 )
 from pages._status_words import cause_words, last_action_words, money, stop_phrase, why_not_moved
 from vastops import words
+from vastops.access.accounts import OWNER, Accounts
+from vastops.access.roles import Permission, may, needed_words
 from vastops.clock import stamp
 from vastops.control.status import StatusAnswer
 from vastops.instance.health import Health, probe
@@ -213,26 +221,32 @@ def _show_headline(s: StatusAnswer, pending: bool) -> None:
     st.markdown(f":{colour}[**{words[:1].upper() + words[1:]}.**]")
 
 
-def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reboot: bool, start_refused: bool) -> None:
+def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reboot: bool, start_refused: bool, power: bool) -> None:
+    """Start, Stop, Refresh, Reboot; without ``power`` (a viewer) Refresh alone and what the role allows.
+
+    The power buttons are not rendered for a role that may not use them, not even disabled:
+    a rendered button registers its callback, which a replayed request could then fire.
+    """
     # The primary button is the safe one: Stop whenever anything may bill, else Start.
     start_primary = can_start and not can_stop and not start_refused
     with st.container(horizontal=True, gap="small", key="status_buttons"):
-        st.button(
-            "Start",
-            key="start",
-            type="primary" if start_primary else "secondary",
-            icon=":material/play_arrow:",
-            disabled=not can_start,
-            on_click=on_start,
-        )
-        st.button(
-            "Stop",
-            key="stop",
-            type="primary" if can_stop else "secondary",
-            icon=":material/stop:",
-            disabled=not can_stop,
-            on_click=on_stop_clicked,
-        )
+        if power:
+            st.button(
+                "Start",
+                key="start",
+                type="primary" if start_primary else "secondary",
+                icon=":material/play_arrow:",
+                disabled=not can_start,
+                on_click=on_start,
+            )
+            st.button(
+                "Stop",
+                key="stop",
+                type="primary" if can_stop else "secondary",
+                icon=":material/stop:",
+                disabled=not can_stop,
+                on_click=on_stop_clicked,
+            )
         st.button(
             "Refresh",
             key="refresh",
@@ -241,14 +255,17 @@ def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reb
             on_click=on_refresh,
             help="Ask vast.ai now (the watchdog does this every few seconds anyway).",
         )
-        st.button(
-            "Reboot",
-            key="reboot",
-            icon=":material/restart_alt:",
-            disabled=not can_reboot,
-            on_click=on_reboot_clicked,
-            help="Restart the container in place (the GPU is kept): for an LLM server that hangs.",
-        )
+        if power:
+            st.button(
+                "Reboot",
+                key="reboot",
+                icon=":material/restart_alt:",
+                disabled=not can_reboot,
+                on_click=on_reboot_clicked,
+                help="Restart the container in place (the GPU is kept): for an LLM server that hangs.",
+            )
+    if not power:  # what this role allows, in one line, where the buttons would be
+        st.caption(f":material/visibility: You can view; {needed_words(Permission.POWER)}.")
 
 
 def _show_confirmations(s: StatusAnswer, *, can_stop: bool, can_reboot: bool) -> None:
@@ -311,13 +328,18 @@ def _show_cold_starts(c, now: datetime) -> None:
         )
 
 
-def _show_last_action(last: LastAction | None, s: StatusAnswer, now: datetime, pending: bool) -> None:
+def _show_last_action(last: LastAction | None, s: StatusAnswer, now: datetime, pending: bool, one_person: bool) -> None:
     """One slot for the last action and, while a start is in progress, its steps."""
     with st.container(border=True, key="last_action"):
         if last is None:
             st.markdown(":gray[:material/history:] **Last action:** none yet.")
         else:
-            tone, text = last_action_words(dict(last), now, pending, cfg.timezone)
+            action = dict(last)
+            if one_person and action.get("person") == OWNER:
+                # The shared password and no named account: whoever acted is the one person
+                # there is, and "by owner" would say nothing (the audit row still names it).
+                action["person"] = None
+            tone, text = last_action_words(action, now, pending, cfg.timezone)
             if tone == "failed":
                 st.warning(f"**Last action:** {text}", icon=":material/error:")
             else:
@@ -343,23 +365,25 @@ def _keep_running_button(col, enabled: bool, why_not: str = "", primary: bool = 
     )
 
 
-def _show_warning_banner(s: StatusAnswer, now: datetime) -> None:
+def _show_warning_banner(s: StatusAnswer, now: datetime, power: bool) -> None:
     """The warnings due (VAST_SHUTDOWN_WARNING_MINUTES before a stop, 80 % of a budget), earliest first."""
     first, *others = s.warnings
     cause = first.cause
     keepalive = f" (kept running until {at_time(s.keepalive_until, cfg.timezone, now)})" if cause == Cause.KEEPALIVE else ""
     lines = [f"**Auto-shutdown {stop_phrase(first.at, now, cfg.timezone)}**: {cause_words(cause, first.budget)}{keepalive}."]
     if cause in KEEPALIVE_MOVES:
-        lines.append("An LLM request moves it later; **Keep running** holds it off for a while, with a reason.")
+        also = "**Keep running** holds it off for a while, with a reason." if power else "an operator can keep it running for a while."
+        lines.append(f"An LLM request moves it later; {also}")
     else:
-        lines.append(why_not_moved(cause) + " Stop it yourself, or let it stop.")
+        lines.append(why_not_moved(cause) + (" Stop it yourself, or let it stop." if power else ""))
     lines += [f"Also: {cause_words(w.cause, w.budget)}, {stop_phrase(w.at, now, cfg.timezone)}." for w in others]
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.warning("  \n".join(lines), icon=":material/timer:")
-    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause), primary=True)
+    if power:  # a viewer gets no button (not even a disabled one)
+        _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause), primary=True)
 
 
-def _show_next_stop(s: StatusAnswer, now: datetime) -> None:
+def _show_next_stop(s: StatusAnswer, now: datetime, power: bool) -> None:
     cause = s.next_stop_cause
     line = f":material/timer: **Stops {stop_phrase(s.next_stop_at or '', now, cfg.timezone)}**: {cause_words(cause)}"
     kept = s.keepalive_until
@@ -369,12 +393,16 @@ def _show_next_stop(s: StatusAnswer, now: datetime) -> None:
         line += f"  \nKept running until {at_time(kept, cfg.timezone, now)}, but this stop comes first."
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.markdown(line)
-    _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause or ""))
+    if power:
+        _keep_running_button(button, cause in KEEPALIVE_MOVES, "" if cause in KEEPALIVE_MOVES else why_not_moved(cause or ""))
 
 
-def _show_start_refused(s: StatusAnswer) -> None:
+def _show_start_refused(s: StatusAnswer, override: bool) -> None:
     text, button = st.columns([4, 1], vertical_alignment="center")
     text.error(f"**Start refused: a budget is spent.** {s.start_refused}.", icon=":material/block:")
+    if not override:  # an operator (or a viewer) sees why there is no override, and no button
+        button.caption(f"{needed_words(Permission.OVERRIDE).capitalize()}.")
+        return
     button.button(
         "Override the budget",
         key="override_budget",
@@ -385,15 +413,16 @@ def _show_start_refused(s: StatusAnswer) -> None:
     )
 
 
-def _show_guardrails(s: StatusAnswer, now: datetime, *, running: bool, can_start: bool, pending: bool) -> None:
+def _show_guardrails(s: StatusAnswer, now: datetime, *, running: bool, can_start: bool, pending: bool, role: str) -> None:
     """One slot of a fixed height: what it holds changes, the layout below it does not."""
+    power = may(role, Permission.POWER)
     with st.container(height=GUARDRAIL_SLOT_PX, border=False, key="guardrails"):
         if running and s.warnings:
-            _show_warning_banner(s, now)
+            _show_warning_banner(s, now, power)
         elif running and s.next_stop_at:
-            _show_next_stop(s, now)
+            _show_next_stop(s, now, power)
         elif s.start_refused and can_start:
-            _show_start_refused(s)
+            _show_start_refused(s, may(role, Permission.OVERRIDE))
         elif pending:
             st.markdown(":material/timer: No stop is due while the start is in progress: the idle clock starts once /health answers.")
         elif running:
@@ -488,8 +517,10 @@ def _style() -> None:
 
 @st.fragment(run_every=REFRESH_EVERY_S)
 def live_status() -> None:
-    if not logged_in():  # logged out in another tab, or the login expired: the whole page shows the gate
+    me = who()  # asked on every refresh: a role changed or an account removed shows at once
+    if me is None or not may(me.role, Permission.READ):  # logged out in another tab, or the login expired: the page shows the gate
         st.rerun()
+    power, override = may(me.role, Permission.POWER), may(me.role, Permission.OVERRIDE)
     c = control(cfg)
     s = c.status(observe=False)
     now = datetime.now(UTC)
@@ -506,9 +537,15 @@ def live_status() -> None:
     # The top: never moves (whatever comes and goes is below the buttons).
     _show_headline(s, pending)
     _show_buttons(
-        can_start=can_start, can_stop=can_stop, can_refresh=can_refresh, can_reboot=can_reboot, start_refused=bool(s.start_refused)
+        can_start=can_start,
+        can_stop=can_stop,
+        can_refresh=can_refresh,
+        can_reboot=can_reboot,
+        start_refused=bool(s.start_refused),
+        power=power,
     )
-    _show_confirmations(s, can_stop=can_stop, can_reboot=can_reboot)
+    if power:
+        _show_confirmations(s, can_stop=can_stop, can_reboot=can_reboot)
     _show_result(last)
 
     if configured:
@@ -517,13 +554,13 @@ def live_status() -> None:
             st.error(problem, icon=":material/warning:")
     _show_problem(s, pending)
     if configured:
-        _show_guardrails(s, now, running=running, can_start=can_start, pending=pending)
-    if st.session_state.get(CONFIRM_KEEPALIVE) and (running or pending):
+        _show_guardrails(s, now, running=running, can_start=can_start, pending=pending, role=me.role)
+    if power and st.session_state.get(CONFIRM_KEEPALIVE) and (running or pending):
         _show_keepalive_form(s)
-    if st.session_state.get(CONFIRM_OVERRIDE) and can_start:
+    if override and st.session_state.get(CONFIRM_OVERRIDE) and can_start:
         _show_override_form(s)
     if configured:
-        _show_last_action(last, s, now, pending)
+        _show_last_action(last, s, now, pending, one_person=not Accounts(c.ledger).has_users())
     if configured and not pending:
         _show_kept_log(c, now)
 

@@ -18,6 +18,7 @@ is a package whose own ``__init__`` lists its modules.
     ledger/       the SQLite ledger: schema, migrations, connections, named queries, spool
     reports/      read-only reports: periods, sessions and CSV, audit pages, consumers
     control/      the use cases the shells call: observe vast.ai, power on/off, answers
+    access/       who may: roles, named dashboard accounts and API keys, the key ring
     watchdog/     the watchdog process: the enforcing engine, its HTTP API, notifications
     instance/     what runs on the GPU: the template, booking, the health probe, the VM kit
     proxy/        the wake proxy: an OpenAI-compatible front that starts a stopped GPU

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from vastops import __version__, errors
 from vastops.clock import parse_isoz
 from vastops.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_UNCONFIGURED, EXIT_VAST, ConfigError, VastError  # codes: errors.SHOWN
-from vastops.vocabulary import CAUSE_WORDS, ENFORCING, Actor, BudgetState, Pending, Status, status_words
+from vastops.vocabulary import CAUSE_WORDS, ENFORCING, Actor, BudgetState, By, Pending, Status, status_words
 from vastops.words import DASH, ago, duration, rate, usd
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     who.add_argument("--csv", metavar="FILE", help="write the lines to FILE as CSV ('-' for stdout)")
     audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
     audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default 50)")
+    audit.add_argument("--person", help="only the rows of this person: a dashboard account or e-mail, a key's name, a login name")
     instance = sub.add_parser("instance", help="what runs on the GPU: template, offers, create, destroy, the VM kit")
     from vastops.instance import commands as instance_commands  # light: argparse and the foundation
 
@@ -109,6 +110,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from vastops.reports import commands as money_commands  # light: argparse and the foundation
 
     money_commands.add_arguments(sub, common)
+    from vastops.access import commands as access_commands  # light: argparse and the foundation
+
+    access_commands.add_arguments(sub, common)
 
     # The instance's agent: it reads its own environment (vastops/instance/agent.py), never .env.
     sub.add_parser(
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             from vastops.instance import commands as instance_commands
 
             return instance_commands.run(args, settings)
+        if args.command in ("user", "key"):  # the ledger's accounts: needs no vast.ai
+            from vastops.access import commands as access_commands
+
+            return access_commands.run(args, settings)
         from vastops.control.answers import Control
 
         control = Control(settings)
@@ -331,7 +339,7 @@ def cmd_on(control: Control, args) -> int:
     if not args.json:
         print(f"starting instance {iid} ...", flush=True)
     reason = args.reason if args.override_budget else None
-    result = control.power_on(Actor.CLI, wait_for_health=not args.no_wait, progress=progress, override_reason=reason)
+    result = control.power_on(cli_actor(), wait_for_health=not args.no_wait, progress=progress, override_reason=reason)
     override = said.get("budget", "")  # what --override-budget did (recorded, or not needed), told as it happened
     if args.no_wait:
         result = _without_watchdog(control, result, "Start")
@@ -349,14 +357,14 @@ def cmd_reboot(control: Control, args) -> int:
     iid = control.target().instance_id  # NotConfigured before anything is said
     if not args.json:
         print(f"rebooting instance {iid} ...", flush=True)
-    result = control.reboot(Actor.CLI, wait_for_health=not args.no_wait, progress=progress)
+    result = control.reboot(cli_actor(), wait_for_health=not args.no_wait, progress=progress)
     if args.no_wait:
         result = _without_watchdog(control, result, "Reboot")
     return _emit(args, result, result["message"])
 
 
 def cmd_keepalive(control: Control, args) -> int:
-    result = control.keepalive(Actor.CLI, args.minutes, args.reason)
+    result = control.keepalive(cli_actor(), args.minutes, args.reason)
     return _emit(args, result, result["message"])
 
 
@@ -371,7 +379,7 @@ def cmd_logs(control: Control, args) -> int:
 
 
 def cmd_off(control: Control, args) -> int:
-    result = control.power_off(Actor.CLI)
+    result = control.power_off(cli_actor())
     if result.get("ledger_problem"):  # stopped all the same: money first, bookkeeping later
         print(f"vastops: warning: {result['ledger_problem']}", file=sys.stderr)
     return _emit(args, result, result["message"])
@@ -461,9 +469,18 @@ def cmd_consumers(control: Control, args) -> int:
 
 
 def cmd_audit(control: Control, args) -> int:
-    rows = control.audit(args.limit)
-    text = "\n".join(f"{r['ts']}  {r['actor']:<9} {r['event']:<24} {json.dumps(r['meta'], sort_keys=True)}" for r in rows)
-    return _emit(args, rows, text or "(no audit entries yet)")
+    rows = control.audit(args.limit, person=args.person)
+    text = "\n".join(
+        f"{r['ts']}  {r['actor']:<9} {r['person'] or '':<16} {r['event']:<24} {json.dumps(r['meta'], sort_keys=True)}" for r in rows
+    )
+    return _emit(args, rows, text or (f"(no audit entries of {args.person})" if args.person else "(no audit entries yet)"))
+
+
+def cli_actor() -> By:
+    """The CLI's actor: the audit names the operating system's login name behind it."""
+    from vastops.access.commands import login_name
+
+    return By(Actor.CLI, login_name())
 
 
 COMMANDS = {

@@ -146,6 +146,11 @@ class Settings(BaseSettings):
 
     # The wake proxy (vastops/proxy/): where the watchdog is, and how it answers while the GPU boots.
     vastops_watchdog_url: str = Field(DEFAULT_WATCHDOG_URL, description="the watchdog's base URL (the proxy and the LiteLLM callback)")
+    # What a client presents to the watchdog, so a shared .env can give the proxy a named key with
+    # the operator role (it reads the status and wakes) instead of the admin CONTROL_API_KEY.
+    vastops_watchdog_key: SecretStr | None = Field(
+        None, description="the key the proxy and the LiteLLM callback send the watchdog (default: CONTROL_API_KEY)"
+    )
     vastops_proxy_key: SecretStr | None = Field(None, description="the key clients must send to the proxy (unset: none)")
     vastops_wake_on_request: bool = Field(True, description="the proxy starts a stopped instance when a request comes")
     vastops_wake_hold_s: float = Field(
@@ -192,7 +197,9 @@ class Settings(BaseSettings):
             raise ValueError("a URL path starting with '/', e.g. /health")
         return v
 
-    @field_validator("vast_api_key", "control_api_key", "vastops_proxy_key", "vast_health_token", "vastops_agent_token")
+    @field_validator(
+        "vast_api_key", "control_api_key", "vastops_watchdog_key", "vastops_proxy_key", "vast_health_token", "vastops_agent_token"
+    )
     @classmethod
     def _header_safe_key(cls, v: SecretStr | None) -> SecretStr | None:
         # Keys travel in HTTP headers, which carry ASCII only; say so now rather than

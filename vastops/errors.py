@@ -84,6 +84,10 @@ class NothingRuns(Exception):
     """A keepalive for an instance that neither runs nor is starting (the API's 409)."""
 
 
+class Forbidden(Exception):
+    """The caller's role does not permit the action (the API's 403); the message names the role it needs."""
+
+
 # -- how each shell shows them ------------------------------------------------------------
 
 
@@ -113,6 +117,7 @@ SHOWN: dict[type[Exception], Shown] = {
     NothingRuns: Shown(409, EXIT_NOT_RUNNING),
     BudgetExceeded: Shown(409, EXIT_BUDGET),  # a spent budget refuses starts until it resets or is overridden
     InvalidRequest: Shown(422, EXIT_CONFIG),
+    Forbidden: Shown(403, EXIT_CONFIG, dashboard="Not allowed: {}."),  # vastops/access/roles.py
     VastError: Shown(502, EXIT_VAST, api="vast.ai API error: {}", dashboard="{}"),  # the dashboard adds advice by its kind
     # Opening or migrating the ledger fails before any route or command runs; the CLI meets
     # it as the ConfigError "VASTOPS_DB: ..." (control/observe.py open_ledger).

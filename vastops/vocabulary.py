@@ -112,6 +112,10 @@ class Event(StrEnum):
     PRICE_RISE = "price_rise"  # a host's price increase is pending: old and new rates, when it applies
     STOPPED_STORAGE_NOTICE = "stopped_storage_notice"  # stopped for VAST_STOPPED_STORAGE_NOTICE_DAYS: what the disk cost
     CHARGES_MISMATCH = "charges_mismatch"  # vast's charges for a day differ from the ledger's figure (once a day)
+    # Who may (vastops/access/): dashboard accounts and API keys, by name (never a password or a key)
+    ACCOUNT_ADDED = "account_added"  # `vastops user add` / `vastops key add` (meta: kind, name, role)
+    ACCOUNT_REMOVED = "account_removed"  # `vastops user remove` / `vastops key revoke`: it lets nobody in any more
+    PASSWORD_CHANGED = "password_changed"  # `vastops user password`: the account's old logins end
 
 
 SPEC_EVENTS = tuple(Event)[:7]
@@ -163,6 +167,9 @@ EVENT_WORDS: dict[str, str] = {
     Event.PRICE_RISE: "Price rise pending",
     Event.STOPPED_STORAGE_NOTICE: "Stopped disk still billing",
     Event.CHARGES_MISMATCH: "vast's charges differ",
+    Event.ACCOUNT_ADDED: "Account or key added",
+    Event.ACCOUNT_REMOVED: "Account removed or key revoked",
+    Event.PASSWORD_CHANGED: "Password changed",
 }
 
 
@@ -189,6 +196,44 @@ class Actor(StrEnum):
 
 
 AUDIT_ACTORS = (Actor.DASHBOARD, Actor.API, Actor.CLI, Actor.SYSTEM, Actor.PROXY)
+
+
+class By(str):
+    """An actor and the person behind it: ``By(Actor.DASHBOARD, "alice")`` *is* the string
+    ``"dashboard"`` wherever an actor is compared, stored or passed along, and carries the
+    person (a dashboard account or e-mail, an API key's name, the CLI's login user) to the
+    audit row's ``person`` column. A plain ``Actor`` has no person (the watchdog's own acts).
+    Never a password or a key: only names."""
+
+    person: str | None
+
+    def __new__(cls, actor: str, person: str | None = None) -> By:
+        made = super().__new__(cls, str(actor))
+        made.person = person or getattr(actor, "person", None)
+        return made
+
+
+def person_of(actor: str) -> str | None:
+    """The person an actor carries (``By``), else None."""
+    return getattr(actor, "person", None)
+
+
+# Who acted, in words: "Stopped from the dashboard", "Stopped by alice from the dashboard".
+ACTOR_WORDS: dict[str, str] = {
+    Actor.DASHBOARD: "from the dashboard",
+    Actor.CLI: "from the CLI",
+    Actor.API: "through the REST API",
+    Actor.SYSTEM: "by the watchdog",
+    Actor.PROXY: "by the wake proxy (an LLM request came)",
+}
+
+
+def by_words(actor: str, person: str | None = None) -> str:
+    """'by alice from the dashboard', 'by the key ci through the REST API', 'from the CLI' (no person known)."""
+    where = ACTOR_WORDS.get(actor, f"by {actor}")
+    if not person or actor in (Actor.SYSTEM, Actor.PROXY):
+        return where
+    return f"by {'the key ' if actor == Actor.API else ''}{person} {where}"
 
 
 class EndReason(StrEnum):

@@ -21,6 +21,7 @@ from vastops import cli, errors
 from vastops.errors import (
     BudgetExceeded,
     ConfigError,
+    Forbidden,
     GpuUnavailable,
     HealthTimeout,
     InvalidRequest,
@@ -49,6 +50,7 @@ CONTRACT: list[tuple[Exception, int | None, int, str]] = [
     (NotRunning("not running"), 409, 9, ""),
     (NothingRuns("nothing runs"), 409, 9, ""),
     (InvalidRequest("minutes: at most 720"), 422, 2, ""),
+    (Forbidden("starting needs the operator role"), 403, 2, ""),
     (LedgerError("schema version 99"), 503, 2, "the ledger failed, nothing was changed: "),
     *[(VastError(kind, f"vast.ai said {kind}", 400), 502, 1, "vast.ai API error: ") for kind in ErrorKind],
 ]

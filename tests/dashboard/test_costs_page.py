@@ -297,7 +297,7 @@ def python_csv(rows: list[dict]) -> str:
                 row["session_id"], row["instance_id"], row["started_at"], row["ended_at"],
                 "" if runtime is None else minutes(runtime / 60.0), row["gpu_name"],
                 *("" if row[k] is None else money(row[k]) for k in ("dph_base", "storage_dph", "compute_cost_usd", "storage_cost_usd", "cost_usd")),
-                row["end_reason"], row["started_by"], row["ended_by"],
+                row["end_reason"], row["started_by"], row["ended_by"], row["started_by_person"] or "", row["ended_by_person"] or "",
                 "", "estimated",  # no charges fetched: vast's figure is not there yet
             )
         )  # fmt: skip

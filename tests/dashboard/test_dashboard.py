@@ -550,6 +550,7 @@ def gone(pid: int) -> bool:
 
 
 def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(real_processes, tmp_path):
+    import re
     import signal
 
     import requests
@@ -567,7 +568,13 @@ def test_demo_runs_simulator_watchdog_and_dashboard_and_stops_them_on_ctrl_c(rea
         # the fresh demo ledger carries its past: some 60 days of sessions, every audit row marked demo data,
         # and then its booking, live: the instance rented with `vastops instance create` and healthy
         rows = Control(settings).audit(1000)
-        live = [r for r in rows if not r["meta"].get("demo")]
+        # who may: an operator and a viewer account, printed, and the gateway's and the proxy's keys
+        people = [(r["meta"]["kind"], r["meta"]["name"], r["meta"]["role"]) for r in reversed(rows) if r["event"] == "account_added"]
+        assert people == [("user", "operator", "operator"), ("user", "viewer", "viewer"), ("key", "gateway", "reporter"),
+                          ("key", "proxy", "operator")]  # fmt: skip
+        assert re.search(r"^\| accounts\s+operator / demo-\S+", "".join(lines), re.M)
+        assert re.search(r"^\|\s+viewer / demo-\S+", "".join(lines), re.M)
+        live = [r for r in rows if not r["meta"].get("demo") and r["event"] != "account_added"]
         assert [(r["event"], r["actor"]) for r in reversed(live)][:2] == [("instance_created", "cli"), ("power_on_complete", "cli")]
         assert len(rows) > len(live) > 0
         assert Control(settings).costs()["sessions_count"] > 30

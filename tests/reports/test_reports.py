@@ -258,6 +258,29 @@ def test_audit_csv_has_the_filtered_rows(audit_ledger):
     assert json.loads(parsed[0]["meta_json"])["n"] == 129  # newest first (129 % 4 == 1: power_on_complete)
 
 
+def test_audit_rows_name_their_person_the_filter_and_the_csv_carry_it(audit_ledger):
+    from vastops.vocabulary import Actor, By
+
+    with audit_ledger.write() as tx:
+        tx.audit(at("2026-03-01T10:00:00"), IID, "power_on_requested", By(Actor.DASHBOARD, "alice"), {"n": "a"})
+        tx.audit(at("2026-03-01T11:00:00"), IID, "power_off_requested", By(Actor.API, "ci"), {"n": "b"})
+        tx.audit(at("2026-03-01T12:00:00"), IID, "power_off_requested", By(Actor.DASHBOARD, "bob@example.com"), {"n": "c"})
+    assert audit.persons(audit_ledger) == ["alice", "bob@example.com", "ci"]  # the 130 rows of old name nobody
+    flt = audit.AuditFilter(persons=("alice", "ci"))
+    rows = audit.audit_page(audit_ledger, flt).rows
+    assert [(r["actor"], r["person"]) for r in rows] == [("api", "ci"), ("dashboard", "alice")]
+    assert audit.audit_count(audit_ledger, audit.AuditFilter(persons=("ci",), actors=("dashboard",))) == 0  # combined with AND
+    parsed = list(csv.DictReader(io.StringIO(audit.audit_csv(audit_ledger))))
+    assert audit.AUDIT_CSV_COLUMNS == ["id", "ts_utc", "instance_id", "event", "actor", "person", "meta_json"]
+    assert list(parsed[0]) == audit.AUDIT_CSV_COLUMNS  # the person right after the actor
+    assert [r["person"] for r in parsed[:3]] == ["bob@example.com", "ci", "alice"] and parsed[3]["person"] == ""
+    with audit_ledger.read() as db:  # the choices are read along the person index, not the whole trail
+        plan = " ".join(
+            r["detail"] for r in db.query("EXPLAIN QUERY PLAN SELECT DISTINCT person FROM audit WHERE person IS NOT NULL ORDER BY person")
+        )
+    assert "audit_by_person" in plan and "TEMP B-TREE" not in plan
+
+
 def test_audit_paging_is_an_index_search_however_deep(audit_ledger):
     """Keyset paging: the page query seeks by rowid, it never counts past skipped rows."""
     where, params = audit.AuditFilter(events=("power_on_complete",)).where()

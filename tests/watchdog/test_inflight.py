@@ -374,13 +374,14 @@ async def asgi(app, method: str, path: str, headers: dict[str, str], chunks: lis
 def fast(held):
     """The product's front door (``WatchdogApp``, its ``ActivityPath`` first), FastAPI behind it
     with one catch-all route that notes what reached it: the hot path must not get there."""
+    from vastops.access.keyring import KeyRing
     from vastops.watchdog.activity import ActivityPath
     from vastops.watchdog.app import WatchdogApp
 
     control, watch = held
     reached = []
     app = WatchdogApp()
-    app.front = ActivityPath(watch=watch, key=CONTROL_KEY.encode(), max_body=64 * 1024)
+    app.front = ActivityPath(watch=watch, keys=KeyRing(None, CONTROL_KEY), max_body=64 * 1024)
 
     @app.api_route("/{rest:path}", methods=["GET", "POST"])
     async def fastapi(rest: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import Receiver, free_port, wait_until
 from vastops.ledger.store import Ledger
-from vastops.vocabulary import Actor, Event
+from vastops.vocabulary import Actor, By, Event
 from vastops.watchdog.messages import NOTIFY_EVENTS, payload, render_text
 from vastops.watchdog.notify import Notifier, pump
 from vastops.watchdog.webhook import redact
@@ -99,14 +99,18 @@ def test_json_body_is_the_audit_row_as_the_ledger_keeps_it(net, tmp_path):
     notifier = net.notifier(receiver.url + "/hook", "json")
     assert pump(notifier, ledger) == 0  # the first call only places the cursor
     with ledger.write() as tx:
-        tx.audit(T0, 123, Event.POWER_OFF_COMPLETE, Actor.DASHBOARD, {"session_runtime_minutes": 12.5, "session_cost_usd": 0.08})
+        tx.audit(
+            T0, 123, Event.POWER_OFF_COMPLETE, By(Actor.DASHBOARD, "alice"), {"session_runtime_minutes": 12.5, "session_cost_usd": 0.08}
+        )
         tx.audit(T0, 123, Event.BUDGET_WARNING, Actor.SYSTEM, {"budget": "daily", "percent": 80, "limit_usd": 5, "spent_usd": 4})
     with ledger.view() as v:
         rows = v.audit_after(0, 10)
     assert pump(notifier, ledger) == 2
     wait_until(lambda: notifier.sent == 2, 5, what="delivery")
     assert receiver.bodies() == rows  # in order, every field as stored
-    assert set(rows[0]) == {"id", "ts", "instance_id", "event", "actor", "meta"}
+    assert set(rows[0]) == {"id", "ts", "instance_id", "event", "actor", "person", "meta"}
+    assert (rows[0]["person"], rows[1]["person"]) == ("alice", None)  # who, by name; the watchdog's own rows have none
+    assert "stopped (dashboard: alice)" in render_text(rows[0])
 
 
 def test_payload_formats():
@@ -428,6 +432,8 @@ SAMPLE_META: dict[str, dict[str, Any]] = {
     Event.PRICE_RISE: {"applies_at": "2026-12-10T00:00:00Z", "change": "GPU $0.4000/h -> $0.6000/h"},
     Event.STOPPED_STORAGE_NOTICE: {"stopped_days": 7.2, "stopped_storage_usd": 5.4, "per_day_usd": 0.75},
     Event.CHARGES_MISMATCH: {"day": "2026-12-01", "charged_usd": 4.2, "estimated_usd": 3.1, "cause": "a rate change"},
+    Event.ACCOUNT_ADDED: {"kind": "key", "name": "gateway", "role": "reporter"},
+    Event.ACCOUNT_REMOVED: {"kind": "user", "name": "alice"},
 }
 # Words each sample's line must carry.
 SAMPLE_WORDS: dict[str, list[str]] = {
@@ -462,6 +468,8 @@ SAMPLE_WORDS: dict[str, list[str]] = {
     Event.PRICE_RISE: ["raises its prices", "$0.6000/h", "2026-12-10"],
     Event.STOPPED_STORAGE_NOTICE: ["7.2 days", "$5.40", "$0.75 a day", "vastops instance destroy"],
     Event.CHARGES_MISMATCH: ["$4.20", "2026-12-01", "$3.10", "a rate change", "vastops reconcile"],
+    Event.ACCOUNT_ADDED: ["key gateway added", "the role reporter"],
+    Event.ACCOUNT_REMOVED: ["dashboard account alice removed"],
 }
 
 
@@ -477,6 +485,8 @@ def test_notify_events_are_the_issue_s_list():
         "agent_stop", "agent_unreachable",
         # issue 24: money
         "contract_end_stop", "contract_ending", "price_rise", "stopped_storage_notice", "charges_mismatch",
+        # issue 25: who may (a new key or account is news to the team)
+        "account_added", "account_removed",
     }  # fmt: skip
     assert issue == NOTIFY_EVENTS
     assert set(SAMPLE_META) == NOTIFY_EVENTS == set(SAMPLE_WORDS)  # every notified event has a rendering sample
@@ -493,7 +503,7 @@ def test_render_text_words_every_notified_event(event):
     assert "\n" not in text
     for words in SAMPLE_WORDS[event]:
         assert words in text, text
-    if event not in (Event.VAST_FAILING, Event.WATCHDOG_RECOVERED):
+    if event not in (Event.VAST_FAILING, Event.WATCHDOG_RECOVERED, Event.ACCOUNT_ADDED, Event.ACCOUNT_REMOVED):
         assert "instance 123" in text
     assert f": {event.replace('_', ' ')} (" not in text  # not the generic fallback
 

@@ -14,6 +14,7 @@ http://127.0.0.1:PORT/openapi.json -H "X-API-Key: ..."`, with F holding CONFIG b
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -41,6 +42,7 @@ OPERATIONS = [
     "GET /infra/vast/costs",
     "GET /infra/vast/consumers",
     "GET /infra/vast/audit",
+    "GET /infra/vast/whoami",
     "GET /healthz",
     "GET /metrics",
 ]
@@ -60,15 +62,16 @@ AUTH = {"X-API-Key": CONTROL_KEY}
 # Every status code each route can answer (docs/contract.md). 413 is everywhere: the
 # body-size limit refuses a large body before routing, whatever the route.
 STATUS_CODES = {
-    "GET /infra/vast/status": {200, 401, 413, 502, 503},
-    "POST /infra/vast/power/on": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},
-    "POST /infra/vast/power/off": {200, 400, 401, 413, 422, 500, 502},
-    "POST /infra/vast/power/reboot": {200, 400, 401, 409, 413, 422, 500, 502, 503, 504},  # a stop never waits on the ledger: no 503
-    "POST /infra/vast/keepalive": {200, 400, 401, 409, 413, 422, 500, 503},  # no vast.ai call: no 502
-    "POST /infra/vast/activity": {200, 400, 401, 413, 422},  # the optional body: a request's start or end
-    "GET /infra/vast/costs": {200, 401, 413, 503},
-    "GET /infra/vast/consumers": {200, 401, 413, 422, 503},  # 422: a date that is not YYYY-MM-DD
-    "GET /infra/vast/audit": {200, 401, 413, 422, 503},
+    "GET /infra/vast/status": {200, 401, 403, 413, 502, 503},
+    "POST /infra/vast/power/on": {200, 400, 401, 403, 409, 413, 422, 500, 502, 503, 504},
+    "POST /infra/vast/power/off": {200, 400, 401, 403, 413, 422, 500, 502},
+    "POST /infra/vast/power/reboot": {200, 400, 401, 403, 409, 413, 422, 500, 502, 503, 504},  # a stop never waits on the ledger: no 503
+    "POST /infra/vast/keepalive": {200, 400, 401, 403, 409, 413, 422, 500, 503},  # no vast.ai call: no 502
+    "POST /infra/vast/activity": {200, 400, 401, 403, 413, 422},  # the optional body: a request's start or end
+    "GET /infra/vast/costs": {200, 401, 403, 413, 503},
+    "GET /infra/vast/consumers": {200, 401, 403, 413, 422, 503},  # 422: a date that is not YYYY-MM-DD
+    "GET /infra/vast/audit": {200, 401, 403, 413, 422, 503},
+    "GET /infra/vast/whoami": {200, 401, 413},  # any key: no role to lack
     "GET /healthz": {200, 413, 503},  # 503: enforcement impaired, with the problems
     "GET /metrics": {200, 413},
 }
@@ -148,6 +151,36 @@ def operations(document):
 
 
 # -- the document ----------------------------------------------------------------------------
+
+# The role each route needs (vastops/access/roles.py), as the document and docs/contract.md say it.
+ROLES = {
+    "GET /infra/vast/status": "viewer",
+    "GET /infra/vast/costs": "viewer",
+    "GET /infra/vast/consumers": "viewer",
+    "GET /infra/vast/audit": "viewer",
+    "POST /infra/vast/activity": "reporter",
+    "POST /infra/vast/power/on": "operator",
+    "POST /infra/vast/power/off": "operator",
+    "POST /infra/vast/power/reboot": "operator",
+    "POST /infra/vast/keepalive": "operator",
+}
+
+
+def test_the_document_gives_each_routes_role(document):
+    roles = {label: op.get("x-vastops-role") for label, op in operations(document).items()}
+    assert {label: role for label, role in roles.items() if role} == ROLES
+    for label, role in ROLES.items():
+        op = operations(document)[label]
+        assert f"Role: {role}" in op["description"] and role in op["responses"]["403"]["description"]
+
+
+def test_the_contract_gives_each_routes_role():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text(encoding="utf-8")
+    table = text[text.index("| route | role |") :].split("\n\n")[0]
+    for label, role in ROLES.items():
+        path = label.split(" ")[1].removeprefix("/infra/vast")
+        line = next((row for row in table.splitlines() if f"{path}`" in row), None)
+        assert line is not None and line.split("|")[2].strip().startswith(f"`{role}`"), (label, line)
 
 
 def test_every_check_of_the_cli_runs():

@@ -364,9 +364,10 @@ class Control(OnObserver):
         with self.ledger.read() as db:
             return consumers.report(db, self.instance_id, first, last, now, self.settings.vast_request_ttl_s)
 
-    def audit(self, limit: int = 50) -> list[AuditLine]:
+    def audit(self, limit: int = 50, *, person: str | None = None) -> list[AuditLine]:
+        """The newest audit rows; with ``person``, only that person's (or key's) rows."""
         with self.ledger.view() as view:
-            return view.recent_audit(limit)
+            return view.recent_audit(limit, person=person)
 
     def _status_message(self, instance_id: int, status: str, row: InstanceRow, now: datetime) -> str | None:
         if status == Status.NOT_FOUND:

@@ -33,7 +33,7 @@ from vastops.ledger.queries import Tx
 from vastops.ledger.rows import Details, InstanceRow, SessionRow
 from vastops.ledger.store import Ledger, LedgerError
 from vastops.vast import Instance, VastClient, VastError, failed_container
-from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, EndReason, ErrorKind, Event, Serving, Status
+from vastops.vocabulary import ENDED, TRANSIENT_ERRORS, Actor, By, EndReason, ErrorKind, Event, Serving, Status
 
 # A session ends on a confirmed stop: a second not-running look at least this long after the first.
 STOP_CONFIRM_S = 10.0
@@ -186,7 +186,7 @@ class Observer:
             if instance is not None and status == Status.RUNNING and session is None:
                 # pending_actor is set and cleared with pending (Power._mark_pending, Tx.clear_pending), so never
                 # None here; were it ever, the session still opens (started_by is NOT NULL), booked to the system.
-                started_by = (row["pending_actor"] or Actor.SYSTEM) if pending else Actor.EXTERNAL
+                started_by = By(row["pending_actor"] or Actor.SYSTEM, row["pending_person"]) if pending else Actor.EXTERNAL
                 sid = tx.start_session(iid, now, instance.gpu_name, instance.dph_base, instance.storage_dph, started_by)
                 if not pending:
                     tx.audit(now, iid, Event.EXTERNAL_START, Actor.SYSTEM, {"session_id": sid, **_rates(instance)})

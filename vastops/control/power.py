@@ -47,6 +47,7 @@ from vastops.vocabulary import (
     Pending,
     Status,
     cause_name,
+    person_of,
     status_words,
 )
 
@@ -321,7 +322,8 @@ class Power(OnObserver):
                 iid,
                 pending=kind,
                 pending_since=isoz(now),
-                pending_actor=actor,
+                pending_actor=str(actor),
+                pending_person=person_of(actor),
                 pending_audit_id=audit_id,
                 pending_health_path=health_path,
                 pending_health_port=health_port,
@@ -513,7 +515,8 @@ class Power(OnObserver):
             "op": "stopped",
             "instance_id": iid,
             "at": stamp(at),
-            "actor": actor,
+            "actor": str(actor),
+            "person": person_of(actor),
             "reason": reason,
             "complete_event": complete_event,
         }
@@ -540,7 +543,15 @@ class Power(OnObserver):
 
 def audit_op(ts: datetime, instance_id: int | None, event: str, actor: str, meta: Details) -> AuditOp:
     """An audit row as an operation of a record (``Ledger.record``)."""
-    return {"op": "audit", "ts": stamp(ts), "instance_id": instance_id, "event": str(event), "actor": str(actor), "meta": meta}
+    return {
+        "op": "audit",
+        "ts": stamp(ts),
+        "instance_id": instance_id,
+        "event": str(event),
+        "actor": str(actor),
+        "person": person_of(actor),
+        "meta": meta,
+    }
 
 
 def _say(progress: Progress | None, status: str, words: str) -> None:

@@ -1,15 +1,18 @@
 """The dashboard's login: slowing down password guessing, and a login that lasts.
 
-One throttle per dashboard process (every browser session shares it, so opening
-new sessions does not reset it): the first few wrong passwords are free, then each
-further attempt must wait, doubling from 1 s to a minute. The right password
+One throttle per account and dashboard process (every browser session shares it, so
+opening new sessions does not reset it): the first few wrong passwords are free, then
+each further attempt must wait, doubling from 1 s to a minute. The right password
 resets it. Once it is engaged at most one guess a minute gets through, however many
 sessions guess at once: an attempt books its slot before the password is compared.
-The price: while someone keeps guessing, the operator too gets one try a minute.
+The price: while someone keeps guessing an account's password, its holder too gets one
+try a minute; the other accounts are not slowed (``Throttles``: one per name typed,
+known or not, so the throttle tells nothing about which names exist).
 
 A login lasts ``VASTOPS_DASHBOARD_SESSION_HOURS`` through a signed, expiring token
 that the dashboard keeps in a cookie (``LoginTokens``, below): a reload or a second
-tab of the same browser stays logged in; logging out revokes it.
+tab of the same browser stays logged in; logging out revokes it. A token names the
+account it is for (the shared password's is the account ``owner``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,16 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vastops.access.accounts import OWNER
+
+if TYPE_CHECKING:
+    from vastops.access.accounts import Accounts
 
 FREE_FAILURES = 5
 FIRST_WAIT_S = 1.0
@@ -63,23 +74,87 @@ class LoginThrottle:
         with self._lock:
             self._failures, self._next_try = 0, 0.0
 
+    def idle(self) -> bool:
+        """Nothing to remember: no failure counted (an entry ``Throttles`` may drop first)."""
+        with self._lock:
+            return self._failures == 0
 
-THROTTLE = LoginThrottle()  # the dashboard process's one throttle
+
+THROTTLE = LoginThrottle()  # the shared password's throttle (the account ``owner``)
+
+MAX_THROTTLES = 4096  # names remembered at once; each costs a few hundred bytes
+
+
+class Throttles:
+    """One ``LoginThrottle`` per account name typed, so guessing one account's password slows
+    that account only. Unknown names get theirs as known ones do (nothing tells them apart).
+
+    Bounded: past ``MAX_THROTTLES`` names, those with no failure counted go first, then the
+    least recently tried. Pushing a guessed account's throttle out so takes thousands of
+    attempts on other names, each as slow as a password check (scrypt).
+    """
+
+    def __init__(self, shared: LoginThrottle, clock: Callable[[], float] = time.monotonic, limit: int = MAX_THROTTLES):
+        self.shared = shared
+        self.clock = clock
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._by_name: OrderedDict[str, LoginThrottle] = OrderedDict()
+
+    def of(self, name: str) -> LoginThrottle:
+        """The throttle of an account name (as the ledger keeps it); the shared password's for ``owner``."""
+        if name in ("", OWNER):
+            return self.shared
+        with self._lock:
+            throttle = self._by_name.get(name)
+            if throttle is None:
+                self._make_room()
+                throttle = self._by_name[name] = LoginThrottle(self.clock)
+            self._by_name.move_to_end(name)
+            return throttle
+
+    def _make_room(self) -> None:
+        if len(self._by_name) < self.limit:
+            return
+        idle = [name for name, t in self._by_name.items() if t.idle()]
+        for name in idle[: max(1, len(self._by_name) - self.limit + 1)]:
+            del self._by_name[name]
+        while len(self._by_name) >= self.limit:
+            self._by_name.popitem(last=False)  # the least recently tried
+
+    def clear(self) -> None:
+        """Forget every account's throttle (a new process; tests)."""
+        with self._lock:
+            self._by_name.clear()
+        self.shared.succeeded()
+
+
+THROTTLES = Throttles(THROTTLE)  # the dashboard process's throttles
 
 
 # -- a login that lasts: signed, expiring tokens (the dashboard keeps one in a cookie) --------
 #
-# A token is ``v1.<expires>.<id>.<signature>``: an expiry (Unix seconds), a random id, and
-# an HMAC-SHA256 over both. The key is derived from the dashboard password and a secret
-# kept beside the ledger (``<VASTOPS_DB>.login``, mode 0600), so a token is worthless on
-# another server, and changing the password invalidates every token at once. Logging out
-# revokes the token's id there (until it would have expired anyway), so a copy of the
-# cookie no longer lets anyone in, from any tab or process that shares the ledger.
+# A token of the shared password is ``v1.<expires>.<id>.<signature>``: an expiry (Unix
+# seconds), a random id, and an HMAC-SHA256 over both. The key is derived from the dashboard
+# password and a secret kept beside the ledger (``<VASTOPS_DB>.login``, mode 0600), so a
+# token is worthless on another server, and changing the password invalidates every token
+# at once. Logging out revokes the token's id there (until it would have expired anyway),
+# so a copy of the cookie no longer lets anyone in, from any tab or process that shares the
+# ledger.
+#
+# A named account's token is ``u1.<name>.<expires>.<id>.<signature>`` (the name in base64url):
+# its key is derived from the same secret and the account's *signing secret*, the password
+# hash the ledger keeps (vastops/access/accounts.py): a new password, or the account's
+# removal, ends its logins at once and no other account's. The name is signed too, so a
+# token cannot be moved to another account.
 
 log = logging.getLogger("vastops.login")
 
 TOKEN_VERSION = "v1"
+ACCOUNT_TOKEN_VERSION = "u1"
 _KEY_LABEL = b"vastops dashboard login\x00"
+_ACCOUNT_KEY_LABEL = b"vastops dashboard account login\x00"
+MAX_TOKEN = 400  # longer is no token of ours (a 64-character name makes one of about 200)
 
 
 def _b64(raw: bytes) -> str:
@@ -159,46 +234,148 @@ class LoginTokens:
         key = hmac.new(self._secret, _KEY_LABEL + password.encode("utf-8"), hashlib.sha256).digest()
         return _b64(hmac.new(key, body.encode("ascii"), hashlib.sha256).digest())
 
+    def _account_signature(self, name: str, signing_secret: str, body: str) -> str:
+        material = _ACCOUNT_KEY_LABEL + name.encode("utf-8") + b"\x00" + signing_secret.encode("utf-8")
+        key = hmac.new(self._secret, material, hashlib.sha256).digest()
+        return _b64(hmac.new(key, body.encode("ascii"), hashlib.sha256).digest())
+
     def issue(self, password: str, hours: float) -> str:
-        """A new token, valid for ``hours``."""
+        """A new token of the shared password (the account ``owner``), valid for ``hours``."""
         with self._lock:
             self._load()
-            body = f"{TOKEN_VERSION}.{int(self.clock() + hours * 3600)}.{_b64(secrets.token_bytes(16))}"
+            body = f"{TOKEN_VERSION}.{self._life(hours)}"
             return f"{body}.{self._signature(password, body)}"
 
-    def valid(self, token: str | None, password: str, hours: float) -> bool:
-        """Whether ``token`` was issued here for this password, has not expired (nor outlived ``hours``) and was not revoked."""
-        parts = _parts(token)
-        if parts is None:
-            return False
-        expires, token_id, signature = parts
-        now = self.clock()
-        if not now < expires <= now + hours * 3600 + 60:  # a shorter session setting shortens old tokens too
-            return False
+    def issue_for(self, name: str, signing_secret: str, hours: float) -> str:
+        """A new token of a named account, signed with its signing secret, valid for ``hours``."""
         with self._lock:
             self._load()
-            expected = self._signature(password, str(token).rpartition(".")[0])
-            return hmac.compare_digest(signature, expected) and token_id not in self._revoked
+            body = f"{ACCOUNT_TOKEN_VERSION}.{_b64(name.encode('utf-8'))}.{self._life(hours)}"
+            return f"{body}.{self._account_signature(name, signing_secret, body)}"
+
+    def _life(self, hours: float) -> str:
+        return f"{int(self.clock() + hours * 3600)}.{_b64(secrets.token_bytes(16))}"
+
+    def valid(
+        self, token: str | None, password: str, hours: float, *, signing_secret: Callable[[str], str | None] | None = None
+    ) -> str | None:
+        """The account ``token`` lets in, or None: issued here, unexpired (and not outliving
+        ``hours``), not revoked, and signed for the shared ``password`` (then ``owner``) or,
+        given ``signing_secret`` (an account's name to its current signing secret, None once
+        removed), for the named account it carries."""
+        parts = _parts(token)
+        if parts is None:
+            return None
+        now = self.clock()
+        if not now < parts.expires <= now + hours * 3600 + 60:  # a shorter session setting shortens old tokens too
+            return None
+        if parts.name is None:
+            if not password:
+                return None
+            holder, secret = OWNER, password
+        else:
+            found = signing_secret(parts.name) if signing_secret is not None else None
+            if not found:
+                return None
+            holder, secret = parts.name, found
+        with self._lock:
+            self._load()
+            if parts.name is None:
+                expected = self._signature(secret, parts.body)
+            else:
+                expected = self._account_signature(holder, secret, parts.body)
+            ok = hmac.compare_digest(parts.signature, expected) and parts.token_id not in self._revoked
+        return holder if ok else None
 
     def revoke(self, token: str | None) -> None:
         """The token lets nobody in any more (logout)."""
         parts = _parts(token)
         if parts is None:
             return
-        expires, token_id, _ = parts
         with self._lock:
             self._load()
             now = self.clock()
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
-            self._revoked[token_id] = expires
+            self._revoked[parts.token_id] = parts.expires
             self._save()
 
 
-def _parts(token: str | None) -> tuple[float, str, str] | None:
-    """(expires, id, signature) of a well-formed token, else None."""
-    if not token or len(token) > 200:
+@dataclass(frozen=True)
+class _Token:
+    name: str | None  # None: the shared password's token
+    expires: float
+    token_id: str
+    signature: str
+    body: str  # what the signature covers
+
+
+def _parts(token: str | None) -> _Token | None:
+    """The parts of a well-formed token, else None."""
+    if not token or len(token) > MAX_TOKEN:
         return None
     pieces = token.split(".")
-    if len(pieces) != 4 or pieces[0] != TOKEN_VERSION or not pieces[1].isdigit():
+    name: str | None = None
+    if len(pieces) == 5 and pieces[0] == ACCOUNT_TOKEN_VERSION:
+        try:
+            name = base64.urlsafe_b64decode(pieces[1] + "=" * (-len(pieces[1]) % 4)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not name or name == OWNER:  # the owner logs in with the shared password's token only
+            return None
+    elif len(pieces) != 4 or pieces[0] != TOKEN_VERSION:
         return None
-    return float(pieces[1]), pieces[2], pieces[3]
+    *_, expires, token_id, signature = pieces
+    if not expires.isdigit():
+        return None
+    return _Token(name, float(expires), token_id, signature, token.rpartition(".")[0])
+
+
+# -- a login attempt: the throttle, then the password, then a token ---------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a login attempt came to: a token for ``name``, a wait (nothing compared), or neither (wrong)."""
+
+    token: str | None = None
+    name: str | None = None
+    wait_s: float = 0.0
+
+
+def account_key(name: str) -> str:
+    """An account name as the ledger keeps it (an e-mail lower-cased); the throttle's key too."""
+    name = name.strip()
+    return name.lower() if "@" in name else name
+
+
+def log_in(
+    tokens: LoginTokens,
+    accounts: Accounts | None,
+    shared_password: str,
+    name: str,
+    password: str,
+    hours: float,
+    throttles: Throttles = THROTTLES,
+) -> Attempt:
+    """Check ``password`` for the account ``name`` ("" or ``owner``: the shared password) under its throttle.
+
+    The throttle's turn is taken before anything is compared. A wrong name and a wrong
+    password come to the same ``Attempt()``, in about the same time (scrypt on a decoy).
+    ``accounts`` None: no named accounts (the password-only form).
+    """
+    key = account_key(name)
+    throttle = throttles.of(key)
+    wait = throttle.attempt()
+    if wait > 0:
+        return Attempt(wait_s=wait)
+    if key in ("", OWNER):
+        if shared_password and hmac.compare_digest(password.encode("utf-8"), shared_password.encode("utf-8")):
+            throttle.succeeded()
+            return Attempt(tokens.issue(shared_password, hours), OWNER)
+        return Attempt()
+    found = accounts.login(key, password) if accounts is not None else None
+    if found is None:
+        return Attempt()
+    principal, signing_secret = found
+    throttle.succeeded()
+    return Attempt(tokens.issue_for(principal.name, signing_secret, hours), principal.name)

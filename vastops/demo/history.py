@@ -59,7 +59,7 @@ from vastops.ledger.queries import Tx
 from vastops.ledger.rows import Details, RequestReport, SessionRow
 from vastops.ledger.store import Ledger
 from vastops.reports import sessions as session_reports
-from vastops.vocabulary import CAUSE_EVENTS, Actor, Cause, EndReason, ErrorKind, Event, Status
+from vastops.vocabulary import CAUSE_EVENTS, Actor, By, Cause, EndReason, ErrorKind, Event, Status, person_of
 
 DEMO_META: Details = {"demo": True}
 DEMO_REQUEST_PREFIX = "demo-"  # every seeded request's id: the requests table has no meta to mark
@@ -203,6 +203,23 @@ class _Trail:
         return self.tx.audit(ts, self.iid, event, actor, {**meta, **DEMO_META})
 
 
+# The demo's people, so its audit trail answers "who?": two operators in the dashboard, one
+# at the command line, and the team's CI with a key of its own. Picked by the moment, not by
+# the random generator, so the demo's past stays what it was.
+DEMO_PEOPLE = {Actor.DASHBOARD: ("alice", "bob"), Actor.CLI: ("ops",), Actor.API: ("ci",)}
+
+
+def _who(actor: Actor, at: datetime) -> By:
+    names = DEMO_PEOPLE[actor]
+    return By(actor, names[at.minute % len(names)])
+
+
+def _by(requester: str | None) -> str:
+    """A planned start's requester (never None once a start was asked for), its person kept."""
+    assert requester is not None
+    return requester
+
+
 def _ms(dt: datetime) -> datetime:
     """``dt`` at whole milliseconds, as the ledger stores times (so runtimes match the stored text)."""
     return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
@@ -320,12 +337,12 @@ class _History:
             s = t
             p = _Plan(s=s, active_to=s)
         else:
-            requester = rnd.choices((Actor.DASHBOARD, Actor.CLI, Actor.API), (50, 30, 20))[0]
+            requester = _who(rnd.choices((Actor.DASHBOARD, Actor.CLI, Actor.API), (50, 30, 20))[0], t)
             failed_at = None
             if rnd.random() < 0.04:
                 failed_at = (t, _after(t, rnd.uniform(0.3, 12)))
                 t = _after(failed_at[1], rnd.uniform(40, 300))
-            wait = requester != Actor.DASHBOARD and rnd.random() < 0.85
+            wait = str(requester) != Actor.DASHBOARD and rnd.random() < 0.85
             gpu_at = _after(t, rnd.uniform(3, 40))
             s = _after(gpu_at, rnd.uniform(15, 90))
             p = _Plan(s=s, active_to=s, requester=requester, wait=wait, failed_at=failed_at, req=t, gpu_at=gpu_at)
@@ -373,7 +390,7 @@ class _History:
     def plan_end(self, p: _Plan, begin: datetime) -> None:
         rnd = self.rnd
         if p.kind == "manual":
-            p.ender = rnd.choices((Actor.DASHBOARD, Actor.CLI, Actor.API), (55, 30, 15))[0]
+            p.ender = _who(rnd.choices((Actor.DASHBOARD, Actor.CLI, Actor.API), (55, 30, 15))[0], begin)
             if p.requester in (Actor.CLI, Actor.API) and rnd.random() < 0.6:
                 p.ender = p.requester  # who started it by script stops it by script
             p.decided = _after(max(p.active_to, begin), rnd.uniform(0.5, 8) * 60)
@@ -394,7 +411,7 @@ class _History:
                 at = _after(begin, (p.active_to - begin).total_seconds() * rnd.uniform(0.3, 0.9))
                 p.active_to = _after(at, -rnd.uniform(5, 120))  # the batch job sends no LLM requests
                 minutes = rnd.choice((60, 90, 120, 180, 240))
-                actor = rnd.choice((Actor.DASHBOARD, Actor.CLI, Actor.API))
+                actor = _who(rnd.choice((Actor.DASHBOARD, Actor.CLI, Actor.API)), at)
                 p.keepalive = (at, minutes, actor, rnd.choice(KEEPALIVE_REASONS))
                 p.deadline = max(at + timedelta(minutes=minutes), max(p.active_to, begin) + timedelta(minutes=IDLE_MINUTES))
             elif (p.active_to - begin).total_seconds() > (IDLE_MINUTES + 5) * 60 and rnd.random() < 0.3:
@@ -433,14 +450,14 @@ class _History:
         assert p.end is not None
         if p.failed_at:
             asked, failed = p.failed_at
-            rid = trail.write(asked, Event.POWER_ON_REQUESTED, str(p.requester), self.request_meta(p))
+            rid = trail.write(asked, Event.POWER_ON_REQUESTED, _by(p.requester), self.request_meta(p))
             kind, error = rnd.choice(START_ERRORS)
-            trail.write(failed, Event.POWER_ON_FAILED, str(p.requester), {"request_id": rid, "kind": kind, "error": error})
+            trail.write(failed, Event.POWER_ON_FAILED, _by(p.requester), {"request_id": rid, "kind": kind, "error": error})
         request_id = None
         if p.req is not None:
-            request_id = trail.write(p.req, Event.POWER_ON_REQUESTED, str(p.requester), self.request_meta(p))
+            request_id = trail.write(p.req, Event.POWER_ON_REQUESTED, _by(p.requester), self.request_meta(p))
             self.instance["acted_at"] = stamp(_after(p.req, 0.4))
-        started_by = str(p.requester) if p.requester else Actor.EXTERNAL
+        started_by = p.requester if p.requester else Actor.EXTERNAL
         sid = tx.start_session(iid, p.s, self.gpu_name, self.dph_base, self.storage_dph, started_by)
         self.session_ids.append(sid)
         if p.requester is None:
@@ -483,7 +500,7 @@ class _History:
                     "request_id": request_id,
                     "startup_seconds": round((p.settle - pending_since).total_seconds(), 1),
                 }
-                rows.append((p.settle, Event.POWER_ON_COMPLETE, str(p.requester) if p.wait else Actor.SYSTEM, meta))
+                rows.append((p.settle, Event.POWER_ON_COMPLETE, _by(p.requester) if p.wait else Actor.SYSTEM, meta))
             else:
                 waited = round((p.settle - pending_since).total_seconds(), 1)
                 meta = {"request_id": request_id, "status": Status.RUNNING, "waited_seconds": waited, "health_url": health_url}
@@ -563,7 +580,9 @@ class _History:
             "gpu_name": self.gpu_name,
             "dph_base": self.dph_base,
             "storage_dph": self.storage_dph,
-            "started_by": str(p.requester) if p.requester else Actor.EXTERNAL,
+            "started_by": p.requester if p.requester else Actor.EXTERNAL,
+            "started_by_person": person_of(p.requester) if p.requester else None,
+            "ended_by_person": None,
             "ended_by": None,
             "end_reason": None,
             "runtime_s": None,

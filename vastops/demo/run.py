@@ -223,9 +223,26 @@ class Demo:
             env["VAST_MAX_SESSION_HOURS"] = f"{self.args.max_session_hours:g}"
         self.write_env_file(env)
         self.history = self.seed_history(env["VASTOPS_DB"])
+        self.people = self.add_people(env["VASTOPS_DB"])
         if self.history:
             self.billing_history = write_billing_history(env["VASTOPS_DB"], DEMO_INSTANCE_ID, self.folder / SIM_BILLING_HISTORY)
         return env
+
+    def add_people(self, db: str) -> dict[str, str]:
+        """Who may, shown on a fresh ledger: an operator and a viewer account for the dashboard,
+        a reporter key for the demo's gateway and an operator key for the wake proxy (each
+        audited as the demo's). The passwords and keys are printed; the ledger keeps hashes."""
+        from vastops.access.accounts import Accounts
+        from vastops.access.roles import Role
+        from vastops.ledger.store import Ledger
+
+        accounts = Accounts(Ledger(db))
+        people = {name: "demo-" + secrets.token_urlsafe(9) for name in ("operator", "viewer")}
+        accounts.add_user("operator", Role.OPERATOR, people["operator"], "demo")
+        accounts.add_user("viewer", Role.VIEWER, people["viewer"], "demo")
+        people["gateway_key"] = accounts.add_key("gateway", Role.REPORTER, "demo")
+        people["proxy_key"] = accounts.add_key("proxy", Role.OPERATOR, "demo")
+        return people
 
     def seed_history(self, db: str) -> Summary | None:
         """A past for the fresh ledger: every chart and table has something to show (marked demo data)."""
@@ -416,12 +433,14 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
 
         watchdog_url = f"http://127.0.0.1:{demo.watchdog_port}"
         traffic = Traffic(
-            f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.control_key, demo.stopping, edge_token=demo.edge_token
+            f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.people["gateway_key"], demo.stopping, edge_token=demo.edge_token
         ).start()
         traffic_line = f"traffic     LLM requests from {', '.join(CONSUMERS)} for {WINDOW_S / 60:g} min after each start"
     lines = [
         f"dashboard   {demo.dashboard_url}",
-        f"password    {demo.password}",
+        f"accounts    operator / {demo.people['operator']} (starts and stops)",
+        f"            viewer / {demo.people['viewer']} (sees the figures, no buttons)",
+        f"password    {demo.password} (leave the account empty: owner, an admin)",
         f"simulator   http://127.0.0.1:{demo.sim_port}  (vast.ai; state at /_sim/state)",
         f"watchdog    http://127.0.0.1:{demo.watchdog_port}/infra/vast/status"
         if watchdog_ok
@@ -439,7 +458,7 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
     width = max(map(len, lines))
     box = "\n+" + "-" * (width + 2) + "+\n" + "\n".join(f"| {line:<{width}} |" for line in lines) + "\n+" + "-" * (width + 2) + "+"
     if watchdog_ok:
-        box += f"\nwatchdog API key (header X-API-Key): {demo.control_key}"
+        box += f"\nwatchdog API key (header X-API-Key): {demo.control_key} (admin; the gateway's key: reporter, the proxy's: operator)"
     demo.say(box + "\n")
 
     while not demo.stopping.wait(0.3):
@@ -504,7 +523,11 @@ def _book(demo: Demo, env: dict[str, str]) -> bool:
 def _start_proxy(demo: Demo, env: dict[str, str]) -> str | None:
     """The wake proxy in front of the simulated instance; the demo goes on without it if it does not start."""
     port = free_port(8788, avoid=(demo.sim_port, demo.watchdog_port, demo.dashboard_port))
-    proxy_env = {**env, "VASTOPS_WATCHDOG_URL": f"http://127.0.0.1:{demo.watchdog_port}"}
+    proxy_env = {
+        **env,
+        "VASTOPS_WATCHDOG_URL": f"http://127.0.0.1:{demo.watchdog_port}",
+        "VASTOPS_WATCHDOG_KEY": demo.people["proxy_key"],  # an operator key: it reads the status and wakes
+    }
     proxy = demo.start("proxy", _cli("proxy", "--host", "127.0.0.1", "--port", str(port)), proxy_env)
     if demo.wait_ready(proxy, f"http://127.0.0.1:{port}/healthz", 30):
         return f"http://127.0.0.1:{port}/v1"

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vastops.access.commands import login_name
 from vastops.errors import ConfigError
-from vastops.vocabulary import Actor
+from vastops.vocabulary import Actor, By
 from vastops.words import usd
 
 if TYPE_CHECKING:  # the CLI builds this tree for every command: nothing heavy is imported here
@@ -127,7 +128,9 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
     env_file = Path(args.env_file) if getattr(args, "env_file_named", False) else None
     if env_file is not None:  # checked before money is spent: a file we could not write afterwards would lose the id
         _check_env_file(env_file)
-    result = booking.create(settings, args.offer_id, actor=Actor.CLI, progress=progress, timeout_s=args.timeout, client=client)
+    result = booking.create(
+        settings, args.offer_id, actor=By(Actor.CLI, login_name()), progress=progress, timeout_s=args.timeout, client=client
+    )
     text = f"{result['message']}\n  endpoint   {result['endpoint_base_url']}"
     if settings.vastops_agent_token:  # the template put the agent on it (vastops/instance/template.py)
         text += (
@@ -174,7 +177,7 @@ def _destroy(args: argparse.Namespace, settings: Settings) -> int:
     if not args.yes and not _confirm(question):
         print("nothing destroyed", file=sys.stderr)
         return 1
-    meta = booking.destroy(settings, args.instance_id, actor=Actor.CLI, client=client)
+    meta = booking.destroy(settings, args.instance_id, actor=By(Actor.CLI, login_name()), client=client)
     text = f"instance {args.instance_id} destroyed: its billing ended"
     if meta.get("session_cost_usd") is not None:
         text += f" (its last session cost {usd(meta.get('session_cost_usd'))})"

@@ -16,7 +16,9 @@ its user's id, else ``unknown``. LiteLLM's own health checks are not reported.
 
 Environment (read when LiteLLM loads the module):
     VASTOPS_WATCHDOG_URL      the watchdog's base URL (default http://127.0.0.1:8787)
-    CONTROL_API_KEY           the watchdog's key (never logged)
+    VASTOPS_WATCHDOG_KEY      the key sent to the watchdog: one with the reporter role
+                              (vastops key add gateway --role reporter); never logged
+    CONTROL_API_KEY           used when VASTOPS_WATCHDOG_KEY is not set (the admin key)
     VASTOPS_MODELS            comma-separated model names (the proxy's ``model_name``,
                               what clients ask for) to report; empty or unset: all
     VASTOPS_REPORT_TIMEOUT_S  timeout of one post, seconds (default 2)
@@ -223,7 +225,9 @@ class Reporter:
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 401:
-                return False, "401 (check CONTROL_API_KEY)"
+                return False, "401 (check CONTROL_API_KEY): missing, wrong or revoked (VASTOPS_WATCHDOG_KEY is sent instead when set)"
+            if e.code == 403:
+                return False, "403 (the key's role may not report activity: give the gateway a key with the reporter role)"
             return e.code in (408, 429) or e.code >= 500, f"HTTP {e.code}"
         except (OSError, ValueError) as e:  # refused, timed out, reset, DNS; ValueError: a malformed URL
             return True, type(e).__name__
@@ -323,12 +327,14 @@ class VastopsLiteLLMCallback(_Base):
     @staticmethod
     def _reporter_from(url: str | None, key: str | None, timeout_s: float | None, env: Mapping[str, str]) -> Reporter | None:
         url = activity_url(url or env.get("VASTOPS_WATCHDOG_URL") or DEFAULT_URL)
-        key = key or env.get("CONTROL_API_KEY") or ""
+        key = key or env.get("VASTOPS_WATCHDOG_KEY") or env.get("CONTROL_API_KEY") or ""
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             log.warning("vastops: VASTOPS_WATCHDOG_URL must be an http:// or https:// URL: reporting is off")
             return None
         if not key:
-            log.warning("vastops: CONTROL_API_KEY is not set: reporting to the watchdog at %s is off", _where(url))
+            log.warning(
+                "vastops: CONTROL_API_KEY is not set (nor VASTOPS_WATCHDOG_KEY): reporting to the watchdog at %s is off", _where(url)
+            )
             return None
         if timeout_s is None:
             raw = env.get("VASTOPS_REPORT_TIMEOUT_S") or str(DEFAULT_TIMEOUT_S)

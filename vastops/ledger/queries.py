@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from vastops.clock import isoz, parse_isoz, stamp, utcnow
 from vastops.costs import TOTAL_SQL, cost_sql, runtime_seconds, session_costs
+from vastops.ledger.accounts import AccountsView, AccountsWrites
 from vastops.ledger.billing import BillingView, BillingWrites
-from vastops.vocabulary import START_OUTCOMES, Actor, Event, Status
+from vastops.vocabulary import START_OUTCOMES, Actor, By, Event, Status, person_of
 
 if TYPE_CHECKING:
     from vastops.ledger.rows import (
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from vastops.ledger.store import Database
 
 
-class View(BillingView):
+class View(BillingView, AccountsView):
     """The ledger's named reads; use-case code asks these, never writes SQL of its own."""
 
     def __init__(self, db: Database):
@@ -147,8 +148,13 @@ class View(BillingView):
         row = self._one("SELECT MAX(ended_at) AS at FROM requests WHERE instance_id = ? AND expired = 1", [instance_id])
         return parse_isoz((row or {}).get("at"))
 
-    def recent_audit(self, limit: int) -> list[AuditLine]:
-        rows = self.db.query("SELECT ts, instance_id, event, actor, meta FROM audit ORDER BY id DESC LIMIT ?", [int(limit)])
+    def recent_audit(self, limit: int, *, person: str | None = None) -> list[AuditLine]:
+        """The newest ``limit`` rows, those of ``person`` only if given (an e-mail in any case: kept lower-cased)."""
+        person = person.strip().lower() if person and "@" in person else person
+        where, params = ("WHERE person = ?", [person]) if person else ("", [])
+        rows = self.db.query(
+            f"SELECT ts, instance_id, event, actor, person, meta FROM audit {where} ORDER BY id DESC LIMIT ?", [*params, int(limit)]
+        )
         return [cast("AuditLine", {**row, "meta": json.loads(row["meta"])}) for row in rows]
 
     def recent_events(self, instance_id: int, events: frozenset[str], limit: int) -> list[AuditRow]:
@@ -166,7 +172,7 @@ class View(BillingView):
         return [cast("AuditRow", {**row, "meta": json.loads(row["meta"])}) for row in self.db.query(sql, params)]
 
 
-class Tx(BillingWrites, View):
+class Tx(BillingWrites, AccountsWrites, View):
     """The statements a use case needs, inside one write transaction (reads included)."""
 
     def __init__(self, db: Database):
@@ -177,16 +183,18 @@ class Tx(BillingWrites, View):
     # -- audit -------------------------------------------------------------------
 
     def audit(self, ts: datetime, instance_id: int | None, event: str, actor: str, meta: Details | None = None) -> int:
+        """Append a row; ``actor`` may carry its person (``vocabulary.By``): a name, never a secret."""
         meta = meta or {}
         row: AuditLine = {
             "ts": stamp(ts),
             "instance_id": instance_id,
             "event": str(event),
             "actor": str(actor),
+            "person": person_of(actor),
             "meta": meta,
         }
         cursor = self.db.execute(
-            "INSERT INTO audit (ts, instance_id, event, actor, meta) VALUES (:ts, :instance_id, :event, :actor, :meta)",
+            "INSERT INTO audit (ts, instance_id, event, actor, person, meta) VALUES (:ts, :instance_id, :event, :actor, :person, :meta)",
             {**row, "meta": json.dumps(meta, sort_keys=True)},
         )
         self.appended.append(row)
@@ -264,7 +272,7 @@ class Tx(BillingWrites, View):
         for it along: the next start, whoever asks for it, must not inherit hours of GPU time.
         """
         cursor = self.db.execute(
-            "UPDATE instances SET pending = NULL, pending_since = NULL, pending_actor = NULL, pending_audit_id = NULL,"
+            "UPDATE instances SET pending = NULL, pending_since = NULL, pending_actor = NULL, pending_person = NULL, pending_audit_id = NULL,"
             " pending_health_path = NULL, pending_health_port = NULL, pending_gpu_at = NULL, idle_from = :settled,"
             " keepalive_until = CASE WHEN EXISTS (SELECT 1 FROM sessions s WHERE s.instance_id = :iid AND s.ended_at IS NULL)"
             " THEN keepalive_until END"
@@ -312,8 +320,9 @@ class Tx(BillingWrites, View):
         self, instance_id: int, started_at: datetime, gpu_name: str | None, dph_base: float, storage_dph: float, started_by: str
     ) -> int:
         cursor = self.db.execute(
-            "INSERT INTO sessions (instance_id, started_at, gpu_name, dph_base, storage_dph, started_by) VALUES (?, ?, ?, ?, ?, ?)",
-            [instance_id, isoz(started_at), gpu_name, dph_base, storage_dph, started_by],
+            "INSERT INTO sessions (instance_id, started_at, gpu_name, dph_base, storage_dph, started_by, started_by_person)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [instance_id, isoz(started_at), gpu_name, dph_base, storage_dph, str(started_by), person_of(started_by)],
         )
         self.changed_state = True
         return _rowid(cursor)
@@ -328,13 +337,21 @@ class Tx(BillingWrites, View):
         """
         compute, storage = cost_sql(":runtime_s", "dph_base"), cost_sql(":runtime_s", "storage_dph")
         cursor = self.db.execute(
-            "UPDATE sessions SET ended_at = :ended_at, ended_by = :ended_by, end_reason = :end_reason, runtime_s = :runtime_s,"
+            "UPDATE sessions SET ended_at = :ended_at, ended_by = :ended_by, ended_by_person = :person, end_reason = :end_reason,"
+            " runtime_s = :runtime_s,"
             f" compute_cost_usd = {compute}, storage_cost_usd = {storage}, cost_usd = {compute} + {storage},"
             # its last activity, when inside it: the idle tail (vastops/reports/waste.py) runs from there
             " last_activity_at = (SELECT CASE WHEN i.last_activity >= s.started_at AND i.last_activity <= :ended_at"
             " THEN i.last_activity END FROM sessions s JOIN instances i ON i.instance_id = s.instance_id WHERE s.id = :id)"
             f" WHERE id = :id{'' if reopen else ' AND ended_at IS NULL'}",
-            {"ended_at": isoz(ended_at), "ended_by": ended_by, "end_reason": end_reason, "id": session_id, "runtime_s": runtime_s},
+            {
+                "ended_at": isoz(ended_at),
+                "ended_by": str(ended_by),
+                "person": person_of(ended_by),
+                "end_reason": end_reason,
+                "id": session_id,
+                "runtime_s": runtime_s,
+            },
         )
         # A keepalive holds the session it was given for; the next one starts without it.
         self.db.execute(
@@ -385,10 +402,10 @@ class Tx(BillingWrites, View):
         answer: Applied = {}
         for op in record["ops"]:
             if op["op"] == "audit":
-                self.audit(_at(op["ts"]), op["instance_id"], op["event"], op["actor"], op.get("meta"))
+                self.audit(_at(op["ts"]), op["instance_id"], op["event"], By(op["actor"], op.get("person")), op.get("meta"))
             elif op["op"] == "stopped":
                 answer["figures"] = self._stopped(
-                    op["instance_id"], _at(op["at"]), op["actor"], op["reason"], op["complete_event"], op.get("cause")
+                    op["instance_id"], _at(op["at"]), By(op["actor"], op.get("person")), op["reason"], op["complete_event"], op.get("cause")
                 )
             else:  # a record from a newer vastops, read back from the spool
                 raise ValueError(f"unknown record operation {op['op']!r}")

@@ -9,7 +9,7 @@ and the JSON the API sends, are unchanged.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 
 class InstanceRow(TypedDict):
@@ -29,6 +29,7 @@ class InstanceRow(TypedDict):
     pending: str | None  # vocabulary.Pending
     pending_since: str | None
     pending_actor: str | None
+    pending_person: str | None  # the person behind pending_actor (vocabulary.By)
     pending_audit_id: int | None
     pending_health_path: str | None
     pending_health_port: int | None
@@ -73,6 +74,7 @@ def blank_instance(instance_id: int) -> InstanceRow:
         "pending": None,
         "pending_since": None,
         "pending_actor": None,
+        "pending_person": None,
         "pending_audit_id": None,
         "pending_health_path": None,
         "pending_health_port": None,
@@ -113,6 +115,8 @@ class SessionRow(TypedDict):
     storage_dph: float
     started_by: str
     ended_by: str | None
+    started_by_person: str | None  # the account, e-mail, key or login name behind started_by
+    ended_by_person: str | None
     end_reason: str | None
     runtime_s: float | None
     compute_cost_usd: float | None
@@ -250,6 +254,12 @@ class Details(StopDecision, StartOutcome, total=False):
     asks the row's ``event`` first, then the keys of that event.
     """
 
+    # who may (vastops/access/accounts.py): account_added, account_removed, password_changed
+    kind: str  # user, key
+    name: str
+    role: str
+    sso_only: bool
+
     periods: dict[str, str]  # budget_override
     budgets: list[BudgetFigures]
     until: str  # keepalive
@@ -320,6 +330,7 @@ class AuditLine(TypedDict):
     instance_id: int | None
     event: str  # vocabulary.Event
     actor: str  # vocabulary.Actor
+    person: str | None  # who, by name: a dashboard account or e-mail, an API key's name, the CLI's login user
     meta: Details
 
 
@@ -370,6 +381,7 @@ class AuditOp(TypedDict):
     instance_id: int | None
     event: str
     actor: str
+    person: NotRequired[str | None]  # vocabulary.By's person (absent in records spooled by an older vastops)
     meta: Details
 
 
@@ -380,6 +392,7 @@ class _StoppedOp(TypedDict):
     actor: str
     reason: str
     complete_event: str
+    person: NotRequired[str | None]
 
 
 class StoppedOp(_StoppedOp, total=False):

@@ -19,6 +19,8 @@ migration):
     charges     vast's own charges per day and kind (charge_days: which days were
                 fetched); stopped_rates, bandwidth: what bills outside sessions;
                 activity_minutes: the busy minutes, for the what-if on idle minutes.
+    accounts    named dashboard accounts and API keys with their roles, their
+                secrets hashed (vastops/access/); a removed one is kept, marked.
 
 The file's ``PRAGMA user_version`` is the number of migrations applied. A new
 release appends a migration and never edits an old one: a ledger written by any
@@ -238,6 +240,27 @@ MIGRATIONS: list[str] = [
     ALTER TABLE instances ADD COLUMN down_billed_bytes REAL;
     ALTER TABLE instances ADD COLUMN price_rise TEXT;
     ALTER TABLE instances ADD COLUMN destroyed_at TEXT;
+    """,
+    # 10: who did it, and who may (vastops/access/): named dashboard accounts and API keys, the person in
+    # every audit row, and who started and ended each session
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,                     -- 'user' (the dashboard) or 'key' (X-API-Key)
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,                     -- vastops.access.roles.Role
+        secret TEXT,                            -- a user's salted password hash (None: single sign-on only), a key's SHA-256
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        removed_at TEXT                         -- removed or revoked: kept, so the audit's names stay explained
+    );
+    CREATE UNIQUE INDEX accounts_live ON accounts(kind, name) WHERE removed_at IS NULL;
+    CREATE INDEX accounts_by_secret ON accounts(secret) WHERE removed_at IS NULL;
+    ALTER TABLE audit ADD COLUMN person TEXT;
+    CREATE INDEX audit_by_person ON audit(person, id) WHERE person IS NOT NULL;
+    ALTER TABLE instances ADD COLUMN pending_person TEXT;
+    ALTER TABLE sessions ADD COLUMN started_by_person TEXT;
+    ALTER TABLE sessions ADD COLUMN ended_by_person TEXT;
     """,
 ]
 

@@ -70,12 +70,13 @@ class Database:
         self.conn.close()
 
 
-def connect(path: str | os.PathLike, *, create: bool = True) -> Database:
+def connect(path: str | os.PathLike, *, create: bool = True, any_thread: bool = False) -> Database:
     # isolation_level=None: the driver opens no implicit transactions; we say BEGIN ourselves.
     # create=False opens an existing file only: SQLite would otherwise make a new, empty
     # ledger where one was deleted, and everything after would be lost in it.
+    # any_thread: a long-lived connection its owner guards with a lock (vastops/access/keyring.py).
     target = f"file:{urllib.parse.quote(os.fspath(path))}?mode={'rwc' if create else 'rw'}"
-    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=True)
+    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=True, check_same_thread=not any_thread)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")

@@ -64,6 +64,7 @@ from typing import Any, TypedDict
 
 import httpx2
 
+from vastops.access.roles import Permission, may
 from vastops.config import ConfigError, Settings
 from vastops.proxy.forward import (
     COLD,
@@ -111,9 +112,12 @@ class Proxy:
     """The ASGI app. One per process; its HTTP clients live as long as it."""
 
     def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None, max_requests: int | None = None):
-        key = settings.control_api_key
+        key = settings.vastops_watchdog_key or settings.control_api_key  # a named operator key, else the admin key
         if key is None:
-            raise ConfigError("CONTROL_API_KEY is not configured: the proxy needs it to read the watchdog's status and ask for starts")
+            raise ConfigError(
+                "neither VASTOPS_WATCHDOG_KEY nor CONTROL_API_KEY is configured: the proxy needs a key with the operator role "
+                "to read the watchdog's status and ask for starts (vastops key add proxy --role operator)"
+            )
         self.settings = settings
         self.api = settings.vastops_watchdog_url + "/infra/vast"
         self._control_headers = {"X-API-Key": key.get_secret_value()}
@@ -138,6 +142,7 @@ class Proxy:
             transport=transport,
         )
         self._warned_at: dict[str, float] = {}
+        self._key_check: asyncio.Future[None] | None = None
         self.reports = Reporter(self.watchdog, self.api + "/activity", self._control_headers, self._warn)
         self.target: Target | None = None  # where the instance runs healthy, as the watchdog last said
         self.control = Watchdog(self.watchdog, self.api, self._control_headers)
@@ -197,13 +202,31 @@ class Proxy:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._key_check = asyncio.ensure_future(self._check_key())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _check_key(self) -> None:
+        """Say at the start, not at the first cold request, when the key's role cannot read the status or wake."""
+        try:
+            answer = await self.watchdog.get(self.api + "/whoami", headers=self._control_headers)
+            who = answer.json() if answer.status_code == 200 else None
+        except (httpx2.HTTPError, ValueError):
+            return  # the watchdog is not up yet (or not one): the status reads say so, each time
+        if isinstance(who, dict) and not may(who.get("role"), Permission.POWER):
+            log.warning(
+                "the proxy's key %s has the role %s: it cannot read the status or wake the instance;"
+                " give it a key with the operator role (vastops key add proxy --role operator, then VASTOPS_WATCHDOG_KEY)",
+                who.get("name"),
+                who.get("role"),
+            )
+
     async def aclose(self) -> None:
+        if self._key_check is not None:
+            self._key_check.cancel()
         self.wake.cancel()
         await self.reports.aclose()
         await self.http.aclose()

@@ -1,5 +1,8 @@
 """The audit trail as the Audit page reads it: filters, paging, the CSV, and the proxy's cold starts.
 
+Each row names the person behind it where one is known (``person``: a dashboard account or
+e-mail, an API key's name, the CLI's login user); the page filters by it and the CSV carries it.
+
 Every function that reads takes the ``Ledger`` and opens its own short connection, so
 the page (and the download's thread) never holds one.
 
@@ -32,6 +35,7 @@ class AuditFilter:
 
     events: tuple[str, ...] = ()
     actors: tuple[str, ...] = ()
+    persons: tuple[str, ...] = ()  # as the trail holds them (``persons``)
     start: date | None = None  # first UTC day, inclusive
     end: date | None = None  # last UTC day, inclusive
     text: str = ""  # case-insensitive substring of the meta JSON
@@ -48,6 +52,10 @@ class AuditFilter:
             names = [f":ac{i}" for i in range(len(self.actors))]
             clauses.append(f"actor IN ({', '.join(names)})")
             params.update({n[1:]: v for n, v in zip(names, self.actors)})
+        if self.persons:
+            names = [f":pe{i}" for i in range(len(self.persons))]
+            clauses.append(f"person IN ({', '.join(names)})")
+            params.update({n[1:]: v for n, v in zip(names, self.persons)})
         if self.start is not None:
             clauses.append("ts >= :ts_lo")
             params["ts_lo"] = day_start(self.start)
@@ -131,6 +139,7 @@ class StoredAudit(TypedDict):
     instance_id: int | None
     event: str
     actor: str
+    person: str | None
     meta: str
 
 
@@ -140,7 +149,15 @@ def _decode(row: StoredAudit) -> AuditRow:
         meta = cast(Details, json.loads(row["meta"]))
     except (TypeError, ValueError):
         meta = {"raw": row["meta"]}
-    return {"id": row["id"], "ts": row["ts"], "instance_id": row["instance_id"], "event": row["event"], "actor": row["actor"], "meta": meta}
+    return {
+        "id": row["id"],
+        "ts": row["ts"],
+        "instance_id": row["instance_id"],
+        "event": row["event"],
+        "actor": row["actor"],
+        "person": row["person"],
+        "meta": meta,
+    }
 
 
 def audit_count(ledger: Ledger, flt: AuditFilter = AuditFilter()) -> int:
@@ -158,12 +175,18 @@ def first_day(ledger: Ledger) -> date | None:
     return date.fromisoformat(first[:10]) if first else None
 
 
-AUDIT_CSV_COLUMNS = ["id", "ts_utc", "instance_id", "event", "actor", "meta_json"]
+def persons(ledger: Ledger) -> list[str]:
+    """Every person the trail names, in order: the Audit page's choices (read along ``audit_by_person``)."""
+    with ledger.read() as db:
+        return [r["person"] for r in db.query("SELECT DISTINCT person FROM audit WHERE person IS NOT NULL ORDER BY person")]
+
+
+AUDIT_CSV_COLUMNS = ["id", "ts_utc", "instance_id", "event", "actor", "person", "meta_json"]
 
 
 def _rows(db: Database, flt: AuditFilter = AuditFilter(), max_rows: int | None = None) -> Iterator[StoredAudit]:
     where, params = flt.where()
-    sql = f"SELECT id, ts, instance_id, event, actor, meta FROM audit WHERE {where} ORDER BY id DESC"
+    sql = f"SELECT id, ts, instance_id, event, actor, person, meta FROM audit WHERE {where} ORDER BY id DESC"
     if max_rows:
         sql += f" LIMIT {int(max_rows)}"
     yield from cast("Iterator[StoredAudit]", db.query(sql, params))
@@ -188,7 +211,7 @@ def _write_csv(rows: Iterable[StoredAudit], fh: IO[str]) -> int:
         meta = r["meta"]
         if meta and _LONG_DECIMAL.search(meta):  # the rare row with a float like 0.020833333333333332
             meta = _rounded_meta_json(meta)
-        writer.writerow([r["id"], r["ts"], r["instance_id"], r["event"], r["actor"], meta])
+        writer.writerow([r["id"], r["ts"], r["instance_id"], r["event"], r["actor"], r["person"], meta])
         n += 1
     return n
 

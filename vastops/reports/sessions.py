@@ -53,6 +53,8 @@ class SessionLine(TypedDict):
     end_reason: str  # "open" while open
     started_by: str
     ended_by: str | None
+    started_by_person: str | None  # who, by name (vocabulary.By): an account, an e-mail, a key, a login
+    ended_by_person: str | None
 
 
 def statistics(db: Database, instance_id: int | None, now: datetime) -> Statistics:
@@ -86,7 +88,8 @@ def statistics(db: Database, instance_id: int | None, now: datetime) -> Statisti
 SESSION_SELECT = f"""
     SELECT id AS session_id, instance_id, started_at, ended_at, gpu_name, dph_base, storage_dph,
            {RUNTIME_SQL} AS runtime_s, {COMPUTE_SQL} AS compute_cost_usd, {STORAGE_SQL} AS storage_cost_usd,
-           {TOTAL_SQL} AS cost_usd, COALESCE(end_reason, 'open') AS end_reason, started_by, ended_by
+           {TOTAL_SQL} AS cost_usd, COALESCE(end_reason, 'open') AS end_reason, started_by, ended_by,
+           started_by_person, ended_by_person
     FROM sessions
 """
 
@@ -139,6 +142,8 @@ SESSION_CSV_COLUMNS = [
     ("end_reason", "end_reason"),
     ("started_by", "started_by"),
     ("ended_by", "ended_by"),
+    ("started_by_person", "started_by_person"),
+    ("ended_by_person", "ended_by_person"),
 ]
 # vast's figure beside the ledger's: the session's compute at vast's charged GPU figure of each
 # settled billing day it ran in (its share of the day), and which figure that is
@@ -155,16 +160,19 @@ def _csv_text(column: str) -> str:
     )
 
 
+_PERSON_FIELDS = ", ".join(_csv_text(f"COALESCE({column}, '')") for column in ("started_by_person", "ended_by_person"))
+
 # One session's CSV line, made by SQLite itself: one printf per row instead of fourteen
 # Python conversions, every number with its fixed decimals. An ended session's runtime
 # and costs are the ones stored when it ended (written by cost_sql, so the same numbers
 # COMPUTE_SQL gives); an open one's up to :now.
 SESSION_CSV_LINE = (
     f"printf('%d,%d,%s,%s,%.{MINUTES_DECIMALS}f,%s,%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,"
-    f"%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,%s,%s,%s', "
+    f"%.{MONEY_DECIMALS}f,%.{MONEY_DECIMALS}f,%s,%s,%s,%s,%s', "
     f"id, instance_id, started_at, ended_at, {RUNTIME_SQL} / 60.0, {_csv_text('gpu_name')}, dph_base, storage_dph, "
     f"COALESCE(compute_cost_usd, {COMPUTE_SQL}), COALESCE(storage_cost_usd, {STORAGE_SQL}), COALESCE(cost_usd, {TOTAL_SQL}), "
-    f"COALESCE(end_reason, 'open'), {_csv_text('started_by')}, {_csv_text('ended_by')})"
+    f"COALESCE(end_reason, 'open'), {_csv_text('started_by')}, {_csv_text('ended_by')}, "
+    f"{_PERSON_FIELDS})"
 )
 
 

@@ -15,8 +15,10 @@ the same rules and answers:
 
 * a body over ``MAX_BODY_BYTES`` (by ``Content-Length``, or read so far when chunked)
   is ``413``, before anything else, as ``LimitBody`` answers it;
-* ``X-API-Key`` compared in constant time (``hmac.compare_digest``), ``401``
-  ``{"detail": "missing or wrong X-API-Key header"}`` without it;
+* ``X-API-Key`` looked up by the key ring (vastops/access/keyring.py: the configured key
+  compared in constant time, named keys by their digest), ``401``
+  ``{"detail": "missing or wrong X-API-Key header"}`` without one, ``403`` naming the role
+  when the key's role may not report activity (a viewer's key);
 * the body parsed by ``inflight.parse_report`` (``400`` / ``422`` ``{"detail": ...}``,
   still a moment of activity), then ``Watch.note_request``: memory only.
 
@@ -26,12 +28,13 @@ through ``answer`` below; other methods and paths go on to FastAPI untouched.
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any, NotRequired, TypedDict, final
 
 from starlette.types import Receive, Scope, Send
 
+from vastops.access.keyring import KeyRing
+from vastops.access.roles import Permission, may, refusal
 from vastops.clock import stamp
 from vastops.watchdog.engine import Watch
 from vastops.watchdog.inflight import BadReport, parse_report
@@ -76,9 +79,9 @@ class ActivityPath:
     """Serves ``POST /infra/vast/activity`` itself (``serve``), for the scopes it ``handles``:
     ``WatchdogApp`` asks it first and passes everything else on to FastAPI."""
 
-    def __init__(self, *, watch: Watch, key: bytes, max_body: int = MAX_BODY_BYTES):
+    def __init__(self, *, watch: Watch, keys: KeyRing, max_body: int = MAX_BODY_BYTES):
         self.watch = watch
-        self.key = key
+        self.keys = keys
         self.max_body = max_body
 
     @staticmethod
@@ -107,8 +110,12 @@ class ActivityPath:
                 await _send(send, 413, _too_large(self.max_body))
                 return
             body = read
-        if key is None or not hmac.compare_digest(key, self.key):
+        who = self.keys.identify(key)
+        if who is None:
             await _send(send, 401, {"detail": UNAUTHORIZED})
+            return
+        if not may(who.role, Permission.REPORT):
+            await _send(send, 403, {"detail": refusal(who.role, Permission.REPORT, f"the key {who.name}")})
             return
         await _send(send, *answer(self.watch, body))
 

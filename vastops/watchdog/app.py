@@ -9,7 +9,11 @@ also holds the body limit of every route. The wire models are vastops/watchdog/s
 ``/metrics`` vastops/watchdog/metrics.py.
 ``vastops watchdog`` serves it with uvicorn (vastops/watchdog/serve.py).
 
-Routes under ``/infra/vast`` need ``X-API-Key`` (compared in constant time).
+Routes under ``/infra/vast`` need ``X-API-Key``: ``CONTROL_API_KEY`` (an admin key) or a named
+key (``vastops key add``), looked up by vastops/access/keyring.py. Each route needs a permission
+(vastops/access/roles.py): a key whose role lacks it gets a 403 naming the role, and each API
+call's audit row names the key. The role of each route is in the OpenAPI document
+(``x-vastops-role``) and docs/contract.md.
 ``/healthz`` (is the watchdog alive?) and ``/metrics`` (Prometheus) do not; bind the
 watchdog to localhost or put it behind a proxy.
 """
@@ -17,7 +21,6 @@ watchdog to localhost or put it behind a proxy.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -31,13 +34,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 
 from vastops import __version__
+from vastops.access.accounts import Principal
+from vastops.access.keyring import KeyRing
+from vastops.access.roles import NEEDED, Permission, require
 from vastops.control.answers import Control
 from vastops.control.status import WIRE_FIELDS, KeepaliveResult, StartResult, StopResult
 from vastops.errors import SHOWN, NotConfigured
 from vastops.ledger.rows import AuditLine
 from vastops.reports.consumers import ConsumersReport, parse_day
 from vastops.reports.sessions import Statistics
-from vastops.vocabulary import Actor
+from vastops.vocabulary import Actor, By
 from vastops.watchdog.activity import ActivityPath, LimitBody
 from vastops.watchdog.activity import answer as activity_answer
 from vastops.watchdog.engine import Watch
@@ -65,6 +71,7 @@ from vastops.watchdog.schemas import (
     PowerOnOut,
     RebootIn,
     StatusOut,
+    WhoAmI,
     answers,
 )
 
@@ -72,7 +79,7 @@ log = logging.getLogger("vastops.watchdog")
 
 # -- dependencies -------------------------------------------------------------------
 
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="CONTROL_API_KEY")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="CONTROL_API_KEY (admin) or a named key (vastops key add)")
 
 
 def get_control(request: Request) -> Control:
@@ -83,23 +90,48 @@ def get_watch(request: Request) -> Watch:
     return request.app.state.watch
 
 
-def require_key(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> None:
-    expected: bytes = request.app.state.control_key
-    if key is None or not hmac.compare_digest(key.encode(), expected):
+def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Principal:
+    """The key's holder (every route under /infra/vast), or 401."""
+    keys: KeyRing = request.app.state.keys
+    who = keys.identify(key)
+    if who is None:
         raise HTTPException(401, "missing or wrong X-API-Key header")
+    return who
+
+
+def allowed(permission: Permission) -> Any:
+    """A route's check: the caller's role permits ``permission``, else 403 naming the role it needs."""
+
+    def check(who: Annotated[Principal, Depends(caller)]) -> Principal:
+        require(who.role, permission, f"the key {who.name}")
+        return who
+
+    return Depends(check)
+
+
+def needs(permission: Permission, **extra: Any) -> dict[str, Any]:
+    """A route's permission, as its check and as its entry in the OpenAPI document."""
+    openapi = {**extra.pop("openapi_extra", {}), "x-vastops-role": str(NEEDED[permission])}
+    return {"dependencies": [allowed(permission)], "openapi_extra": openapi, **extra}
+
+
+def by(actor: Actor, who: Principal) -> By:
+    """The actor of an API call's audit rows, naming its key."""
+    return By(actor, who.name)
 
 
 ControlDep = Annotated[Control, Depends(get_control)]
 WatchDep = Annotated[Watch, Depends(get_watch)]
+CallerDep = Annotated[Principal, Depends(caller)]
 
 
 # -- routes ----------------------------------------------------------------------------
 
-router = APIRouter(prefix="/infra/vast", dependencies=[Depends(require_key)], responses=answers(AUTH_ERRORS, TOO_LARGE))
+router = APIRouter(prefix="/infra/vast", dependencies=[Depends(caller)], responses=answers(AUTH_ERRORS, TOO_LARGE))
 public = APIRouter(responses=answers(TOO_LARGE))
 
 
-@router.get("/status", response_model=StatusOut, responses=answers({502: VAST_ERRORS[502]}, LEDGER_ERRORS))
+@router.get("/status", response_model=StatusOut, responses=answers({502: VAST_ERRORS[502]}, LEDGER_ERRORS), **needs(Permission.READ))
 async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
     """The instance's status. `unconfigured` and `not_found` are answers, not errors."""
     # vast allows one look every 2 s per key; a burst of status calls shares one look.
@@ -128,15 +160,19 @@ async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
             504: {"model": Error, "description": "health check timed out"},
         },
     ),
+    **needs(Permission.POWER),
 )
-async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None = None) -> StartResult:
-    """Start the instance; with `wait_for_health` answer once its /health answers 200."""
+async def power_on(control: ControlDep, watch: WatchDep, who: CallerDep, body: PowerOnIn | None = None) -> StartResult:
+    """Start the instance; with `wait_for_health` answer once its /health answers 200.
+    `override_budget` needs the admin role."""
     body = body or PowerOnIn()
+    if body.override_budget:
+        require(who.role, Permission.OVERRIDE, f"the key {who.name}")
     watch.acting()  # no auto-shutdown decision while this start is on its way
     try:
         return await asyncio.to_thread(
             control.power_on,
-            Actor(body.actor),
+            by(Actor(body.actor), who),
             wait_for_health=body.wait_for_health,
             health_path=body.health_path,
             health_port=body.health_port,
@@ -160,24 +196,25 @@ async def power_on(control: ControlDep, watch: WatchDep, body: PowerOnIn | None 
             504: {"model": Error, "description": "health check timed out"},
         },
     ),
+    **needs(Permission.POWER),
 )
-async def power_reboot(control: ControlDep, watch: WatchDep, body: RebootIn | None = None) -> StartResult:
+async def power_reboot(control: ControlDep, watch: WatchDep, who: CallerDep, body: RebootIn | None = None) -> StartResult:
     """Restart the instance's container in place (the GPU is kept); with `wait_for_health` answer once /health answers 200."""
     body = body or RebootIn()
     watch.acting()  # no auto-shutdown decision while the reboot is on its way
     try:
-        return await asyncio.to_thread(control.reboot, Actor.API, wait_for_health=body.wait_for_health)
+        return await asyncio.to_thread(control.reboot, by(Actor.API, who), wait_for_health=body.wait_for_health)
     finally:
         watch.done_acting()
         await watch.changed()
 
 
-@router.post("/power/off", response_model=PowerOffOut, responses=answers(BODY_ERRORS, VAST_ERRORS))
-async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | None = None) -> StopResult:
+@router.post("/power/off", response_model=PowerOffOut, responses=answers(BODY_ERRORS, VAST_ERRORS), **needs(Permission.POWER))
+async def power_off(control: ControlDep, watch: WatchDep, who: CallerDep, body: PowerOffIn | None = None) -> StopResult:
     """Stop the instance; the disk is kept. Harmless when it is already stopped."""
     watch.acting()  # the deadline's own stop waits for this one
     try:
-        result = await asyncio.to_thread(control.power_off, Actor.API)
+        result = await asyncio.to_thread(control.power_off, by(Actor.API, who))
         watch.stopped()
         watch.note_record(result)
         return result
@@ -192,10 +229,11 @@ async def power_off(control: ControlDep, watch: WatchDep, body: PowerOffIn | Non
     responses=answers(
         BODY_ERRORS, {500: VAST_ERRORS[500]}, LEDGER_ERRORS, {409: {"model": Error, "description": "the instance is not running"}}
     ),
+    **needs(Permission.POWER),
 )
-async def keepalive(control: ControlDep, watch: WatchDep, body: KeepaliveIn) -> KeepaliveResult:
+async def keepalive(control: ControlDep, watch: WatchDep, who: CallerDep, body: KeepaliveIn) -> KeepaliveResult:
     """Keep the instance running at least `minutes` more (a batch job that sends no LLM requests); hard limits still apply."""
-    result = await asyncio.to_thread(control.keepalive, Actor.API, body.minutes, body.reason)
+    result = await asyncio.to_thread(control.keepalive, by(Actor.API, who), body.minutes, body.reason)
     await watch.changed()
     return result
 
@@ -208,7 +246,9 @@ ACTIVITY_BODY = {
 }
 
 
-@router.post("/activity", response_model=ActivityOut, responses=answers(BODY_ERRORS), openapi_extra=ACTIVITY_BODY)
+@router.post(
+    "/activity", response_model=ActivityOut, responses=answers(BODY_ERRORS), **needs(Permission.REPORT, openapi_extra=ACTIVITY_BODY)
+)
 async def activity(request: Request, watch: WatchDep) -> Any:
     """Record activity (the gateway calls this on every LLM request); with a body, a request's start or end.
 
@@ -222,7 +262,7 @@ async def activity(request: Request, watch: WatchDep) -> Any:
     return body if code == 200 else JSONResponse(body, status_code=code)
 
 
-@router.get("/costs", response_model=CostsOut, responses=answers(LEDGER_ERRORS))
+@router.get("/costs", response_model=CostsOut, responses=answers(LEDGER_ERRORS), **needs(Permission.READ))
 async def costs(control: ControlDep) -> Statistics:
     """Runtime and cost over all sessions (an open session counts up to now)."""
     return await asyncio.to_thread(control.costs)
@@ -231,7 +271,7 @@ async def costs(control: ControlDep) -> Statistics:
 DAY = {"format": "date"}  # RFC 3339 full-date (YYYY-MM-DD), parsed by consumers.parse_day
 
 
-@router.get("/consumers", response_model=ConsumersOut, responses=answers(INVALID, LEDGER_ERRORS))
+@router.get("/consumers", response_model=ConsumersOut, responses=answers(INVALID, LEDGER_ERRORS), **needs(Permission.READ))
 async def consumers_route(
     control: ControlDep,
     start: Annotated[
@@ -248,12 +288,23 @@ async def consumers_route(
     return await asyncio.to_thread(control.consumers, first, last)
 
 
-@router.get("/audit", response_model=list[AuditEntry], responses=answers(INVALID, LEDGER_ERRORS))
+@router.get("/audit", response_model=list[AuditEntry], responses=answers(INVALID, LEDGER_ERRORS), **needs(Permission.READ))
 async def audit(
-    control: ControlDep, limit: Annotated[int, Query(ge=1, le=1000, description="how many entries, newest first")] = 50
+    control: ControlDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="how many entries, newest first")] = 50,
+    person: Annotated[
+        str | None,
+        Query(max_length=64, description="only the rows of this person: a dashboard account or e-mail, a key's name, a login name"),
+    ] = None,
 ) -> list[AuditLine]:
-    """The audit trail, newest first."""
-    return await asyncio.to_thread(control.audit, limit)
+    """The audit trail, newest first; each row names its actor and the person (or key) behind it."""
+    return await asyncio.to_thread(control.audit, limit, person=person)
+
+
+@router.get("/whoami", response_model=WhoAmI)
+async def whoami(who: CallerDep) -> WhoAmI:
+    """Which key this is and its role (any key): a script checks what it may do before it tries."""
+    return WhoAmI(name=who.name, role=who.role)
 
 
 @public.get("/healthz", response_model=Healthz, responses={503: {"model": Healthz, "description": "enforcement is impaired: see problems"}})
@@ -306,8 +357,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None = None) -> FastAPI:
     """The ASGI app. ``run_watch=False`` serves the API without the background loops (tests)."""
     key = control.settings.control_api_key
-    if key is None or not key.get_secret_value():
-        raise NotConfigured("CONTROL_API_KEY is not configured: the watchdog refuses to serve an open API. Set it in .env.")
+    keys = KeyRing(control.ledger, key.get_secret_value() if key else None)
+    if not keys.configured:
+        raise NotConfigured(
+            "CONTROL_API_KEY is not configured and the ledger holds no API key: the watchdog refuses to serve an open API. "
+            "Set CONTROL_API_KEY in .env, or add a key with vastops key add NAME --role admin."
+        )
     watch = Watch(control, lease)
 
     @asynccontextmanager
@@ -328,13 +383,13 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
     )
     app.state.control = control
     app.state.watch = watch
-    app.state.control_key = key.get_secret_value().encode()
+    app.state.keys = keys
     app.include_router(router)
     app.include_router(public)
     _install_error_handlers(app)
     app.add_middleware(LimitBody)
     # In front of everything: the gateway's hot path skips FastAPI (and the body guard, which it applies itself).
-    app.front = ActivityPath(watch=watch, key=app.state.control_key)
+    app.front = ActivityPath(watch=watch, keys=keys)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -375,6 +430,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = operation.get("responses", {})
             if "HTTPValidationError" in json.dumps(responses.get("422", {})):
                 del responses["422"]
+            role = operation.get("x-vastops-role")
+            if role is not None:  # needs(): the route's role, and the refusal a weaker key gets
+                also = " (override_budget: admin)" if operation.get("operationId", "").startswith("power_on") else ""
+                operation["description"] = f"{operation.get('description', '')}\n\nRole: {role} or above{also}.".strip()
+                responses["403"] = {"description": f"the key's role does not permit it: it needs {role}{also}"}
             for code, answer in responses.items():
                 if code[0] in "45" and "Healthz" not in json.dumps(answer):  # /healthz's 503 is its own body
                     answer["content"] = error

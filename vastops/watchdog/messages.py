@@ -53,6 +53,9 @@ NOTIFY_EVENTS: frozenset[str] = frozenset(
         # the dead-man switch: the instance stopped itself; the agent out of reach
         Event.AGENT_STOP,
         Event.AGENT_UNREACHABLE,
+        # who may: a key or an account added or removed (a new admin key is news to the team)
+        Event.ACCOUNT_ADDED,
+        Event.ACCOUNT_REMOVED,
         # the watchdog's own troubles
         Event.VAST_FAILING,
         Event.WATCHDOG_RECOVERED,
@@ -98,7 +101,8 @@ class _Row:
         if iid is None:
             iid = meta.get("instance_id")
         self.instance = f"instance {iid}" if iid is not None else "the instance"
-        self.actor = str(row.get("actor") or "system")
+        person = row.get("person")  # the account, e-mail, key or login name behind the actor
+        self.actor = str(row.get("actor") or "system") + (f": {person}" if person else "")
 
     def text(self, key: str) -> str | None:
         value = self.meta.get(key)
@@ -220,6 +224,13 @@ def _charges_mismatch(r: _Row) -> str:
         f"{r.instance}: vast.ai charged {_money(r.num('charged_usd'))} on {r.text('day')}, the ledger says {_money(r.num('estimated_usd'))} "
         f"({r.text('cause')}). See vastops reconcile"
     )
+
+
+def _account(r: _Row) -> str:
+    what = "key" if r.text("kind") == "key" else "dashboard account"
+    if r.text("role"):
+        return f"{what} {r.text('name')} added with the role {r.text('role')} ({r.actor})"
+    return f"{what} {r.text('name')} {'revoked' if what == 'key' else 'removed'} ({r.actor})"
 
 
 def _power_on_health_timeout(r: _Row) -> str:
@@ -405,6 +416,8 @@ _RENDERERS: dict[str, Callable[[_Row], str]] = {
     Event.PRICE_RISE: _price_rise,
     Event.STOPPED_STORAGE_NOTICE: _stopped_storage_notice,
     Event.CHARGES_MISMATCH: _charges_mismatch,
+    Event.ACCOUNT_ADDED: _account,
+    Event.ACCOUNT_REMOVED: _account,
     Event.POWER_ON_HEALTH_TIMEOUT: _power_on_health_timeout,
     Event.POWER_ON_UNAVAILABLE: _power_on_unavailable,
     Event.IDLE_STOP: _idle_stop,

@@ -193,7 +193,15 @@ class AuditEntry(BaseModel):
     ts: str
     event: str
     actor: str
+    person: str | None = Field(
+        None, description="who, by name: the dashboard account or e-mail, the API key's name, the CLI's login user; null for the watchdog"
+    )
     meta: dict[str, Any]
+
+
+class WhoAmI(BaseModel):
+    name: str = Field(description="the key's name (CONTROL_API_KEY for the configured admin key)")
+    role: str = Field(description="viewer, reporter, operator or admin")
 
 
 class Healthz(BaseModel):
@@ -224,7 +232,8 @@ def answers(*tables: ErrorTable) -> dict[int | str, dict[str, Any]]:
 
 
 # Every status code a route can answer is listed, each with the body ``{"detail": "..."}``:
-AUTH_ERRORS: ErrorTable = {401: {"model": Error, "description": "missing or wrong X-API-Key"}}
+AUTH_ERRORS: ErrorTable = {401: {"model": Error, "description": "missing or wrong X-API-Key (a revoked key too)"}}
+# A route's 403 is added to the document with its role (vastops/watchdog/app.py, _openapi).
 # LimitBody refuses a body over the limit before routing, so every operation can answer 413,
 # also one that reads no body (``/activity``, the GETs).
 TOO_LARGE: ErrorTable = {
