@@ -2,6 +2,8 @@
 
 import multiprocessing as mp
 import sqlite3
+import sys
+import types
 
 import pytest
 
@@ -115,9 +117,12 @@ def _hammer(path, worker, rounds, barrier, errors):
     errors.put(("opened", opened))
 
 
-def test_two_processes_write_at_once_without_locks_or_lost_rows(real_processes, tmp_path):
+def test_two_processes_write_at_once_without_locks_or_lost_rows(real_processes, tmp_path, monkeypatch):
     path = tmp_path / "shared.db"
     Ledger(path)
+    # A spawned child first runs the parent's __main__ again; in a worker where an AppTest ran,
+    # that is dashboard.py (Streamlit makes the script __main__), which has no business here.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     ctx = mp.get_context("spawn")
     barrier, errors = ctx.Barrier(2), ctx.Queue()
     rounds = 300
