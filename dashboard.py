@@ -33,7 +33,7 @@ it is listed in ``[vastops] allowed_emails``, else not let in; the password is t
     [vastops]
     allowed_emails = ["alice@example.com", "bob@example.com"]
 
-(needs ``pip install "streamlit[auth]"``, i.e. Authlib).
+(needs ``pip install "vastops[sso]"``, i.e. Authlib).
 """
 
 from __future__ import annotations

@@ -11,15 +11,21 @@ visits the pages in turn. Every page's read cache is empty at its first visit, s
 each figure is a cold one:
 
     status            the Log in click -> the Status metric shown
-    costs             the Costs link -> the cost metrics and the three charts drawn
+    costs             the Costs link -> its main content: the metrics, the tables (the sessions'
+                      data grid drawn) and the page's last line, the charts' places kept
     audit             the Audit link -> the first page of audit rows drawn (or "no rows")
-    costs, All time   choosing "All time" -> its figures and charts drawn
+    costs, All time   choosing "All time" -> its figures and tables shown
+
+and, beside the two Costs cases, the charts' own time: from the same click until every plotly
+chart of the page is drawn (plotly's script fetched and parsed, the figures laid out). The page
+sends its charts last (pages/costs.py), so the main content does not wait for that script.
 
 then the same pages again within the cache's TTL (warm), and "All time" once more after
-the 15 s read cache expired (the settled days stay kept: pages/costs.history). "Drawn" means the chart's
-canvas (or svg) exists in the page, i.e. the browser loaded the chart library and
-rendered it. Times are wall-clock seconds from the click, median over the rounds;
-the baseline is the same page on an empty ledger, measured in the same run.
+the 15 s read cache expired (the settled days stay kept: pages/costs.history). A chart is
+"drawn" when plotly's SVG is in the page, i.e. the browser loaded the chart library and rendered
+it (an empty ledger has no chart to draw: its charts' time is not measured). Times are wall-clock
+seconds from the click, median over the rounds; the baseline is the same page on an empty ledger,
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -42,16 +48,23 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run", "--disable-dev-shm-usage"]  # fmt: skip
 PASSWORD = "bench-browser-pw"
 APP = "[data-testid='stApp']"
-# A chart is drawn when it is in the page: the Costs page's own SVG (pages/_charts.py), or
-# what a chart library rendered (Vega-Lite: canvas or svg.marks; Plotly: .main-svg), so an
-# older checkout (--also) is measured the same way.
-CHART = (
-    "svg.vastops-chart, [data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg.marks, "
-    "[data-testid='stPlotlyChart'] .main-svg"
-)
+# Every chart of the page drawn: each plotly chart Streamlit placed has plotly's SVG, the script
+# is done (no chart still to come); an older checkout (--also) drew three charts of its own SVG.
+CHARTS_DRAWN = """() => {
+    const svgs = document.querySelectorAll("svg.vastops-chart").length;
+    if (svgs) return svgs >= 3;
+    const app = document.querySelector("[data-testid='stApp']");
+    const charts = [...document.querySelectorAll("[data-testid='stPlotlyChart']")];
+    return app.getAttribute("data-test-script-state") === "notRunning" && charts.length > 0
+        && charts.every(c => c.querySelector(".main-svg"));
+}"""
+LAST_LINE = "Costs follow vast.ai's billing"  # the Costs page's closing caption: its main content is all there
+GRID = "[data-testid='stDataFrame'] canvas"
 TABLE = "table.vastops-table td, [data-testid='stDataFrame'] canvas, [data-testid='stTable'] td"
 NO_ROWS = "[data-testid='stAlert']"  # an empty audit log says so instead
 CASES = ["status", "costs", "audit", "costs, All time"]
+CHARTS = ", charts"  # beside a Costs case: the same click until its charts are drawn
+CHART_CASES = ["costs" + CHARTS, "costs, All time" + CHARTS]
 EXPIRED = "costs, All time, read cache expired"  # what an operator coming back a minute later sees
 CACHE_TTL_S = 15  # pages/costs.py
 
@@ -97,8 +110,21 @@ def _log_in(page, url: str) -> None:
     page.get_by_role("button", name="Log in", exact=True).click()
 
 
-def _charts_drawn(page, n: int = 3) -> None:
-    page.locator(CHART).nth(n - 1).wait_for(timeout=60_000)
+def _charts_drawn(page) -> None:
+    page.wait_for_function(CHARTS_DRAWN, timeout=60_000)
+
+
+# Shown, and of this run: not an element of the run before it (Streamlit marks those data-stale).
+FRESH = """([selector, text]) => [...document.querySelectorAll(selector)].some(
+    e => (!text || e.innerText.includes(text)) && !e.closest("[data-stale='true']"))"""
+
+
+def _costs_shown(page, grids: bool) -> None:
+    """The Costs page's main content: its metrics, its last line and (with sessions) the tables' data grids."""
+    _metric(page, "Cost in period").wait_for(timeout=60_000)
+    page.wait_for_function(FRESH, arg=["[data-testid='stCaptionContainer']", LAST_LINE], timeout=60_000)
+    if grids:
+        page.wait_for_function(FRESH, arg=[GRID, ""], timeout=60_000)
 
 
 def _metric(page, label: str):
@@ -148,7 +174,8 @@ def one_round(browser, db: Path, procs: Processes, all_time_sessions: str, app: 
         page.goto(url)
         _settle(page)
         page.get_by_label("Password", exact=True).fill(PASSWORD)
-        out: dict[str, list[float]] = {case: [] for case in CASES}
+        out: dict[str, list[float]] = {case: [] for case in CASES + CHART_CASES}
+        sessions = all_time_sessions != "0"  # an empty ledger has no chart to draw, nor a data grid
 
         def choose(period: str) -> None:
             for attempt in range(3):  # a rerun that redraws the list under the click: open it again
@@ -165,20 +192,23 @@ def one_round(browser, db: Path, procs: Processes, all_time_sessions: str, app: 
         def choose_all_time() -> None:
             choose("All time")
 
-        def all_time_drawn() -> None:
+        def all_time_shown() -> None:
             page.wait_for_function(
                 """(want) => [...document.querySelectorAll("[data-testid='stMetric']")].some(
                     m => m.innerText.startsWith('Sessions') && m.innerText.includes(want))""",
                 arg=all_time_sessions,
                 timeout=60_000,
             )
-            _charts_drawn(page)
+            _costs_shown(page, sessions)
 
-        def timed(case: str, action, ready) -> None:
+        def timed(case: str, action, ready, charts: bool = False) -> None:
             t0 = time.perf_counter()
             action()
             ready()
             out[case].append(time.perf_counter() - t0)
+            if charts and sessions:  # the same click, until the charts are drawn too
+                _charts_drawn(page)
+                out[case + CHARTS].append(time.perf_counter() - t0)
             _settle(page)
 
         for visit in ("cold", "warm"):
@@ -188,27 +218,28 @@ def one_round(browser, db: Path, procs: Processes, all_time_sessions: str, app: 
             else:
                 timed("status", lambda: page.get_by_role("link", name="Status").click(),
                       lambda: _metric(page, "Status").wait_for(timeout=60_000))  # fmt: skip
-            timed("costs", lambda: page.get_by_role("link", name="Costs").click(),
-                  lambda: (_metric(page, "Cost in period").wait_for(timeout=60_000), _charts_drawn(page)))  # fmt: skip
+            timed("costs", lambda: page.get_by_role("link", name="Costs").click(), lambda: _costs_shown(page, sessions), charts=True)
             timed("audit", lambda: page.get_by_role("link", name="Audit").click(),
                   lambda: page.locator(f"{TABLE}, {NO_ROWS}").first.wait_for(timeout=60_000))  # fmt: skip
             page.get_by_role("link", name="Costs").click()
-            _metric(page, "Cost in period").wait_for(timeout=60_000)
-            _charts_drawn(page)
+            _costs_shown(page, sessions)
+            if sessions:
+                _charts_drawn(page)
             _settle(page)
 
-            timed("costs, All time", choose_all_time, all_time_drawn)
+            timed("costs, All time", choose_all_time, all_time_shown, charts=True)
             # back to the default period, so that the warm round starts where the cold one did
             choose("Last 30 days")
             _settle(page)
             if visit == "cold":
-                times["cold"] = [out[c][-1] for c in CASES]
-        times["warm"] = [out[c][-1] for c in CASES]
-        result = {case: (times["cold"][i], times["warm"][i]) for i, case in enumerate(CASES)}
+                times["cold"] = [out[c][-1] for c in CASES + CHART_CASES if out[c]]
+        times["warm"] = [out[c][-1] for c in CASES + CHART_CASES if out[c]]
+        measured = [c for c in CASES + CHART_CASES if out[c]]
+        result = {case: (times["cold"][i], times["warm"][i]) for i, case in enumerate(measured)}
         page.wait_for_timeout((CACHE_TTL_S + 1) * 1000)
         t0 = time.perf_counter()
         choose_all_time()
-        all_time_drawn()
+        all_time_shown()
         expired = time.perf_counter() - t0
         result[EXPIRED] = (expired, expired)
         ctx.close()
@@ -241,7 +272,8 @@ def measure(db: Path, rounds: int, app: Path | None = None) -> dict[str, tuple[f
             procs.stop_all()
     return {
         case: (statistics.median(r[case][0] for r in per_round), statistics.median(r[case][1] for r in per_round))
-        for case in [*CASES, EXPIRED]
+        for case in [*CASES, *CHART_CASES, EXPIRED]
+        if case in per_round[0]
     }
 
 
@@ -249,7 +281,8 @@ def figures(results: dict[str, dict[str, tuple[float, float]]], rounds: int, bas
     out = []
     for name, rows in results.items():
         for case, (cold, warm) in rows.items():
-            kinds = (("cold", cold, results[base][case][0]), ("warm", warm, results[base][case][1]))
+            ref_cold, ref_warm = results[base].get(case, (0.0, 0.0))  # an empty ledger has no charts
+            kinds = (("cold", cold, ref_cold), ("warm", warm, ref_warm))
             for kind, value, ref in kinds[:1] if case == EXPIRED else kinds:
                 out.append(
                     Figure(
@@ -258,7 +291,7 @@ def figures(results: dict[str, dict[str, tuple[float, float]]], rounds: int, bas
                         "median s",
                         f"{value:.2f}",
                         f"{value / ref:.1f}x empty" if name != base and ref else "",
-                        f"click -> main content drawn in chromium, median of {rounds}",
+                        f"click -> {'every chart' if case.endswith(CHARTS) else 'main content'} drawn in chromium, median of {rounds}",
                     )
                 )
     return out

@@ -1,23 +1,23 @@
-"""What the Costs and Audit pages draw and name: charts, audit details, CSV file names.
+"""What the Costs and Audit pages draw and name: the Costs page's charts, audit details, tables, CSV names.
 
-Plain functions of plain data (no Streamlit call), so tests read a chart's data,
-axis ranges and ticks without a browser.
+Plain functions of plain data (no Streamlit call, no plotly import), so tests read a chart's
+data, hover texts and colours without a browser.
 
-**The charts are SVG drawn here, not a chart library in the browser.** Streamlit loads
-a chart library into the browser the first time a page shows one of its charts: Plotly
-is a 4.7 MB script, Vega-Lite with what it needs about 2 MB; parsing that took 1.5 to
-4 s on the benchmark machine, most of the time the Costs page took to show its charts
-(docs/performance.md). Three small charts do not need it: a ``Chart`` (the data, the
-axes' ranges and ticks, computed here) becomes an inline ``<svg>`` that appears with
-the page's figures. Hovering a bar or a point shows its value (an SVG ``<title>``).
+**The charts are plotly figures**, as plain dicts the page hands to ``st.plotly_chart``: hover,
+zoom and pan, legend toggles, PNG export (the modebar's camera, ``config``). plotly's script is
+large (about 4.7 MB, 1.5–4 s to load cold on the benchmark machine, docs/performance.md), so
+the page draws its figures and tables first and its charts last (pages/costs.py); an empty
+chart says so in words, and loads nothing.
 
-**Time axes are UTC and exact.** A day's bar spans its day, the axis runs from the
-first day's 00:00 to the day after the last, and ticks fall on whole UTC days, months
-or (for a day or two) hours: a one-day period shows one full bar and a ramp, not a
-sliver with ticks at ``23:59:59.9995``; today's bar is whole at the right edge. The
-year is in the axis title, the legend above the plot, so nothing hides behind
-anything. Counts have whole-number ticks. An empty chart says so in words instead of
-drawing bare axes.
+**One colour per kind of cost** (``COLORS``), the same in every chart: compute, storage while
+running, storage while stopped, bandwidth, the consumers, start-up and idle, the ledger's
+estimate and vast's charge.
+
+**The hover texts are the product's words**: money as ``words.usd``, durations as
+``words.duration``, a day as "Tue 01 Dec 2026", made here (``customdata``), not by plotly's
+number formats. Days and months are UTC: a day's bar spans its day (and a month's its month),
+the axis runs from the period's first midnight to the one after its last day, its labels sit
+in the middle of their day or month, and the year is in the axis title.
 """
 
 from __future__ import annotations
@@ -34,38 +34,78 @@ from typing import Any
 from vastops import words
 from vastops.vocabulary import event_words
 
-LONG_PERIOD_DAYS = 120  # longer periods chart cost per month: thousands of one-pixel bars say nothing
-COMPUTE, STORAGE, STOPPED = "compute (GPU)", "storage", "storage while stopped"
-COLORS = {COMPUTE: "#1f77b4", STORAGE: "#ff7f0e", STOPPED: "#b0b0b0"}
+LONG_PERIOD_DAYS = 120  # longer periods chart cost per month: thousands of thin bars say little until zoomed
 MAX_TICKS = 7
+HEIGHT = 360  # px, every chart: a row of two lines up
+
+# The kinds of cost (and of figure), each with its one colour.
+COMPUTE, STORAGE, STOPPED, BANDWIDTH = "compute (GPU)", "storage while running", "storage while stopped", "bandwidth"
+SESSIONS = "sessions"  # the sessions' cost (compute and storage while running), and their count
+CONSUMER, STARTUP, IDLE = "consumers", "start-up", "idle"  # the sessions' cost split: by request, or nobody's
+ESTIMATED, CHARGED, FLAGGED = "ledger (estimated)", "vast (charged)", "flagged"
+COLORS = {
+    COMPUTE: "#1f77b4",
+    STORAGE: "#ff7f0e",
+    STOPPED: "#9467bd",
+    BANDWIDTH: "#2ca02c",
+    SESSIONS: "#8c564b",
+    CONSUMER: "#17becf",
+    STARTUP: "#bcbd22",
+    IDLE: "#b0b0b0",
+    ESTIMATED: "#7f7f7f",
+    CHARGED: "#e377c2",
+    FLAGGED: "#d62728",
+}
+HOVER = "%{customdata}<extra></extra>"  # every trace: the hover text made here, nothing plotly adds
+DAY_MS = 86_400_000
+BAR = 0.85  # of its day (or month): the gap between two bars
+# Date labels as the pages write dates, by how far apart the ticks are (plotly picks the ticks, also when zoomed).
+DATE_FORMATS = [
+    {"dtickrange": [None, DAY_MS - 1], "value": "%H:%M"},
+    {"dtickrange": [DAY_MS - 1, 15 * DAY_MS], "value": "%d %b"},  # plotly's day steps: 1, 2, 7 and 14 days
+    {"dtickrange": ["M1", "M11"], "value": "%b %Y"},
+    {"dtickrange": ["M12", None], "value": "%Y"},
+]
 
 
 @dataclass
 class Chart:
-    """What a chart shows, in data units: the test's view of it and the SVG's source.
+    """A chart the page draws: its figure (plotly's JSON, as a dict), or, with nothing to draw,
+    only ``message`` (``figure`` is None)."""
 
-    ``kind`` is "bars" (stacked, on a time axis: each value has ``x0``/``x1`` in epoch
-    seconds and ``y0``/``y1``), "area" (points ``x``, ``y``), "columns" (one per
-    category: ``category``, ``y``) or "empty" (only ``message``).
-    """
-
+    key: str  # the element's key on the page
     title: str
-    kind: str
+    figure: dict[str, Any] | None = None
     message: str = ""
-    x_domain: tuple[float, float] = (0.0, 1.0)  # epoch seconds; columns: 0 .. number of categories
-    x_ticks: list[tuple[float, str]] = field(default_factory=list)
-    x_title: str = ""
-    y_domain: tuple[float, float] = (0.0, 1.0)
-    y_ticks: list[tuple[float, str]] = field(default_factory=list)
-    y_title: str = ""
-    series: list[str] = field(default_factory=list)  # the legend, in stacking order
-    values: list[dict[str, Any]] = field(default_factory=list)
+    filename: str = ""  # the PNG export's file name, without ".png"
+    hovers: list[str] = field(default_factory=list)  # the hover texts: one per day, month, column or point
+
+    def traces(self) -> dict[str, dict[str, Any]]:
+        """The figure's traces by name (the legend's words)."""
+        return {t["name"]: t for t in (self.figure or {}).get("data", [])}
 
 
-def _epoch(t: datetime | date) -> float:
-    if not isinstance(t, datetime):
-        t = datetime(t.year, t.month, t.day, tzinfo=UTC)
-    return t.timestamp()
+def config(chart: Chart) -> dict[str, Any]:
+    """plotly's options for ``st.plotly_chart``: the modebar (zoom, pan, reset, PNG export), no logo."""
+    return {
+        "displaylogo": False,
+        "modeBarButtonsToRemove": ["select2d", "lasso2d"],
+        "toImageButtonOptions": {"format": "png", "filename": chart.filename or f"vastops-{chart.key}", "scale": 2},
+    }
+
+
+def read_figures(elements: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """The plotly figures Streamlit sent, by the key the page gave each one (for tests and scripts
+    that read a page): AppTest's ``at.get("plotly_chart")``; each has its figure and ``config``."""
+    out = {}
+    for el in elements:
+        proto = el.proto
+        key = proto.id.rsplit("-", 1)[-1] if proto.id else ""
+        out[key] = {**json.loads(proto.spec), "config": json.loads(proto.config or "{}")}
+    return out
+
+
+# -- the pieces every chart shares ---------------------------------------------------------------
 
 
 def _midnight(day: date) -> datetime:
@@ -76,9 +116,18 @@ def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
-def money_format(largest: float) -> str:
-    """How many decimals dollar ticks need: '$1,234', '$0.50', '$0.005'."""
-    return "{:,.0f}" if largest >= 100 else "{:,.2f}" if largest >= 0.1 else "{:,.3f}" if largest >= 0.01 else "{:,.4f}"
+def _at(t: datetime) -> str:
+    """A time on a date axis: UTC, as plotly reads it (no zone: the axis is UTC)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def money_format(step: float, largest: float) -> str:
+    """The d3 format of dollar ticks ``step`` apart: whole dollars from $100 on ('$1,250'), else
+    cents and as many digits more as the step needs ('$0.15', '$0.025', '$0.0005')."""
+    if largest >= 100 and step >= 1:
+        return ",.0f"
+    digits = next((d for d in range(2, 7) if abs(round(step, d) - step) < 1e-12), 6)
+    return f",.{digits}f"
 
 
 def period_words(start: date, end: date) -> str:
@@ -103,300 +152,374 @@ def nice_ticks(top: float, whole: bool = False) -> list[float]:
     return [i * step for i in range(n + 1)]
 
 
-def _money_axis(top: float) -> tuple[tuple[float, float], list[tuple[float, str]]]:
-    ticks = nice_ticks(top)
-    fmt = money_format(ticks[1])
-    return (0.0, ticks[-1]), [(t, "$" + fmt.format(t)) for t in ticks]
+def _money_axis(largest: float) -> dict[str, Any]:
+    return {"title": {"text": "USD"}, "tickprefix": "$", "tickformat": money_format(nice_ticks(largest)[1], largest), "rangemode": "tozero"}
 
 
-def _day_ticks(start: date, end_exclusive: date, centred: bool) -> list[tuple[float, str]]:
-    """Whole UTC days (a bar's middle when ``centred``), hours for a period of a day or two,
-    months for long ones: at most ``MAX_TICKS`` labels."""
-    days = (end_exclusive - start).days
-    if days <= 2 and not centred:
-        hours = next(h for h in (3, 6, 12, 24) if days * 24 / h <= MAX_TICKS + 1)
-        t, out = _midnight(start), []
-        while t <= _midnight(end_exclusive):
-            out.append((_epoch(t), f"{t:%H:%M}" if t.hour else f"{t:%d %b}"))
-            t += timedelta(hours=hours)
-        return out
-    if days > LONG_PERIOD_DAYS:
-        months, m = [], start.replace(day=1)
-        while m < end_exclusive:
-            months.append(m)
-            m = _next_month(m)
-        step = next(s for s in (1, 2, 3, 6, 12, 24, 60) if len(months) / s <= MAX_TICKS)
-        return [
-            (_epoch(m) + ((_epoch(_next_month(m)) - _epoch(m)) / 2 if centred else 0), f"{m:%b %Y}")
-            for m in months[::step]
-            if (_epoch(m) >= _epoch(start) or centred)
-        ]
-    step = next(s for s in (1, 2, 4, 7, 14, 28) if days / s <= MAX_TICKS)
-    return [
-        (_epoch(start + timedelta(days=i)) + (43200 if centred else 0), f"{start + timedelta(days=i):%d %b}")
-        for i in range(0, days + (0 if centred else 1), step)
-    ]
+def _count_axis(most: float, title: str) -> dict[str, Any]:
+    """Whole numbers only: no 0.2-session ticks."""
+    ticks = nice_ticks(most, whole=True)
+    return {"title": {"text": title}, "tickformat": ",d", "tick0": 0, "dtick": ticks[1], "rangemode": "tozero"}
 
 
-def no_data(title: str, message: str) -> Chart:
-    """A chart with no axes at all, only the words: what an empty period draws."""
-    return Chart(title=title, kind="empty", message=message)
+def _date_axis(first: date, end_exclusive: date, title: str, per: str = "") -> dict[str, Any]:
+    """UTC days from ``first``'s midnight to ``end_exclusive``'s. Bars of days or months (``per``) are
+    labelled in the middle of their day or month, a few of them each; more, as plotly picks (zoom
+    too); a line's axis at its instants."""
+    axis: dict[str, Any] = {
+        "type": "date",
+        "range": [first.isoformat(), end_exclusive.isoformat()],
+        "ticklabelmode": "period" if per else "instant",  # a bar's day or month; a line's moment
+        "tickformatstops": DATE_FORMATS,
+        "title": {"text": title},
+    }
+    days = (end_exclusive - first).days
+    if per == "day" and days <= MAX_TICKS:
+        axis.update(tick0=first.isoformat(), dtick=DAY_MS)
+    elif per == "month" and days <= 366:
+        axis.update(tick0=first.isoformat(), dtick="M1" if days <= 31 * MAX_TICKS else "M2")
+    return axis
 
 
-def cost_per_day(days: list[dict[str, Any]], start: date, end: date) -> Chart:
-    """Stacked bars of compute, storage and (when there is some) the stopped-storage estimate,
-    per UTC day, or per month for periods over ``LONG_PERIOD_DAYS``."""
+def _category_axis(names: list[str], labels: list[str], title: str) -> dict[str, Any]:
+    return {
+        "type": "category",
+        "categoryorder": "array",
+        "categoryarray": names,
+        "tickvals": names,
+        "ticktext": labels,
+        "title": {"text": title},
+    }
+
+
+def _figure(title: str, traces: list[dict[str, Any]], xaxis: dict[str, Any], yaxis: dict[str, Any], **layout: Any) -> dict[str, Any]:
+    """A figure in the charts' one style: the title, then the legend above the plot (nothing hides
+    behind anything), the day's figures on hover."""
+    return {
+        "data": traces,
+        "layout": {
+            "title": {"text": title, "x": 0, "xanchor": "left", "y": 0.98, "yanchor": "top"},
+            "height": HEIGHT,
+            "margin": {"l": 10, "r": 10, "t": 78, "b": 10},
+            "barmode": "stack",
+            "showlegend": len(traces) > 1,
+            "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom", "traceorder": "normal"},
+            "hovermode": "closest",
+            "hoverlabel": {"align": "left"},
+            "xaxis": xaxis,
+            "yaxis": yaxis,
+            **layout,
+        },
+    }
+
+
+def _bars(name: str, x: list[str], y: list[float], hovers: list[str], **more: Any) -> dict[str, Any]:
+    return {"type": "bar", "name": name, "x": x, "y": y, "customdata": hovers, "hovertemplate": HOVER,
+            "marker": {"color": COLORS[name]}, **more}  # fmt: skip
+
+
+def _lines(parts: Sequence[tuple[str, float]]) -> str:
+    return "<br>".join(f"{escape(name)}: {words.usd(value)}" for name, value in parts)
+
+
+def no_data(key: str, title: str, message: str) -> Chart:
+    """What an empty period draws: the words, no axes (and no chart script to load)."""
+    return Chart(key=key, title=title, message=message)
+
+
+def png_name(what: str, start: date, end: date, today: date | None = None) -> str:
+    """'vastops-cost-per-day-2026-11': the chart and its period, as the CSVs are named."""
+    return f"vastops-{_slug(what.lower())}-{period_slug(start, end, today)}"
+
+
+# -- the Costs page's charts ------------------------------------------------------------------------
+
+
+def _spans(key: date, per: str) -> tuple[datetime, datetime]:
+    """A day's (or a month's) first and last instant, as the bar's extent."""
+    if per == "month":
+        return _midnight(key), _midnight(_next_month(key))
+    return _midnight(key), _midnight(key + timedelta(days=1))
+
+
+def _stacked(parts: list[str], buckets: Mapping[date, Mapping[str, float]], per: str, hovers: list[str]) -> list[dict[str, Any]]:
+    """One trace per part; each bar in the middle of its day or month, ``BAR`` of its width."""
+    middles, widths = [], []
+    for key in buckets:
+        a, b = _spans(key, per)
+        middles.append(_at(a + (b - a) / 2))
+        widths.append((b - a).total_seconds() * 1000 * BAR)
+    return [_bars(part, middles, [b[part] for b in buckets.values()], hovers, width=widths) for part in parts]
+
+
+def cost_per_day(days: Sequence[Mapping[str, Any]], start: date, end: date, bandwidth: Mapping[str, float] | None = None,
+                 today: date | None = None) -> Chart:  # fmt: skip
+    """Stacked bars per UTC day (per month over ``LONG_PERIOD_DAYS``): compute, storage while running
+    and, when there is some, storage while stopped and bandwidth (``bandwidth``: $ per day)."""
     per = "month" if (end - start).days + 1 > LONG_PERIOD_DAYS else "day"
     title = f"Cost per {per} (UTC)"
+    key = "chart_per_day"
+    bandwidth = bandwidth or {}
     buckets: dict[date, dict[str, float]] = {}
     for d in days:
         day = date.fromisoformat(d["day"])
-        key = day.replace(day=1) if per == "month" else day
-        b = buckets.setdefault(key, {COMPUTE: 0.0, STORAGE: 0.0, STOPPED: 0.0})
+        b = buckets.setdefault(
+            day.replace(day=1) if per == "month" else day, dict.fromkeys((COMPUTE, STORAGE, STOPPED, BANDWIDTH, "h", "n"), 0.0)
+        )
         b[COMPUTE] += d["compute_usd"]
         b[STORAGE] += d["storage_usd"]
         b[STOPPED] += d["storage_while_stopped_usd"]
-    parts = [COMPUTE, STORAGE] + ([STOPPED] if any(b[STOPPED] > 0 for b in buckets.values()) else [])
+        b[BANDWIDTH] += bandwidth.get(d["day"], 0.0)
+        b["h"] += d["runtime_hours"]
+        b["n"] += d["sessions_started"]
+    parts = [COMPUTE, STORAGE] + [p for p in (STOPPED, BANDWIDTH) if any(b[p] > 0 for b in buckets.values())]
     largest = max((sum(b[p] for p in parts) for b in buckets.values()), default=0.0)
     if largest <= 0:
-        return no_data(title, "No costs in this period")
-    values = []
-    for key, b in buckets.items():
-        begin = _midnight(key)
-        finish = _midnight(_next_month(key) if per == "month" else key + timedelta(days=1))
-        label = f"{key:%B %Y}" if per == "month" else f"{key:%a %d %b %Y}"
-        bottom = 0.0
-        for part in parts:  # each piece from its bottom to its top
-            values.append({"x0": _epoch(begin), "x1": _epoch(finish), "y0": bottom, "y1": bottom + b[part], "series": part,
-                           "usd": b[part], "label": f"{label}: {part} {words.usd(b[part])}"})  # fmt: skip
-            bottom += b[part]
-    axis_start = start.replace(day=1) if per == "month" else start
-    axis_end = _next_month(end) if per == "month" else end + timedelta(days=1)
-    y_domain, y_ticks = _money_axis(largest)
+        return no_data(key, title, "No costs in this period")
+    hovers = []
+    for when, b in buckets.items():
+        label = f"{when:%B %Y}" if per == "month" else f"{when:%a %d %b %Y}"
+        started = int(b["n"])
+        hovers.append(
+            f"<b>{label}</b><br>{_lines([(p, b[p]) for p in parts])}<br><b>total: {words.usd(sum(b[p] for p in parts))}</b><br>"
+            f"runtime {words.duration(b['h'] * 3600)}, {started:,} session{'s' if started != 1 else ''} started"
+        )
+    first = start.replace(day=1) if per == "month" else start
+    after = _next_month(end) if per == "month" else end + timedelta(days=1)
     return Chart(
+        key=key,
         title=title,
-        kind="bars",
-        x_domain=(_epoch(axis_start), _epoch(axis_end)),
-        x_ticks=_day_ticks(axis_start, axis_end, centred=True),
-        x_title=f"UTC {per}s, {period_words(start, end)}",
-        y_domain=y_domain,
-        y_ticks=y_ticks,
-        y_title="USD",
-        series=parts,
-        values=values,
+        figure=_figure(
+            title,
+            _stacked(parts, buckets, per, hovers),
+            _date_axis(first, after, f"UTC {per}s, {period_words(start, end)}", per),
+            _money_axis(largest),
+        ),
+        filename=png_name(title.replace(" (UTC)", ""), start, end, today),
+        hovers=hovers,
     )
 
 
-def cumulative(days: list[dict[str, Any]], start: date, end: date, now: datetime) -> Chart:
+def cumulative(days: Sequence[Mapping[str, Any]], start: date, end: date, now: datetime, today: date | None = None) -> Chart:
     """The sessions' cost added up over the period: 0 at its first midnight, then the total at
     the end of each day (today: at ``now``), so a one-day period is a ramp, not a dot. Over
     ``LONG_PERIOD_DAYS``, at the end of each month: a few dozen points draw the same line
     as thousands, and the page stays light."""
     title = "Cumulative cost in the period (sessions)"
+    key = "chart_cumulative"
     total = days[-1]["cumulative_usd"] if days else 0.0
     if total <= 0:
-        return no_data(title, "No session costs in this period")
+        return no_data(key, title, "No session costs in this period")
     monthly = len(days) > LONG_PERIOD_DAYS
-    values = [{"x": _epoch(start), "y": 0.0, "label": f"start of {start:%d %b %Y}: $0"}]
+    xs, ys, hovers = [_at(_midnight(start))], [0.0], [f"start of {start:%a %d %b %Y}: {words.usd(0.0)}"]
     for i, d in enumerate(days):
         day = date.fromisoformat(d["day"])
         day_end = _midnight(day) + timedelta(days=1)
         if monthly and day_end <= now and day_end.day != 1 and i < len(days) - 1:
             continue  # not a month's last day
         if day_end > now:  # today: only what happened so far
-            values.append(
-                {"x": _epoch(now), "y": d["cumulative_usd"], "label": f"now ({now:%d %b %H:%M} UTC): {words.usd(d['cumulative_usd'])}"}
-            )
+            xs.append(_at(now))
+            ys.append(d["cumulative_usd"])
+            hovers.append(f"now ({now:%d %b %H:%M} UTC): {words.usd(d['cumulative_usd'])} so far")
             break
-        values.append({"x": _epoch(day_end), "y": d["cumulative_usd"], "label": f"end of {day:%d %b %Y}: {words.usd(d['cumulative_usd'])}"})
-    y_domain, y_ticks = _money_axis(total)
-    end_exclusive = end + timedelta(days=1)
+        xs.append(_at(day_end))
+        ys.append(d["cumulative_usd"])
+        hovers.append(f"end of {day:%a %d %b %Y}: {words.usd(d['cumulative_usd'])}")
+    line = {"type": "scatter", "mode": "lines+markers" if len(xs) <= 62 else "lines", "name": SESSIONS, "x": xs, "y": ys,
+            "fill": "tozeroy", "line": {"color": COLORS[SESSIONS], "width": 2}, "marker": {"size": 5, "color": COLORS[SESSIONS]},
+            "customdata": hovers, "hovertemplate": HOVER}  # fmt: skip
     return Chart(
+        key=key,
         title=title,
-        kind="area",
-        x_domain=(_epoch(start), _epoch(end_exclusive)),
-        x_ticks=_day_ticks(start, end_exclusive, centred=False),
-        x_title=f"UTC, {period_words(start, end)}",
-        y_domain=y_domain,
-        y_ticks=y_ticks,
-        y_title="USD",
-        series=["cumulative"],
-        values=values,
+        figure=_figure(title, [line], _date_axis(start, end + timedelta(days=1), f"UTC, {period_words(start, end)}"), _money_axis(total)),
+        filename=png_name("cumulative cost", start, end, today),
+        hovers=hovers,
     )
 
 
-def session_lengths(lengths: list[dict[str, Any]]) -> Chart:
-    """How many sessions lasted how long: one column per length bucket, whole sessions on the axis."""
-    title = "Session lengths"
-    most = max((b["sessions"] for b in lengths), default=0)
-    if most <= 0:
-        return no_data(title, "No sessions in this period")
-    ticks = nice_ticks(most, whole=True)
-    values = [
-        {"category": b["bucket"], "y": b["sessions"], "usd": b["cost_usd"],
-         "label": f"{b['bucket']}: {b['sessions']:,} session{'s' if b['sessions'] != 1 else ''}, {words.usd(b['cost_usd'])}"}
-        for b in lengths
-    ]  # fmt: skip
+def months(rows: Sequence[Mapping[str, Any]], bandwidth: Mapping[str, float]) -> Chart:
+    """Stacked bars per whole UTC month around the period (the per-month table's months): compute,
+    storage while running, storage while stopped, bandwidth (``bandwidth``: $ per YYYY-MM)."""
+    title = "Cost per month (UTC, whole months)"
+    key = "chart_months"
+    buckets: dict[date, dict[str, float]] = {}
+    for m in rows:
+        buckets[date.fromisoformat(m["month"] + "-01")] = {
+            COMPUTE: m["compute_usd"],
+            STORAGE: m["storage_usd"],
+            STOPPED: m["storage_while_stopped_usd"],
+            BANDWIDTH: bandwidth.get(m["month"], 0.0),
+            "h": m["runtime_hours"],
+            "n": m["sessions_started"],
+        }
+    parts = [COMPUTE, STORAGE] + [p for p in (STOPPED, BANDWIDTH) if any(b[p] > 0 for b in buckets.values())]
+    largest = max((sum(b[p] for p in parts) for b in buckets.values()), default=0.0)
+    if largest <= 0:
+        return no_data(key, title, "No costs in these months")
+    hovers = [
+        f"<b>{when:%B %Y}</b><br>{_lines([(p, b[p]) for p in parts])}<br><b>total: {words.usd(sum(b[p] for p in parts))}</b><br>"
+        f"runtime {words.duration(b['h'] * 3600)}, {int(b['n']):,} session{'s' if b['n'] != 1 else ''} started"
+        for when, b in buckets.items()
+    ]
+    first, last = min(buckets), max(buckets)
     return Chart(
+        key=key,
         title=title,
-        kind="columns",
-        x_domain=(0.0, float(len(lengths))),
-        x_ticks=[(i + 0.5, _bucket_tick(b["bucket"])) for i, b in enumerate(lengths)],
-        x_title="session length (minutes, then hours)",
-        y_domain=(0.0, ticks[-1]),
-        y_ticks=[(t, f"{int(t):,}") for t in ticks],
-        y_title="sessions",
-        series=["sessions"],
-        values=values,
+        figure=_figure(
+            title,
+            _stacked(parts, buckets, "month", hovers),
+            _date_axis(first, _next_month(last), f"UTC months, {first:%b %Y} – {last:%b %Y}", "month"),
+            _money_axis(largest),
+        ),
+        filename=f"vastops-cost-per-month-{first:%Y-%m}" + (f"_{last:%Y-%m}" if last != first else ""),
+        hovers=hovers,
     )
 
 
-CHART_CONSUMERS = 8  # more consumers than this: the rest share one column ("n others"); the table lists every one
-# start-up and idle are the sessions' time nobody used: drawn in grey, apart from the consumers' colour
-LINE_COLORS = {"start-up": "#9e9e9e", "idle": "#c7c7c7"}
+def _bucket_words(label: str) -> str:
+    """'5-15 min' as '5 min to 15 min', '< 5 min' as 'under 5 min', '>= 24 h' as '1 d or longer' (words.duration)."""
+    from vastops.reports.periods import LENGTH_BUCKETS
 
-
-def consumer_costs(rows: Sequence[Mapping[str, Any]]) -> Chart:
-    """What each consumer's share of the sessions cost (vastops/reports/consumers.py), most expensive first,
-    then the start-up and idle lines: one column each."""
-    title = "Cost per consumer"
-    if sum(r["cost_usd"] for r in rows) <= 0:
-        return no_data(title, "No session costs in this period")
-    people = [r for r in rows if r["kind"] == "consumer"]
-    shown = people if len(people) <= CHART_CONSUMERS else people[: CHART_CONSUMERS - 1]
-    bars = [(r["consumer"], r["kind"], r["cost_usd"], r["share"], r["requests"]) for r in shown]
-    rest = people[len(shown) :]
-    if rest:
-        bars.append((f"{len(rest)} others", "consumer", sum(r["cost_usd"] for r in rest), sum(r["share"] for r in rest),
-                     sum(r["requests"] for r in rest)))  # fmt: skip
-    bars += [(r["consumer"], r["kind"], r["cost_usd"], r["share"], 0) for r in rows if r["kind"] != "consumer"]
-    y_domain, y_ticks = _money_axis(max(b[2] for b in bars))
-    values = []
-    for name, kind, usd, share, requests in bars:
-        asked = f", {requests:,} request{'s' if requests != 1 else ''}" if kind == "consumer" else ""
-        values.append({"category": name, "kind": kind, "y": usd, "usd": usd, "share": share,
-                       "label": f"{name}: {words.usd(usd)} ({share * 100:.1f} %){asked}"})  # fmt: skip
-    return Chart(
-        title=title,
-        kind="columns",
-        x_domain=(0.0, float(len(values))),
-        x_ticks=[(i + 0.5, _short(v["category"], _fits(len(values)))) for i, v in enumerate(values)],
-        x_title="consumer (start-up and idle: the sessions' time without requests)",
-        y_domain=y_domain,
-        y_ticks=y_ticks,
-        y_title="USD",
-        series=["cost"],
-        values=values,
-    )
-
-
-def _short(name: str, width: int = 12) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+    bounds = [0.0] + [float(limit) for _, limit in LENGTH_BUCKETS if limit is not None]
+    for i, (name, limit) in enumerate(LENGTH_BUCKETS):
+        if name == label:
+            if i == 0:
+                return f"under {words.duration(bounds[1] * 60)}"
+            if limit is None:
+                return f"{words.duration(bounds[i] * 60)} or longer"
+            return f"{words.duration(bounds[i] * 60)} to {words.duration(limit * 60)}"
+    return label
 
 
 def _bucket_tick(label: str) -> str:
     """'5-15 min' as '5–15': nine labels side by side must fit their columns (the axis title
-    names the unit; the hover text keeps the whole label)."""
+    names the unit; the hover text says it in words)."""
     return label.replace(" min", "").replace(">= ", "≥").replace("< ", "<").replace("-", "–")
 
 
-def _fits(columns: int) -> int:
-    """How many characters a column's tick label has room for (12 px text, about 6.5 px a character)."""
-    return max(4, int((W - LEFT - RIGHT) / max(1, columns) / 6.5))
-
-
-# -- drawing -----------------------------------------------------------------------------
-
-W, H = 480, 330
-LEFT, RIGHT, TOP, BOTTOM = 58, 10, 56, 50  # the plot's margins (title and legend above, ticks and title below)
-
-
-def svg(chart: Chart, key: str = "") -> str:
-    """The chart as one line of inline SVG (no blank line: Markdown keeps it whole as HTML).
-
-    Colours follow the page's text colour (``currentColor``), so a dark theme works too.
-    """
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" role="img" class="vastops-chart" '
-        f'data-chart="{escape(key)}" data-kind="{chart.kind}" style="font-family: inherit; color: inherit; max-height: 420px">',
-        f"<title>{escape(chart.title)}</title>",
-        f'<text x="0" y="18" font-size="16" font-weight="600" fill="currentColor">{escape(chart.title)}</text>',
+def session_lengths(lengths: Sequence[Mapping[str, Any]], start: date, end: date, today: date | None = None) -> Chart:
+    """How many sessions lasted how long: one column per length bucket, whole sessions on the axis."""
+    title = "Session lengths"
+    key = "chart_lengths"
+    most = max((b["sessions"] for b in lengths), default=0)
+    if most <= 0:
+        return no_data(key, title, "No sessions in this period")
+    names = [b["bucket"] for b in lengths]
+    hovers = [
+        f"<b>{escape(_bucket_words(b['bucket']))}</b><br>{b['sessions']:,} session{'s' if b['sessions'] != 1 else ''}, "
+        f"{words.usd(b['cost_usd'])}" + (f" ({words.usd(b['cost_usd'] / b['sessions'])} each on average)" if b["sessions"] else "")
+        for b in lengths
     ]
-    if chart.kind == "empty":
-        out.append(
-            f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" font-size="16" fill="currentColor" opacity="0.6">{escape(chart.message)}</text>'
-        )
-        return "".join(out) + "</svg>"
-    x0, x1 = chart.x_domain
-    y0, y1 = chart.y_domain
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
-
-    def px(x: float) -> float:
-        return round(LEFT + (x - x0) / (x1 - x0) * pw, 2)
-
-    def py(y: float) -> float:
-        return round(TOP + ph - (y - y0) / (y1 - y0 or 1) * ph, 2)
-
-    if len(chart.series) > 1:  # the legend, above the plot
-        x: float = LEFT
-        for name in chart.series:
-            out.append(f'<rect x="{x}" y="30" width="11" height="11" fill="{COLORS.get(name, COLORS[COMPUTE])}"/>')
-            out.append(f'<text x="{x + 15}" y="40" font-size="12" fill="currentColor">{escape(name)}</text>')
-            x += 15 + 6.2 * len(name) + 14
-    for value, label in chart.y_ticks:  # grid and labels
-        y = py(value)
-        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y}" y2="{y}" stroke="currentColor" stroke-opacity="0.12"/>')
-        out.append(
-            f'<text x="{LEFT - 6}" y="{y + 4}" font-size="12" text-anchor="end" fill="currentColor" opacity="0.75">{escape(label)}</text>'
-        )
-    for value, label in chart.x_ticks:
-        x = px(value)
-        out.append(f'<line x1="{x}" x2="{x}" y1="{TOP + ph}" y2="{TOP + ph + 4}" stroke="currentColor" stroke-opacity="0.4"/>')
-        out.append(
-            f'<text x="{x}" y="{TOP + ph + 17}" font-size="12" text-anchor="middle" fill="currentColor" opacity="0.75">{escape(label)}</text>'
-        )
-    out.append(
-        f'<text x="{LEFT + pw / 2}" y="{H - 8}" font-size="12" text-anchor="middle" fill="currentColor" opacity="0.75">{escape(chart.x_title)}</text>'
+    column = _bars(SESSIONS, names, [b["sessions"] for b in lengths], hovers)
+    return Chart(
+        key=key,
+        title=title,
+        figure=_figure(
+            title,
+            [column],
+            _category_axis(names, [_bucket_tick(n) for n in names], "session length (minutes, then hours)"),
+            _count_axis(most, "sessions"),
+        ),
+        filename=png_name(title, start, end, today),
+        hovers=hovers,
     )
-    out.append(
-        f'<text transform="translate(14 {TOP + ph / 2}) rotate(-90)" font-size="12" text-anchor="middle" fill="currentColor" opacity="0.75">'
-        f"{escape(chart.y_title)}</text>"
+
+
+CHART_CONSUMERS = 8  # more consumers than this: the rest share one column ("n others"); the table lists every one
+KIND_OF_LINE = {"consumer": CONSUMER, "start-up": STARTUP, "idle": IDLE}  # a consumer line's kind -> its colour's kind
+TICK_CHARS = 12  # a column's label: about 80 px of a half-page chart at 12 px
+
+
+def consumer_costs(rows: Sequence[Mapping[str, Any]], start: date, end: date, today: date | None = None) -> Chart:
+    """What each consumer's share of the sessions cost (vastops/reports/consumers.py), most expensive first,
+    then the start-up and idle lines: one column each, one legend entry (and colour) per kind."""
+    title = "Cost per consumer"
+    key = "chart_consumers"
+    if sum(r["cost_usd"] for r in rows) <= 0:
+        return no_data(key, title, "No session costs in this period")
+    people = [r for r in rows if r["kind"] == "consumer"]
+    shown = people if len(people) <= CHART_CONSUMERS else people[: CHART_CONSUMERS - 1]
+    bars = [(r["consumer"], r["kind"], r["cost_usd"], r["share"], r["requests"], r["busy_hours"]) for r in shown]
+    rest = people[len(shown) :]
+    if rest:
+        bars.append((f"{len(rest)} others", "consumer", sum(r["cost_usd"] for r in rest), sum(r["share"] for r in rest),
+                     sum(r["requests"] for r in rest), sum(r["busy_hours"] for r in rest)))  # fmt: skip
+    bars += [(r["consumer"], r["kind"], r["cost_usd"], r["share"], 0, r["busy_hours"]) for r in rows if r["kind"] != "consumer"]
+    traces, hovers = [], []
+    for kind in ("consumer", "start-up", "idle"):
+        mine = [b for b in bars if b[1] == kind]
+        if not mine:
+            continue
+        texts = []
+        for name, _, usd, share, requests, busy in mine:
+            if kind == "consumer":
+                said = f"{requests:,} request{'s' if requests != 1 else ''}, busy {words.duration(busy * 3600)}"
+            else:
+                said = f"{words.duration(busy * 3600)} of the sessions without requests"
+            texts.append(f"<b>{escape(name)}</b><br>{words.usd(usd)} ({share * 100:.1f} % of the sessions' cost)<br>{said}")
+        hovers += texts
+        traces.append(_bars(KIND_OF_LINE[kind], [b[0] for b in mine], [b[2] for b in mine], texts))
+    names = [b[0] for b in bars]
+    return Chart(
+        key=key,
+        title=title,
+        figure=_figure(
+            title,
+            traces,
+            _category_axis(names, [_short(n) for n in names], "consumer (start-up and idle: the sessions' time without requests)"),
+            _money_axis(max(b[2] for b in bars)),
+        ),
+        filename=png_name("cost per consumer", start, end, today),
+        hovers=hovers,
     )
-    if chart.kind == "bars":
-        for v in chart.values:
-            left, right = px(v["x0"]), px(v["x1"])
-            gap = max(0.5, (right - left) * 0.1)
-            top, bottom = py(v["y1"]), py(v["y0"])
-            if bottom - top <= 0:
-                continue
-            out.append(
-                f'<rect x="{left + gap}" y="{top}" width="{max(0.5, right - left - 2 * gap):.2f}" height="{bottom - top:.2f}" '
-                f'fill="{COLORS[v["series"]]}"><title>{escape(v["label"])}</title></rect>'
-            )
-    elif chart.kind == "columns":
-        for i, v in enumerate(chart.values):
-            left, right = px(i), px(i + 1)
-            top, bottom = py(v["y"]), py(0)
-            out.append(
-                f'<rect x="{left + (right - left) * 0.15:.2f}" y="{top}" width="{(right - left) * 0.7:.2f}" height="{bottom - top:.2f}" '
-                f'fill="{LINE_COLORS.get(v.get("kind", ""), COLORS[COMPUTE])}"><title>{escape(v["label"])}</title></rect>'
-            )
-    elif chart.kind == "area":
-        points = [(px(v["x"]), py(v["y"])) for v in chart.values]
-        line = " ".join(f"{x},{y}" for x, y in points)
-        base = py(0)
-        out.append(f'<polygon points="{points[0][0]},{base} {line} {points[-1][0]},{base}" fill="{COLORS[COMPUTE]}" fill-opacity="0.25"/>')
-        out.append(f'<polyline points="{line}" fill="none" stroke="{COLORS[COMPUTE]}" stroke-width="2"/>')
-        r = 3.0 if len(points) <= 62 else 1.5
-        for (x, y), v in zip(points, chart.values):
-            out.append(f'<circle cx="{x}" cy="{y}" r="{r}" fill="{COLORS[COMPUTE]}"><title>{escape(v["label"])}</title></circle>')
-    out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{py(0)}" y2="{py(0)}" stroke="currentColor" stroke-opacity="0.4"/>')
-    return "".join(out) + "</svg>"
 
 
-def html(chart: Chart, key: str) -> str:
-    """The chart for ``st.markdown(..., unsafe_allow_html=True)``: an HTML block Markdown leaves alone."""
-    return f'<div class="vastops-chart-box">\n{svg(chart, key)}\n</div>'
+def _short(name: str, width: int = TICK_CHARS) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def reconciliation(days: Sequence[Mapping[str, Any]], hovers: list[str], start: date, end: date, today: date | None = None) -> Chart:
+    """vast's charges per day beside the ledger's estimate (vastops/reports/reconcile.py): two bars
+    a day, a mark over each flagged day; ``hovers`` is each day's text (pages/_money.py words it).
+    Nothing to draw when vast's charges for none of the days are fetched."""
+    title = "vast's charges beside the ledger's, per day (UTC)"
+    key = "chart_charges"
+    if not any(d["charged_usd"] is not None for d in days):
+        return no_data(key, title, "")
+    first, last = date.fromisoformat(days[0]["day"]), date.fromisoformat(days[-1]["day"])
+    at = [_at(_midnight(date.fromisoformat(d["day"]))) for d in days]
+    width = DAY_MS * BAR / 2
+    ledger = _bars(ESTIMATED, at, [d["estimated_usd"] for d in days], hovers, width=width, offset=DAY_MS * (1 - BAR) / 2)
+    vast = _bars(CHARGED, at, [d["charged_usd"] for d in days], hovers, width=width, offset=DAY_MS / 2)
+    traces = [ledger, vast]
+    flagged = [(i, d) for i, d in enumerate(days) if d["flagged"]]
+    largest = max(max(d["estimated_usd"], d["charged_usd"] or 0.0) for d in days)
+    if flagged:
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": FLAGGED,
+                "x": [_at(_midnight(date.fromisoformat(d["day"])) + timedelta(hours=12)) for _, d in flagged],
+                "y": [max(d["estimated_usd"], d["charged_usd"] or 0.0) + largest * 0.06 for _, d in flagged],
+                "marker": {"symbol": "x", "size": 10, "color": COLORS[FLAGGED]},
+                "customdata": [hovers[i] for i, _ in flagged],
+                "hovertemplate": HOVER,
+            }
+        )
+    return Chart(
+        key=key,
+        title=title,
+        figure=_figure(
+            title,
+            traces,
+            _date_axis(first, last + timedelta(days=1), f"UTC days, {period_words(first, last)}", "day"),
+            _money_axis(largest * 1.1),
+            barmode="overlay",
+        ),
+        filename=png_name("vast charges", start, end, today),
+        hovers=hovers,
+    )
 
 
 # -- audit details -------------------------------------------------------------------------

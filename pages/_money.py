@@ -7,8 +7,9 @@ without a session, and vast's own charges beside the ledger's figures.
   The words are pure, in ``pages/_status_words.py``; here they are placed.
 * Costs: the range's total as its parts (the sessions, storage while stopped, bandwidth), the
   per-month table with the same parts, vast's charges per day beside the ledger's (flagged days
-  and their likely cause), the monthly report as a CSV, and the idle waste, the GPU time the
-  automatic stops kept off and a what-if on the idle limit (vastops/reports/waste.py).
+  and their likely cause; as a table, and as a chart: ``charges_chart``), the monthly report as
+  a CSV, and the idle waste, the GPU time the automatic stops kept off and a what-if on the idle
+  limit (vastops/reports/waste.py).
 
 Reads go through cached functions keyed by the ledger's path (the ``Ledger`` itself is passed
 as ``_led``: Streamlit does not hash an argument whose name starts with ``_``), each on its own
@@ -19,12 +20,14 @@ are "estimated" and vast's "charged", and every figure says which it is.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, tzinfo
+from html import escape
 from typing import Any, TypedDict
 
 import pandas as pd
 import streamlit as st
 
 from pages import _charts as charts
+from pages import _reads as reads
 from pages._common import ago, seconds_since
 from pages._status_words import contract_words, forgotten_words, price_rise_words, stopped_disk_words
 from vastops import words
@@ -67,6 +70,7 @@ class MoneyReport(TypedDict):
 
     now: datetime
     bandwidth_usd: float | None  # in the range; None: no instance configured
+    bandwidth_days: dict[str, float]  # YYYY-MM-DD -> $, the range's days
     bandwidth_months: dict[str, float]  # YYYY-MM -> $, the whole months around the range
     reconciled: list[ReconcileDay]  # the range's days (up to today, at most ``keep_days``)
     first: str | None  # the first day reconciled
@@ -74,6 +78,7 @@ class MoneyReport(TypedDict):
     charges_fetched_at: str | None
 
 
+@reads.changed_by(reads.SESSIONS)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Setting the ledger beside vast's charges…")
 def money_report(_led: Ledger, db_path: str, instance_id: int | None, start: date, end: date, keep_days: int) -> MoneyReport:
     """Bandwidth in the range and its months, and vast's charges per day beside the ledger's.
@@ -83,7 +88,7 @@ def money_report(_led: Ledger, db_path: str, instance_id: int | None, start: dat
     now = utcnow()
     if instance_id is None:
         return {
-            "now": now, "bandwidth_usd": None, "bandwidth_months": {}, "reconciled": [], "first": None, "cut": False,
+            "now": now, "bandwidth_usd": None, "bandwidth_days": {}, "bandwidth_months": {}, "reconciled": [], "first": None, "cut": False,
             "charges_fetched_at": None,
         }  # fmt: skip
     months_first, months_last = reports.report_range(start, end, now)
@@ -94,13 +99,14 @@ def money_report(_led: Ledger, db_path: str, instance_id: int | None, start: dat
         traffic = view.bandwidth_days(instance_id, months_first, months_last)
         reconciled = reconcile(db, instance_id, first, last, now) if first <= last else []
         fetched_at = view.charges_fetched_at(instance_id)
-    in_range = [t for day, t in traffic.items() if start.isoformat() <= day <= end.isoformat()]
+    in_range = {day: t["up_cost_usd"] + t["down_cost_usd"] for day, t in traffic.items() if start.isoformat() <= day <= end.isoformat()}
     per_month: dict[str, float] = {}
     for day, t in traffic.items():
         per_month[day[:7]] = per_month.get(day[:7], 0.0) + t["up_cost_usd"] + t["down_cost_usd"]
     return {
         "now": now,
-        "bandwidth_usd": sum(t["up_cost_usd"] + t["down_cost_usd"] for t in in_range),
+        "bandwidth_usd": sum(in_range.values()),
+        "bandwidth_days": in_range,
         "bandwidth_months": per_month,
         "reconciled": reconciled,
         "first": first.isoformat() if first <= last else None,
@@ -255,6 +261,31 @@ def day_spans(days: list[str]) -> str:
     return ", ".join(f"{a:%d %b %Y}" if a == b else f"{a:%d %b} – {b:%d %b %Y}" for a, b in spans)
 
 
+KIND_WORDS = {"gpu": "GPU", "disk": "disk", "bwd": "bandwidth down", "bwu": "bandwidth up"}
+
+
+def day_hover(d: ReconcileDay) -> str:
+    """A day of the charges chart on hover: both figures, the difference, each kind's, and its state."""
+    charged = words.usd(d["charged_usd"]) if d["charged_usd"] is not None else "not fetched"
+    kinds = "".join(
+        f"<br>· {KIND_WORDS.get(k['kind'], k['kind'])}: {words.usd(k['estimated_usd'])} estimated"
+        + (f", {words.usd(k['charged_usd'])} charged" if k["charged_usd"] is not None else "")
+        for k in d["kinds"]
+        if k["estimated_usd"] or k["charged_usd"]
+    )
+    state = escape(day_state(d)).replace("\n", "<br>")
+    return (
+        f"<b>{date.fromisoformat(d['day']):%a %d %b %Y}</b><br>ledger (estimated): {words.usd(d['estimated_usd'])}"
+        f"<br>vast (charged): {charged}<br>difference: {signed(d['difference_usd'])}{kinds}<br>{state}"
+    )
+
+
+def charges_chart(money: MoneyReport, start: date, end: date, today: date | None = None) -> charts.Chart:
+    """vast's charges beside the ledger's per day, as a chart (nothing to draw until some are fetched)."""
+    days = money["reconciled"]
+    return charts.reconciliation(days, [day_hover(d) for d in days], start, end, today)
+
+
 def show_charges(money: MoneyReport, instance_id: int | None, every_minutes: float) -> None:
     """vast's charges per day beside the ledger's figure, the difference, and the flagged days with their cause."""
     st.subheader("vast's charges")
@@ -314,6 +345,7 @@ STOP_WORDS: dict[str, str] = {
 WHAT_IF_COLUMNS = ["Idle limit", "GPU time", "Compute", "Cold starts", "Compute vs actual"]
 
 
+@reads.changed_by(reads.SESSIONS)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Adding up the idle time…")
 def waste_figures(_led: Ledger, db_path: str, instance_id: int | None, start: date, end: date) -> waste.WasteReport:
     """The idle waste, what the automatic stops kept off and the what-if, for the range (``db_path`` keys the cache)."""

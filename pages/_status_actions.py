@@ -18,13 +18,14 @@ import sqlite3
 
 import streamlit as st
 
+from pages import _reads as reads
 from pages._common import control, explain, minutes, settings, usd, who
 from pages._status_words import kept_words
 from vastops.access.accounts import Principal
 from vastops.access.roles import Permission, may, needed_words, require
 from vastops.control.answers import Control
 from vastops.errors import BudgetExceeded, Forbidden, InvalidRequest, LedgerError, NotConfigured, NothingRuns, NotRunning, VastError
-from vastops.vocabulary import Actor, By, status_words
+from vastops.vocabulary import Actor, By, Status, status_words
 
 RESULT = "status_result"  # (kind, text, action id): what this tab's last action did; stays until the next action
 CONFIRM_STOP = "status_confirm_stop"
@@ -41,9 +42,19 @@ def _control() -> Control:
     return control(settings())
 
 
-def _forget_cached_reports() -> None:
-    # The Costs and Audit pages cache reads briefly; an action should show at once.
-    st.cache_data.clear()
+def _forget_cached_reports(*changed: str) -> None:
+    """The pages cache their reads briefly; what an action changed should show at once, and
+    only that is read again (pages/_reads.py): every action writes the audit trail; a start,
+    a stop and a reboot change the instance's health; a stop (and a start or a refresh that
+    found the instance running or stopped) changes the sessions and their costs. The settled
+    past (the Costs page's kept days of "All time") is never cleared by an action."""
+    reads.forget(*changed)
+
+
+def _started(status: str | None) -> tuple[str, ...]:
+    """What a start changed: the audit trail and the health, and the sessions when it found the
+    instance running already (a session opened)."""
+    return (reads.AUDIT, reads.HEALTH) + ((reads.SESSIONS,) if status == Status.RUNNING else ())
 
 
 def _new_action() -> None:
@@ -99,8 +110,9 @@ def on_start() -> None:
     if (me := _allowed(Permission.POWER)) is None:
         return
     _close_forms()
+    changed: tuple[str, ...] = (reads.AUDIT,)  # a refused or failed start is audited too
     try:
-        _control().power_on(_by(me), wait_for_health=False)
+        changed = _started(_control().power_on(_by(me), wait_for_health=False)["status"])
         _result(
             "info", "Start requested: vast.ai accepted it; the watchdog completes the start once /health answers (its steps are below)."
         )
@@ -120,7 +132,7 @@ def on_start() -> None:
             )
     except (NotConfigured, VastError) as exc:
         _result("error", f"**Start failed.** {explain(exc)}")
-    _forget_cached_reports()
+    _forget_cached_reports(*changed)
 
 
 def on_override_clicked() -> None:
@@ -148,8 +160,10 @@ def on_override_confirmed() -> None:
         return
     st.session_state[CONFIRM_OVERRIDE] = False
     st.session_state.pop(OVERRIDE_REASON, None)
+    changed: tuple[str, ...] = (reads.AUDIT,)
     try:
         result = _control().power_on(_by(me), wait_for_health=False, override_reason=reason)
+        changed = _started(result["status"])
         # The core says whether anything was overridden (a budget that reset meanwhile is not).
         done = "Budget overridden (recorded with your reason)" if result.get("budget_override") == "recorded" else "Nothing overridden"
         _result("info", f"{done} and start requested: {status_words(result['status'])}. {result['message']}")
@@ -157,7 +171,7 @@ def on_override_confirmed() -> None:
         _result("error", f"**The start was refused: nothing was started.** {_refused(exc)}.")
     except (NotConfigured, VastError) as exc:
         _result("error", f"**Start failed.** {explain(exc)}")
-    _forget_cached_reports()
+    _forget_cached_reports(*changed)
 
 
 def on_keep_running_clicked() -> None:
@@ -195,7 +209,7 @@ def on_keepalive_confirmed() -> None:
     st.session_state[CONFIRM_KEEPALIVE] = False
     st.session_state.pop(KEEPALIVE_REASON, None)
     _result("success", kept_words(result, settings().timezone))
-    _forget_cached_reports()
+    _forget_cached_reports(reads.AUDIT)
 
 
 def on_stop_clicked() -> None:
@@ -227,7 +241,7 @@ def on_stop_confirmed() -> None:
             _result("success", message)
     except (NotConfigured, VastError) as exc:
         _result("error", f"**Stop failed.** {explain(exc)}")
-    _forget_cached_reports()
+    _forget_cached_reports(reads.SESSIONS, reads.AUDIT, reads.HEALTH)
 
 
 def on_reboot_clicked() -> None:
@@ -253,7 +267,7 @@ def on_reboot_confirmed() -> None:
         _result("info", result["message"])
     except (NotConfigured, NotRunning, VastError) as exc:
         _result("error", f"**Reboot failed.** {explain(exc)}")
-    _forget_cached_reports()
+    _forget_cached_reports(reads.AUDIT, reads.HEALTH)  # the session goes on
 
 
 def on_refresh() -> None:
@@ -265,4 +279,4 @@ def on_refresh() -> None:
         _result("info", f"Asked vast.ai: {status_words(s.status)}.")
     except (NotConfigured, VastError) as exc:
         _result("error", f"**Refresh failed.** {explain(exc)}")
-    _forget_cached_reports()
+    _forget_cached_reports(reads.SESSIONS, reads.AUDIT, reads.HEALTH)  # a look can record an external start or stop

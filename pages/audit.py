@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 import streamlit as st
 
 from pages import _charts as charts
+from pages import _reads as reads
 from pages._common import ledger, require_login, settings
 from vastops.reports import audit as reports
 from vastops.vocabulary import AUDIT_ACTORS, Event
@@ -31,6 +32,7 @@ LEDGER = ledger(cfg)
 DB = str(LEDGER.path)
 
 
+@reads.changed_by(reads.AUDIT)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_page(db_path: str, flt: reports.AuditFilter, cursor: tuple | None, limit: int) -> reports.AuditPage:
     # db_path keys the cache; LEDGER is the same file.
@@ -42,16 +44,19 @@ def load_page(db_path: str, flt: reports.AuditFilter, cursor: tuple | None, limi
     return reports.audit_page(LEDGER, flt, newer_than=row_id, limit=limit)
 
 
+@reads.changed_by(reads.AUDIT)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def count_rows(db_path: str, flt: reports.AuditFilter) -> int:
     return reports.audit_count(LEDGER, flt)
 
 
+@reads.changed_by(reads.AUDIT)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def first_day(db_path: str) -> date | None:
     return reports.first_day(LEDGER)
 
 
+@reads.changed_by(reads.AUDIT)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def persons(db_path: str) -> list[str]:
     return reports.persons(LEDGER)

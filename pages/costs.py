@@ -1,21 +1,34 @@
 """Costs: what the instance cost in a date range, charts, the sessions, and CSV exports.
 
 All figures come from one pass of SQL aggregates in ``vastops.reports.periods`` (fast on
-100,000 sessions), cached for a few seconds. Days and months are UTC. The charts are
-SVG drawn from ``pages/_charts.py`` (why not a chart library: see there). What bills besides
-the sessions (storage while stopped, bandwidth), vast's own charges beside the ledger's, the
-monthly report and the idle waste are drawn by ``pages/_money.py``.
+100,000 sessions), cached for a few seconds. Days and months are UTC. The charts are plotly
+figures made by ``pages/_charts.py``. What bills besides the sessions (storage while stopped,
+bandwidth), vast's own charges beside the ledger's, the monthly report and the idle waste are
+placed by ``pages/_money.py``.
+
+**Figures first, charts last.** plotly's script is large (docs/performance.md): the browser
+loads it when the first chart arrives. So every section writes its metrics and tables at once
+and only keeps a place of the chart's height for each chart (``place``); the charts are sent
+after everything else (``draw_charts``, the script's last step), and the page reads while they
+load.
+
+Its cached reads are registered with what changes them (``pages/_reads.py``): a Start or a Stop
+clears those, and leaves the kept settled days of a long period (``history``) alone.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from pages import _charts as charts
 from pages import _money
+from pages import _reads as reads
 from pages._common import hours, ledger, require_login, settings
 from vastops import words
 from vastops.reports import consumers, sessions
@@ -45,6 +58,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@reads.changed_by(reads.SESSIONS)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def first_session_day(db_path: str, instance_id: int | None) -> date | None:
     return reports.first_day(LEDGER, instance_id)
@@ -53,10 +67,12 @@ def first_session_day(db_path: str, instance_id: int | None) -> date | None:
 @st.cache_data(ttl=HISTORY_TTL_S, max_entries=4, show_spinner=False)
 def history(db_path: str, instance_id: int | None, first: date, until: date, fingerprint: tuple) -> reports.Scan:
     """The settled days [first, until) of a long period, read once and kept while the ledger's
-    fingerprint holds (reports.settled): "All time" then reads only the last days."""
+    fingerprint holds (reports.settled): "All time" then reads only the last days. No action
+    clears it (it is not registered with ``pages/_reads.py``): its key says when it is stale."""
     return reports.history_scan(LEDGER, instance_id, first, until - timedelta(days=1), _now())
 
 
+@reads.changed_by(reads.SESSIONS)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Adding up the costs…")
 def cost_report(db_path: str, instance_id: int | None, start: date, end: date) -> dict:
     # db_path keys the cache; LEDGER is the same file.
@@ -70,6 +86,7 @@ def cost_report(db_path: str, instance_id: int | None, start: date, end: date) -
     return {"now": now, **reports.costs_report(LEDGER, instance_id, start, end, now, history=kept, rows=TABLE_ROWS)}
 
 
+@reads.changed_by(reads.SESSIONS)
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Splitting the costs among consumers…")
 def consumer_report(db_path: str, instance_id: int | None, start: date, end: date, ttl_s: float) -> consumers.ConsumersReport:
     # Cached like the cost report: one pass over the period's sessions and requests.
@@ -157,9 +174,46 @@ def sessions_frame(rows: list[dict]) -> pd.DataFrame:
     )
 
 
-def draw(chart: charts.Chart, key: str) -> None:
-    # Inline SVG drawn on the server: no chart library to load into the browser (pages/_charts.py).
-    st.markdown(charts.html(chart, key), unsafe_allow_html=True)
+FIRST_CHARTS_AFTER_S = 0.3  # see draw_charts
+CHARTS_SEEN = "costs_charts_seen"  # this session's browser has had a chart: plotly's script is loaded
+PENDING: list[tuple[DeltaGenerator, DeltaGenerator, charts.Chart, dict[str, Any]]] = []  # placed, drawn last (draw_charts)
+
+
+def place(chart: charts.Chart) -> None:
+    """A chart's place in its section: its words at once when it has nothing to draw, else a box
+    of the chart's height (so nothing moves when it arrives) with a note, which ``draw_charts``
+    replaces by the chart (a new element in the box, with its own place-holder while plotly's
+    script loads)."""
+    figure = chart.figure
+    if figure is None:
+        if chart.message:  # what an empty chart says, where it would be: no axes, no chart script
+            st.markdown(f"**{chart.title}**")
+            st.caption(chart.message)
+        return
+    box = st.container(height=charts.HEIGHT, border=False, gap=None)
+    note = box.empty()
+    note.caption(f"{chart.title}: the chart follows the figures.")
+    PENDING.append((box, note, chart, figure))
+
+
+def draw_charts() -> None:
+    """The charts, after every figure and table of the page: the browser loads plotly's script
+    for the first one, and by then the page is there to read.
+
+    A browser that has drawn no chart in this session yet parses that script first: one long
+    task (0.5–1 s on the benchmark machine) that holds back whatever it has not drawn yet, the
+    data grids of the tables above among them (docs/performance.md). So the first time, the
+    charts follow ``FIRST_CHARTS_AFTER_S`` later, time the browser draws the page in; after that,
+    at once."""
+    if not PENDING:
+        return
+    if not st.session_state.get(CHARTS_SEEN):
+        time.sleep(FIRST_CHARTS_AFTER_S)
+        st.session_state[CHARTS_SEEN] = True
+    for box, note, chart, figure in PENDING:
+        note.empty()
+        box.plotly_chart(figure, key=chart.key, config=charts.config(chart), theme="streamlit")
+    PENDING.clear()
 
 
 def projection(month: dict) -> tuple[str, str]:
@@ -203,48 +257,53 @@ c8.metric("Storage (disk)", words.usd(totals["storage_usd"]), help="The disk whi
 money_report = _money.money_report(LEDGER, DB, IID, start, end, cfg.vast_charges_days)
 _money.show_totals(totals, money_report)
 
-left, right = st.columns(2)
-with left:
-    draw(charts.cost_per_day(totals["days"], start, end), "chart_per_day")
-with right:
-    draw(charts.cumulative(totals["days"], start, end, report["now"]), "chart_cumulative")
-left, right = st.columns(2)
-with left:
-    draw(charts.session_lengths(report["lengths"]), "chart_lengths")
-with right:
-    st.subheader("Per month")
-    if not report["months"]:
-        st.caption("No sessions in these months.")
-    else:
-        frame, config = _money.months_table(report["months"], money_report)
-        st.dataframe(frame, hide_index=True, column_config=config, key="months_table")
-    with st.container(horizontal=True, gap="small"):
-        st.download_button(
-            "Month summary (CSV)",
-            data=months_csv_data(report["months"]),
-            file_name=charts.months_csv_name(report["months"]),
-            mime="text/csv",
-            icon=":material/download:",
-            on_click="ignore",
-            key="months_csv",
-            help="Whole UTC months around the period; column names carry their units.",
-        )
-        report_month = end.replace(day=1)
-        st.download_button(
-            "Monthly report (CSV)",
-            data=lambda: _money.monthly_csv_data(LEDGER, IID or 0, report_month, cfg.vast_request_ttl_s),
-            file_name=_money.monthly_csv_name(report_month),
-            mime="text/csv",
-            icon=":material/download:",
-            on_click="ignore",
-            key="monthly_report_csv",
-            disabled=IID is None,
-            help=f"{report_month:%B %Y}, the month of the period's end, as `vastops report --month` writes it: compute, disk and "
-            "bandwidth per day (vast's charged figure where settled, the ledger's estimate otherwise, and which), the stops, "
-            "the budget events and the consumers.",
-        )
+# The charts of the period, two a row; a long period's is already per month (no second one of those).
+grid = [charts.cost_per_day(totals["days"], start, end, money_report["bandwidth_days"], today)]
+if (end - start).days + 1 <= charts.LONG_PERIOD_DAYS:
+    grid.append(charts.months(report["months"], money_report["bandwidth_months"]))
+grid += [
+    charts.cumulative(totals["days"], start, end, report["now"], today),
+    charts.session_lengths(report["lengths"], start, end, today),
+]
+for row in (grid[:2], grid[2:]):
+    for column, chart in zip(st.columns(2), row):
+        with column:
+            place(chart)
+
+st.subheader("Per month")
+if not report["months"]:
+    st.caption("No sessions in these months.")
+else:
+    frame, config = _money.months_table(report["months"], money_report)
+    st.dataframe(frame, hide_index=True, column_config=config, key="months_table")
+with st.container(horizontal=True, gap="small"):
+    st.download_button(
+        "Month summary (CSV)",
+        data=months_csv_data(report["months"]),
+        file_name=charts.months_csv_name(report["months"]),
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="months_csv",
+        help="Whole UTC months around the period; column names carry their units.",
+    )
+    report_month = end.replace(day=1)
+    st.download_button(
+        "Monthly report (CSV)",
+        data=lambda: _money.monthly_csv_data(LEDGER, IID or 0, report_month, cfg.vast_request_ttl_s),
+        file_name=_money.monthly_csv_name(report_month),
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="monthly_report_csv",
+        disabled=IID is None,
+        help=f"{report_month:%B %Y}, the month of the period's end, as `vastops report --month` writes it: compute, disk and "
+        "bandwidth per day (vast's charged figure where settled, the ledger's estimate otherwise, and which), the stops, "
+        "the budget events and the consumers.",
+    )
 
 _money.show_charges(money_report, IID, cfg.vast_charges_every_minutes)
+place(_money.charges_chart(money_report, start, end, today))
 _money.show_waste(
     _money.waste_figures(LEDGER, DB, IID, start, end),
     cfg.vast_auto_shutdown_minutes if cfg.vast_auto_shutdown else None,
@@ -255,7 +314,7 @@ st.subheader("Consumers")
 split = consumer_report(DB, IID, start, end, cfg.vast_request_ttl_s)
 left, right = st.columns(2)
 with left:
-    draw(charts.consumer_costs(split["rows"]), "chart_consumers")
+    place(charts.consumer_costs(split["rows"], start, end, today))
 with right:
     if split["rows"]:
         st.html(charts.TABLE_STYLE + consumers_table(split["rows"]))
@@ -316,3 +375,4 @@ st.caption(
     "A session that runs past midnight UTC counts on both days; the sessions table and CSV list each session whole. "
     f"Figures as of {report['now']:%H:%M:%S} UTC (cached for {CACHE_TTL_S} s)."
 )
+draw_charts()  # last: see the module's docstring

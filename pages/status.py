@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
+from pages import _reads as reads
 from pages._common import (
     ago,
     at_time,
@@ -142,6 +143,7 @@ require_login()
 cfg = settings()
 
 
+@reads.changed_by(reads.HEALTH)
 @st.cache_data(ttl=10, show_spinner=False)
 def health_answers(url: str) -> bool:
     # Cached so a fragment rerun every few seconds probes the instance at most every 10 s.

@@ -53,6 +53,7 @@ TIMING = (
     "tests/proxy/test_proxy_holes.py",
     "tests/sim/test_sim_agent.py",
     "tests/instance/test_deadman_process.py",
+    "tests/watchdog/test_sd_notify.py",  # the keepalives' gaps, in seconds
 )
 
 
@@ -249,24 +250,3 @@ def apptest():
     cache_data.clear()
     yield Dashboard()
     THROTTLE.succeeded()
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """The charts the Costs page draws (pages/_charts.Chart), by key, as it draws them."""
-    import sys
-
-    root = str(ROOT)
-    if root not in sys.path:  # the pages import each other from the checkout's root, as Streamlit runs them
-        sys.path.insert(0, root)
-    from pages import _charts
-
-    seen: dict = {}
-    html = _charts.html
-
-    def record(chart, key):
-        seen[key] = chart
-        return html(chart, key)
-
-    monkeypatch.setattr(_charts, "html", record)
-    return seen

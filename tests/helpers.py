@@ -345,3 +345,76 @@ def assert_stopped_on_time(sim_url: str, deadline: float) -> float:
     time.sleep(0.5)
     assert len(stop_puts(sim_url)) == 1, "one stop, not two"
     return stop
+
+
+# -- /metrics, as Prometheus reads it (vastops/watchdog/prometheus.py) ---------------------------
+
+
+def metric_families(text: str) -> dict[str, Any]:
+    """A scrape parsed by prometheus_client's own parser, by family name (a counter's without ``_total``).
+
+    The parser raises on anything Prometheus could not read; the naming rules are checked too
+    (``naming_problems``), so every test that scrapes checks both.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    problems = naming_problems(text, families)
+    assert not problems, "/metrics breaks Prometheus' naming rules:\n" + "\n".join(problems)
+    return families
+
+
+def naming_problems(text: str, families: dict[str, Any]) -> list[str]:
+    """vastops' metrics against Prometheus' naming rules: ``_total`` on counters only, seconds as the time unit,
+    ``_timestamp_seconds`` for "when", histograms in seconds, no NaN."""
+    import math
+    import re
+
+    out = []
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
+        if not name.startswith("vastops_"):
+            continue
+        if not re.fullmatch(r"vastops_[a-z0-9_]+", name):
+            out.append(f"{name}: not snake case")
+        if (kind == "counter") != name.endswith("_total"):
+            out.append(f"{name}: a {kind} {'without' if kind == 'counter' else 'with'} _total")
+        if re.search(r"_(hours|minutes|ms|milliseconds)(_|$)", name):
+            out.append(f"{name}: time in another unit than seconds")
+        if ("timestamp" in name or name.endswith(("_at", "_since", "_until"))) and not name.endswith("_timestamp_seconds"):
+            out.append(f"{name}: a time of day not as _timestamp_seconds")
+        if kind == "histogram" and not name.endswith("_seconds"):
+            out.append(f"{name}: a histogram without its unit")
+    for family in families.values():
+        out += [f"{s.name}{s.labels}: NaN" for s in family.samples if s.name.startswith("vastops_") and math.isnan(s.value)]
+    return out
+
+
+def exposed_names(families: dict[str, Any]) -> set[str]:
+    """Every name a query may use: the families' (declared even without a sample) and their samples' (``_total``, ``_bucket``, ...)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+    names = set()
+    for family in families.values():
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ()))
+        names.update(s.name for s in family.samples)
+    return names
+
+
+def monotonic_samples(families: dict[str, Any]) -> dict[tuple[str, tuple], float]:
+    """The samples that may never decrease in a process's life: counters', and histograms' buckets, counts and sums."""
+    out = {}
+    for family in families.values():
+        if family.type in ("counter", "histogram"):
+            for s in family.samples:
+                if s.name.endswith(("_total", "_bucket", "_count", "_sum")):
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(families: dict[str, Any], name: str, **labels: str) -> float | None:
+    """One sample's value by its exposed name and labels (None when absent)."""
+    for family in families.values():
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None

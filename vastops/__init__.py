@@ -13,7 +13,7 @@ is a package whose own ``__init__`` lists its modules.
     stops         the stop rules as plain functions: idle, keepalive, limits, budgets
     vast          the vast.ai client: the only code that knows vast's paths and fields
     cli           the ``vastops`` command tree; each command imports what it runs
-    processes     starting and watching the long-running processes (ports, signals)
+    processes     starting and watching the long-running processes (ports, signals, systemd's notify)
 
     ledger/       the SQLite ledger: schema, migrations, connections, named queries, spool
     reports/      read-only reports: periods, sessions and CSV, audit pages, consumers

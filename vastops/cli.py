@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 # imports what it runs, when it runs (tests/cli/test_cli_startup.py keeps it so).
 from vastops import __version__, errors
 from vastops.clock import parse_isoz
-from vastops.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_UNCONFIGURED, EXIT_VAST, ConfigError, VastError  # codes: errors.SHOWN
+from vastops.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_UNCONFIGURED,
+    EXIT_VAST,
+    ConfigError,
+    InvalidRequest,
+    VastError,
+)  # codes: errors.SHOWN
 from vastops.vocabulary import CAUSE_WORDS, ENFORCING, Actor, BudgetState, By, Pending, Status, status_words
 from vastops.words import DASH, ago, duration, rate, usd
 
@@ -114,6 +122,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     access_commands.add_arguments(sub, common)
 
+    from vastops.watchdog import monitoring  # light: argparse and the foundation
+
+    monitoring.add_arguments(
+        sub.add_parser("monitoring", parents=[common], help="write the Prometheus alert rules and the Grafana dashboard into a folder")
+    )
+
     # The instance's agent: it reads its own environment (vastops/instance/agent.py), never .env.
     sub.add_parser(
         "agent",
@@ -182,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         from vastops.instance import agent
 
         return agent.main()
+    if args.command == "monitoring":  # files only: no configuration, no ledger
+        return cmd_monitoring(args)
     from vastops.config import check_env_file, load_settings, require_ledger_folder, unknown_variables
 
     if args.command != "demo":  # the demo never reads an env file
@@ -225,6 +241,23 @@ def main(argv: list[str] | None = None) -> int:
         if shown is None:
             raise  # not a failure the CLI knows: a bug, whose traceback is what to report
         return _fail(shown.cli.format(exc), shown.exit)
+
+
+def cmd_monitoring(args) -> int:
+    from vastops.watchdog.monitoring import ALERTS, DASHBOARD, write_monitoring
+
+    try:
+        written = write_monitoring(args.directory, overwrite=args.overwrite)
+    except InvalidRequest as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    text = "\n".join(
+        [f"wrote {p}" for p in written]
+        + [
+            f"next: add {args.directory / ALERTS} to Prometheus' rule_files (scrape jobs vastops-watchdog and vastops-proxy);",
+            f"      import {args.directory / DASHBOARD} into Grafana",
+        ]
+    )
+    return _emit(args, [str(p) for p in written], text)
 
 
 def _fail(message: str, code: int) -> int:

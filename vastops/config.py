@@ -4,6 +4,11 @@ The real environment wins over ``.env``. A bad value raises ``ConfigError`` whos
 message names the variable and what it expected; the shells print it and exit,
 never a traceback. Secrets are ``SecretStr`` so they never show up in a repr or log.
 
+Under systemd a secret comes as a credential (``LoadCredential=``, the units in
+``watchdog/``): a secret setting neither the environment nor ``.env`` sets is read from
+``$CREDENTIALS_DIRECTORY/<its lowercase name>`` (``vast_api_key``, ``control_api_key``, ...:
+``SECRET_SETTINGS``), one trailing newline dropped, an empty file meaning "not set".
+
 ``VAST_STATE_PATH`` and ``VAST_AUDIT_PATH`` (the seed's JSON state file and audit
 log) are honoured as *mirrors* of the ledger: the ledger stays the one source of
 truth, and vastops keeps those files up to date for tools that read them
@@ -13,15 +18,17 @@ truth, and vastops keeps those files up to date for tools that read them
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vastops.errors import ConfigError, NotConfigured  # defined with their codes; raised here
 
@@ -44,6 +51,37 @@ class VastTarget:
 
     api_key: SecretStr
     instance_id: int
+
+
+class Credentials(PydanticBaseSettingsSource):
+    """The secret settings systemd hands the process as files: ``$CREDENTIALS_DIRECTORY/<lowercase name>``.
+
+    The last source (the environment and ``.env`` win). A file that is there but cannot be
+    read is a ``ConfigError`` naming the file, never its content.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is read at once, in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        folder = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not folder:
+            return {}
+        values: dict[str, Any] = {}
+        for name in SECRET_SETTINGS:
+            path = Path(folder) / name
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except UnicodeDecodeError:
+                raise ConfigError(f"the credential {path} ({name.upper()}) is not UTF-8 text") from None
+            except OSError as exc:
+                raise ConfigError(f"cannot read the credential {path} ({name.upper()}): {exc.strerror or exc}") from None
+            value = text.removesuffix("\n").removesuffix("\r")  # `echo KEY > file` adds one
+            if value:
+                values[name] = value
+        return values
 
 
 class Settings(BaseSettings):
@@ -133,8 +171,14 @@ class Settings(BaseSettings):
     vastops_timezone: str = Field("UTC", description="IANA time zone for the daily stop and the budgets' days and months")
     vast_budget_daily_usd: float | None = Field(None, gt=0, allow_inf_nan=False, description="daily budget (compute and storage)")
     vast_budget_monthly_usd: float | None = Field(None, gt=0, allow_inf_nan=False, description="monthly budget (compute and storage)")
-    vast_notify_webhook_url: SecretStr | None = Field(None, description="webhook for notifications (its path is a secret)")
-    vast_notify_format: Literal["slack", "json"] = Field("slack", description='slack ({"text": ...}) or json (the audit event)')
+    vast_notify_webhook_url: SecretStr | None = Field(
+        None, description="webhook for notifications (its path is a secret); with the apprise format, Apprise URLs"
+    )
+    vast_notify_format: Literal["slack", "json", "apprise"] = Field(
+        "slack",
+        validate_default=True,  # the default (slack) checks the URL too
+        description='slack ({"text": ...}), json (the audit event) or apprise (any channel: vastops[notify])',
+    )
     vast_state_path: Path | None = Field(None, description="JSON mirror of the current state")
     vast_audit_path: Path | None = Field(None, description="JSON-lines mirror of the audit trail")
     vast_api_url: str = Field(DEFAULT_API_URL, description="vast.ai base URL")
@@ -164,6 +208,18 @@ class Settings(BaseSettings):
     vastops_proxy_consumer_header: str = Field(
         "x-vastops-consumer", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$", description="the request header naming the consumer"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier wins: what the code passes, the environment, .env, then systemd's credentials.
+        return init_settings, env_settings, dotenv_settings, Credentials(settings_cls)
 
     @field_validator("vastops_proxy_consumer_header")
     @classmethod
@@ -241,8 +297,20 @@ class Settings(BaseSettings):
     @field_validator("vast_notify_webhook_url")
     @classmethod
     def _webhook_url(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError("an http:// or https:// URL")
+        if v is not None and "://" not in v.get_secret_value():
+            raise ValueError("an http:// or https:// URL (or Apprise URLs with VAST_NOTIFY_FORMAT=apprise)")
+        return v
+
+    @field_validator("vast_notify_format")
+    @classmethod
+    def _notify_format(cls, v: str, info: ValidationInfo) -> str:
+        # Checked here, after the URL (the field before): what the URL must be depends on the format.
+        url = info.data.get("vast_notify_webhook_url")
+        if v == "apprise":
+            if importlib.util.find_spec("apprise") is None:  # found, not imported: apprise is slow to load
+                raise ValueError('the apprise package for apprise notifications: pip install "vastops[notify]"')
+        elif url is not None and not url.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("apprise for a VAST_NOTIFY_WEBHOOK_URL that is not http:// or https:// (slack and json post to a webhook)")
         return v
 
     @property
@@ -309,6 +377,12 @@ class Settings(BaseSettings):
         if reason or self.vast_api_key is None or self.vast_instance_id is None:
             raise NotConfigured(reason)
         return VastTarget(self.vast_api_key, self.vast_instance_id)
+
+
+# The settings that are secrets, by their lowercase names: the file names of their credentials.
+SECRET_SETTINGS = tuple(
+    name for name, field in Settings.model_fields.items() if field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+)
 
 
 # What a human should be told for each kind of pydantic error.

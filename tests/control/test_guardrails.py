@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import CONTROL_KEY, make_control, make_settings
+from helpers import CONTROL_KEY, make_control, make_settings, metric_families
 from vastops.cli import main
 from vastops.clock import parse_isoz
 from vastops.errors import EXIT_BUDGET, BudgetExceeded, InvalidRequest, NothingRuns
@@ -414,8 +414,9 @@ def test_metrics_export_the_next_stops_the_warning_and_the_budgets(tmp_path, sim
     with TestClient(create_app(control, run_watch=False)) as api:
         api.app.state.watch.refresh()
         text = api.get("/metrics").text
-    assert 'vastops_next_stop_seconds{cause="idle"} 240' in text
-    assert 'vastops_next_stop_seconds{cause="max_session"}' in text
+    when = {s.labels["cause"]: s.value for s in metric_families(text)["vastops_next_stop_timestamp_seconds"].samples}
+    assert when["idle"] == (clock.now + timedelta(minutes=4)).timestamp()
+    assert "max_session" in when
     assert 'vastops_stop_warning{cause="idle"} 1' in text and 'vastops_stop_warning{cause="max_session"}' not in text
     assert 'vastops_budget_limit_usd{budget="daily"} 5' in text
     assert 'vastops_budget_spent_usd{budget="daily"}' in text

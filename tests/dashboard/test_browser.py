@@ -171,7 +171,7 @@ def test_log_in_start_stop_audit_and_csv_in_a_real_browser(stack, browser, tmp_p
         page.get_by_role("link", name="Costs").click()
         settle(page)
         page.get_by_text("Cost in period").wait_for()
-        page.locator("svg.vastops-chart").nth(2).wait_for(timeout=30_000)  # the three charts drawn (inline SVG)
+        page.locator("[data-testid='stPlotlyChart'] .main-svg").nth(2).wait_for(timeout=30_000)  # the charts drawn (plotly)
         settle(page)
         shot(page, "4-costs")
         sessions = list(csv.DictReader(io.StringIO(download(page, "Sessions (CSV)"))))

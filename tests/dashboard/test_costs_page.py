@@ -1,10 +1,11 @@
-"""The Costs page's charts and CSVs (issue 13): a one-day, an empty and a 60-day period draw
+"""The Costs page's charts and CSVs (issues 13 and 26): a one-day, an empty and a 60-day period draw
 sensible charts; the projection waits for three days of the month; the CSVs are rounded and
 named after their period.
 
-The charts are asserted on their data and axes (``pages/_charts.Chart``: domains, ticks,
-values), as the page drew them, never on pixels. One real-browser test checks that they
-are in the page as SVG and that the downloads carry their names.
+The charts are plotly figures, asserted as Streamlit sent them (AppTest's plotly chart
+elements, ``pages/_charts.read_figures``): their data, axes and hover texts, never pixels. One
+real-browser test checks that the figures and tables are there before plotly's script has
+loaded, that a bar tells its day's figures when hovered, and that the downloads carry their names.
 """
 
 from __future__ import annotations
@@ -80,71 +81,77 @@ def midnight(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
-def whole(ticks) -> bool:
-    return all(float(v).is_integer() for v, _ in ticks)
+def plotted(at) -> dict[str, dict]:
+    """The page's plotly figures, by key, as Streamlit sent them."""
+    return charts.read_figures(at.get("plotly_chart"))
+
+
+def traces(figure: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in figure["data"]}
 
 
 # -- the three periods of the issue ----------------------------------------------------------
 
 
-def test_a_one_day_period_draws_a_whole_bar_and_a_ramp(apptest, ledger, drawn):
+def test_a_one_day_period_draws_a_whole_bar_and_a_ramp(apptest, ledger):
     today = utcnow().date()
     start = datetime(today.year, today.month, today.day, tzinfo=UTC)
     add_session(ledger, start, 1)  # 00:00-00:01 today: always in the past
-    costs_page(apptest, (today, today))
+    at = costs_page(apptest, (today, today))
+    drawn = plotted(at)
     per_day, cumulative = drawn["chart_per_day"], drawn["chart_cumulative"]
 
     # the axis is the day, 00:00 to 24:00, and its one bar fills it (no sliver, nothing cut)
-    assert per_day.kind == "bars"
-    assert per_day.x_domain == (midnight(today), midnight(today) + DAY)
-    assert {(v["x0"], v["x1"]) for v in per_day.values} == {per_day.x_domain}
-    assert [label for _, label in per_day.x_ticks] == [f"{today:%d %b}"]  # one tick, the day itself
-    assert str(today.year) in per_day.x_title  # the year, in words, below the axis
-    assert sum(v["usd"] for v in per_day.values if v["series"] != charts.STOPPED) == pytest.approx(0.42 / 60)
-    assert per_day.series == [charts.COMPUTE, charts.STORAGE, charts.STOPPED]  # the disk, stopped the rest of the day
-    assert per_day.y_domain[0] == 0 and per_day.y_domain[1] >= 0.42 / 60
+    assert per_day["layout"]["xaxis"]["range"] == [today.isoformat(), (today + timedelta(days=1)).isoformat()]
+    bars = traces(per_day)
+    assert list(bars) == [charts.COMPUTE, charts.STORAGE, charts.STOPPED]  # the disk, stopped the rest of the day
+    for bar in bars.values():
+        assert bar["type"] == "bar" and bar["x"] == [f"{today} 12:00:00"]  # in the middle of its day ...
+        assert bar["width"] == [pytest.approx(DAY * 1000 * charts.BAR)]  # ... and nearly all of it
+    assert per_day["layout"]["barmode"] == "stack" and per_day["layout"]["xaxis"]["ticklabelmode"] == "period"
+    assert str(today.year) in per_day["layout"]["xaxis"]["title"]["text"]  # the year, in words, below the axis
+    assert bars[charts.COMPUTE]["y"][0] + bars[charts.STORAGE]["y"][0] == pytest.approx(0.42 / 60)
+    assert per_day["layout"]["yaxis"]["rangemode"] == "tozero" and per_day["layout"]["yaxis"]["tickprefix"] == "$"
+    # hovering a bar tells the day's figures, in the page's words
+    hover = bars[charts.COMPUTE]["customdata"][0]
+    assert f"{today:%a %d %b %Y}" in hover and f"compute (GPU): {words.usd(0.40 / 60)}" in hover
+    assert "runtime 1 min, 1 session started" in hover
 
     # the cumulative cost is a ramp from 00:00 to now, not one dot on a zero-width axis
-    assert cumulative.kind == "area"
-    assert cumulative.x_domain == (midnight(today), midnight(today) + DAY)
-    first, last = cumulative.values[0], cumulative.values[-1]
-    assert (first["x"], first["y"]) == (midnight(today), 0.0)
-    assert last["y"] == pytest.approx(0.42 / 60) and midnight(today) < last["x"] <= time.time() + 1
-    # ticks on whole hours of the day: never "23:59:59.9995"
-    assert [label for _, label in cumulative.x_ticks][1:-1] and all(
-        re.fullmatch(r"\d\d:00", label) for _, label in cumulative.x_ticks[1:-1]
-    )
-    assert all((v - midnight(today)) % 3600 == 0 for v, _ in cumulative.x_ticks)
-    assert all(cumulative.x_domain[0] <= v <= cumulative.x_domain[1] for v, _ in cumulative.x_ticks)
+    [line] = cumulative["data"]
+    assert cumulative["layout"]["xaxis"]["range"] == per_day["layout"]["xaxis"]["range"]
+    assert (line["x"][0], line["y"][0]) == (f"{today} 00:00:00", 0.0)
+    assert line["y"][-1] == pytest.approx(0.42 / 60) and f"{today} 00:00:00" < line["x"][-1] <= f"{utcnow():%Y-%m-%d %H:%M:%S}"
+    assert line["customdata"][-1].startswith("now (") and line["customdata"][-1].endswith(f"{words.usd(0.42 / 60)} so far")
+    # the labels of a one-day axis are whole hours (plotly picks the ticks; their words are ours)
+    assert {"dtickrange": [None, DAY * 1000 - 1], "value": "%H:%M"} in cumulative["layout"]["xaxis"]["tickformatstops"]
 
     lengths = drawn["chart_lengths"]
-    assert lengths.kind == "columns" and {v["category"]: v["y"] for v in lengths.values}["< 5 min"] == 1
-    assert [v for v, _ in lengths.y_ticks] == [0.0, 1.0]  # whole sessions: no 0.2-session ticks
-    ticks = [label for _, label in lengths.x_ticks]  # nine labels side by side, none running into the next
-    assert ticks[:3] == ["<5", "5–15", "15–30"] and all(len(t) <= charts._fits(len(ticks)) for t in ticks)
+    [column] = lengths["data"]
+    assert dict(zip(column["x"], column["y"]))["< 5 min"] == 1
+    assert lengths["layout"]["yaxis"]["dtick"] == 1 and lengths["layout"]["yaxis"]["tickformat"] == ",d"  # no 0.2-session ticks
+    ticks = lengths["layout"]["xaxis"]["ticktext"]  # nine labels side by side, none running into the next
+    assert ticks[:3] == ["<5", "5–15", "15–30"] and all(len(t) <= charts.TICK_CHARS for t in ticks)
+    assert column["customdata"][0].startswith("<b>under 5 min</b><br>1 session, ")
 
 
-def test_an_empty_period_says_so_instead_of_drawing_bare_axes(apptest, ledger, drawn):
+def test_an_empty_period_says_so_instead_of_drawing_bare_axes(apptest, ledger):
     at = costs_page(apptest)
-    assert {key: chart.kind for key, chart in drawn.items()} == {
-        "chart_per_day": "empty",
-        "chart_cumulative": "empty",
-        "chart_lengths": "empty",
-        "chart_consumers": "empty",
-    }
-    assert drawn["chart_consumers"].message == "No session costs in this period"
-    assert drawn["chart_per_day"].message == "No costs in this period"
-    assert drawn["chart_cumulative"].message == "No session costs in this period"
-    assert drawn["chart_lengths"].message == "No sessions in this period"
-    for chart in drawn.values():
-        assert not chart.x_ticks and not chart.y_ticks and not chart.values  # no $0-$1, no -1 to 1 sessions
-    svgs = [md.value for md in at.markdown if "<svg" in md.value]
-    assert len(svgs) == 4 and all("<line" not in s for s in svgs)
-    assert "No sessions in this period" in svgs[2]
+    assert not at.get("plotly_chart")  # nothing to draw: no axes, and no chart script to load
+    said = [c.value for c in at.caption]
+    for message in ("No costs in this period", "No session costs in this period", "No sessions in this period", "No costs in these months"):
+        assert message in said, message
+    titles = [m.value for m in at.markdown]
+    assert {
+        "**Cost per day (UTC)**",
+        "**Cumulative cost in the period (sessions)**",
+        "**Session lengths**",
+        "**Cost per consumer**",
+    } <= set(titles)
     assert metrics(at)["Sessions"] == "0" and metrics(at)["Average session"] == "—"
 
 
-def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(apptest, ledger, drawn):
+def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(apptest, ledger):
     today = utcnow().date()
     start = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=1)
     add_session(ledger, start, 60)  # 00:00-01:00 yesterday, at $0.42/h; no settled start: start-up runs to the first request
@@ -156,19 +163,21 @@ def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(appt
              "prompt_tokens": 500},
         ])  # fmt: skip
     at = costs_page(apptest)
-    chart = drawn["chart_consumers"]
+    chart = plotted(at)["chart_consumers"]
     per_minute = 0.42 / 60
-    assert chart.kind == "columns"
     # team-chat alone 12 min + half of 12 min shared; team-search the other half; 6 min start-up; 30 min idle
-    assert [(v["category"], v["kind"]) for v in chart.values] == [
-        ("team-chat", "consumer"), ("team-search", "consumer"), ("start-up", "start-up"), ("idle", "idle")
-    ]  # fmt: skip
-    assert [v["usd"] for v in chart.values] == pytest.approx([18 * per_minute, 6 * per_minute, 6 * per_minute, 30 * per_minute])
-    assert sum(v["share"] for v in chart.values) == pytest.approx(1.0)
-    assert [label for _, label in chart.x_ticks] == ["team-chat", "team-search", "start-up", "idle"]
-    assert chart.y_domain[0] == 0 and chart.y_domain[1] >= 30 * per_minute and chart.y_ticks[0][1] == "$0.000"
-    svg = next(md.value for md in at.markdown if 'data-chart="chart_consumers"' in md.value)
-    assert "team-chat: $0.13 (30.0 %), 1 request" in svg and charts.LINE_COLORS["idle"] in svg
+    columns = traces(chart)
+    assert {name: t["x"] for name, t in columns.items()} == {
+        charts.CONSUMER: ["team-chat", "team-search"], charts.STARTUP: ["start-up"], charts.IDLE: ["idle"]
+    }  # fmt: skip
+    costs = [y for t in columns.values() for y in t["y"]]
+    assert costs == pytest.approx([18 * per_minute, 6 * per_minute, 6 * per_minute, 30 * per_minute])
+    assert chart["layout"]["xaxis"]["categoryarray"] == ["team-chat", "team-search", "start-up", "idle"]
+    assert chart["layout"]["xaxis"]["ticktext"] == ["team-chat", "team-search", "start-up", "idle"]
+    assert chart["layout"]["yaxis"]["rangemode"] == "tozero" and chart["layout"]["yaxis"]["tickformat"] == ",.2f"
+    assert "$0.13 (30.0 % of the sessions' cost)<br>1 request, busy 18 min" in columns[charts.CONSUMER]["customdata"][0]
+    assert "30 min of the sessions without requests" in columns[charts.IDLE]["customdata"][0]
+    assert columns[charts.IDLE]["marker"]["color"] == charts.COLORS[charts.IDLE]  # start-up and idle apart from the consumers
     [html] = [el.proto.body for el in at.get("html") if 'data-table="consumers"' in el.proto.body]
     table = charts.read_table(html)
     assert [r["Consumer"] for r in table] == ["team-chat", "team-search", "start-up", "idle"]
@@ -180,40 +189,42 @@ def test_the_consumers_section_draws_each_consumers_cost_and_offers_its_csv(appt
     assert any("Consumers (CSV)" in str(b.proto) for b in button)
 
 
-def test_a_60_day_period_draws_a_bar_per_day_with_whole_day_ticks(apptest, ledger, drawn):
+def test_a_60_day_period_draws_a_bar_per_day_on_whole_days(apptest, ledger):
     today = utcnow().date()
     start = today - timedelta(days=59)
     for i in range(0, 58, 3):  # 20 sessions of 90 minutes at 09:00, every third day from the first on
         day = start + timedelta(days=i)
         add_session(ledger, datetime(day.year, day.month, day.day, 9, tzinfo=UTC), 90)
-    costs_page(apptest, (start, today))
+    at = costs_page(apptest, (start, today))
+    drawn = plotted(at)
     per_day = drawn["chart_per_day"]
-    assert per_day.title == "Cost per day (UTC)"
-    assert per_day.x_domain == (midnight(start), midnight(today) + DAY)
-    days = sorted({v["x0"] for v in per_day.values})
-    assert len(days) == 60 and days[0] == midnight(start)
-    assert all(per_day.x_domain[0] <= v["x0"] < v["x1"] <= per_day.x_domain[1] for v in per_day.values)
-    assert max(v["x1"] for v in per_day.values) == per_day.x_domain[1]  # today's bar whole, at the right edge
-    # at most seven labels, each in the middle of a whole day, ascending
-    positions = [v for v, _ in per_day.x_ticks]
-    assert 2 <= len(positions) <= charts.MAX_TICKS and positions == sorted(positions)
-    assert all((v - midnight(start)) % DAY == DAY / 2 for v in positions)
-    # the money axis starts at 0 and reaches the tallest stack
-    tallest = max(v["y1"] for v in per_day.values)
-    assert per_day.y_domain[0] == 0 and per_day.y_domain[1] >= tallest
-    assert [v for v, _ in per_day.y_ticks] == sorted(v for v, _ in per_day.y_ticks)
-    assert per_day.y_ticks[0] == (0.0, "$0.00")
-    # stacks are exact: each day's pieces sit on each other
-    for x0 in days:
-        pieces = [v for v in per_day.values if v["x0"] == x0]
-        assert pieces[0]["y0"] == 0 and all(a["y1"] == pytest.approx(b["y0"]) for a, b in zip(pieces, pieces[1:]))
-    cumulative = drawn["chart_cumulative"]
-    assert cumulative.values[-1]["y"] == pytest.approx(20 * 0.63)  # 20 sessions of 1.5 h at $0.42/h
-    assert [v["y"] for v in cumulative.values] == sorted(v["y"] for v in cumulative.values)
-    assert whole(drawn["chart_lengths"].y_ticks)
+    assert per_day["layout"]["title"]["text"] == "Cost per day (UTC)"
+    assert per_day["layout"]["xaxis"]["range"] == [start.isoformat(), (today + timedelta(days=1)).isoformat()]
+    compute = traces(per_day)[charts.COMPUTE]
+    middles = [datetime.fromisoformat(x).replace(tzinfo=UTC).timestamp() for x in compute["x"]]
+    assert len(middles) == 60 and middles == sorted(middles) and middles[0] == midnight(start) + DAY / 2
+    assert all((m - midnight(start)) % DAY == DAY / 2 for m in middles)  # each bar in the middle of a whole day
+    assert all(w / 1000 < DAY for w in compute["width"])  # and inside it
+    assert middles[-1] == midnight(today) + DAY / 2  # today's bar whole, at the right edge
+    # the labels: between the ticks (the day), as the page writes a day
+    assert per_day["layout"]["xaxis"]["ticklabelmode"] == "period"
+    assert {"dtickrange": [DAY * 1000 - 1, 15 * DAY * 1000], "value": "%d %b"} in per_day["layout"]["xaxis"]["tickformatstops"]
+    # the money axis starts at 0, in dollars and cents; plotly stacks each day's pieces on each other
+    assert per_day["layout"]["yaxis"]["rangemode"] == "tozero" and per_day["layout"]["yaxis"]["tickformat"] == ",.2f"
+    assert per_day["layout"]["barmode"] == "stack"
+    assert sum(compute["y"]) == pytest.approx(20 * 0.60)
+    [line] = drawn["chart_cumulative"]["data"]
+    assert line["y"][-1] == pytest.approx(20 * 0.63)  # 20 sessions of 1.5 h at $0.42/h
+    assert line["y"] == sorted(line["y"])
+    lengths = drawn["chart_lengths"]["layout"]["yaxis"]
+    assert float(lengths["dtick"]).is_integer() and lengths["tickformat"] == ",d"
+    # the whole months around the period, beside it: the per-month table's figures
+    months = traces(drawn["chart_months"])
+    assert len(months[charts.COMPUTE]["x"]) == len({(start + timedelta(days=i)).strftime("%Y-%m") for i in range(60)})
+    assert sum(months[charts.COMPUTE]["y"]) == pytest.approx(20 * 0.60)
 
 
-def test_a_long_period_charts_months_and_keeps_its_settled_days(apptest, ledger, drawn, monkeypatch):
+def test_a_long_period_charts_months_and_keeps_its_settled_days(apptest, ledger, monkeypatch):
     today = utcnow().date()
     for back in (400, 200, 30, 2):
         day = today - timedelta(days=back)
@@ -227,10 +238,12 @@ def test_a_long_period_charts_months_and_keeps_its_settled_days(apptest, ledger,
 
     monkeypatch.setattr(reports.Scan, "__init__", counting)
     at = costs_page(apptest, "All time")
+    drawn = plotted(at)
     per = drawn["chart_per_day"]
-    assert per.title == "Cost per month (UTC)"
-    assert all(label[-4:].isdigit() for _, label in per.x_ticks)  # "Mar 2026": months, with their year
-    assert len({v["x0"] for v in per.values}) >= 13  # one bar a month, 400 days back
+    assert per["layout"]["title"]["text"] == "Cost per month (UTC)"
+    assert {"dtickrange": ["M1", "M11"], "value": "%b %Y"} in per["layout"]["xaxis"]["tickformatstops"]  # "Mar 2026"
+    assert len(traces(per)[charts.COMPUTE]["x"]) >= 13  # one bar a month, 400 days back
+    assert "chart_months" not in drawn  # the period's chart is per month already
     assert metrics(at)["Sessions"] == "4" and metrics(at)["Cost in period"] == "$1.68"
     # the settled days are read once (and kept: pages/costs.history), the last ones apart
     history = max(scans, key=lambda r: r[1] - r[0])
@@ -366,14 +379,47 @@ def test_the_charts_are_in_the_page_and_the_downloads_are_named_in_a_real_browse
         page.get_by_label("Password", exact=True).fill(PASSWORD)
         page.get_by_role("button", name="Log in", exact=True).click()
         page.locator("[data-testid='stMetric']").first.wait_for()
+        # plotly's script held back: the page's figures and tables are there without it
+        held = []
+
+        def hold(route) -> None:
+            held.append(route)
+
+        context.route("**/PlotlyChart.*.js", hold)
         page.get_by_role("link", name="Costs").click()
-        page.locator("svg.vastops-chart").nth(2).wait_for(timeout=30_000)
+        page.locator("[data-testid='stMetric']").filter(has_text="Cost in period").wait_for()
+        page.locator("[data-testid='stDataFrame']").last.wait_for()  # the sessions table
+        page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")  # every element sent, the charts too
+        page.get_by_text("Costs follow vast.ai's billing").wait_for()  # the page's last line
+        assert page.locator(".js-plotly-plot").count() == 0  # ... and no chart drawn yet
+        shot(page, "costs-page-before-the-charts")
+        for route in held:
+            route.continue_()
+        context.unroute("**/PlotlyChart.*.js")
+        charts_drawn = page.locator("[data-testid='stPlotlyChart'] .main-svg")
+        page.locator("[data-testid='stPlotlyChart']").nth(4).locator(".main-svg").first.wait_for(timeout=30_000)  # five charts
         settle(page)
         shot(page, "costs-page")
-        assert page.locator("svg.vastops-chart[data-kind='bars'] rect").count() >= 2  # compute and storage of today
-        assert page.locator("[data-testid='stPlotlyChart'], [data-testid='stVegaLiteChart']").count() == 0
-        # a bar says what it is when hovered (its SVG title)
-        assert "compute (GPU) $" in page.locator("svg.vastops-chart[data-kind='bars'] rect title").first.text_content()
+        assert charts_drawn.count() >= 5 and page.locator("svg.vastops-chart").count() == 0
+        per_day = page.locator(".js-plotly-plot").filter(has_text="Cost per day (UTC)")
+        assert per_day.locator(".barlayer .point").count() >= 2  # compute and storage of today (at least)
+        assert {"compute (GPU)", "storage while running"} <= set(per_day.locator(".legendtext").all_text_contents())
+
+        # a bar tells its day's figures when hovered, in the page's words
+        box = per_day.locator(".barlayer .trace").first.locator(".point").last.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        hover = per_day.locator(".hoverlayer .hovertext")
+        hover.first.wait_for(timeout=10_000)
+        text = hover.first.text_content() or ""
+        assert f"{now:%a %d %b %Y}" in text and "compute (GPU): $" in text and "total: $" in text, text
+        assert re.search(r"runtime 20 min, 1 session started", text), text
+
+        # the camera in the modebar saves the chart as a PNG named after it and the period
+        with page.expect_download(timeout=30_000) as info:
+            per_day.locator(".modebar-btn[data-title*='png' i]").click()
+        assert re.fullmatch(r"vastops-cost-per-day-[\d_-]+\.png", info.value.suggested_filename), info.value.suggested_filename
+        assert Path(info.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
         page.get_by_test_id("stSelectbox").filter(has_text="Period").get_by_role("combobox").click()
         page.get_by_role("option", name="This month").click()

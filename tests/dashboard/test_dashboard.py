@@ -86,7 +86,7 @@ def test_without_a_configured_password_nothing_is_shown(apptest, env, monkeypatc
     assert not at.text_input and not at.metric and not at.button
     at.switch_page("pages/costs.py").run()  # a page's own URL shows nothing but the gate either
     assert "VASTOPS_DASHBOARD_PASSWORD" in at.error[0].value
-    assert not at.text_input and not at.metric and not at.button and not any("vastops-chart" in m.value for m in at.markdown)
+    assert not at.text_input and not at.metric and not at.button and not at.get("plotly_chart")
 
 
 def test_the_login_gate_blocks_a_wrong_password_and_lets_the_right_one_in(apptest, env):
@@ -386,8 +386,10 @@ def history(settings, watcher):
     return ledger
 
 
-def test_costs_shows_totals_charts_and_sessions_for_the_period(apptest, env, history, drawn):
+def test_costs_shows_totals_charts_and_sessions_for_the_period(apptest, env, history):
     at = apptest.logged_in("pages/costs.py")
+    charts = charts_module()
+    drawn = charts.read_figures(at.get("plotly_chart"))  # plotly figures, as Streamlit sent them
     m = metrics(at)
     expected = 0.42 + 0.21 + 1.26
     assert m["Cost in period"] == f"${expected:.2f}"
@@ -398,14 +400,15 @@ def test_costs_shows_totals_charts_and_sessions_for_the_period(apptest, env, his
     assert m["Storage (disk)"] == f"${0.02 + 0.01 + 0.06:.2f}"
     # projected once three days of the month have passed
     assert m["Projected for the month"].startswith("$") or m["Projected for the month"] == "too early"
-    assert set(drawn) == {"chart_per_day", "chart_cumulative", "chart_lengths", "chart_consumers"}
-    per_day = drawn["chart_per_day"].values
-    assert sum(v["usd"] for v in per_day if v["series"] == "compute (GPU)") == pytest.approx(1.80)
-    assert sum(v["usd"] for v in per_day if v["series"] == "storage") == pytest.approx(0.09)
-    assert drawn["chart_cumulative"].values[-1]["y"] == pytest.approx(expected)  # cumulative ends at the total
-    lengths = {v["category"]: v["y"] for v in drawn["chart_lengths"].values}
-    assert lengths["30-60 min"] == 1 and lengths["1-2 h"] == 1 and lengths["2-4 h"] == 1
-    assert sum("<svg" in md.value for md in at.markdown) == 4  # drawn in the page, no chart library
+    assert set(drawn) == {"chart_per_day", "chart_months", "chart_cumulative", "chart_lengths", "chart_consumers"}
+    per_day = {t["name"]: t for t in drawn["chart_per_day"]["data"]}
+    assert sum(per_day[charts.COMPUTE]["y"]) == pytest.approx(1.80)
+    assert sum(per_day[charts.STORAGE]["y"]) == pytest.approx(0.09)
+    assert drawn["chart_cumulative"]["data"][0]["y"][-1] == pytest.approx(expected)  # cumulative ends at the total
+    [lengths] = drawn["chart_lengths"]["data"]
+    counts = dict(zip(lengths["x"], lengths["y"]))
+    assert counts["30-60 min"] == 1 and counts["1-2 h"] == 1 and counts["2-4 h"] == 1
+    assert not any("<svg" in md.value for md in at.markdown)  # plotly draws them, not the page's own SVG
     sessions = table(at, "How it ended")
     assert len(sessions) == 3
     assert sessions["How it ended"].tolist() == ["external", "auto-shutdown", "manual"]

@@ -227,6 +227,14 @@ def test_vasts_charges_sit_beside_the_ledgers_and_the_flagged_day_says_its_cause
 
     [warning] = [w.value for w in at.warning if "differ from the ledger's" in w.value]
     assert f"{d2:%d %b %Y}" in warning and warning.startswith("**1 settled day of vast's charges")
+
+    # and as a chart: both figures a day (vast's missing where not fetched), the flagged day marked, its cause on hover
+    chart = {t["name"]: t for t in charts.read_figures(at.get("plotly_chart"))["chart_charges"]["data"]}
+    assert [x[:10] for x in chart[charts.ESTIMATED]["x"]] == [d.isoformat() for d in (d1, d2, d3, d4)]
+    assert chart[charts.CHARGED]["y"][-1] is None and chart[charts.CHARGED]["y"][1] == pytest.approx(ledger_d2 + 0.20)
+    [flag] = chart[charts.FLAGGED]["customdata"]
+    assert "difference: +$0.20" in flag and "a rate change: vast billed the GPU time at another rate" in flag
+    assert chart[charts.ESTIMATED]["customdata"][3].endswith("not fetched")
     caption = next(c.value for c in at.caption if c.value.startswith("Settled:"))
     assert caption.startswith(f"Settled: {d1:%d %b} – {d2:%d %b %Y}: ")
     assert "`vastops reconcile --fetch` fetches them now" in caption and "every 1 h" in caption

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, make_control, make_settings
+from helpers import CONTROL_KEY, INSTANCE_ID, SIM_KEY, make_control, make_settings, metric_families
 from vastops.errors import NotConfigured
 from vastops.watchdog.app import create_app
 
@@ -193,4 +193,4 @@ def test_healthz_and_metrics_need_no_key(api):
     assert f'vastops_instance_state{{instance_id="{INSTANCE_ID}",status="stopped"}} 1' in text
     assert "vastops_activity_total 1" in text
     assert 'vastops_vast_errors_total{kind="rate_limited"} 0' in text
-    assert "vastops_auto_shutdown_seconds NaN" in text
+    assert metric_families(text)["vastops_next_stop_timestamp_seconds"].samples == []  # nothing is due: absent, not NaN

@@ -5,6 +5,11 @@ headless, no usage statistics, no file watcher, no error details in the browser)
 they hold whatever directory the dashboard is started from. ``vastops demo`` starts
 its dashboard with the same command line (``dashboard_command``). Importing this
 module is cheap: Streamlit runs in the child process only.
+
+Under systemd (watchdog/vastops-dashboard.service, ``Type=notify``) this process is the
+unit's main one and speaks for Streamlit (``tell_systemd``): ``READY=1`` once Streamlit's
+own health check answers, ``WATCHDOG=1`` only while it still answers within the time, so
+a Streamlit server that hangs is killed and started again.
 """
 
 from __future__ import annotations
@@ -13,10 +18,19 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import vastops
-from vastops.processes import port_is_free, port_number, wait_forwarding_signals
+from vastops.processes import (
+    port_is_free,
+    port_number,
+    sd_notify,
+    wait_forwarding_signals,
+    watchdog_interval,
+    without_systemd_notify,
+)
 
 SAFE_STREAMLIT_FLAGS = [
     "--server.headless", "true",
@@ -54,6 +68,51 @@ def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
     ]  # fmt: skip
 
 
+HEALTH_PATH = "/_stcore/health"  # Streamlit's own: "ok" while its server answers
+STARTING_POLL_S = 0.25
+
+
+def _health_answers(host: str, port: int, timeout: float) -> bool:
+    """Whether Streamlit's health check answers 200 within ``timeout`` (http.client: no proxy from the environment)."""
+    import http.client
+
+    asked = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # a wildcard is reached on loopback
+    connection = http.client.HTTPConnection(asked, port, timeout=timeout)
+    try:
+        connection.request("GET", HEALTH_PATH)
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def tell_systemd(proc: subprocess.Popen, host: str, port: int, shown: str) -> None:
+    """Speak for Streamlit to systemd while ``proc`` lives: READY once it answers, then keepalives only while it does.
+
+    A thread of this process, which runs no event loop of its own: what it vouches for is
+    the answer of Streamlit's server (its Tornado loop), asked anew before every keepalive.
+    """
+    interval = watchdog_interval()
+    while proc.poll() is None and not _health_answers(host, port, timeout=1.0):
+        time.sleep(STARTING_POLL_S)
+    if proc.poll() is not None:
+        return
+    sd_notify("READY=1", f"STATUS=serving {shown}")
+    if interval is None:
+        return
+    sd_notify("WATCHDOG=1")
+    due = time.monotonic()
+    while True:
+        due += interval
+        time.sleep(max(0.0, due - time.monotonic()))
+        if proc.poll() is not None:
+            return
+        # Asked within half an interval: a keepalive it earns still comes well inside WatchdogSec.
+        if _health_answers(host, port, timeout=min(5.0, interval / 2)):
+            sd_notify("WATCHDOG=1")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port_number, default=8501, help="port to serve on (default 8501)")
     parser.add_argument(
@@ -83,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
         from dotenv import dotenv_values
 
         env = {**{k: v for k, v in dotenv_values(env_file).items() if v is not None}, **env}
-    print(f"vastops dashboard on http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}", flush=True)
-    proc = subprocess.Popen(dashboard_command(args.port, args.host), env=env)
-    return wait_forwarding_signals(proc)
+    shown = f"http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}"
+    print(f"vastops dashboard on {shown}", flush=True)
+    # systemd's notify socket is this process's: Streamlit is spoken for (tell_systemd).
+    proc = subprocess.Popen(dashboard_command(args.port, args.host), env=without_systemd_notify(env))
+    notifying = bool(os.environ.get("NOTIFY_SOCKET"))
+    if notifying:
+        threading.Thread(target=tell_systemd, args=(proc, args.host, args.port, shown), name="systemd", daemon=True).start()
+    return wait_forwarding_signals(proc, tell_systemd=notifying)

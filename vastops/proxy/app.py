@@ -60,9 +60,11 @@ import logging
 import math
 import time
 import traceback
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
 import httpx2
+from prometheus_client.metrics_core import Metric
 
 from vastops.access.roles import Permission, may
 from vastops.config import ConfigError, Settings
@@ -88,6 +90,7 @@ from vastops.proxy.forward import (
 from vastops.proxy.reports import REPORT_CONNECTIONS, REPORT_TIMEOUT_S, START_CHECK_S, Reporter, Seen, report_text, where
 from vastops.proxy.run import limits
 from vastops.proxy.wake import Outcome, Target, Waker, Watchdog, WatchdogDown, healthy, target_of
+from vastops.watchdog.prometheus import CONTENT_TYPE, PROXY_BUCKETS, LoopHistogram, counter, exposition, gauge, new_registry
 
 log = logging.getLogger("vastops.proxy")
 
@@ -156,6 +159,12 @@ class Proxy:
         self.abandoned_total = 0
         self.stale_endpoints_total = 0
         self.answered_503: dict[str, int] = {}
+        self.added_latency = LoopHistogram(
+            "vastops_proxy_added_latency_seconds",
+            "time a warm request spent in the proxy from its body read to being sent to the instance (its start report awaited)",
+            PROXY_BUCKETS,
+        )
+        self.registry = new_registry(ProxyMetrics(self))  # this app's own (tests run several in one process)
 
     # -- ASGI -----------------------------------------------------------------------
 
@@ -185,7 +194,7 @@ class Proxy:
         if path == "/healthz" and scope["method"] == "GET":
             await self._json(send, 200, self._healthz())
         elif path == "/metrics" and scope["method"] == "GET":
-            await send_answer(send, 200, self._metrics().encode(), b"text/plain; version=0.0.4")
+            await send_answer(send, 200, exposition(self.registry), CONTENT_TYPE.encode())
         elif path is not None and path.startswith("/v1/"):
             await self._admit(scope, path, receive, send)
         else:
@@ -318,7 +327,9 @@ class Proxy:
                 if self.target == target:
                     self.target = None
                 continue
+            took = time.monotonic() - request.arrived  # the proxy's own part: the start report and any status read
             if await forward(self.http, self.reports, request, target.endpoint, send, receive, cold=False):
+                self.added_latency.observe(took)
                 return
             failed = target.endpoint
             if self.target == target:
@@ -490,72 +501,54 @@ class Proxy:
             "endpoint_known": self.target is not None,
         }
 
-    def _metrics(self) -> str:
-        lines: list[str] = []
 
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float | None]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {_sample(value)}" for labels, value in samples)
+class ProxyMetrics:
+    """The proxy's ``/metrics`` collector: its counts and gauges, read at scrape time (docs/contract.md lists them).
 
-        metric("vastops_proxy_requests_total", "counter", "requests under /v1/ received", [("", self.requests_total)])
-        metric("vastops_proxy_cold_starts_total", "counter", "starts the proxy asked the watchdog for", [("", self.wake.cold_starts_total)])
-        metric("vastops_proxy_waiting_requests", "gauge", "requests waiting for the GPU to start now", [("", self.waiting)])
-        metric(
-            "vastops_proxy_waited_requests_total", "counter", "requests that arrived while the GPU was not ready", [("", self.waited_total)]
-        )
-        metric(
-            "vastops_proxy_unavailable_total",
-            "counter",
-            "503 answers (and stream error events) by reason",
-            [(f'{{reason="{code}"}}', n) for code, n in sorted(self.answered_503.items())],
-        )
-        metric(
+    Named as Prometheus names things (vastops/watchdog/prometheus.py); a figure not known yet
+    (no cold start so far) is absent, never NaN. Every family is declared on every scrape.
+    """
+
+    def __init__(self, proxy: Proxy):
+        self.proxy = proxy
+
+    def collect(self) -> Iterable[Metric]:
+        p = self.proxy
+        yield counter("vastops_proxy_requests_total", "requests under /v1/ received", p.requests_total)
+        yield counter("vastops_proxy_cold_starts_total", "starts the proxy asked the watchdog for", p.wake.cold_starts_total)
+        yield gauge("vastops_proxy_waiting_requests", "requests waiting for the GPU to start now", p.waiting)
+        yield counter("vastops_proxy_waited_requests_total", "requests that arrived while the GPU was not ready", p.waited_total)
+        unavailable = counter("vastops_proxy_unavailable_total", "503 answers (and stream error events) by reason", labels=["reason"])
+        for code, n in sorted(p.answered_503.items()):
+            unavailable.add_metric([code], n)
+        yield unavailable
+        yield gauge(
             "vastops_proxy_last_cold_start_seconds",
-            "gauge",
-            "how long the last start the proxy asked for took to be healthy",
-            [("", self.wake.last_cold_start_s)],
+            "how long the last start the proxy asked for took to be healthy (absent before the first)",
+            p.wake.last_cold_start_s,
         )
-        metric(
+        yield gauge(
             "vastops_proxy_expected_start_seconds",
-            "gauge",
-            "median start-to-healthy time of the last starts (audit trail)",
-            [("", self.wake.expected_start_s)],
+            "median start-to-healthy time of the last starts (audit trail; absent when none is known)",
+            p.wake.expected_start_s,
         )
-        metric("vastops_proxy_requests_in_progress", "gauge", "requests under /v1/ being served now", [("", self.in_progress)])
-        metric("vastops_proxy_max_requests", "gauge", "requests served at once, beyond which 503 proxy_busy", [("", self.max_requests)])
-        metric(
-            "vastops_proxy_waiting_body_bytes", "gauge", "bytes of the bodies of the requests waiting now", [("", self.waiting_body_bytes)]
-        )
-        metric(
+        yield gauge("vastops_proxy_requests_in_progress", "requests under /v1/ being served now", p.in_progress)
+        yield gauge("vastops_proxy_max_requests", "requests served at once, beyond which 503 proxy_busy", p.max_requests)
+        yield gauge("vastops_proxy_waiting_body_bytes", "bytes of the bodies of the requests waiting now", p.waiting_body_bytes)
+        yield counter(
             "vastops_proxy_abandoned_total",
-            "counter",
             "requests whose client left before their answer (while waiting, or with its body cut)",
-            [("", self.abandoned_total)],
+            p.abandoned_total,
         )
-        metric(
+        yield counter(
             "vastops_proxy_stale_endpoints_total",
-            "counter",
             "kept endpoints dropped because the watchdog's session had changed",
-            [("", self.stale_endpoints_total)],
+            p.stale_endpoints_total,
         )
-        metric(
-            "vastops_proxy_reports_in_flight",
-            "gauge",
-            "requests whose activity reports are on their way to the watchdog",
-            [("", self.reports.in_flight)],
+        yield gauge(
+            "vastops_proxy_reports_in_flight", "requests whose activity reports are on their way to the watchdog", p.reports.in_flight
         )
-        metric(
-            "vastops_proxy_reports_dropped_total",
-            "counter",
-            "requests not reported: too many reports on their way",
-            [("", self.reports.dropped_total)],
+        yield counter(
+            "vastops_proxy_reports_dropped_total", "requests not reported: too many reports on their way", p.reports.dropped_total
         )
-        return "\n".join(lines) + "\n"
-
-
-def _sample(value: float | None) -> str:
-    """A metric's value: counts and bytes exactly, durations to six figures."""
-    if value is None:
-        return "NaN"
-    return str(value) if isinstance(value, int) else f"{value:.6g}"
+        yield from p.added_latency.collect()

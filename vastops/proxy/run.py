@@ -72,5 +72,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"vastops proxy: serving http://{args.host}:{args.port}/v1 (watchdog {where(app.api)})", flush=True)
     # uvicorn's own 503 off: the proxy answers beyond its limit itself, OpenAI-shaped.
-    serve.run(app, sock, log_level="warning", max_connections=connections, limit_concurrency=None)
+    # Under systemd (watchdog/vastops-proxy.service, Type=notify): READY, WATCHDOG from the loop, STOPPING.
+    ready = f"serving http://{args.host}:{args.port}/v1 (watchdog {where(app.api)})"
+    serve.run(app, sock, log_level="warning", max_connections=connections, limit_concurrency=None, ready_status=ready)
     return 0

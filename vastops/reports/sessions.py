@@ -118,6 +118,28 @@ def sessions_in_range(
     return cast("list[SessionLine]", list(db.query(sql, params)))
 
 
+class EndedTotals(TypedDict):
+    """What the ended sessions add up to (``/metrics``' counters): final figures, the open session left out."""
+
+    sessions: int
+    runtime_s: float
+    cost_usd: float
+
+
+def ended_totals(db: Database, instance_id: int | None) -> EndedTotals:
+    """The ended sessions' count, runtime and cost, as stored when each ended: they only grow as sessions end
+    (an open session's figure moves until its end is confirmed, so it is never in them)."""
+    where, params = _scope(instance_id)
+    ended = f"{where} AND ended_at IS NOT NULL" if where else "WHERE ended_at IS NOT NULL"
+    row = next(
+        db.query(
+            f"SELECT COUNT(*) AS n, COALESCE(SUM(runtime_s), 0) AS runtime_s, COALESCE(SUM(cost_usd), 0) AS cost FROM sessions {ended}",
+            params,
+        )
+    )
+    return {"sessions": row["n"], "runtime_s": float(row["runtime_s"]), "cost_usd": float(row["cost"])}
+
+
 def _scope(instance_id: int | None) -> tuple[str, SqlParams]:
     if instance_id is None:
         return "", {}

@@ -10,12 +10,17 @@
     agentlink     the lease to the instance's agent (the dead-man switch) and vLLM's load back
     money         the hourly money round: vast's charges, price rises, notices of what bills
     activity      the request body's limit and ``POST /infra/vast/activity``'s fast path
-    app           the REST API of docs/contract.md around a ``Watch``: routes, error handlers
+    app           the REST API of docs/contract.md around a ``Watch``: routes, error handlers,
+                  the docs page with its assets from the package (``docs_assets/``)
+    mount         ``mount_vastops(app)``: the API and auto-shutdown inside your own FastAPI app
     schemas       the API's wire models (what it reads and answers)
-    metrics       ``/metrics``: the Prometheus text exposition
-    notify        webhook notifications: the queue, the worker, the cursor, the stall
+    metrics       ``/metrics``: the watchdog's collector (the ledger and the watch, read at scrape time)
+    prometheus    what both processes' ``/metrics`` share: the registry, the families, a lock-free histogram
+    monitoring    ``vastops monitoring DIR``: the alert rules and the Grafana dashboard (``monitoring/``)
+    notify        notifications: the queue, the worker, the targets, the cursor, the stall
     webhook       one webhook post under one deadline, a capped answer
-    messages      what each notified event says, in each format
+    channels      any other channel through Apprise (``vastops[notify]``), its tokens never logged
+    messages      what each notified event says, in each format (Slack's escaped)
     serve         binding and serving with uvicorn, with the limits a service needs
     run           the ``vastops watchdog`` command
 

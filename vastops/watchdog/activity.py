@@ -20,7 +20,10 @@ the same rules and answers:
   ``{"detail": "missing or wrong X-API-Key header"}`` without one, ``403`` naming the role
   when the key's role may not report activity (a viewer's key);
 * the body parsed by ``inflight.parse_report`` (``400`` / ``422`` ``{"detail": ...}``,
-  still a moment of activity), then ``Watch.note_request``: memory only.
+  still a moment of activity), then ``Watch.note_request``: memory only;
+* its time, from its headers to its answer, into ``/metrics``' histogram
+  (``vastops_activity_duration_seconds``): a ``bisect`` and two additions on the event
+  loop, no lock (vastops/watchdog/prometheus.py ``LoopHistogram``).
 
 The FastAPI route stays (vastops/watchdog/app.py) for the OpenAPI document and answers alike
 through ``answer`` below; other methods and paths go on to FastAPI untouched.
@@ -29,6 +32,7 @@ through ``answer`` below; other methods and paths go on to FastAPI untouched.
 from __future__ import annotations
 
 import json
+from time import perf_counter
 from typing import Any, NotRequired, TypedDict, final
 
 from starlette.types import Receive, Scope, Send
@@ -38,6 +42,7 @@ from vastops.access.roles import Permission, may, refusal
 from vastops.clock import stamp
 from vastops.watchdog.engine import Watch
 from vastops.watchdog.inflight import BadReport, parse_report
+from vastops.watchdog.prometheus import FAST_BUCKETS, LoopHistogram
 
 MAX_BODY_BYTES = 64 * 1024  # the API's bodies are a few hundred bytes; this only stops a flood
 PATH = "/infra/vast/activity"
@@ -79,45 +84,51 @@ class ActivityPath:
     """Serves ``POST /infra/vast/activity`` itself (``serve``), for the scopes it ``handles``:
     ``WatchdogApp`` asks it first and passes everything else on to FastAPI."""
 
-    def __init__(self, *, watch: Watch, keys: KeyRing, max_body: int = MAX_BODY_BYTES):
+    def __init__(self, *, watch: Watch, keys: KeyRing, max_body: int = MAX_BODY_BYTES, duration: LoopHistogram | None = None):
         self.watch = watch
         self.keys = keys
         self.max_body = max_body
+        # /metrics' histogram of this route's time (vastops/watchdog/metrics.py): a bisect and two additions
+        self.duration = duration or LoopHistogram("vastops_activity_duration_seconds", "", FAST_BUCKETS)
 
     @staticmethod
     def handles(scope: Scope) -> bool:
         return scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = length = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                key = key if key is not None else value  # the first, as Starlette reads it
-            elif name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await _send(send, 413, _too_large(self.max_body))
-            return
-        body = b""
-        if chunked or (length is not None and length != b"0"):
-            read = await self._read(receive)
-            if read is None:
-                return  # the client went away
-            if len(read) > self.max_body:
+        began = perf_counter()
+        try:
+            key = length = None
+            chunked = False
+            for name, value in scope["headers"]:
+                if name == b"x-api-key":
+                    key = key if key is not None else value  # the first, as Starlette reads it
+                elif name == b"content-length":
+                    length = value
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
                 await _send(send, 413, _too_large(self.max_body))
                 return
-            body = read
-        who = self.keys.identify(key)
-        if who is None:
-            await _send(send, 401, {"detail": UNAUTHORIZED})
-            return
-        if not may(who.role, Permission.REPORT):
-            await _send(send, 403, {"detail": refusal(who.role, Permission.REPORT, f"the key {who.name}")})
-            return
-        await _send(send, *answer(self.watch, body))
+            body = b""
+            if chunked or (length is not None and length != b"0"):
+                read = await self._read(receive)
+                if read is None:
+                    return  # the client went away
+                if len(read) > self.max_body:
+                    await _send(send, 413, _too_large(self.max_body))
+                    return
+                body = read
+            who = self.keys.identify(key)
+            if who is None:
+                await _send(send, 401, {"detail": UNAUTHORIZED})
+                return
+            if not may(who.role, Permission.REPORT):
+                await _send(send, 403, {"detail": refusal(who.role, Permission.REPORT, f"the key {who.name}")})
+                return
+            await _send(send, *answer(self.watch, body))
+        finally:
+            self.duration.observe(perf_counter() - began)  # every answer, refusals too: the route's own time
 
     async def _read(self, receive: Any) -> bytes | None:
         """The body, at most one byte past the limit (then it is refused); None if the client left."""

@@ -16,6 +16,11 @@ call's audit row names the key. The role of each route is in the OpenAPI documen
 (``x-vastops-role``) and docs/contract.md.
 ``/healthz`` (is the watchdog alive?) and ``/metrics`` (Prometheus) do not; bind the
 watchdog to localhost or put it behind a proxy.
+
+``/docs`` is Swagger UI 5 (OpenAPI 3.1) served from the package's own copy
+(vastops/watchdog/docs_assets/, with its licence): no outside host, so it works on an
+air-gapped operations host. ``create_app(control, prefix="")`` is the same API with its
+routes at its root, for mounting into another FastAPI app (vastops/watchdog/mount.py).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 
 from vastops import __version__
@@ -48,7 +55,8 @@ from vastops.watchdog.activity import ActivityPath, LimitBody
 from vastops.watchdog.activity import answer as activity_answer
 from vastops.watchdog.engine import Watch
 from vastops.watchdog.lease import Lease
-from vastops.watchdog.metrics import exposition
+from vastops.watchdog.metrics import WatchdogMetrics
+from vastops.watchdog.prometheus import CONTENT_TYPE
 from vastops.watchdog.schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -127,8 +135,11 @@ CallerDep = Annotated[Principal, Depends(caller)]
 
 # -- routes ----------------------------------------------------------------------------
 
-router = APIRouter(prefix="/infra/vast", dependencies=[Depends(caller)], responses=answers(AUTH_ERRORS, TOO_LARGE))
+PREFIX = "/infra/vast"  # where create_app puts the API's routes; a mount puts them under its own path
+
+router = APIRouter(dependencies=[Depends(caller)], responses=answers(AUTH_ERRORS, TOO_LARGE))  # included under PREFIX
 public = APIRouter(responses=answers(TOO_LARGE))
+pages = APIRouter(include_in_schema=False)  # the API's docs page and its assets
 
 
 @router.get("/status", response_model=StatusOut, responses=answers({502: VAST_ERRORS[502]}, LEDGER_ERRORS), **needs(Permission.READ))
@@ -322,9 +333,39 @@ async def healthz(control: ControlDep, watch: WatchDep) -> JSONResponse:
 
 
 @public.get("/metrics", response_class=PlainTextResponse)
-async def metrics(control: ControlDep, watch: WatchDep) -> str:
+async def metrics(request: Request, watch: WatchDep) -> Response:
     """Prometheus metrics (no key needed)."""
-    return await asyncio.to_thread(exposition, control, watch, watch.requests_in_flight())  # counted on the loop, where it changes
+    collector: WatchdogMetrics = request.app.state.metrics
+    collector.in_flight = watch.requests_in_flight()  # counted on the loop, where it changes
+    return Response(await asyncio.to_thread(collector.exposition), media_type=CONTENT_TYPE)  # the ledger is read off the loop
+
+
+# -- the API docs page, with its assets from the package -----------------------------------
+
+DOCS_ASSETS = Path(__file__).with_name("docs_assets")  # swagger-ui-dist 5 (npm), its LICENSE and NOTICE beside it
+ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
+
+
+@pages.get("/docs")
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI over this API's OpenAPI document, every file from this app (FastAPI's default loads them from a CDN)."""
+    root = request.scope.get("root_path", "").rstrip("/")  # mounted: the mount's path
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - API",
+        swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+        swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
+    )
+
+
+@pages.get("/docs/assets/{name}")
+async def docs_asset(name: str) -> FileResponse:
+    media_type = ASSETS.get(name)
+    if media_type is None:  # only the listed files: a name never becomes a path of its own
+        raise HTTPException(404, "no such file")
+    return FileResponse(DOCS_ASSETS / name, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 
 
 # -- failures -> the contract's status codes ------------------------------------------------
@@ -354,8 +395,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 # -- the app -------------------------------------------------------------------------
 
 
-def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None = None) -> FastAPI:
-    """The ASGI app. ``run_watch=False`` serves the API without the background loops (tests)."""
+def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None = None, prefix: str = PREFIX) -> WatchdogApp:
+    """The ASGI app. ``run_watch=False`` serves the API without the background loops (tests, and a mounted
+    app, whose host runs them: vastops/watchdog/mount.py). ``prefix`` is where the API's routes go
+    (``""``: at the app's root, for a mount); ``/healthz``, ``/metrics`` and ``/docs`` are at the root."""
     key = control.settings.control_api_key
     keys = KeyRing(control.ledger, key.get_secret_value() if key else None)
     if not keys.configured:
@@ -364,6 +407,8 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
             "Set CONTROL_API_KEY in .env, or add a key with vastops key add NAME --role admin."
         )
     watch = Watch(control, lease)
+    metrics = WatchdogMetrics(control, watch)  # a registry of this app's own
+    watch.on_stop = metrics.observe_stop
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -380,16 +425,20 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
         version=__version__,
         description="Power, costs, audit and auto-shutdown for one vast.ai GPU instance.",
         lifespan=lifespan,
+        docs_url=None,  # served by `docs` with the package's own assets
+        redoc_url=None,  # ReDoc's script would come from a CDN
     )
     app.state.control = control
     app.state.watch = watch
     app.state.keys = keys
-    app.include_router(router)
+    app.state.metrics = metrics
+    app.include_router(router, prefix=prefix)
     app.include_router(public)
+    app.include_router(pages)
     _install_error_handlers(app)
     app.add_middleware(LimitBody)
     # In front of everything: the gateway's hot path skips FastAPI (and the body guard, which it applies itself).
-    app.front = ActivityPath(watch=watch, keys=keys)
+    app.front = ActivityPath(watch=watch, keys=keys, duration=metrics.activity_duration)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -423,7 +472,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    # servers: a mount's path (FastAPI adds it from root_path: older releases only to app.servers)
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes, servers=app.servers)
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path in schema.get("paths", {}).values():
         for operation in path.values():

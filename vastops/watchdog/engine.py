@@ -38,6 +38,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -136,6 +137,8 @@ class Watch:
         self._tasks: list[asyncio.Task[None]] = []
         self.last_error: str | None = None
         self.spooled = 0
+        # /metrics' histogram of each stop's lateness (cause, deadline, when it was sent): vastops/watchdog/metrics.py
+        self.on_stop: Callable[[str, datetime, datetime], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -426,6 +429,8 @@ class Watch:
             self._retry_at = self.clock() + timedelta(seconds=5 * MIN_WAIT_S)
             return None
         self.problems.clear("stop_failing")
+        if self.on_stop is not None:
+            self.on_stop(stop.cause, stop.at, now)
         self._stop_retry_s, self._retry_at, self._decided = 0.0, None, None
         self.stopped()
         self.note_record(result)

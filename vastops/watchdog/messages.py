@@ -2,15 +2,19 @@
 
 ``NOTIFY_EVENTS`` is which audit events are notified; ``render_text`` is one readable
 line for a row (never raising: an odd row is shown generically), and ``payload`` the
-body posted for it in a format (``VAST_NOTIFY_FORMAT``): ``slack`` posts
-``{"text": render_text(row)}``, ``json`` the audit row as it is. Pure: no I/O.
+body posted for it in a webhook's format (``VAST_NOTIFY_FORMAT``): ``slack`` posts
+``{"text": ...}``, the line with ``&``, ``<`` and ``>`` escaped as Slack requires (a
+``<`` in a reason must not become a mention or a link), ``json`` the audit row as it is.
+``message`` is the same line as a title, a body and a kind (info, success, warning,
+failure) for the channels Apprise speaks (``apprise``: vastops/watchdog/channels.py),
+which escape it for each service themselves. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from vastops.clock import parse_isoz
 from vastops.ledger.rows import AuditRow
@@ -19,7 +23,9 @@ from vastops.words import duration, usd
 
 log = logging.getLogger("vastops.notify")
 
-FORMATS = ("slack", "json")
+FORMATS = ("slack", "json", "apprise")
+WEBHOOK_FORMATS = ("slack", "json")  # posted as JSON to an http(s) webhook; apprise speaks each service's own
+PREFIX = "vastops: "
 
 NOTIFY_EVENTS: frozenset[str] = frozenset(
     {
@@ -69,6 +75,14 @@ class SlackBody(TypedDict):
     text: str
 
 
+class Message(NamedTuple):
+    """A notification for channels with a title (``apprise``); ``kind`` is Apprise's notify type."""
+
+    title: str
+    body: str
+    kind: str  # info, success, warning or failure
+
+
 def render_text(row: AuditRow) -> str:
     """One readable line for an audit row; never raises (an odd row is shown generically)."""
     given = row.get("meta")
@@ -77,19 +91,31 @@ def render_text(row: AuditRow) -> str:
     render = _RENDERERS.get(event)
     if render is not None:
         try:
-            return "vastops: " + render(_Row(row, meta))
+            return PREFIX + render(_Row(row, meta))
         except Exception:  # a malformed meta must not cost the notification
             log.debug("could not render %s; shown generically", event, exc_info=True)
-    return "vastops: " + _generic(_Row(row, meta), event)
+    return PREFIX + _generic(_Row(row, meta), event)
+
+
+def slack_escape(text: str) -> str:
+    """Text as Slack's ``text`` field needs it: ``&``, ``<`` and ``>`` as entities, nothing else
+    (https://api.slack.com/reference/surfaces/formatting#escaping)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def payload(row: AuditRow, fmt: str) -> SlackBody | AuditRow:
-    """The JSON body posted for ``row``: ``slack`` -> ``{"text": ...}``, ``json`` -> the audit row as it is."""
+    """The JSON body posted for ``row``: ``slack`` -> ``{"text": ...}`` (escaped), ``json`` -> the audit row as it is."""
     if fmt == "slack":
-        return {"text": render_text(row)}
+        return {"text": slack_escape(render_text(row))}
     if fmt == "json":
         return row.copy()
-    raise ValueError(f"unknown notification format {fmt!r}: one of {', '.join(FORMATS)}")
+    raise ValueError(f"not a webhook's notification format {fmt!r}: one of {', '.join(WEBHOOK_FORMATS)}")
+
+
+def message(row: AuditRow) -> Message:
+    """``row`` as a title (``vastops: idle stop``), the line without its prefix, and its kind."""
+    event = str(row.get("event") or "event")
+    return Message(PREFIX + event.replace("_", " "), render_text(row).removeprefix(PREFIX), _KINDS.get(event, "info"))
 
 
 class _Row:
@@ -434,4 +460,28 @@ _RENDERERS: dict[str, Callable[[_Row], str]] = {
     Event.INSTANCE_DESTROYED: _instance_destroyed,
     Event.VAST_FAILING: _vast_failing,
     Event.WATCHDOG_RECOVERED: _watchdog_recovered,
+}
+
+
+# What each event is to a channel that shows it (Apprise's notify types: a colour, an icon); the rest are info.
+_KINDS: dict[str, str] = {
+    Event.POWER_ON_COMPLETE: "success",
+    Event.REBOOT_COMPLETE: "success",
+    Event.WATCHDOG_RECOVERED: "success",
+    **dict.fromkeys(STOP_WARNINGS, "warning"),
+    Event.BUDGET_OVERRIDE: "warning",
+    Event.EXTERNAL_START: "warning",
+    Event.CONTRACT_ENDING: "warning",
+    Event.PRICE_RISE: "warning",
+    Event.STOPPED_STORAGE_NOTICE: "warning",
+    Event.CHARGES_MISMATCH: "warning",
+    Event.AGENT_STOP: "warning",
+    Event.AGENT_UNREACHABLE: "warning",
+    Event.CREDIT_EXHAUSTED_STOP: "failure",
+    Event.CONTRACT_END_STOP: "failure",
+    Event.POWER_ON_HEALTH_TIMEOUT: "failure",
+    Event.POWER_ON_UNAVAILABLE: "failure",
+    Event.ENGINE_DEAD: "failure",
+    Event.INSTANCE_CREATE_FAILED: "failure",
+    Event.VAST_FAILING: "failure",
 }

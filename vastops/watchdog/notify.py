@@ -1,4 +1,4 @@
-"""Webhook notifications: the audit events people want to hear about, posted to ``VAST_NOTIFY_WEBHOOK_URL``.
+"""Notifications: the audit events people want to hear about, posted to ``VAST_NOTIFY_WEBHOOK_URL``.
 
 The watchdog follows the ledger's audit trail (``pump``) and hands each row whose
 event is in ``NOTIFY_EVENTS`` to a ``Notifier``, which posts it from a thread of its
@@ -19,6 +19,10 @@ own. Delivery never blocks or delays enforcement:
   ``redact(url)`` (scheme, host and port) is ever logged or handed on, and error
   texts are built from the exception's type or the HTTP status, never from
   ``str(exc)`` (which may quote the URL).
+* ``VAST_NOTIFY_FORMAT=apprise``: the URL holds Apprise URLs (any channel: Teams,
+  e-mail, Telegram, ntfy, Matrix, ...), each a target of its own, named by its service
+  only (vastops/watchdog/channels.py). A row is delivered to every target; a retry goes
+  only to the targets that have not taken it yet.
 
 What each event says, in each format (``VAST_NOTIFY_FORMAT``), is in ``messages``.
 This module is the delivery: the ``Notifier`` (queue, worker, retries, stall) and ``pump``
@@ -38,10 +42,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
-from vastops.watchdog.messages import FORMATS, NOTIFY_EVENTS, payload
+from vastops.watchdog.channels import NotDelivered
+from vastops.watchdog.messages import FORMATS, NOTIFY_EVENTS, Message, message, payload
 from vastops.watchdog.webhook import CONNECT_TIMEOUT_S, Answer, ConnectTimeout, Deadline, http_post, redact
 from vastops.words import duration
 
@@ -63,6 +68,14 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 @dataclass(eq=False, slots=True)
+class _Target:
+    """Where a row goes: a name that may be logged, and one try (``http_post``, or an Apprise service's send)."""
+
+    name: str
+    send: Callable[[bytes | Message, Deadline], Answer]
+
+
+@dataclass(eq=False, slots=True)
 class _Offered:
     """A row in the notifier's hands (queued or being posted), and since when (the stall is the oldest's wait)."""
 
@@ -71,13 +84,15 @@ class _Offered:
 
 
 class Notifier:
-    """Posts audit rows to a webhook from one daemon thread; ``offer`` never blocks.
+    """Posts audit rows to a webhook (or Apprise's channels) from one daemon thread; ``offer`` never blocks.
 
     ``on_failure(row, error_text, tries)`` is called (on the worker thread) when a row
     could not be delivered after its tries; ``error_text`` names the failure and
     ``redact(url)``, nothing more. ``sleep`` waits between tries: the default waits on
     the close event, so ``close`` cuts a backoff short; a test passes its own.
     ``post(url, body, deadline)`` makes one try (``http_post``; a test passes its own).
+    With ``fmt="apprise"``, ``url`` holds Apprise URLs (``ConfigError`` if one is not
+    understood or apprise is missing) and ``post`` is not used.
 
     A row is *done* once it was delivered or given up (after ``on_failure`` returned);
     ``settled`` is the audit id up to which every row is done, which is as far as
@@ -104,7 +119,6 @@ class Notifier:
             raise ValueError(f"unknown notification format {fmt!r}: one of {', '.join(FORMATS)}")
         self.url = url
         self.fmt = fmt
-        self.target = redact(url)
         self.on_failure = on_failure
         self.timeout_s = timeout_s  # for the whole post: connect, send and read
         self.attempts = max(1, int(attempts))
@@ -123,12 +137,21 @@ class Notifier:
         self._post = post
         self._sleep = sleep
         self._thread: threading.Thread | None = None
-        try:
-            parts = urlsplit(url)
-            hidden = [parts.path if len(parts.path) > 1 else "", parts.query, parts.password or ""]
-        except ValueError:
-            hidden = []
-        self._secrets = [s for s in (url, *hidden) if s]
+        if fmt == "apprise":
+            from vastops.watchdog.channels import apprise_targets
+
+            channels = apprise_targets(url, timeout_s=timeout_s)
+            self._targets = [_Target(c.name, _apprise_send(c.send)) for c in channels]
+            self._secrets = sorted({secret for c in channels for secret in c.secrets}, key=len, reverse=True)
+        else:
+            self._targets = [_Target(redact(url), lambda body, deadline: self._post(self.url, cast(bytes, body), deadline))]
+            try:
+                parts = urlsplit(url)
+                hidden = [parts.path if len(parts.path) > 1 else "", parts.query, parts.password or ""]
+            except ValueError:
+                hidden = []
+            self._secrets = [s for s in (url, *hidden) if s]
+        self.target = ", ".join(t.name for t in self._targets)  # what may be logged of where rows go
 
     @property
     def pending(self) -> int:
@@ -221,28 +244,38 @@ class Notifier:
 
     def _deliver(self, row: AuditRow) -> bool:
         """Post ``row`` with its retries; True when it is done (delivered or given up), False when dropped by close."""
-        body = json.dumps(payload(row, self.fmt), default=str).encode()
+        body: bytes | Message = message(row) if self.fmt == "apprise" else json.dumps(payload(row, self.fmt), default=str).encode()
         what = f"notification {row.get('event')} #{row.get('id')}"
-        error = ""
+        waiting = list(self._targets)  # the targets that have not taken it yet
+        given_up: list[str] = []  # what a target answered that no retry changes
+        errors: list[str] = []
         tries = 0
         for attempt in range(1, self.attempts + 1):
             tries = attempt
             retry_after: float | None = None
-            retry = True
-            try:
-                answer = self._try(body)
-            except Exception as exc:
-                error = self._describe(exc)
-            else:
+            errors = []
+            for target in list(waiting):
+                try:
+                    answer = self._try(target, body)
+                except Exception as exc:
+                    errors.append(self._describe(exc, target.name))
+                    continue
                 if 200 <= answer.status < 300:
-                    self.sent += 1
-                    if attempt > 1:
-                        log.info("%s delivered to %s on try %d", what, self.target, attempt)
-                    return True
-                error = f"HTTP {answer.status} from {self.target}"
-                retry = answer.status >= 500 or answer.status in _RETRYABLE_4XX or answer.status < 400
-                if answer.status == 429:
+                    waiting.remove(target)
+                    continue
+                errors.append(f"HTTP {answer.status} from {target.name}")
+                if not (answer.status >= 500 or answer.status in _RETRYABLE_4XX or answer.status < 400):
+                    waiting.remove(target)  # a deleted webhook, a bad payload: no retry changes it
+                    given_up.append(errors[-1])
+                elif answer.status == 429:
                     retry_after = _seconds(answer.retry_after)
+            if not waiting and not given_up:
+                self.sent += 1
+                if attempt > 1:
+                    log.info("%s delivered to %s on try %d", what, self.target, attempt)
+                return True
+            error = "; ".join(errors)
+            retry = bool(waiting)
             if self._closed.is_set():
                 self.dropped += 1
                 log.warning("%s to %s dropped: the notifier closed (%s); sent at the next start", what, self.target, error)
@@ -254,6 +287,7 @@ class Notifier:
             if self._closed.is_set():
                 self.dropped += 1
                 return False
+        error = "; ".join(dict.fromkeys([*given_up, *errors]))  # every target that did not take it, once
         self.failed += 1
         log.warning("%s not delivered after %d tr%s: %s", what, tries, "y" if tries == 1 else "ies", error)
         if self.on_failure is not None:
@@ -263,12 +297,12 @@ class Notifier:
                 log.error("recording the failed %s failed: %s: %s", what, type(exc).__name__, self._scrub(str(exc)))
         return True
 
-    def _try(self, body: bytes) -> Answer:
-        """One post, under a deadline that ``close`` can cut short."""
+    def _try(self, target: _Target, body: bytes | Message) -> Answer:
+        """One post to ``target``, under a deadline that ``close`` can cut short (Apprise keeps its own)."""
         deadline = Deadline(self.timeout_s)
         self._current = deadline
         try:
-            return self._post(self.url, body, deadline)
+            return target.send(body, deadline)
         finally:
             self._current = None
 
@@ -283,9 +317,11 @@ class Notifier:
         else:
             self._sleep(seconds)
 
-    def _describe(self, exc: BaseException) -> str:
+    def _describe(self, exc: BaseException, target: str) -> str:
         """What went wrong, from the exception's type alone (its text may quote the URL)."""
-        if isinstance(exc, ConnectTimeout):
+        if isinstance(exc, NotDelivered):
+            what = "not delivered"
+        elif isinstance(exc, ConnectTimeout):
             what = f"no connection within {CONNECT_TIMEOUT_S:g} s"
         elif isinstance(exc, TimeoutError):
             what = f"timed out after {self.timeout_s:g} s"
@@ -305,12 +341,22 @@ class Notifier:
             what = "connection failed"
         else:
             what = type(exc).__name__
-        return f"{what} ({self.target})"
+        return f"{what} ({target})"
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _apprise_send(send: Callable[[Message], None]) -> Callable[[bytes | Message, Deadline], Answer]:
+    """An Apprise target's try as the notifier makes it: taken is a 200, refused ``NotDelivered``."""
+
+    def attempt(body: bytes | Message, deadline: Deadline) -> Answer:
+        send(cast(Message, body))
+        return Answer(200)
+
+    return attempt
 
 
 def _seconds(value: str | None) -> float | None:

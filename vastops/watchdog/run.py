@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vastops.clock import SteadyClock
-    from vastops.config import NotConfigured, load_settings, require_ledger_folder
+    from vastops.config import ConfigError, NotConfigured, load_settings, require_ledger_folder
     from vastops.control.answers import Control
     from vastops.watchdog import serve
     from vastops.watchdog.app import create_app
@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         control.ledger.drain()
     try:
         app = create_app(control, lease=lease)
-    except NotConfigured as exc:
+    except (NotConfigured, ConfigError) as exc:  # ConfigError: a notification channel it cannot build
+        sock.close()
         print(f"vastops watchdog: {exc}", file=sys.stderr)
         if lease is not None:
             lease.release()
@@ -72,5 +73,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"vastops watchdog: serving http://{args.host}:{args.port}/infra/vast (docs at /docs)", flush=True)
     # uvicorn turns SIGTERM/SIGINT into a clean shutdown, which runs the lifespan's
     # exit: the buffered activity is flushed, a last heartbeat written, the lease released.
-    serve.run(app, sock, log_level=args.log_level, access_log=args.access_log)
+    # Under systemd (watchdog/vastops-watchdog.service, Type=notify): READY=1 once it serves,
+    # WATCHDOG=1 from the event loop, STOPPING=1 at SIGTERM (vastops/watchdog/serve.py).
+    enforcing = f"instance {settings.vast_instance_id}" if settings.vast_instance_id is not None else "no instance configured"
+    ready = f"serving http://{args.host}:{args.port}/infra/vast; {enforcing}"
+    serve.run(app, sock, log_level=args.log_level, access_log=args.access_log, ready_status=ready)
     return 0

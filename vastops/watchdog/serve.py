@@ -18,6 +18,11 @@ accept. So:
   reuses idle connections): a flood of half-sent requests cannot lock /healthz out;
 * the soft limit of open files is raised to the hard one.
 
+Under systemd (``Type=notify``, ``WatchdogSec=``: the units in ``watchdog/``) the server says
+``READY=1`` once its app has started and the port serves, sends ``WATCHDOG=1`` from its event
+loop (so a hung loop is killed and restarted) and ``STOPPING=1`` when a signal stops it
+(``NotifyingServer``; the protocol is ``vastops.processes.sd_notify``).
+
 The wake proxy (vastops/proxy/) serves with the same protocol but its own limits:
 it carries LLM streams, not the watchdog's API, so its connection cap is sized from
 the file-descriptor limit, and uvicorn's plain-text 503 is off (``limit_concurrency``
@@ -31,10 +36,13 @@ import logging
 import math
 import resource
 import socket
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from vastops.processes import keep_systemd_watchdog, sd_notify, watchdog_interval
 
 log = logging.getLogger("vastops.serve")
 
@@ -134,6 +142,34 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             log.warning("%d connections open: closing those waiting longest for their request", len(self.connections) + 1)
 
 
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server, telling systemd how it is: ready, alive (from its event loop), stopping.
+
+    Without ``$NOTIFY_SOCKET`` (not under systemd, or not ``Type=notify``) it is uvicorn's own.
+    """
+
+    ready_status = "serving"  # systemctl status shows it (STATUS=)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        interval = watchdog_interval()
+        keeper = asyncio.create_task(keep_systemd_watchdog(interval)) if interval else None
+        try:
+            await super().serve(sockets)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the app's start-up (the watchdog's first look at vast.ai), then the port
+        if self.started and not self.should_exit:
+            sd_notify("READY=1", f"STATUS={self.ready_status}")
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:  # the first SIGTERM or Ctrl-C: the graceful shutdown starts
+            sd_notify("STOPPING=1", "STATUS=stopping: finishing the requests in progress")
+        super().handle_exit(sig, frame)
+
+
 def raise_fd_limit() -> int:
     """Raise the soft limit of open files to the hard one; returns the soft limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -153,10 +189,13 @@ def make_server(
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
     limit_concurrency: int | None = LIMIT_CONCURRENCY,
+    ready_status: str | None = None,
 ) -> uvicorn.Server:
     """The uvicorn server ``run`` serves with (tests run it in a thread and stop it).
 
     ``limit_concurrency`` None: uvicorn never answers its own 503 (the app has a limit of its own).
+    ``ready_status``: a server that speaks systemd's notify protocol, with this ``STATUS=`` once
+    ready (``run`` passes it: only the process's own server, never one a test runs in a thread).
     """
 
     class Protocol(GuardedHttpProtocol):
@@ -167,7 +206,11 @@ def make_server(
     config = uvicorn.Config(
         app, http=Protocol, log_level=log_level, access_log=access_log, limit_concurrency=limit_concurrency, backlog=BACKLOG
     )
-    return uvicorn.Server(config)
+    if ready_status is None:
+        return uvicorn.Server(config)
+    server = NotifyingServer(config)
+    server.ready_status = ready_status
+    return server
 
 
 def run(
@@ -179,8 +222,12 @@ def run(
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     max_connections: int | None = None,
     limit_concurrency: int | None = LIMIT_CONCURRENCY,
+    ready_status: str = "serving",
 ) -> None:
-    """Serve ``app`` on ``sock``. Without ``max_connections``, the watchdog's cap (see above)."""
+    """Serve ``app`` on ``sock``. Without ``max_connections``, the watchdog's cap (see above).
+
+    ``ready_status``: what systemd shows once it serves (``STATUS=``), under ``Type=notify``.
+    """
     soft = raise_fd_limit()
     if max_connections is None:
         # Connections, one accept burst, the ledger and vast.ai must all fit in the limit,
@@ -193,5 +240,6 @@ def run(
         request_timeout_s=request_timeout_s,
         max_connections=max_connections,
         limit_concurrency=limit_concurrency,
+        ready_status=ready_status,
     )
     server.run(sockets=[sock])  # SIGTERM: uvicorn's graceful shutdown, then the lifespan's exit
