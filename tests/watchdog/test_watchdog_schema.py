@@ -307,3 +307,18 @@ def test_a_whole_schemathesis_run_finds_nothing(app):
     assert not errors, errors
     assert not failures, "\n".join(failures)
     assert tested >= {(phase, label) for phase in ("coverage", "fuzzing") for label in OPERATIONS}
+
+
+@pytest.mark.parametrize("reason", ["\x1c", " \x1f ", "\t\x1d\n"])
+def test_a_reason_the_control_layer_calls_blank_is_invalid_in_the_schema_too(reason):
+    # pydantic checks the pattern with Rust's regex, whose \s is Unicode's white space: \x1c-\x1f
+    # passed it, and the control layer (str.strip) then refused the keepalive as blank.
+    import pydantic
+
+    from vastops.watchdog.schemas import KeepaliveIn, PowerOnIn
+
+    assert not reason.strip()
+    with pytest.raises(pydantic.ValidationError):
+        KeepaliveIn.model_validate({"minutes": 5, "reason": reason})
+    with pytest.raises(pydantic.ValidationError):
+        PowerOnIn.model_validate({"override_budget": True, "reason": reason})

@@ -39,6 +39,11 @@ def _wire(model: type[BaseModel], name: str, fields: tuple[str, ...], loose: fro
 StatusOut = _wire(StatusAnswer, "StatusOut", WIRE_FIELDS, frozenset({"warnings", "budgets"}))
 
 
+# "Not blank" as the control layer means it (``str.strip``): besides Unicode's white space, Python
+# strips the separators \x1c-\x1f, which a schema's \S would let through (a fuzzer found "\x1c").
+NOT_BLANK = r"[^\s\x1c-\x1f]"
+
+
 class PowerOnIn(BaseModel):
     # Strict, as the document says: `0` is not a boolean, `"80"` not an integer (both 422).
     # An override needs its reason: said in the schema too (if/then), so a client can see it.
@@ -56,7 +61,7 @@ class PowerOnIn(BaseModel):
     override_budget: bool = Field(
         False, description="start over a budget that is spent or at 80 % or more, until it resets (audited; needs a reason)"
     )
-    reason: str | None = Field(None, min_length=1, max_length=500, pattern=r"\S", description="why (with override_budget); not blank")
+    reason: str | None = Field(None, min_length=1, max_length=500, pattern=NOT_BLANK, description="why (with override_budget); not blank")
     # The wake proxy (vastops/proxy/) says it is the one asking, and for how many requests.
     actor: Literal["api", "proxy"] = Field("api", description="who asks: proxy for a start the wake proxy asks for (audited as such)")
     waiting_requests: int | None = Field(
@@ -79,7 +84,7 @@ class PowerOnIn(BaseModel):
 class KeepaliveIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # "5" is not a number (422)
     minutes: float = Field(ge=1, allow_inf_nan=False, description="keep it running at least this long (at most VAST_KEEPALIVE_MAX_MINUTES)")
-    reason: str = Field(min_length=1, max_length=500, pattern=r"\S", description="why: it goes into the audit trail (not blank)")
+    reason: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK, description="why: it goes into the audit trail (not blank)")
 
 
 class KeepaliveOut(BaseModel):
