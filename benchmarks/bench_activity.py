@@ -7,6 +7,8 @@ protocol with its limits, access log off), measured alike, in the same run:
 
     raw           POST /bench/raw: a plain ASGI callable in front of the whole app that
                   answers a small JSON body. The ceiling: what uvicorn itself costs.
+    raw+body      POST /bench/raw-body: the same, sent the start/end bodies of activity+body,
+                  which it reads (one ``receive``): what uvicorn's share of a body costs.
     fastapi       POST /bench/fastapi: a minimal FastAPI ``async`` route (no dependency)
                   on the real app: what going through FastAPI costs.
     noop          POST /bench/noop: a FastAPI route with the X-API-Key check as a sync
@@ -28,12 +30,18 @@ process, with the instance running so a session and its deadline timer are live)
 The load generator is ``wrk`` (one thread, ``CONNECTIONS`` keep-alive connections;
 installed from apt) when it is on PATH, else this file run with ``--load``: the same
 number of keep-alive connections on raw asyncio sockets (uvloop), one request in
-flight each. Either runs in its own process after a short warm-up run. The CPU time
+flight each. Either runs in its own process after a short warm-up run. Every variant
+gets its requests alike, from a Lua ``request()`` (wrk) or a function (asyncio) that
+hands out bytes built before the run; a body's id is spliced in between two pre-built
+pieces (fixed width, so the Content-Length is fixed too): the generator's work per
+request is the same, and small, with a body or without. The CPU time
 of the server and of the load generator is measured for each run: a server near 100 %
 of a core with the generator well below it means the server is the bottleneck, not
 the generator (on 2 cores they share the machine). Rounds interleave the variants
 (the order rotates each round) so noise on a shared machine hits all alike; the
-ratios to ``raw`` are taken per round (the same few seconds), their median shown.
+ratios to ``raw`` (req/s and p99) are taken per round (the same few seconds): each
+round's are listed, their median is the figure, and the targets (issue 27: at least
+0.7x the ceiling's req/s, p99 within 1.5x its p99) are checked on the medians.
 
 The server's peak RSS (VmHWM) is read from /proc before and after the load; the
 memory benchmark reuses those readings.
@@ -78,6 +86,7 @@ from common import (
 # (name, path, with a body)
 VARIANTS = [
     ("raw", "/bench/raw", False),
+    ("raw+body", "/bench/raw-body", True),
     ("fastapi", "/bench/fastapi", False),
     ("noop", "/bench/noop", False),
     ("activity", "/infra/vast/activity", False),
@@ -88,6 +97,9 @@ VARIANTS = [
 CONNECTIONS = 8
 START_BODY = '{{"request_id":"{rid}","phase":"start"}}'
 END_BODY = '{{"request_id":"{rid}","phase":"end","consumer":"bench","model":"mistral-7b","prompt_tokens":120,"completion_tokens":340}}'
+ID_DIGITS = 10  # a body's id is "<tag>-<n, zero-padded>": one width, one Content-Length, bytes built once
+TARGET_RPS = 0.7  # issue 27: /activity at least 0.7x the plain-ASGI ceiling's req/s (same round) ...
+TARGET_P99 = 1.5  # ... and its p99 within 1.5x the ceiling's
 MAX_REQUESTS_PER_CONN = 200_000  # the time bound normally ends a run first
 
 
@@ -148,7 +160,10 @@ def serve(port: int) -> None:
 
     async def outer(scope, receive, send):
         # The ceiling: plain ASGI on the same uvicorn stack, before anything of the app.
-        if scope["type"] == "http" and scope["path"] == "/bench/raw":
+        if scope["type"] == "http" and scope["path"] in ("/bench/raw", "/bench/raw-body"):
+            if scope["path"] == "/bench/raw-body":  # the body read as /activity reads it, and dropped
+                while (await receive()).get("more_body", False):
+                    pass
             await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
             await send({"type": "http.response.body", "body": raw_body})
             return
@@ -167,6 +182,12 @@ def http_request(port: int, path: str, key: str, body: str = "") -> bytes:
         f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nX-API-Key: {key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     ).encode() + data
+
+
+def around_id(request: bytes, rid_len: int) -> tuple[bytes, bytes]:
+    """A request built with a placeholder id of ``rid_len`` characters, cut around it: the bytes before and after."""
+    head, _, tail = request.partition(b"#" * rid_len)
+    return head, tail
 
 
 async def _connection(port: int, make, warm_until: float, end: float, max_n: int, out: dict) -> None:
@@ -194,7 +215,7 @@ async def _connection(port: int, make, warm_until: float, end: float, max_n: int
             if status != 200:
                 out["errors"] += 1
             if t0 >= warm_until:
-                lat.append(round((t1 - t0) * 1e6, 1))
+                lat.append(t1 - t0)
                 out["last_done"] = max(out["last_done"], t1)
                 n += 1
     finally:
@@ -211,16 +232,24 @@ async def _load(port: int, path: str, key: str, conns: int, seconds: float, warm
         if not body:
             request = http_request(port, path, key)
             return lambda i: request
+        # Built once: the id goes in between two pieces (fixed width), as wrk's script does it.
+        prefix = f"{tag}-{conn}-"
+        width = len(prefix) + ID_DIGITS
+        s_head, s_tail = around_id(http_request(port, path, key, START_BODY.format(rid="#" * width)), width)
+        e_head, e_tail = around_id(http_request(port, path, key, END_BODY.format(rid="#" * width)), width)
 
         def nth(i: int) -> bytes:  # a request's start, then its end, on the same connection
-            rid = f"{tag}-{conn}-{i // 2}"
-            return http_request(port, path, key, (START_BODY if i % 2 == 0 else END_BODY).format(rid=rid))
+            rid = f"{prefix}{i // 2:0{ID_DIGITS}d}".encode()
+            return s_head + rid + s_tail if i % 2 == 0 else e_head + rid + e_tail
 
         return nth
 
     await asyncio.gather(*(_connection(port, requests_for(c), warm_until, end, max_n, out) for c in range(conns)))
-    measured = len(out["lat_us"])
+    lat = out["lat_us"]
+    measured = len(lat)
     elapsed = max(1e-9, out["last_done"] - warm_until)
+    # Only the summary leaves this process (a few hundred bytes): the latencies themselves were
+    # megabytes of JSON, and a 3-round run once read them cut at 64 KiB.
     return {
         "path": path,
         "requests": measured,
@@ -228,7 +257,8 @@ async def _load(port: int, path: str, key: str, conns: int, seconds: float, warm
         "rps": measured / elapsed,
         "sent_total": out["sent"],
         "errors": out["errors"],
-        "lat_us": out["lat_us"],
+        "p50_us": percentile(lat, 50) * 1e6,
+        "p99_us": percentile(lat, 99) * 1e6,
     }
 
 
@@ -242,27 +272,44 @@ def load_main(args) -> None:
     result = asyncio.run(
         _load(args.port, args.path, args.key, args.conns, args.seconds, args.warmup, args.max_requests, args.body, args.tag)
     )
-    print(json.dumps(result))
+    # Into a file, not a pipe: what the parent reads does not depend on a pipe's size or its reading.
+    Path(args.out).write_text(json.dumps(result))
 
 
+# Every variant's requests come from request(), as bytes built before the run: for a body,
+# two pieces around the id ({digits} digits, so one Content-Length), for none the request
+# itself. wrk's own request builder (wrk.format per request) ran for the body variant only
+# and cost it several microseconds a request that the others did not pay.
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["X-API-Key"] = "{key}"
 wrk.headers["Content-Type"] = "application/json"
 local body = {body}
-local n = 0
-if not body then
-  wrk.headers["Content-Length"] = "0"
+local placeholder = string.rep("#", {width})
+local function around_id(text)
+  local req = wrk.format(nil, "{path}", nil, text)
+  local i, j = string.find(req, placeholder, 1, true)
+  return string.sub(req, 1, i - 1), string.sub(req, j + 1)
+end
+local static, start_head, start_tail, end_head, end_tail
+if body then
+  start_head, start_tail = around_id('{start_body}')
+  end_head, end_tail = around_id('{end_body}')
 else
-  -- a request's start, then its end (one wrk thread: one sequence over all its connections)
-  request = function()
-    n = n + 1
-    local rid = "{tag}-" .. math.floor((n + 1) / 2)
-    if n % 2 == 1 then
-      return wrk.format(nil, "{path}", nil, '{{"request_id":"' .. rid .. '","phase":"start"}}')
-    end
-    return wrk.format(nil, "{path}", nil, '{end_body}')
+  static = wrk.format(nil, "{path}", nil, "")  -- Content-Length: 0
+end
+local n, rid = 0, nil
+-- a request's start, then its end (one wrk thread: one sequence over all its connections)
+request = function()
+  if static then
+    return static
   end
+  n = n + 1
+  if n % 2 == 1 then
+    rid = "{tag}-" .. string.format("%0{digits}d", (n + 1) / 2)
+    return start_head .. rid .. start_tail
+  end
+  return end_head .. rid .. end_tail
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -271,6 +318,15 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def benchjson(out: str, what: str) -> dict:
+    """wrk's summary line (its done() above), or an error that shows what came instead."""
+    for line in reversed(out.splitlines()):
+        if line.startswith("BENCHJSON "):
+            return json.loads(line.split(" ", 1)[1])
+    raise RuntimeError(f"{what}: no BENCHJSON line in wrk's output ({len(out)} chars): {out[-500:]!r}")
+
 
 _runs = 0
 
@@ -294,9 +350,17 @@ def loader_command(
 ) -> tuple[list[str], str]:
     """The load generator's command line: wrk when installed, else this file's asyncio loader."""
     if shutil.which("wrk"):
-        # '{end_body}' is Lua source: the id is spliced in between two string literals.
-        end_body = END_BODY.replace("{rid}", "' .. rid .. '").replace("{{", "{").replace("}}", "}")
-        script = WRK_SCRIPT.format(key=key, body="true" if body else "false", tag=tag, path=path, end_body=end_body)
+        width = len(tag) + 1 + ID_DIGITS  # "<tag>-" and the zero-padded number
+        script = WRK_SCRIPT.format(
+            key=key,
+            body="true" if body else "false",
+            tag=tag,
+            path=path,
+            width=width,
+            digits=ID_DIGITS,
+            start_body=START_BODY.format(rid="#" * width),
+            end_body=END_BODY.format(rid="#" * width),
+        )
         file = workdir / f"{tag}.lua"
         file.write_text(script)
         return [
@@ -312,6 +376,7 @@ def loader_command(
         ], "wrk"
     cmd = [sys.executable, __file__, "--load", "--port", str(port), "--path", path, "--key", key, "--conns", str(CONNECTIONS)]
     cmd += ["--seconds", str(seconds), "--warmup", str(warmup), "--max-requests", str(MAX_REQUESTS_PER_CONN), "--tag", tag]
+    cmd += ["--out", str(workdir / f"{tag}.json")]
     return cmd + (["--body"] if body else []), "asyncio"
 
 
@@ -331,10 +396,11 @@ def _run_loader(
     if shutil.which("wrk"):
         warm, _ = loader_command(port, path, max(warmup, 0.2), 0, body, f"w{os.getpid()}-{_runs}", workdir, key)
         warm_out = subprocess.run(warm, capture_output=True, text=True, timeout=warmup + 60).stdout
-        warm_sent = next((json.loads(l.split(" ", 1)[1])["requests"] for l in warm_out.splitlines() if l.startswith("BENCHJSON ")), 0)
+        warm_sent = benchjson(warm_out, f"warm-up of {path}")["requests"]
     else:
         warm_sent = 0  # the asyncio loader counts its warm-up in sent_total
-    cmd, kind = loader_command(port, path, seconds, warmup, body, f"r{os.getpid()}-{_runs}", workdir, key)
+    tag = f"r{os.getpid()}-{_runs}"
+    cmd, kind = loader_command(port, path, seconds, warmup, body, tag, workdir, key)
     server_cpu0, loader_cpu0, t0 = cpu_seconds(server_pid) if server_pid else 0.0, children_cpu(), time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_rss = 0
@@ -363,8 +429,7 @@ def _run_loader(
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err[-2000:]}")
     if kind == "wrk":
-        line = next(l for l in out.splitlines() if l.startswith("BENCHJSON "))
-        w = json.loads(line.split(" ", 1)[1])
+        w = benchjson(out, path)
         elapsed = w["duration_us"] / 1e6
         result = {
             "path": path,
@@ -377,9 +442,7 @@ def _run_loader(
             "p99_us": w["p99_us"],
         }
     else:
-        result = json.loads(out.strip().splitlines()[-1])
-        result["p50_us"], result["p99_us"] = percentile(result["lat_us"], 50), percentile(result["lat_us"], 99)
-        del result["lat_us"]
+        result = json.loads((workdir / f"{tag}.json").read_text())  # --out: the asyncio loader's summary
     result["loader"] = kind
     result["warm_sent"] = warm_sent
     result["server_peak_rss_kb"] = peak_rss
@@ -429,6 +492,15 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
                         f"  p99 {res['p99_us'] / 1000:.2f} ms  cpu server {res['server_cpu']:.2f} loader {res['loader_cpu']:.2f}"
                         f"  errors {res['errors']}"
                     )
+                raw = results["raw"][r]
+                progress(
+                    f"activity: round {r + 1}/{rounds} vs raw (req/s, p99): "
+                    + ", ".join(
+                        f"{name} {results[name][r]['rps'] / raw['rps']:.2f}x {results[name][r]['p99_us'] / raw['p99_us']:.2f}x"
+                        for name, _, _ in VARIANTS
+                        if name in RATIOS_SHOWN
+                    )
+                )
             after = proc_status(server.pid)
             under_load = max(res["server_peak_rss_kb"] for rs in results.values() for res in rs)
             # Correctness alongside speed: every /activity request was counted.
@@ -444,49 +516,96 @@ def run(quick: bool = False, full: bool = False, rounds: int | None = None, seco
     return summarize(results, idle, after, under_load, counted, in_ledger, rows, rounds, seconds)
 
 
+RATIOS_SHOWN = ("raw+body", "activity", "activity+body", "activity+key")
+LABELS = {
+    "raw": "POST /bench/raw: plain ASGI (the ceiling)",
+    "raw+body": "POST /bench/raw-body: plain ASGI, start/end bodies",
+    "fastapi": "POST /bench/fastapi: minimal FastAPI async route",
+    "noop": "POST /bench/noop: FastAPI + key as sync dependency",
+    "activity": "POST /infra/vast/activity, no body",
+    "activity+body": "POST /infra/vast/activity, start/end bodies",
+    "activity+key": "POST /infra/vast/activity, a named key (reporter)",
+    "naive": "naive: SQLite commit per request",
+}
+TARGETED = ("activity", "activity+body", "activity+key")  # issue 27's targets hold for these
+
+
+def ratios(results: dict[str, list[dict]], name: str, field: str) -> list[float]:
+    """Round by round: the variant's ``field`` over the ceiling's (raw) in the same round."""
+    return [res[field] / base[field] for res, base in zip(results[name], results["raw"])]
+
+
 def summarize(results, idle, after, under_load, counted, in_ledger, rows, rounds, seconds) -> dict:
     agg = {}
     for name, rs in results.items():
         agg[name] = {
             "rps": sum(res["requests"] for res in rs) / sum(res["elapsed_s"] for res in rs),
             "p50_ms": median([res["p50_us"] for res in rs]) / 1000,
-            "p99_ms": max(res["p99_us"] for res in rs) / 1000,
+            "p99_ms": median([res["p99_us"] for res in rs]) / 1000,
+            "p99_worst_ms": max(res["p99_us"] for res in rs) / 1000,
             "requests": sum(res["requests"] for res in rs),
             "sent": sum(res["sent_total"] + res["warm_sent"] for res in rs),
             "errors": sum(res["errors"] for res in rs),
             "round_rps": [res["rps"] for res in rs],
+            "round_p99_ms": [res["p99_us"] / 1000 for res in rs],
+            "rps_vs_raw": ratios(results, name, "rps"),
+            "p99_vs_raw": ratios(results, name, "p99_us"),
             "server_cpu": median([res["server_cpu"] for res in rs]),
             "loader_cpu": median([res["loader_cpu"] for res in rs]),
             "loader": rs[0]["loader"],
         }
     loader = agg["raw"]["loader"]
     how = f"{loader}, {CONNECTIONS} keep-alive conns, {rounds} round(s) x {seconds:g} s"
-    labels = {
-        "raw": "POST /bench/raw: plain ASGI (the ceiling)",
-        "fastapi": "POST /bench/fastapi: minimal FastAPI async route",
-        "noop": "POST /bench/noop: FastAPI + key as sync dependency",
-        "activity": "POST /infra/vast/activity, no body",
-        "activity+body": "POST /infra/vast/activity, start/end bodies",
-        "activity+key": "POST /infra/vast/activity, a named key (reporter)",
-        "naive": "naive: SQLite commit per request",
-    }
+
+    def listed(values: list[float], unit: str = "x") -> str:
+        return " / ".join(f"{v:.2f}{unit}" for v in values)
+
     figs: list[Figure] = []
     for name, _, _ in VARIANTS:
         a = agg[name]
-        per_round = [x / y for x, y in zip(a["round_rps"], agg["raw"]["round_rps"])]
-        vs = "" if name == "raw" else f"{median(per_round):.2f}x raw"
-        spread = how if name == "raw" else f"per round {min(per_round):.2f}-{max(per_round):.2f}"
         err = f"; {a['errors']} non-200 or socket errors" if a["errors"] else ""
-        figs.append(Figure("activity", labels[name], "req/s", num(a["rps"]), vs, spread + err))
-        figs.append(Figure("activity", labels[name], "p50 latency", f"{a['p50_ms']:.2f} ms", "", "median of the rounds"))
+        cpu = f"CPU: server {a['server_cpu']:.0%}, load generator {a['loader_cpu']:.0%} of a core"
+        if name == "raw":
+            figs.append(Figure("activity", LABELS[name], "req/s", num(a["rps"]), "", how + err))
+            figs.append(Figure("activity", LABELS[name], "p50 latency", f"{a['p50_ms']:.2f} ms", "", "median of the rounds"))
+            figs.append(
+                Figure(
+                    "activity",
+                    LABELS[name],
+                    "p99 latency",
+                    f"{a['p99_ms']:.2f} ms",
+                    "",
+                    f"median of the rounds ({listed(a['round_p99_ms'], ' ms')}); {cpu}",
+                )
+            )
+            continue
+        rps_x, p99_x = a["rps_vs_raw"], a["p99_vs_raw"]
+        figs.append(
+            Figure("activity", LABELS[name], "req/s", num(a["rps"]), f"{median(rps_x):.2f}x raw", f"per round {listed(rps_x)}{err}")
+        )
+        figs.append(Figure("activity", LABELS[name], "p50 latency", f"{a['p50_ms']:.2f} ms", "", "median of the rounds"))
         figs.append(
             Figure(
                 "activity",
-                labels[name],
+                LABELS[name],
                 "p99 latency",
                 f"{a['p99_ms']:.2f} ms",
-                "",
-                f"worst round; CPU: server {a['server_cpu']:.0%}, load generator {a['loader_cpu']:.0%} of a core",
+                f"{median(p99_x):.2f}x raw",
+                f"per round {listed(p99_x)} (worst {a['p99_worst_ms']:.2f} ms); {cpu}",
+            )
+        )
+    for name in TARGETED:
+        rps_x, p99_x = median(agg[name]["rps_vs_raw"]), median(agg[name]["p99_vs_raw"])
+        met = [what for what, ok in (("req/s", rps_x >= TARGET_RPS), ("p99", p99_x <= TARGET_P99)) if ok]
+        verdict = "met" if len(met) == 2 else (f"{met[0]} only" if met else "not met")
+        figs.append(
+            Figure(
+                "activity",
+                f"target: {LABELS[name]}",
+                f"req/s >= {TARGET_RPS}x, p99 <= {TARGET_P99}x raw",
+                verdict,
+                f"{rps_x:.2f}x, {p99_x:.2f}x",
+                "medians of the per-round ratios",
             )
         )
     # wrk counts completed answers only: a run's last requests (one per connection) may be served but not counted.
@@ -505,7 +624,7 @@ def summarize(results, idle, after, under_load, counted, in_ledger, rows, rounds
         )
     )
     memory = {
-        "source": "bench_activity server (real app + 4 bench routes)",
+        "source": "bench_activity server (real app + 5 bench routes)",
         "idle": idle,
         "after": after,
         "under_load_max_rss_kb": under_load,
@@ -531,6 +650,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-requests", type=int, default=MAX_REQUESTS_PER_CONN, help=argparse.SUPPRESS)
     p.add_argument("--body", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tag", default="bench", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         serve(args.port)

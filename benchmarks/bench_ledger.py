@@ -245,7 +245,10 @@ def operations(ledger, control, now: datetime):
     text = audit.AuditFilter(text="rate_limited")
     return [
         ("baseline: Ledger.read() open + close", with_db(lambda db: None)),
-        ("sessions.statistics (GET /costs)", with_db(lambda db: sessions.statistics(db, IID, now))),
+        ("Control.status(observe=False) (GET /status between looks)", lambda: control.status(observe=False)),
+        ("sessions.statistics (GET /costs), kept days", with_db(lambda db: sessions.statistics(db, IID, now))),
+        ("sessions.statistics, every session (no kept days)", with_db(lambda db: sessions.statistics(db, IID, now, kept=False))),
+        ("reports.period_report, all time (Costs page)", with_db(lambda db: reports.period_report(db, IID, first_day, today, now))),
         ("reports.cost_per_day, today only", with_db(lambda db: reports.cost_per_day(db, IID, today, today, now))),
         ("reports.cost_per_day, last 30 days", with_db(lambda db: reports.cost_per_day(db, IID, today - timedelta(days=29), today, now))),
         (f"reports.cost_per_day, all {YEARS * 365} days", with_db(lambda db: reports.cost_per_day(db, IID, first_day, today, now))),
@@ -277,6 +280,7 @@ def run(quick: bool = False, full: bool = False, sizes: list[int] | None = None)
     from vastops.config import load_settings
     from vastops.control.answers import Control
     from vastops.ledger.store import Ledger
+    from vastops.reports import settle
 
     sizes = sizes or default_sizes(quick, full)
     min_runs = 5 if full else 3
@@ -291,6 +295,10 @@ def run(quick: bool = False, full: bool = False, sizes: list[int] | None = None)
             builds[n] = build(path, n, now)
             progress(f"ledger: built in {builds[n]['build_s']:.1f} s ({builds[n]['bytes'] / 1e6:.0f} MB); timing")
             ledger = Ledger(path)
+            progress("ledger: keeping the settled days, as the watchdog's first settle rounds do")
+            keep_started = time.perf_counter()
+            kept = settle.keep_days(ledger, IID, now, limit=100_000)
+            builds[n]["keep_s"], builds[n]["kept_days"] = time.perf_counter() - keep_started, kept
             settings = load_settings(
                 None, vast_instance_id=IID, vastops_db=path, vast_api_key="unused", control_api_key="unused-bench-control-key-0123"
             )
@@ -306,6 +314,9 @@ def run(quick: bool = False, full: bool = False, sizes: list[int] | None = None)
     return summarize(sizes, builds, times, memory)
 
 
+DAYS_PER_TX = 2  # vastops.reports.settle.DAYS_PER_TX, named here without importing it at module load
+
+
 def summarize(sizes, builds, times, memory) -> dict:
     figs: list[Figure] = []
     base_n = sizes[0]
@@ -319,6 +330,16 @@ def summarize(sizes, builds, times, memory) -> dict:
                 f"{b['build_s']:.2f} s",
                 "" if n == base_n else f"{b['build_s'] / builds[base_n]['build_s']:.0f}x {label(base_n)}",
                 f"{b['bytes'] / 1e6:.1f} MB on disk",
+            )
+        )
+        figs.append(
+            Figure(
+                "ledger",
+                "keep the settled days (settle.keep_days)",
+                f"{label(n)} rows",
+                f"{b['keep_s']:.2f} s",
+                "" if n == base_n else f"{b['keep_s'] / builds[base_n]['keep_s']:.0f}x {label(base_n)}",
+                f"{b['kept_days']:,} days kept, {DAYS_PER_TX} a transaction",
             )
         )
     for name, by_n in times.items():

@@ -87,7 +87,18 @@ def build(
     )
     db.execute("COMMIT")
     db.close()
-    return {"sessions": sessions, "audit_rows": audit_rows, "first": isoz(first), "insert_s": time.perf_counter() - t0}
+    inserted = time.perf_counter() - t0
+    # What a watchdog's settle rounds would have kept of a ledger this old (vastops/reports/settle.py):
+    # its settled days, and its settled hours (no request: each session's start-up and idle lines).
+    from vastops.reports import settle
+
+    ledger = Ledger(path)
+    kept = settle.keep_days(ledger, instance_id, now, limit=1_000_000)
+    hours = settle.settle_hours(ledger, instance_id, now, 600.0, settle.settle_after_s(600.0, 600.0), limit=10_000_000)
+    return {
+        "sessions": sessions, "audit_rows": audit_rows, "first": isoz(first), "insert_s": inserted, "kept_days": kept, "hours": hours,
+        "settle_s": time.perf_counter() - t0 - inserted,
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Run every benchmark in sequence and print one table (``./dev bench``).
 
-    python benchmarks/run_all.py [--quick | --full] [--only activity,shutdown,ledger,proxy,cli,dashboard]
+    python benchmarks/run_all.py [--quick | --full] [--only activity,shutdown,ledger,growth,proxy,streams,wake,cli,dashboard]
                                  [--trials N] [--json results.json]
 
     --quick   a smoke run (about a minute): short loads, 3 shutdown trials, ledgers of 1k and 10k
@@ -18,6 +18,7 @@ and if it prints none, its output is shown below the table.
 """
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, Figure, format_table, machine, parse_figure_lines, progress
 
-SECTIONS = ("activity", "shutdown", "ledger", "proxy", "cli", "dashboard")
+SECTIONS = ("activity", "shutdown", "ledger", "growth", "proxy", "streams", "wake", "cli", "dashboard")
 
 
 def run_dashboard(quick: bool, full: bool) -> tuple[list[Figure], str]:
@@ -165,24 +166,13 @@ def main(argv=None) -> int:
         result = section("shutdown", lambda: bench_shutdown.run(quick=args.quick, full=args.full, trials=args.trials))
         if result:
             figures["shutdown"], watchdog_memory, raw["shutdown"] = result["figures"], result["watchdog_memory"], result["raw"]
-    if "ledger" in only:
-        import bench_ledger
-
-        result = section("ledger", lambda: bench_ledger.run(quick=args.quick, full=args.full))
-        if result:
-            figures["ledger"], raw["ledger"] = result["figures"], result["raw"]
-    if "proxy" in only:
-        import bench_proxy
-
-        result = section("proxy", lambda: bench_proxy.run(quick=args.quick, full=args.full))
-        if result:
-            figures["proxy"], raw["proxy"] = result["figures"], result["raw"]
-    if "cli" in only:
-        import bench_cli
-
-        result = section("cli", lambda: bench_cli.run(quick=args.quick, full=args.full))
-        if result:
-            figures["cli"], raw["cli"] = result["figures"], result["raw"]
+    # The sections that give {"figures", "raw"} and nothing else, in the table's order.
+    for name in ("ledger", "proxy", "growth", "streams", "wake", "cli"):
+        if name in only:
+            module = importlib.import_module(f"bench_{name}")
+            result = section(name, lambda module=module: module.run(quick=args.quick, full=args.full))
+            if result:
+                figures[name], raw[name] = result["figures"], result["raw"]
     if "dashboard" in only:
         progress(
             "dashboard: running benchmarks/bench_dashboard.py"
@@ -197,7 +187,11 @@ def main(argv=None) -> int:
         raw["memory"] = {"activity_server": memory, "watchdog": watchdog_memory}
 
     elapsed = time.monotonic() - started
-    table = [f for name in ("activity", "shutdown", "ledger", "proxy", "cli", "dashboard", "memory") for f in figures.get(name, [])]
+    table = [
+        f
+        for name in ("activity", "shutdown", "ledger", "growth", "proxy", "streams", "wake", "cli", "dashboard", "memory")
+        for f in figures.get(name, [])
+    ]
     print(f"vastops benchmarks ({mode_name} run, {elapsed / 60:.1f} min)")
     print(
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, {info['os']}; "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from vastops import words
 from vastops.access.accounts import OWNER, USER, Accounts, Principal
 from vastops.access.roles import Permission, Role, may, needed_words
 from vastops.clock import parse_isoz
-from vastops.config import ConfigError, Settings, load_settings
+from vastops.config import SECRET_SETTINGS, ConfigError, Settings, load_settings
 from vastops.control.answers import Control
 from vastops.control.status import EnforcementAnswer
 from vastops.dashboard.login import LoginTokens, log_in
@@ -37,12 +39,42 @@ PASSWORD_INPUT = "login_password"
 
 
 def settings() -> Settings:
-    """The configuration (environment, then .env), or a clear message and a stop."""
+    """The configuration (environment, then .env), or a clear message and a stop.
+
+    Read again only when what it is read from changed (``_configuration_sources``): a page run
+    asks for it several times (the gate, the page, the Status page's panel every few seconds),
+    and each reading parses and validates every variable, a few milliseconds of the run."""
+    global _read
+    sources = _configuration_sources()
+    read = _read
+    if read is not None and read[0] == sources:
+        return read[1]
     try:
-        return load_settings()
+        loaded = load_settings()
     except ConfigError as exc:
         st.error(f"**The configuration is invalid.** {exc}. Fix it in `.env` (or the environment) and restart the dashboard.")
         st.stop()
+    _read = (sources, loaded)
+    return loaded
+
+
+_read: tuple[tuple, Settings] | None = None  # the configuration last read, with what it was read from
+
+
+def _configuration_sources() -> tuple:
+    """What ``load_settings`` reads (vastops/config.py), as a value that changes with it: the
+    environment, the working directory's ``.env`` and systemd's credential files."""
+
+    def stamp(path: str) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(path)
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    credentials = tuple(stamp(os.path.join(folder, name)) for name in SECRET_SETTINGS) if folder else ()
+    return tuple(sorted(os.environ.items())), os.getcwd(), stamp(".env"), credentials
 
 
 @st.cache_resource(show_spinner=False)
@@ -424,6 +456,22 @@ def hours(value: float) -> str:
 def ago(seconds: float | None) -> str:
     """'just now', '14 s ago', '4 min ago', '2 h 10 min ago'."""
     return words.ago(None if seconds is None else max(0.0, seconds))
+
+
+# What Streamlit's front end takes for an emoji shortcode in Markdown (its StreamlitMarkdown's test).
+SHORTCODE = re.compile(r":(?!material/|streamlit:)[\w+-][\w_+-]*:")
+
+
+def without_shortcodes(text: str) -> str:
+    """``text`` for Markdown (a metric, a caption) without what Streamlit's front end would take for
+    an emoji shortcode: the ``:02:`` of a time such as ``1:02:03``. Such an element waits for the
+    emoji plugin's scripts (about 260 kB fetched and parsed) and shows a placeholder meanwhile,
+    on the first page of a fresh browser that has one (docs/performance.md). Only the colon that
+    would close one is escaped (``1:02\\:03``), so the text reads the same. For our own text only:
+    text from elsewhere is escaped whole (``md`` in pages/_status_words.py)."""
+    while found := SHORTCODE.search(text):
+        text = text[: found.end() - 1] + "\\" + text[found.end() - 1 :]
+    return text
 
 
 def countdown(seconds: float) -> str:

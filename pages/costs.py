@@ -29,7 +29,7 @@ from streamlit.delta_generator import DeltaGenerator
 from pages import _charts as charts
 from pages import _money
 from pages import _reads as reads
-from pages._common import hours, ledger, require_login, settings
+from pages._common import hours, ledger, require_login, settings, without_shortcodes
 from vastops import words
 from vastops.reports import consumers, sessions
 from vastops.reports import periods as reports
@@ -154,7 +154,9 @@ def pick_range(today: date) -> tuple[date, date, str]:
         elif picked:
             start = end = picked
     else:
-        right.markdown(f"<div style='padding-top:2.1rem'>{start:%d %b %Y} – {end:%d %b %Y} (UTC)</div>", unsafe_allow_html=True)
+        # st.html, not Markdown with HTML in it: that makes the browser load Streamlit's HTML
+        # plugin for Markdown (about 190 kB) before it draws the line (docs/performance.md).
+        right.html(f"<div style='padding-top:2.1rem'>{start:%d %b %Y} – {end:%d %b %Y} (UTC)</div>")
     return start, end, preset
 
 
@@ -373,6 +375,6 @@ st.download_button(
 st.caption(
     "Costs follow vast.ai's billing: compute ($/h `dph_base`) while running, storage every second the instance exists. "
     "A session that runs past midnight UTC counts on both days; the sessions table and CSV list each session whole. "
-    f"Figures as of {report['now']:%H:%M:%S} UTC (cached for {CACHE_TTL_S} s)."
+    f"Figures as of {without_shortcodes(report['now'].strftime('%H:%M:%S'))} UTC (cached for {CACHE_TTL_S} s)."
 )
 draw_charts()  # last: see the module's docstring

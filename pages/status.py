@@ -63,6 +63,7 @@ from pages._common import (
     usd,
     watchdog_problem,
     who,
+    without_shortcodes,
 )
 from pages._money import show_status_money
 from pages._status_actions import (
@@ -576,7 +577,7 @@ def live_status() -> None:
         cause = s.next_stop_cause
         deadline.metric(
             "Auto-shutdown in",
-            countdown(left) if left > 0 else "due now",
+            without_shortcodes(countdown(left)) if left > 0 else "due now",
             help=f"Stops at {clock_time(s.auto_shutdown_at)}: {cause_words(cause)}"
             + (
                 f". LLM requests move it later ({cfg.vast_auto_shutdown_minutes:g} idle minutes allowed)."

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         from vastops.control.answers import Control
 
         control = Control(settings)
-        if args.command in ("reconcile", "report"):
+        if args.command in ("reconcile", "report", "ledger"):
             from vastops.reports import commands as money_commands
 
             return money_commands.run(control, args)
@@ -334,9 +334,14 @@ def cmd_status(control: Control, args) -> int:
             f"  budget     {b.budget} {usd(b.spent_usd)} of {usd(b.limit_usd)} ({b.percent:.0f} %, {state}; resets {b.resets_local})"
         )
     lines.append(f"  totals     {duration(s.total_runtime_hours * 3600)}, {usd(s.total_cost_usd)}")
+    ledger = _ledger_size(control)
+    if ledger is not None:
+        lines.append(f"  ledger     {ledger[1]}")
     if s.message:
         lines.append(f"  note       {s.message}")
     data: dict[str, object] = s.as_json()
+    if ledger is not None:
+        data["ledger"] = ledger[0]
     if enforcement is not None:
         data["enforcement"] = enforcement
         lines.append(f"  watchdog   {enforcement['summary']}")
@@ -345,6 +350,20 @@ def cmd_status(control: Control, args) -> int:
     # A script asking "is it there?" gets a non-zero answer when it is not.
     codes: dict[str, int] = {Status.NOT_FOUND: EXIT_VAST, Status.UNCONFIGURED: EXIT_UNCONFIGURED}
     return codes.get(s.status, 0)
+
+
+def _ledger_size(control: Control) -> tuple[dict[str, Any], str] | None:
+    """The ledger's size and how far it is settled, as figures and in words (None: the ledger cannot be read)."""
+    import sqlite3
+
+    from vastops.ledger import settled  # only here, and light: the reports are not imported for a status
+
+    try:
+        with control.ledger.read() as db:
+            figures = settled.size(db, control.ledger.path)
+    except (sqlite3.Error, OSError):
+        return None  # the status above says what is wrong with the ledger
+    return dict(figures), settled.describe(figures)
 
 
 def _without_watchdog(control: Control, result: StartResult, what: str) -> StartResult:

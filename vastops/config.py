@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         3.0, gt=0, le=3650, allow_inf_nan=False, description="the contract's end is notified this many days ahead"
     )
     vastops_activity_keep_days: int = Field(400, ge=1, le=3650, description="how long the busy minutes are kept (the what-if)")
+    vastops_requests_keep_days: int = Field(
+        30, ge=1, le=3650, description="how long the gateway's request rows are kept (settled hours are rolled up before)"
+    )
     # What the instance runs (vastops/instance/template.py): `vastops instance template|create`.
     vastops_model: str = Field(DEFAULT_MODEL, min_length=1, max_length=200, description="the model vLLM serves")
     vastops_image: str = Field(

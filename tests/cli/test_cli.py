@@ -78,6 +78,7 @@ def test_on_status_off_costs_against_the_simulator(tmp_path, sim_process):
     assert status.returncode == 0, status.stderr
     body = json.loads(status.stdout)
     assert body["status"] == "running" and body["gpu_name"] == "RTX 3090"
+    assert body["ledger"]["bytes"] > 0 and body["ledger"]["incremental"] is True  # the ledger's size (issue 27)
     assert body["auto_shutdown_in_minutes"] > 29
 
     time.sleep(1.0)  # a session of measurable length
@@ -179,6 +180,7 @@ def test_reboot_logs_and_credit(tmp_path, sim_process):
     one_clear_line(refused, "only a running instance can be rebooted")
     status = run(tmp_path, "status")
     assert "credit     $100.00" in status.stdout, status.stdout
+    assert "\n  ledger     " in status.stdout and " MB" in status.stdout, status.stdout
     assert run(tmp_path, "on").returncode == 0
     rebooted = run(tmp_path, "reboot")
     assert rebooted.returncode == 0, rebooted.stderr

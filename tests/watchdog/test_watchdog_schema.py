@@ -49,6 +49,7 @@ OPERATIONS = [
 PUBLIC = {"GET /healthz", "GET /metrics"}
 # Operations with something to get wrong: a body or a bounded query parameter.
 WITH_INPUT = [
+    "GET /infra/vast/status",  # wait_s and after: the long poll
     "POST /infra/vast/power/on",
     "POST /infra/vast/power/off",
     "POST /infra/vast/power/reboot",
@@ -62,7 +63,7 @@ AUTH = {"X-API-Key": CONTROL_KEY}
 # Every status code each route can answer (docs/contract.md). 413 is everywhere: the
 # body-size limit refuses a large body before routing, whatever the route.
 STATUS_CODES = {
-    "GET /infra/vast/status": {200, 401, 403, 413, 502, 503},
+    "GET /infra/vast/status": {200, 401, 403, 413, 422, 502, 503},  # 422: wait_s or after out of range
     "POST /infra/vast/power/on": {200, 400, 401, 403, 409, 413, 422, 500, 502, 503, 504},
     "POST /infra/vast/power/off": {200, 400, 401, 403, 413, 422, 500, 502},
     "POST /infra/vast/power/reboot": {200, 400, 401, 403, 409, 413, 422, 500, 502, 503, 504},  # a stop never waits on the ledger: no 503

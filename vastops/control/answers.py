@@ -111,6 +111,10 @@ class Control(OnObserver):
         """Expire a pending power-on whose time ran out (the watchdog calls this when vast is down)."""
         self._observer.advance()
 
+    def probe_start(self) -> Health | None:
+        """One probe of a waiting start's /health between looks; it completes the start when it answers (``Observer.probe_start``)."""
+        return self._observer.probe_start()
+
     # -- acting (Power) -------------------------------------------------------------
 
     def power_on(

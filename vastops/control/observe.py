@@ -10,7 +10,10 @@ A power-on is "pending" from the start request until the instance runs *and* its
 ``/health`` answers (``power_on_complete``), it is stopped first
 (``power_on_aborted``), or ``VAST_WAIT_TIMEOUT_S`` passes
 (``power_on_health_timeout``). Whoever observes the instance advances it: the caller
-that waits, the watchdog, or a status call.
+that waits, the watchdog, or a status call. Between its looks at vast.ai, the watchdog
+probes the waiting start's ``/health`` on the instance its last look showed running
+(``probe_start``): a health probe goes to the instance, not to vast.ai, so it can be
+frequent, and the start completes within a probe's interval of ``/health`` answering.
 
 The ``Observer`` also holds the wiring every part shares (the settings, the ledger, the
 vast.ai client, the clock). ``Power`` (vastops/control/power.py) acts through it, and
@@ -85,6 +88,8 @@ class Observer:
         self.token = token
         self.health: HealthProbe = health or (lambda url: probe(url, token))
         self.last_seen: Instance | None = None  # the last instance vast.ai showed: its health URL for the serving check
+        # The pending start (its request id) when that look was applied: its ports are that start's (probe_start)
+        self.last_seen_start: int | None = None
         self._dead_looks = 0  # vLLM's own 503s in a row (the serving check)
         self.sleep = sleep
         self.poll_interval = poll_interval
@@ -123,7 +128,7 @@ class Observer:
             if exc.kind != ErrorKind.NOT_FOUND:
                 raise
             instance = None
-        self.last_seen = instance
+        self.last_seen, self.last_seen_start = instance, None
         self.reconcile(instance, asked_at, actor)
         return instance
 
@@ -157,6 +162,8 @@ class Observer:
             newer = [t for t in (parse_isoz(row["acted_at"]), parse_isoz(row["observation_asked_at"])) if t and t <= now]
             if newer and asked_at < max(newer):
                 return
+            if instance is not None and instance is self.last_seen:
+                self.last_seen_start = row["pending_audit_id"]  # applied while this start was pending (or none)
             # The LLM API's port (VAST_ENDPOINT_PORT), not necessarily the health port's.
             endpoint = instance.endpoint_base_url(self.settings.endpoint_port) if instance else None
             observed: _Observed = {
@@ -307,6 +314,30 @@ class Observer:
                 event = Event.REBOOT_COMPLETE if row["pending"] == "reboot" else Event.POWER_ON_COMPLETE
                 tx.audit(done, iid, event, actor, meta)
                 tx.update_instance(iid, serving=Serving.HEALTHY, serving_since=isoz(done))
+
+    def probe_start(self) -> Health | None:
+        """One probe of a pending start's ``/health`` between looks at vast.ai; the start completes when it answers 200
+        (``power_on_complete``, as at a look). Only on the instance as the last look showed it: running, and applied
+        while this very start was pending (so its host ports are this start's, never an earlier one's, which may be
+        another renter's by now). What the probe saw, or None when there was nothing to probe."""
+        iid = self.target().instance_id
+        instance, start = self.last_seen, self.last_seen_start
+        if instance is None or start is None or instance.status != Status.RUNNING:
+            return None
+        with self.ledger.view() as view:
+            row = view.instance(iid)
+        if row is None or row["pending"] is None or row["pending_audit_id"] != start or row["status"] != Status.RUNNING:
+            return None
+        host = instance.endpoint_base_url(row["pending_health_port"] or self.settings.vast_health_port)
+        if host is None:
+            return None  # the look says why (the port is not exposed): its rules time the start out
+        health_url = host + (row["pending_health_path"] or self.settings.vast_health_path)
+        seen = _seen(self.health(health_url))
+        if seen == Health.HEALTHY:
+            self._complete_start(row, (instance.endpoint_base_url(self.settings.endpoint_port) or host, health_url), Actor.SYSTEM)
+        elif seen == Health.REFUSED:
+            self._refused(row, health_url)
+        return seen
 
     def _refused(self, row: InstanceRow, health_url: str) -> None:
         """vast's edge refused the probe's credentials: no wait helps, so the start ends now, naming the token."""

@@ -6,6 +6,8 @@
     queries   the named queries: ``View`` (reads) and ``Tx`` (writes, in one transaction)
     billing   their part for what bills outside sessions and vast's own charges (``BillingView``,
               ``BillingWrites``): the contract, stopped rates, traffic, charges, busy minutes
+    settled   their part for what settled: hours of requests rolled up, days kept, old rows
+              forgotten, free pages given back (``SettledWrites``)
     accounts  their part for who may: named dashboard accounts and API keys, secrets hashed
               (``AccountsView``, ``AccountsWrites``)
     spool     records kept while the ledger fails, written once it works again

@@ -19,6 +19,7 @@ from vastops.clock import isoz, parse_isoz, stamp, utcnow
 from vastops.costs import TOTAL_SQL, cost_sql, runtime_seconds, session_costs
 from vastops.ledger.accounts import AccountsView, AccountsWrites
 from vastops.ledger.billing import BillingView, BillingWrites
+from vastops.ledger.settled import SettledWrites
 from vastops.vocabulary import START_OUTCOMES, Actor, By, Event, Status, person_of
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class View(BillingView, AccountsView):
         return [cast("AuditRow", {**row, "meta": json.loads(row["meta"])}) for row in self.db.query(sql, params)]
 
 
-class Tx(BillingWrites, AccountsWrites, View):
+class Tx(BillingWrites, AccountsWrites, SettledWrites, View):
     """The statements a use case needs, inside one write transaction (reads included)."""
 
     def __init__(self, db: Database):

@@ -21,6 +21,11 @@ migration):
                 activity_minutes: the busy minutes, for the what-if on idle minutes.
     accounts    named dashboard accounts and API keys with their roles, their
                 secrets hashed (vastops/access/); a removed one is kept, marked.
+    request_hours  the requests rolled up per settled hour, session, line and model
+                (vastops/reports/settle.py); raw rows go after VASTOPS_REQUESTS_KEEP_DAYS.
+    kept_days   each settled day's sessions as the reports read them, so a report on a
+                long past reads a row per day instead of every session.
+    settled     how far each instance's hours are rolled up and its raw rows kept.
 
 The file's ``PRAGMA user_version`` is the number of migrations applied. A new
 release appends a migration and never edits an old one: a ledger written by any
@@ -261,6 +266,117 @@ MIGRATIONS: list[str] = [
     ALTER TABLE instances ADD COLUMN pending_person TEXT;
     ALTER TABLE sessions ADD COLUMN started_by_person TEXT;
     ALTER TABLE sessions ADD COLUMN ended_by_person TEXT;
+    """,
+    # 11: a year of a busy gateway (vastops/reports/settle.py): the requests rolled up per settled hour,
+    # each settled day's sessions kept as the reports read them, and how far each instance is settled.
+    # A change to what a settled hour or day was made of (a late request, a session's end corrected,
+    # a start's outcome recorded late) unsettles it here, in the same transaction, so no kept figure
+    # can outlive the rows it was made from: the next settle round makes it again.
+    """
+    CREATE TABLE request_hours (
+        instance_id INTEGER NOT NULL,
+        hour TEXT NOT NULL,                     -- YYYY-MM-DDTHH (UTC)
+        session_id INTEGER NOT NULL,            -- 0: no session ran (the requests count, nothing costs)
+        kind TEXT NOT NULL,                     -- consumer | start-up | idle (vastops/reports/consumers.py)
+        consumer TEXT NOT NULL,                 -- the consumer; start-up and idle: the kind again
+        model TEXT NOT NULL,                    -- '' when the gateway named none
+        requests INTEGER NOT NULL,              -- started in this hour
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        busy_s REAL NOT NULL,                   -- this line's seconds of the session in this hour
+        PRIMARY KEY (instance_id, hour, session_id, kind, consumer, model)
+    ) WITHOUT ROWID;
+    CREATE TABLE kept_days (
+        instance_id INTEGER NOT NULL,
+        day TEXT NOT NULL,                      -- a billing day (vastops/costs.py) before which nothing changes by itself
+        inside TEXT NOT NULL,                   -- the day's row of periods.Scan: the sessions inside it, as JSON
+        others TEXT,                            -- the sessions started that day that run past its midnight, whole
+        started INTEGER NOT NULL,               -- the sessions started that day, whole: number, runtime, costs
+        runtime_s REAL NOT NULL,
+        compute_usd REAL NOT NULL,
+        storage_usd REAL NOT NULL,
+        waste TEXT NOT NULL,                    -- the day's idle waste and kept-off, and its automatic stops (reports/waste.py)
+        PRIMARY KEY (instance_id, day)
+    ) WITHOUT ROWID;
+    -- per instance: 'hours' (request_hours are made for the hours before ``until``) and 'raw' (the
+    -- request rows are all there from ``until`` on, so hours from there can be made again)
+    CREATE TABLE settled (
+        instance_id INTEGER NOT NULL,
+        what TEXT NOT NULL,
+        until TEXT NOT NULL,
+        PRIMARY KEY (instance_id, what)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER requests_unsettle_insert AFTER INSERT ON requests
+        WHEN NEW.started_at < (SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours')
+        BEGIN
+            UPDATE settled SET until = MAX(substr(NEW.started_at, 1, 13) || ':00:00.000Z',
+                COALESCE((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'raw'), ''))
+            WHERE instance_id = NEW.instance_id AND what = 'hours';
+            DELETE FROM request_hours WHERE instance_id = NEW.instance_id
+                AND hour >= substr((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours'), 1, 13);
+        END;
+    CREATE TRIGGER requests_unsettle_update AFTER UPDATE OF ended_at, consumer, model, prompt_tokens, completion_tokens ON requests
+        WHEN NEW.started_at < (SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours')
+        BEGIN
+            UPDATE settled SET until = MAX(substr(NEW.started_at, 1, 13) || ':00:00.000Z',
+                COALESCE((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'raw'), ''))
+            WHERE instance_id = NEW.instance_id AND what = 'hours';
+            DELETE FROM request_hours WHERE instance_id = NEW.instance_id
+                AND hour >= substr((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours'), 1, 13);
+        END;
+    CREATE TRIGGER sessions_unsettle_insert AFTER INSERT ON sessions
+        BEGIN
+            DELETE FROM kept_days WHERE instance_id = NEW.instance_id AND day >= substr(NEW.started_at, 1, 10);
+            UPDATE settled SET until = MAX(substr(NEW.started_at, 1, 13) || ':00:00.000Z',
+                COALESCE((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'raw'), ''))
+            WHERE instance_id = NEW.instance_id AND what = 'hours' AND until > NEW.started_at;
+            DELETE FROM request_hours WHERE instance_id = NEW.instance_id
+                AND hour >= substr((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours'), 1, 13);
+        END;
+    CREATE TRIGGER sessions_unsettle_update AFTER UPDATE OF instance_id, started_at, ended_at, runtime_s, compute_cost_usd,
+            storage_cost_usd, dph_base, storage_dph, end_reason, last_activity_at ON sessions
+        BEGIN
+            DELETE FROM kept_days WHERE instance_id IN (OLD.instance_id, NEW.instance_id)
+                AND day >= substr(MIN(OLD.started_at, NEW.started_at), 1, 10);
+            UPDATE settled SET until = MAX(substr(MIN(COALESCE(OLD.ended_at, NEW.ended_at, NEW.started_at),
+                    COALESCE(NEW.ended_at, OLD.ended_at, NEW.started_at),
+                    CASE WHEN OLD.started_at IS NOT NEW.started_at OR OLD.instance_id IS NOT NEW.instance_id
+                         THEN MIN(OLD.started_at, NEW.started_at) ELSE '9999' END), 1, 13) || ':00:00.000Z',
+                COALESCE((SELECT until FROM settled s WHERE s.instance_id = settled.instance_id AND what = 'raw'), ''))
+            WHERE instance_id IN (OLD.instance_id, NEW.instance_id) AND what = 'hours'
+                AND until > MIN(COALESCE(OLD.ended_at, NEW.ended_at, NEW.started_at), COALESCE(NEW.ended_at, OLD.ended_at, NEW.started_at),
+                    CASE WHEN OLD.started_at IS NOT NEW.started_at OR OLD.instance_id IS NOT NEW.instance_id
+                         THEN MIN(OLD.started_at, NEW.started_at) ELSE '9999' END);
+            DELETE FROM request_hours WHERE instance_id IN (OLD.instance_id, NEW.instance_id)
+                AND hour >= substr((SELECT until FROM settled s WHERE s.instance_id = request_hours.instance_id AND what = 'hours'), 1, 13);
+        END;
+    CREATE TRIGGER sessions_unsettle_delete AFTER DELETE ON sessions
+        BEGIN
+            DELETE FROM kept_days WHERE instance_id = OLD.instance_id AND day >= substr(OLD.started_at, 1, 10);
+            UPDATE settled SET until = MAX(substr(OLD.started_at, 1, 13) || ':00:00.000Z',
+                COALESCE((SELECT until FROM settled WHERE instance_id = OLD.instance_id AND what = 'raw'), ''))
+            WHERE instance_id = OLD.instance_id AND what = 'hours' AND until > OLD.started_at;
+            DELETE FROM request_hours WHERE instance_id = OLD.instance_id
+                AND hour >= substr((SELECT until FROM settled WHERE instance_id = OLD.instance_id AND what = 'hours'), 1, 13);
+        END;
+    -- a destroyed instance's disk and kept-off time end there
+    CREATE TRIGGER instances_unsettle AFTER UPDATE OF destroyed_at ON instances
+        BEGIN
+            DELETE FROM kept_days WHERE instance_id = NEW.instance_id
+                AND day >= substr(MIN(COALESCE(OLD.destroyed_at, '9999'), COALESCE(NEW.destroyed_at, '9999')), 1, 10);
+        END;
+    -- a start's outcome decides where a session's start-up ends (vastops/reports/consumers.py, rule 3)
+    CREATE TRIGGER audit_unsettle AFTER INSERT ON audit
+        WHEN NEW.event IN ('power_on_complete', 'power_on_health_timeout')
+            AND NEW.ts < (SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours')
+        BEGIN
+            UPDATE settled SET until = MAX(substr(COALESCE((SELECT MAX(started_at) FROM sessions
+                    WHERE instance_id = NEW.instance_id AND started_at <= NEW.ts), NEW.ts), 1, 13) || ':00:00.000Z',
+                COALESCE((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'raw'), ''))
+            WHERE instance_id = NEW.instance_id AND what = 'hours';
+            DELETE FROM request_hours WHERE instance_id = NEW.instance_id
+                AND hour >= substr((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours'), 1, 13);
+        END;
     """,
 ]
 

@@ -111,6 +111,11 @@ class Ledger:
                 # Refuse a newer schema before changing anything; take the write lock only
                 # to migrate, so a current ledger opens even while another process holds it.
                 version = schema_version(db, self.path)
+                if version == 0 and db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                    # A new file: its free pages can be given back a step at a time (the requests
+                    # forgotten after VASTOPS_REQUESTS_KEEP_DAYS: vastops/reports/settle.py). Only
+                    # possible before the first table; an older ledger gets it from `vastops ledger vacuum`.
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 if db.journal_mode != "wal":
                     _enable_wal(db)
                 if version < len(MIGRATIONS):

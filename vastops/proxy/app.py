@@ -87,7 +87,7 @@ from vastops.proxy.forward import (
     send_body,
     upstream_path,
 )
-from vastops.proxy.reports import REPORT_CONNECTIONS, REPORT_TIMEOUT_S, START_CHECK_S, Reporter, Seen, report_text, where
+from vastops.proxy.reports import REPORT_CONNECTIONS, REPORT_KEEPALIVE, REPORT_TIMEOUT_S, START_CHECK_S, Reporter, Seen, report_text, where
 from vastops.proxy.run import limits
 from vastops.proxy.wake import Outcome, Target, Waker, Watchdog, WatchdogDown, healthy, target_of
 from vastops.watchdog.prometheus import CONTENT_TYPE, PROXY_BUCKETS, LoopHistogram, counter, exposition, gauge, new_registry
@@ -140,7 +140,9 @@ class Proxy:
         )
         self.watchdog = httpx2.AsyncClient(
             timeout=httpx2.Timeout(10.0, pool=REPORT_TIMEOUT_S),
-            limits=httpx2.Limits(max_connections=REPORT_CONNECTIONS, max_keepalive_connections=REPORT_CONNECTIONS),
+            # Few kept alive: httpcore checks every idle pooled connection on each pass through the pool, and at
+            # 64 streams 64 idle ones cost about 1 ms of CPU per completion (docs/performance.md, the streams).
+            limits=httpx2.Limits(max_connections=REPORT_CONNECTIONS, max_keepalive_connections=REPORT_KEEPALIVE),
             trust_env=False,
             transport=transport,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
@@ -23,6 +24,10 @@ from vastops.watchdog.inflight import ReportFields
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a long prompt is a few MB; this only stops a flood
 USAGE_SCAN_BYTES = 1024 * 1024  # a non-streaming answer is parsed for its usage up to this size
+STREAM_LINE_BYTES = 64 * 1024  # a stream's unfinished line is kept up to this size (its tail)
+# A stream's event whose usage is an object, not the ``"usage": null`` of every chunk of a stream
+# with ``include_usage`` (OpenAI's and vLLM's): only such a line is kept, and parsed once at the end.
+USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the proxy sets itself are not passed on.
 HOP_BY_HOP = frozenset(
@@ -93,28 +98,41 @@ class Forward:
 
 
 class UsageScan:
-    """The token counts of an answer, from its ``usage`` (the last streamed chunk with one, or the JSON body)."""
+    """The token counts of an answer, from its ``usage`` (the last streamed chunk with one, or the JSON body).
+
+    Fed every chunk of the answer as it is relayed, so a stream's tokens cost no parsing: its
+    lines are only looked at for a usage object, and the last such line is parsed once, when
+    the answer is over (``tokens``).
+    """
 
     def __init__(self, content_type: str):
         self.stream = content_type.startswith("text/event-stream")
         self.json = content_type.startswith("application/json")
         self.buffer = bytearray()
+        self.usage_line: bytes | None = None  # a stream's last event with a usage object, not parsed yet
         self.usage: dict[str, object] | None = None  # the answer's, as it came: read tolerantly
 
     def feed(self, chunk: bytes) -> None:
         if self.stream:
-            self.buffer += chunk
-            *lines, rest = bytes(self.buffer).split(b"\n")
-            self.buffer = bytearray(rest[-65536:])
+            if b"\n" not in chunk:  # the middle of a line: kept (its tail) until the line ends
+                self.buffer += chunk
+                if len(self.buffer) > STREAM_LINE_BYTES:
+                    del self.buffer[:-STREAM_LINE_BYTES]
+                return
+            *lines, rest = (bytes(self.buffer) + chunk if self.buffer else chunk).split(b"\n")
+            self.buffer = bytearray(rest[-STREAM_LINE_BYTES:])
             for line in lines:
-                if line.startswith(b"data: {") and b'"usage"' in line:
-                    self._take(line[6:])
+                if line.startswith(b"data: {") and b'"usage"' in line and USAGE_OBJECT.search(line):
+                    self.usage_line = line[6:]
         elif self.json and len(self.buffer) + len(chunk) <= USAGE_SCAN_BYTES:
             self.buffer += chunk
 
     def tokens(self) -> tuple[int | None, int | None]:
         if self.json and self.buffer:
             self._take(bytes(self.buffer))
+        if self.usage_line is not None:
+            self._take(self.usage_line)
+            self.usage_line = None
         if not self.usage:
             return None, None
         prompt, completion = self.usage.get("prompt_tokens"), self.usage.get("completion_tokens")

@@ -36,6 +36,7 @@ REPORT_RETRY_MAX_S = 2.0
 REPORT_RETRY_FOR_S = 600.0
 MAX_REPORTS_IN_FLIGHT = 1000  # requests whose reports are on their way; beyond, a request's reports are dropped (logged)
 REPORT_CONNECTIONS = 64  # to the watchdog, for reports and status: apart from the LLM's, so neither waits for the other
+REPORT_KEEPALIVE = 8  # of those, kept open between requests
 
 
 def report_text(text: str | None) -> str | None:

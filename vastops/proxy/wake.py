@@ -3,7 +3,11 @@
 A request that finds no healthy endpoint joins the wake under way, or begins one
 (``Waker.join``): after ``GATHER_S`` (so a burst is counted in one start) it reads the
 watchdog's status, asks for a start (``power/on``, actor ``proxy``) when the instance is
-stopped, and polls until the instance is healthy or the start cannot help soon. The
+stopped, and waits until the instance is healthy or the start cannot help soon. It is
+told, not left to poll: the watchdog holds ``GET /status?wait_s=WAIT_S&after=N`` until
+the instance's state changes (``X-Vastops-Changes`` moves: the start completed, failed,
+or was stopped), so the held requests go out as soon as the start is recorded complete;
+a watchdog without it (no such header) is polled every ``POLL_S``. The
 ``Outcome`` is the endpoint, or the answer to give: a refusal (budget, guardrail, wake off,
 remembered for ``REFUSAL_MEMO_S`` so retries add no audit rows), a GPU that is rented out, a
 start that failed. While it waits, a request is held (``hold``) or, streaming, kept alive
@@ -32,7 +36,11 @@ from vastops.vocabulary import Status
 
 log = logging.getLogger("vastops.proxy")
 
-POLL_S = 0.25  # how often a wake reads the watchdog's status (it answers from its ledger between looks)
+POLL_S = 0.25  # how often a wake reads the status of a watchdog that cannot hold it for a change
+# The long poll's most: at its end the watchdog looks at vast.ai as for any status read (shared, one per 2 s), so
+# a start still scheduling is seen as often as before; a change (the start complete) is answered at once.
+WAIT_S = 2.0
+CHANGES_HEADER = "x-vastops-changes"  # the watchdog's number for the instance's state (vastops/watchdog/app.py)
 HEARTBEAT_S = 3.0  # a streaming request's comment line while it waits: proxies cut idle streams at 30-60 s
 GATHER_S = 0.05  # a wake waits this long before it asks, so a burst of requests is counted in one start
 # Before the audit trail has a start-to-healthy time the start's length is unknown: a client is
@@ -107,15 +115,37 @@ class Watchdog:
         self.http, self.api, self.headers = http, api, headers
 
     async def status(self) -> WatchdogStatus:
+        return (await self.status_as_of())[0]
+
+    async def status_as_of(self, after: int | None = None, wait_s: float = 0.0) -> tuple[WatchdogStatus, int | None]:
+        """The watchdog's status and its number for that state (``X-Vastops-Changes``; None: a watchdog without the
+        long poll). With ``after`` and ``wait_s``: held until the state moves from ``after``, at most ``wait_s``."""
+        params: dict[str, float | int] = {"wait_s": wait_s, "after": after} if after is not None and wait_s > 0 else {}
         try:
-            answer = await self.http.get(self.api + "/status", headers=self.headers, timeout=10.0)
+            answer = await self.http.get(self.api + "/status", params=params, headers=self.headers, timeout=10.0 + wait_s)
         except httpx2.HTTPError as exc:
             raise WatchdogDown(
                 f"the watchdog at {where(self.api)} does not answer ({type(exc).__name__}): is vastops watchdog running?"
             ) from None
         if answer.status_code != 200:
             raise WatchdogDown(f"the watchdog's status answered {answer.status_code}: {detail(answer)}")
-        return cast(WatchdogStatus, answer.json())
+        changes = answer.headers.get(CHANGES_HEADER, "")
+        return cast(WatchdogStatus, answer.json()), int(changes) if changes.isdigit() else None
+
+    async def next_status(self, seen: int | None) -> tuple[WatchdogStatus, int | None]:
+        """The status once it moved from the state numbered ``seen``: the watchdog's long poll answers at the change
+        (or after ``WAIT_S``, with a look); a watchdog without it (``seen`` None) is read again after ``POLL_S``. An
+        answer that came at once and unchanged (a watchdog that does not watch) is followed by the rest of ``POLL_S``:
+        a poll, never a spin."""
+        if seen is None or WAIT_S <= 0:
+            await asyncio.sleep(POLL_S)
+            return await self.status_as_of()
+        began = time.monotonic()
+        status, changes = await self.status_as_of(seen, WAIT_S)
+        rest = POLL_S - (time.monotonic() - began)
+        if changes == seen and rest > 0:
+            await asyncio.sleep(rest)
+        return status, changes
 
     async def post(self, path: str, body: PowerOnBody) -> httpx2.Response:
         try:
@@ -232,7 +262,7 @@ class Waker:
     async def _wake_up(self) -> Outcome:
         await asyncio.sleep(GATHER_S)
         self.expected_start_s = await self.watchdog.median_startup(self.expected_start_s)
-        status = await self.watchdog.status()
+        status, changes = await self.watchdog.status_as_of()
         asked = False
         if status.get("status") in ENDED_WITHOUT_START and not status.get("power_on_pending"):
             if not self.settings.vastops_wake_on_request:
@@ -253,7 +283,7 @@ class Waker:
                 return Outcome(code="gpu_unavailable", message=f"the GPU is not free yet: {why}", retry_after=GPU_WAIT_RETRY_S)
             asked = True
             log.info("asked the watchdog for a start (%d requests wait)", self._waiting())
-            status = await self.watchdog.status()  # pending now: the answer before the ask said stopped
+            status, changes = await self.watchdog.status_as_of()  # pending now: the answer before the ask said stopped
         elif status.get("status") in (Status.UNCONFIGURED, Status.NOT_FOUND):
             return Outcome(code="instance_unavailable", message=status.get("message") or f"the instance is {status.get('status')}")
         while True:
@@ -265,8 +295,7 @@ class Waker:
             failed = self._failed_start(status)
             if failed is not None:
                 return failed
-            await asyncio.sleep(POLL_S)
-            status = await self.watchdog.status()
+            status, changes = await self.watchdog.next_status(changes)
 
     def _failed_start(self, status: WatchdogStatus) -> Outcome | None:
         """The answer when the start under way cannot give an answer soon, else None (keep waiting)."""

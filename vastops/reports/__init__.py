@@ -11,7 +11,11 @@
     waste       idle waste (each session's idle tail), hours kept off by auto-shutdown
     whatif      what other idle limits would have cost, and their cold starts, from the busy minutes
     monthly     the monthly report: parts that add up, charged or estimated, its CSV
-    commands    ``vastops reconcile`` and ``vastops report``
+    settle      what settles, kept so no report grows with history: hours of requests rolled
+                up, days of sessions kept, old request rows forgotten; their check
+    commands    ``vastops reconcile``, ``vastops report`` and ``vastops ledger``
 
-Nothing here writes, and nothing is imported here: callers name the module they mean.
+Nothing here writes but ``settle``, which keeps the figures the others read (through the
+ledger's door, for the watchdog's settle round), and nothing is imported here: callers name
+the module they mean.
 """

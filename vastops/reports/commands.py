@@ -7,6 +7,12 @@ vastops reconcile [--days N | --since YYYY-MM-DD] [--fetch] [--json]
     for the days not yet settled first (the watchdog does so every hour by itself).
 vastops report --month YYYY-MM [--csv FILE] [--json]
     the month on one screen, and as a CSV a team lead forwards as is.
+vastops ledger check [--json]
+    every kept figure (settled days, rolled-up hours: vastops/reports/settle.py) against a
+    recomputation from the rows; exit 0 when all agree to the cent, 10 when one differs.
+vastops ledger vacuum
+    rewrites the ledger once so that forgotten rows give their space back from then on
+    (a ledger made before this release); it holds the ledger for a while: asks first.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ def add_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     report.add_argument("--month", type=_month, required=True, help="the month, YYYY-MM")
     report.add_argument("--csv", metavar="FILE", help="write the report to FILE as CSV ('-' for stdout)")
+    ledger = sub.add_parser("ledger", help="the ledger's kept figures: check them against the rows, or give its free space back")
+    what = ledger.add_subparsers(dest="ledger_command", metavar="{check,vacuum}", required=True)
+    what.add_parser("check", parents=[common], help="recompute every kept figure from the rows and compare (exit 10: one differs)")
+    vac = what.add_parser("vacuum", parents=[common], help="rewrite the ledger once so forgotten rows give their space back")
+    vac.add_argument("--yes", action="store_true", help="do not ask first")
 
 
 def _days(text: str) -> int:
@@ -69,7 +80,56 @@ def _month(text: str) -> date:
 def run(control: Control, args: argparse.Namespace) -> int:
     if args.command == "reconcile":
         return cmd_reconcile(control, args)
+    if args.command == "ledger":
+        return cmd_ledger_check(control, args) if args.ledger_command == "check" else cmd_ledger_vacuum(control, args)
     return cmd_report(control, args)
+
+
+def cmd_ledger_check(control: Control, args: argparse.Namespace) -> int:
+    import json
+
+    from vastops.ledger import settled
+    from vastops.reports import settle
+
+    iid = control.target().instance_id
+    now = control.clock()
+    with control.ledger.read() as db:
+        found = settle.check(db, iid, now, control.settings.vast_request_ttl_s)
+        size = settled.size(db, control.ledger.path)
+    if getattr(args, "json", False):
+        print(json.dumps({"differences": found, "ledger": size}, indent=2))
+    elif not found:
+        print(f"every kept figure agrees with the rows ({settled.describe(size)})")
+    else:
+        for f in found:
+            print(f"DIFFERS  {f['what']}: kept {f['kept']:.6f}, from the rows {f['recomputed']:.6f}")
+        print(f"{len(found)} kept figure(s) differ from the rows: report it (the next settle round does not repair them)")
+    return EXIT_FLAGGED if found else 0
+
+
+def cmd_ledger_vacuum(control: Control, args: argparse.Namespace) -> int:
+    from vastops.ledger import settled
+    from vastops.reports import settle
+
+    path = control.ledger.path
+    with control.ledger.read() as db:
+        before = settled.size(db, path)
+    if before["incremental"]:
+        print(f"the ledger already gives its free space back by itself ({settled.describe(before)})")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("vastops ledger vacuum: rewrites the whole ledger and holds it meanwhile; add --yes to go on", file=sys.stderr)
+            return 2
+        answer = input(f"rewrite {path} ({settled.describe(before)})? stops and activity wait meanwhile [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    print(f"rewriting {path} ...", file=sys.stderr)
+    settle.rewrite(control.ledger)
+    with control.ledger.read() as db:
+        print(f"done: {settled.describe(settled.size(db, path))}")
+    return 0
 
 
 def cmd_reconcile(control: Control, args: argparse.Namespace) -> int:

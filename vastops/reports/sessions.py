@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import IO, TypedDict, cast
 
 from vastops.clock import isoz, parse_isoz
@@ -57,9 +57,27 @@ class SessionLine(TypedDict):
     ended_by_person: str | None
 
 
-def statistics(db: Database, instance_id: int | None, now: datetime) -> Statistics:
-    """Totals for GET /costs: runtime, cost, number and average length of sessions."""
+def statistics(db: Database, instance_id: int | None, now: datetime, *, kept: bool = True) -> Statistics:
+    """Totals for GET /costs: runtime, cost, number and average length of sessions.
+
+    One instance's settled days are read from their kept totals (vastops/reports/settle.py)
+    and only the sessions after them one by one, so the answer does not grow with history;
+    ``kept=False`` adds up every session (``vastops ledger check`` compares the two).
+    """
     where, params = _scope(instance_id)
+    totals = {"n": 0, "runtime_s": 0.0, "compute": 0.0, "storage": 0.0}
+    if kept and instance_id is not None:
+        row = next(
+            db.query(
+                "SELECT MAX(day) AS last, TOTAL(started) AS n, TOTAL(runtime_s) AS runtime_s, TOTAL(compute_usd) AS compute,"
+                " TOTAL(storage_usd) AS storage FROM kept_days WHERE instance_id = :iid",
+                params,
+            )
+        )
+        if row["last"] is not None:
+            totals = {key: row[key] for key in totals}
+            after = (date.fromisoformat(row["last"]) + timedelta(days=1)).isoformat()
+            where, params = f"{where} AND started_at >= :after", {**params, "after": after}
     row = next(
         db.query(
             f"""
@@ -72,14 +90,15 @@ def statistics(db: Database, instance_id: int | None, now: datetime) -> Statisti
             {**params, "now": isoz(now)},
         )
     )
-    n = row["n"]
+    n = int(totals["n"] + row["n"])
+    runtime_s, compute, storage = (totals[key] + row[key] for key in ("runtime_s", "compute", "storage"))
     return {
-        "total_runtime_hours": round(row["runtime_s"] / SECONDS_PER_HOUR, 4),
-        "total_cost_usd": round(row["compute"] + row["storage"], 4),
+        "total_runtime_hours": round(runtime_s / SECONDS_PER_HOUR, 4),
+        "total_cost_usd": round(compute + storage, 4),
         "sessions_count": n,
-        "avg_session_minutes": round(row["runtime_s"] / 60.0 / n, 2) if n else 0.0,
-        "compute_cost_usd": round(row["compute"], 4),
-        "storage_cost_usd": round(row["storage"], 4),
+        "avg_session_minutes": round(runtime_s / 60.0 / n, 2) if n else 0.0,
+        "compute_cost_usd": round(compute, 4),
+        "storage_cost_usd": round(storage, 4),
     }
 
 

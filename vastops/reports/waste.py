@@ -28,6 +28,7 @@ Nothing here writes. The functions take a connection (``with ledger.read() as db
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TypedDict, cast
@@ -316,9 +317,7 @@ def idle_waste(
     whole, so they add up to the sessions' tails; with one, they are the range's days (every one of
     them, zeros included), and a tail over its edges counts only inside it."""
     bounds = _bounds(start, end)
-    where, params = _selection(db, instance_id, bounds, now)
-    spans = f"SELECT tail_from AS span_from, tail_to AS span_to, tail_s AS span_s, tail_usd AS span_usd FROM ({_tails_sql(where, bounds)})"
-    days = _every_day(_per_day(db, spans, params, bounds), bounds)
+    days = _every_day(days_of(db, instance_id, now, start, end, IDLE), bounds)
     return {
         "sessions": idle_tails(db, instance_id, now, start, end, rows) if rows != 0 else [],
         "days": [{"day": d, "idle_hours": s / SECONDS_PER_HOUR, "idle_waste_usd": u} for d, s, u in days],
@@ -346,7 +345,7 @@ FROM (
                    (SELECT MIN(n.started_at) FROM sessions n
                     WHERE n.instance_id = sessions.instance_id AND n.started_at > sessions.started_at) AS next_started_at,
                    (SELECT i.destroyed_at FROM instances i WHERE i.instance_id = sessions.instance_id) AS destroyed_at
-            FROM sessions WHERE {{where}} AND ended_at IS NOT NULL AND end_reason IN ({_AUTOMATIC})
+            FROM sessions WHERE {{where}} AND ended_at IS NOT NULL AND end_reason IN ({_AUTOMATIC}) {{newest}}
         )
     )
 )
@@ -354,10 +353,13 @@ WHERE {{overlap}}
 """
 
 
-def _kept_off_sql(where: str, bounds: tuple[str, str] | None) -> str:
+def _kept_off_sql(where: str, bounds: tuple[str, str] | None, newest: int | None = None) -> str:
     # in a range: the stops whose stretch reaches into it (one that ended before it included)
     overlap = "off_to > :lo AND ended_at < :hi" if bounds else "1"
-    return _KEPT_OFF.replace("{where}", where).replace("{overlap}", overlap)
+    # Only the newest stops (of one instance, whose sessions never overlap: its newest starts are its newest
+    # ends, and a stop whose stretch misses the range is older than every one that reaches into it).
+    limit = "" if newest is None else f"ORDER BY started_at DESC, id DESC LIMIT {int(newest)}"
+    return _KEPT_OFF.replace("{where}", where).replace("{overlap}", overlap).replace("{newest}", limit)
 
 
 def kept_off_stops(
@@ -370,7 +372,7 @@ def kept_off_stops(
     where, params = _selection(db, instance_id, bounds, now)
     sql = (
         "SELECT id AS session_id, instance_id, ended_at, end_reason, dph_base, next_started_at, kept_off_s, kept_off_usd"
-        f" FROM ({_kept_off_sql(where, bounds)}) ORDER BY ended_at DESC, id DESC"
+        f" FROM ({_kept_off_sql(where, bounds, rows if instance_id is not None else None)}) ORDER BY ended_at DESC, id DESC"
     )
     if rows is not None:
         sql += f" LIMIT {int(rows)}"
@@ -380,19 +382,93 @@ def kept_off_stops(
 
 def automatic_stops(db: Database, instance_id: int | None, start: date | None = None, end: date | None = None) -> dict[str, int]:
     """How many sessions each automatic stop ended (in the range's billing days; all time without one), every reason listed."""
-    bounds = _bounds(start, end)
+    counts: dict[str, int] = {}
+    if start is not None and end is not None and instance_id is not None:
+        start, end = min(start, end), max(start, end)
+        start, kept = _kept(db, instance_id, start, end)
+        for figures in kept.values():
+            for reason, n in figures[4].items():
+                counts[reason] = counts.get(reason, 0) + n
+        if start > end:
+            return {str(reason): counts.get(str(reason), 0) for reason in AUTOMATIC_STOPS}
+    for reason, n in _stops(db, instance_id, _bounds(start, end), "end_reason").items():
+        counts[reason] = counts.get(reason, 0) + n
+    return {str(reason): counts.get(str(reason), 0) for reason in AUTOMATIC_STOPS}
+
+
+def _stops(db: Database, instance_id: int | None, bounds: tuple[str, str] | None, key: str) -> dict[str, int]:
+    """The automatic stops that ended in the bounds, counted by ``key`` (SQL on sessions)."""
     scope, params = scope_sql(instance_id)
     when = ""
-    if bounds is not None:
-        when = "AND ended_at >= :lo AND ended_at < :hi"
-        params = {**params, "lo": bounds[0], "hi": bounds[1]}
-    counts = {
-        r["end_reason"]: r["n"]
-        for r in db.query(
-            f"SELECT end_reason, COUNT(*) AS n FROM sessions WHERE end_reason IN ({_AUTOMATIC}) {when} {scope} GROUP BY end_reason", params
+    if bounds is not None:  # a stop ending in the range began after the last session started before it
+        when = "AND started_at >= :floor AND ended_at >= :lo AND ended_at < :hi"
+        params = {**params, "lo": bounds[0], "hi": bounds[1], "floor": sessions_floor(db, instance_id, bounds[0])}
+    sql = f"SELECT {key} AS k, COUNT(*) AS n FROM sessions WHERE end_reason IN ({_AUTOMATIC}) {when} {scope} GROUP BY k"
+    return {r["k"]: r["n"] for r in db.query(sql, params)}
+
+
+# -- settled days, kept (vastops/reports/settle.py) ---------------------------------------------------
+
+IDLE, OFF = 0, 2  # where a kind's [seconds, usd] sit in a kept day's figures: [idle s, idle $, off s, off $, {reason: stops}]
+
+
+def _spans(kind: int, where: str, bounds: tuple[str, str] | None) -> str:
+    if kind == IDLE:
+        return (
+            f"SELECT tail_from AS span_from, tail_to AS span_to, tail_s AS span_s, tail_usd AS span_usd FROM ({_tails_sql(where, bounds)})"
         )
-    }
-    return {str(reason): counts.get(str(reason), 0) for reason in AUTOMATIC_STOPS}
+    return f"SELECT ended_at AS span_from, off_to AS span_to, kept_off_s AS span_s, kept_off_usd AS span_usd FROM ({_kept_off_sql(where, bounds)})"
+
+
+def _read_days(
+    db: Database, instance_id: int | None, now: datetime, start: date | None, end: date | None, kind: int
+) -> dict[str, list[float]]:
+    bounds = _bounds(start, end)
+    where, params = _selection(db, instance_id, bounds, now)
+    return _per_day(db, _spans(kind, where, bounds), params, bounds)
+
+
+def _kept(db: Database, instance_id: int, start: date, end: date) -> tuple[date, dict[str, list]]:
+    """The kept figures of the days start..end that are kept, and the first day after them (start when none is)."""
+    rows = db.execute(
+        "SELECT day, waste FROM kept_days WHERE instance_id = ? AND day >= ? AND day <= ? ORDER BY day",
+        [instance_id, start.isoformat(), end.isoformat()],
+    ).fetchall()
+    kept_until = next(db.query("SELECT MAX(day) AS d FROM kept_days WHERE instance_id = ?", [instance_id]))["d"]
+    if kept_until is None or kept_until < start.isoformat():
+        return start, {}
+    # kept days run without a gap from the first session's day; a day before that had nothing
+    return min(date.fromisoformat(kept_until) + timedelta(days=1), end + timedelta(days=1)), {day: json.loads(w) for day, w in rows}
+
+
+def days_of(
+    db: Database, instance_id: int | None, now: datetime, start: date | None, end: date | None, kind: int, *, kept: bool = True
+) -> dict[str, list[float]]:
+    """Billing day -> [seconds, usd] of a kind (``IDLE``, ``OFF``): the kept days' figures, then the later days read
+    from the sessions (``kept=False``: every day from the sessions; ``vastops ledger check`` compares the two)."""
+    if not kept or start is None or end is None or instance_id is None:
+        return _read_days(db, instance_id, now, start, end, kind)
+    start, end = min(start, end), max(start, end)
+    first, found = _kept(db, instance_id, start, end)
+    days = {day: [figures[kind], figures[kind + 1]] for day, figures in found.items() if figures[kind] or figures[kind + 1]}
+    if first <= end:
+        days.update(_read_days(db, instance_id, now, first, end, kind))
+    return days
+
+
+def day_figures(db: Database, instance_id: int, first: date, last: date, now: datetime) -> dict[str, list]:
+    """Each billing day first..last: [idle s, idle $, kept-off s, kept-off $, {reason: automatic stops}] (what a kept day holds)."""
+    idle = _read_days(db, instance_id, now, first, last, IDLE)
+    off = _read_days(db, instance_id, now, first, last, OFF)
+    stops: dict[str, dict[str, int]] = {}
+    for key, n in _stops(db, instance_id, _bounds(first, last), f"{_billing_day_sql('ended_at')} || '|' || end_reason").items():
+        day, reason = key.split("|", 1)
+        stops.setdefault(day, {})[reason] = n
+    out = {}
+    for i in range((last - first).days + 1):
+        day = (first + timedelta(days=i)).isoformat()
+        out[day] = [*idle.get(day, (0.0, 0.0)), *off.get(day, (0.0, 0.0)), stops.get(day, {})]
+    return out
 
 
 def kept_off(
@@ -402,9 +478,7 @@ def kept_off(
     per billing day and month (each stretch cut at midnight; with a range, its days, zeros included,
     and only what lies inside it), their sum, and how many stops of each kind ended in the range."""
     bounds = _bounds(start, end)
-    where, params = _selection(db, instance_id, bounds, now)
-    spans = f"SELECT ended_at AS span_from, off_to AS span_to, kept_off_s AS span_s, kept_off_usd AS span_usd FROM ({_kept_off_sql(where, bounds)})"
-    days = _every_day(_per_day(db, spans, params, bounds), bounds)
+    days = _every_day(days_of(db, instance_id, now, start, end, OFF), bounds)
     return {
         "stops": kept_off_stops(db, instance_id, now, start, end, rows) if rows != 0 else [],
         "days": [{"day": d, "kept_off_hours": s / SECONDS_PER_HOUR, "kept_off_usd": u} for d, s, u in days],

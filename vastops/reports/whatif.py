@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import accumulate
 from typing import TypedDict
 
-from vastops.clock import stamp
-from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, cost_usd
+from vastops.clock import parse_isoz, stamp
+from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, SECONDS_PER_HOUR, billing_day, cost_usd, day_bounds
 from vastops.ledger.store import Database
+from vastops.reports.periods import Scan
 from vastops.reports.ranges import seconds_between_sql, sessions_floor
 
 # The idle limits (minutes) the what-if tries when it is given none.
@@ -97,6 +98,16 @@ def _busy_minute_numbers(db: Database, instance_id: int, lo: str, hi: str) -> li
 
 def _actual(db: Database, instance_id: int, lo: str, hi: str, now: datetime) -> ActualFigures:
     """The sessions' GPU hours and compute inside [lo, hi) (each its share, as periods.py cuts them), and the starts in it."""
+    first, last = parse_isoz(lo), parse_isoz(hi)
+    assert first is not None and last is not None
+    if first == day_bounds(billing_day(first))[0] and last == day_bounds(billing_day(last))[0] and last > first:
+        # Whole billing days (the Costs page's ranges): the scan of periods.py, which reads the kept days.
+        days = Scan(db, instance_id, billing_day(first), billing_day(last) - timedelta(days=1), now).days.values()
+        return {
+            "gpu_hours": sum(d["runtime_s"] for d in days) / SECONDS_PER_HOUR,
+            "compute_usd": sum(d["compute_usd"] for d in days),
+            "sessions_started": int(sum(d["sessions_started"] for d in days)),
+        }
     floor = sessions_floor(db, instance_id, lo)
     row = next(
         db.query(

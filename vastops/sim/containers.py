@@ -257,6 +257,8 @@ def container_answer(
         if path == simllm.MODELS_PATH:
             return 200, simllm.models_body()
         if path not in simllm.POST_PATHS:
+            if inst.health_from is not None and (inst.health_answered is None or inst.health_answered[0] != inst.health_from):
+                inst.health_answered = (inst.health_from, now)  # this start's first 200 (/_sim/state: health_first_200_at)
             return 200, {"status": "ok"}
         inst.llm["last_request_at"] = now
         try:

@@ -81,6 +81,8 @@ class InstanceState:
         self.created_len = 0.0  # how long this start shows "created"
         self.health_from: float | None = None  # when the model server started loading
         self.health_logged = False  # its outcome is in the log already
+        # (the health_from it was for, when /health first answered 200 since): the moment a wake's clock starts
+        self.health_answered: tuple[float, float] | None = None
         self.msg: str | None = None  # status_msg of a stopped or crashed instance
         self.offline_since: float | None = None
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_LINES)

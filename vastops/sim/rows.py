@@ -221,6 +221,12 @@ def state_row(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "phase": inst.phase,
         "host": "online" if inst.offline_since is None else "offline",
         "healthy": healthy(sim, inst, now),
+        # This start's (or reboot's) health, on the simulator's clock: when /health began to answer 200 (null
+        # until it does), and when it first answered 200 to someone. benchmarks/bench_wake.py times wakes from them.
+        "healthy_since": inst.health_from + sim.config.health_delay_s if inst.health_from is not None and healthy(sim, inst, now) else None,
+        "health_first_200_at": (
+            inst.health_answered[1] if inst.health_answered is not None and inst.health_answered[0] == inst.health_from else None
+        ),
         "health_port": port,
         "health_url": f"http://{host}:{port}{sim.config.health_path}" if port else None,
         "host_ports": dict(inst.host_ports),  # container port -> host port; new on every start

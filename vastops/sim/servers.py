@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog of 5 drops connections in a burst (64 streams at once through a
+    # proxy): a real server's is in the hundreds, and so is the simulator's.
+    request_queue_size = 512
 
     def __init__(self, addr, handler, sim: Simulator, inst: InstanceState | None = None, cport: int = 0):
         self.sim, self.inst, self.cport = sim, inst, cport

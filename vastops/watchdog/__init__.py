@@ -9,6 +9,7 @@
     lease         one enforcer per instance: the lease in the ledger
     agentlink     the lease to the instance's agent (the dead-man switch) and vLLM's load back
     money         the hourly money round: vast's charges, price rises, notices of what bills
+    settling      the settle round: settled hours and days kept, old request rows forgotten
     activity      the request body's limit and ``POST /infra/vast/activity``'s fast path
     app           the REST API of docs/contract.md around a ``Watch``: routes, error handlers,
                   the docs page with its assets from the package (``docs_assets/``)

@@ -142,12 +142,53 @@ public = APIRouter(responses=answers(TOO_LARGE))
 pages = APIRouter(include_in_schema=False)  # the API's docs page and its assets
 
 
-@router.get("/status", response_model=StatusOut, responses=answers({502: VAST_ERRORS[502]}, LEDGER_ERRORS), **needs(Permission.READ))
-async def status(control: ControlDep, watch: WatchDep) -> dict[str, Any]:
-    """The instance's status. `unconfigured` and `not_found` are answers, not errors."""
+CHANGES_HEADER = "X-Vastops-Changes"  # moves whenever the instance's state changes: GET /status?after=
+WAIT_MAX_S = 60.0  # the longest GET /status?wait_s= holds an answer
+CHANGES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            CHANGES_HEADER: {
+                "description": "a number that moves whenever the instance's state changes (its status, a start pending or settled,"
+                " the endpoint, the session); pass it as `after` with `wait_s` to be answered at the next change",
+                "schema": {"type": "integer"},
+            }
+        }
+    }
+}
+
+
+@router.get(
+    "/status",
+    response_model=StatusOut,
+    responses={**CHANGES, **answers(INVALID, {502: VAST_ERRORS[502]}, LEDGER_ERRORS)},
+    **needs(Permission.READ),
+)
+async def status(
+    control: ControlDep,
+    watch: WatchDep,
+    response: Response,
+    wait_s: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=WAIT_MAX_S,
+            allow_inf_nan=False,
+            description="hold the answer until the instance's state changes (since `after`), at most this many seconds;"
+            " a change is answered at once from the ledger, the end of the wait as without it",
+        ),
+    ] = 0.0,
+    after: Annotated[
+        int | None, Query(ge=0, description="the X-Vastops-Changes of the answer you hold (default: the state when asked)")
+    ] = None,
+) -> dict[str, Any]:
+    """The instance's status. `unconfigured` and `not_found` are answers, not errors. With `wait_s`, a long poll:
+    answered as soon as the instance's state changes (a start completes: the wake proxy forwards at once)."""
+    # A change was recorded just now, from a look or a probe: the ledger has it, no look is needed.
+    changed = wait_s > 0 and await watch.wait_change(after, wait_s)
     # vast allows one look every 2 s per key; a burst of status calls shares one look.
-    if control.unconfigured_reason() is None:
+    if not changed and control.unconfigured_reason() is None:
         await watch.look()
+    response.headers[CHANGES_HEADER] = str(watch.changes)  # read before the answer: a change after it moves it
     answer = await asyncio.to_thread(control.status, observe=False)
     return answer.model_dump(mode="json", include=set(WIRE_FIELDS))  # StatusOut's fields, its lines as plain objects
 

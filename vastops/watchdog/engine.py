@@ -26,6 +26,12 @@ rules are the control layer's (``Control``, vastops/stops.py); this module decid
   every 20 s otherwise, backing off while vast fails; all looks (and ``GET /status``)
   share one look per 2 s (vast allows one show call per 2 s per key: docs/vast-api.md
   §5).
+* **A start that waits** for its ``/health`` once a look showed the instance running is
+  probed every ``PROBE_WHILE_STARTING_S`` between looks (the probe goes to the instance,
+  not to vast.ai), and completed as soon as it answers. Whoever waits for that is told,
+  not left to poll: every change of the instance's state (status, a start pending or
+  settled, the endpoint, the session) moves ``changes`` and wakes ``wait_change``, which
+  ``GET /status?wait_s=`` awaits (the wake proxy's long poll).
 
 Beside it: the heartbeat, the ledger's drain, the clock's steps, the warnings and the
 notifications (``Housekeeping``, vastops/watchdog/housekeeping.py), and what impairs
@@ -48,10 +54,11 @@ from vastops.control.answers import Control
 from vastops.control.guardrails import running_of
 from vastops.control.power import audit_op
 from vastops.control.status import LedgerNote, StopResult
+from vastops.instance.health import Health
 from vastops.ledger.rows import AuditOp, Details, OpenRequest, SessionRow
 from vastops.stops import Budget, Stop, candidates
 from vastops.vast import VastError
-from vastops.vocabulary import IDLE_CAUSES, TRANSITIONAL, ActivitySource, Actor, Event, cause_name
+from vastops.vocabulary import IDLE_CAUSES, TRANSITIONAL, ActivitySource, Actor, Event, Status, cause_name
 from vastops.watchdog.agentlink import AgentLink
 from vastops.watchdog.housekeeping import MIN_WAIT_S, Housekeeping
 from vastops.watchdog.inflight import InFlight, Report
@@ -59,6 +66,7 @@ from vastops.watchdog.lease import Lease, describe_holder
 from vastops.watchdog.money import Money
 from vastops.watchdog.notify import Notifier
 from vastops.watchdog.problems import Problems
+from vastops.watchdog.settling import Settling
 from vastops.words import duration
 
 log = logging.getLogger("vastops.watchdog")
@@ -67,6 +75,9 @@ POLL_FAST_S = 3.0
 POLL_SLOW_S = 20.0
 CREDIT_EVERY_S = 60.0  # the account's credit: once a minute is plenty (it moves at cents per minute)
 SERVING_EVERY_S = 20.0  # a running instance's /health (a dead engine: vastops/instance/health.py); tests shorten it
+# A waiting start's /health once vast.ai shows it running: the wake forwards within this of /health answering.
+# Only while a start waits; 0 leaves the start to the looks (every POLL_FAST_S), as before (benchmarks/bench_wake.py).
+PROBE_WHILE_STARTING_S = 0.15
 POLL_MAX_BACKOFF_S = 60.0
 STOP_RETRY_FIRST_S = 2.0
 STOP_RETRY_MAX_S = 60.0
@@ -117,6 +128,7 @@ class Watch:
         self.housekeeping = Housekeeping(self)  # heartbeat, the ledger's drain, the clock, warnings, notifications
         self.agent = AgentLink(self)  # the lease to the instance's agent, and vLLM's load back
         self.money = Money(self.control)  # vast's charges, price rises, notices about what bills
+        self.settling = Settling(self.control)  # settled hours and days kept, old request rows forgotten
         url = self.settings.vast_notify_webhook_url
         self.notifier = (
             Notifier(url.get_secret_value(), self.settings.vast_notify_format, on_failure=self.housekeeping.notify_failed) if url else None
@@ -126,6 +138,14 @@ class Watch:
         # shows them open until it takes the record, and they must not come back to life.
         self._stopped_ids: set[int] = set()
         self._wake = asyncio.Event()
+        # The instance's state as the ledger has it (status, pending, endpoint, serving, session) and its changes:
+        # a number that moves on each change, starting from the time in ms, so another process's is another number.
+        self.changes = int(time.time() * 1000)
+        self._state: tuple[Any, ...] | None = None
+        self._changed = asyncio.Event()  # set (and replaced) on each change: wait_change's waiters wake
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the waiters are on (refresh runs on threads too)
+        self._looked = asyncio.Event()  # a look or an action of this process: a start may be probed now
+        self.watching = False  # the loops run (start() to stop())
         self._stop_retry_s = 0.0
         self._retry_at: datetime | None = None  # when to try a failed watchdog stop again
         self._look = asyncio.Lock()  # one look at vast.ai at a time, shared by everyone asking
@@ -143,6 +163,8 @@ class Watch:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.watching = True
         self._grace_until = self.clock() + timedelta(seconds=REPORTERS_GRACE_S)
         await asyncio.to_thread(self.housekeeping.drain)
         await self.restore_requests()
@@ -160,6 +182,7 @@ class Watch:
             asyncio.create_task(self._poll_loop(), name="poll"),
             asyncio.create_task(self.housekeeping.loop(), name="housekeeping"),
             asyncio.create_task(self.housekeeping.warning_loop(), name="warnings"),
+            asyncio.create_task(self._probe_loop(), name="probe-start"),
         ]
         if self.notifier is not None:
             self._tasks.append(asyncio.create_task(self.housekeeping.notify_loop(), name="notify"))
@@ -167,8 +190,12 @@ class Watch:
             self._tasks.append(asyncio.create_task(self.agent.loop(), name="agent"))
         if self.control.unconfigured_reason() is None and self.settings.vast_charges_every_minutes > 0:
             self._tasks.append(asyncio.create_task(self.money.loop(), name="money"))
+        if self.control.unconfigured_reason() is None:
+            self._tasks.append(asyncio.create_task(self.settling.loop(), name="settle"))
 
     async def stop(self) -> None:
+        self.watching = False
+        self._changed.set()  # a status held for a change answers now
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -293,6 +320,7 @@ class Watch:
         try:
             with self.control.ledger.view() as view:
                 inputs = self.control.stop_inputs(view, iid, self.clock())
+                row = view.instance(iid)
         except sqlite3.Error as exc:
             self.ledger_failed(exc)
             return
@@ -309,6 +337,52 @@ class Watch:
         self._starting = inputs.starting  # a start or a reboot
         self._pending_since = inputs.pending_since
         self._acted_at = inputs.acted_at
+        seen = (row["status"], row["pending"], row["endpoint_base_url"], row["serving"]) if row else None
+        self._saw((seen, session["id"] if session else None))
+
+    # -- telling whoever waits for a change (GET /status?wait_s=) ---------------------
+
+    def _saw(self, state: tuple[Any, ...]) -> None:
+        """The state ``refresh`` read (on any thread): noted on the event loop, where the waiters are."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._note_state(state)  # no loop runs the watch: nobody waits
+            return
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            self._note_state(state)
+            return
+        try:
+            loop.call_soon_threadsafe(self._note_state, state)
+        except RuntimeError:  # the loop closed meanwhile (the process ends)
+            pass
+
+    def _note_state(self, state: tuple[Any, ...]) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        self.changes += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_change(self, seen: int | None, timeout: float) -> bool:
+        """Wait until ``changes`` is no longer ``seen`` (None: the current), at most ``timeout`` seconds; whether it
+        changed. At once when the watch does not run (no look or probe would change anything)."""
+        if seen is None:
+            seen = self.changes
+        deadline = time.monotonic() + timeout
+        while self.changes == seen and self.watching:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                break
+        return self.changes != seen
 
     def aim(self) -> tuple[Any, ...]:
         """What the deadline depends on, apart from activity (which only moves it later)."""
@@ -358,6 +432,7 @@ class Watch:
         """An action in this process changed the ledger: re-read it and re-aim the timer."""
         await asyncio.to_thread(self.refresh)
         self.wake()
+        self._looked.set()  # a start asked for here: its health may be probed
 
     def acting(self) -> None:
         """A start or stop of the API's is on its way: no stop decision until it is done (``done_acting``)."""
@@ -551,6 +626,7 @@ class Watch:
             self._last_looked = time.monotonic()
         await asyncio.to_thread(self.refresh)
         self.wake()
+        self._looked.set()  # the look may show a waiting start running: probe it from now on
 
     def _advance(self) -> None:
         try:
@@ -589,6 +665,41 @@ class Watch:
             except Exception:
                 log.exception("reconciliation failed")
                 await asyncio.sleep(MIN_WAIT_S)
+
+    async def probe_start(self) -> bool:
+        """One probe of a waiting start's /health (``Control.probe_start``), when a start waits and the last look showed
+        the instance running; the start completes when it answers, and whoever waits is told. Whether it probed."""
+        if not PROBE_WHILE_STARTING_S or not self._starting or not self.enforcing:
+            return False
+        seen = self.control.last_seen
+        if seen is None or seen.status != Status.RUNNING:
+            return False  # the looks go on (every POLL_FAST_S): the one that sees it running starts the probes
+        try:
+            health = await asyncio.to_thread(self.control.probe_start)
+        except (sqlite3.Error, NotConfigured) as exc:
+            log.warning("the waiting start's health probe failed: %s", exc)
+            return False
+        if health == Health.HEALTHY or health == Health.REFUSED:
+            await self.changed()  # settled: the deadline starts, the waiters are told
+        return health is not None
+
+    async def _probe_loop(self) -> None:
+        """Probe a waiting start every ``PROBE_WHILE_STARTING_S``; otherwise wait for the next look or action."""
+        while True:
+            self._looked.clear()
+            try:
+                probed = await self.probe_start()
+            except Exception:  # a bug must not end the loop, nor spin
+                log.exception("probing the waiting start failed")
+                await asyncio.sleep(MIN_WAIT_S)
+                continue
+            if probed:
+                await asyncio.sleep(PROBE_WHILE_STARTING_S)
+                continue
+            try:
+                await asyncio.wait_for(self._looked.wait(), MAX_WAIT_S)
+            except TimeoutError:
+                pass
 
     async def check_serving(self) -> None:
         """Probe the running, settled instance's /health every ``SERVING_EVERY_S``: a dead engine bills and

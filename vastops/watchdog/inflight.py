@@ -84,7 +84,7 @@ class BadReport(Exception):
 
 def parse_report(body: bytes) -> Report | None:
     """The body's report, None for no body (a moment of activity), or ``BadReport``."""
-    if not body.strip():
+    if not body or body.isspace():  # as `not body.strip()`, without its copy
         return None
     try:
         # JSON on the wire is UTF-8 (RFC 8259): decoding it here skips json.loads' guess of
@@ -109,7 +109,18 @@ def parse_report(body: bytes) -> Report | None:
     ):
         if len(data) == 2:
             return Report(request_id, phase)
-        problems: list[str] = []
+        # An end's figures, each absent, null or good (no \u: every string is UTF-8 text already,
+        # so _text's check for a lone surrogate has nothing to find): what the checks below return.
+        consumer, model = data.get("consumer"), data.get("model")
+        prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
+        if (
+            (consumer is None or (type(consumer) is str and 0 < len(consumer) <= MAX_ID_CHARS))
+            and (model is None or (type(model) is str and 0 < len(model) <= MAX_ID_CHARS))
+            and (prompt is None or (type(prompt) is int and 0 <= prompt <= MAX_TOKENS))
+            and (completion is None or (type(completion) is int and 0 <= completion <= MAX_TOKENS))
+        ):
+            return Report(request_id, phase, consumer, model, prompt, completion)
+        problems: list[str] = []  # one of them is not: the checks say which
     else:
         problems = [f"{printable(name)}: unknown field" for name in data if name not in FIELDS]
         request_id = _text(data, "request_id", problems, required=True)
@@ -191,7 +202,8 @@ class InFlight:
         return held
 
     def note(self, report: Report, now: datetime, session_id: int | None) -> None:
-        self.expire(now)
+        if self._open:  # else nothing can expire (and _newest is None, count 0 already)
+            self.expire(now)
         if report.phase == "start":
             self._start(report, now, session_id)
         else:
@@ -205,7 +217,7 @@ class InFlight:
         self._open[rid] = (now, session_id)
         if self._newest is None or now > self._newest:
             self._newest = now
-        self._merge(rid, _row(report, session_id, started_at=now))
+        self._put(_row(rid, report, session_id, started_at=now))
         if len(self._open) > MAX_OPEN:  # given up at once: ended now, by the TTL's rule
             oldest = next(iter(self._open))
             started, sid = self._open.pop(oldest)
@@ -214,25 +226,26 @@ class InFlight:
 
     def _end(self, report: Report, now: datetime, session_id: int | None) -> None:
         rid = report.request_id
-        if rid in self._open:
-            started, sid = self._open.pop(rid)
+        opened = self._open.pop(rid, None)
+        if opened is not None:
+            started, sid = opened
             self._newest = self._open[next(reversed(self._open))][0] if self._open else None
             self._remember(rid, (started, sid, False))
-            self._merge(rid, _row(report, sid, started_at=started, ended_at=now))
+            self._put(_row(rid, report, sid, started_at=started, ended_at=now))
             return
         seen = self._ended.get(rid)
         if seen is not None:
             started, sid, expired = seen
             if expired:  # the end after its TTL ran out: its real end and figures
                 self._remember(rid, (started, sid, False))
-                self._merge(rid, _row(report, sid, started_at=started, ended_at=now))
+                self._put(_row(rid, report, sid, started_at=started, ended_at=now))
             return  # else a repeated end: it counts once
         # An end without a start seen (sent before the watchdog restarted, or reordered):
         # a moment of activity (the caller noted it), and a row with zero busy time if it
         # says anything worth keeping.
         self._remember(rid, (now, session_id, False))
         if report.carries_more:
-            self._merge(rid, _row(report, session_id, started_at=now, ended_at=now))
+            self._put(_row(rid, report, session_id, started_at=now, ended_at=now))
 
     def expire(self, now: datetime) -> None:
         """Requests whose end did not come within the TTL end at start + TTL (``expired``)."""
@@ -280,6 +293,18 @@ class InFlight:
         else:
             row.update(cast(RequestReport, {k: v for k, v in values.items() if v is not None}))
 
+    def _put(self, row: RequestReport) -> None:
+        """``_merge`` of a whole row (``_row``: its id first), kept as it is when its id has none pending."""
+        rid = row["request_id"]
+        pending = self._pending.get(rid)
+        if pending is None:
+            self._pending[rid] = row
+        else:
+            fields = cast("dict[str, object]", pending)  # the same dict, filled field by field
+            for name, value in row.items():
+                if value is not None:
+                    fields[name] = value
+
     # -- the flush (vastops/watchdog/engine.py) --------------------------------------------------
 
     def take(self) -> list[RequestReport]:
@@ -311,8 +336,9 @@ class InFlight:
         self.count = len(self._open)
 
 
-def _row(report: Report, session_id: int | None, *, started_at: datetime, ended_at: datetime | None = None) -> RequestReport:
+def _row(rid: str, report: Report, session_id: int | None, *, started_at: datetime, ended_at: datetime | None = None) -> RequestReport:
     return {
+        "request_id": rid,
         "session_id": session_id,
         "started_at": started_at,
         "ended_at": ended_at,
