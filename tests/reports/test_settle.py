@@ -179,6 +179,7 @@ def test_kept_days_give_the_statistics_and_the_days_of_every_session(ledger):
     busy_history(ledger, 30)
     with ledger.read() as db:
         full_stats = sessions.statistics(db, INSTANCE_ID, NOW, kept=False)
+        full_ended = sessions.ended_totals(db, INSTANCE_ID)
         full_days = periods.cost_per_day(db, INSTANCE_ID, date(2026, 9, 28), NOW.date(), NOW)
         full_waste = {
             (start, end): {
@@ -193,6 +194,11 @@ def test_kept_days_give_the_statistics_and_the_days_of_every_session(ledger):
     assert kept >= 30
     with ledger.read() as db:
         assert sessions.statistics(db, INSTANCE_ID, NOW) == full_stats
+        ended = sessions.ended_totals(db, INSTANCE_ID)  # /metrics' counters
+        assert ended["sessions"] == full_ended["sessions"]
+        assert ended["cost_usd"] == pytest.approx(full_ended["cost_usd"], rel=1e-12)
+        assert ended["runtime_s"] == pytest.approx(full_ended["runtime_s"], rel=1e-12)
+        assert db.execute("SELECT COUNT(*) FROM kept_days").fetchone()[0] >= 30  # and they were read
         days = periods.cost_per_day(db, INSTANCE_ID, date(2026, 9, 28), NOW.date(), NOW)
         assert [d["day"] for d in days] == [d["day"] for d in full_days]
         for a, b in zip(days, full_days, strict=True):

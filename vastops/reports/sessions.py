@@ -147,8 +147,23 @@ class EndedTotals(TypedDict):
 
 def ended_totals(db: Database, instance_id: int | None) -> EndedTotals:
     """The ended sessions' count, runtime and cost, as stored when each ended: they only grow as sessions end
-    (an open session's figure moves until its end is confirmed, so it is never in them)."""
+    (an open session's figure moves until its end is confirmed, so it is never in them). One instance's
+    settled days come from their kept totals (every session begun on them has ended), the rest one by one;
+    the sums' order differs from adding every session, by float rounding (``/metrics`` never lets them fall)."""
     where, params = _scope(instance_id)
+    kept = {"n": 0, "runtime_s": 0.0, "cost": 0.0}
+    if instance_id is not None:
+        row = next(
+            db.query(
+                "SELECT MAX(day) AS last, TOTAL(started) AS n, TOTAL(runtime_s) AS runtime_s, TOTAL(compute_usd + storage_usd) AS cost"
+                " FROM kept_days WHERE instance_id = :iid",
+                params,
+            )
+        )
+        if row["last"] is not None:
+            kept = {key: row[key] for key in kept}
+            after = (date.fromisoformat(row["last"]) + timedelta(days=1)).isoformat()
+            where, params = f"{where} AND started_at >= :after", {**params, "after": after}
     ended = f"{where} AND ended_at IS NOT NULL" if where else "WHERE ended_at IS NOT NULL"
     row = next(
         db.query(
@@ -156,7 +171,11 @@ def ended_totals(db: Database, instance_id: int | None) -> EndedTotals:
             params,
         )
     )
-    return {"sessions": row["n"], "runtime_s": float(row["runtime_s"]), "cost_usd": float(row["cost"])}
+    return {
+        "sessions": int(kept["n"] + row["n"]),
+        "runtime_s": float(kept["runtime_s"] + row["runtime_s"]),
+        "cost_usd": float(kept["cost"] + row["cost"]),
+    }
 
 
 def _scope(instance_id: int | None) -> tuple[str, SqlParams]:
