@@ -28,13 +28,17 @@ HourLine = tuple[int, str, str, str, int, int, int, float]
 KeptDay = tuple[str, str, str | None, int, float, float, float, str]
 
 
+def settled_until(db: Database, instance_id: int, what: str) -> str | None:
+    """'hours': the rollups are made before this; 'raw': the request rows are all there from this on (None: not yet)."""
+    row = db.execute("SELECT until FROM settled WHERE instance_id = ? AND what = ?", [instance_id, what]).fetchone()
+    return None if row is None else str(row[0])
+
+
 class SettledWrites:
     db: Database
 
     def settled_until(self, instance_id: int, what: str) -> str | None:
-        """'hours': the rollups are made before this; 'raw': the request rows are all there from this on."""
-        row = self.db.execute("SELECT until FROM settled WHERE instance_id = ? AND what = ?", [instance_id, what]).fetchone()
-        return None if row is None else str(row[0])
+        return settled_until(self.db, instance_id, what)
 
     def put_hours(self, instance_id: int, hours: Mapping[str, Sequence[HourLine]], until: str) -> None:
         """The lines of each hour (YYYY-MM-DDTHH), and the hours settled up to ``until`` (past the empty hours skipped)."""

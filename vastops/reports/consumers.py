@@ -61,6 +61,7 @@ from typing import Any, TypedDict, cast
 
 from vastops.clock import isoz
 from vastops.costs import COMPUTE_SQL, SECONDS_PER_HOUR, STORAGE_SQL, billing_day
+from vastops.ledger.settled import settled_until
 from vastops.ledger.store import Database, Ledger
 from vastops.reports.ranges import overlapping, range_bounds, seconds_between_sql, sessions_floor
 from vastops.reports.sessions import MONEY_DECIMALS
@@ -303,8 +304,7 @@ def report_from(ledger: Ledger, instance_id: int | None, start: date, end: date,
 
 def hours_settled(db: Database, instance_id: int) -> str | None:
     """Up to when (exclusive, a whole hour) the instance's requests are rolled up; None: no hour yet."""
-    row = next(db.query("SELECT until FROM settled WHERE instance_id = ? AND what = 'hours'", [instance_id]), None)
-    return None if row is None else str(row["until"])
+    return settled_until(db, instance_id, "hours")
 
 
 # The rolled-up hours of a range, per session and line, with each session's cost per second

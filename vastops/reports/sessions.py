@@ -64,20 +64,7 @@ def statistics(db: Database, instance_id: int | None, now: datetime, *, kept: bo
     and only the sessions after them one by one, so the answer does not grow with history;
     ``kept=False`` adds up every session (``vastops ledger check`` compares the two).
     """
-    where, params = _scope(instance_id)
-    totals = {"n": 0, "runtime_s": 0.0, "compute": 0.0, "storage": 0.0}
-    if kept and instance_id is not None:
-        row = next(
-            db.query(
-                "SELECT MAX(day) AS last, TOTAL(started) AS n, TOTAL(runtime_s) AS runtime_s, TOTAL(compute_usd) AS compute,"
-                " TOTAL(storage_usd) AS storage FROM kept_days WHERE instance_id = :iid",
-                params,
-            )
-        )
-        if row["last"] is not None:
-            totals = {key: row[key] for key in totals}
-            after = (date.fromisoformat(row["last"]) + timedelta(days=1)).isoformat()
-            where, params = f"{where} AND started_at >= :after", {**params, "after": after}
+    totals, where, params = _kept_then(db, instance_id if kept else None)
     row = next(
         db.query(
             f"""
@@ -150,20 +137,7 @@ def ended_totals(db: Database, instance_id: int | None) -> EndedTotals:
     (an open session's figure moves until its end is confirmed, so it is never in them). One instance's
     settled days come from their kept totals (every session begun on them has ended), the rest one by one;
     the sums' order differs from adding every session, by float rounding (``/metrics`` never lets them fall)."""
-    where, params = _scope(instance_id)
-    kept = {"n": 0, "runtime_s": 0.0, "cost": 0.0}
-    if instance_id is not None:
-        row = next(
-            db.query(
-                "SELECT MAX(day) AS last, TOTAL(started) AS n, TOTAL(runtime_s) AS runtime_s, TOTAL(compute_usd + storage_usd) AS cost"
-                " FROM kept_days WHERE instance_id = :iid",
-                params,
-            )
-        )
-        if row["last"] is not None:
-            kept = {key: row[key] for key in kept}
-            after = (date.fromisoformat(row["last"]) + timedelta(days=1)).isoformat()
-            where, params = f"{where} AND started_at >= :after", {**params, "after": after}
+    kept, where, params = _kept_then(db, instance_id)
     ended = f"{where} AND ended_at IS NOT NULL" if where else "WHERE ended_at IS NOT NULL"
     row = next(
         db.query(
@@ -174,8 +148,29 @@ def ended_totals(db: Database, instance_id: int | None) -> EndedTotals:
     return {
         "sessions": int(kept["n"] + row["n"]),
         "runtime_s": float(kept["runtime_s"] + row["runtime_s"]),
-        "cost_usd": float(kept["cost"] + row["cost"]),
+        "cost_usd": float(kept["compute"] + kept["storage"] + row["cost"]),
     }
+
+
+def _kept_then(db: Database, instance_id: int | None) -> tuple[dict[str, float], str, SqlParams]:
+    """One instance's kept days (vastops/reports/settle.py) added up (``n``, ``runtime_s``, ``compute``, ``storage``
+    of the sessions begun on them), and the WHERE (with its parameters) for the sessions begun after them: every
+    session when there are none, or for every instance (``instance_id`` None)."""
+    where, params = _scope(instance_id)
+    totals = {"n": 0.0, "runtime_s": 0.0, "compute": 0.0, "storage": 0.0}
+    if instance_id is None:
+        return totals, where, params
+    row = next(
+        db.query(
+            "SELECT MAX(day) AS last, TOTAL(started) AS n, TOTAL(runtime_s) AS runtime_s, TOTAL(compute_usd) AS compute,"
+            " TOTAL(storage_usd) AS storage FROM kept_days WHERE instance_id = :iid",
+            params,
+        )
+    )
+    if row["last"] is None:
+        return totals, where, params
+    after = (date.fromisoformat(row["last"]) + timedelta(days=1)).isoformat()
+    return {key: row[key] for key in totals}, f"{where} AND started_at >= :after", {**params, "after": after}
 
 
 def _scope(instance_id: int | None) -> tuple[str, SqlParams]:

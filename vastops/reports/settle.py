@@ -36,7 +36,7 @@ from typing import TypedDict
 
 from vastops.clock import isoz, parse_isoz, stamp
 from vastops.costs import COMPUTE_SQL, RUNTIME_SQL, STORAGE_SQL
-from vastops.ledger.settled import HourLine, KeptDay
+from vastops.ledger.settled import HourLine, KeptDay, settled_until
 from vastops.ledger.store import Database, Ledger
 from vastops.reports import consumers, periods, waste
 from vastops.reports.ranges import SqlParams, range_bounds
@@ -312,7 +312,7 @@ def check(db: Database, instance_id: int, now: datetime, ttl_s: float) -> list[F
     with_rows = dict(waste._stops(db, instance_id, None, "end_reason"))
     for reason, n in kept_stops.items():
         differ(f"automatic stops: {reason}", n, with_rows.get(reason, 0), 0)
-    raw_from = max(parse_isoz(_until(db, instance_id, "raw")) or datetime.min.replace(tzinfo=UTC), datetime(2000, 1, 1, tzinfo=UTC))
+    raw_from = parse_isoz(settled_until(db, instance_id, "raw")) or datetime(2000, 1, 1, tzinfo=UTC)  # no row forgotten yet
     hours_until = parse_isoz(consumers.hours_settled(db, instance_id))
     if hours_until is not None and hours_until > raw_from:
         # Where both exist, the rollups and the rows give the same lines.
@@ -333,8 +333,3 @@ def rewrite(ledger: Ledger) -> None:
     with ledger.read() as db:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("VACUUM")
-
-
-def _until(db: Database, instance_id: int, what: str) -> str | None:
-    row = next(db.query("SELECT until FROM settled WHERE instance_id = ? AND what = ?", [instance_id, what]), None)
-    return None if row is None else str(row["until"])
