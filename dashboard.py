@@ -1,4 +1,4 @@
-"""The operators' dashboard: a login gate, then Status, Costs and Audit.
+"""The operators' dashboard: a login gate, then Status, Costs and Audit (and Fleet first, for more than one instance).
 
 Run it with ``vastops dashboard`` (which passes the safe flags), or
 ``streamlit run dashboard.py``. Every page is behind the gate: this entry script
@@ -43,6 +43,7 @@ import threading
 import streamlit as st
 
 from pages._common import keep_login_cookie, log_out, logged_in, oidc_settings, person, shown_name
+from pages._instances import fleet
 from pages._status_words import md
 
 # An emoji favicon is drawn by the browser itself: nothing is fetched from another host
@@ -64,9 +65,11 @@ def _warm_up() -> None:
 _warm_up()
 
 
-def pages(*, status_default: bool = True) -> list:
+def pages(*, first_default: bool = True, with_fleet: bool = False) -> list:
+    """The pages; with a fleet of more than one instance the Fleet page (pages/fleet.py) comes first, as the default."""
     return [
-        st.Page("pages/status.py", title="Status", icon=":material/power_settings_new:", default=status_default),
+        *([st.Page("pages/fleet.py", title="Fleet", icon=":material/dns:", default=first_default)] if with_fleet else []),
+        st.Page("pages/status.py", title="Status", icon=":material/power_settings_new:", default=first_default and not with_fleet),
         st.Page("pages/costs.py", title="Costs", icon=":material/payments:"),
         st.Page("pages/audit.py", title="Audit", icon=":material/receipt_long:"),
     ]
@@ -83,12 +86,13 @@ if not logged_in():
     # the sidebar. Once logged in, the rerun runs the page the URL names. The login form
     # is the default page, so the app's own URL is the login page's.
     st.navigation(
-        [st.Page(login_page, title="Log in", icon=":material/lock:", default=True), *pages(status_default=False)], position="hidden"
+        [st.Page(login_page, title="Log in", icon=":material/lock:", default=True), *pages(first_default=False, with_fleet=True)],
+        position="hidden",
     )
     keep_login_cookie()  # clears a cookie that no longer lets anyone in
     login_page()
 
-page = st.navigation(pages())
+page = st.navigation(pages(with_fleet=fleet().is_fleet))
 keep_login_cookie()
 me = person()  # logged in (above): who, and their role
 with st.sidebar:

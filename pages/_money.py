@@ -286,11 +286,12 @@ def charges_chart(money: MoneyReport, start: date, end: date, today: date | None
     return charts.reconciliation(days, [day_hover(d) for d in days], start, end, today)
 
 
-def show_charges(money: MoneyReport, instance_id: int | None, every_minutes: float) -> None:
+def show_charges(money: MoneyReport, instance_id: int | None, every_minutes: float, *, fleet: bool = False) -> None:
     """vast's charges per day beside the ledger's figure, the difference, and the flagged days with their cause."""
     st.subheader("vast's charges")
     if instance_id is None:
-        st.caption("Set `VAST_INSTANCE_ID`: vast's charges are fetched and set beside the ledger per instance.")
+        what = "Pick one instance above" if fleet else "Set `VAST_INSTANCE_ID`"
+        st.caption(f"{what}: vast's charges are fetched and set beside the ledger per instance.")
         return
     days = money["reconciled"]
     flagged = [d for d in days if d["flagged"]]
@@ -393,7 +394,7 @@ def tails_frame(tails: list[waste.IdleTail]) -> pd.DataFrame:
     )
 
 
-def show_waste(report: waste.WasteReport, idle_minutes: float | None, keep_days: int) -> None:
+def show_waste(report: waste.WasteReport, idle_minutes: float | None, keep_days: int, *, fleet: bool = False) -> None:
     """The idle waste (GPU time after each session's last activity), the GPU time the automatic stops
     kept off, and what other idle limits would have done over the period's busy minutes."""
     st.subheader("Idle waste and auto-shutdown")
@@ -419,7 +420,8 @@ def show_waste(report: waste.WasteReport, idle_minutes: float | None, keep_days:
 
     what_if = report["what_if"]
     if what_if is None:
-        st.caption("The what-if on the idle limit needs `VAST_INSTANCE_ID`: busy minutes are kept per instance.")
+        what = "one instance picked above" if fleet else "`VAST_INSTANCE_ID`"
+        st.caption(f"The what-if on the idle limit needs {what}: busy minutes are kept per instance.")
     elif not what_if["busy_minutes"]:
         st.caption(
             "What other idle limits would have done: no busy minute (a minute with a request) is kept for this period, so there is "

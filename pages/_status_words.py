@@ -14,8 +14,22 @@ from datetime import datetime, tzinfo
 from pages._common import ago, at_time, minutes, seconds_since, time_left, usd
 from vastops import words
 from vastops.control.status import KeepaliveResult
-from vastops.vocabulary import CAUSE_WORDS, STOP_CAUSES, Cause, Event, by_words
+from vastops.vocabulary import CAUSE_WORDS, STOP_CAUSES, Cause, Event, Status, by_words
 from vastops.vocabulary import stopped_by as stopped_by_words
+
+# The status word's colour: green while it runs (and bills), blue on the way up, orange
+# when it needs a look, red when it cannot be managed, grey when nothing runs.
+STATUS_COLOURS: dict[str, str] = {
+    Status.RUNNING: "green",
+    Status.SCHEDULING: "blue",
+    Status.LOADING: "blue",
+    Status.CREATING: "blue",
+    Status.EXITED: "orange",
+    Status.UNCONFIGURED: "red",
+    Status.NOT_FOUND: "red",
+    Status.STOPPED: "gray",
+    Status.UNKNOWN: "gray",
+}
 
 
 def md(text: object) -> str:

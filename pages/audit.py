@@ -6,7 +6,8 @@ Paging is keyset paging on the row id (``vastops.reports.audit.audit_page``), so
 (``pages/_charts.details``), in a static table that wraps them instead of cutting
 them off (``pages/_charts.table_html``); the CSV keeps the raw event names and the meta JSON.
 Each row names its person where one is known (the account, e-mail, key or login user behind
-the actor), and the trail filters by person as it does by actor.
+the actor), and the trail filters by person as it does by actor. With a fleet, by instance too (all, or one:
+its rows, and none of the others' or of no instance, such as a login).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import streamlit as st
 from pages import _charts as charts
 from pages import _reads as reads
 from pages._common import ledger, require_login, settings
+from pages._instances import fleet, scope_picker
 from vastops.reports import audit as reports
 from vastops.vocabulary import AUDIT_ACTORS, Event
 
@@ -85,7 +87,7 @@ def table(rows: list[reports.AuditRow]) -> str:
             charts.event_label(r["event"]),
             r["actor"],
             r["person"] or "—",
-            str(r["instance_id"]) if r["instance_id"] is not None else "—",
+            NAMES.get(r["instance_id"], str(r["instance_id"])) if r["instance_id"] is not None else "—",
             charts.details(r["meta"]),
             str(r["id"]),
         ]
@@ -96,6 +98,10 @@ def table(rows: list[reports.AuditRow]) -> str:
 
 
 st.title("Audit")
+FLEET = fleet()
+NAMES = {m.instance_id: m.label for m in FLEET.members} if FLEET.is_fleet else {}  # in a fleet, each row's instance by name
+# One instance: no picker, and every row as before (logins and the like belong to no instance).
+picked = scope_picker("Instance", "audit_instance", "All instances", on_change=reset_paging) if FLEET.is_fleet else None
 today = datetime.now(UTC).date()
 oldest = first_day(DB)
 f1, f2, f3 = st.columns([3, 2, 2])
@@ -142,7 +148,15 @@ if isinstance(days, (tuple, list)) and days:
     start, end = days[0], days[-1]
 elif isinstance(days, date):
     start = end = days
-flt = reports.AuditFilter(events=tuple(events), actors=tuple(actors), persons=tuple(named), start=start, end=end, text=text.strip())
+flt = reports.AuditFilter(
+    events=tuple(events),
+    actors=tuple(actors),
+    persons=tuple(named),
+    start=start,
+    end=end,
+    text=text.strip(),
+    instance_id=picked.instance_id if picked is not None else None,
+)
 
 # A changed filter starts again at the newest rows.
 sig = repr(flt)

@@ -12,6 +12,9 @@ and only keeps a place of the chart's height for each chart (``place``); the cha
 after everything else (``draw_charts``, the script's last step), and the page reads while they
 load.
 
+With a fleet, a picker chooses the whole fleet (the instances' figures added up,
+``pages/_fleet_costs.py``) or one instance; with one instance there is no picker.
+
 Its cached reads are registered with what changes them (``pages/_reads.py``): a Start or a Stop
 clears those, and leaves the kept settled days of a long period (``history``) alone.
 """
@@ -27,9 +30,11 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from pages import _charts as charts
+from pages import _fleet_costs as fleet_costs
 from pages import _money
 from pages import _reads as reads
 from pages._common import hours, ledger, require_login, settings, without_shortcodes
+from pages._instances import fleet, scope_picker
 from vastops import words
 from vastops.reports import consumers, sessions
 from vastops.reports import periods as reports
@@ -51,7 +56,6 @@ require_login()
 cfg = settings()
 LEDGER = ledger(cfg)
 DB = str(LEDGER.path)
-IID = cfg.vast_instance_id
 
 
 def _now() -> datetime:
@@ -160,9 +164,11 @@ def pick_range(today: date) -> tuple[date, date, str]:
     return start, end, preset
 
 
-def sessions_frame(rows: list[dict]) -> pd.DataFrame:
+def sessions_frame(rows: list[dict], names: dict[int, str] | None = None) -> pd.DataFrame:
+    """The sessions as a table; with ``names`` (the whole fleet) the instance of each first."""
     return pd.DataFrame(
         {
+            **({"Instance": [names.get(r["instance_id"], str(r["instance_id"])) for r in rows]} if names else {}),
             "Start (UTC)": pd.to_datetime([r["started_at"] for r in rows], utc=True),
             "End (UTC)": pd.to_datetime([r["ended_at"] for r in rows], utc=True),
             "Duration (min)": [r["runtime_s"] / 60 for r in rows],
@@ -229,12 +235,21 @@ def projection(month: dict) -> tuple[str, str]:
 
 
 st.title("Costs")
-if IID is None:
+FLEET = fleet()
+SCOPE = scope_picker("Instance", "costs_instance", "Whole fleet")
+IID = SCOPE.instance_id if SCOPE is not None else None
+WHOLE = FLEET.is_fleet and SCOPE is None  # the fleet: its instances' figures added up
+MEMBERS = list(FLEET.members)
+if IID is None and not WHOLE:
     st.warning("`VAST_INSTANCE_ID` is not set, so these figures cover every instance in the ledger.")
 
 today = _now().date()
 start, end, preset = pick_range(today)
-report = cost_report(DB, IID, start, end)
+if WHOLE:
+    parts = [cost_report(DB, m.instance_id, start, end) for m in MEMBERS]
+    report = fleet_costs.sum_reports(parts, TABLE_ROWS)
+else:
+    report = cost_report(DB, IID, start, end)
 totals, month = report["totals"], report["month"]
 
 c1, c2, c3, c4 = st.columns(4)
@@ -256,8 +271,14 @@ projected, why = projection(month)
 c6.metric("Projected for the month", projected, help=why)
 c7.metric("Compute (GPU)", words.usd(totals["compute_usd"]), help="dph_base while the instance ran; part of the cost in the period.")
 c8.metric("Storage (disk)", words.usd(totals["storage_usd"]), help="The disk while the instance ran; part of the cost in the period.")
-money_report = _money.money_report(LEDGER, DB, IID, start, end, cfg.vast_charges_days)
+if WHOLE:
+    monies = [_money.money_report(LEDGER, DB, m.instance_id, start, end, cfg.vast_charges_days) for m in MEMBERS]
+    money_report = fleet_costs.sum_money(monies)
+else:
+    money_report = _money.money_report(LEDGER, DB, IID, start, end, cfg.vast_charges_days)
 _money.show_totals(totals, money_report)
+if WHOLE:
+    fleet_costs.show_per_instance(MEMBERS, parts, monies)
 
 # The charts of the period, two a row; a long period's is already per month (no second one of those).
 grid = [charts.cost_per_day(totals["days"], start, end, money_report["bandwidth_days"], today)]
@@ -304,12 +325,13 @@ with st.container(horizontal=True, gap="small"):
         "the budget events and the consumers.",
     )
 
-_money.show_charges(money_report, IID, cfg.vast_charges_every_minutes)
+_money.show_charges(money_report, IID, cfg.vast_charges_every_minutes, fleet=WHOLE)
 place(_money.charges_chart(money_report, start, end, today))
 _money.show_waste(
     _money.waste_figures(LEDGER, DB, IID, start, end),
     cfg.vast_auto_shutdown_minutes if cfg.vast_auto_shutdown else None,
     cfg.vastops_activity_keep_days,
+    fleet=WHOLE,
 )
 
 st.subheader("Consumers")
@@ -346,7 +368,7 @@ st.subheader("Sessions")
 shown = len(report["sessions"])
 if shown:
     st.dataframe(
-        sessions_frame(report["sessions"]),
+        sessions_frame(report["sessions"], {m.instance_id: m.name for m in MEMBERS} if WHOLE else None),
         hide_index=True,
         column_config={
             "Start (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),

@@ -53,7 +53,6 @@ from pages._common import (
     ago,
     at_time,
     clock_time,
-    control,
     countdown,
     minutes,
     rate,
@@ -65,6 +64,7 @@ from pages._common import (
     who,
     without_shortcodes,
 )
+from pages._instances import control_for, fleet, status_picker
 from pages._money import show_status_money
 from pages._status_actions import (
     CONFIRM_KEEPALIVE,
@@ -75,7 +75,6 @@ from pages._status_actions import (
     KEEPALIVE_MINUTES,
     KEEPALIVE_REASON,
     OVERRIDE_REASON,
-    RESULT,
     on_keep_running_clicked,
     on_keepalive_cancelled,
     on_keepalive_confirmed,
@@ -90,8 +89,10 @@ from pages._status_actions import (
     on_stop_cancelled,
     on_stop_clicked,
     on_stop_confirmed,
+    opened,
+    show_result,
 )
-from pages._status_words import cause_words, last_action_words, money, stop_phrase, why_not_moved
+from pages._status_words import STATUS_COLOURS, cause_words, last_action_words, money, stop_phrase, why_not_moved
 from vastops import words
 from vastops.access.accounts import OWNER, Accounts
 from vastops.access.roles import Permission, may, needed_words
@@ -114,19 +115,6 @@ LOG_STYLE = (
 )
 LAST_ACTION_SLOT_REM = 7.5  # the last action's slot is at least this high: a start's progress fits in it
 
-# The status word's colour: green while it runs (and bills), blue on the way up, orange
-# when it needs a look, red when it cannot be managed, grey when nothing runs.
-STATUS_COLOURS: dict[str, str] = {
-    Status.RUNNING: "green",
-    Status.SCHEDULING: "blue",
-    Status.LOADING: "blue",
-    Status.CREATING: "blue",
-    Status.EXITED: "orange",
-    Status.UNCONFIGURED: "red",
-    Status.NOT_FOUND: "red",
-    Status.STOPPED: "gray",
-    Status.UNKNOWN: "gray",
-}
 KEEPALIVE_DEFAULT_MINUTES = 60
 # A keepalive moves the idle stop only; the hard limits and the budgets come regardless.
 KEEPALIVE_MOVES = frozenset({Cause.IDLE, Cause.KEEPALIVE})
@@ -216,7 +204,8 @@ def _show_headline(s: StatusAnswer, pending: bool) -> None:
     colour = STATUS_COLOURS.get(status, "gray")
     with st.container(horizontal=True, vertical_alignment="bottom", gap="large", key="status_headline"):
         st.metric("Status", f":{colour}[{status.replace('_', ' ')}]", help="What vast.ai last reported for the instance.", width="content")
-        st.metric("Instance", str(s.instance_id or "—"), width="content")
+        named = MEMBER is not None and fleet().is_fleet  # in a fleet, by its name too
+        st.metric("Instance", MEMBER.label if named and MEMBER else str(s.instance_id or "—"), width="content")
     words = status_words(status)
     words = words.partition(": ")[2] or words
     if pending:
@@ -237,6 +226,7 @@ def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reb
             st.button(
                 "Start",
                 key="start",
+                args=ARGS,
                 type="primary" if start_primary else "secondary",
                 icon=":material/play_arrow:",
                 disabled=not can_start,
@@ -245,6 +235,7 @@ def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reb
             st.button(
                 "Stop",
                 key="stop",
+                args=ARGS,
                 type="primary" if can_stop else "secondary",
                 icon=":material/stop:",
                 disabled=not can_stop,
@@ -253,6 +244,7 @@ def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reb
         st.button(
             "Refresh",
             key="refresh",
+            args=ARGS,
             icon=":material/refresh:",
             disabled=not can_refresh,
             on_click=on_refresh,
@@ -262,6 +254,7 @@ def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reb
             st.button(
                 "Reboot",
                 key="reboot",
+                args=ARGS,
                 icon=":material/restart_alt:",
                 disabled=not can_reboot,
                 on_click=on_reboot_clicked,
@@ -272,7 +265,7 @@ def _show_buttons(*, can_start: bool, can_stop: bool, can_refresh: bool, can_reb
 
 
 def _show_confirmations(s: StatusAnswer, *, can_stop: bool, can_reboot: bool) -> None:
-    if st.session_state.get(CONFIRM_STOP) and can_stop:
+    if opened(CONFIRM_STOP, TARGET) and can_stop:
         with st.container(border=True):
             so_far = ""
             if s.session_runtime_minutes is not None:
@@ -281,28 +274,17 @@ def _show_confirmations(s: StatusAnswer, *, can_stop: bool, can_reboot: bool) ->
                 f"**Stop instance {s.instance_id}?** The GPU is released and its billing ends; the disk is kept (and still billed).{so_far}"
             )
             with st.container(horizontal=True, gap="small"):
-                st.button("Yes, stop it", key="stop_confirm", type="primary", on_click=on_stop_confirmed)
-                st.button("Cancel", key="stop_cancel", on_click=on_stop_cancelled)
-    if st.session_state.get(CONFIRM_REBOOT) and can_reboot:
+                st.button("Yes, stop it", key="stop_confirm", args=ARGS, type="primary", on_click=on_stop_confirmed)
+                st.button("Cancel", key="stop_cancel", args=ARGS, on_click=on_stop_cancelled)
+    if opened(CONFIRM_REBOOT, TARGET) and can_reboot:
         with st.container(border=True):
             st.warning(
                 f"**Reboot instance {s.instance_id}?** The LLM server restarts and does not answer until /health does again; "
                 "the GPU is kept and billed throughout."
             )
             with st.container(horizontal=True, gap="small"):
-                st.button("Yes, reboot it", key="reboot_confirm", type="primary", on_click=on_reboot_confirmed)
-                st.button("Cancel", key="reboot_cancel", on_click=on_reboot_cancelled)
-
-
-def _show_result(last: LastAction | None) -> None:
-    result = st.session_state.get(RESULT)
-    if not result:
-        return
-    kind, text, seen = result
-    if last is not None and last["id"] > seen:  # someone acted since: the last action says what happened
-        st.session_state.pop(RESULT, None)
-        return
-    {"error": st.error, "success": st.success}.get(kind, st.info)(text)
+                st.button("Yes, reboot it", key="reboot_confirm", args=ARGS, type="primary", on_click=on_reboot_confirmed)
+                st.button("Cancel", key="reboot_cancel", args=ARGS, on_click=on_reboot_cancelled)
 
 
 # -- the last action, from the audit trail ---------------------------------------------------
@@ -358,6 +340,7 @@ def _keep_running_button(col, enabled: bool, why_not: str = "", primary: bool = 
     col.button(
         "Keep running",
         key="keep_running",
+        args=ARGS,
         type="primary" if primary else "secondary",
         icon=":material/more_time:",
         disabled=not enabled,
@@ -409,6 +392,7 @@ def _show_start_refused(s: StatusAnswer, override: bool) -> None:
     button.button(
         "Override the budget",
         key="override_budget",
+        args=ARGS,
         icon=":material/lock_open:",
         on_click=on_override_clicked,
         width="stretch",
@@ -480,9 +464,9 @@ def _show_keepalive_form(s: StatusAnswer) -> None:
                 st.error(error)
             y, c, _ = st.columns([1, 1, 4])
             y.form_submit_button(
-                "Keep it running", key="keepalive_confirm", type="primary", on_click=on_keepalive_confirmed, width="stretch"
+                "Keep it running", key="keepalive_confirm", args=ARGS, type="primary", on_click=on_keepalive_confirmed, width="stretch"
             )
-            c.form_submit_button("Cancel", key="keepalive_cancel", on_click=on_keepalive_cancelled, width="stretch")
+            c.form_submit_button("Cancel", key="keepalive_cancel", args=ARGS, on_click=on_keepalive_cancelled, width="stretch")
 
 
 def _show_override_form(s: StatusAnswer) -> None:
@@ -503,9 +487,9 @@ def _show_override_form(s: StatusAnswer) -> None:
                 st.error(error)
             y, c, _ = st.columns([1, 1, 3])
             y.form_submit_button(
-                "Start over the budget", key="override_confirm", type="primary", on_click=on_override_confirmed, width="stretch"
+                "Start over the budget", key="override_confirm", args=ARGS, type="primary", on_click=on_override_confirmed, width="stretch"
             )
-            c.form_submit_button("Cancel", key="override_cancel", on_click=on_override_cancelled, width="stretch")
+            c.form_submit_button("Cancel", key="override_cancel", args=ARGS, on_click=on_override_cancelled, width="stretch")
 
 
 def _style() -> None:
@@ -524,7 +508,7 @@ def live_status() -> None:
     if me is None or not may(me.role, Permission.READ):  # logged out in another tab, or the login expired: the page shows the gate
         st.rerun()
     power, override = may(me.role, Permission.POWER), may(me.role, Permission.OVERRIDE)
-    c = control(cfg)
+    c = control_for(MEMBER)
     s = c.status(observe=False)
     now = datetime.now(UTC)
     status = s.status
@@ -549,7 +533,7 @@ def live_status() -> None:
     )
     if power:
         _show_confirmations(s, can_stop=can_stop, can_reboot=can_reboot)
-    _show_result(last)
+    show_result(last, TARGET)
 
     if configured:
         problem = watchdog_problem(c.enforcement())
@@ -558,9 +542,9 @@ def live_status() -> None:
     _show_problem(s, pending)
     if configured:
         _show_guardrails(s, now, running=running, can_start=can_start, pending=pending, role=me.role)
-    if power and st.session_state.get(CONFIRM_KEEPALIVE) and (running or pending):
+    if power and opened(CONFIRM_KEEPALIVE, TARGET) and (running or pending):
         _show_keepalive_form(s)
-    if override and st.session_state.get(CONFIRM_OVERRIDE) and can_start:
+    if override and opened(CONFIRM_OVERRIDE, TARGET) and can_start:
         _show_override_form(s)
     if configured:
         _show_last_action(last, s, now, pending, one_person=not Accounts(c.ledger).has_users())
@@ -633,5 +617,10 @@ def live_status() -> None:
 
 
 st.title("Status")
+MEMBER = status_picker()  # in a fleet, the instance picked (pages/_instances.py); else the one there is
+if MEMBER is not None:
+    cfg = MEMBER.settings  # its idle minutes, its health check, ...
+TARGET = MEMBER.name if MEMBER is not None else None  # what the buttons act on
+ARGS: tuple[str, ...] = (TARGET,) if TARGET else ()
 _style()
 live_status()

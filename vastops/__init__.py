@@ -5,6 +5,7 @@ root is imported by everything and imports nothing of the components; each compo
 is a package whose own ``__init__`` lists its modules.
 
     config        every variable, typed and bounded; one message naming a bad one
+    fleet         the instances vastops controls, by name, each with its own settings (the fleet file)
     clock         "now" as an injectable function, the steady clock, ISO-8601
     vocabulary    every word the ledger stores or the API sends, and their groupings
     words         money, rates, durations and stop causes in words, one way
@@ -13,6 +14,7 @@ is a package whose own ``__init__`` lists its modules.
     stops         the stop rules as plain functions: idle, keepalive, limits, budgets
     vast          the vast.ai client: the only code that knows vast's paths and fields
     cli           the ``vastops`` command tree; each command imports what it runs
+    fleetcli      the CLI on a whole fleet: status, costs and audit over every instance, on/off --all
     processes     starting and watching the long-running processes (ports, signals, systemd's notify)
 
     ledger/       the SQLite ledger: schema, migrations, connections, named queries, spool

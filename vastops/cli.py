@@ -1,5 +1,8 @@
 """The ``vastops`` command: status, on, off, reboot, logs, costs, consumers, audit, and the simulator.
 
+A command on one instance takes ``--instance NAME|ID`` (default: the fleet's default one);
+``status``, ``costs``, ``audit`` without it and ``on/off --all`` cover a fleet (vastops/fleetcli.py).
+
 Human-readable by default, ``--json`` for scripts. Failures print one line that
 says what to do and exit non-zero, never a traceback:
 
@@ -21,7 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 # Only light modules here (the standard library and vastops' foundation): every command
 # builds the argument tree, so what it imports, `vastops status` pays for. Each command
@@ -43,6 +46,7 @@ from vastops.words import DASH, ago, duration, rate, usd
 if TYPE_CHECKING:
     from vastops.control.answers import Control
     from vastops.control.status import StartResult
+    from vastops.ledger.rows import AuditLine
 
 DEFAULT_ENV_FILE = ".env"  # may be missing; a file named with --env-file may not
 
@@ -84,40 +88,54 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env-file", default=argparse.SUPPRESS, help="configuration file to read (default: .env)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    # A command on one instance of a fleet names it; without it, the default instance (or the whole fleet, where said).
+    one = argparse.ArgumentParser(add_help=False)
+    add_instance_option(one)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("status", parents=[common], help="show the instance's status, costs and auto-shutdown countdown")
+    sub.add_parser(
+        "status", parents=[common, one], help="show the instance's status, costs and auto-shutdown countdown (a fleet: every instance)"
+    )
     on = sub.add_parser("on", parents=[common], help="start the instance and wait until its /health answers")
     on.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the start")
     on.add_argument("--override-budget", action="store_true", help="start although a budget is spent (audited; needs --reason)")
     on.add_argument("--reason", help="why (with --override-budget)")
-    sub.add_parser("off", parents=[common], help="stop the instance (the disk is kept)")
-    keep = sub.add_parser("keepalive", parents=[common], help="keep the instance running at least N more minutes (hard limits still apply)")
+    off = sub.add_parser("off", parents=[common], help="stop the instance (the disk is kept)")
+    for power in (on, off):
+        which = power.add_mutually_exclusive_group()
+        add_instance_option(which)
+        which.add_argument("--all", action="store_true", help="every instance of the fleet, after a confirmation")
+        power.add_argument("--yes", action="store_true", help="with --all: do not ask for confirmation")
+    keep = sub.add_parser(
+        "keepalive", parents=[common, one], help="keep the instance running at least N more minutes (hard limits still apply)"
+    )
     keep.add_argument("minutes", type=float, help="how many minutes, from 1 to VAST_KEEPALIVE_MAX_MINUTES")
     keep.add_argument("--reason", required=True, help="why it must keep running (goes into the audit trail)")
     reboot = sub.add_parser(
-        "reboot", parents=[common], help="restart the instance's container in place (the GPU is kept) and wait for /health"
+        "reboot", parents=[common, one], help="restart the instance's container in place (the GPU is kept) and wait for /health"
     )
     reboot.add_argument("--no-wait", action="store_true", help="return once vast.ai accepted the reboot")
-    logs = sub.add_parser("logs", parents=[common], help="print the instance's log (its last lines)")
+    logs = sub.add_parser("logs", parents=[common, one], help="print the instance's log (its last lines)")
     logs.add_argument("--tail", type=_positive_int, default=200, help="how many lines (default 200)")
     logs.add_argument("--kept", action="store_true", help="the tail kept at the last health timeout instead (no vast.ai call)")
-    costs = sub.add_parser("costs", parents=[common], help="cost statistics; --csv writes the sessions to a file")
+    costs = sub.add_parser(
+        "costs", parents=[common, one], help="cost statistics (a fleet: per instance and in all); --csv writes the sessions"
+    )
     costs.add_argument("--csv", metavar="FILE", help="write every session to FILE as CSV ('-' for stdout)")
-    who = sub.add_parser("consumers", parents=[common], help="cost per consumer over UTC days (default: the last 30 days)")
+    who = sub.add_parser("consumers", parents=[common, one], help="cost per consumer over UTC days (default: the last 30 days)")
     who.add_argument("--start", type=_day("--start"), help="first UTC day, YYYY-MM-DD (default: 29 days before --end)")
     who.add_argument("--end", type=_day("--end"), help="last UTC day, YYYY-MM-DD, included (default: today)")
     who.add_argument("--csv", metavar="FILE", help="write the lines to FILE as CSV ('-' for stdout)")
-    audit = sub.add_parser("audit", parents=[common], help="the audit trail, newest first")
+    audit = sub.add_parser("audit", parents=[common, one], help="the audit trail, newest first (a fleet: every instance's)")
     audit.add_argument("--limit", type=_positive_int, default=50, help="how many entries (default 50)")
     audit.add_argument("--person", help="only the rows of this person: a dashboard account or e-mail, a key's name, a login name")
     instance = sub.add_parser("instance", help="what runs on the GPU: template, offers, create, destroy, the VM kit")
     from vastops.instance import commands as instance_commands  # light: argparse and the foundation
 
-    instance_commands.add_arguments(instance, common)
+    instance_commands.add_arguments(instance, common, one)
     from vastops.reports import commands as money_commands  # light: argparse and the foundation
 
-    money_commands.add_arguments(sub, common)
+    money_commands.add_arguments(sub, common, one)
     from vastops.access import commands as access_commands  # light: argparse and the foundation
 
     access_commands.add_arguments(sub, common)
@@ -149,6 +167,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         if argv is None or named == name:
             importlib.import_module(PROCESSES[name]).add_arguments(process)
     return parser
+
+
+def add_instance_option(parser: Any) -> None:
+    parser.add_argument(
+        "--instance", metavar="NAME|ID", default=None, help="the fleet's instance to act on, by name or id (default: the default one)"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -221,14 +245,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "instance":  # books and destroys instances: needs no VAST_INSTANCE_ID
             from vastops.instance import commands as instance_commands
 
+            if getattr(args, "instance", None) is not None:  # the template or kit of one member of the fleet
+                from vastops.fleet import load_fleet
+
+                settings = load_fleet(settings).settings_for(args.instance, settings)
             return instance_commands.run(args, settings)
         if args.command in ("user", "key"):  # the ledger's accounts: needs no vast.ai
             from vastops.access import commands as access_commands
 
             return access_commands.run(args, settings)
         from vastops.control.answers import Control
+        from vastops.fleet import load_fleet
 
-        control = Control(settings)
+        fleet = load_fleet(settings)
+        key = getattr(args, "instance", None)
+        if getattr(args, "all", False):  # on/off --all: every member, each on its own
+            from vastops import fleetcli
+
+            return fleetcli.power_all(fleet, args, cli_actor())
+        if key is None and fleet.is_fleet and args.command in FLEET_COMMANDS:
+            from vastops import fleetcli
+
+            return getattr(fleetcli, args.command)(fleet, args)
+        member = fleet.pick(key)  # an unknown one: ConfigError naming the known ones (exit 2)
+        control = Control(member.settings, fleet=fleet) if member is not None else Control(settings)
+        if member is not None and fleet.is_fleet:
+            args.instance_label = member.label  # the lines name it: "instance chat (12345)"
         if args.command in ("reconcile", "report", "ledger"):
             from vastops.reports import commands as money_commands
 
@@ -278,7 +320,7 @@ def cmd_status(control: Control, args) -> int:
             pass  # the credit is shown as last kept; the status below says what is wrong with vast.ai
     s = control.status()
     enforcement = control.enforcement() if s.status != Status.UNCONFIGURED else None
-    lines = [f"instance {s.instance_id}  {status_words(s.status)}"]
+    lines = [f"instance {getattr(args, 'instance_label', s.instance_id)}  {status_words(s.status)}"]
     if s.gpu_name:
         lines.append(f"  gpu        {s.gpu_name}  {rate(s.dph_total)}")
     if s.endpoint_base_url:
@@ -389,7 +431,7 @@ def cmd_on(control: Control, args) -> int:
         return _fail("--override-budget needs --reason: say why (it goes into the audit trail)", EXIT_CONFIG)
     iid = control.target().instance_id  # NotConfigured before anything is said
     if not args.json:
-        print(f"starting instance {iid} ...", flush=True)
+        print(f"starting instance {getattr(args, 'instance_label', iid)} ...", flush=True)
     reason = args.reason if args.override_budget else None
     result = control.power_on(cli_actor(), wait_for_health=not args.no_wait, progress=progress, override_reason=reason)
     override = said.get("budget", "")  # what --override-budget did (recorded, or not needed), told as it happened
@@ -408,7 +450,7 @@ def cmd_reboot(control: Control, args) -> int:
 
     iid = control.target().instance_id  # NotConfigured before anything is said
     if not args.json:
-        print(f"rebooting instance {iid} ...", flush=True)
+        print(f"rebooting instance {getattr(args, 'instance_label', iid)} ...", flush=True)
     result = control.reboot(cli_actor(), wait_for_health=not args.no_wait, progress=progress)
     if args.no_wait:
         result = _without_watchdog(control, result, "Reboot")
@@ -521,7 +563,12 @@ def cmd_consumers(control: Control, args) -> int:
 
 
 def cmd_audit(control: Control, args) -> int:
-    rows = control.audit(args.limit, person=args.person)
+    if getattr(args, "instance", None) is not None:  # --instance: that instance's rows only
+        from vastops.fleetcli import audit_rows
+
+        rows = cast("list[AuditLine]", audit_rows(control, args.limit, args.person, control.instance_id))
+    else:
+        rows = control.audit(args.limit, person=args.person)
     text = "\n".join(
         f"{r['ts']}  {r['actor']:<9} {r['person'] or '':<16} {r['event']:<24} {json.dumps(r['meta'], sort_keys=True)}" for r in rows
     )
@@ -534,6 +581,9 @@ def cli_actor() -> By:
 
     return By(Actor.CLI, login_name())
 
+
+# Without --instance on a fleet of more than one, these cover the whole fleet (vastops/fleetcli.py).
+FLEET_COMMANDS = ("status", "costs", "audit")
 
 COMMANDS = {
     "status": cmd_status,

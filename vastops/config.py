@@ -97,6 +97,20 @@ class Settings(BaseSettings):
     vast_api_key: SecretStr | None = Field(None, description="vast.ai API key")
     # SQLite stores 64-bit integers; vast's ids are far below that.
     vast_instance_id: int | None = Field(None, gt=0, le=2**63 - 1, description="numeric vast.ai instance id")
+    # A fleet (vastops/fleet.py): several instances under one watchdog, ledger and dashboard.
+    vast_instance_ids: str | None = Field(
+        None, max_length=10_000, description="a fleet: comma-separated instance ids sharing these settings"
+    )
+    vastops_fleet_file: Path | None = Field(None, description="a fleet file (TOML): instances by name, with what differs per instance")
+    vast_default_instance: str | None = Field(
+        None, max_length=100, description="the instance the seed's routes act on (name or id; default: the first listed)"
+    )
+    vastops_fleet_budget_daily_usd: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="the fleet's daily budget (every instance's compute and storage)"
+    )
+    vastops_fleet_budget_monthly_usd: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="the fleet's monthly budget (every instance's compute and storage)"
+    )
     control_api_key: SecretStr | None = Field(None, description="admin key for the REST API")
     vast_health_port: int = Field(8001, ge=1, le=65535, description="health port on the instance")
     # vLLM serves the API on 8000 and nginx /health on 8001 in the seed's layout; unset, the
@@ -319,6 +333,26 @@ class Settings(BaseSettings):
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.vastops_timezone)
+
+    @field_validator("vast_instance_ids")
+    @classmethod
+    def _id_list(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        if not parts or not all(p.isdigit() and 0 < int(p) <= 2**63 - 1 for p in parts):
+            raise ValueError("comma-separated numeric vast.ai instance ids, e.g. 12345,23456")
+        twice = sorted({p for p in parts if parts.count(p) > 1})
+        if twice:
+            raise ValueError(f"each instance once ({', '.join(twice)} is listed twice)")
+        return ",".join(str(int(p)) for p in parts)
+
+    @field_validator("vastops_fleet_file")
+    @classmethod
+    def _fleet_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"a TOML file that exists ({v} {'is a directory' if v.is_dir() else 'does not exist'})")
+        return v
 
     @field_validator("vastops_db")
     @classmethod

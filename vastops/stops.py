@@ -108,7 +108,7 @@ class Running:
 def period_bounds(kind: str, now: datetime, tz: Any) -> tuple[datetime, datetime, str]:
     """The day or month of ``now`` in ``tz``: its start, the next one's start (both UTC), and its name."""
     local = now.astimezone(tz).date()
-    if kind == "daily":
+    if kind.endswith("daily"):  # "daily", or a fleet's "fleet daily"
         first, following, name = local, local + timedelta(days=1), local.isoformat()
     else:
         first = date(local.year, local.month, 1)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -59,6 +59,7 @@ from vastops.vocabulary import TRANSIENT_ERRORS, ErrorKind, Status
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 KILOBYTE = 1024.0  # vast's inet_*_billed unit (unsure: docs/vast-api.md §4); reconciliation shows a wrong guess
+LIST_PAGE = 25  # vast's list answers at most 25 a page
 CHARGES_PAGE = 100  # rows a charges page asks for (vast's CLI clamps to 100; the API takes 500)
 CHARGE_KINDS = ("gpu", "disk", "bwd", "bwu")
 ERROR_WORDS = ("error", "failed", "insufficient", "oci runtime", "cannot", "no space")
@@ -296,6 +297,27 @@ class VastClient:
             raise self._not_found(instance_id)
         return parse_instance(body["instances"])
 
+    def list_instances(
+        self, ids: Sequence[int], *, pause: Callable[[], None] | None = None, bad: dict[int, str] | None = None
+    ) -> dict[int, Instance]:
+        """The instances among ``ids`` that exist, by id: vast's list call (``GET /api/v1/instances/``) filtered to
+        them, every page (``LIST_PAGE`` a page). An id vast does not list is absent (not found, or destroyed).
+
+        One call for a whole fleet where a show per instance would meet the rate limit (docs/vast-api.md §5).
+        ``pause`` runs before each further page (vast allows about one list call a second per key). A row
+        that cannot be read is left out, its id and why in ``bad``: one odd row never hides the others."""
+        wanted = set(ids)
+        params: dict[str, Any] = {"select_filters": json.dumps({"id": {"in": sorted(wanted)}}), "limit": LIST_PAGE}
+        found: dict[int, Instance] = {}
+        for row in self._pages("/api/v1/instances/", params, "instances", "the instance list", pause):
+            if isinstance(row, dict) and isinstance(row.get("id"), int) and row["id"] in wanted:
+                try:
+                    found[row["id"]] = parse_instance(row)
+                except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                    if bad is not None:
+                        bad[row["id"]] = f"{type(exc).__name__}: {exc}"
+        return found
+
     def start(self, instance_id: int) -> None:
         self._call("PUT", f"/api/v0/instances/{instance_id}/", json_body={"state": "running"}, instance_id=instance_id)
 
@@ -372,19 +394,24 @@ class VastClient:
         charges call a second per key, docs/vast-api.md §5)."""
         filters = {"day": {"gte": int(start.timestamp()), "lte": int(end.timestamp())}}
         params: dict[str, Any] = {"select_filters": json.dumps(filters), "limit": CHARGES_PAGE, "latest_first": "false"}
-        results: list[Charge] = []
+        rows = self._pages("/api/v0/charges/", params, "results", "the charges (no results)", pause)
+        return [_charge(row) for row in rows if isinstance(row, dict)]
+
+    def _pages(self, path: str, params: dict[str, Any], key: str, what: str, pause: Callable[[], None] | None) -> Iterator[Any]:
+        """Every row of a paged GET (``next_token`` / ``after_token``), page by page; ``pause`` before each further page.
+
+        A token seen before (or a page without rows) ends the paging: a server that repeats
+        itself must not keep the watchdog busy for ever."""
         seen: set[str] = set()
         while True:
-            body = self._call("GET", "/api/v0/charges/", params=params)
-            rows = body.get("results") if isinstance(body, dict) else None
+            body = self._call("GET", path, params=params)
+            rows = body.get(key) if isinstance(body, dict) else None
             if not isinstance(rows, list):
-                raise VastError(ErrorKind.UNAVAILABLE, "vast.ai gave an unexpected answer for the charges (no results); try again shortly.")
-            results.extend(_charge(row) for row in rows if isinstance(row, dict))
+                raise VastError(ErrorKind.UNAVAILABLE, f"vast.ai gave an unexpected answer for {what}; try again shortly.")
+            yield from rows
             token = body.get("next_token")
-            # A token seen before (or a page without rows) ends the paging: a server that
-            # repeats itself must not keep the watchdog's housekeeping busy for ever.
             if not token or not rows or token in seen:
-                return results
+                return
             seen.add(token)
             params["after_token"] = token
             if pause is not None:

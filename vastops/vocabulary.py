@@ -393,6 +393,9 @@ class BudgetKind(StrEnum):
 
     DAILY = "daily"
     MONTHLY = "monthly"
+    # A fleet's (VASTOPS_FLEET_BUDGET_*_USD, vastops/fleet.py): every instance's spend counts.
+    FLEET_DAILY = "fleet daily"
+    FLEET_MONTHLY = "fleet monthly"
 
 
 class BudgetState(StrEnum):

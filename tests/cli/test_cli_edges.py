@@ -172,7 +172,11 @@ def test_the_demo_writes_an_env_file_that_shows_the_cli_its_ledger(demo):
     status = run(demo.folder.parent, "--env-file", env_file, "status", "--json")
     assert status.returncode == 0, status.stderr
     body = json.loads(status.stdout)
-    assert body["instance_id"] == 12345 and body["status"] == "running"  # booked by the demo with `vastops instance create`
+    # the demo's fleet of two, each booked with `vastops instance create`
+    assert {(i["name"], i["instance_id"], i["status"]) for i in body["instances"]} == {
+        ("chat", 12345, "running"),
+        ("embed", 12346, "running"),
+    }
     assert body["enforcement"]["state"] == "ok"  # the demo's watchdog's heartbeat: the same ledger
     # The simulator's own lines, as the demo shows them, point at that file and print no
     # settings of their own: a fresh CONTROL_API_KEY there would not be the watchdog's.

@@ -306,7 +306,7 @@ def test_the_cli_refuses_a_start_over_budget_with_exit_7_and_overrides_with_a_re
     import vastops.control.answers as answers  # the CLI takes its Control from there when a command runs
 
     real = answers.Control
-    answers.Control = lambda settings: make_control(settings, clock)  # type: ignore[assignment,misc]
+    answers.Control = lambda settings, **kw: make_control(settings, clock, **kw)  # type: ignore[assignment,misc]
     try:
         assert main(["--env-file", str(env), "on", "--no-wait"]) == EXIT_BUDGET
         err = capsys.readouterr().err

@@ -125,7 +125,9 @@ def test_the_cli_says_whether_its_override_was_recorded(tmp_path, sim, clock, ca
         f"VAST_API_KEY={s.vast_api_key.get_secret_value()}\nVAST_INSTANCE_ID={s.vast_instance_id}\nVAST_API_URL={sim.url}\n"
         f"VASTOPS_DB={s.vastops_db}\nVAST_BUDGET_DAILY_USD=1.0\n"
     )
-    monkeypatch.setattr("vastops.control.answers.Control", lambda settings: make_control(settings, clock))  # the CLI's, when a command runs
+    monkeypatch.setattr(
+        "vastops.control.answers.Control", lambda settings, **kw: make_control(settings, clock, **kw)
+    )  # the CLI's, when a command runs
     argv = ["--env-file", str(env), "on", "--no-wait", "--override-budget", "--reason", "late run"]
     assert main(argv) == 0
     assert "No budget override was needed, so none was recorded" in capsys.readouterr().out

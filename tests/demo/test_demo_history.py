@@ -350,6 +350,7 @@ def test_the_requests_leave_the_sessions_and_audit_trail_as_they_were(tmp_path, 
     with_requests = seeded(tmp_path / "a.db")[0]
     monkeypatch.setattr(demo_history._History, "write_requests", lambda self, p, sid: None)
     without = seeded(tmp_path / "b.db")[0]
+
     # the sessions' figures are the same; only their last activity comes from the requests
     def figures(rows):
         return [{k: v for k, v in row.items() if k != "last_activity_at"} for row in rows]

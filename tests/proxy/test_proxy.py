@@ -376,6 +376,8 @@ def test_headers_pass_on_without_hop_by_hop_ones_and_the_proxys_own(tmp_path):
             return httpx2.Response(200, json={"status": "running", "power_on_pending": False, "endpoint_base_url": "http://gpu:8000"})
         if request.url.path == "/infra/vast/activity":
             return httpx2.Response(200, json={"status": "recorded", "last_activity": "x"})
+        if request.url.path.startswith("/infra/vast/"):  # /instances: a watchdog that lists no fleet
+            return httpx2.Response(404, json={"detail": "Not Found"})
         seen.append(request)
 
         async def body():  # streamed, as a real connection's answer (the mock reads a plain body itself)
@@ -471,6 +473,8 @@ def test_with_vast_health_token_the_instance_gets_the_edge_token_not_the_clients
             return httpx2.Response(200, json={"status": "running", "power_on_pending": False, "endpoint_base_url": "http://gpu:8000"})
         if request.url.path == "/infra/vast/activity":
             return httpx2.Response(200, json={"status": "recorded", "last_activity": "x"})
+        if request.url.path.startswith("/infra/vast/"):  # /instances: a watchdog that lists no fleet
+            return httpx2.Response(404, json={"detail": "Not Found"})
         seen.append(request)
 
         async def body():  # streamed, as a real connection's answer

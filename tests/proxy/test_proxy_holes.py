@@ -506,6 +506,8 @@ def test_a_body_nested_too_deep_goes_upstream_as_it_is(tmp_path):
             return httpx2.Response(200, json={"status": "running", "power_on_pending": False, "endpoint_base_url": "http://gpu:8000"})
         if request.url.path == "/infra/vast/activity":
             return httpx2.Response(200, json={"status": "recorded", "last_activity": "x", "session_id": None})
+        if request.url.path.startswith("/infra/vast/"):  # /instances: a watchdog that lists no fleet
+            return httpx2.Response(404, json={"detail": "Not Found"})
         seen.append(request.content)
 
         async def body():  # streamed, as a real connection's answer (the mock reads a plain body itself)

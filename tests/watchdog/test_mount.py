@@ -178,6 +178,14 @@ def test_a_bad_prefix_is_refused():
         mount_vastops(FastAPI(), prefix="/infra/vast/")
 
 
+def test_a_fleet_is_refused_with_what_to_run_instead(tmp_path):
+    from vastops.config import ConfigError
+
+    settings = make_settings(tmp_path, None, vast_instance_ids="22222,33333")
+    with pytest.raises(ConfigError, match=r"a fleet.*run `vastops watchdog`"):
+        mount_vastops(FastAPI(), settings=settings)
+
+
 # -- one enforcer: the lease --------------------------------------------------------------
 
 

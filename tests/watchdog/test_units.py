@@ -349,13 +349,16 @@ def test_the_watchdog_and_the_proxy_run_without_writable_executable_memory(proce
 
 
 def test_the_dashboard_pages_render_without_writable_executable_memory(real_processes, tmp_path):
-    env = clean_process_env(VASTOPS_DB=tmp_path / "ledger.db", VASTOPS_DASHBOARD_PASSWORD=DASHBOARD_PASSWORD)
+    # a fleet of two: every page is on the navigation, the Fleet page too
+    env = clean_process_env(
+        VASTOPS_DB=tmp_path / "ledger.db", VASTOPS_DASHBOARD_PASSWORD=DASHBOARD_PASSWORD, VAST_INSTANCE_IDS="12345,12346"
+    )
     done = subprocess.run(
         [sys.executable, "-c", MDWE_PAGES, ROOT / "dashboard.py", DASHBOARD_PASSWORD],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("rendered ") >= 3, done.stdout
+    assert done.stdout.count("rendered ") >= 4 and "rendered fleet.py" in done.stdout, done.stdout
 
 
 # -- the credentials (vastops/config.py) ------------------------------------------------------

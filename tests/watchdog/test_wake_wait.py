@@ -249,3 +249,28 @@ def test_the_simulator_tells_when_this_starts_health_began_to_answer_and_was_fir
     clock.advance(1)
     assert requests.get(row()["health_url"], timeout=5).status_code == 200
     assert row()["health_first_200_at"] == pytest.approx(first), "the first 200, not the last"
+
+
+def test_stopping_the_watch_ends_a_loop_that_swallowed_its_first_cancellation():
+    # Python 3.11's wait_for can swallow a cancellation that meets the end of its wait (gh-86296):
+    # the watch's stop must still end, not wait for ever on the loop that ran on.
+    from vastops.watchdog.engine import cancel_all
+
+    swallowed = []
+
+    async def loop_that_runs_on() -> None:
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)  # as wait_for does when its inner wait ends at the same moment
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(loop_that_runs_on())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_all([task]), 10)
+        return task.cancelled()
+
+    assert asyncio.run(scenario()) and swallowed == [True]

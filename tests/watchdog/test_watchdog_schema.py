@@ -76,6 +76,15 @@ STATUS_CODES = {
     "GET /healthz": {200, 413, 503},  # 503: enforcement impaired, with the problems
     "GET /metrics": {200, 413},
 }
+STATUS_CODES["POST /infra/vast/activity"] |= {404}  # a body naming an instance not in the fleet
+# A fleet: every route on one instance again under /instances/{instance}, 404 for one not in the fleet.
+STATUS_CODES |= {
+    label.replace("/infra/vast/", "/infra/vast/instances/{instance}/"): codes | {404}
+    for label, codes in STATUS_CODES.items()
+    if label.startswith(("GET /infra/vast/", "POST /infra/vast/")) and not label.endswith("/whoami")
+}
+STATUS_CODES["GET /infra/vast/instances"] = {200, 401, 403, 413, 502, 503}
+OPERATIONS += [label for label in STATUS_CODES if label not in OPERATIONS]
 
 # A fuzzed health_path or health_port that never answers 200 legitimately ends in the
 # documented 504 (the health check timed out; a reboot waits for it too); every other 5xx is a failure.
@@ -86,6 +95,14 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]
 
 [[operations]]
 include-name = "POST /infra/vast/power/reboot"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]
+
+[[operations]]
+include-name = "POST /infra/vast/instances/{instance}/power/on"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]
+
+[[operations]]
+include-name = "POST /infra/vast/instances/{instance}/power/reboot"
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "504"]
 """
 
@@ -165,6 +182,9 @@ ROLES = {
     "POST /infra/vast/power/reboot": "operator",
     "POST /infra/vast/keepalive": "operator",
 }
+# Every route on one instance again under /instances/{instance} (a fleet), and the fleet's list.
+ROLES |= {label.replace("/infra/vast/", "/infra/vast/instances/{instance}/"): role for label, role in ROLES.items()}
+ROLES["GET /infra/vast/instances"] = "viewer"
 
 
 def test_the_document_gives_each_routes_role(document):

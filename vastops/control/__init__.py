@@ -7,6 +7,8 @@ By composition: ``Control`` holds an ``Observer`` and a ``Power`` and passes cal
 - ``observe``: ``Observer``, the wiring (settings, ledger, vast.ai client, clock) and the
   observation of vast.ai that opens and closes sessions and advances a pending start;
   ``OnObserver``, the wiring passed on by name to ``Power`` and ``Control``.
+- ``fleetlook``: a fleet's looks at vast.ai: one list call answers every member's show (``FleetLook``),
+  each member's other calls its own (``MemberClient``).
 - ``guardrails``: the stop rules' inputs from the ledger (``StopInputs``), budgets in figures and words.
 - ``power``: ``Power``, start, stop, reboot and keepalive under the guardrails (budgets), the
   stop rules' inputs read from the ledger, and the watchdog's stops as recorded.

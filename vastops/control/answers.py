@@ -34,6 +34,7 @@ from vastops.control.status import (
     StopResult,
     StopWarning,
 )
+from vastops.fleet import Fleet
 from vastops.instance.health import Health
 from vastops.ledger.queries import View
 from vastops.ledger.rows import AuditLine, AuditRow, InstanceRow, LastAction, RequestReport, SessionRow, StopFigures, blank_instance
@@ -73,9 +74,11 @@ class Control(OnObserver):
         health: HealthProbe | None = None,
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 2.0,  # vast allows one show call per 2 s (docs/vast-api.md, rate limits)
+        fleet: Fleet | None = None,
     ):
         self._observer = Observer(settings, ledger, client, clock=clock, health=health, sleep=sleep, poll_interval=poll_interval)
-        self._power = Power(self._observer)
+        self._power = Power(self._observer, fleet)
+        self.fleet = fleet  # the fleet this instance belongs to (its budgets), or None: alone
 
     # -- the wiring is the observer's (OnObserver); a test paces a waiting start by its sleep --
 
@@ -218,7 +221,7 @@ class Control(OnObserver):
         deadline = stops[0].at if stops else None
         left = minutes_left(deadline, now)
         first = stops[0] if stops else None
-        budgets = self._budget_lines(running, inputs, now)
+        budgets = self._budget_lines(running, inputs.budgets, now)
         blocked = [b for b in budgets if b.state == BudgetState.SPENT]
         keepalive = inputs.keepalive_until
         pending = row["pending"]
@@ -275,10 +278,18 @@ class Control(OnObserver):
                 answer.forgotten_usd = round(costmath.cost_usd(max(0.0, (deadline - now).total_seconds()), rate), 4)
         return answer
 
-    def _budget_lines(self, running: Running | None, inputs: StopInputs, now: datetime) -> list[BudgetLine]:
+    def fleet_budget_lines(self) -> list[BudgetLine]:
+        """The fleet's budgets with what the whole fleet spent in their periods (no commitments: vastops/control/power.py
+        ``_fleet_budgets``): the Fleet view's and ``GET /infra/vast/instances``' lines. Empty without fleet budgets."""
+        with self.ledger.view() as view:
+            now = self.clock()
+            budgets = self._power.fleet_spent(view, now)
+        return self._budget_lines(None, budgets, now)
+
+    def _budget_lines(self, running: Running | None, budgets: tuple[Budget, ...], now: datetime) -> list[BudgetLine]:
         """The spend against each budget, and its state."""
         lines = []
-        for budget in inputs.budgets:
+        for budget in budgets:
             used = spent(budget, running, now)
             full, near = exhausted(used, budget.limit_usd), exhausted(used, budget.limit_usd * BUDGET_WARNING_SHARE)
             state = (
@@ -312,12 +323,12 @@ class Control(OnObserver):
 
     def beat(self, component: str = "watchdog", info: dict[str, Any] | None = None) -> None:
         with self.ledger.write() as tx:
-            tx.beat(component, self.clock(), info)
+            tx.beat(component, self.clock(), info, self.instance_id)
 
     def heartbeat(self, component: str = "watchdog") -> Beat | None:
         """The component's last sign of life with its age in seconds, or None if it never beat."""
         with self.ledger.view() as view:
-            row = view.heartbeat(component)
+            row = view.heartbeat(component, self.instance_id)
         beat_at = parse_isoz(row["ts"]) if row else None
         if row is None or beat_at is None:
             return None
@@ -368,10 +379,11 @@ class Control(OnObserver):
         with self.ledger.read() as db:
             return consumers.report(db, self.instance_id, first, last, now, self.settings.vast_request_ttl_s)
 
-    def audit(self, limit: int = 50, *, person: str | None = None) -> list[AuditLine]:
-        """The newest audit rows; with ``person``, only that person's (or key's) rows."""
+    def audit(self, limit: int = 50, *, person: str | None = None, only_this: bool = False) -> list[AuditLine]:
+        """The newest audit rows (every instance's); with ``person``, only that person's (or key's) rows;
+        ``only_this``: only this instance's."""
         with self.ledger.view() as view:
-            return view.recent_audit(limit, person=person)
+            return view.recent_audit(limit, person=person, instance_id=self.instance_id if only_this else None)
 
     def _status_message(self, instance_id: int, status: str, row: InstanceRow, now: datetime) -> str | None:
         if status == Status.NOT_FOUND:

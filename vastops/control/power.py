@@ -28,6 +28,7 @@ from vastops.errors import (  # defined with their codes in errors.py; raised he
     NotRunning,
     StartCancelled,
 )
+from vastops.fleet import Fleet
 from vastops.ledger.queries import View
 from vastops.ledger.rows import AuditOp, BudgetFigures, Details, StopFigures, StoppedOp
 from vastops.reports.reconcile import charged_correction
@@ -73,8 +74,9 @@ OVERRIDE_NOT_NEEDED = BudgetOverride.NOT_NEEDED
 class Power(OnObserver):
     """Start, stop, reboot and keepalive, the budgets' guardrail, and the stops the rules decide."""
 
-    def __init__(self, observer: Observer):
+    def __init__(self, observer: Observer, fleet: Fleet | None = None):
         self._observer = observer
+        self._fleet = fleet if fleet is not None and fleet.budgeted else None  # its budgets count here too
         self._corrections: dict[tuple[int, str, datetime, str | None], float] = {}  # Power._billed's, per fetch of the charges
 
     # -- the rules' inputs (vastops/stops.py), from the ledger -------------------
@@ -85,19 +87,89 @@ class Power(OnObserver):
             BudgetKind.DAILY: self.settings.vast_budget_daily_usd,
             BudgetKind.MONTHLY: self.settings.vast_budget_monthly_usd,
         }
-        if not any(limits.values()):
+        out = []
+        if any(limits.values()):
+            override = view.last_event(iid, Event.BUDGET_OVERRIDE)
+            overridden = override["meta"].get("periods", {}) if override else {}
+            for kind in BUDGET_KINDS:
+                limit = limits[kind]
+                if limit is None:
+                    continue
+                starts, resets, period = period_bounds(kind, now, self.settings.timezone)
+                closed = view.ended_spend(iid, starts, resets) + self._billed(view, iid, kind, starts, resets, now)
+                out.append(
+                    Budget(kind, limit, period, starts, resets, closed, overridden.get(kind) == period, self.settings.vastops_timezone)
+                )
+        if self._fleet is not None:
+            out.extend(self._fleet_budgets(view, iid, now))
+        return tuple(out)
+
+    def fleet_spent(self, view: View, now: datetime) -> tuple[Budget, ...]:
+        """The fleet's budgets with what every instance spent in the period (its sessions', the open ones up to now):
+        what the fleet has spent, for the Fleet view, without any instance's commitments."""
+        fleet = self._fleet
+        if fleet is None:
             return ()
+        out = []
+        with view.snapshot():
+            sessions = [running_of(s) for s in view.open_sessions(fleet.ids)]
+            for kind, limit in ((BudgetKind.FLEET_DAILY, fleet.budget_daily_usd), (BudgetKind.FLEET_MONTHLY, fleet.budget_monthly_usd)):
+                if limit is None:
+                    continue
+                starts, resets, period = period_bounds(kind, now, self.settings.timezone)
+                closed = self._fleet_closed(view, kind, starts, resets, now) + sum(
+                    r.spent_between(starts, now) for r in sessions if r is not None
+                )
+                out.append(Budget(kind, limit, period, starts, resets, closed, False, self.settings.vastops_timezone))
+        return tuple(out)
+
+    def _fleet_closed(self, view: View, kind: str, starts: datetime, resets: datetime, now: datetime) -> float:
+        """What the fleet's ended sessions spent in the period, with what vast bills beyond them for each instance
+        (``_billed``: the settled days' charges, and in a month the disk while stopped and traffic), as each instance's own budget counts it."""
+        fleet = self._fleet
+        assert fleet is not None
+        monthly = kind.endswith("monthly")
+        own = BudgetKind.MONTHLY if monthly else BudgetKind.DAILY
+        return view.ended_spend(fleet.ids, starts, resets) + sum(self._billed(view, iid, own, starts, resets, now) for iid in fleet.ids)
+
+    def _fleet_budgets(self, view: View, iid: int, now: datetime) -> list[Budget]:
+        """The fleet's budgets as this instance's rules see them (vastops/fleet.py, docs/design.md "A fleet").
+
+        What the period's sessions of every instance spent counts, and, of every *other* running
+        instance that is cheaper per hour, what it will spend before it can stop by itself (its rate
+        for its idle minutes, at most until the period ends): its commitment. So the most expensive
+        running instance meets the budget first and is stopped first, until the rest fit; a stopped
+        instance's start is refused while the others' spend and commitments fill the budget.
+        """
+        with view.snapshot():  # one moment for every instance's figures
+            return self._fleet_budgets_now(view, iid, now)
+
+    def _fleet_budgets_now(self, view: View, iid: int, now: datetime) -> list[Budget]:
+        fleet = self._fleet
+        assert fleet is not None
+        limits = {BudgetKind.FLEET_DAILY: fleet.budget_daily_usd, BudgetKind.FLEET_MONTHLY: fleet.budget_monthly_usd}
+        sessions = {s["instance_id"]: running_of(s) for s in view.open_sessions(fleet.ids)}
+        mine = sessions.get(iid)
+        row = view.instance(iid) if mine is None else None
+        rate = mine.usd_per_s if mine else ((row["dph_base"] or 0.0) + (row["storage_dph"] or 0.0)) / 3600.0 if row else 0.0
         override = view.last_event(iid, Event.BUDGET_OVERRIDE)
         overridden = override["meta"].get("periods", {}) if override else {}
         out = []
-        for kind in BUDGET_KINDS:
-            limit = limits[kind]
+        for kind, limit in limits.items():
             if limit is None:
                 continue
             starts, resets, period = period_bounds(kind, now, self.settings.timezone)
-            closed = view.ended_spend(iid, starts, resets) + self._billed(view, iid, kind, starts, resets, now)
+            closed = self._fleet_closed(view, kind, starts, resets, now)
+            for member in fleet.members:
+                other = sessions.get(member.instance_id)
+                if member.instance_id == iid or other is None:
+                    continue
+                closed += other.spent_between(starts, now)
+                if (other.usd_per_s, -member.instance_id) < (rate, -iid):  # cheaper (a tie: the higher id is the cheaper)
+                    hold = min(member.settings.vast_auto_shutdown_minutes * 60.0, max(0.0, (resets - now).total_seconds()))
+                    closed += other.usd_per_s * hold
             out.append(Budget(kind, limit, period, starts, resets, closed, overridden.get(kind) == period, self.settings.vastops_timezone))
-        return tuple(out)
+        return out
 
     def _billed(self, view: View, iid: int, kind: str, starts: datetime, resets: datetime, now: datetime) -> float:
         """What vast bills in the period beyond the sessions' own figures: on its settled days, vast's charges
@@ -107,7 +179,9 @@ class Power(OnObserver):
         kinds = ("gpu", "disk", "bwd", "bwu") if monthly else ("gpu",)
         key = (iid, kind, starts, view.charges_fetched_at(iid))
         if key not in self._corrections:  # changes when charges are fetched (hourly), not every second
-            self._corrections = {key: charged_correction(view.db, iid, starts, resets, now, kinds)}
+            # one entry per instance and kind (a fleet's budget reads every instance's): the older ones go
+            self._corrections = {k: v for k, v in self._corrections.items() if k[:2] != key[:2]}
+            self._corrections[key] = charged_correction(view.db, iid, starts, resets, now, kinds)
         return self._corrections[key] + (view.outside_spend(iid, starts, resets, now) if monthly else 0.0)
 
     def stop_inputs(self, view: View, iid: int, now: datetime) -> StopInputs:
@@ -162,7 +236,9 @@ class Power(OnObserver):
         instance. A budget further from its limit is left as it is. What the answer says:
         None without a reason, else (``recorded`` or ``not_needed``, in words).
         """
-        configured = self.settings.vast_budget_daily_usd is not None or self.settings.vast_budget_monthly_usd is not None
+        configured = (
+            self.settings.vast_budget_daily_usd is not None or self.settings.vast_budget_monthly_usd is not None or self._fleet is not None
+        )
         if not override_reason:
             if not configured:
                 return None

@@ -128,6 +128,19 @@ Row = tuple[datetime, Event, str, Details]  # an audit row to write: when, what,
 STOPPED_STORAGE_FACTOR = 1.5  # the disk's rate while stopped, against its running rate (the simulator's default)
 
 
+@dataclass(frozen=True)
+class Past:
+    """One instance of the demo's fleet, as its past is seeded: its id, rates, model and idle limit."""
+
+    instance_id: int
+    gpu_name: str = "RTX 3090"
+    dph_base: float = 0.40
+    storage_dph: float = 0.0208
+    model: str = MODEL  # what its requests name
+    idle_minutes: float = IDLE_MINUTES  # its VAST_AUTO_SHUTDOWN_MINUTES, as the history had it
+    seed: int = 7  # its own random draws: another instance has other days
+
+
 def seed(
     ledger: Ledger,
     instance_id: int,
@@ -138,6 +151,8 @@ def seed(
     gpu_name: str = "RTX 3090",
     dph_base: float = 0.40,
     storage_dph: float = 0.0208,
+    model: str = MODEL,
+    idle_minutes: float = IDLE_MINUTES,
 ) -> Summary:
     """Fill a fresh ledger with ``days`` days of history before ``now``; a summary of what was written.
 
@@ -145,25 +160,49 @@ def seed(
     when the ledger already has sessions (the demo's ledger is fresh: a history
     mixed into real records would be a lie) or when ``days`` is below 1.
     """
+    past = Past(instance_id, gpu_name, dph_base, storage_dph, model, idle_minutes, seed)
+    return seed_fleet(ledger, [past], now, days=days)[instance_id]
+
+
+def seed_fleet(ledger: Ledger, fleet: list[Past], now: datetime, *, days: int = 60) -> dict[int, Summary]:
+    """``seed`` for every instance of a fleet, in one transaction: a summary per instance id.
+
+    Each instance's past is its own (its seed, rates, model and idle limit); the audit trail is
+    then appended in time order across them, as the product appends it (the audit page reads
+    by id), each ``request_id`` in a row's details following its row."""
     if days < 1:
         raise ValueError(f"days: at least 1, got {days}")
     if now.tzinfo is None:
         raise ValueError("now: an aware datetime (UTC) is needed")
+    if len({p.instance_id for p in fleet}) != len(fleet):
+        raise ValueError("an instance is seeded twice")
     now = now.astimezone(UTC)
     with ledger.write() as tx:
         count = tx.session_count()
         if count:
             raise ValueError(f"the ledger {ledger.path} already has {count} session(s): demo history is seeded only into a fresh ledger")
-        history = _History(tx, instance_id, now, random.Random(seed), gpu_name, dph_base, storage_dph)
-        history.traffic = random.Random(seed * 7919 + 1)  # its own draws: the sessions stay what they are without it
-        history.run(days)
-        if history.first is not None:
-            # The disk bills from the contract's start, and at its own rate while stopped (vast's
-            # "typically higher"): the demo's simulator bills the same past (vastops/demo/run.py).
-            tx.update_instance(instance_id, contract_start=isoz(history.first))
-            tx.note_stopped_rate(instance_id, history.first, storage_dph * STOPPED_STORAGE_FACTOR)
-        tx.backfill_activity(instance_id)
-        stats = session_reports.statistics(tx.db, instance_id, now)
+        deferred = _Deferred() if len(fleet) > 1 else None
+        summaries = {p.instance_id: _seed_one(tx, p, now, days, deferred) for p in fleet}
+        if deferred is not None:
+            deferred.flush(tx)
+    return summaries
+
+
+def _seed_one(tx: Tx, past: Past, now: datetime, days: int, deferred: _Deferred | None) -> Summary:
+    instance_id, storage_dph = past.instance_id, past.storage_dph
+    history = _History(tx, instance_id, now, random.Random(past.seed), past.gpu_name, past.dph_base, storage_dph)
+    history.model, history.idle_minutes = past.model, past.idle_minutes
+    if deferred is not None:
+        history.trail = _Trail(deferred, instance_id)
+    history.traffic = random.Random(past.seed * 7919 + 1)  # its own draws: the sessions stay what they are without it
+    history.run(days)
+    if history.first is not None:
+        # The disk bills from the contract's start, and at its own rate while stopped (vast's
+        # "typically higher"): the demo's simulator bills the same past (vastops/demo/run.py).
+        tx.update_instance(instance_id, contract_start=isoz(history.first))
+        tx.note_stopped_rate(instance_id, history.first, storage_dph * STOPPED_STORAGE_FACTOR)
+    tx.backfill_activity(instance_id)
+    stats = session_reports.statistics(tx.db, instance_id, now)
     return {
         "sessions": len(history.session_ids),
         "audit_rows": history.trail.rows,
@@ -179,14 +218,37 @@ def seed(
     }
 
 
+class _Deferred:
+    """A fleet's audit rows, held while each instance's past is written, then appended in time order
+    across the instances (the audit page reads by id; the trail is append-only): each row's
+    ``request_id`` (the id of its start's row, a stand-in until then) follows it."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, datetime, int | None, str, str, Details]] = []
+
+    def audit(self, ts: datetime, instance_id: int | None, event: str, actor: str, meta: Details | None = None) -> int:
+        stand_in = -(len(self.rows) + 1)
+        self.rows.append((stamp(ts), len(self.rows), ts, instance_id, event, actor, meta or {}))
+        return stand_in
+
+    def flush(self, tx: Tx) -> None:
+        real: dict[int, int] = {}
+        for _, n, ts, iid, event, actor, meta in sorted(self.rows, key=lambda row: (row[0], row[1])):
+            rid = meta.get("request_id")
+            if isinstance(rid, int) and rid < 0:
+                meta = {**meta, "request_id": real[rid]}
+            real[-(n + 1)] = tx.audit(ts, iid, event, actor, meta)
+        self.rows.clear()
+
+
 # -- writing: one audit trail in time order ---------------------------------------------
 
 
 class _Trail:
     """The seeded audit rows, each marked as demo data, in strictly increasing time."""
 
-    def __init__(self, tx: Tx, instance_id: int):
-        self.tx, self.iid = tx, instance_id
+    def __init__(self, tx: Tx | _Deferred, instance_id: int):
+        self.tx, self.iid = tx, instance_id  # the ledger's transaction, or a fleet's rows held for time order
         self.last = ""
         self.rows = 0
         self.events: Counter[str] = Counter()
@@ -277,6 +339,7 @@ class _History:
         self.instance: _InstanceFields = {"activity_count": 0}
         self.traffic = random.Random(0)  # the requests' draws (seed() sets it)
         self.consumers: Counter[str] = Counter()  # requests per consumer ("unknown": none named)
+        self.model, self.idle_minutes = MODEL, IDLE_MINUTES  # what its requests name, its idle limit (seed_fleet sets them)
 
     # -- the calendar ------------------------------------------------------------------
 
@@ -406,18 +469,18 @@ class _History:
         if p.kind == "max_session":
             p.deadline = p.s + timedelta(hours=MAX_SESSION_HOURS)
         else:
-            p.deadline = max(p.active_to, begin) + timedelta(minutes=IDLE_MINUTES)
+            p.deadline = max(p.active_to, begin) + timedelta(minutes=self.idle_minutes)
             if p.kind == "keepalive":
                 at = _after(begin, (p.active_to - begin).total_seconds() * rnd.uniform(0.3, 0.9))
                 p.active_to = _after(at, -rnd.uniform(5, 120))  # the batch job sends no LLM requests
                 minutes = rnd.choice((60, 90, 120, 180, 240))
                 actor = _who(rnd.choice((Actor.DASHBOARD, Actor.CLI, Actor.API)), at)
                 p.keepalive = (at, minutes, actor, rnd.choice(KEEPALIVE_REASONS))
-                p.deadline = max(at + timedelta(minutes=minutes), max(p.active_to, begin) + timedelta(minutes=IDLE_MINUTES))
-            elif (p.active_to - begin).total_seconds() > (IDLE_MINUTES + 5) * 60 and rnd.random() < 0.3:
+                p.deadline = max(at + timedelta(minutes=minutes), max(p.active_to, begin) + timedelta(minutes=self.idle_minutes))
+            elif (p.active_to - begin).total_seconds() > (self.idle_minutes + 5) * 60 and rnd.random() < 0.3:
                 # a quiet half hour in the middle: warned, then a request came and moved the deadline
-                quiet = _after(begin, rnd.uniform(0, (p.active_to - begin).total_seconds() - IDLE_MINUTES * 60))
-                p.moot_warnings.append(quiet + timedelta(minutes=IDLE_MINUTES))
+                quiet = _after(begin, rnd.uniform(0, (p.active_to - begin).total_seconds() - self.idle_minutes * 60))
+                p.moot_warnings.append(quiet + timedelta(minutes=self.idle_minutes))
         p.decided = _after(p.deadline, rnd.uniform(0.003, 0.25))
         p.end = _after(p.decided, rnd.uniform(0.3, 1.4))
 
@@ -524,7 +587,7 @@ class _History:
 
     def warning(self, cause: Cause, deadline: datetime, sid: int) -> Row:
         """A warning row as the watchdog writes it (Watch.warn_if_due), checked every half second."""
-        minutes = min(WARNING_MINUTES, IDLE_MINUTES / 2) if cause in (Cause.IDLE, Cause.KEEPALIVE) else WARNING_MINUTES
+        minutes = min(WARNING_MINUTES, self.idle_minutes / 2) if cause in (Cause.IDLE, Cause.KEEPALIVE) else WARNING_MINUTES
         at = _after(deadline - timedelta(minutes=minutes), self.rnd.uniform(0.01, 0.5))
         meta: Details = {
             "cause": cause,
@@ -538,10 +601,9 @@ class _History:
             meta.update(self.idle_figures(deadline, at))
         return at, CAUSE_EVENTS[cause][0], Actor.SYSTEM, meta
 
-    @staticmethod
-    def idle_figures(deadline: datetime, at: datetime) -> Details:
-        since = deadline - timedelta(minutes=IDLE_MINUTES)  # as Powering.stop_figures counts it
-        return {"inactive_minutes": round((at - since).total_seconds() / 60, 2), "idle_minutes": IDLE_MINUTES}
+    def idle_figures(self, deadline: datetime, at: datetime) -> Details:
+        since = deadline - timedelta(minutes=self.idle_minutes)  # as Powering.stop_figures counts it
+        return {"inactive_minutes": round((at - since).total_seconds() / 60, 2), "idle_minutes": self.idle_minutes}
 
     def budget_meta(self, p: _Plan, sid: int | None, at: datetime) -> Details:
         """A budget's figures as ``power.budget_figures`` gives them, with the warning's fields."""
@@ -657,7 +719,7 @@ class _History:
                         "request_id": f"{DEMO_REQUEST_PREFIX}{sid}-{len(rows)}",
                         "session_id": sid,
                         "consumer": name,
-                        "model": MODEL,
+                        "model": self.model,
                         "started_at": _ms(start),
                         "ended_at": _ms(end),
                         "prompt_tokens": prompt,

@@ -1,10 +1,12 @@
 """``vastops demo``: the simulator, the watchdog and the dashboard on a fresh demo ledger.
 
 It starts the vast.ai simulator (short timings: a start takes about 10 s) with an
-account that has no instance yet, books one from its market as a new user would
-(``vastops instance offers``' cheapest offer, rented with ``vastops instance create``:
-vast's vLLM image behind its auth edge, ``VAST_HEALTH_TOKEN`` the demo's), then the
-watchdog, the wake proxy in front of the simulated instance and the dashboard (with
+account that has no instance yet, books a fleet of two from its market as a new user would
+(``vastops instance offers``' cheapest offers, each rented with ``vastops instance create``:
+vast's vLLM image behind its auth edge, ``VAST_HEALTH_TOKEN`` the demo's): a chat model and
+an embedding model, each with its own idle limit, named in the fleet file the demo writes
+(vastops/demo/fleet.py, ``VASTOPS_FLEET_FILE``). Then the
+watchdog (with that fleet), the wake proxy in front of the simulated instances and the dashboard (with
 ``vastops.dashboard.run``'s command line), each as a process of its own. Their output
 is prefixed with their name. Ctrl-C (or SIGTERM) stops all of them; if one of them
 dies, the demo says so and stops the others. The demo does not read your ``.env``: its processes run in the demo
@@ -43,14 +45,16 @@ import requests
 
 from vastops.clock import utcnow
 from vastops.dashboard.run import dashboard_command, dashboard_script
+from vastops.demo.fleet import CHAT_ID, EMBED_MINUTES, FLEET_FILE, DemoInstance, book_fleet, demo_fleet, write_fleet_file
 from vastops.processes import free_port, port_number, signal_group
 
 if TYPE_CHECKING:
     from vastops.demo.history import Summary
 
-DEMO_INSTANCE_ID = 12345
+DEMO_INSTANCE_ID = CHAT_ID  # the fleet's default instance (the seed's routes act on it)
 DEMO_LOCK = "demo.lock"  # flock'd for the demo's life: two demos never share a ledger
 DEMO_ENV = "demo.env"  # the demo's settings, for `vastops --env-file demo/demo.env ...`
+CHAT_MINUTES = 5.0  # the chat instance's idle limit (--minutes): a stop comes while someone watches
 DEMO_LEASE_MINUTES = 1.0  # the agent's lease: short, so the dead-man switch shows soon after the watchdog goes
 SIM_BILLING_HISTORY = "sim-billing-history.json"  # the seeded past as vast billed it: the simulator's --billing-history
 STOPPED_STORAGE_FACTOR = 1.5  # the disk's rate while stopped against its running rate (history.py seeds the same)
@@ -60,7 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port_number, default=8501, help="dashboard port (default 8501; another free one if taken)")
     parser.add_argument("--sim-port", type=port_number, default=8900, help="simulator port (default 8900; another free one if taken)")
     parser.add_argument("--watchdog-port", type=port_number, default=8787, help="watchdog port (default 8787; another free one if taken)")
-    parser.add_argument("--minutes", type=float, default=5.0, help="idle minutes before auto-shutdown (default 5)")
+    parser.add_argument("--minutes", type=float, default=CHAT_MINUTES, help="the chat instance's idle minutes before auto-shutdown (default 5)")
+    parser.add_argument(
+        "--embed-minutes",
+        type=float,
+        default=EMBED_MINUTES,
+        help=f"the embedding instance's idle minutes before auto-shutdown (default {EMBED_MINUTES:g})",
+    )
     parser.add_argument("--dir", default="demo", help="folder for the demo ledger, recreated fresh (default ./demo)")
     parser.add_argument("--password", help="dashboard password (default: demo- and random characters, printed)")
     parser.add_argument("--history-days", type=int, default=60, help="days of demo history to seed the ledger with (default 60; 0: none)")
@@ -124,7 +134,8 @@ class Demo:
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
         self.lock_fd: int | None = None
-        self.billing_history: Path | None = None  # the seeded past for the simulator (--billing-history)
+        self.billing_histories: list[Path] = []  # the seeded pasts for the simulator (--billing-history)
+        self.fleet: tuple[DemoInstance, ...] = demo_fleet(getattr(args, "minutes", CHAT_MINUTES), getattr(args, "embed_minutes", EMBED_MINUTES))
 
     def say(self, text: str) -> None:
         with self.print_lock:
@@ -161,6 +172,11 @@ class Demo:
             self.lock_fd = None
 
     @property
+    def env_path(self) -> Path:
+        """The demo's env file, where `vastops instance create` writes the default instance's id."""
+        return self.folder / DEMO_ENV
+
+    @property
     def env_file(self) -> str:
         """The demo's env file as the operator would type it (relative to where the demo was started)."""
         return os.path.join(self.args.dir, DEMO_ENV)
@@ -181,7 +197,7 @@ class Demo:
     def prepare(self) -> dict[str, str]:
         for old in self.folder.glob("vastops-demo.db*"):
             old.unlink()
-        for name in ("vast_state.json", "vast_audit.log", SIM_BILLING_HISTORY):
+        for name in ("vast_state.json", "vast_audit.log", *(billing_file(m) for m in self.fleet)):
             (self.folder / name).unlink(missing_ok=True)
         taken: tuple[int, ...] = ()
         self.sim_port = free_port(self.args.sim_port)
@@ -202,6 +218,7 @@ class Demo:
             VAST_API_URL=f"http://127.0.0.1:{self.sim_port}",
             VAST_API_KEY=self.sim_key,
             VAST_INSTANCE_ID=str(DEMO_INSTANCE_ID),
+            VASTOPS_FLEET_FILE=str(write_fleet_file(self.folder, self.fleet)),
             CONTROL_API_KEY=self.control_key,
             VASTOPS_DASHBOARD_PASSWORD=self.password,
             VAST_AUTO_SHUTDOWN_MINUTES=f"{self.args.minutes:g}",
@@ -225,7 +242,9 @@ class Demo:
         self.history = self.seed_history(env["VASTOPS_DB"])
         self.people = self.add_people(env["VASTOPS_DB"])
         if self.history:
-            self.billing_history = write_billing_history(env["VASTOPS_DB"], DEMO_INSTANCE_ID, self.folder / SIM_BILLING_HISTORY)
+            for member in self.fleet:
+                path = write_billing_history(env["VASTOPS_DB"], member.instance_id, self.folder / billing_file(member))
+                self.billing_histories += [path] if path else []
         return env
 
     def add_people(self, db: str) -> dict[str, str]:
@@ -244,16 +263,16 @@ class Demo:
         people["proxy_key"] = accounts.add_key("proxy", Role.OPERATOR, "demo")
         return people
 
-    def seed_history(self, db: str) -> Summary | None:
-        """A past for the fresh ledger: every chart and table has something to show (marked demo data)."""
+    def seed_history(self, db: str) -> dict[int, Summary] | None:
+        """A past for the fresh ledger, each instance of the fleet its own: every chart and table has
+        something to show, per instance and for the fleet (marked demo data)."""
         days = self.args.history_days
         if days <= 0:
             return None
-        from vastops.demo.history import seed
+        from vastops.demo.history import seed_fleet
         from vastops.ledger.store import Ledger
 
-        # The simulator's demo instance: $0.40/h compute, 150 GB at $0.10/GB/month.
-        return seed(Ledger(db), DEMO_INSTANCE_ID, utcnow(), days=days, dph_base=0.40, storage_dph=150 * 0.10 / 720)
+        return seed_fleet(Ledger(db), [member.past() for member in self.fleet], utcnow(), days=days)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         # A session of its own: Ctrl-C reaches only the demo, which then stops the children in order.
@@ -346,6 +365,11 @@ def write_billing_history(db: str, instance_id: int, path: Path) -> Path | None:
     return path
 
 
+def billing_file(member: DemoInstance) -> str:
+    """Where the demo writes an instance's seeded past for the simulator."""
+    return SIM_BILLING_HISTORY if member.instance_id == DEMO_INSTANCE_ID else f"sim-billing-history-{member.name}.json"
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "vastops.cli", *args]
 
@@ -388,16 +412,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
-    # An account with no instance yet: the demo rents DEMO_INSTANCE_ID (the id its history was seeded for) from the market;
-    # the simulator bills that contract's seeded past too (--billing-history), so vast's charges cover the history.
-    history = ["--billing-history", str(demo.billing_history)] if demo.billing_history else []
+    # An account with no instance yet: the demo rents its fleet (the ids its history was seeded for) from the market;
+    # the simulator bills those contracts' seeded pasts too (--billing-history), so vast's charges cover the history.
+    history = [arg for path in demo.billing_histories for arg in ("--billing-history", str(path))]
     sim = demo.start("sim", _cli("sim", "--port", str(demo.sim_port), "--api-key", demo.sim_key, "--no-instances",
                                  "--first-contract-id", str(DEMO_INSTANCE_ID), "--pull-s", "3", *history,
                                  "--schedule-s", "3", "--load-s", "4", "--health-delay-s", "3", "--agent", "--ledger", env["VASTOPS_DB"],
                                  "--settings-in", str(demo.folder / DEMO_ENV)), env)  # fmt: skip
     if not demo.wait_ready(sim, f"http://127.0.0.1:{demo.sim_port}/_sim/state", 30):
         return _died(demo, sim, received)
-    if not _book(demo, env) and received:
+    if not book_fleet(demo, env) and received:
         return 130
 
     # The demo goes on without the watchdog if it does not start (and says what that means).
@@ -432,10 +456,16 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         from vastops.demo.traffic import CONSUMERS, WINDOW_S, Traffic
 
         watchdog_url = f"http://127.0.0.1:{demo.watchdog_port}"
+        models = {consumer: member.model for member in demo.fleet for consumer in member.consumers}
         traffic = Traffic(
-            f"http://127.0.0.1:{demo.sim_port}", watchdog_url, demo.people["gateway_key"], demo.stopping, edge_token=demo.edge_token
+            f"http://127.0.0.1:{demo.sim_port}",
+            watchdog_url,
+            demo.people["gateway_key"],
+            demo.stopping,
+            edge_token=demo.edge_token,
+            models=models,
         ).start()
-        traffic_line = f"traffic     LLM requests from {', '.join(CONSUMERS)} for {WINDOW_S / 60:g} min after each start"
+        traffic_line = f"traffic     LLM requests from {', '.join(CONSUMERS)} for {WINDOW_S / 60:g} min after each start of each"
     lines = [
         f"dashboard   {demo.dashboard_url}",
         f"accounts    operator / {demo.people['operator']} (starts and stops)",
@@ -447,10 +477,10 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
         else "watchdog    not running (see the warning above)",
         *([f"proxy       {proxy_url}  (OpenAI base URL: a request wakes the stopped GPU)"] if proxy_url else []),
         f"ledger      {env['VASTOPS_DB']}",
-        *([f"history     {demo.args.history_days} days of demo sessions (marked demo in the audit trail)"] if demo.history else []),
+        *([f"history     {demo.args.history_days} days of demo sessions of both (marked demo in the audit trail)"] if demo.history else []),
         *([traffic_line] if traffic is not None else []),
         f"cli         vastops --env-file {demo.env_file} status",
-        f"auto-stop   after {demo.args.minutes:g} idle minutes (warned {min(demo.args.warning_minutes, demo.args.minutes / 2):g} min before)",
+        *_fleet_lines(demo),
         _dead_man_line(demo, watchdog if watchdog_ok else None),
         "webhook     the watchdog's notifications print here as 'notify | ...'",
         "Press Ctrl-C to stop everything.",
@@ -473,51 +503,33 @@ def _run_demo(demo: Demo, env: dict[str, str], received: list[int]) -> int:
     return 0 if received else 1
 
 
+def _fleet_lines(demo: Demo) -> list[str]:
+    """The box's lines for the fleet: its two instances, each with its model and its own idle limit."""
+    warn = demo.args.warning_minutes
+    lines = [f"fleet       {len(demo.fleet)} instances under one watchdog, in {os.path.join(demo.args.dir, FLEET_FILE)}:"]
+    for m in demo.fleet:
+        lines.append(
+            f"  {m.label:<14} {m.model}: auto-stop after {m.idle_minutes:g} idle minutes (warned {min(warn, m.idle_minutes / 2):g} min before)"
+        )
+    return lines
+
+
 def _dead_man_line(demo: Demo, watchdog: Child | None) -> str:
-    """The box's line for the dead-man switch: how to watch the instance stop itself."""
-    idle = demo.args.minutes
+    """The box's line for the dead-man switch: how to watch the instances stop themselves."""
+    idle = "/".join(f"{m.idle_minutes:g}" for m in demo.fleet)
     if watchdog is None:
-        return f"dead-man    no watchdog: the instance's own agent stops it after {idle:g} idle minutes (vastops logs)"
-    return f"dead-man    kill {watchdog.proc.pid} (the watchdog): the instance stops itself ~{max(idle, DEMO_LEASE_MINUTES):g} min later (vastops logs)"
+        return f"dead-man    no watchdog: each instance's own agent stops it after its idle minutes ({idle}; vastops logs)"
+    later = "/".join(f"{max(m.idle_minutes, DEMO_LEASE_MINUTES):g}" for m in demo.fleet)
+    return f"dead-man    kill {watchdog.proc.pid} (the watchdog): each instance stops itself ~{later} min later (vastops logs)"
 
 
 def _watchdog_gone(demo: Demo, code: int | None) -> str:
+    idle = ", ".join(f"{m.name} {m.idle_minutes:g} min" for m in demo.fleet)
     return (
-        f"vastops demo: the watchdog exited with {code}; the demo goes on without it. The instance's agent guards it now:"
-        f" its lease lapses within {DEMO_LEASE_MINUTES:g} min, then it stops itself once idle for {demo.args.minutes:g} min"
+        f"vastops demo: the watchdog exited with {code}; the demo goes on without it. Each instance's agent guards it now:"
+        f" its lease lapses within {DEMO_LEASE_MINUTES:g} min, then it stops itself once idle for its own limit ({idle})"
         f" after its last request (see `vastops --env-file {demo.env_file} logs`)"
     )
-
-
-def _book(demo: Demo, env: dict[str, str]) -> bool:
-    """Rent the demo's instance as a new user would: the cheapest offer under the seed's rules, then
-    ``vastops instance create`` (its progress in the demo's output); False when it could not."""
-    from vastops.instance.offers import OfferRules
-    from vastops.vast import VastClient, VastError
-
-    try:
-        offers = VastClient(demo.sim_key, f"http://127.0.0.1:{demo.sim_port}").search_offers(OfferRules().query(150))
-    except VastError as exc:
-        demo.say(f"vastops demo: WARNING: the simulator's market did not answer ({exc}); going on without an instance")
-        return False
-    if not offers:
-        demo.say("vastops demo: WARNING: no offer on the simulator's market; going on without an instance")
-        return False
-    demo.say(f"vastops demo: renting offer {offers[0].id} ({offers[0].gpu_name}) with `vastops instance create`")
-    env_file = str((demo.folder / DEMO_ENV).resolve())
-    book = demo.start("book", _cli("--env-file", env_file, "instance", "create", str(offers[0].id), "--yes", "--timeout", "120"), env)
-    while book.proc.poll() is None and not demo.stopping.wait(0.2):
-        pass
-    if book.proc.poll() is None:  # Ctrl-C while it books
-        signal_group(book.proc, signal.SIGTERM)
-        return False
-    demo.children.remove(book)
-    for thread in book.threads:
-        thread.join(5)
-    if book.proc.returncode != 0:
-        demo.say("vastops demo: WARNING: booking the instance failed (above); going on without one")
-        return False
-    return True
 
 
 def _start_proxy(demo: Demo, env: dict[str, str]) -> str | None:

@@ -1,12 +1,17 @@
-"""The live demo's gateway: a little LLM traffic from named consumers while the instance runs.
+"""The live demo's gateway: a little LLM traffic from named consumers while the instances run.
 
 ``vastops demo`` runs this on a thread of its own (``--no-traffic``: not at all). While
-the simulated instance runs and its health URL answers, it sends an OpenAI chat
+a simulated instance runs and its health URL answers, it sends an OpenAI chat
 request to the simulator's echo LLM (vastops/sim/llm.py) every ``gap`` seconds (20 to
 60), as one of three consumers, and reports each to the watchdog as the gateway does:
 ``POST /infra/vast/activity`` with ``phase: start`` before, and ``phase: end`` with the
 consumer, the model and the answer's token counts after. So the Costs page's
 Consumers section (vastops/reports/consumers.py) fills with live rows too.
+
+**A fleet** (``models``: consumer -> model): each consumer asks its own model, at the
+instance whose LLM serves it (``served_model`` in ``/_sim/state``), and names that model
+in its reports, so the watchdog counts the activity for that instance. Without ``models``
+every consumer asks the echo model's default name (``sim-model``) wherever it runs.
 
 **It lets the demo stop itself.** Traffic runs only for the first ``window_s`` (3
 minutes) after each start, so the auto-shutdown of an unused demo instance still comes
@@ -69,6 +74,7 @@ class Traffic:
         gap_s: tuple[float, float] = GAP_S,
         rnd: random.Random | None = None,
         edge_token: str | None = None,
+        models: dict[str, str] | None = None,
     ):
         self.sim_url, self.watchdog_url = sim_url.rstrip("/"), watchdog_url.rstrip("/")
         self.stopping, self.say = stopping, say
@@ -78,6 +84,7 @@ class Traffic:
         self.headers = {"X-API-Key": control_key}
         # vast's auth edge in front of the instance's ports wants its token (VAST_HEALTH_TOKEN)
         self.llm_headers = {"Authorization": f"Bearer {edge_token}"} if edge_token else {}
+        self.models = dict(models or {})  # consumer -> the model it asks (else the echo model's default name)
         self.sent = 0
         self.thread: threading.Thread | None = None
 
@@ -91,44 +98,54 @@ class Traffic:
             self.tick()
 
     def tick(self) -> bool:
-        """One request, if the instance runs, is healthy and started less than ``window_s`` ago."""
-        target = self.target()
-        if target is None:
+        """One request from a consumer whose instance runs, is healthy and started less than ``window_s`` ago."""
+        targets = self.targets()
+        ready = [c for c in CONSUMERS if self.model_of(c) in targets]
+        if not ready:
             return False
+        consumer = self.rnd.choices(ready, [WEIGHTS[CONSUMERS.index(c)] for c in ready])[0]
+        model = self.model_of(consumer)
         try:
-            self.send(target)
+            self.send(targets[model], consumer, model)
         except (requests.RequestException, ValueError, KeyError, TypeError):
             return False  # the instance stopped under it, or the watchdog is away: the next tick tries again
         return True
 
+    def model_of(self, consumer: str) -> str:
+        return self.models.get(consumer, MODEL_ID)
+
     def target(self) -> str | None:
-        """The LLM's base URL while the instance is in the traffic window, else None."""
+        """An LLM's base URL while its instance is in the traffic window, else None."""
+        return next(iter(self.targets().values()), None)
+
+    def targets(self) -> dict[str, str]:
+        """The LLMs' base URLs by the model each serves, of the instances in their traffic window."""
         try:
             state = self.http.get(f"{self.sim_url}/_sim/state", timeout=5).json()
         except (requests.RequestException, ValueError):
-            return None
+            return {}
+        found: dict[str, str] = {}
         for inst in state.get("instances") or []:
             since = inst.get("running_since")
             if inst.get("healthy") and inst.get("llm_url") and since is not None and state["now"] - since < self.window_s:
-                return inst["llm_url"]
-        return None
+                found.setdefault(inst.get("served_model") or MODEL_ID, inst["llm_url"])
+        return found
 
-    def send(self, llm_url: str) -> None:
-        consumer = self.rnd.choices(CONSUMERS, WEIGHTS)[0]
+    def send(self, llm_url: str, consumer: str, model: str = MODEL_ID) -> None:
         words = " ".join(self.rnd.choices(_VOCABULARY, k=self.rnd.randint(*WORDS[consumer])))
         rid = f"demo-live-{self.rnd.getrandbits(48):012x}"
-        self.report({"request_id": rid, "phase": "start", "consumer": consumer, "model": MODEL_ID})
+        self.report({"request_id": rid, "phase": "start", "consumer": consumer, "model": model})
         usage: dict[str, object] = {}  # the answer's, as it came: read tolerantly
         try:
             answer = self.http.post(
                 f"{llm_url}/chat/completions",
-                json={"model": MODEL_ID, "messages": [{"role": "user", "content": words}]},
+                json={"model": model, "messages": [{"role": "user", "content": words}]},
                 headers=self.llm_headers,
                 timeout=TIMEOUT_S,
             )
             usage = answer.json().get("usage") or {}
         finally:  # an end even when the answer failed: the request holds the instance no longer
-            end: ReportBody = {"request_id": rid, "phase": "end", "consumer": consumer, "model": MODEL_ID}
+            end: ReportBody = {"request_id": rid, "phase": "end", "consumer": consumer, "model": model}
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             if isinstance(prompt, int):
                 end["prompt_tokens"] = prompt

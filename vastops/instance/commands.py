@@ -22,9 +22,11 @@ if TYPE_CHECKING:  # the CLI builds this tree for every command: nothing heavy i
     from vastops.config import Settings
 
 
-def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser, one: argparse.ArgumentParser | None = None) -> None:
+    """The instance commands; ``one`` (``--instance``) picks the fleet's member whose template or kit is written."""
+    per = [common, one] if one is not None else [common]
     sub = parser.add_subparsers(dest="instance_command", required=True, metavar="ACTION")
-    template = sub.add_parser("template", parents=[common], help="print the template that creates the instance (what to paste where)")
+    template = sub.add_parser("template", parents=per, help="print the template that creates the instance (what to paste where)")
     template.add_argument("--reveal", action="store_true", help="print VAST_HEALTH_TOKEN itself instead of a placeholder")
     template.add_argument("--onstart", action="store_true", help="print only the on-start script")
     offers = sub.add_parser("offers", parents=[common], help="search vast's offers with the seed's rules, and what each costs")
@@ -44,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPars
     destroy = sub.add_parser("destroy", parents=[common], help="destroy an instance: its disk is lost for good")
     destroy.add_argument("instance_id", type=int, help="the instance to destroy")
     destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    kit = sub.add_parser("kit", parents=[common], help="write the compose stack for a vast VM instance (or any GPU host with Docker)")
+    kit = sub.add_parser("kit", parents=per, help="write the compose stack for a vast VM instance (or any GPU host with Docker)")
     kit.add_argument("directory", type=Path, help="where to write the files")
     kit.add_argument("--overwrite", action="store_true", help="replace files that exist")
 

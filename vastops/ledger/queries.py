@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,6 +48,19 @@ class View(BillingView, AccountsView):
     def __init__(self, db: Database):
         self.db = db
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The reads inside as of one moment (a read transaction; inside a write one already, that one): a session that
+        ends between two reads is counted by neither or by both, never twice."""
+        if self.db.conn.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def _one(self, sql: str, params: Any) -> dict[str, Any] | None:
         """The first row of any statement: free-form, its columns are the statement's (each named read types its own)."""
         return next(iter(self.db.query(sql, params)), None)
@@ -57,8 +72,12 @@ class View(BillingView, AccountsView):
     def open_session(self, instance_id: int) -> SessionRow | None:
         return cast("SessionRow | None", self._one("SELECT * FROM sessions WHERE instance_id = ? AND ended_at IS NULL", [instance_id]))
 
-    def heartbeat(self, component: str) -> HeartbeatRow | None:
-        return cast("HeartbeatRow | None", self._one("SELECT * FROM heartbeats WHERE component = ?", [component]))
+    def heartbeat(self, component: str, instance_id: int | None = None) -> HeartbeatRow | None:
+        """The component's beat for the instance (None: the one of no instance)."""
+        return cast(
+            "HeartbeatRow | None",
+            self._one("SELECT * FROM heartbeats WHERE component = ? AND instance_id = ?", [component, instance_id or 0]),
+        )
 
     def lease(self, instance_id: int) -> LeaseRow | None:
         return cast("LeaseRow | None", self._one("SELECT * FROM leases WHERE instance_id = ?", [instance_id]))
@@ -80,26 +99,38 @@ class View(BillingView, AccountsView):
         assert row is not None  # an aggregate always has its row
         return int(row["n"])
 
-    def ended_spend(self, instance_id: int, lo: datetime, hi: datetime) -> float:
+    def ended_spend(self, instance_id: int | Sequence[int], lo: datetime, hi: datetime) -> float:
         """What the ended sessions cost between ``lo`` and ``hi`` (a budget's period): each its share of
         its cost for the part of its life inside (as the reports cut sessions at midnight), so periods
-        add up to sessions."""
+        add up to sessions. Of one instance, or of several (a fleet's budget) in one read."""
+        ids = [instance_id] if isinstance(instance_id, int) else list(instance_id)
+        if not ids:
+            return 0.0
+        marks = ", ".join(f":i{n}" for n in range(len(ids)))
         row = self._one(
             f"""
             SELECT COALESCE(SUM(({TOTAL_SQL}) * CASE WHEN span_s > 0 THEN inside_s / span_s ELSE 1.0 END), 0) AS usd
             FROM (
                 SELECT *, (julianday(ended_at) - julianday(started_at)) * 86400.0 AS span_s,
                        MAX(0, (julianday(MIN(ended_at, :hi)) - julianday(MAX(started_at, :lo))) * 86400.0) AS inside_s
-                FROM sessions
-                WHERE instance_id = :iid AND ended_at IS NOT NULL AND started_at < :hi AND ended_at > :lo
+                FROM sessions AS s
+                WHERE instance_id IN ({marks}) AND ended_at IS NOT NULL AND started_at < :hi AND ended_at > :lo
                   AND started_at >= COALESCE(
-                      (SELECT MAX(started_at) FROM sessions WHERE instance_id = :iid AND started_at < :lo), :lo)
+                      (SELECT MAX(started_at) FROM sessions WHERE instance_id = s.instance_id AND started_at < :lo), :lo)
             )
             """,
-            {"iid": instance_id, "lo": isoz(lo), "hi": isoz(hi), "now": isoz(hi)},
+            {"lo": isoz(lo), "hi": isoz(hi), "now": isoz(hi), **{f"i{n}": i for n, i in enumerate(ids)}},
         )
         assert row is not None  # an aggregate always has its row
         return float(row["usd"])
+
+    def open_sessions(self, instance_ids: Sequence[int]) -> list[SessionRow]:
+        """The open sessions of these instances (a fleet's), in one read."""
+        if not instance_ids:
+            return []
+        marks = ", ".join("?" for _ in instance_ids)
+        rows = self.db.query(f"SELECT * FROM sessions WHERE ended_at IS NULL AND instance_id IN ({marks})", list(instance_ids))
+        return [cast("SessionRow", r) for r in rows]
 
     def last_event(self, instance_id: int, event: str) -> AuditRow | None:
         row = self._one("SELECT * FROM audit WHERE instance_id = ? AND event = ? ORDER BY id DESC LIMIT 1", [instance_id, str(event)])
@@ -149,10 +180,18 @@ class View(BillingView, AccountsView):
         row = self._one("SELECT MAX(ended_at) AS at FROM requests WHERE instance_id = ? AND expired = 1", [instance_id])
         return parse_isoz((row or {}).get("at"))
 
-    def recent_audit(self, limit: int, *, person: str | None = None) -> list[AuditLine]:
-        """The newest ``limit`` rows, those of ``person`` only if given (an e-mail in any case: kept lower-cased)."""
+    def recent_audit(self, limit: int, *, person: str | None = None, instance_id: int | None = None) -> list[AuditLine]:
+        """The newest ``limit`` rows, those of ``person`` only if given (an e-mail in any case: kept lower-cased),
+        of one instance only if given."""
         person = person.strip().lower() if person and "@" in person else person
-        where, params = ("WHERE person = ?", [person]) if person else ("", [])
+        conditions: list[str] = []
+        params: list[Any] = []
+        if person:
+            conditions, params = ["person = ?"], [person]
+        if instance_id is not None:
+            conditions.append("instance_id = ?")
+            params.append(instance_id)
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
         rows = self.db.query(
             f"SELECT ts, instance_id, event, actor, person, meta FROM audit {where} ORDER BY id DESC LIMIT ?", [*params, int(limit)]
         )
@@ -308,11 +347,11 @@ class Tx(BillingWrites, AccountsWrites, SettledWrites, View):
 
     # -- heartbeats --------------------------------------------------------------
 
-    def beat(self, component: str, ts: datetime, info: dict[str, Any] | None = None) -> None:
+    def beat(self, component: str, ts: datetime, info: dict[str, Any] | None = None, instance_id: int | None = None) -> None:
         self.db.execute(
-            "INSERT INTO heartbeats (component, ts, pid, info) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT(component) DO UPDATE SET ts = excluded.ts, pid = excluded.pid, info = excluded.info",
-            [component, isoz(ts), os.getpid(), json.dumps(info or {}, sort_keys=True)],
+            "INSERT INTO heartbeats (component, instance_id, ts, pid, info) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(component, instance_id) DO UPDATE SET ts = excluded.ts, pid = excluded.pid, info = excluded.info",
+            [component, instance_id or 0, isoz(ts), os.getpid(), json.dumps(info or {}, sort_keys=True)],
         )
 
     # -- sessions ----------------------------------------------------------------

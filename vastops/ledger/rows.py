@@ -126,9 +126,10 @@ class SessionRow(TypedDict):
 
 
 class HeartbeatRow(TypedDict):
-    """``heartbeats``: a component's latest sign of life (``info``: JSON text)."""
+    """``heartbeats``: a component's latest sign of life for an instance (0: none; ``info``: JSON text)."""
 
     component: str
+    instance_id: int
     ts: str
     pid: int | None
     info: str

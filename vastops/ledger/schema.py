@@ -10,7 +10,7 @@ migration):
     audit       the append-only audit trail (triggers refuse UPDATE and DELETE).
     instances   the last observation of each instance, its last activity, and a
                 power-on in flight ("pending") that the watchdog completes.
-    heartbeats  each long-running component's latest sign of life.
+    heartbeats  each long-running component's latest sign of life, per instance.
     leases      one enforcer per instance: the watchdog that holds it.
     applied     the spooled records already written (each once).
     cursors     how far a reader of the audit trail got (the notifier).
@@ -377,6 +377,23 @@ MIGRATIONS: list[str] = [
             DELETE FROM request_hours WHERE instance_id = NEW.instance_id
                 AND hour >= substr((SELECT until FROM settled WHERE instance_id = NEW.instance_id AND what = 'hours'), 1, 13);
         END;
+    """,
+    """
+    -- a fleet (vastops/fleet.py): each instance's watch beats for itself (0: no instance)
+    CREATE TABLE heartbeats_new (
+        component TEXT NOT NULL,
+        instance_id INTEGER NOT NULL DEFAULT 0,
+        ts TEXT NOT NULL,
+        pid INTEGER,
+        info TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (component, instance_id)
+    );
+    -- the one instance's watchdog beat before: its beat is that instance's
+    INSERT INTO heartbeats_new (component, instance_id, ts, pid, info)
+        SELECT component, COALESCE((SELECT CASE WHEN COUNT(*) = 1 THEN MIN(instance_id) END FROM instances), 0), ts, pid, info
+        FROM heartbeats;
+    DROP TABLE heartbeats;
+    ALTER TABLE heartbeats_new RENAME TO heartbeats;
     """,
 ]
 

@@ -68,6 +68,7 @@ from prometheus_client.metrics_core import Metric
 
 from vastops.access.roles import Permission, may
 from vastops.config import ConfigError, Settings
+from vastops.proxy.fleet import FleetView, Upstream
 from vastops.proxy.forward import (
     COLD,
     MAX_BODY_BYTES,
@@ -87,9 +88,9 @@ from vastops.proxy.forward import (
     send_body,
     upstream_path,
 )
-from vastops.proxy.reports import REPORT_CONNECTIONS, REPORT_KEEPALIVE, REPORT_TIMEOUT_S, START_CHECK_S, Reporter, Seen, report_text, where
+from vastops.proxy.reports import REPORT_CONNECTIONS, REPORT_KEEPALIVE, REPORT_TIMEOUT_S, START_CHECK_S, Seen, report_text, where
 from vastops.proxy.run import limits
-from vastops.proxy.wake import Outcome, Target, Waker, Watchdog, WatchdogDown, healthy, target_of
+from vastops.proxy.wake import Outcome, Target, WatchdogDown, healthy, target_of
 from vastops.watchdog.prometheus import CONTENT_TYPE, PROXY_BUCKETS, LoopHistogram, counter, exposition, gauge, new_registry
 
 log = logging.getLogger("vastops.proxy")
@@ -125,8 +126,6 @@ class Proxy:
         self.api = settings.vastops_watchdog_url + "/infra/vast"
         self._control_headers = {"X-API-Key": key.get_secret_value()}
         self._proxy_key = settings.vastops_proxy_key.get_secret_value().encode() if settings.vastops_proxy_key else None
-        token = settings.vast_health_token
-        self._edge_token = token.get_secret_value().encode() if token else None  # VAST_HEALTH_TOKEN: every call to the instance
         self.consumer_header = settings.vastops_proxy_consumer_header.lower().encode()
         self.max_requests = max_requests if max_requests is not None else limits(1024)[1]
         # trust_env off: an HTTP(S)_PROXY meant for the internet must not sit between us and the GPU.
@@ -148,10 +147,8 @@ class Proxy:
         )
         self._warned_at: dict[str, float] = {}
         self._key_check: asyncio.Future[None] | None = None
-        self.reports = Reporter(self.watchdog, self.api + "/activity", self._control_headers, self._warn)
-        self.target: Target | None = None  # where the instance runs healthy, as the watchdog last said
-        self.control = Watchdog(self.watchdog, self.api, self._control_headers)
-        self.wake = Waker(settings, self.control, lambda: self.waiting, self._ready)
+        # Each instance's routes, wake, reports and endpoint; which one serves a model (vastops/proxy/fleet.py).
+        self.fleet = FleetView(settings, self.api, self.watchdog, self.http, self._control_headers, self._warn)
         # /metrics
         self.in_progress = 0
         self.waiting = 0
@@ -214,6 +211,7 @@ class Proxy:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._key_check = asyncio.ensure_future(self._check_key())
+                self.fleet.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -238,8 +236,7 @@ class Proxy:
     async def aclose(self) -> None:
         if self._key_check is not None:
             self._key_check.cancel()
-        self.wake.cancel()
-        await self.reports.aclose()
+        await self.fleet.aclose()
         await self.http.aclose()
         await self.watchdog.aclose()
 
@@ -282,6 +279,13 @@ class Proxy:
             await self._error(send, 413, f"request body larger than {MAX_BODY_BYTES} bytes", "too_large", "invalid_request_error")
             return
         streaming, model = peek(body)
+        upstream = await self.fleet.upstream_for(model)  # a dict lookup, once the fleet was read
+        if upstream is None:
+            await send_answer(send, 404, self.fleet.unknown(model or ""), b"application/json")
+            return
+        if self.fleet.is_fleet and path == "/v1/models" and scope["method"] == "GET":
+            await send_answer(send, 200, self.fleet.models_list(), b"application/json")
+            return
         upstream_headers = [
             (k, v)
             for k, v in headers
@@ -289,53 +293,52 @@ class Proxy:
         ]
         consumer = next((report_text(v.decode("utf-8", "replace")) for k, v in headers if k == self.consumer_header), None)
         upstream_headers.append((b"accept-encoding", b"identity"))  # else the client library asks for gzip itself
-        if self._edge_token is not None:  # vast's auth edge (or vLLM's --api-key) wants the instance's token, not the client's
-            upstream_headers = [(k, v) for k, v in upstream_headers if k != b"authorization"]
-            upstream_headers.append((b"authorization", b"Bearer " + self._edge_token))
-        await self._warm(Forward(scope, path, upstream_headers, body, streaming, model, consumer), send, receive)
+        if upstream.edge_token is not None:  # vast's auth edge (or vLLM's --api-key) wants the instance's token, not the client's
+            upstream_headers = [(k, v) for k, v in upstream_headers if k != b"authorization"] + upstream.auth()
+        await self._warm(Forward(scope, path, upstream_headers, body, streaming, model, consumer), upstream, send, receive)
 
-    async def _warm(self, request: Forward, send: Send, receive: Receive) -> None:
+    async def _warm(self, request: Forward, upstream: Upstream, send: Send, receive: Receive) -> None:
         """To the endpoint the watchdog reports for the running instance; the cold path when there is none.
 
         One report per client request, whichever way it goes: its end is posted when it is done.
         """
         try:
-            await self._to_target(request, send, receive)
+            await self._to_target(request, upstream, send, receive)
         finally:
             if request.report is not None:
-                self.reports.end(request.report)  # nothing when the answer's end (with its usage) was posted
+                upstream.reports.end(request.report)  # nothing when the answer's end (with its usage) was posted
 
-    async def _to_target(self, request: Forward, send: Send, receive: Receive) -> None:
+    async def _to_target(self, request: Forward, upstream: Upstream, send: Send, receive: Receive) -> None:
         failed: str | None = None
         for attempt in range(3):  # a kept endpoint found stale, then one that does not answer: each read again
             # Only an endpoint kept from before this request is checked against the session (its start
             # report's first answer is of that moment); one read from the status since is fresh.
-            kept = attempt == 0 and self.target is not None
+            kept = attempt == 0 and upstream.target is not None
             try:
-                target = self.target or await self._target_now()
+                target = upstream.target or await self._target_now(upstream)
             except WatchdogDown as exc:
                 await self._error(send, 503, str(exc), "watchdog_unavailable", retry_after=5)
                 return
             if target is None:
-                await self._cold(request, send, receive)
+                await self._cold(request, upstream, send, receive)
                 return
             if target.endpoint == failed:
                 break  # the watchdog still says it runs there: not sent twice
-            seen = await self._report_start(request)
+            seen = await self._report_start(request, upstream)
             if kept and seen.knows_session and seen.session_id != target.session_id:
                 # The instance stopped (or started anew) since the endpoint was read: its old host
                 # port may be another server's by now. Never sent there; the status says where to.
                 self.stale_endpoints_total += 1
-                if self.target == target:
-                    self.target = None
+                if upstream.target == target:
+                    upstream.target = None
                 continue
             took = time.monotonic() - request.arrived  # the proxy's own part: the start report and any status read
-            if await forward(self.http, self.reports, request, target.endpoint, send, receive, cold=False):
+            if await forward(self.http, upstream.reports, request, target.endpoint, send, receive, cold=False):
                 self.added_latency.observe(took)
                 return
             failed = target.endpoint
-            if self.target == target:
-                self.target = None
+            if upstream.target == target:
+                upstream.target = None
         await self._error(
             send,
             502,
@@ -344,10 +347,10 @@ class Proxy:
             retry_after=5,
         )
 
-    async def _report_start(self, request: Forward) -> Seen:
+    async def _report_start(self, request: Forward, upstream: Upstream) -> Seen:
         """The request's start report, posted before it is forwarded (once), and what its first post was answered."""
         if request.report is None:
-            request.report = self.reports.start(request.report_fields())
+            request.report = upstream.reports.start(request.report_fields())
         return await request.report.seen(START_CHECK_S)
 
     def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool | None:
@@ -361,56 +364,54 @@ class Proxy:
                 return False
         return None
 
-    async def _target_now(self) -> Target | None:
-        status = await self.control.status()
-        self.target = target_of(status) if healthy(status) else None
-        return self.target
-
-    def _ready(self, target: Target) -> None:
-        self.target = target
+    async def _target_now(self, upstream: Upstream) -> Target | None:
+        status = await upstream.control.status()
+        upstream.target = target_of(status) if healthy(status) else None
+        return upstream.target
 
     # -- the cold path: wake, wait, answer honestly -------------------------------------
 
-    async def _cold(self, request: Forward, send: Send, receive: Receive) -> None:
+    async def _cold(self, request: Forward, upstream: Upstream, send: Send, receive: Receive) -> None:
+        wake = upstream.wake
         full = self._no_room(request)
         if full is not None:
             code, message = full
             self._count(code)
-            await self._error(send, 503, message, code, retry_after=self.wake.retry_after(), cold=True)
+            await self._error(send, 503, message, code, retry_after=wake.retry_after(), cold=True)
             return
         held = len(request.body)
         self.waiting += 1
+        upstream.waiting += 1
         self.waiting_body_bytes += held
         self.waited_total += 1
         # The client may leave while it waits: its place (and its body's bytes) are freed at once.
         gone = asyncio.ensure_future(disconnected(receive))
         try:
-            task = self.wake.join()
+            task = wake.join()
             try:
                 # A stream is not bound by the hold: its heartbeats keep it alive until the outcome.
-                outcome = await (
-                    self.wake.heartbeats(task, gone, send) if request.streaming else self.wake.hold(task, gone, request.arrived)
-                )
+                outcome = await (wake.heartbeats(task, gone, send) if request.streaming else wake.hold(task, gone, request.arrived))
             except TimeoutError:
                 self._count("starting")
                 await self._error(
                     send,
                     503,
-                    f"the GPU is starting ({self.wake.usually()}; {time.monotonic() - self.wake.started:.0f} s so far): retry after Retry-After seconds",
+                    f"the GPU is starting ({wake.usually()}; {time.monotonic() - wake.started:.0f} s so far): retry after Retry-After seconds",
                     "gpu_starting",
-                    retry_after=self.wake.retry_after(),
+                    retry_after=wake.retry_after(),
                     cold=True,
                 )
                 return
         finally:
             gone.cancel()
             self.waiting -= 1  # it waits no more: the gauge counts waiting, not streaming
+            upstream.waiting -= 1
             self.waiting_body_bytes -= held
         if request.streaming:
-            await self._stream_after_wake(request, outcome, send, receive)
+            await self._stream_after_wake(request, upstream, outcome, send, receive)
         elif outcome.target is None:
             await self._refuse(send, outcome)
-        elif not await self._forward_after_wake(request, outcome.target, send, receive):
+        elif not await self._forward_after_wake(request, upstream, outcome.target, send, receive):
             await self._error(
                 send,
                 502,
@@ -435,19 +436,21 @@ class Proxy:
             )
         return None
 
-    async def _stream_after_wake(self, request: Forward, outcome: Outcome, send: Send, receive: Receive) -> None:
+    async def _stream_after_wake(self, request: Forward, upstream: Upstream, outcome: Outcome, send: Send, receive: Receive) -> None:
         """The instance's stream after the heartbeats, or the failed start as an error event."""
         if outcome.target is None:
             self._count(outcome.code)
             await send_body(send, b"data: " + error_body(outcome.message, outcome.code) + b"\n\n", more=False)
             return
-        await self._forward_after_wake(request, outcome.target, send, receive, started=True)
+        await self._forward_after_wake(request, upstream, outcome.target, send, receive, started=True)
 
-    async def _forward_after_wake(self, request: Forward, target: Target, send: Send, receive: Receive, *, started: bool = False) -> bool:
+    async def _forward_after_wake(
+        self, request: Forward, upstream: Upstream, target: Target, send: Send, receive: Receive, *, started: bool = False
+    ) -> bool:
         # The endpoint is fresh from the status: the start report is only awaited (the watchdog
         # knows of the request before it goes), its session not checked.
-        await self._report_start(request)
-        return await forward(self.http, self.reports, request, target.endpoint, send, receive, cold=True, started=started)
+        await self._report_start(request, upstream)
+        return await forward(self.http, upstream.reports, request, target.endpoint, send, receive, cold=True, started=started)
 
     async def _refuse(self, send: Send, outcome: Outcome) -> None:
         self._count(outcome.code)
@@ -499,8 +502,8 @@ class Proxy:
             "status": "ok",
             "watchdog": where(self.api),
             "waiting_requests": self.waiting,
-            "waking": self.wake.waking,
-            "endpoint_known": self.target is not None,
+            "waking": any(u.wake.waking for u in self.fleet.all()),
+            "endpoint_known": self.fleet.default.target is not None,
         }
 
 
@@ -516,8 +519,10 @@ class ProxyMetrics:
 
     def collect(self) -> Iterable[Metric]:
         p = self.proxy
+        upstreams = p.fleet.all()  # the instances: the figures are the fleet's
+        wakes = sorted((u.wake for u in upstreams), key=lambda w: w.started)
         yield counter("vastops_proxy_requests_total", "requests under /v1/ received", p.requests_total)
-        yield counter("vastops_proxy_cold_starts_total", "starts the proxy asked the watchdog for", p.wake.cold_starts_total)
+        yield counter("vastops_proxy_cold_starts_total", "starts the proxy asked the watchdog for", sum(w.cold_starts_total for w in wakes))
         yield gauge("vastops_proxy_waiting_requests", "requests waiting for the GPU to start now", p.waiting)
         yield counter("vastops_proxy_waited_requests_total", "requests that arrived while the GPU was not ready", p.waited_total)
         unavailable = counter("vastops_proxy_unavailable_total", "503 answers (and stream error events) by reason", labels=["reason"])
@@ -527,12 +532,12 @@ class ProxyMetrics:
         yield gauge(
             "vastops_proxy_last_cold_start_seconds",
             "how long the last start the proxy asked for took to be healthy (absent before the first)",
-            p.wake.last_cold_start_s,
+            next((w.last_cold_start_s for w in reversed(wakes) if w.last_cold_start_s is not None), None),
         )
         yield gauge(
             "vastops_proxy_expected_start_seconds",
             "median start-to-healthy time of the last starts (audit trail; absent when none is known)",
-            p.wake.expected_start_s,
+            p.fleet.default.wake.expected_start_s,
         )
         yield gauge("vastops_proxy_requests_in_progress", "requests under /v1/ being served now", p.in_progress)
         yield gauge("vastops_proxy_max_requests", "requests served at once, beyond which 503 proxy_busy", p.max_requests)
@@ -548,9 +553,13 @@ class ProxyMetrics:
             p.stale_endpoints_total,
         )
         yield gauge(
-            "vastops_proxy_reports_in_flight", "requests whose activity reports are on their way to the watchdog", p.reports.in_flight
+            "vastops_proxy_reports_in_flight",
+            "requests whose activity reports are on their way to the watchdog",
+            sum(u.reports.in_flight for u in upstreams),
         )
         yield counter(
-            "vastops_proxy_reports_dropped_total", "requests not reported: too many reports on their way", p.reports.dropped_total
+            "vastops_proxy_reports_dropped_total",
+            "requests not reported: too many reports on their way",
+            sum(u.reports.dropped_total for u in upstreams),
         )
         yield from p.added_latency.collect()

@@ -30,22 +30,22 @@ if TYPE_CHECKING:
 EXIT_FLAGGED = 10  # reconcile: a settled day's charges differ from the ledger's
 
 
-def add_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_arguments(sub: Any, common: argparse.ArgumentParser, one: argparse.ArgumentParser | None = None) -> None:
+    """The money commands; ``one`` is the ``--instance`` option of a command on one instance of a fleet."""
+    per = [common, one] if one is not None else [common]
     rec = sub.add_parser(
-        "reconcile", parents=[common], help="the ledger's costs beside vast.ai's charges per day and kind (exit 10: a day differs)"
+        "reconcile", parents=per, help="the ledger's costs beside vast.ai's charges per day and kind (exit 10: a day differs)"
     )
     span = rec.add_mutually_exclusive_group()
     span.add_argument("--days", type=_days, default=None, help="the last N billing days, today included (default 30)")
     span.add_argument("--since", type=_date("--since"), default=None, help="from this billing day, YYYY-MM-DD")
     rec.add_argument("--fetch", action="store_true", help="fetch vast's charges for the days not yet settled first")
-    report = sub.add_parser(
-        "report", parents=[common], help="the monthly report: sessions, compute, storage, bandwidth, waste, vast's total"
-    )
+    report = sub.add_parser("report", parents=per, help="the monthly report: sessions, compute, storage, bandwidth, waste, vast's total")
     report.add_argument("--month", type=_month, required=True, help="the month, YYYY-MM")
     report.add_argument("--csv", metavar="FILE", help="write the report to FILE as CSV ('-' for stdout)")
     ledger = sub.add_parser("ledger", help="the ledger's kept figures: check them against the rows, or give its free space back")
     what = ledger.add_subparsers(dest="ledger_command", metavar="{check,vacuum}", required=True)
-    what.add_parser("check", parents=[common], help="recompute every kept figure from the rows and compare (exit 10: one differs)")
+    what.add_parser("check", parents=per, help="recompute every kept figure from the rows and compare (exit 10: one differs)")
     vac = what.add_parser("vacuum", parents=[common], help="rewrite the ledger once so forgotten rows give their space back")
     vac.add_argument("--yes", action="store_true", help="do not ask first")
 

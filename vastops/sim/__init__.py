@@ -90,7 +90,15 @@ What it models:
 - Per-endpoint, per-identity rate limits (§5) as a token bucket (burst 3): 429 with a
   plain-text body and no Retry-After.
 - Fault injection, a call log, the event log and run-time control, in Python and under
-  ``/_sim/`` over HTTP (loopback only).
+  ``/_sim/`` over HTTP (loopback only). A fault may be one instance's (``instance_id``: its
+  show, state PUT, reboot, logs, deposit, destroy; or a ``path_prefix`` such as
+  ``/api/v0/instances/<id>/``) and unlimited (``count`` null or ``"unlimited"``) until
+  ``clear_faults`` (``POST /_sim/fault/clear``) takes it back.
+- A fleet: any number of instances, each with its own id, GPU, $/h and the model its LLM
+  serves (``SimInstance``; ``vastops sim --instance ID,gpu=NAME,dph=USD,model=NAME``, repeated,
+  or ``--instances N``); the printed env file names them as ``VAST_INSTANCE_ID`` and
+  ``VAST_INSTANCE_IDS``, and a billed past each (``--billing-history`` repeated). vastops reads
+  them with the v1 list filtered to their ids (``{"id": {"in": [...]}}``, 25 a page).
 - vast's market (``SimConfig.market``, eleven offers by default, ``SimOffer``): search offers
   filtered as vast filters (every ``{col: {op: value}}``, ``type``, ``order``, ``limit``,
   ``allocated_storage``); renting one (``PUT /asks/{id}/`` with vastai's create body: the
@@ -131,8 +139,10 @@ Where it still differs from the real service (docs/vast-api.md §8 keeps the sam
   OPEN_BUTTON_TOKEN shorter than 8 characters (a template's "1") counts as not given: vast's
   random one is used (``Simulator.edge_token``). Rebooting, frozen and lost-host ports answer
   502 placeholders (at vast the container, so Caddy, is down: the connection may be refused).
-- The LLM answers as ``sim-model`` while ``/metrics`` labels ``model_name`` with the instance's
-  model (env VLLM_MODEL, else ``SimInstance.model``); ``kv_cache_usage_perc`` is 4 % a running
+- The LLM answers as ``sim-model`` unless the instance serves a name of its own
+  (``SimInstance.served_model``, or vLLM's ``--served-model-name`` in its env's ``VLLM_ARGS``);
+  ``/metrics`` labels ``model_name`` with that name, else with the instance's model (env
+  VLLM_MODEL, else ``SimInstance.model``); ``kv_cache_usage_perc`` is 4 % a running
   request; the latency histogram counts real seconds; its counters reset with the instance.
 - No recycle, bulk PUT, volumes (but one volume contract in the charges), serverless, templates,
   ssh keys, teams, execute, copy or scheduled jobs: those paths answer 404 ``not_found``.

@@ -62,8 +62,11 @@ def control(sim: Simulator, method: str, target: str, raw: bytes, ip: str):
             else:
                 raise ValueError(f"action must be one of {(*CONSOLE_ACTIONS, 'crash')}, not {action!r}")
         elif path == "/_sim/fault":
-            keys = ("kind", "count", "method", "path_prefix", "delay_s", "value")
+            keys = ("kind", "count", "method", "path_prefix", "delay_s", "value", "instance_id")
             sim.add_fault(**{k: data[k] for k in keys if k in data})
+        elif path == "/_sim/fault/clear":  # all faults, or those of a path prefix or an instance
+            gone = sim.clear_faults(data.get("path_prefix"), data.get("instance_id"))
+            return 200, {"success": True, "cleared": gone}
         elif path == "/_sim/revoke_key":
             sim.revoke_key(str(data["new_key"]))
         elif path == "/_sim/config":

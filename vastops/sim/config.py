@@ -36,6 +36,9 @@ class SimInstance:
     # 22, 8000 and 8001 as before); with a vast image (vastai/...) the auth edge guards them.
     env: dict[str, str] | None = None
     model: str = DEFAULT_MODEL  # the served model's name (env VLLM_MODEL wins), /metrics' model_name
+    # The name its simulated LLM answers as (/v1/models, every answer; /metrics' model_name too);
+    # None: "sim-model" (vastops/sim/llm.py). vLLM's --served-model-name in the env's VLLM_ARGS wins.
+    served_model: str | None = None
     onstart: str = ""
     storage_stopped_cost: float | None = None  # $/h for the disk while stopped; None: STOPPED_STORAGE_FACTOR x the running rate
 
@@ -215,6 +218,18 @@ class SimConfig:
     contract_days: float = 3650.0
     volume: SimVolume | None = field(default_factory=SimVolume)  # the account's other contract (None: none)
     billing_history: BillingHistory | None = None  # a contract's billed past (the demo's sessions)
+    billing_histories: list[BillingHistory] = field(default_factory=list)  # other contracts' billed pasts (a fleet)
+
+
+def check_instances(instances: list[SimInstance]) -> None:
+    """ValueError for an instance listed twice or an unknown initial state."""
+    ids = [spec.id for spec in instances]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"SimConfig.instances: instance {twice[0]} is listed twice")
+    for spec in instances:
+        if spec.initial not in INITIAL_STATES:
+            raise ValueError(f"SimInstance.initial must be one of {INITIAL_STATES}, not {spec.initial!r}")
 
 
 def to_bool(v: Any) -> bool:

@@ -168,13 +168,18 @@ class Console:
     def add_fault(
         self,
         kind,
-        count: int = 1,
+        count: int | str | None = 1,
         method: str | None = None,
         path_prefix: str | None = None,
         delay_s: float = 0.0,
         value: str | None = None,
+        instance_id: int | None = None,
     ) -> None:
-        """Make the next ``count`` matching calls fail as ``kind`` says.
+        """Make the next ``count`` matching calls fail as ``kind`` says; ``count`` None (or
+        ``"unlimited"``): every matching call until ``clear_faults``.
+
+        ``instance_id``: only the calls about that instance (its show, state PUT, reboot, logs,
+        deposit, destroy: a fault of one instance of a fleet; the list call is not one of them).
 
         ``kind="status"`` needs ``value``: the next ``count`` show answers (GET
         /api/v0/instances/ID/ that reach an instance: not a 429, not an auth error) carry
@@ -184,21 +189,37 @@ class Console:
         kind = str(kind)
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
-        if int(count) < 1 or float(delay_s) < 0:
-            raise ValueError("count must be >= 1 and delay_s >= 0")
+        times = None if count is None or count == "unlimited" else int(count)
+        if (times is not None and times < 1) or float(delay_s) < 0:
+            raise ValueError('count must be >= 1 (or null, "unlimited") and delay_s >= 0')
         if kind == "status" and not (isinstance(value, str) and value):
             raise ValueError('a "status" fault needs a value: the actual_status to report, e.g. "unknown"')
         with sim._lock:
             sim._faults.append(
                 {
                     "kind": kind,
-                    "count": int(count),
+                    "count": times,
                     "method": method.upper() if method else None,
                     "path_prefix": path_prefix,
+                    "instance_id": None if instance_id is None else int(instance_id),
                     "delay_s": float(delay_s),
                     "value": value if kind == "status" else None,
                 }
             )
+
+    def clear_faults(self, path_prefix: str | None = None, instance_id: int | None = None) -> int:
+        """Take back the faults (all, or those of that path prefix or instance); how many went."""
+        sim = cast("Simulator", self)  # a mixin of the one Simulator
+        with sim._lock:
+            kept = [
+                f
+                for f in sim._faults
+                if (path_prefix is not None and f["path_prefix"] != path_prefix)
+                or (instance_id is not None and f["instance_id"] != int(instance_id))
+            ]
+            gone = len(sim._faults) - len(kept)
+            sim._faults[:] = kept
+            return gone
 
     def revoke_key(self, new_key: str) -> None:
         sim = cast("Simulator", self)  # a mixin of the one Simulator

@@ -248,14 +248,14 @@ def container_answer(
                 inst.llm["errors"] += 1
                 return 500, DEAD_ENGINE_ERROR
             if path == simllm.MODELS_PATH:
-                return 200, simllm.models_body()
+                return 200, simllm.models_body(inst.served_model)
             return 503, "", "text/plain; charset=utf-8"  # /health: an empty 503, as vLLM answers it
         if not healthy(sim, inst, now):  # the container is starting, rebooting, frozen, or the model still loading
             return 503, {"status": "unavailable"}
         if path == METRICS_PATH:
             return 200, simmetrics.exposition(inst), simmetrics.CONTENT_TYPE
         if path == simllm.MODELS_PATH:
-            return 200, simllm.models_body()
+            return 200, simllm.models_body(inst.served_model)
         if path not in simllm.POST_PATHS:
             if inst.health_from is not None and (inst.health_answered is None or inst.health_answered[0] != inst.health_from):
                 inst.health_answered = (inst.health_from, now)  # this start's first 200 (/_sim/state: health_first_200_at)
@@ -263,7 +263,7 @@ def container_answer(
         inst.llm["last_request_at"] = now
         try:
             token_s = simllm.token_seconds((headers or {}).get(simllm.TOKEN_HEADER), sim.config.token_s)
-            return simllm.plan(path, raw, now, token_s)
+            return simllm.plan(path, raw, now, token_s, inst.served_model)
         except simllm.LLMError as e:
             inst.llm["errors"] += 1
             return e.status, e.body()

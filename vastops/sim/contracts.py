@@ -166,13 +166,14 @@ def pending_route(sim: Simulator, now: float, iid: Any, query: Any, body: Any) -
 
 
 def apply_history(sim: Simulator, inst: InstanceState, now: float) -> None:
-    """The contract's billed past, when ``SimConfig.billing_history`` is about it: its start moves
+    """The contract's billed past, when ``SimConfig.billing_history`` (or one of ``billing_histories``) is about it: its start moves
     to the history's ``created_at`` and its meter carries the past sessions (compute at the
     history's rate; the disk at its running rate inside them, its stopped rate between them),
     up to ``now``. The past was paid for: a credit invoice of its cost at ``created_at`` keeps
     the account's credit what it was."""
-    h = sim.config.billing_history
-    if h is None or h.instance_id != inst.spec.id:
+    pasts = [sim.config.billing_history, *sim.config.billing_histories]
+    h = next((h for h in pasts if h is not None and h.instance_id == inst.spec.id), None)
+    if h is None:
         return
     start = min(h.created_at, now)
     inst.created = start

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import shlex
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from vastops.sim.billing import DISK, DISK_STOPPED, GB, GPU, INF, Meter, Rates
 from vastops.sim.config import SimInstance, SimOffer
+from vastops.sim.llm import MODEL_ID
 
 __all__ = ["GB", "INF", "InstanceState", "PriceRise"]
 
@@ -118,7 +120,26 @@ class InstanceState:
 
     @property
     def model(self) -> str:
-        return self.env.get("VLLM_MODEL") or self.spec.model
+        """The model ``/metrics`` labels its series with: the served name when one is set, as vLLM's."""
+        return self._served_name() or self.env.get("VLLM_MODEL") or self.spec.model
+
+    @property
+    def served_model(self) -> str:
+        """The name its LLM answers as (``/v1/models``, every answer): ``--served-model-name`` in
+        the env's ``VLLM_ARGS`` (vLLM's own flag), else ``SimInstance.served_model``, else ``sim-model``."""
+        return self._served_name() or MODEL_ID
+
+    def _served_name(self) -> str | None:
+        try:
+            args = shlex.split(self.env.get("VLLM_ARGS") or "")
+        except ValueError:  # an unbalanced quote: vLLM would not start; the simulator reads no name
+            args = []
+        for i, arg in enumerate(args):
+            if arg == "--served-model-name" and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith("--served-model-name="):
+                return arg.split("=", 1)[1] or None
+        return self.spec.served_model
 
     @property
     def host_id(self) -> int:

@@ -4,7 +4,9 @@
 the timing); this module only turns a request body into an answer, so it has no sockets,
 no clock of its own and no sleeps.
 
-The model, ``sim-model`` (the id ``/v1/models`` reports):
+The model, ``sim-model`` by default (the id ``/v1/models`` reports; an instance may serve
+another name: ``SimInstance.served_model`` or ``--served-model-name`` in its ``VLLM_ARGS``,
+``InstanceState.served_model``, and every answer and refusal names that one):
 - A token is a whitespace-separated word. ``prompt_tokens`` counts the words of every
   message's text (chat) or of the prompt (completions); ``completion_tokens`` the words
   of the reply; ``total_tokens`` is their sum. No special tokens, no role overhead.
@@ -85,10 +87,10 @@ def tokens(text: str) -> list[str]:
     return text.split()
 
 
-def models_body() -> dict:
+def models_body(model: str = MODEL_ID) -> dict:
     return {
         "object": "list",
-        "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": OWNED_BY, "root": MODEL_ID, "max_model_len": MAX_MODEL_LEN}],
+        "data": [{"id": model, "object": "model", "created": 0, "owned_by": OWNED_BY, "root": model, "max_model_len": MAX_MODEL_LEN}],
     }
 
 
@@ -105,6 +107,7 @@ class Completion:
     stream: bool
     include_usage: bool
     token_s: float  # the time each token of the reply takes (the HTTP side waits it)
+    model: str = MODEL_ID  # the name it answers as
 
     @property
     def usage(self) -> Usage:
@@ -155,7 +158,7 @@ class Completion:
             "id": self.id,
             "object": kind + (".chunk" if chunk and self.chat else ""),
             "created": self.created,
-            "model": MODEL_ID,
+            "model": self.model,
             "system_fingerprint": None,
         }
 
@@ -166,9 +169,9 @@ def sse(data: dict | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-def plan(path: str, raw: bytes, created: float, token_s: float) -> Completion:
+def plan(path: str, raw: bytes, created: float, token_s: float, served: str = MODEL_ID) -> Completion:
     """Check a POST body for ``path`` and work out its answer (``created``: the server's clock;
-    ``token_s``: the time per token); LLMError says why not."""
+    ``token_s``: the time per token; ``served``: the model's name); LLMError says why not."""
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
@@ -179,7 +182,7 @@ def plan(path: str, raw: bytes, created: float, token_s: float) -> Completion:
     model = _required(body, "model")
     if not isinstance(model, str):
         raise LLMError(400, "Invalid type for 'model': expected a string.", "model", "invalid_type")
-    if model != MODEL_ID:
+    if model != served:
         raise LLMError(404, f"The model `{model}` does not exist.", "model", "model_not_found", "NotFoundError")
     if chat:
         prompt_tokens, echo = _messages(_required(body, "messages"))
@@ -209,6 +212,7 @@ def plan(path: str, raw: bytes, created: float, token_s: float) -> Completion:
         stream=stream,
         include_usage=bool(options and options.get("include_usage") is True),
         token_s=token_s,
+        model=served,
     )
 
 

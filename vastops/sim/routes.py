@@ -55,6 +55,7 @@ _ROUTES = [  # order matters: the bare v0 list must not be read as a show
     ("PUT", re.compile(r"/api/v0/asks/(\d+)/?"), "create"),
     ("DELETE", re.compile(r"/api/v0/instances/(\d+)/?"), "destroy"),
 ]
+_INSTANCE_PATH = re.compile(r"/api/v0/instances/(?:reboot/|request_logs/|balance/)?(\d+)/?")
 _BAD_KEY_STATUS = {"charges": 404, "invoices": 404}  # §2: the status varies by endpoint; 401 elsewhere
 _FAULT_PAGES = {
     "500": "<html><body><h1>Server Error (500)</h1></body></html>",
@@ -143,17 +144,26 @@ def identity(sim: Simulator, key: str | None) -> str | None:
 
 
 def take_fault(sim: Simulator, method: str, path: str, *, status: bool = False) -> dict | None:
-    """The first matching fault, consumed once. ``status`` faults are taken only where a
-    show answer is built (``status=True``); every other kind before the answer."""
+    """The first matching fault, consumed once (an unlimited one, ``count`` None, stays). ``status``
+    faults are taken only where a show answer is built (``status=True``); every other kind before the answer."""
     for f in sim._faults:
         if (f["kind"] == "status") != status:
             continue
+        if f.get("instance_id") is not None and path_instance(path) != f["instance_id"]:
+            continue
         if f["method"] in (None, method) and (not f["path_prefix"] or path.startswith(f["path_prefix"])):
-            f["count"] -= 1
-            if f["count"] <= 0:
-                sim._faults.remove(f)
+            if f["count"] is not None:
+                f["count"] -= 1
+                if f["count"] <= 0:
+                    sim._faults.remove(f)
             return f
     return None
+
+
+def path_instance(path: str) -> int | None:
+    """The instance a call is about (show, state PUT, reboot, logs, deposit, destroy), or None."""
+    match = _INSTANCE_PATH.fullmatch(path)
+    return int(match.group(1)) if match else None
 
 
 def vast_answer(sim: Simulator, method, path, query, body, key, ip):

@@ -234,6 +234,7 @@ def state_row(sim: Simulator, inst: InstanceState, now: float) -> dict:
         "llm": dict(inst.llm),  # what its LLM served (counts reset with the instance)
         "image": s.image,
         "model": inst.model,
+        "served_model": inst.served_model,  # the name its LLM answers as
         "engine": engine_state(sim, inst, now),  # down, loading, healthy, dead or failed
         # where vast's auth edge stands (never a token); the agent's own port is published directly
         "edge": edge.summary(inst, [p for p in published_ports(inst) if not (sim.config.run_agent and p == AGENT_CONTAINER_PORT)]),

@@ -28,6 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--port", type=port_number, default=8900, help="API port, 0 = any free port (default %(default)s)")
     a("--api-key", default=c.api_key, help="key the simulator accepts (default %(default)s)")
     a("--instance-id", type=int, action="append", metavar="ID", help=f"instance id; repeat for several (default {i.id})")
+    a(
+        "--instance",
+        type=instance_spec,
+        action="append",
+        default=[],
+        metavar="ID[,gpu=NAME][,dph=USD][,model=NAME]",
+        help="an instance with its own GPU, compute $/h and the model its LLM serves; repeat for a fleet (after the --instance-id ones)",
+    )
+    a(
+        "--instances",
+        type=int,
+        metavar="N",
+        help=f"N instances with ids counting up from the first --instance-id (default {i.id}), each as the options say",
+    )
+    a("--served-model", metavar="NAME", help="the name every instance's simulated LLM answers as (default sim-model)")
     a("--no-instances", action="store_true", help="an account with no instance yet: rent one from the market (vastops instance create)")
     a(
         "--first-contract-id",
@@ -60,7 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--billing-history",
         metavar="FILE",
-        help="a contract's billed past, JSON: {instance_id, created_at, dph_base, storage_total_cost, storage_stopped_cost, sessions: [[start, end], ...]}",
+        action="append",
+        help="a contract's billed past, JSON: {instance_id, created_at, dph_base, storage_total_cost, storage_stopped_cost,"
+        " sessions: [[start, end], ...]}; repeat for several contracts",
     )
     a("--schedule-s", type=float, default=c.schedule_s, help="time in scheduling after a start")
     a("--created-s", type=float, default=c.created_s, help="how much of it shows actual_status 'created'")
@@ -98,8 +115,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--settings-in", metavar="FILE", help=argparse.SUPPRESS)  # the demo: its settings are in FILE; print no env block of our own
 
 
+SPEC_KEYS = {"gpu": "gpu_name", "dph": "dph_base", "model": "served_model"}
+
+
+def instance_spec(text: str) -> dict[str, object]:
+    """``--instance 23456,gpu=RTX 4090,dph=0.6,model=BAAI/bge-m3``: the SimInstance fields it sets."""
+    first, *pairs = [part.strip() for part in text.split(",")]
+    if not first.isdigit() or int(first) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: starts with the instance's numeric id, e.g. 23456,gpu=RTX 4090,dph=0.6")
+    spec: dict[str, object] = {"id": int(first)}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() not in SPEC_KEYS or not value.strip():
+            raise argparse.ArgumentTypeError(f"{text!r}: {pair!r} is not one of {', '.join(k + '=...' for k in SPEC_KEYS)}")
+        field = SPEC_KEYS[key.strip()]
+        if field == "dph_base":
+            try:
+                spec[field] = float(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r}: dph is $/h, a number, not {value.strip()!r}") from None
+            if not 0 <= float(value) < float("inf"):
+                raise argparse.ArgumentTypeError(f"{text!r}: dph must be a number >= 0")
+        else:
+            spec[field] = value.strip()
+    return spec
+
+
+def instance_specs(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Every instance the options name: the --instance-id ones (or --instances N from the first), then the --instance ones."""
+    if getattr(args, "no_instances", False):
+        return []
+    given = list(getattr(args, "instance", None) or [])
+    ids = list(args.instance_id or [])
+    count = getattr(args, "instances", None)
+    if count is not None:
+        if count < 1:
+            raise ValueError("--instances: at least 1")
+        first = ids[0] if ids else SimInstance().id
+        ids = [first + n for n in range(count)]
+    elif not ids and not given:
+        ids = [SimInstance().id]
+    specs: list[dict[str, object]] = [{"id": n} for n in ids]
+    specs += given
+    seen: set[object] = set()
+    for spec in specs:
+        if spec["id"] in seen:
+            raise ValueError(f"--instance: instance {spec['id']} is named twice")
+        seen.add(spec["id"])
+    return specs
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    ids = [] if getattr(args, "no_instances", False) else args.instance_id or [SimInstance().id]
+    specs = instance_specs(args)
     instance = dict(
         gpu_name=args.gpu_name,
         dph_base=args.dph_base,
@@ -109,14 +176,16 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         inet_down_cost=args.inet_down_cost,
         initial=args.initial,
         storage_stopped_cost=getattr(args, "storage_stopped_cost", None),
+        served_model=getattr(args, "served_model", None),
     )
-    history = getattr(args, "billing_history", None)
+    given = getattr(args, "billing_history", None) or []
+    histories = [BillingHistory.load(path) for path in ([given] if isinstance(given, str) else given)]
     defaults = SimConfig()
     return SimConfig(
         api_key=args.api_key,
         host=args.host,
         port=args.port,
-        instances=[SimInstance(id=n, **instance) for n in ids],
+        instances=[SimInstance(**{**instance, **spec}) for spec in specs],
         credit=args.credit,
         schedule_s=args.schedule_s,
         created_s=args.created_s,
@@ -140,7 +209,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         run_agent=getattr(args, "agent", False),
         contract_days=getattr(args, "contract_days", defaults.contract_days),
         volume=None if getattr(args, "no_volume", False) else defaults.volume,
-        billing_history=BillingHistory.load(history) if history else None,
+        billing_history=histories[0] if histories else None,
+        billing_histories=histories[1:],
     )
 
 
@@ -168,7 +238,11 @@ def env_block(sim: Simulator, config: SimConfig, ledger: str = "vastops-sim.db",
         f"VAST_INSTANCE_ID={config.instances[0].id}"
         if config.instances
         else "# VAST_INSTANCE_ID: none yet (vastops instance create --env-file ... writes it)",
-        *([f"# other instances: {', '.join(others)}"] if others else []),
+        *(
+            ["# the fleet's other instances (a fleet: vastops controls every one)", f"VAST_INSTANCE_IDS={','.join(others)}"]
+            if others
+            else []
+        ),
         f"VASTOPS_DB={db}",
         f"CONTROL_API_KEY={secrets.token_hex(32)}",
     ]
@@ -180,8 +254,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-    except (OSError, ValueError) as exc:  # the billing history's file
-        print(f"vastops sim: --billing-history: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # the billing history's file, or an instance named twice
+        where = "" if str(exc).startswith("--") else "--billing-history: "
+        print(f"vastops sim: {where}{exc}", file=sys.stderr)
         return 2
     sim = Simulator(config)
     try:

@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from vastops.sim import containers, contracts, logs, market, rows
 from vastops.sim.agents import Agents
 from vastops.sim.billing import DISK, DISK_STOPPED, GPU, VolumeState
-from vastops.sim.config import INITIAL_STATES, SimConfig
+from vastops.sim.config import SimConfig, check_instances
 from vastops.sim.console import CRASH_MSG, Console
 from vastops.sim.instance import COMPUTE_PHASES, CONTAINERS, GB, INF, STOPPED_PHASES, InstanceState
 from vastops.sim.routes import ApiHandler
@@ -40,9 +40,7 @@ class Simulator(Console):
         self.config = replace(
             config, instances=list(config.instances), market=list(config.market), refused_images=list(config.refused_images)
         )
-        for spec in self.config.instances:
-            if spec.initial not in INITIAL_STATES:
-                raise ValueError(f"SimInstance.initial must be one of {INITIAL_STATES}, not {spec.initial!r}")
+        check_instances(self.config.instances)
         self.clock = clock
         self._lock = threading.RLock()
         self._insts: dict[int, InstanceState] = {}

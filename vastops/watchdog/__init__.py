@@ -7,6 +7,7 @@
     problems      ``Problems``: what impairs enforcement now (``/healthz``, heartbeat, log)
     inflight      the gateway's requests in flight: the body's rules, their holds, their rows
     lease         one enforcer per instance: the lease in the ledger
+    fleet         ``Members``: one watch per instance of a fleet, by name, id or model; their leases
     agentlink     the lease to the instance's agent (the dead-man switch) and vLLM's load back
     money         the hourly money round: vast's charges, price rises, notices of what bills
     settling      the settle round: settled hours and days kept, old request rows forgotten

@@ -41,6 +41,7 @@ from vastops.access.keyring import KeyRing
 from vastops.access.roles import Permission, Role, may, refusal
 from vastops.clock import stamp
 from vastops.watchdog.engine import Watch
+from vastops.watchdog.fleet import Members
 from vastops.watchdog.inflight import BadReport, parse_report
 from vastops.watchdog.prometheus import FAST_BUCKETS, LoopHistogram
 
@@ -68,8 +69,15 @@ class ErrorBody(TypedDict):
     detail: str
 
 
-def answer(watch: Watch, body: bytes) -> tuple[int, Recorded | ErrorBody]:
-    """What ``/activity`` answers for ``body``: (status code, JSON). Every call is a moment of activity."""
+def answer(watch: Watch, body: bytes, members: Members | None = None, *, pinned: bool = False) -> tuple[int, Recorded | ErrorBody]:
+    """What ``/activity`` answers for ``body``: (status code, JSON). Every call is a moment of activity.
+
+    With ``members`` (a fleet), the body's ``instance`` or ``model`` says whose (``Members.route``)."""
+    if members is not None:
+        watch, body, problem = members.route(body, watch if pinned else None)
+        if problem is not None:
+            watch.note_activity()  # counts for the default: never let a GPU stop under a user for a typo
+            return 404, {"detail": problem}
     try:
         report = parse_report(body)
     except BadReport as exc:
@@ -87,8 +95,17 @@ class ActivityPath:
     """Serves ``POST /infra/vast/activity`` itself (``serve``), for the scopes it ``handles``:
     ``WatchdogApp`` asks it first and passes everything else on to FastAPI."""
 
-    def __init__(self, *, watch: Watch, keys: KeyRing, max_body: int = MAX_BODY_BYTES, duration: LoopHistogram | None = None):
+    def __init__(
+        self,
+        *,
+        watch: Watch,
+        keys: KeyRing,
+        max_body: int = MAX_BODY_BYTES,
+        duration: LoopHistogram | None = None,
+        members: Members | None = None,
+    ):
         self.watch = watch
+        self.members = members  # a fleet: the body names the instance or the model
         self.keys = keys
         self.max_body = max_body
         # /metrics' histogram of this route's time (vastops/watchdog/metrics.py): a bisect and two additions
@@ -129,7 +146,7 @@ class ActivityPath:
             if who.role not in REPORTING:
                 await _send(send, 403, {"detail": refusal(who.role, Permission.REPORT, f"the key {who.name}")})
                 return
-            await _send(send, *answer(self.watch, body))
+            await _send(send, *answer(self.watch, body, self.members))
         finally:
             self.duration.observe(perf_counter() - began)  # every answer, refusals too: the route's own time
 

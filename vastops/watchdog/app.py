@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -47,6 +48,7 @@ from vastops.access.roles import NEEDED, Permission, require
 from vastops.control.answers import Control
 from vastops.control.status import WIRE_FIELDS, KeepaliveResult, StartResult, StopResult
 from vastops.errors import SHOWN, NotConfigured
+from vastops.fleet import Fleet
 from vastops.ledger.rows import AuditLine
 from vastops.reports.consumers import ConsumersReport, parse_day
 from vastops.reports.sessions import Statistics
@@ -54,6 +56,7 @@ from vastops.vocabulary import Actor, By
 from vastops.watchdog.activity import ActivityPath, LimitBody
 from vastops.watchdog.activity import answer as activity_answer
 from vastops.watchdog.engine import Watch
+from vastops.watchdog.fleet import Members
 from vastops.watchdog.lease import Lease
 from vastops.watchdog.metrics import WatchdogMetrics
 from vastops.watchdog.prometheus import CONTENT_TYPE
@@ -70,6 +73,7 @@ from vastops.watchdog.schemas import (
     ConsumersOut,
     CostsOut,
     Error,
+    FleetOut,
     Healthz,
     KeepaliveIn,
     KeepaliveOut,
@@ -90,12 +94,26 @@ log = logging.getLogger("vastops.watchdog")
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="CONTROL_API_KEY (admin) or a named key (vastops key add)")
 
 
-def get_control(request: Request) -> Control:
-    return request.app.state.control
-
-
 def get_watch(request: Request) -> Watch:
-    return request.app.state.watch
+    """The watch a route acts on: the one ``{instance}`` names (/instances/{instance}/...), else the default's."""
+    key = request.path_params.get("instance")
+    if key is None:
+        return request.app.state.watch
+    members: Members = request.app.state.members
+    watch = members.find(key)
+    if watch is None:
+        raise HTTPException(404, members.unknown(key))
+    return watch
+
+
+def get_control(request: Request) -> Control:
+    return get_watch(request).control
+
+
+def one_instance(
+    instance: Annotated[str, Path(max_length=100, description="the instance: its name in the fleet file, or its vast.ai id")],
+) -> None:
+    """The path parameter of /instances/{instance}/... (read by ``get_watch``), for the OpenAPI document."""
 
 
 def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Principal:
@@ -138,6 +156,12 @@ CallerDep = Annotated[Principal, Depends(caller)]
 PREFIX = "/infra/vast"  # where create_app puts the API's routes; a mount puts them under its own path
 
 router = APIRouter(dependencies=[Depends(caller)], responses=answers(AUTH_ERRORS, TOO_LARGE))  # included under PREFIX
+# The routes that act on one instance: under PREFIX for the default one (the seed's), and again
+# under PREFIX/instances/{instance} for any member of the fleet.
+one = APIRouter(dependencies=[Depends(caller)], responses=answers(AUTH_ERRORS, TOO_LARGE))
+UNKNOWN_INSTANCE: dict[int | str, dict[str, Any]] = {
+    404: {"model": Error, "description": "no such instance in the fleet (the answer lists them)"}
+}
 public = APIRouter(responses=answers(TOO_LARGE))
 pages = APIRouter(include_in_schema=False)  # the API's docs page and its assets
 
@@ -157,7 +181,7 @@ CHANGES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get(
+@one.get(
     "/status",
     response_model=StatusOut,
     responses={**CHANGES, **answers(INVALID, {502: VAST_ERRORS[502]}, LEDGER_ERRORS)},
@@ -193,7 +217,7 @@ async def status(
     return answer.model_dump(mode="json", include=set(WIRE_FIELDS))  # StatusOut's fields, its lines as plain objects
 
 
-@router.post(
+@one.post(
     "/power/on",
     response_model=PowerOnOut,
     responses=answers(
@@ -236,7 +260,7 @@ async def power_on(control: ControlDep, watch: WatchDep, who: CallerDep, body: P
         await watch.changed()
 
 
-@router.post(
+@one.post(
     "/power/reboot",
     response_model=PowerOnOut,
     responses=answers(
@@ -261,7 +285,7 @@ async def power_reboot(control: ControlDep, watch: WatchDep, who: CallerDep, bod
         await watch.changed()
 
 
-@router.post("/power/off", response_model=PowerOffOut, responses=answers(BODY_ERRORS, VAST_ERRORS), **needs(Permission.POWER))
+@one.post("/power/off", response_model=PowerOffOut, responses=answers(BODY_ERRORS, VAST_ERRORS), **needs(Permission.POWER))
 async def power_off(control: ControlDep, watch: WatchDep, who: CallerDep, body: PowerOffIn | None = None) -> StopResult:
     """Stop the instance; the disk is kept. Harmless when it is already stopped."""
     watch.acting()  # the deadline's own stop waits for this one
@@ -275,7 +299,7 @@ async def power_off(control: ControlDep, watch: WatchDep, who: CallerDep, body: 
         await watch.changed()
 
 
-@router.post(
+@one.post(
     "/keepalive",
     response_model=KeepaliveOut,
     responses=answers(
@@ -298,8 +322,11 @@ ACTIVITY_BODY = {
 }
 
 
-@router.post(
-    "/activity", response_model=ActivityOut, responses=answers(BODY_ERRORS), **needs(Permission.REPORT, openapi_extra=ACTIVITY_BODY)
+@one.post(
+    "/activity",
+    response_model=ActivityOut,
+    responses={**answers(BODY_ERRORS), **UNKNOWN_INSTANCE},
+    **needs(Permission.REPORT, openapi_extra=ACTIVITY_BODY),
 )
 async def activity(request: Request, watch: WatchDep) -> Any:
     """Record activity (the gateway calls this on every LLM request); with a body, a request's start or end.
@@ -307,23 +334,28 @@ async def activity(request: Request, watch: WatchDep) -> Any:
     A request between its start and its end holds the instance awake (at most
     VAST_REQUEST_TTL_S). Memory only; flushed each second. A malformed body is 400 or
     422 and still counts as activity: a gateway's bug must never let the GPU stop under a user.
+    On a fleet, a body's `instance` (a name or id) or `model` says whose activity it is (else the default's).
     """
     # Served by vastops/watchdog/activity.py's ActivityPath before FastAPI sees it; this route is
     # its entry in the OpenAPI document, and answers alike if it is ever reached.
-    code, body = activity_answer(watch, await request.body())
+    pinned = "instance" in request.path_params
+    code, body = activity_answer(watch, await request.body(), request.app.state.members, pinned=pinned)
     return body if code == 200 else JSONResponse(body, status_code=code)
 
 
-@router.get("/costs", response_model=CostsOut, responses=answers(LEDGER_ERRORS), **needs(Permission.READ))
-async def costs(control: ControlDep) -> Statistics:
-    """Runtime and cost over all sessions (an open session counts up to now)."""
+@one.get("/costs", response_model=CostsOut, responses=answers(LEDGER_ERRORS), **needs(Permission.READ))
+async def costs(request: Request, control: ControlDep) -> Statistics:
+    """Runtime and cost over all sessions (an open session counts up to now): of the instance, or without one on a fleet, the fleet's."""
+    members: Members = request.app.state.members
+    if members.is_fleet and "instance" not in request.path_params:
+        return await asyncio.to_thread(members.costs)
     return await asyncio.to_thread(control.costs)
 
 
 DAY = {"format": "date"}  # RFC 3339 full-date (YYYY-MM-DD), parsed by consumers.parse_day
 
 
-@router.get("/consumers", response_model=ConsumersOut, responses=answers(INVALID, LEDGER_ERRORS), **needs(Permission.READ))
+@one.get("/consumers", response_model=ConsumersOut, responses=answers(INVALID, LEDGER_ERRORS), **needs(Permission.READ))
 async def consumers_route(
     control: ControlDep,
     start: Annotated[
@@ -340,8 +372,9 @@ async def consumers_route(
     return await asyncio.to_thread(control.consumers, first, last)
 
 
-@router.get("/audit", response_model=list[AuditEntry], responses=answers(INVALID, LEDGER_ERRORS), **needs(Permission.READ))
+@one.get("/audit", response_model=list[AuditEntry], responses=answers(INVALID, LEDGER_ERRORS), **needs(Permission.READ))
 async def audit(
+    request: Request,
     control: ControlDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="how many entries, newest first")] = 50,
     person: Annotated[
@@ -349,8 +382,36 @@ async def audit(
         Query(max_length=64, description="only the rows of this person: a dashboard account or e-mail, a key's name, a login name"),
     ] = None,
 ) -> list[AuditLine]:
-    """The audit trail, newest first; each row names its actor and the person (or key) behind it."""
-    return await asyncio.to_thread(control.audit, limit, person=person)
+    """The audit trail, newest first; each row names its actor and the person (or key) behind it.
+    Every instance's rows (each names its instance); under /instances/{instance}, that instance's only."""
+    return await asyncio.to_thread(control.audit, limit, person=person, only_this="instance" in request.path_params)
+
+
+@router.get("/instances", response_model=FleetOut, responses=answers({502: VAST_ERRORS[502]}, LEDGER_ERRORS), **needs(Permission.READ))
+async def instances(request: Request) -> dict[str, Any]:
+    """The fleet: each instance's name, id, models and status answer (as GET /status gives it), and the fleet's budgets.
+    The instances' looks at vast.ai are shared (one list call for the fleet)."""
+    members: Members = request.app.state.members
+    watches = members.watches
+    await asyncio.gather(*(w.look(quiet=True) for w in watches if w.control.unconfigured_reason() is None))
+
+    def answers_now() -> tuple[list[Any], list[Any]]:
+        return [w.control.status(observe=False) for w in watches], members.default.control.fleet_budget_lines()
+
+    statuses, budgets = await asyncio.to_thread(answers_now)
+    rows = []
+    for watch, answer in zip(watches, statuses, strict=True):
+        status = answer.model_dump(mode="json", include=set(WIRE_FIELDS))
+        rows.append(
+            {
+                "name": members.name(watch),
+                "instance_id": watch.control.instance_id,
+                "models": members.models(watch),
+                "default": watch is members.default,
+                "status": status,
+            }
+        )
+    return {"default": members.name(members.default), "instances": rows, "budgets": [b.model_dump(mode="json") for b in budgets]}
 
 
 @router.get("/whoami", response_model=WhoAmI)
@@ -360,9 +421,12 @@ async def whoami(who: CallerDep) -> WhoAmI:
 
 
 @public.get("/healthz", response_model=Healthz, responses={503: {"model": Healthz, "description": "enforcement is impaired: see problems"}})
-async def healthz(control: ControlDep, watch: WatchDep) -> JSONResponse:
+async def healthz(request: Request, control: ControlDep, watch: WatchDep) -> JSONResponse:
     """Whether the watchdog enforces auto-shutdown (no key needed): 200 ok, or 503 degraded with the problems."""
+    members: Members = request.app.state.members
     problems = watch.problems.texts()
+    if members.is_fleet:  # each instance's problems, named
+        problems = [f"{members.name(w)}: {text}" for w in members.watches for text in w.problems.texts()]
     body = Healthz(
         status="degraded" if problems else "ok",
         version=__version__,
@@ -383,7 +447,7 @@ async def metrics(request: Request, watch: WatchDep) -> Response:
 
 # -- the API docs page, with its assets from the package -----------------------------------
 
-DOCS_ASSETS = Path(__file__).with_name("docs_assets")  # swagger-ui-dist 5 (npm), its LICENSE and NOTICE beside it
+DOCS_ASSETS = FilePath(__file__).with_name("docs_assets")  # swagger-ui-dist 5 (npm), its LICENSE and NOTICE beside it
 ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
 
 
@@ -436,10 +500,19 @@ def _install_error_handlers(app: FastAPI) -> None:
 # -- the app -------------------------------------------------------------------------
 
 
-def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None = None, prefix: str = PREFIX) -> WatchdogApp:
+def create_app(
+    control: Control,
+    *,
+    run_watch: bool = True,
+    lease: Lease | None = None,
+    prefix: str = PREFIX,
+    others: Sequence[tuple[Control, Lease | None]] = (),
+    fleet: Fleet | None = None,
+) -> WatchdogApp:
     """The ASGI app. ``run_watch=False`` serves the API without the background loops (tests, and a mounted
     app, whose host runs them: vastops/watchdog/mount.py). ``prefix`` is where the API's routes go
-    (``""``: at the app's root, for a mount); ``/healthz``, ``/metrics`` and ``/docs`` are at the root."""
+    (``""``: at the app's root, for a mount); ``/healthz``, ``/metrics`` and ``/docs`` are at the root.
+    A fleet: ``control`` is the default instance's, ``others`` the rest with their leases (vastops/watchdog/fleet.py)."""
     key = control.settings.control_api_key
     keys = KeyRing(control.ledger, key.get_secret_value() if key else None)
     if not keys.configured:
@@ -448,38 +521,47 @@ def create_app(control: Control, *, run_watch: bool = True, lease: Lease | None 
             "Set CONTROL_API_KEY in .env, or add a key with vastops key add NAME --role admin."
         )
     watch = Watch(control, lease)
-    metrics = WatchdogMetrics(control, watch)  # a registry of this app's own
-    watch.on_stop = metrics.observe_stop
+    members = Members([watch, *(Watch(c, held) for c, held in others)], fleet)
+    rest = [(members.name(w), w) for w in members.watches[1:]]
+    metrics = WatchdogMetrics(control, watch, rest, members.name(watch))  # a registry of this app's own
+    for each in members.watches:
+        each.on_stop = metrics.observe_stop
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_watch:
-            await watch.start()
+            if members.is_fleet:  # each watch's looks, ledger reads and probes go through threads: enough for all of them
+                asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(8 + 4 * len(members.watches), "vastops-fleet"))
+            await members.start()
         try:
             yield
         finally:
             if run_watch:
-                await watch.stop()
+                await members.stop()
 
     app = WatchdogApp(
         title="vastops watchdog",
         version=__version__,
-        description="Power, costs, audit and auto-shutdown for one vast.ai GPU instance.",
+        description="Power, costs, audit and auto-shutdown for vast.ai GPU instances: one, or a fleet"
+        " (the seed's routes act on the default instance, /instances/{instance}/... on any).",
         lifespan=lifespan,
         docs_url=None,  # served by `docs` with the package's own assets
         redoc_url=None,  # ReDoc's script would come from a CDN
     )
     app.state.control = control
     app.state.watch = watch
+    app.state.members = members
     app.state.keys = keys
     app.state.metrics = metrics
+    app.include_router(one, prefix=prefix)
+    app.include_router(one, prefix=prefix + "/instances/{instance}", dependencies=[Depends(one_instance)], responses=UNKNOWN_INSTANCE)
     app.include_router(router, prefix=prefix)
     app.include_router(public)
     app.include_router(pages)
     _install_error_handlers(app)
     app.add_middleware(LimitBody)
     # In front of everything: the gateway's hot path skips FastAPI (and the body guard, which it applies itself).
-    app.front = ActivityPath(watch=watch, keys=keys, duration=metrics.activity_duration)
+    app.front = ActivityPath(watch=watch, keys=keys, duration=metrics.activity_duration, members=members)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

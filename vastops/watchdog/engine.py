@@ -94,6 +94,19 @@ PAUSE_BEFORE_STOP_S = 0.0  # fault tests set it (in the watchdog's process) to a
 REPORTERS_GRACE_S = 5.0
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the loops and wait for them to end. Python 3.11's ``asyncio.wait_for`` can swallow a
+    cancellation that meets the end of the wait it guards (gh-86296, fixed in 3.12): a loop of them
+    would then run on, and a plain ``gather`` wait for ever. So whatever still runs is cancelled again."""
+    for task in tasks:
+        task.cancel()
+    pending = set(tasks)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+        for task in pending:
+            task.cancel()
+
+
 class Watch:
     def __init__(self, control: Control, lease: Lease | None = None):
         self.control = control
@@ -171,8 +184,10 @@ class Watch:
         if self.notifier is not None:
             self.notifier.start()
             await asyncio.to_thread(self.housekeeping.pump)  # sets the cursor first: what happens from here on is told
-        await asyncio.to_thread(self.housekeeping.after_crash)
-        if self.control.unconfigured_reason() is None:
+        standby = self.lease is not None and await asyncio.to_thread(self._lost_lease)  # another watchdog enforces it now
+        if not standby:  # its heartbeat is the live holder's: not a crash of ours to report
+            await asyncio.to_thread(self.housekeeping.after_crash)
+        if self.control.unconfigured_reason() is None and not standby:
             # Look before enforcing: a session left open while we were down may have
             # been stopped elsewhere in the meantime.
             await self.look(force=True, quiet=True)
@@ -196,9 +211,7 @@ class Watch:
     async def stop(self) -> None:
         self.watching = False
         self._changed.set()  # a status held for a change answers now
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.flush()  # a clean shutdown loses no activity
         if self.notifier is not None:
             await asyncio.to_thread(self.notifier.close)
@@ -427,6 +440,11 @@ class Watch:
     def wake(self) -> None:
         """Re-aim the timer (a session opened or closed, a start began or settled)."""
         self._wake.set()
+
+    @property
+    def sleeping_until(self) -> datetime | None:
+        """When the deadline loop wakes by itself (None: it has not slept yet)."""
+        return self._sleeping_until
 
     async def changed(self) -> None:
         """An action in this process changed the ledger: re-read it and re-aim the timer."""

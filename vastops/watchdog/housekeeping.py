@@ -175,6 +175,10 @@ class Housekeeping:
                 if w.aim() != before:
                     w.forget_retry()  # a new situation: no stale retry
                     w.wake()
+                elif (due := w.deadline()) is not None and w.sleeping_until is not None and due < w.sleeping_until:
+                    # A budget's stop moved earlier by what others spent (another process's session, a fleet's
+                    # other instances): re-aim rather than sleep past it.
+                    w.wake()
                 await asyncio.to_thread(self.watch_clock)
                 self.watch_configuration()
             except Exception:

@@ -71,6 +71,13 @@ class Lease:
                 tx.audit(now, instance_id, Event.WATCHDOG_TAKEOVER, Actor.SYSTEM, meta)
         return lease
 
+    @classmethod
+    def standby(cls, ledger: Ledger, instance_id: int, clock: Clock) -> Lease:
+        """A lease another watchdog holds now, not taken: its watch does not enforce, and its first
+        renewal after the holder's lease expires takes it over (audited): a fleet's watchdog that shares
+        its instances with another (vastops/watchdog/fleet.py)."""
+        return cls(ledger, instance_id, clock, secrets.token_hex(8), socket.gethostname(), os.getpid())
+
     def _live(self, row: LeaseRow, now: datetime) -> bool:
         renewed = parse_isoz(row["renewed_at"])
         if renewed is None or (now - renewed).total_seconds() > EXPIRES_S:

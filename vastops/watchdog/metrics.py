@@ -23,7 +23,8 @@ Named as Prometheus names things (vastops/watchdog/prometheus.py); the list is d
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -50,9 +51,12 @@ RECONCILE_DAYS = 7  # the settled days the reconciliation gauges cover (as the m
 class WatchdogMetrics:
     """The watchdog's registry and its collector (``collect``), one per app."""
 
-    def __init__(self, control: Control, watch: Watch):
+    def __init__(self, control: Control, watch: Watch, others: Sequence[tuple[str, Watch]] = (), name: str = ""):
         self.control = control
         self.watch = watch
+        # A fleet: every instance's problems, stops and state, each sample with its ``instance`` (its name);
+        # the ledger's other figures are the default instance's. With one instance, no such label.
+        self.fleet: list[tuple[str, Watch]] = [(name, watch), *others] if others else []
         self.in_flight = 0  # the gateway's requests in flight, counted on the event loop by the route
         self.activity_duration = LoopHistogram(
             "vastops_activity_duration_seconds",
@@ -103,19 +107,27 @@ class WatchdogMetrics:
         yield from self.activity_duration.collect()
         yield from self.stop_lateness.collect()
 
+    def _watches(self) -> list[tuple[list[str], Watch]]:
+        """Each watch with its label values: ``[name]`` on a fleet, ``[]`` for the one instance."""
+        return [([name], w) for name, w in self.fleet] if self.fleet else [([], self.watch)]
+
     def _enforcement(self) -> Iterable[Metric]:
         watch = self.watch
-        problems = set(watch.problems.kinds())
+        by = ["instance"] if self.fleet else []
+        every = [(values, set(w.problems.kinds())) for values, w in self._watches()]
+        total = sum(len(kinds) for _, kinds in every)
         yield gauge(
-            "vastops_enforcement_ok", "1 while auto-shutdown is enforced without problems (GET /healthz answers 200)", float(not problems)
+            "vastops_enforcement_ok", "1 while auto-shutdown is enforced without problems (GET /healthz answers 200)", float(not total)
         )
-        family = gauge("vastops_problem", "1 for each kind of problem that impairs enforcement now (GET /healthz), else 0", labels=["kind"])
-        for kind in (*PROBLEM_KINDS, *sorted(problems - set(PROBLEM_KINDS))):
-            family.add_metric([kind], float(kind in problems))
+        family = gauge(
+            "vastops_problem", "1 for each kind of problem that impairs enforcement now (GET /healthz), else 0", labels=["kind", *by]
+        )
+        for values, problems in every:
+            for kind in (*PROBLEM_KINDS, *sorted(problems - set(PROBLEM_KINDS))):
+                family.add_metric([kind, *values], float(kind in problems))
         yield family
-        yield gauge(
-            "vastops_problems", "how many problems impair enforcement now (GET /healthz answers 503 while above 0)", float(len(problems))
-        )
+        yield gauge("vastops_problems", "how many problems impair enforcement now (GET /healthz answers 503 while above 0)", float(total))
+        problems = every[0][1]
         yield gauge("vastops_spooled_records", "records kept until the ledger can be written", float(watch.spooled))
         reachable = gauge("vastops_agent_reachable", "0 while the instance's agent is unreachable (absent without VASTOPS_AGENT_TOKEN)")
         renewals = counter("vastops_agent_renewals_total", "leases the instance's agent took since the watchdog started")
@@ -146,6 +158,11 @@ class WatchdogMetrics:
             iid = "" if status.instance_id is None else str(status.instance_id)
             for word in Status:
                 state.add_metric([iid, word], float(status.status == word))
+            for _, other in self.fleet[1:]:  # a fleet: every instance's state, by its id
+                with suppress(sqlite3.Error):
+                    answer = other.control.status(observe=False)
+                    for word in Status:
+                        state.add_metric([str(answer.instance_id), word], float(answer.status == word))
             cost.add_metric([], status.session_cost_usd or 0.0)
             runtime.add_metric([], (status.session_runtime_minutes or 0.0) * 60.0)
             session = self.watch.session
@@ -236,17 +253,18 @@ class WatchdogMetrics:
     def _stops(self) -> Iterable[Metric]:
         watch = self.watch
         now = watch.clock()
-        stops = watch.stops()
+        by = ["instance"] if self.fleet else []
         when = gauge(
             "vastops_next_stop_timestamp_seconds",
             "when each foreseen stop is due, by cause (the earliest is the next stop)",
-            labels=["cause"],
+            labels=["cause", *by],
         )
-        warning = gauge("vastops_stop_warning", "1 for each cause whose warning is due (the stop is near)", labels=["cause"])
-        for stop in stops:
-            when.add_metric([str(stop.cause)], stop.at.timestamp())
-            if stop.warn_at is not None and stop.warn_at <= now < stop.at:
-                warning.add_metric([str(stop.cause)], 1.0)
+        warning = gauge("vastops_stop_warning", "1 for each cause whose warning is due (the stop is near)", labels=["cause", *by])
+        for values, w in self._watches():
+            for stop in w.stops():
+                when.add_metric([str(stop.cause), *values], stop.at.timestamp())
+                if stop.warn_at is not None and stop.warn_at <= now < stop.at:
+                    warning.add_metric([str(stop.cause), *values], 1.0)
         yield when
         yield warning
         keepalive = gauge(

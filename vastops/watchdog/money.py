@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("vastops.watchdog")
 
 FIRST_ROUND_S = 60.0
+# One money round at a time in a process: a fleet's instances each have their round, and they share
+# vast's rate limit on the charges (about one call a second per key), so they take turns, each paced.
+_ONE_ROUND = threading.Lock()
 MISMATCH_LOOKBACK_DAYS = 7  # settled days whose difference is (still) audited
 
 
@@ -81,7 +85,8 @@ class Money:
         control = self.control
         if control.unconfigured_reason() is not None:
             return
-        fetched = charges.refresh(control, back_days=self.settings.vast_charges_days, sleep=self._sleep)
+        with _ONE_ROUND:
+            fetched = charges.refresh(control, back_days=self.settings.vast_charges_days, sleep=self._sleep)
         self.calls += fetched.calls
         self.last_round = control.clock()
         self.last_error = fetched.error

@@ -40,8 +40,9 @@ from typing import Any, Literal
 from starlette.applications import Starlette
 
 from vastops.clock import SteadyClock
-from vastops.config import Settings, load_settings, require_ledger_folder
+from vastops.config import ConfigError, Settings, load_settings, require_ledger_folder
 from vastops.control.answers import Control
+from vastops.fleet import load_fleet
 from vastops.watchdog.app import PREFIX, WatchdogApp, create_app
 from vastops.watchdog.lease import Lease, LeaseHeld
 
@@ -73,6 +74,11 @@ def mount_vastops(
         raise ValueError(f"prefix must start with / and not end with one (got {prefix!r}), e.g. /infra/vast")
     if control is None:
         settings = require_ledger_folder(settings if settings is not None else load_settings())
+        if load_fleet(settings).is_fleet:  # one watch per app here: a fleet needs `vastops watchdog`
+            raise ConfigError(
+                "mount_vastops enforces one instance: this configuration is a fleet (VAST_INSTANCE_IDS or VASTOPS_FLEET_FILE); "
+                "run `vastops watchdog` for a fleet"
+            )
         control = Control(settings, clock=SteadyClock())  # idle and session time on the monotonic clock, as the watchdog
     vastops = create_app(control, run_watch=False, prefix="")  # the host's lifespan runs the watch
     app.mount(prefix, vastops, name="vastops")

@@ -29,8 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from vastops.clock import SteadyClock
     from vastops.config import ConfigError, NotConfigured, load_settings, require_ledger_folder
     from vastops.control.answers import Control
+    from vastops.fleet import load_fleet
     from vastops.watchdog import serve
     from vastops.watchdog.app import create_app
+    from vastops.watchdog.fleet import open_members
     from vastops.watchdog.lease import Lease, LeaseHeld
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -51,31 +53,40 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     # Idle time and session time are measured on the monotonic clock (docs/design.md).
-    control = Control(settings, clock=SteadyClock())
-    lease = None
-    if settings.vast_instance_id is not None:
-        try:
-            lease = Lease.acquire(control.ledger, settings.vast_instance_id, control.clock)
-        except (LeaseHeld, sqlite3.Error) as exc:
-            print(f"vastops watchdog: {exc}", file=sys.stderr)
-            sock.close()
-            return 2
+    clock = SteadyClock()
+    fleet = load_fleet(settings)  # a ConfigError (an unknown key, an instance listed twice) is reported by the CLI
+    try:
+        opened = open_members(fleet, settings, clock) if fleet.members else None
+    except (LeaseHeld, sqlite3.Error) as exc:
+        print(f"vastops watchdog: {exc}", file=sys.stderr)
+        sock.close()
+        return 2
+    for line in opened.held if opened else []:
+        print(f"vastops watchdog: standing by: {line}", file=sys.stderr)
+    control = opened.controls[0] if opened else Control(settings, clock=clock)
+    leases: list[Lease | None] = list(opened.leases) if opened else [None]
+    lease = leases[0]
+    others = list(zip(opened.controls[1:], leases[1:], strict=True)) if opened else []
     with suppress(sqlite3.Error):  # what a process that died kept (it stays kept if this fails)
         control.ledger.drain()
     try:
-        app = create_app(control, lease=lease)
+        app = create_app(control, lease=lease, others=others, fleet=fleet if fleet.members else None)
     except (NotConfigured, ConfigError) as exc:  # ConfigError: a notification channel it cannot build
         sock.close()
         print(f"vastops watchdog: {exc}", file=sys.stderr)
-        if lease is not None:
-            lease.release()
+        for held in leases:
+            if held is not None:
+                held.release()
         return 2
     print(f"vastops watchdog: serving http://{args.host}:{args.port}/infra/vast (docs at /docs)", flush=True)
     # uvicorn turns SIGTERM/SIGINT into a clean shutdown, which runs the lifespan's
     # exit: the buffered activity is flushed, a last heartbeat written, the lease released.
     # Under systemd (watchdog/vastops-watchdog.service, Type=notify): READY=1 once it serves,
     # WATCHDOG=1 from the event loop, STOPPING=1 at SIGTERM (vastops/watchdog/serve.py).
-    enforcing = f"instance {settings.vast_instance_id}" if settings.vast_instance_id is not None else "no instance configured"
+    if fleet.is_fleet:
+        enforcing = f"a fleet of {len(fleet.members)} ({', '.join(m.label for m in fleet.members)}; default {fleet.default.label if fleet.default else '-'})"
+    else:
+        enforcing = f"instance {fleet.default.instance_id}" if fleet.default is not None else "no instance configured"
     ready = f"serving http://{args.host}:{args.port}/infra/vast; {enforcing}"
     serve.run(app, sock, log_level=args.log_level, access_log=args.access_log, ready_status=ready)
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from copy import copy
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -146,9 +146,37 @@ class ActivityIn(BaseModel):
     request_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="the gateway's id of the request")
     phase: Literal["start", "end"] = Field(description="start: it holds the instance awake until its end (or VAST_REQUEST_TTL_S)")
     consumer: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="who sent it (for costs per consumer)")
-    model: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="the model asked for")
+    model: str | None = Field(
+        None, min_length=1, max_length=MAX_ID_CHARS, description="the model asked for (on a fleet: the instance that serves it)"
+    )
     prompt_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
     completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
+    instance: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="on /infra/vast/activity: whose activity it is (a name from the fleet file, or an id; default: the model's"
+        " instance, else the default instance); a body of this alone is a moment of activity for it",
+    )
+
+
+class FleetMemberOut(BaseModel):
+    name: str = Field(description="its name in the fleet file, or its id")
+    instance_id: int
+    models: list[str] = Field(description="the models the fleet file says it serves")
+    default: bool = Field(description="the seed's routes act on it")
+    if TYPE_CHECKING:  # a model made by create_model: a value to mypy, a type to pydantic
+        status: dict[str, Any]
+    else:
+        status: StatusOut
+
+
+class FleetOut(BaseModel):
+    default: str = Field(description="the name of the default instance")
+    instances: list[FleetMemberOut]
+    budgets: list[dict[str, Any]] = Field(
+        description="the fleet's own budgets (VASTOPS_FLEET_BUDGET_*_USD): limit, what every instance spent in the period, state"
+    )
 
 
 class CostsOut(BaseModel):
@@ -202,6 +230,7 @@ class AuditEntry(BaseModel):
         None, description="who, by name: the dashboard account or e-mail, the API key's name, the CLI's login user; null for the watchdog"
     )
     meta: dict[str, Any]
+    instance_id: int | None = Field(None, description="the instance the row is about (on a fleet, whose); null for the account's own rows")
 
 
 class WhoAmI(BaseModel):
