@@ -27,6 +27,26 @@ CONTROL_KEY = "ctl-KEY-93a8e0d5f1"
 INSTANCE_ID = 12345
 DASHBOARD_PASSWORD = "dashboard-apptest-pw-2718"  # the AppTest tests' (tests/dashboard/conftest.py)
 
+# A fleet of three (vastops/fleet.py) for the CLI's and the dashboard's fleet tests: chat is the default.
+FLEET_CHAT, FLEET_EMBED, FLEET_SMALL = INSTANCE_ID, 23456, 34567
+FLEET_FILE = f"""
+default = "chat"
+
+[instances.chat]
+id = {FLEET_CHAT}
+models = ["mistralai/Mistral-7B-Instruct-v0.3"]
+idle_minutes = 30
+
+[instances.embed]
+id = {FLEET_EMBED}
+models = ["BAAI/bge-m3"]
+idle_minutes = 10
+
+[instances.small]
+id = {FLEET_SMALL}
+idle_minutes = 20
+"""
+
 
 def make_settings(tmp_path, sim_url: str | None, **overrides):
     values = dict(

@@ -14,29 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SIM_KEY, wait_until
+from helpers import FLEET_CHAT, FLEET_EMBED, FLEET_FILE, FLEET_SMALL, SIM_KEY, wait_until
 from vastops import cli
 from vastops.sim.config import SimConfig, SimInstance
 from vastops.sim.world import Simulator
 
-CHAT, EMBED, SMALL = 12345, 23456, 34567
-
-FLEET_FILE = f"""
-default = "chat"
-
-[instances.chat]
-id = {CHAT}
-models = ["mistralai/Mistral-7B-Instruct-v0.3"]
-idle_minutes = 30
-
-[instances.embed]
-id = {EMBED}
-models = ["BAAI/bge-m3"]
-idle_minutes = 10
-
-[instances.small]
-id = {SMALL}
-"""
+CHAT, EMBED, SMALL = FLEET_CHAT, FLEET_EMBED, FLEET_SMALL
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import INSTANCE_ID, SIM_KEY
+from helpers import FLEET_CHAT, FLEET_EMBED, FLEET_FILE, FLEET_SMALL, SIM_KEY
 from vastops import words
 from vastops.clock import utcnow
 from vastops.control.answers import Control
@@ -30,24 +30,7 @@ if str(ROOT) not in sys.path:  # the pages import each other as Streamlit runs t
 
 from pages import _charts as charts  # noqa: E402
 
-CHAT, EMBED, SMALL = INSTANCE_ID, 23456, 34567
-FLEET_FILE = f"""
-default = "chat"
-
-[instances.chat]
-id = {CHAT}
-models = ["mistralai/Mistral-7B-Instruct-v0.3"]
-idle_minutes = 30
-
-[instances.embed]
-id = {EMBED}
-models = ["BAAI/bge-m3"]
-idle_minutes = 10
-
-[instances.small]
-id = {SMALL}
-idle_minutes = 20
-"""
+CHAT, EMBED, SMALL = FLEET_CHAT, FLEET_EMBED, FLEET_SMALL
 
 
 @pytest.fixture

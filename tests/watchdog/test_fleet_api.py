@@ -175,3 +175,10 @@ def test_metrics_give_every_instances_problems_stops_and_state(api, clock):
     assert sample(families, "vastops_instance_state", instance_id=str(EMBED), status="running") == 1.0
     chat = [x.value for x in families["vastops_instance_state"].samples if x.labels["instance_id"] == str(CHAT)]
     assert sorted(chat)[-2:] == [0.0, 1.0] and sum(chat) == 1.0  # one state each, the default's and the others'
+
+
+@pytest.mark.parametrize("body", [{"instance": ""}, {"instance": 5}, {"request_id": "r", "phase": "start", "instance": "x" * 101}])
+def test_a_bad_instance_in_the_body_is_a_422_and_still_a_moment_of_the_defaults(api, body):
+    answer = api.post("/infra/vast/activity", headers=AUTH, json=body)
+    assert answer.status_code == 422 and "instance: a string of 1 to 100 characters" in answer.json()["detail"]
+    assert api.watches[CHAT].activity_total == 1

@@ -42,7 +42,7 @@ from vastops.access.roles import Permission, Role, may, refusal
 from vastops.clock import stamp
 from vastops.watchdog.engine import Watch
 from vastops.watchdog.fleet import Members
-from vastops.watchdog.inflight import BadReport, parse_report
+from vastops.watchdog.inflight import Aim, BadReport, parse_report
 from vastops.watchdog.prometheus import FAST_BUCKETS, LoopHistogram
 
 MAX_BODY_BYTES = 64 * 1024  # the API's bodies are a few hundred bytes; this only stops a flood
@@ -72,17 +72,20 @@ class ErrorBody(TypedDict):
 def answer(watch: Watch, body: bytes, members: Members | None = None, *, pinned: bool = False) -> tuple[int, Recorded | ErrorBody]:
     """What ``/activity`` answers for ``body``: (status code, JSON). Every call is a moment of activity.
 
-    With ``members`` (a fleet), the body's ``instance`` or ``model`` says whose (``Members.route``)."""
-    if members is not None:
-        watch, body, problem = members.route(body, watch if pinned else None)
-        if problem is not None:
-            watch.note_activity()  # counts for the default: never let a GPU stop under a user for a typo
-            return 404, {"detail": problem}
+    With ``members``, the body's ``instance`` (or on a fleet its ``model``) says whose (``Members.route``);
+    ``pinned``: the route names the instance (``watch``), and only a named ``instance`` overrides it."""
     try:
         report = parse_report(body)
     except BadReport as exc:
         watch.note_activity()  # a gateway's bug must never let the GPU stop under a user
         return exc.status, {"detail": exc.detail}
+    if members is not None and report is not None and (report.instance is not None or members.is_fleet):
+        watch, problem = members.route(report, watch, pinned=pinned)
+        if problem is not None:
+            watch.note_activity()  # counts for the default: never let a GPU stop under a user for a typo
+            return 404, {"detail": problem}
+    if isinstance(report, Aim):
+        report = None  # a moment of the named instance's, answered as the seed's moment
     at = stamp(watch.note_request(report))
     if report is None:
         return 200, {"status": "recorded", "last_activity": at}  # the seed's answer, as it was

@@ -19,7 +19,6 @@ or that serves it (``route``).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from vastops.reports.sessions import Statistics
 from vastops.vast import VastClient
 from vastops.vocabulary import Status
 from vastops.watchdog.engine import Watch
+from vastops.watchdog.inflight import Aim, Report
 from vastops.watchdog.lease import Lease, LeaseHeld
 
 log = logging.getLogger("vastops.watchdog")
@@ -47,7 +47,6 @@ class Opened:
     controls: list[Control]
     leases: list[Lease]
     held: list[str]  # why each lease another watchdog holds is not ours (LeaseHeld's words)
-    look: FleetLook | None
 
 
 def open_members(fleet: Fleet, settings: Settings, clock: Clock) -> Opened:
@@ -81,7 +80,7 @@ def open_members(fleet: Fleet, settings: Settings, clock: Clock) -> Opened:
             with suppress(sqlite3.Error):
                 lease.release()
         raise
-    return Opened(controls, leases, held, look)
+    return Opened(controls, leases, held)
 
 
 class Members:
@@ -135,31 +134,18 @@ class Members:
     def unknown(self, key: str) -> str:
         return f"no instance {key!r} in the fleet (known: {self.known()})"
 
-    def route(self, body: bytes, pinned: Watch | None = None) -> tuple[Watch, bytes, str | None]:
-        """Whose activity a ``/activity`` body is: (its watch, the body without ``instance``, a problem or None).
+    def route(self, report: Report | Aim, watch: Watch, *, pinned: bool = False) -> tuple[Watch, str | None]:
+        """Whose activity a parsed ``/activity`` body is: (its watch, a problem or None).
 
-        By ``instance`` (a name or id), else by ``model`` (the member that serves it), else the
-        default's, or ``pinned``'s (the route's /instances/{instance}) unless the body names another. An unknown instance counts for the default (a gateway's mistake must never let
-        a GPU stop under a user) and is named in the problem."""
-        watch = pinned or self.default
-        if b'"instance"' not in body and (not self.is_fleet or b'"model"' not in body):
-            return watch, body, None  # the one instance's hot path: no second parse
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return watch, body, None  # parse_report says what is wrong with it
-        if not isinstance(data, dict):
-            return watch, body, None
-        key = data.pop("instance", None)
-        if key is not None:
-            found = self.find(str(key)) if isinstance(key, str | int) and not isinstance(key, bool) else None
-            if found is None:
-                return watch, body, self.unknown(str(key))
-            watch = found
-        elif pinned is None and isinstance(data.get("model"), str):
-            watch = self.serving(data["model"]) or watch
-        rest = json.dumps(data).encode() if data else b""
-        return watch, rest, None
+        By ``instance`` (a name or id), else on a fleet by ``model`` (the member that serves it), else
+        ``watch`` (the default, or the route's own when ``pinned``). An unknown instance counts for
+        ``watch`` (a gateway's mistake must never let a GPU stop under a user) and is named in the problem."""
+        if report.instance is not None:
+            found = self.find(report.instance)
+            return (watch, self.unknown(report.instance)) if found is None else (found, None)
+        if not pinned and report.model is not None:
+            return self.serving(report.model) or watch, None
+        return watch, None
 
     async def start(self) -> None:
         """Start every watch (each looks at vast.ai first), then name the instances vast.ai does not know."""

@@ -32,7 +32,8 @@ from vastops.ledger.rows import OpenRequest, RequestReport
 _decode = json.JSONDecoder().decode
 MAX_ID_CHARS = 200  # request_id, consumer, model: bounded, so a bad gateway cannot fill memory or the ledger
 MAX_TOKENS = 10**9
-FIELDS = frozenset({"request_id", "phase", "consumer", "model", "prompt_tokens", "completion_tokens"})
+FIELDS = frozenset({"request_id", "phase", "consumer", "model", "prompt_tokens", "completion_tokens", "instance"})
+MAX_INSTANCE_CHARS = 100  # a fleet member's name or id (vastops/fleet.py)
 PHASES = ("start", "end")
 # Bounds on memory whatever the gateway sends (a bug that sends only starts, ids that repeat):
 MAX_OPEN = 100_000  # beyond it the oldest request in flight is given up (the hold is the newest's anyway)
@@ -66,11 +67,20 @@ class Report:
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    instance: str | None = None  # a fleet's member it is for (else the model's, else the default)
 
     @property
     def carries_more(self) -> bool:
         """Whether it says anything beyond its id and phase (worth a row of its own)."""
         return any(v is not None for v in (self.consumer, self.model, self.prompt_tokens, self.completion_tokens))
+
+
+@dataclass(slots=True)
+class Aim:
+    """A body of only ``{"instance": ...}``: a moment of activity for that member of a fleet."""
+
+    instance: str
+    model: None = None
 
 
 class BadReport(Exception):
@@ -82,8 +92,9 @@ class BadReport(Exception):
         self.detail = detail
 
 
-def parse_report(body: bytes) -> Report | None:
-    """The body's report, None for no body (a moment of activity), or ``BadReport``."""
+def parse_report(body: bytes) -> Report | Aim | None:
+    """The body's report, None for no body (a moment of activity), ``Aim`` for a moment of a named
+    instance's (a fleet's), or ``BadReport``."""
     if not body or body.isspace():  # as `not body.strip()`, without its copy
         return None
     try:
@@ -96,6 +107,12 @@ def parse_report(body: bytes) -> Report | None:
         raise BadReport(400, "the body is not valid JSON (nested too deeply)") from None
     if type(data) is not dict:
         raise BadReport(422, "body: expected a JSON object")
+    if len(data) == 1 and "instance" in data:
+        problems: list[str] = []
+        aimed = _text(data, "instance", problems, most=MAX_INSTANCE_CHARS)
+        if aimed is None:
+            raise BadReport(422, "; ".join(problems) or f"instance: a string of 1 to {MAX_INSTANCE_CHARS} characters")
+        return Aim(aimed)
     request_id, phase = data.get("request_id"), data.get("phase")
     # The common case first, checked cheaply: known fields, an id and a phase, nothing else or good values.
     # A JSON escape (\u) may spell a lone surrogate, which no UTF-8 ledger or answer can hold: such
@@ -113,14 +130,16 @@ def parse_report(body: bytes) -> Report | None:
         # so _text's check for a lone surrogate has nothing to find): what the checks below return.
         consumer, model = data.get("consumer"), data.get("model")
         prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
+        instance = data.get("instance")
         if (
             (consumer is None or (type(consumer) is str and 0 < len(consumer) <= MAX_ID_CHARS))
             and (model is None or (type(model) is str and 0 < len(model) <= MAX_ID_CHARS))
             and (prompt is None or (type(prompt) is int and 0 <= prompt <= MAX_TOKENS))
             and (completion is None or (type(completion) is int and 0 <= completion <= MAX_TOKENS))
+            and (instance is None or (type(instance) is str and 0 < len(instance) <= MAX_INSTANCE_CHARS))
         ):
-            return Report(request_id, phase, consumer, model, prompt, completion)
-        problems: list[str] = []  # one of them is not: the checks say which
+            return Report(request_id, phase, consumer, model, prompt, completion, instance)
+        problems = []  # one of them is not: the checks say which
     else:
         problems = [f"{printable(name)}: unknown field" for name in data if name not in FIELDS]
         request_id = _text(data, "request_id", problems, required=True)
@@ -128,20 +147,21 @@ def parse_report(body: bytes) -> Report | None:
             problems.append("phase: required, 'start' or 'end'")
     consumer, model = _text(data, "consumer", problems), _text(data, "model", problems)
     prompt, completion = _count(data, "prompt_tokens", problems), _count(data, "completion_tokens", problems)
+    instance = _text(data, "instance", problems, most=MAX_INSTANCE_CHARS)
     if problems:
         raise BadReport(422, "; ".join(problems))
     assert isinstance(request_id, str) and isinstance(phase, str)
-    return Report(request_id, phase, consumer, model, prompt, completion)
+    return Report(request_id, phase, consumer, model, prompt, completion, instance)
 
 
-def _text(data: dict[str, object], name: str, problems: list[str], *, required: bool = False) -> str | None:
+def _text(data: dict[str, object], name: str, problems: list[str], *, required: bool = False, most: int = MAX_ID_CHARS) -> str | None:
     value = data.get(name)
     if value is None:
         if required:
-            problems.append(f"{name}: required, a string of 1 to {MAX_ID_CHARS} characters")
+            problems.append(f"{name}: required, a string of 1 to {most} characters")
         return None
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_CHARS:
-        problems.append(f"{name}: a string of 1 to {MAX_ID_CHARS} characters")
+    if not isinstance(value, str) or not 1 <= len(value) <= most:
+        problems.append(f"{name}: a string of 1 to {most} characters")
         return None
     if not encodable(value):
         problems.append(f"{name}: not valid Unicode text (a lone surrogate, as \\ud800)")
